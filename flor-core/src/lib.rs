@@ -1,0 +1,25 @@
+//! flor-core: the data model and recording semantics of flor, shared by every
+//! front end (the Rust API, the Python binding, the CLI), and the small
+//! extension traits the other crates implement.
+//!
+//! * [`value`], [`record`]: runs, loop contexts, typed values, record kinds,
+//!   and the JSON-lines record file format.
+//! * [`store`], [`pivot`], [`table`]: the storage-backend trait, the shared
+//!   pivot ("dataframe") semantics, and result tables.
+//!
+//! No heavy dependencies live here: git, SQLite, tree-sitter and wasmtime
+//! belong to the leaf crates.
+
+#![warn(missing_docs)]
+
+pub mod pivot;
+pub mod record;
+pub mod store;
+pub mod table;
+pub mod time;
+pub mod value;
+
+pub use record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source};
+pub use store::{Store, StoreError, StoreResult};
+pub use table::{Column, Table};
+pub use value::{Value, ValueType};

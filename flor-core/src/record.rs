@@ -1,0 +1,705 @@
+//! The data model of a run and its record file (JSON lines).
+//!
+//! A record file starts with one header line (`"k":"run"`) naming the run,
+//! then one line per event, in the order they happened:
+//!
+//! | `k`    | meaning                                  | fields |
+//! |--------|------------------------------------------|--------|
+//! | `run`  | header: run identity                     | [`RunMeta`] fields, `format`, `source` |
+//! | `iter` | a loop iteration began                   | `c` context id, `p` parent context, `l` loop name, `it` index from 0, `val` optional value text |
+//! | `log`  | a logged value                           | `c` (absent: run level), `n` name, one typed value key |
+//! | `arg`  | a hyper-parameter                        | `n`, typed value |
+//! | `time` | wall time in seconds                     | `c`, `n` (`setup`, `iteration`, `loop:NAME`, `teardown`), `vf` |
+//! | `out`  | captured output                          | `c`, `n` (`stdout`/`stderr`), `vs` |
+//! | `ckpt` | a checkpoint was stored                  | `c`, `n`, `digest`, `bytes`, `fmt` |
+//! | `end`  | the run ended                            | `status`, `ended` |
+//!
+//! Typed value keys: `vi` integer, `vf` float, `vx` non-finite float
+//! (`"NaN"`, `"inf"`, `"-inf"`), `vb` bool, `vs` text, `vj` JSON.
+//! Unknown keys are ignored, so newer writers stay readable.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::value::{nonfinite_name, Value};
+
+/// Version of the record-file format written by this crate.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Lifecycle state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// The process is (or was last seen) recording.
+    Running,
+    /// The run ended normally.
+    Finished,
+    /// The run ended with an error, a panic, or was killed.
+    Failed,
+}
+
+impl RunStatus {
+    /// Lowercase name as stored (`running`, `finished`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses [`RunStatus::as_str`].
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "finished" => RunStatus::Finished,
+            "failed" => RunStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a record comes from: the original run, or a hindsight replay of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Logged while the run originally executed.
+    #[default]
+    Forward,
+    /// Recovered later by replaying the run.
+    Replay,
+}
+
+impl Source {
+    /// Lowercase name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Forward => "forward",
+            Source::Replay => "replay",
+        }
+    }
+}
+
+/// Identity and metadata of one run. `(projid, tstamp)` identifies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// Project id: the repository folder name.
+    pub projid: String,
+    /// Start time, ISO-8601 UTC with microseconds; unique within a project.
+    pub tstamp: String,
+    /// The script (or program) that ran, relative to the repository root.
+    pub filename: String,
+    /// The full command line, program first.
+    pub argv: Vec<String>,
+    /// The interpreter or executable that ran the script.
+    pub interpreter: String,
+    /// Host name of the machine.
+    pub host: String,
+    /// Process id while recording.
+    pub pid: u32,
+    /// The git commit holding the run's code snapshot, when there is one.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Lifecycle state.
+    pub status: RunStatus,
+    /// When the run ended, if it has.
+    #[serde(default)]
+    pub ended: Option<String>,
+}
+
+impl RunMeta {
+    /// The run id: the timestamp in a form safe for file and ref names
+    /// (`2026-11-26T18-38-57.123456`).
+    pub fn run_id(&self) -> String {
+        run_id_of(&self.tstamp)
+    }
+}
+
+/// The run id for a timestamp (see [`RunMeta::run_id`]).
+pub fn run_id_of(tstamp: &str) -> String {
+    tstamp.replace(':', "-")
+}
+
+/// The timestamp for a run id (inverse of [`run_id_of`]).
+pub fn tstamp_of_run_id(id: &str) -> Option<String> {
+    let b = id.as_bytes();
+    if b.len() != 26 || b[13] != b'-' || b[16] != b'-' {
+        return None;
+    }
+    let mut s = id.to_owned();
+    s.replace_range(13..14, ":");
+    s.replace_range(16..17, ":");
+    crate::time::micros_from_iso(&s).map(|_| s)
+}
+
+/// What a value record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// `log(name, value)`.
+    Log,
+    /// `arg(name, default)`: a hyper-parameter.
+    Arg,
+    /// Wall-clock seconds (setup, iteration, loop, teardown).
+    Timing,
+    /// Captured stdout/stderr text.
+    Output,
+}
+
+impl RecordKind {
+    /// The name used in the database (`log`, `arg`, `timing`, `output`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Log => "log",
+            RecordKind::Arg => "arg",
+            RecordKind::Timing => "timing",
+            RecordKind::Output => "output",
+        }
+    }
+
+    /// Parses [`RecordKind::as_str`].
+    pub fn parse(s: &str) -> Option<RecordKind> {
+        Some(match s {
+            "log" => RecordKind::Log,
+            "arg" => RecordKind::Arg,
+            "timing" => RecordKind::Timing,
+            "output" => RecordKind::Output,
+            _ => return None,
+        })
+    }
+
+    fn line_key(self) -> &'static str {
+        match self {
+            RecordKind::Log => "log",
+            RecordKind::Arg => "arg",
+            RecordKind::Timing => "time",
+            RecordKind::Output => "out",
+        }
+    }
+}
+
+/// One loop iteration: a node of the run's loop-context tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopCtx {
+    /// Context id, unique within the run, assigned in execution order from 0.
+    pub ctx: u32,
+    /// The enclosing iteration's context, `None` for an outermost loop.
+    pub parent: Option<u32>,
+    /// Loop name (`epoch`, `step`, ...).
+    pub name: Arc<str>,
+    /// Iteration index from 0.
+    pub iteration: u64,
+    /// Optional text of the iterated value.
+    pub value: Option<String>,
+}
+
+/// A value record: `log`, `arg`, timing or output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Line number in its record file (1-based); orders records of a run.
+    pub line: u64,
+    /// Loop context, `None` at run level.
+    pub ctx: Option<u32>,
+    /// What kind of record.
+    pub kind: RecordKind,
+    /// Name given by the program.
+    pub name: Arc<str>,
+    /// The value.
+    pub value: Value,
+}
+
+/// Metadata of one stored checkpoint (its bytes live in the object store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointMeta {
+    /// Line number in its record file.
+    pub line: u64,
+    /// The outer-loop iteration at whose end it was taken.
+    pub ctx: Option<u32>,
+    /// Name of the checkpointed object.
+    pub name: String,
+    /// BLAKE3 digest (hex) of the uncompressed bytes.
+    pub digest: String,
+    /// Uncompressed size in bytes.
+    pub bytes: u64,
+    /// Serializer format (`bincode`, `pickle`, ...).
+    pub format: String,
+}
+
+/// The `end` line: how and when the run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEnd {
+    /// Final status.
+    pub status: RunStatus,
+    /// End time.
+    pub ended: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeaderLine {
+    k: String,
+    format: u32,
+    #[serde(default)]
+    source: Source,
+    #[serde(flatten)]
+    meta: RunMeta,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EndLine {
+    k: String,
+    #[serde(flatten)]
+    end: RunEnd,
+}
+
+/// Appends record lines to a byte buffer. Hot paths (`iter`, value records)
+/// are written by hand; rare lines go through serde.
+#[derive(Debug, Default)]
+pub struct LineEncoder {
+    /// The encoded, not yet persisted bytes (whole lines only).
+    pub buf: Vec<u8>,
+}
+
+impl LineEncoder {
+    /// An empty encoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The header line.
+    pub fn header(&mut self, meta: &RunMeta, source: Source) {
+        let line = HeaderLine { k: "run".into(), format: FORMAT_VERSION, source, meta: meta.clone() };
+        // Serializing plain strings and numbers cannot fail.
+        if serde_json::to_writer(&mut self.buf, &line).is_ok() {
+            self.buf.push(b'\n');
+        }
+    }
+
+    /// An `iter` line.
+    pub fn iter(&mut self, ctx: u32, parent: Option<u32>, loop_name: &str, iteration: u64, value: Option<&str>) {
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"k\":\"iter\",\"c\":");
+        push_int(b, ctx as i64);
+        if let Some(p) = parent {
+            b.extend_from_slice(b",\"p\":");
+            push_int(b, p as i64);
+        }
+        b.extend_from_slice(b",\"l\":");
+        push_str(b, loop_name);
+        b.extend_from_slice(b",\"it\":");
+        push_int(b, iteration as i64);
+        if let Some(v) = value {
+            b.extend_from_slice(b",\"val\":");
+            push_str(b, v);
+        }
+        b.extend_from_slice(b"}\n");
+    }
+
+    /// A value line (`log`, `arg`, `time`, `out`).
+    pub fn record(&mut self, kind: RecordKind, ctx: Option<u32>, name: &str, value: &Value) {
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"k\":\"");
+        b.extend_from_slice(kind.line_key().as_bytes());
+        b.push(b'"');
+        if let Some(c) = ctx {
+            b.extend_from_slice(b",\"c\":");
+            push_int(b, c as i64);
+        }
+        b.extend_from_slice(b",\"n\":");
+        push_str(b, name);
+        match value {
+            Value::Int(i) => {
+                b.extend_from_slice(b",\"vi\":");
+                push_int(b, *i);
+            }
+            Value::Float(f) if f.is_finite() => {
+                b.extend_from_slice(b",\"vf\":");
+                let mut r = ryu::Buffer::new();
+                b.extend_from_slice(r.format_finite(*f).as_bytes());
+            }
+            Value::Float(f) => {
+                b.extend_from_slice(b",\"vx\":\"");
+                b.extend_from_slice(nonfinite_name(*f).as_bytes());
+                b.push(b'"');
+            }
+            Value::Bool(v) => b.extend_from_slice(if *v { b",\"vb\":true" } else { b",\"vb\":false" }),
+            Value::Text(s) => {
+                b.extend_from_slice(b",\"vs\":");
+                push_str(b, s);
+            }
+            Value::Json(s) => {
+                b.extend_from_slice(b",\"vj\":");
+                b.extend_from_slice(s.as_bytes());
+            }
+        }
+        b.extend_from_slice(b"}\n");
+    }
+
+    /// A `ckpt` line.
+    pub fn checkpoint(&mut self, ctx: Option<u32>, name: &str, digest: &str, bytes: u64, format: &str) {
+        let mut v = serde_json::json!({"k": "ckpt", "n": name, "digest": digest, "bytes": bytes, "fmt": format});
+        if let (Some(c), Some(obj)) = (ctx, v.as_object_mut()) {
+            obj.insert("c".into(), c.into());
+        }
+        if serde_json::to_writer(&mut self.buf, &v).is_ok() {
+            self.buf.push(b'\n');
+        }
+    }
+
+    /// The `end` line.
+    pub fn end(&mut self, end: &RunEnd) {
+        let line = EndLine { k: "end".into(), end: end.clone() };
+        if serde_json::to_writer(&mut self.buf, &line).is_ok() {
+            self.buf.push(b'\n');
+        }
+    }
+}
+
+fn push_int(b: &mut Vec<u8>, i: i64) {
+    let mut f = itoa::Buffer::new();
+    b.extend_from_slice(f.format(i).as_bytes());
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_str(b: &mut Vec<u8>, s: &str) {
+    b.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                b.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                b.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        b.extend_from_slice(&bytes[start..i]);
+        b.extend_from_slice(esc);
+        start = i + 1;
+    }
+    b.extend_from_slice(&bytes[start..]);
+    b.push(b'"');
+}
+
+/// A line of a record file that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Everything read from a span of a record file.
+#[derive(Debug, Default, Clone)]
+pub struct Parsed {
+    /// The header, when the span contains it.
+    pub header: Option<(RunMeta, Source)>,
+    /// Loop iterations, in file order.
+    pub loops: Vec<LoopCtx>,
+    /// Value records, in file order.
+    pub records: Vec<Record>,
+    /// Checkpoints, in file order.
+    pub checkpoints: Vec<CheckpointMeta>,
+    /// The `end` line, when present.
+    pub end: Option<RunEnd>,
+    /// Lines that could not be read (the others are kept).
+    pub errors: Vec<LineError>,
+    /// Bytes consumed: only whole lines (ending in `\n`) are read.
+    pub consumed: usize,
+    /// Number of whole lines consumed.
+    pub lines: u64,
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    k: Cow<'a, str>,
+    c: Option<u32>,
+    p: Option<u32>,
+    #[serde(borrow)]
+    n: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    l: Option<Cow<'a, str>>,
+    it: Option<u64>,
+    val: Option<String>,
+    vi: Option<i64>,
+    vf: Option<f64>,
+    #[serde(borrow)]
+    vx: Option<Cow<'a, str>>,
+    vb: Option<bool>,
+    #[serde(borrow)]
+    vs: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    vj: Option<&'a RawValue>,
+    digest: Option<String>,
+    bytes: Option<u64>,
+    fmt: Option<String>,
+}
+
+impl Line<'_> {
+    fn value(&self) -> Result<Value, String> {
+        let mut found = None;
+        let mut count = 0;
+        if let Some(i) = self.vi {
+            found = Some(Value::Int(i));
+            count += 1;
+        }
+        if let Some(f) = self.vf {
+            found = Some(Value::Float(f));
+            count += 1;
+        }
+        if let Some(x) = &self.vx {
+            let f = match x.as_ref() {
+                "NaN" => f64::NAN,
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                other => return Err(format!("`vx` must be \"NaN\", \"inf\" or \"-inf\", found {other:?}")),
+            };
+            found = Some(Value::Float(f));
+            count += 1;
+        }
+        if let Some(b) = self.vb {
+            found = Some(Value::Bool(b));
+            count += 1;
+        }
+        if let Some(s) = &self.vs {
+            found = Some(Value::Text(s.as_ref().into()));
+            count += 1;
+        }
+        if let Some(j) = self.vj {
+            found = Some(Value::Json(j.get().into()));
+            count += 1;
+        }
+        match (count, found) {
+            (1, Some(v)) => Ok(v),
+            (0, _) => Err("record has no value (one of vi, vf, vx, vb, vs, vj)".into()),
+            _ => Err("record has more than one value key".into()),
+        }
+    }
+}
+
+/// Interns names so a file's many records share one allocation per name.
+#[derive(Default)]
+struct Interner(std::collections::HashMap<String, Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = s.into();
+        self.0.insert(s.to_owned(), a.clone());
+        a
+    }
+}
+
+/// Reads the whole lines of `bytes`, a span of a record file whose first line
+/// is line number `first_line`. A trailing partial line is left unconsumed.
+/// Lines that cannot be read are reported in [`Parsed::errors`]; the others
+/// are kept.
+pub fn parse_lines(bytes: &[u8], first_line: u64) -> Parsed {
+    let mut out = Parsed::default();
+    let mut names = Interner::default();
+    let mut pos = 0usize;
+    let mut line_no = first_line;
+    while pos < bytes.len() {
+        let Some(nl) = bytes[pos..].iter().position(|&c| c == b'\n') else { break };
+        let raw = &bytes[pos..pos + nl];
+        pos += nl + 1;
+        let this = line_no;
+        line_no += 1;
+        out.lines += 1;
+        if raw.iter().all(|c| c.is_ascii_whitespace()) {
+            continue;
+        }
+        if let Err(message) = parse_one(raw, this, &mut out, &mut names) {
+            out.errors.push(LineError { line: this, message });
+        }
+    }
+    out.consumed = pos;
+    out
+}
+
+fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> Result<(), String> {
+    let l: Line<'_> = serde_json::from_slice(raw).map_err(|e| format!("not a record: {e}"))?;
+    let mut need_name = |l: &Line<'_>| -> Result<Arc<str>, String> {
+        match &l.n {
+            Some(n) => Ok(names.get(n)),
+            None => Err(format!("`{}` record without a name (`n`)", l.k)),
+        }
+    };
+    match l.k.as_ref() {
+        "iter" => {
+            let ctx = l.c.ok_or("`iter` record without a context id (`c`)")?;
+            let name = l.l.as_deref().ok_or("`iter` record without a loop name (`l`)")?;
+            let iteration = l.it.ok_or("`iter` record without an iteration (`it`)")?;
+            let name = names.get(name);
+            out.loops.push(LoopCtx { ctx, parent: l.p, name, iteration, value: l.val });
+        }
+        "log" | "arg" | "time" | "out" => {
+            let kind = match l.k.as_ref() {
+                "log" => RecordKind::Log,
+                "arg" => RecordKind::Arg,
+                "time" => RecordKind::Timing,
+                _ => RecordKind::Output,
+            };
+            let value = l.value()?;
+            let name = need_name(&l)?;
+            out.records.push(Record { line, ctx: l.c, kind, name, value });
+        }
+        "ckpt" => {
+            let name = need_name(&l)?.to_string();
+            let digest = l.digest.ok_or("`ckpt` record without a digest")?;
+            if digest.len() != 64 || !digest.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("`ckpt` digest {digest:?} is not a BLAKE3 hex digest"));
+            }
+            out.checkpoints.push(CheckpointMeta {
+                line,
+                ctx: l.c,
+                name,
+                digest,
+                bytes: l.bytes.unwrap_or(0),
+                format: l.fmt.unwrap_or_default(),
+            });
+        }
+        "run" => {
+            let h: HeaderLine = serde_json::from_slice(raw).map_err(|e| format!("bad run header: {e}"))?;
+            if h.format > FORMAT_VERSION {
+                return Err(format!(
+                    "record format {} is newer than this flor understands ({FORMAT_VERSION}); upgrade flor",
+                    h.format
+                ));
+            }
+            if crate::time::micros_from_iso(&h.meta.tstamp).is_none() {
+                return Err(format!("run header has a malformed tstamp {:?}", h.meta.tstamp));
+            }
+            if out.header.is_some() {
+                return Err("a second run header in one file".into());
+            }
+            out.header = Some((h.meta, h.source));
+        }
+        "end" => {
+            let e: EndLine = serde_json::from_slice(raw).map_err(|e| format!("bad end record: {e}"))?;
+            out.end = Some(e.end);
+        }
+        other => return Err(format!("unknown record kind {other:?}")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> RunMeta {
+        RunMeta {
+            projid: "p".into(),
+            tstamp: "2026-01-02T03:04:05.000006".into(),
+            filename: "train.py".into(),
+            argv: vec!["train.py".into(), "--kwargs".into(), "lr=0.1".into()],
+            interpreter: "python3".into(),
+            host: "h".into(),
+            pid: 7,
+            commit: None,
+            status: RunStatus::Running,
+            ended: None,
+        }
+    }
+
+    #[test]
+    fn roundtrip_every_kind() {
+        let mut e = LineEncoder::new();
+        e.header(&meta(), Source::Forward);
+        e.record(RecordKind::Arg, None, "lr", &Value::Float(0.1));
+        e.iter(0, None, "epoch", 0, Some("a\"b"));
+        e.iter(1, Some(0), "step", 3, None);
+        let vals = [
+            Value::Int(-3),
+            Value::Float(1e-300),
+            Value::Float(f64::NAN),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Bool(true),
+            Value::Text("tab\tnl\n\u{1} \u{e9}".into()),
+            Value::json("{\"a\":[1,2]}").unwrap(),
+        ];
+        for v in &vals {
+            e.record(RecordKind::Log, Some(1), "x\\y", v);
+        }
+        e.record(RecordKind::Timing, Some(1), "iteration", &Value::Float(0.5));
+        e.checkpoint(Some(0), "model", &"ab".repeat(32), 10, "bincode");
+        e.end(&RunEnd { status: RunStatus::Finished, ended: "2026-01-02T03:04:06.000000".into() });
+        let p = parse_lines(&e.buf, 1);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.consumed, e.buf.len());
+        assert_eq!(p.header.unwrap().0, meta());
+        assert_eq!(p.loops.len(), 2);
+        assert_eq!(p.loops[0].value.as_deref(), Some("a\"b"));
+        assert_eq!(p.loops[1].parent, Some(0));
+        let logged: Vec<_> = p.records.iter().filter(|r| r.kind == RecordKind::Log).collect();
+        assert_eq!(logged.len(), vals.len());
+        for (r, v) in logged.iter().zip(&vals) {
+            assert_eq!(&*r.name, "x\\y");
+            match (v, &r.value) {
+                (Value::Float(a), Value::Float(b)) if a.is_nan() => assert!(b.is_nan()),
+                _ => assert_eq!(&r.value, v),
+            }
+        }
+        assert_eq!(p.checkpoints[0].format, "bincode");
+        assert_eq!(p.end.unwrap().status, RunStatus::Finished);
+    }
+
+    #[test]
+    fn floats_are_bit_exact() {
+        let mut e = LineEncoder::new();
+        let xs = [0.1 + 0.2, 1.0 / 3.0, f64::MIN_POSITIVE, 5e-324, 1.7976931348623157e308, -0.0];
+        for x in xs {
+            e.record(RecordKind::Log, None, "x", &Value::Float(x));
+        }
+        let p = parse_lines(&e.buf, 1);
+        for (r, x) in p.records.iter().zip(xs) {
+            match r.value {
+                Value::Float(y) => assert_eq!(y.to_bits(), x.to_bits()),
+                _ => panic!("not a float"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_reported_and_others_kept() {
+        let text = b"{\"k\":\"log\",\"n\":\"a\",\"vi\":1}\nnot json\n{\"k\":\"log\",\"n\":\"b\"}\n{\"k\":\"zap\"}\n{\"k\":\"log\",\"n\":\"c\",\"vi\":3}\n{\"k\":\"log\",\"n\"";
+        let p = parse_lines(text, 10);
+        assert_eq!(p.records.len(), 2);
+        let lines: Vec<u64> = p.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![11, 12, 13]);
+        assert!(p.errors[1].message.contains("no value"));
+        assert!(p.errors[2].message.contains("unknown record kind"));
+        // The partial last line is not consumed.
+        assert_eq!(p.lines, 5);
+        assert!(p.consumed < text.len());
+    }
+
+    #[test]
+    fn run_ids() {
+        let id = run_id_of("2026-01-02T03:04:05.000006");
+        assert_eq!(id, "2026-01-02T03-04-05.000006");
+        assert_eq!(tstamp_of_run_id(&id).as_deref(), Some("2026-01-02T03:04:05.000006"));
+        assert_eq!(tstamp_of_run_id("nope"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! flor-plugins (in progress)

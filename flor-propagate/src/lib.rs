@@ -1,0 +1,1 @@
+//! flor-propagate (in progress)

@@ -1,0 +1,1 @@
+//! flor-replay (in progress)

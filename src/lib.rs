@@ -1,0 +1,1 @@
+//! flor facade (in progress)
