@@ -4,21 +4,37 @@
 //!
 //! * [`value`], [`record`]: runs, loop contexts, typed values, record kinds,
 //!   and the JSON-lines record file format.
+//! * [`engine`], [`args`]: the recording engine (`arg`, `log`, loops,
+//!   timings, checkpoints, durability) and `--kwargs` handling.
+//! * [`objects`], [`checkpoint`]: the content-addressed checkpoint store and
+//!   the checkpoint-serializer trait.
 //! * [`store`], [`pivot`], [`table`]: the storage-backend trait, the shared
 //!   pivot ("dataframe") semantics, and result tables.
+//! * [`propagate`], [`plugin`]: the language-propagator and framework-plugin
+//!   traits.
 //!
 //! No heavy dependencies live here: git, SQLite, tree-sitter and wasmtime
 //! belong to the leaf crates.
 
 #![warn(missing_docs)]
 
+pub mod args;
+pub mod checkpoint;
+pub mod engine;
+pub mod error;
+pub mod objects;
 pub mod pivot;
+pub mod plugin;
+pub mod propagate;
 pub mod record;
 pub mod store;
 pub mod table;
 pub mod time;
 pub mod value;
 
+pub use engine::Recorder;
+pub use error::{Error, Result};
+pub use objects::{ObjectId, ObjectStore};
 pub use record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source};
 pub use store::{Store, StoreError, StoreResult};
 pub use table::{Column, Table};

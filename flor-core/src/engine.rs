@@ -1,0 +1,511 @@
+//! The recording engine: one implementation of flor's recording semantics,
+//! used by the Rust API and the Python binding alike.
+//!
+//! A [`Recorder`] owns one run's record file. Records are encoded into a
+//! buffer as they happen and written to the file (one `write` of whole
+//! lines) at the end of every outer-loop iteration, when the buffer passes
+//! 1 MiB, and at the end. A process killed with SIGKILL therefore keeps every
+//! record up to its last completed outer iteration. While recording, the
+//! file is exclusively locked: a lock that can be taken means the process
+//! is gone (see [`is_record_file_live`]).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::args::{ArgValue, Kwargs};
+use crate::error::{Error, Result};
+use crate::objects::{ObjectId, ObjectStore};
+use crate::record::{LineEncoder, RecordKind, RunEnd, RunMeta, RunStatus, Source};
+use crate::time::now_iso;
+use crate::value::Value;
+
+/// Buffered bytes that trigger a write even inside an outer iteration.
+const FLUSH_BYTES: usize = 1 << 20;
+
+struct Frame {
+    name: Arc<str>,
+    parent: Option<u32>,
+    ctx: Option<u32>,
+    next_iteration: u64,
+    loop_start: Instant,
+    iter_start: Instant,
+}
+
+/// Records one run into its record file. See the module docs.
+pub struct Recorder {
+    meta: RunMeta,
+    path: PathBuf,
+    file: File,
+    enc: LineEncoder,
+    kwargs: Kwargs,
+    stack: Vec<Frame>,
+    next_ctx: u32,
+    started: Instant,
+    setup_recorded: bool,
+    last_outer_end: Option<Instant>,
+    objects: Option<ObjectStore>,
+    ckpt_interval: Option<Duration>,
+    last_ckpt: Option<Instant>,
+    write_error: Option<std::io::Error>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("run", &self.meta.tstamp)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Whether a record file is still being written by a live process (its lock
+/// is held). Errors opening the file count as "not live".
+pub fn is_record_file_live(path: &Path) -> bool {
+    let Ok(f) = OpenOptions::new().read(true).write(true).open(path) else {
+        return false;
+    };
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    }
+}
+
+impl Recorder {
+    /// Creates the record file at `path` (which must not exist), locks it,
+    /// and writes the header for `meta`.
+    pub fn create(
+        path: &Path,
+        meta: RunMeta,
+        kwargs: Kwargs,
+        objects: Option<ObjectStore>,
+    ) -> Result<Recorder> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        }
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(|e| Error::io("create record file", path, e))?;
+        file.try_lock()
+            .map_err(|e| Error::io("lock", path, std::io::Error::other(e.to_string())))?;
+        let mut enc = LineEncoder::new();
+        enc.header(&meta, Source::Forward);
+        let mut r = Recorder {
+            meta,
+            path: path.to_owned(),
+            file,
+            enc,
+            kwargs,
+            stack: Vec::new(),
+            next_ctx: 0,
+            started: Instant::now(),
+            setup_recorded: false,
+            last_outer_end: None,
+            objects,
+            ckpt_interval: None,
+            last_ckpt: None,
+            write_error: None,
+            finished: false,
+        };
+        r.flush()?;
+        Ok(r)
+    }
+
+    /// The run being recorded.
+    pub fn meta(&self) -> &RunMeta {
+        &self.meta
+    }
+
+    /// The record file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The hyper-parameter `name`: from `--kwargs name=value` when given
+    /// (coerced to the default's type), else `default`. Recorded as an `arg`.
+    pub fn arg_value(&mut self, name: &str, default: Value) -> Result<Value> {
+        let v = self.kwargs.resolve(name, default)?;
+        self.enc.record(RecordKind::Arg, None, name, &v);
+        Ok(v)
+    }
+
+    /// Typed form of [`Recorder::arg_value`].
+    pub fn arg<T: ArgValue>(&mut self, name: &str, default: T) -> Result<T> {
+        let v = self.arg_value(name, default.to_value())?;
+        Ok(T::from_value(&v).unwrap_or(default))
+    }
+
+    /// `--kwargs` names no `arg` asked for.
+    pub fn unused_kwargs(&self) -> Vec<String> {
+        self.kwargs.unused().into_iter().map(String::from).collect()
+    }
+
+    /// Records `value` under `name` at the current loop position.
+    #[inline]
+    pub fn log(&mut self, name: &str, value: &Value) {
+        let ctx = self.current_ctx();
+        self.enc.record(RecordKind::Log, ctx, name, value);
+        if self.enc.buf.len() >= FLUSH_BYTES {
+            self.write_buffer();
+        }
+    }
+
+    /// Records captured output text (`stream` is `stdout` or `stderr`).
+    pub fn output(&mut self, stream: &str, text: &str) {
+        let ctx = self.current_ctx();
+        self.enc
+            .record(RecordKind::Output, ctx, stream, &Value::Text(text.into()));
+    }
+
+    /// The innermost open iteration, `None` at run level.
+    pub fn current_ctx(&self) -> Option<u32> {
+        self.stack.last().and_then(|f| f.ctx)
+    }
+
+    /// The open outermost iteration's context.
+    pub fn outer_ctx(&self) -> Option<u32> {
+        self.stack.first().and_then(|f| f.ctx)
+    }
+
+    /// Loop nesting depth (0 outside loops).
+    pub fn depth(&self) -> usize {
+        self.stack.len()
+    }
+
+    /// Enters a loop named `name` (nested inside the current iteration).
+    pub fn loop_begin(&mut self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let now = Instant::now();
+        if self.stack.is_empty() && !self.setup_recorded {
+            self.setup_recorded = true;
+            let secs = now.duration_since(self.started).as_secs_f64();
+            self.enc
+                .record(RecordKind::Timing, None, "setup", &Value::Float(secs));
+        }
+        if let Some(top) = self.stack.last() {
+            if top.ctx.is_none() {
+                return Err(Error::LoopMisuse(format!(
+                    "loop `{name}` entered inside loop `{}` but outside any of its iterations",
+                    top.name
+                )));
+            }
+        }
+        let parent = self.current_ctx();
+        self.stack.push(Frame {
+            name: name.into(),
+            parent,
+            ctx: None,
+            next_iteration: 0,
+            loop_start: now,
+            iter_start: now,
+        });
+        Ok(())
+    }
+
+    /// Begins the next iteration of the innermost loop; returns its index.
+    pub fn iteration_begin(&mut self, value: Option<&str>) -> Result<u64> {
+        self.check_open()?;
+        let ctx = self.next_ctx;
+        let Some(top) = self.stack.last_mut() else {
+            return Err(Error::LoopMisuse("iteration begun outside any loop".into()));
+        };
+        if top.ctx.is_some() {
+            return Err(Error::LoopMisuse(format!(
+                "iteration of `{}` begun before the previous one ended",
+                top.name
+            )));
+        }
+        self.next_ctx += 1;
+        top.ctx = Some(ctx);
+        top.iter_start = Instant::now();
+        let it = top.next_iteration;
+        self.enc.iter(ctx, top.parent, &top.name, it, value);
+        Ok(it)
+    }
+
+    /// Ends the innermost loop's current iteration. At the end of an
+    /// outermost iteration the records are written to the file.
+    pub fn iteration_end(&mut self) -> Result<()> {
+        self.check_open()?;
+        let depth = self.stack.len();
+        let Some(top) = self.stack.last_mut() else {
+            return Err(Error::LoopMisuse("iteration ended outside any loop".into()));
+        };
+        let Some(ctx) = top.ctx.take() else {
+            return Err(Error::LoopMisuse(format!(
+                "iteration of `{}` ended but none is open",
+                top.name
+            )));
+        };
+        top.next_iteration += 1;
+        let secs = top.iter_start.elapsed().as_secs_f64();
+        self.enc.record(
+            RecordKind::Timing,
+            Some(ctx),
+            "iteration",
+            &Value::Float(secs),
+        );
+        if depth == 1 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Leaves the innermost loop (ending an open iteration first).
+    pub fn loop_end(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.stack.last().is_some_and(|f| f.ctx.is_some()) {
+            self.iteration_end()?;
+        }
+        let Some(frame) = self.stack.pop() else {
+            return Err(Error::LoopMisuse("loop ended but none is open".into()));
+        };
+        let secs = frame.loop_start.elapsed().as_secs_f64();
+        let name = format!("loop:{}", frame.name);
+        self.enc
+            .record(RecordKind::Timing, frame.parent, &name, &Value::Float(secs));
+        if self.stack.is_empty() {
+            self.last_outer_end = Some(Instant::now());
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sets the minimum time between checkpoints (`None`: every outer
+    /// iteration).
+    pub fn set_checkpoint_interval(&mut self, interval: Option<Duration>) {
+        self.ckpt_interval = interval;
+    }
+
+    /// Whether a checkpoint taken now respects the interval.
+    pub fn checkpoint_due(&self) -> bool {
+        match (self.ckpt_interval, self.last_ckpt) {
+            (Some(iv), Some(last)) => last.elapsed() >= iv,
+            _ => true,
+        }
+    }
+
+    /// Stores a checkpoint of object `name` whose bytes `write` produces,
+    /// attached to the current outer iteration. Needs an object store.
+    pub fn checkpoint(
+        &mut self,
+        name: &str,
+        format: &str,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<ObjectId> {
+        self.check_open()?;
+        let Some(objects) = &self.objects else {
+            return Err(Error::Checkpoint {
+                name: name.into(),
+                message: "this run has no object store".into(),
+            });
+        };
+        let id = objects.put_with(write).map_err(|e| Error::Checkpoint {
+            name: name.into(),
+            message: e.to_string(),
+        })?;
+        let ctx = self.outer_ctx();
+        self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
+        self.last_ckpt = Some(Instant::now());
+        Ok(id)
+    }
+
+    /// The object store, when the run has one.
+    pub fn objects(&self) -> Option<&ObjectStore> {
+        self.objects.as_ref()
+    }
+
+    /// Writes buffered records to the record file.
+    pub fn flush(&mut self) -> Result<()> {
+        self.write_buffer();
+        match self.write_error.take() {
+            Some(e) => Err(Error::io("write", &self.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    fn write_buffer(&mut self) {
+        if self.enc.buf.is_empty() || self.write_error.is_some() {
+            return;
+        }
+        match self.file.write_all(&self.enc.buf) {
+            Ok(()) => self.enc.buf.clear(),
+            Err(e) => self.write_error = Some(e),
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.finished {
+            Err(Error::Finished(self.meta.tstamp.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether [`Recorder::finish`] ran.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Ends the run: closes open loops, records teardown time and the `end`
+    /// line, writes and syncs the file, and releases its lock. Returns the
+    /// final metadata.
+    pub fn finish(&mut self, status: RunStatus) -> Result<RunMeta> {
+        self.check_open()?;
+        while !self.stack.is_empty() {
+            self.loop_end()?;
+        }
+        let now = Instant::now();
+        if self.setup_recorded {
+            let since = self.last_outer_end.unwrap_or(now);
+            let secs = now.duration_since(since).as_secs_f64();
+            self.enc
+                .record(RecordKind::Timing, None, "teardown", &Value::Float(secs));
+        } else {
+            let secs = now.duration_since(self.started).as_secs_f64();
+            self.enc
+                .record(RecordKind::Timing, None, "setup", &Value::Float(secs));
+        }
+        let ended = now_iso();
+        self.enc.end(&RunEnd {
+            status,
+            ended: ended.clone(),
+        });
+        self.finished = true;
+        self.meta.status = status;
+        self.meta.ended = Some(ended);
+        self.flush()?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("sync", &self.path, e))?;
+        let _ = self.file.unlock();
+        Ok(self.meta.clone())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.finished {
+            let status = if std::thread::panicking() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Finished
+            };
+            let _ = self.finish(status);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::parse_lines;
+
+    fn meta() -> RunMeta {
+        RunMeta {
+            projid: "p".into(),
+            tstamp: now_iso(),
+            filename: "t.rs".into(),
+            argv: vec!["t".into()],
+            interpreter: "t".into(),
+            host: "h".into(),
+            pid: std::process::id(),
+            commit: None,
+            status: RunStatus::Running,
+            ended: None,
+        }
+    }
+
+    #[test]
+    fn nested_loops_and_flush_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let objects = ObjectStore::open(dir.path().join("objects")).unwrap();
+        let mut r = Recorder::create(
+            &path,
+            meta(),
+            Kwargs::from_pairs([("lr", "0.5")]),
+            Some(objects),
+        )
+        .unwrap();
+        assert!(is_record_file_live(&path));
+        assert_eq!(r.arg("lr", 0.1).unwrap(), 0.5);
+        r.loop_begin("epoch").unwrap();
+        for e in 0..2 {
+            assert_eq!(r.iteration_begin(None).unwrap(), e);
+            r.loop_begin("step").unwrap();
+            for _ in 0..3 {
+                r.iteration_begin(None).unwrap();
+                r.log("loss", &Value::Float(1.0));
+                r.iteration_end().unwrap();
+            }
+            r.loop_end().unwrap();
+            // Nothing of this outer iteration is on disk until it ends.
+            let before = std::fs::read(&path).unwrap();
+            r.checkpoint("w", "raw", |w| w.write_all(b"state")).unwrap();
+            r.iteration_end().unwrap();
+            let after = std::fs::read(&path).unwrap();
+            assert!(after.len() > before.len());
+            let p = parse_lines(&after, 1);
+            assert_eq!(
+                p.records.iter().filter(|r| &*r.name == "loss").count(),
+                3 * (e as usize + 1)
+            );
+        }
+        r.loop_end().unwrap();
+        let m = r.finish(RunStatus::Finished).unwrap();
+        assert_eq!(m.status, RunStatus::Finished);
+        assert!(!is_record_file_live(&path));
+        let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
+        assert!(p.errors.is_empty());
+        assert_eq!(p.loops.len(), 2 + 6);
+        assert_eq!(p.checkpoints.len(), 2);
+        assert_eq!(p.checkpoints[1].ctx, Some(4));
+        let timings: Vec<&str> = p
+            .records
+            .iter()
+            .filter(|r| r.kind == RecordKind::Timing)
+            .map(|r| &*r.name)
+            .collect();
+        assert_eq!(timings.first(), Some(&"setup"));
+        assert_eq!(timings.last(), Some(&"teardown"));
+        assert_eq!(timings.iter().filter(|n| **n == "iteration").count(), 8);
+        assert_eq!(timings.iter().filter(|n| **n == "loop:step").count(), 2);
+        assert_eq!(p.end.unwrap().status, RunStatus::Finished);
+        assert!(r.log_after_finish_is_error());
+    }
+
+    impl Recorder {
+        fn log_after_finish_is_error(&mut self) -> bool {
+            matches!(self.loop_begin("x"), Err(Error::Finished(_)))
+        }
+    }
+
+    #[test]
+    fn misuse_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r =
+            Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).unwrap();
+        assert!(matches!(r.iteration_begin(None), Err(Error::LoopMisuse(_))));
+        r.loop_begin("a").unwrap();
+        assert!(matches!(r.loop_begin("b"), Err(Error::LoopMisuse(_))));
+        assert!(matches!(
+            r.checkpoint("x", "raw", |_| Ok(())),
+            Err(Error::Checkpoint { .. })
+        ));
+        // Existing file: refused.
+        assert!(
+            Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).is_err()
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Errors of the recording engine and the object store.
+
+use std::path::PathBuf;
+
+use crate::store::StoreError;
+
+/// Errors raised by flor-core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`create`, `write`, `read`, ...).
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `--kwargs` value could not be converted to the type of its default.
+    #[error("--kwargs {name}={value}: {reason}")]
+    BadArg {
+        /// Argument name.
+        name: String,
+        /// The text given on the command line.
+        value: String,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// The `--kwargs` part of the command line is malformed.
+    #[error("malformed command line: {0} (expected `--kwargs name=value [name=value ...]`)")]
+    BadKwargs(String),
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint `{name}`: {message}")]
+    Checkpoint {
+        /// Checkpointed object name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
+    /// An object-store blob does not match its digest.
+    #[error("object {digest} in {} is corrupt (its content does not match its BLAKE3 digest); it cannot be used", path.display())]
+    CorruptObject {
+        /// Expected digest.
+        digest: String,
+        /// Blob file.
+        path: PathBuf,
+    },
+    /// An object-store blob is missing.
+    #[error("object {digest} is not in the object store {}", dir.display())]
+    MissingObject {
+        /// Wanted digest.
+        digest: String,
+        /// Object-store folder.
+        dir: PathBuf,
+    },
+    /// A digest string is not 64 hex characters.
+    #[error("{0:?} is not a BLAKE3 digest (64 hex characters)")]
+    BadDigest(String),
+    /// Loops or iterations were closed in the wrong order.
+    #[error("loop misuse: {0}")]
+    LoopMisuse(String),
+    /// The run was already finished.
+    #[error("the run {0} has already finished; start a new run to record more")]
+    Finished(String),
+    /// A storage backend failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Result alias for flor-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Error {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
