@@ -36,35 +36,20 @@ impl Kwargs {
                 continue;
             };
             let Some((k, v)) = item.split_once('=') else {
-                return Err(Error::BadKwargs(format!(
-                    "`{item}` after --kwargs has no `=`"
-                )));
+                return Err(Error::BadKwargs(format!("`{item}` after --kwargs has no `=`")));
             };
             let k = k.trim();
             if k.is_empty() {
-                return Err(Error::BadKwargs(format!(
-                    "`{item}` after --kwargs has an empty name"
-                )));
+                return Err(Error::BadKwargs(format!("`{item}` after --kwargs has an empty name")));
             }
             values.insert(k.to_owned(), v.to_owned());
         }
-        Ok(Kwargs {
-            values,
-            used: Default::default(),
-        })
+        Ok(Kwargs { values, used: Default::default() })
     }
 
     /// Kwargs from explicit pairs (tests, embedding).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Kwargs {
-        Kwargs {
-            values: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-            used: Default::default(),
-        }
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Kwargs {
+        Kwargs { values: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), used: Default::default() }
     }
 
     /// The value for `name` coerced to the type of `default`, or `default`
@@ -83,11 +68,7 @@ impl Kwargs {
 
     /// Names given on the command line that no `arg` asked for (likely typos).
     pub fn unused(&self) -> Vec<&str> {
-        self.values
-            .keys()
-            .filter(|k| !self.used.contains(*k))
-            .map(String::as_str)
-            .collect()
+        self.values.keys().filter(|k| !self.used.contains(*k)).map(String::as_str).collect()
     }
 
     /// Whether no kwargs were given.
@@ -198,36 +179,19 @@ mod tests {
 
     #[test]
     fn parses_and_coerces() {
-        let mut k = Kwargs::from_argv(&argv(
-            "prog --other x --kwargs lr=0.5 epochs=3 flag=yes name=a=b --verbose",
-        ))
-        .unwrap();
-        assert_eq!(
-            k.resolve("lr", Value::Float(0.1)).unwrap(),
-            Value::Float(0.5)
-        );
+        let mut k =
+            Kwargs::from_argv(&argv("prog --other x --kwargs lr=0.5 epochs=3 flag=yes name=a=b --verbose")).unwrap();
+        assert_eq!(k.resolve("lr", Value::Float(0.1)).unwrap(), Value::Float(0.5));
         assert_eq!(k.resolve("epochs", Value::Int(1)).unwrap(), Value::Int(3));
-        assert_eq!(
-            k.resolve("flag", Value::Bool(false)).unwrap(),
-            Value::Bool(true)
-        );
-        assert_eq!(
-            k.resolve("name", Value::from("x")).unwrap(),
-            Value::from("a=b")
-        );
+        assert_eq!(k.resolve("flag", Value::Bool(false)).unwrap(), Value::Bool(true));
+        assert_eq!(k.resolve("name", Value::from("x")).unwrap(), Value::from("a=b"));
         assert_eq!(k.resolve("missing", Value::Int(9)).unwrap(), Value::Int(9));
         assert!(k.unused().is_empty());
         // An integer given for a float default is fine; the reverse is not.
         let mut k = Kwargs::from_pairs([("lr", "1"), ("epochs", "2.5")]);
-        assert_eq!(
-            k.resolve("lr", Value::Float(0.1)).unwrap(),
-            Value::Float(1.0)
-        );
+        assert_eq!(k.resolve("lr", Value::Float(0.1)).unwrap(), Value::Float(1.0));
         let err = k.resolve("epochs", Value::Int(1)).unwrap_err().to_string();
-        assert!(
-            err.contains("epochs=2.5") && err.contains("integer"),
-            "{err}"
-        );
+        assert!(err.contains("epochs=2.5") && err.contains("integer"), "{err}");
     }
 
     #[test]

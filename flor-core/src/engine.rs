@@ -55,10 +55,7 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder")
-            .field("run", &self.meta.tstamp)
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("Recorder").field("run", &self.meta.tstamp).field("path", &self.path).finish()
     }
 }
 
@@ -81,12 +78,7 @@ pub fn is_record_file_live(path: &Path) -> bool {
 impl Recorder {
     /// Creates the record file at `path` (which must not exist), locks it,
     /// and writes the header for `meta`.
-    pub fn create(
-        path: &Path,
-        meta: RunMeta,
-        kwargs: Kwargs,
-        objects: Option<ObjectStore>,
-    ) -> Result<Recorder> {
+    pub fn create(path: &Path, meta: RunMeta, kwargs: Kwargs, objects: Option<ObjectStore>) -> Result<Recorder> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         }
@@ -96,8 +88,7 @@ impl Recorder {
             .read(true)
             .open(path)
             .map_err(|e| Error::io("create record file", path, e))?;
-        file.try_lock()
-            .map_err(|e| Error::io("lock", path, std::io::Error::other(e.to_string())))?;
+        file.try_lock().map_err(|e| Error::io("lock", path, std::io::Error::other(e.to_string())))?;
         let mut enc = LineEncoder::new();
         enc.header(&meta, Source::Forward);
         let mut r = Recorder {
@@ -163,8 +154,7 @@ impl Recorder {
     /// Records captured output text (`stream` is `stdout` or `stderr`).
     pub fn output(&mut self, stream: &str, text: &str) {
         let ctx = self.current_ctx();
-        self.enc
-            .record(RecordKind::Output, ctx, stream, &Value::Text(text.into()));
+        self.enc.record(RecordKind::Output, ctx, stream, &Value::Text(text.into()));
     }
 
     /// The innermost open iteration, `None` at run level.
@@ -189,8 +179,7 @@ impl Recorder {
         if self.stack.is_empty() && !self.setup_recorded {
             self.setup_recorded = true;
             let secs = now.duration_since(self.started).as_secs_f64();
-            self.enc
-                .record(RecordKind::Timing, None, "setup", &Value::Float(secs));
+            self.enc.record(RecordKind::Timing, None, "setup", &Value::Float(secs));
         }
         if let Some(top) = self.stack.last() {
             if top.ctx.is_none() {
@@ -220,10 +209,7 @@ impl Recorder {
             return Err(Error::LoopMisuse("iteration begun outside any loop".into()));
         };
         if top.ctx.is_some() {
-            return Err(Error::LoopMisuse(format!(
-                "iteration of `{}` begun before the previous one ended",
-                top.name
-            )));
+            return Err(Error::LoopMisuse(format!("iteration of `{}` begun before the previous one ended", top.name)));
         }
         self.next_ctx += 1;
         top.ctx = Some(ctx);
@@ -242,19 +228,11 @@ impl Recorder {
             return Err(Error::LoopMisuse("iteration ended outside any loop".into()));
         };
         let Some(ctx) = top.ctx.take() else {
-            return Err(Error::LoopMisuse(format!(
-                "iteration of `{}` ended but none is open",
-                top.name
-            )));
+            return Err(Error::LoopMisuse(format!("iteration of `{}` ended but none is open", top.name)));
         };
         top.next_iteration += 1;
         let secs = top.iter_start.elapsed().as_secs_f64();
-        self.enc.record(
-            RecordKind::Timing,
-            Some(ctx),
-            "iteration",
-            &Value::Float(secs),
-        );
+        self.enc.record(RecordKind::Timing, Some(ctx), "iteration", &Value::Float(secs));
         if depth == 1 {
             self.flush()?;
         }
@@ -272,8 +250,7 @@ impl Recorder {
         };
         let secs = frame.loop_start.elapsed().as_secs_f64();
         let name = format!("loop:{}", frame.name);
-        self.enc
-            .record(RecordKind::Timing, frame.parent, &name, &Value::Float(secs));
+        self.enc.record(RecordKind::Timing, frame.parent, &name, &Value::Float(secs));
         if self.stack.is_empty() {
             self.last_outer_end = Some(Instant::now());
             self.flush()?;
@@ -305,15 +282,10 @@ impl Recorder {
     ) -> Result<ObjectId> {
         self.check_open()?;
         let Some(objects) = &self.objects else {
-            return Err(Error::Checkpoint {
-                name: name.into(),
-                message: "this run has no object store".into(),
-            });
+            return Err(Error::Checkpoint { name: name.into(), message: "this run has no object store".into() });
         };
-        let id = objects.put_with(write).map_err(|e| Error::Checkpoint {
-            name: name.into(),
-            message: e.to_string(),
-        })?;
+        let id =
+            objects.put_with(write).map_err(|e| Error::Checkpoint { name: name.into(), message: e.to_string() })?;
         let ctx = self.outer_ctx();
         self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
         self.last_ckpt = Some(Instant::now());
@@ -369,25 +341,18 @@ impl Recorder {
         if self.setup_recorded {
             let since = self.last_outer_end.unwrap_or(now);
             let secs = now.duration_since(since).as_secs_f64();
-            self.enc
-                .record(RecordKind::Timing, None, "teardown", &Value::Float(secs));
+            self.enc.record(RecordKind::Timing, None, "teardown", &Value::Float(secs));
         } else {
             let secs = now.duration_since(self.started).as_secs_f64();
-            self.enc
-                .record(RecordKind::Timing, None, "setup", &Value::Float(secs));
+            self.enc.record(RecordKind::Timing, None, "setup", &Value::Float(secs));
         }
         let ended = now_iso();
-        self.enc.end(&RunEnd {
-            status,
-            ended: ended.clone(),
-        });
+        self.enc.end(&RunEnd { status, ended: ended.clone() });
         self.finished = true;
         self.meta.status = status;
         self.meta.ended = Some(ended);
         self.flush()?;
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io("sync", &self.path, e))?;
+        self.file.sync_all().map_err(|e| Error::io("sync", &self.path, e))?;
         let _ = self.file.unlock();
         Ok(self.meta.clone())
     }
@@ -396,11 +361,7 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         if !self.finished {
-            let status = if std::thread::panicking() {
-                RunStatus::Failed
-            } else {
-                RunStatus::Finished
-            };
+            let status = if std::thread::panicking() { RunStatus::Failed } else { RunStatus::Finished };
             let _ = self.finish(status);
         }
     }
@@ -431,13 +392,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         let objects = ObjectStore::open(dir.path().join("objects")).unwrap();
-        let mut r = Recorder::create(
-            &path,
-            meta(),
-            Kwargs::from_pairs([("lr", "0.5")]),
-            Some(objects),
-        )
-        .unwrap();
+        let mut r = Recorder::create(&path, meta(), Kwargs::from_pairs([("lr", "0.5")]), Some(objects)).unwrap();
         assert!(is_record_file_live(&path));
         assert_eq!(r.arg("lr", 0.1).unwrap(), 0.5);
         r.loop_begin("epoch").unwrap();
@@ -457,10 +412,7 @@ mod tests {
             let after = std::fs::read(&path).unwrap();
             assert!(after.len() > before.len());
             let p = parse_lines(&after, 1);
-            assert_eq!(
-                p.records.iter().filter(|r| &*r.name == "loss").count(),
-                3 * (e as usize + 1)
-            );
+            assert_eq!(p.records.iter().filter(|r| &*r.name == "loss").count(), 3 * (e as usize + 1));
         }
         r.loop_end().unwrap();
         let m = r.finish(RunStatus::Finished).unwrap();
@@ -471,12 +423,7 @@ mod tests {
         assert_eq!(p.loops.len(), 2 + 6);
         assert_eq!(p.checkpoints.len(), 2);
         assert_eq!(p.checkpoints[1].ctx, Some(4));
-        let timings: Vec<&str> = p
-            .records
-            .iter()
-            .filter(|r| r.kind == RecordKind::Timing)
-            .map(|r| &*r.name)
-            .collect();
+        let timings: Vec<&str> = p.records.iter().filter(|r| r.kind == RecordKind::Timing).map(|r| &*r.name).collect();
         assert_eq!(timings.first(), Some(&"setup"));
         assert_eq!(timings.last(), Some(&"teardown"));
         assert_eq!(timings.iter().filter(|n| **n == "iteration").count(), 8);
@@ -494,18 +441,12 @@ mod tests {
     #[test]
     fn misuse_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r =
-            Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).unwrap();
+        let mut r = Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).unwrap();
         assert!(matches!(r.iteration_begin(None), Err(Error::LoopMisuse(_))));
         r.loop_begin("a").unwrap();
         assert!(matches!(r.loop_begin("b"), Err(Error::LoopMisuse(_))));
-        assert!(matches!(
-            r.checkpoint("x", "raw", |_| Ok(())),
-            Err(Error::Checkpoint { .. })
-        ));
+        assert!(matches!(r.checkpoint("x", "raw", |_| Ok(())), Err(Error::Checkpoint { .. })));
         // Existing file: refused.
-        assert!(
-            Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).is_err()
-        );
+        assert!(Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).is_err());
     }
 }

@@ -47,35 +47,18 @@ impl ObjectStore {
     }
 
     /// Stores the bytes that `write` produces, streaming. Returns the id.
-    pub fn put_with(
-        &self,
-        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> Result<ObjectId> {
+    pub fn put_with(&self, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<ObjectId> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}-{}.part", std::process::id(), n));
+        let tmp = self.root.join("tmp").join(format!("{}-{}.part", std::process::id(), n));
         let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         let result = (|| -> io::Result<ObjectId> {
             let enc = zstd::stream::write::Encoder::new(BufWriter::new(file), LEVEL)?;
-            let mut sink = HashingWriter {
-                hasher: blake3::Hasher::new(),
-                inner: enc,
-                bytes: 0,
-            };
+            let mut sink = HashingWriter { hasher: blake3::Hasher::new(), inner: enc, bytes: 0 };
             write(&mut sink)?;
-            let HashingWriter {
-                hasher,
-                inner,
-                bytes,
-            } = sink;
+            let HashingWriter { hasher, inner, bytes } = sink;
             let mut buf = inner.finish()?;
             buf.flush()?;
-            Ok(ObjectId {
-                digest: hasher.finalize().to_hex().to_string(),
-                bytes,
-            })
+            Ok(ObjectId { digest: hasher.finalize().to_hex().to_string(), bytes })
         })();
         let id = match result {
             Ok(id) => id,
@@ -109,33 +92,19 @@ impl ObjectStore {
     /// Streams a blob's bytes into `read`, verifying the digest once all bytes
     /// were read: a corrupt blob yields [`Error::CorruptObject`] (the reader
     /// sees an `InvalidData` error at its end).
-    pub fn get_with<T>(
-        &self,
-        digest: &str,
-        read: impl FnOnce(&mut dyn Read) -> io::Result<T>,
-    ) -> Result<T> {
+    pub fn get_with<T>(&self, digest: &str, read: impl FnOnce(&mut dyn Read) -> io::Result<T>) -> Result<T> {
         let path = self.path_of(digest)?;
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::MissingObject {
-                    digest: digest.to_owned(),
-                    dir: self.root.clone(),
-                })
+                return Err(Error::MissingObject { digest: digest.to_owned(), dir: self.root.clone() })
             }
             Err(e) => return Err(Error::io("open", &path, e)),
         };
-        let corrupt = || Error::CorruptObject {
-            digest: digest.to_owned(),
-            path: path.clone(),
-        };
+        let corrupt = || Error::CorruptObject { digest: digest.to_owned(), path: path.clone() };
         let dec = zstd::stream::read::Decoder::new(BufReader::new(file)).map_err(|_| corrupt())?;
-        let mut src = VerifyingReader {
-            inner: dec,
-            hasher: blake3::Hasher::new(),
-            expected: digest.to_owned(),
-            done: false,
-        };
+        let mut src =
+            VerifyingReader { inner: dec, hasher: blake3::Hasher::new(), expected: digest.to_owned(), done: false };
         let out = read(&mut src).map_err(|_| corrupt())?;
         // Drain whatever the caller did not read so the digest covers it all.
         io::copy(&mut src, &mut io::sink()).map_err(|_| corrupt())?;
@@ -155,11 +124,7 @@ impl ObjectStore {
     }
 
     fn path_of(&self, digest: &str) -> Result<PathBuf> {
-        if digest.len() != 64
-            || !digest
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
+        if digest.len() != 64 || !digest.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
             return Err(Error::BadDigest(digest.to_owned()));
         }
         Ok(self.root.join(&digest[..2]).join(&digest[2..]))
@@ -196,10 +161,7 @@ impl<R: Read> Read for VerifyingReader<R> {
         let n = self.inner.read(buf)?;
         if n == 0 && !buf.is_empty() && !self.done {
             if self.hasher.finalize().to_hex().as_str() != self.expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "digest mismatch",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "digest mismatch"));
             }
             self.done = true;
         }
@@ -228,23 +190,11 @@ mod tests {
         // Corrupt the blob: a different valid zstd stream.
         let path = store.path_of(&a.digest).unwrap();
         fs::write(&path, zstd::encode_all(&b"evil"[..], 1).unwrap()).unwrap();
-        assert!(matches!(
-            store.get(&a.digest),
-            Err(Error::CorruptObject { .. })
-        ));
+        assert!(matches!(store.get(&a.digest), Err(Error::CorruptObject { .. })));
         fs::write(&path, b"not zstd at all").unwrap();
-        assert!(matches!(
-            store.get(&a.digest),
-            Err(Error::CorruptObject { .. })
-        ));
-        assert!(matches!(
-            store.get(&"0".repeat(64)),
-            Err(Error::MissingObject { .. })
-        ));
-        assert!(matches!(
-            store.get("../../etc/passwd"),
-            Err(Error::BadDigest(_))
-        ));
+        assert!(matches!(store.get(&a.digest), Err(Error::CorruptObject { .. })));
+        assert!(matches!(store.get(&"0".repeat(64)), Err(Error::MissingObject { .. })));
+        assert!(matches!(store.get("../../etc/passwd"), Err(Error::BadDigest(_))));
     }
 
     #[test]

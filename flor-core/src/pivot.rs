@@ -57,18 +57,11 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
             wanted.push(n);
         }
     }
-    let run_idx: HashMap<RunKey, u32> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.key, i as u32))
-        .collect();
+    let run_idx: HashMap<RunKey, u32> = runs.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
 
     let mut vals: Vec<Val> = Vec::new();
     store.scan_values(ValueFilter::Names(&wanted), &mut |row| {
-        let (Some(&run), Some(name)) = (
-            run_idx.get(&row.run),
-            wanted.iter().position(|n| *n == row.name),
-        ) else {
+        let (Some(&run), Some(name)) = (run_idx.get(&row.run), wanted.iter().position(|n| *n == row.name)) else {
             return;
         };
         vals.push(Val {
@@ -111,27 +104,13 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
             let table = &mut nodes[ri as usize];
             let c = l.ctx as usize;
             if table.len() <= c {
-                table.resize(
-                    c + 1,
-                    Node {
-                        parent: NONE,
-                        loop_id: NONE,
-                        iteration: 0,
-                    },
-                );
+                table.resize(c + 1, Node { parent: NONE, loop_id: NONE, iteration: 0 });
             }
-            table[c] = Node {
-                parent: l.parent.unwrap_or(NONE),
-                loop_id: id,
-                iteration: l.iteration,
-            };
+            table[c] = Node { parent: l.parent.unwrap_or(NONE), loop_id: id, iteration: l.iteration };
         })?;
     }
     let node = |run: u32, ctx: u32| -> Option<Node> {
-        nodes[run as usize]
-            .get(ctx as usize)
-            .copied()
-            .filter(|n| n.loop_id != NONE)
+        nodes[run as usize].get(ctx as usize).copied().filter(|n| n.loop_id != NONE)
     };
 
     // Rows: per run, the maximal positions.
@@ -183,9 +162,7 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
             }
         }
     }
-    let mut loop_cols: Vec<u32> = (0..loop_names.len() as u32)
-        .filter(|&i| loop_rank[i as usize].is_some())
-        .collect();
+    let mut loop_cols: Vec<u32> = (0..loop_names.len() as u32).filter(|&i| loop_rank[i as usize].is_some()).collect();
     loop_cols.sort_by_key(|&i| loop_rank[i as usize]);
     let mut loop_col_of = vec![usize::MAX; loop_names.len()];
     for (pos, &id) in loop_cols.iter().enumerate() {
@@ -227,26 +204,15 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         }
     }
     for (pos, id) in loop_cols.iter().enumerate() {
-        head.push(Column {
-            name: loop_names[*id as usize].to_string(),
-            values: std::mem::take(&mut loop_values[pos]),
-        });
+        head.push(Column { name: loop_names[*id as usize].to_string(), values: std::mem::take(&mut loop_values[pos]) });
     }
     for (k, name) in wanted.iter().enumerate() {
-        head.push(Column {
-            name: (*name).to_owned(),
-            values: std::mem::take(&mut name_values[k]),
-        });
+        head.push(Column { name: (*name).to_owned(), values: std::mem::take(&mut name_values[k]) });
     }
     Ok(Table { columns: head })
 }
 
-fn collect_chain(
-    node: &impl Fn(u32, u32) -> Option<Node>,
-    run: u32,
-    ctx: u32,
-    chain: &mut Vec<Node>,
-) {
+fn collect_chain(node: &impl Fn(u32, u32) -> Option<Node>, run: u32, ctx: u32, chain: &mut Vec<Node>) {
     chain.clear();
     let mut c = ctx;
     while c != NONE {
@@ -275,17 +241,13 @@ fn head_columns(runs: &[RunRow], rows: &[(u32, u32)]) -> Vec<Column> {
         .enumerate()
         .map(|(i, name)| Column {
             name: (*name).to_owned(),
-            values: rows
-                .iter()
-                .map(|(run, _)| Some(shared[*run as usize][i].clone()))
-                .collect(),
+            values: rows.iter().map(|(run, _)| Some(shared[*run as usize][i].clone())).collect(),
         })
         .collect()
 }
 
 fn run_level<S: Store + ?Sized>(store: &S, runs: &[RunRow]) -> StoreResult<Table> {
-    let run_idx: HashMap<RunKey, usize> =
-        runs.iter().enumerate().map(|(i, r)| (r.key, i)).collect();
+    let run_idx: HashMap<RunKey, usize> = runs.iter().enumerate().map(|(i, r)| (r.key, i)).collect();
     // name -> (first line seen, column index)
     let mut cols: HashMap<String, (u64, usize)> = HashMap::new();
     type Cells = HashMap<usize, ((u8, u64), Value)>;
@@ -298,26 +260,17 @@ fn run_level<S: Store + ?Sized>(store: &S, runs: &[RunRow]) -> StoreResult<Table
         let entry = cols.entry(row.name.to_owned()).or_insert((row.line, next));
         entry.0 = entry.0.min(row.line);
         let order = (row.source as u8, row.line);
-        let slot = cells[ri]
-            .entry(entry.1)
-            .or_insert((order, row.value.clone()));
+        let slot = cells[ri].entry(entry.1).or_insert((order, row.value.clone()));
         if order >= slot.0 {
             *slot = (order, row.value);
         }
     })?;
-    let mut names: Vec<(String, u64, usize)> =
-        cols.into_iter().map(|(n, (l, i))| (n, l, i)).collect();
+    let mut names: Vec<(String, u64, usize)> = cols.into_iter().map(|(n, (l, i))| (n, l, i)).collect();
     names.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     let rows: Vec<(u32, u32)> = (0..runs.len() as u32).map(|r| (r, NONE)).collect();
     let mut columns = head_columns(runs, &rows);
     for (name, _, idx) in names {
-        columns.push(Column {
-            name,
-            values: cells
-                .iter()
-                .map(|m| m.get(&idx).map(|(_, v)| v.clone()))
-                .collect(),
-        });
+        columns.push(Column { name, values: cells.iter().map(|m| m.get(&idx).map(|(_, v)| v.clone())).collect() });
     }
     Ok(Table { columns })
 }

@@ -64,11 +64,7 @@ mod tests {
 
     #[test]
     fn default_detection() {
-        let mut p = Fake(PluginInfo {
-            name: "torch".into(),
-            imports: vec!["torch".into()],
-            ..Default::default()
-        });
+        let mut p = Fake(PluginInfo { name: "torch".into(), imports: vec!["torch".into()], ..Default::default() });
         assert!(p.detect("import os\nimport torch.nn as nn\n").unwrap());
         assert!(p.detect("from torch import nn").unwrap());
         assert!(!p.detect("import torchvision").unwrap());

@@ -71,17 +71,10 @@ pub trait LanguagePropagator: Send + Sync {
 
     /// Inserts the statements found at `lines` (1-based) of `new_source`
     /// into `old_source`.
-    fn propagate(
-        &self,
-        new_source: &str,
-        lines: &[usize],
-        old_source: &str,
-    ) -> Result<Propagation, PropagateError>;
+    fn propagate(&self, new_source: &str, lines: &[usize], old_source: &str) -> Result<Propagation, PropagateError>;
 
     /// Whether this propagator handles `path` (by extension).
     fn handles(&self, path: &Path) -> bool {
-        path.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| self.extensions().contains(&e))
+        path.extension().and_then(|e| e.to_str()).is_some_and(|e| self.extensions().contains(&e))
     }
 }

@@ -276,12 +276,7 @@ impl LineEncoder {
 
     /// The header line.
     pub fn header(&mut self, meta: &RunMeta, source: Source) {
-        let line = HeaderLine {
-            k: "run".into(),
-            format: FORMAT_VERSION,
-            source,
-            meta: meta.clone(),
-        };
+        let line = HeaderLine { k: "run".into(), format: FORMAT_VERSION, source, meta: meta.clone() };
         // Serializing plain strings and numbers cannot fail.
         if serde_json::to_writer(&mut self.buf, &line).is_ok() {
             self.buf.push(b'\n');
@@ -289,14 +284,7 @@ impl LineEncoder {
     }
 
     /// An `iter` line.
-    pub fn iter(
-        &mut self,
-        ctx: u32,
-        parent: Option<u32>,
-        loop_name: &str,
-        iteration: u64,
-        value: Option<&str>,
-    ) {
+    pub fn iter(&mut self, ctx: u32, parent: Option<u32>, loop_name: &str, iteration: u64, value: Option<&str>) {
         let b = &mut self.buf;
         b.extend_from_slice(b"{\"k\":\"iter\",\"c\":");
         push_int(b, ctx as i64);
@@ -342,11 +330,7 @@ impl LineEncoder {
                 b.extend_from_slice(nonfinite_name(*f).as_bytes());
                 b.push(b'"');
             }
-            Value::Bool(v) => b.extend_from_slice(if *v {
-                b",\"vb\":true"
-            } else {
-                b",\"vb\":false"
-            }),
+            Value::Bool(v) => b.extend_from_slice(if *v { b",\"vb\":true" } else { b",\"vb\":false" }),
             Value::Text(s) => {
                 b.extend_from_slice(b",\"vs\":");
                 push_str(b, s);
@@ -360,14 +344,7 @@ impl LineEncoder {
     }
 
     /// A `ckpt` line.
-    pub fn checkpoint(
-        &mut self,
-        ctx: Option<u32>,
-        name: &str,
-        digest: &str,
-        bytes: u64,
-        format: &str,
-    ) {
+    pub fn checkpoint(&mut self, ctx: Option<u32>, name: &str, digest: &str, bytes: u64, format: &str) {
         let mut v = serde_json::json!({"k": "ckpt", "n": name, "digest": digest, "bytes": bytes, "fmt": format});
         if let (Some(c), Some(obj)) = (ctx, v.as_object_mut()) {
             obj.insert("c".into(), c.into());
@@ -379,10 +356,7 @@ impl LineEncoder {
 
     /// The `end` line.
     pub fn end(&mut self, end: &RunEnd) {
-        let line = EndLine {
-            k: "end".into(),
-            end: end.clone(),
-        };
+        let line = EndLine { k: "end".into(), end: end.clone() };
         if serde_json::to_writer(&mut self.buf, &line).is_ok() {
             self.buf.push(b'\n');
         }
@@ -409,14 +383,7 @@ pub fn push_str(b: &mut Vec<u8>, s: &str) {
             0..=0x1f => {
                 b.extend_from_slice(&bytes[start..i]);
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                b.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(c >> 4) as usize],
-                    HEX[(c & 15) as usize],
-                ]);
+                b.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
                 start = i + 1;
                 continue;
             }
@@ -503,11 +470,7 @@ impl Line<'_> {
                 "NaN" => f64::NAN,
                 "inf" => f64::INFINITY,
                 "-inf" => f64::NEG_INFINITY,
-                other => {
-                    return Err(format!(
-                        "`vx` must be \"NaN\", \"inf\" or \"-inf\", found {other:?}"
-                    ))
-                }
+                other => return Err(format!("`vx` must be \"NaN\", \"inf\" or \"-inf\", found {other:?}")),
             };
             found = Some(Value::Float(f));
             count += 1;
@@ -569,10 +532,7 @@ pub fn parse_lines(bytes: &[u8], first_line: u64) -> Parsed {
             continue;
         }
         if let Err(message) = parse_one(raw, this, &mut out, &mut names) {
-            out.errors.push(LineError {
-                line: this,
-                message,
-            });
+            out.errors.push(LineError { line: this, message });
         }
     }
     out.consumed = pos;
@@ -590,18 +550,10 @@ fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> R
     match l.k.as_ref() {
         "iter" => {
             let ctx = l.c.ok_or("`iter` record without a context id (`c`)")?;
-            let name =
-                l.l.as_deref()
-                    .ok_or("`iter` record without a loop name (`l`)")?;
+            let name = l.l.as_deref().ok_or("`iter` record without a loop name (`l`)")?;
             let iteration = l.it.ok_or("`iter` record without an iteration (`it`)")?;
             let name = names.get(name);
-            out.loops.push(LoopCtx {
-                ctx,
-                parent: l.p,
-                name,
-                iteration,
-                value: l.val,
-            });
+            out.loops.push(LoopCtx { ctx, parent: l.p, name, iteration, value: l.val });
         }
         "log" | "arg" | "time" | "out" => {
             let kind = match l.k.as_ref() {
@@ -612,21 +564,13 @@ fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> R
             };
             let value = l.value()?;
             let name = need_name(&l)?;
-            out.records.push(Record {
-                line,
-                ctx: l.c,
-                kind,
-                name,
-                value,
-            });
+            out.records.push(Record { line, ctx: l.c, kind, name, value });
         }
         "ckpt" => {
             let name = need_name(&l)?.to_string();
             let digest = l.digest.ok_or("`ckpt` record without a digest")?;
             if digest.len() != 64 || !digest.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "`ckpt` digest {digest:?} is not a BLAKE3 hex digest"
-                ));
+                return Err(format!("`ckpt` digest {digest:?} is not a BLAKE3 hex digest"));
             }
             out.checkpoints.push(CheckpointMeta {
                 line,
@@ -638,8 +582,7 @@ fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> R
             });
         }
         "run" => {
-            let h: HeaderLine =
-                serde_json::from_slice(raw).map_err(|e| format!("bad run header: {e}"))?;
+            let h: HeaderLine = serde_json::from_slice(raw).map_err(|e| format!("bad run header: {e}"))?;
             if h.format > FORMAT_VERSION {
                 return Err(format!(
                     "record format {} is newer than this flor understands ({FORMAT_VERSION}); upgrade flor",
@@ -647,10 +590,7 @@ fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> R
                 ));
             }
             if crate::time::micros_from_iso(&h.meta.tstamp).is_none() {
-                return Err(format!(
-                    "run header has a malformed tstamp {:?}",
-                    h.meta.tstamp
-                ));
+                return Err(format!("run header has a malformed tstamp {:?}", h.meta.tstamp));
             }
             if out.header.is_some() {
                 return Err("a second run header in one file".into());
@@ -658,8 +598,7 @@ fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> R
             out.header = Some((h.meta, h.source));
         }
         "end" => {
-            let e: EndLine =
-                serde_json::from_slice(raw).map_err(|e| format!("bad end record: {e}"))?;
+            let e: EndLine = serde_json::from_slice(raw).map_err(|e| format!("bad end record: {e}"))?;
             out.end = Some(e.end);
         }
         other => return Err(format!("unknown record kind {other:?}")),
@@ -707,10 +646,7 @@ mod tests {
         }
         e.record(RecordKind::Timing, Some(1), "iteration", &Value::Float(0.5));
         e.checkpoint(Some(0), "model", &"ab".repeat(32), 10, "bincode");
-        e.end(&RunEnd {
-            status: RunStatus::Finished,
-            ended: "2026-01-02T03:04:06.000000".into(),
-        });
+        e.end(&RunEnd { status: RunStatus::Finished, ended: "2026-01-02T03:04:06.000000".into() });
         let p = parse_lines(&e.buf, 1);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(p.consumed, e.buf.len());
@@ -718,11 +654,7 @@ mod tests {
         assert_eq!(p.loops.len(), 2);
         assert_eq!(p.loops[0].value.as_deref(), Some("a\"b"));
         assert_eq!(p.loops[1].parent, Some(0));
-        let logged: Vec<_> = p
-            .records
-            .iter()
-            .filter(|r| r.kind == RecordKind::Log)
-            .collect();
+        let logged: Vec<_> = p.records.iter().filter(|r| r.kind == RecordKind::Log).collect();
         assert_eq!(logged.len(), vals.len());
         for (r, v) in logged.iter().zip(&vals) {
             assert_eq!(&*r.name, "x\\y");
@@ -738,14 +670,7 @@ mod tests {
     #[test]
     fn floats_are_bit_exact() {
         let mut e = LineEncoder::new();
-        let xs = [
-            0.1 + 0.2,
-            1.0 / 3.0,
-            f64::MIN_POSITIVE,
-            5e-324,
-            1.7976931348623157e308,
-            -0.0,
-        ];
+        let xs = [0.1 + 0.2, 1.0 / 3.0, f64::MIN_POSITIVE, 5e-324, 1.7976931348623157e308, -0.0];
         for x in xs {
             e.record(RecordKind::Log, None, "x", &Value::Float(x));
         }
@@ -776,10 +701,7 @@ mod tests {
     fn run_ids() {
         let id = run_id_of("2026-01-02T03:04:05.000006");
         assert_eq!(id, "2026-01-02T03-04-05.000006");
-        assert_eq!(
-            tstamp_of_run_id(&id).as_deref(),
-            Some("2026-01-02T03:04:05.000006")
-        );
+        assert_eq!(tstamp_of_run_id(&id).as_deref(), Some("2026-01-02T03:04:05.000006"));
         assert_eq!(tstamp_of_run_id("nope"), None);
     }
 }

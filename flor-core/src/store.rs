@@ -28,9 +28,7 @@ pub enum StoreError {
         message: String,
     },
     /// A query that would modify the database.
-    #[error(
-        "only read-only queries are allowed here (the database is a cache rebuilt from git): {sql}"
-    )]
+    #[error("only read-only queries are allowed here (the database is a cache rebuilt from git): {sql}")]
     NotReadOnly {
         /// The offending SQL.
         sql: String,
@@ -155,13 +153,7 @@ pub trait Store: Send {
 
     /// Updates a run's status (and end time) without other changes.
     /// Returns `false` when the run is unknown.
-    fn set_status(
-        &mut self,
-        projid: &str,
-        tstamp: &str,
-        status: RunStatus,
-        ended: Option<&str>,
-    ) -> StoreResult<bool>;
+    fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool>;
 
     /// All runs, ordered by `tstamp`.
     fn runs(&self) -> StoreResult<Vec<RunRow>>;
@@ -170,18 +162,10 @@ pub trait Store: Send {
     fn names(&self) -> StoreResult<Vec<NameInfo>>;
 
     /// Visits the values selected by `filter`, in any order.
-    fn scan_values(
-        &self,
-        filter: ValueFilter<'_>,
-        visit: &mut dyn FnMut(ValueRow<'_>),
-    ) -> StoreResult<()>;
+    fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()>;
 
     /// Visits the loop contexts of the given runs, in any order.
-    fn scan_loops(
-        &self,
-        runs: &[RunKey],
-        visit: &mut dyn FnMut(RunKey, &LoopCtx),
-    ) -> StoreResult<()>;
+    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopCtx)) -> StoreResult<()>;
 
     /// Checkpoints stored for a run, in file order.
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>>;

@@ -23,15 +23,7 @@ pub struct Table {
 impl Table {
     /// A table with the given column names and no rows.
     pub fn with_columns<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Table {
-        Table {
-            columns: names
-                .into_iter()
-                .map(|n| Column {
-                    name: n.into(),
-                    values: Vec::new(),
-                })
-                .collect(),
-        }
+        Table { columns: names.into_iter().map(|n| Column { name: n.into(), values: Vec::new() }).collect() }
     }
 
     /// Number of rows.
@@ -55,11 +47,7 @@ impl Table {
     /// If the row's length differs from the number of columns (a programming
     /// error in the caller, never caused by data).
     pub fn push_row(&mut self, row: Vec<Option<Value>>) {
-        assert_eq!(
-            row.len(),
-            self.columns.len(),
-            "row width must match the table"
-        );
+        assert_eq!(row.len(), self.columns.len(), "row width must match the table");
         for (c, v) in self.columns.iter_mut().zip(row) {
             c.values.push(v);
         }
@@ -72,9 +60,7 @@ impl Table {
 
     /// Rows as vectors of cells (convenient in tests; copies the data).
     pub fn rows(&self) -> Vec<Vec<Option<Value>>> {
-        (0..self.row_count())
-            .map(|r| self.columns.iter().map(|c| c.values[r].clone()).collect())
-            .collect()
+        (0..self.row_count()).map(|r| self.columns.iter().map(|c| c.values[r].clone()).collect()).collect()
     }
 
     /// Writes an aligned text table: numbers right-aligned, text left-aligned,
@@ -87,34 +73,19 @@ impl Table {
             .columns
             .iter()
             .map(|c| {
-                c.values
-                    .iter()
-                    .map(|v| clip(&v.as_ref().map(display_cell).unwrap_or_default(), max_width))
-                    .collect()
+                c.values.iter().map(|v| clip(&v.as_ref().map(display_cell).unwrap_or_default(), max_width)).collect()
             })
             .collect();
         let widths: Vec<usize> = self
             .columns
             .iter()
             .zip(&rendered)
-            .map(|(c, cells)| {
-                cells
-                    .iter()
-                    .map(|s| s.chars().count())
-                    .max()
-                    .unwrap_or(0)
-                    .max(c.name.chars().count())
-            })
+            .map(|(c, cells)| cells.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(c.name.chars().count()))
             .collect();
         let numeric: Vec<bool> = self
             .columns
             .iter()
-            .map(|c| {
-                c.values
-                    .iter()
-                    .flatten()
-                    .all(|v| matches!(v, Value::Int(_) | Value::Float(_)))
-            })
+            .map(|c| c.values.iter().flatten().all(|v| matches!(v, Value::Int(_) | Value::Float(_))))
             .collect();
         let mut line = String::new();
         for (i, c) in self.columns.iter().enumerate() {
@@ -164,12 +135,7 @@ impl Table {
         for r in 0..self.row_count() {
             let mut obj = serde_json::Map::new();
             for c in &self.columns {
-                obj.insert(
-                    c.name.clone(),
-                    c.values[r]
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, Value::to_json),
-                );
+                obj.insert(c.name.clone(), c.values[r].as_ref().map_or(serde_json::Value::Null, Value::to_json));
             }
             if r > 0 {
                 out.write_all(b",")?;
@@ -177,11 +143,7 @@ impl Table {
             out.write_all(b"\n  ")?;
             serde_json::to_writer(&mut out, &obj)?;
         }
-        out.write_all(if self.row_count() > 0 {
-            b"\n]\n"
-        } else {
-            b"]\n"
-        })?;
+        out.write_all(if self.row_count() > 0 { b"\n]\n" } else { b"]\n" })?;
         out.flush()
     }
 }
@@ -234,10 +196,7 @@ mod tests {
     fn csv_quotes() {
         let mut out = Vec::new();
         sample().write_csv(&mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "name,loss\n\"a,b\",0.5\n\"say \"\"hi\"\"\",\n"
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "name,loss\n\"a,b\",0.5\n\"say \"\"hi\"\"\",\n");
     }
 
     #[test]

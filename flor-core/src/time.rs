@@ -21,24 +21,13 @@ pub fn iso_from_micros(micros: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}", sod / 3600, (sod / 60) % 60, sod % 60)
 }
 
 /// Parses a timestamp written by [`iso_from_micros`] back to microseconds.
 pub fn micros_from_iso(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 26
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'.'
+    if b.len() != 26 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.'
     {
         return None;
     }
@@ -83,17 +72,8 @@ mod tests {
     #[test]
     fn known_instants() {
         assert_eq!(iso_from_micros(0), "1970-01-01T00:00:00.000000");
-        assert_eq!(
-            iso_from_micros(1_709_251_199_000_001),
-            "2024-02-29T23:59:59.000001"
-        );
-        for m in [
-            0,
-            1,
-            951_782_400_000_000,
-            1_795_718_337_123_456,
-            -86_400_000_000,
-        ] {
+        assert_eq!(iso_from_micros(1_709_251_199_000_001), "2024-02-29T23:59:59.000001");
+        for m in [0, 1, 951_782_400_000_000, 1_795_718_337_123_456, -86_400_000_000] {
             assert_eq!(micros_from_iso(&iso_from_micros(m)), Some(m));
         }
         assert_eq!(micros_from_iso("2026-13-01T00:00:00.000000"), None);

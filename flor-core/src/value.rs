@@ -128,9 +128,7 @@ impl Value {
             },
             Value::Bool(b) => (*b).into(),
             Value::Text(s) => serde_json::Value::String(s.to_string()),
-            Value::Json(s) => {
-                serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_string()))
-            }
+            Value::Json(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_string())),
         }
     }
 }
@@ -177,9 +175,7 @@ from_int!(i8, i16, i32, i64, u8, u16, u32, isize);
 impl From<u64> for Value {
     /// Values above `i64::MAX` become floats rather than wrapping.
     fn from(v: u64) -> Value {
-        i64::try_from(v)
-            .map(Value::Int)
-            .unwrap_or(Value::Float(v as f64))
+        i64::try_from(v).map(Value::Int).unwrap_or(Value::Float(v as f64))
     }
 }
 impl From<usize> for Value {
@@ -229,13 +225,7 @@ mod tests {
 
     #[test]
     fn codes_roundtrip() {
-        for t in [
-            ValueType::Int,
-            ValueType::Float,
-            ValueType::Bool,
-            ValueType::Text,
-            ValueType::Json,
-        ] {
+        for t in [ValueType::Int, ValueType::Float, ValueType::Bool, ValueType::Text, ValueType::Json] {
             assert_eq!(ValueType::from_code(t.code()), Some(t));
             assert_eq!(ValueType::parse(t.as_str()), Some(t));
         }
