@@ -1,0 +1,32 @@
+//! flor's access to git: reading and writing flor's own git objects and refs.
+//!
+//! flor keeps, for every recorded run, a snapshot of the user's code and the
+//! run's record files as ordinary git commits under its own refs (e.g.
+//! `refs/flor/runs/<run id>`). This crate owns that layer:
+//!
+//! - [`discover`] finds the repository a run happens in;
+//! - [`snapshot_worktree`] commits the working tree as `git add -A` would see
+//!   it, without touching HEAD, the branch, the index file or the working
+//!   tree;
+//! - [`attach_files`] adds files (e.g. records) on top of such a commit;
+//! - [`list_refs`], [`read_dir_at`], [`read_file_at`] read them back;
+//! - [`materialize`] exports a commit into a plain folder for replay;
+//! - [`delete_ref`] removes a ref.
+//!
+//! It knows nothing of what the record files contain. Every function takes a
+//! path inside the repository and opens it itself, so callers can use it from
+//! any thread.
+
+#![warn(missing_docs)]
+
+mod error;
+mod materialize;
+mod objects;
+mod repo;
+mod snapshot;
+
+pub use error::{Error, Result};
+pub use materialize::materialize;
+pub use objects::{attach_files, attach_files_expecting, delete_ref, list_refs, read_dir_at, read_file_at};
+pub use repo::{discover, RepoInfo};
+pub use snapshot::{snapshot_worktree, Snapshot, SnapshotOptions, DEFAULT_MAX_FILE_MB, MAX_FILE_MB_ENV};
