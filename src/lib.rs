@@ -1,1 +1,25 @@
-//! flor facade (in progress)
+//! flor: multiversion hindsight logging for machine-learning training.
+//!
+//! This crate is the SDK facade: [`Run`] records a training run (args,
+//! logs inside named loops, checkpoints) and [`Project`] queries what was
+//! recorded. The building blocks live in `flor-core` (data model, recording
+//! engine, traits), `flor-store` (query databases), `flor-git` (snapshots
+//! and run refs). The `flor` binary is the command line over [`Project`].
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod ingest;
+mod project;
+mod run;
+
+pub use error::{Error, Result};
+pub use flor_core::{self as core, RunMeta, RunStatus, Table, Value};
+pub use ingest::{Problem, SyncReport};
+pub use project::{Project, FLOR_DIR};
+pub use run::{Loop, Run, RunBuilder, RunSummary};
+
+/// The README's code examples, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -330,8 +330,10 @@ impl Recorder {
     }
 
     /// Ends the run: closes open loops, records teardown time and the `end`
-    /// line, writes and syncs the file, and releases its lock. Returns the
-    /// final metadata.
+    /// line, and writes and syncs the file. The file stays locked until the
+    /// recorder is dropped, so that the caller can publish it (git, query
+    /// database) before another process may treat it as abandoned. Returns
+    /// the final metadata.
     pub fn finish(&mut self, status: RunStatus) -> Result<RunMeta> {
         self.check_open()?;
         while !self.stack.is_empty() {
@@ -353,7 +355,6 @@ impl Recorder {
         self.meta.ended = Some(ended);
         self.flush()?;
         self.file.sync_all().map_err(|e| Error::io("sync", &self.path, e))?;
-        let _ = self.file.unlock();
         Ok(self.meta.clone())
     }
 }
@@ -417,6 +418,9 @@ mod tests {
         r.loop_end().unwrap();
         let m = r.finish(RunStatus::Finished).unwrap();
         assert_eq!(m.status, RunStatus::Finished);
+        assert!(is_record_file_live(&path), "locked until dropped");
+        assert!(r.log_after_finish_is_error());
+        drop(r);
         assert!(!is_record_file_live(&path));
         let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
         assert!(p.errors.is_empty());
@@ -429,7 +433,6 @@ mod tests {
         assert_eq!(timings.iter().filter(|n| **n == "iteration").count(), 8);
         assert_eq!(timings.iter().filter(|n| **n == "loop:step").count(), 2);
         assert_eq!(p.end.unwrap().status, RunStatus::Finished);
-        assert!(r.log_after_finish_is_error());
     }
 
     impl Recorder {

@@ -1,0 +1,85 @@
+//! The facade's error type.
+
+use std::path::PathBuf;
+
+/// Errors of the `flor` SDK and command line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Recording engine or object store.
+    #[error(transparent)]
+    Core(#[from] flor_core::Error),
+    /// Git (repository discovery, snapshots, run refs).
+    #[error(transparent)]
+    Git(#[from] flor_git::Error),
+    /// The query database.
+    #[error(transparent)]
+    Store(#[from] flor_store::Error),
+    /// The query database (backend-level).
+    #[error(transparent)]
+    Query(#[from] flor_core::StoreError),
+    /// A file operation.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No run with this timestamp.
+    #[error("no run with tstamp {tstamp} in project {projid} (see `flor runs`)")]
+    UnknownRun {
+        /// Project.
+        projid: String,
+        /// Timestamp asked for.
+        tstamp: String,
+    },
+    /// Names that no run logged.
+    #[error("{}", unknown_names_message(names, known))]
+    UnknownNames {
+        /// The unknown names.
+        names: Vec<String>,
+        /// Names that do exist.
+        known: Vec<String>,
+    },
+    /// A record file that cannot be ingested at all (no header).
+    #[error("record file {file}: {message}")]
+    BadRecordFile {
+        /// The file (or git path).
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A checkpoint that is not there.
+    #[error("run {tstamp} has no checkpoint named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (it has: {})", available.join(", ")) })]
+    NoCheckpoint {
+        /// Run.
+        tstamp: String,
+        /// Name asked for.
+        name: String,
+        /// Names it has.
+        available: Vec<String>,
+    },
+}
+
+fn unknown_names_message(names: &[String], known: &[String]) -> String {
+    let mut s = format!("no run logged {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "));
+    if known.is_empty() {
+        s.push_str(" (no values are recorded yet: run a training script first)");
+    } else {
+        s.push_str(&format!("; known names: {}", known.join(", ")));
+    }
+    s
+}
+
+/// Result alias for the facade.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { action, path: path.into(), source }
+    }
+}

@@ -1,0 +1,289 @@
+//! Keeping the query database in step with the record files: incremental
+//! ingestion of live runs' files, finalizing runs whose process died, and
+//! reading finished runs' records from their git refs.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flor_core::record::{parse_lines, LineEncoder};
+use flor_core::store::{FileProgress, IngestBatch};
+use flor_core::{RunEnd, RunMeta, RunStatus, Source, Store};
+
+use crate::error::{Error, Result};
+
+/// Prefix of the refs holding runs (`refs/flor/runs/<run id>`).
+pub const RUNS_REF_PREFIX: &str = "refs/flor/runs/";
+/// Folder, inside a run's commit, holding its record files.
+pub const RECORDS_DIR: &str = ".flor/records";
+/// Bytes parsed and ingested per transaction.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// A record that could not be read (the others were ingested).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The record file (local path or `ref:path` in git).
+    pub file: String,
+    /// 1-based line, when the problem is one line.
+    pub line: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// What a sync or rebuild did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// Value records ingested.
+    pub records: u64,
+    /// Record files (or spans) ingested.
+    pub files: u64,
+    /// Runs found dead while `running` and marked `failed` (their tstamps).
+    pub marked_failed: Vec<String>,
+    /// Lines or files that could not be read.
+    pub problems: Vec<Problem>,
+    /// Informational notes (e.g. a partial last line dropped after a kill).
+    pub notes: Vec<String>,
+}
+
+/// The label under which a run's forward record file is tracked in the store,
+/// identical for the local file and its copy in git, so ingestion resumes
+/// where it stopped whichever copy it reads.
+pub(crate) fn label_for(run_id: &str) -> String {
+    format!("{run_id}.jsonl")
+}
+
+/// The ref of a run.
+pub(crate) fn ref_for(run_id: &str) -> String {
+    format!("{RUNS_REF_PREFIX}{run_id}")
+}
+
+/// Ingests the not yet ingested whole lines of one record file.
+/// Returns the run's metadata as of the file's end (status from its `end`
+/// line when present), or `None` when the file has no readable header.
+pub(crate) fn ingest_bytes(
+    store: &mut dyn Store,
+    label: &str,
+    display: &str,
+    bytes: &[u8],
+    report: &mut SyncReport,
+) -> Result<Option<RunMeta>> {
+    let Some(first_nl) = bytes.iter().position(|&b| b == b'\n') else { return Ok(None) };
+    let head = parse_lines(&bytes[..=first_nl], 1);
+    let Some((mut meta, source)) = head.header else {
+        let message = match head.errors.first() {
+            Some(e) => format!("the first line is not a run header ({})", e.message),
+            None => "the first line is not a run header".to_owned(),
+        };
+        report.problems.push(Problem { file: display.to_owned(), line: Some(1), message });
+        return Ok(None);
+    };
+    apply_end(&mut meta, last_line_end(bytes));
+    let progress = store.file_progress(label)?.unwrap_or_default();
+    let mut offset = progress.offset as usize;
+    let mut lines = progress.lines;
+    if offset > bytes.len() {
+        report.problems.push(Problem {
+            file: display.to_owned(),
+            line: None,
+            message: format!(
+                "the file is shorter ({} bytes) than what was already ingested ({offset} bytes); it was rewritten. Run `flor rebuild`",
+                bytes.len()
+            ),
+        });
+        return Ok(Some(meta));
+    }
+    while offset < bytes.len() {
+        let mut end = (offset + CHUNK_BYTES).min(bytes.len());
+        if end < bytes.len() {
+            end = match bytes[offset..end].iter().rposition(|&b| b == b'\n') {
+                Some(p) => offset + p + 1,
+                None => match bytes[end..].iter().position(|&b| b == b'\n') {
+                    Some(p) => end + p + 1,
+                    None => bytes.len(),
+                },
+            };
+        }
+        let parsed = parse_lines(&bytes[offset..end], lines + 1);
+        if parsed.consumed == 0 {
+            break;
+        }
+        for e in &parsed.errors {
+            report.problems.push(Problem { file: display.to_owned(), line: Some(e.line), message: e.message.clone() });
+        }
+        let next = FileProgress { offset: (offset + parsed.consumed) as u64, lines: lines + parsed.lines };
+        store.ingest(&IngestBatch {
+            run: &meta,
+            source,
+            file: label,
+            progress: next,
+            loops: &parsed.loops,
+            records: &parsed.records,
+            checkpoints: &parsed.checkpoints,
+        })?;
+        report.records += parsed.records.len() as u64;
+        offset = next.offset as usize;
+        lines = next.lines;
+    }
+    report.files += 1;
+    Ok(Some(meta))
+}
+
+fn apply_end(meta: &mut RunMeta, end: Option<RunEnd>) {
+    if let Some(end) = end {
+        meta.status = end.status;
+        meta.ended = Some(end.ended);
+    }
+}
+
+/// The `end` record when it is the last whole line of `bytes`.
+fn last_line_end(bytes: &[u8]) -> Option<RunEnd> {
+    let body = bytes.strip_suffix(b"\n")?;
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    parse_lines(&bytes[start..], 1).end
+}
+
+/// Records a marker that a run commit was fully ingested.
+fn mark_commit(store: &mut dyn Store, sha: &str, meta: &RunMeta) -> Result<()> {
+    store.ingest(&IngestBatch {
+        run: meta,
+        source: Source::Forward,
+        file: &format!("commit:{sha}"),
+        progress: FileProgress { offset: 1, lines: 0 },
+        loops: &[],
+        records: &[],
+        checkpoints: &[],
+    })?;
+    Ok(())
+}
+
+/// Publishes a run's record file: adds it to the run's git ref, ingests it,
+/// and removes the local copy. The caller holds the file's lock.
+pub(crate) fn publish(root: &Path, store: &mut dyn Store, path: &Path, report: &mut SyncReport) -> Result<()> {
+    let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let display = path.display().to_string();
+    let Some(first_nl) = bytes.iter().position(|&b| b == b'\n') else {
+        return Err(Error::BadRecordFile { file: display, message: "the file holds no complete record".into() });
+    };
+    let Some((meta, _)) = parse_lines(&bytes[..=first_nl], 1).header else {
+        return Err(Error::BadRecordFile { file: display, message: "the first line is not a run header".into() });
+    };
+    let run_id = meta.run_id();
+    let refname = ref_for(&run_id);
+    let tree_path = format!("{RECORDS_DIR}/{}", label_for(&run_id));
+    let message = format!("flor: records of run {} ({})", meta.tstamp, meta.filename);
+    match flor_git::attach_files(root, &refname, &[(tree_path.as_str(), bytes.as_slice())], &message) {
+        Ok(_) => {}
+        Err(flor_git::Error::RefMoved { .. }) => {
+            // Someone attached concurrently: fine if they attached these bytes.
+            let there = flor_git::read_file_at(root, &refname, &tree_path).ok();
+            if there.as_deref() != Some(bytes.as_slice()) {
+                flor_git::attach_files(root, &refname, &[(tree_path.as_str(), bytes.as_slice())], &message)?;
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ingest_bytes(store, &label_for(&run_id), &display, &bytes, report)?;
+    fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+    Ok(())
+}
+
+/// Finalizes a record file whose process is gone: drops a partial last line,
+/// appends an `end` line with status `failed` when there is none, then
+/// publishes it. Skips files another process is handling.
+fn finalize_dead(root: &Path, store: &mut dyn Store, path: &Path, report: &mut SyncReport) -> Result<()> {
+    let file = OpenOptions::new().read(true).append(true).open(path).map_err(|e| Error::io("open", path, e))?;
+    if file.try_lock().is_err() {
+        return Ok(()); // live again, or another flor process is finalizing it
+    }
+    let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    if keep < bytes.len() {
+        file.set_len(keep as u64).map_err(|e| Error::io("truncate", path, e))?;
+        report.notes.push(format!(
+            "{}: dropped a partial last line ({} bytes) left by the killed process",
+            path.display(),
+            bytes.len() - keep
+        ));
+    }
+    let bytes = &bytes[..keep];
+    let header = bytes.iter().position(|&b| b == b'\n').and_then(|nl| parse_lines(&bytes[..=nl], 1).header);
+    let Some((meta, _)) = header else {
+        let broken = root.join(".flor").join("broken");
+        fs::create_dir_all(&broken).map_err(|e| Error::io("create", &broken, e))?;
+        let dest = broken.join(path.file_name().unwrap_or_default());
+        fs::rename(path, &dest).map_err(|e| Error::io("move", path, e))?;
+        report.problems.push(Problem {
+            file: path.display().to_string(),
+            line: Some(1),
+            message: format!("no run header; the file was moved to {}", dest.display()),
+        });
+        return Ok(());
+    };
+    if last_line_end(bytes).is_none() {
+        let mut enc = LineEncoder::new();
+        enc.end(&RunEnd { status: RunStatus::Failed, ended: flor_core::time::now_iso() });
+        let mut f = &file;
+        f.write_all(&enc.buf).and_then(|_| f.sync_all()).map_err(|e| Error::io("append to", path, e))?;
+        report.marked_failed.push(meta.tstamp.clone());
+    }
+    publish(root, store, path, report)
+}
+
+/// Brings the store up to date with the local record files and the run refs.
+pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store) -> Result<SyncReport> {
+    let mut report = SyncReport::default();
+    let mut local: Vec<PathBuf> = match fs::read_dir(runs_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("list", runs_dir, e)),
+    };
+    local.sort();
+    for path in &local {
+        if flor_core::engine::is_record_file_live(path) {
+            let bytes = match fs::read(path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // just published
+                Err(e) => return Err(Error::io("read", path, e)),
+            };
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            ingest_bytes(store, name, &path.display().to_string(), &bytes, &mut report)?;
+        } else if path.exists() {
+            if let Err(e) = finalize_dead(root, store, path, &mut report) {
+                report.problems.push(Problem { file: path.display().to_string(), line: None, message: e.to_string() });
+            }
+        }
+    }
+    for (refname, sha) in flor_git::list_refs(root, RUNS_REF_PREFIX)? {
+        if store.file_progress(&format!("commit:{sha}"))?.is_some() {
+            continue;
+        }
+        let files = flor_git::read_dir_at(root, &sha, RECORDS_DIR)?;
+        let own = label_for(refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(&refname));
+        let mut forward: Option<RunMeta> = None;
+        for (path, bytes) in &files {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let display = format!("{refname}:{path}");
+            let meta = ingest_bytes(store, name, &display, bytes, &mut report)?;
+            if name == own {
+                forward = meta;
+            }
+        }
+        if let Some(meta) = forward {
+            mark_commit(store, &sha, &meta)?;
+        }
+    }
+    Ok(report)
+}

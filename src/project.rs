@@ -1,0 +1,197 @@
+//! A flor project: the git repository a training script runs in, its
+//! `.flor/` folder (query database, checkpoint objects, live record files),
+//! and the operations the CLI and the SDK offer on it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use flor_core::checkpoint::{Bincode, CheckpointSerializer};
+use flor_core::store::{NameInfo, RunRow};
+use flor_core::{CheckpointMeta, ObjectStore, Store, Table};
+use flor_store::SqliteStore;
+
+use crate::error::{Error, Result};
+use crate::ingest::{self, SyncReport};
+
+/// The folder flor keeps in the repository root (ignored by git).
+pub const FLOR_DIR: &str = ".flor";
+
+/// An open project. See the module docs.
+pub struct Project {
+    root: PathBuf,
+    projid: String,
+    flor_dir: PathBuf,
+    store: Box<dyn Store>,
+    objects: ObjectStore,
+}
+
+impl std::fmt::Debug for Project {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Project").field("root", &self.root).field("projid", &self.projid).finish()
+    }
+}
+
+impl Project {
+    /// Opens the project of the git repository containing `start` (any
+    /// folder inside it), creating `.flor/` on first use.
+    pub fn open(start: &Path) -> Result<Project> {
+        let info = flor_git::discover(start)?;
+        let flor_dir = info.root.join(FLOR_DIR);
+        fs::create_dir_all(flor_dir.join("runs")).map_err(|e| Error::io("create", &flor_dir, e))?;
+        let ignore = flor_dir.join(".gitignore");
+        if !ignore.exists() {
+            fs::write(&ignore, "# flor's local data: query cache, checkpoints, live record files.\n*\n")
+                .map_err(|e| Error::io("write", &ignore, e))?;
+        }
+        let store = SqliteStore::open(&flor_dir.join("flor.db"))?;
+        let objects = ObjectStore::open(flor_dir.join("objects"))?;
+        Ok(Project { root: info.root, projid: info.projid, flor_dir, store: Box::new(store), objects })
+    }
+
+    /// Opens the project with an empty query database, deleting the old
+    /// database file first (even one too damaged to open). Used by
+    /// `flor rebuild`; the records themselves live in git and are untouched.
+    pub fn open_with_fresh_database(start: &Path) -> Result<Project> {
+        let info = flor_git::discover(start)?;
+        let flor_dir = info.root.join(FLOR_DIR);
+        for name in ["flor.db", "flor.db-wal", "flor.db-shm"] {
+            let path = flor_dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", path, e)),
+            }
+        }
+        Project::open(start)
+    }
+
+    /// Opens the project containing the current directory.
+    pub fn open_cwd() -> Result<Project> {
+        let cwd = std::env::current_dir().map_err(|e| Error::io("read", "the current directory", e))?;
+        Project::open(&cwd)
+    }
+
+    /// The repository root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The project id (repository folder name).
+    pub fn projid(&self) -> &str {
+        &self.projid
+    }
+
+    /// The `.flor/` folder.
+    pub fn flor_dir(&self) -> &Path {
+        &self.flor_dir
+    }
+
+    /// Folder of the live (unpublished) record files.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.flor_dir.join("runs")
+    }
+
+    /// The checkpoint object store.
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    /// The query database.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The query database, mutably.
+    pub fn store_mut(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
+    }
+
+    /// Brings the query database up to date: ingests new records of running
+    /// runs, marks runs whose process died as `failed` (publishing their
+    /// records to git), and ingests runs found in git refs (e.g. fetched
+    /// from a teammate) that the database does not have yet.
+    pub fn sync(&mut self) -> Result<SyncReport> {
+        let runs_dir = self.runs_dir();
+        ingest::sync(&self.root, &runs_dir, self.store.as_mut())
+    }
+
+    /// Drops the query database's content and rebuilds it from the run
+    /// records stored in git (plus the files of runs still recording).
+    pub fn rebuild(&mut self) -> Result<SyncReport> {
+        self.store.clear()?;
+        self.sync()
+    }
+
+    /// All runs, oldest first.
+    pub fn runs(&self) -> Result<Vec<RunRow>> {
+        Ok(self.store.runs()?)
+    }
+
+    /// Names of logged values and args.
+    pub fn names(&self) -> Result<Vec<NameInfo>> {
+        Ok(self.store.names()?)
+    }
+
+    /// The pivot view (see `flor_core::pivot`). Names no run logged are an
+    /// error that lists the known names.
+    pub fn dataframe(&self, names: &[&str]) -> Result<Table> {
+        if !names.is_empty() {
+            let known = self.store.names()?;
+            let unknown: Vec<String> =
+                names.iter().filter(|n| !known.iter().any(|k| k.name == **n)).map(|n| n.to_string()).collect();
+            if !unknown.is_empty() {
+                return Err(Error::UnknownNames { names: unknown, known: known.into_iter().map(|k| k.name).collect() });
+            }
+        }
+        Ok(self.store.dataframe(names)?)
+    }
+
+    /// A read-only SQL query over the views `runs`, `logs`, `loops`,
+    /// `timings`, `outputs`, `checkpoints`.
+    pub fn query(&self, sql: &str) -> Result<Table> {
+        Ok(self.store.query(sql)?)
+    }
+
+    /// The checkpoints of the run started at `tstamp`, in order.
+    pub fn checkpoints(&self, tstamp: &str) -> Result<Vec<CheckpointMeta>> {
+        let runs = self.store.runs()?;
+        let Some(run) = runs.iter().find(|r| r.meta.tstamp == tstamp) else {
+            return Err(Error::UnknownRun { projid: self.projid.clone(), tstamp: tstamp.to_owned() });
+        };
+        Ok(self.store.checkpoints(run.key)?)
+    }
+
+    /// Restores into `state` the last checkpoint named `name` of the run
+    /// started at `tstamp`, with `serializer`.
+    pub fn load_checkpoint_with<T, S: CheckpointSerializer<T>>(
+        &self,
+        tstamp: &str,
+        name: &str,
+        state: &mut T,
+        serializer: &S,
+    ) -> Result<CheckpointMeta> {
+        let all = self.checkpoints(tstamp)?;
+        let Some(meta) = all.iter().rev().find(|c| c.name == name).cloned() else {
+            let mut available: Vec<String> = all.into_iter().map(|c| c.name).collect();
+            available.dedup();
+            return Err(Error::NoCheckpoint { tstamp: tstamp.to_owned(), name: name.to_owned(), available });
+        };
+        let bytes = self.objects.get(&meta.digest)?;
+        serializer
+            .load(state, &mut bytes.as_slice())
+            .map_err(|e| flor_core::Error::Checkpoint { name: name.to_owned(), message: e.0 })?;
+        Ok(meta)
+    }
+
+    /// Loads the last checkpoint named `name` of the run at `tstamp`, saved
+    /// by the Rust API (bincode).
+    pub fn load_checkpoint<T: serde::Serialize + serde::de::DeserializeOwned + Default>(
+        &self,
+        tstamp: &str,
+        name: &str,
+    ) -> Result<T> {
+        let mut state = T::default();
+        self.load_checkpoint_with(tstamp, name, &mut state, &Bincode)?;
+        Ok(state)
+    }
+}

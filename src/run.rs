@@ -1,0 +1,395 @@
+//! The Rust recording API: start a run, read hyper-parameters, log values
+//! inside named loops, checkpoint state, finish.
+//!
+//! ```no_run
+//! # fn main() -> flor::Result<()> {
+//! let run = flor::Run::start()?;
+//! let lr: f64 = run.arg("lr", 0.01)?;
+//! let mut w = vec![0.0f64; 4];
+//! for epoch in run.loop_over("epoch", 0..10) {
+//!     for step in run.loop_over("step", 0..100) {
+//!         let loss = (epoch * step) as f64 * lr;
+//!         run.log("loss", loss);
+//!     }
+//!     run.checkpoint("w", &w)?;
+//! }
+//! run.finish()?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use flor_core::args::{ArgValue, Kwargs};
+use flor_core::checkpoint::{Bincode, CheckpointSerializer};
+use flor_core::record::run_id_of;
+use flor_core::time::now_iso;
+use flor_core::{Recorder, RunMeta, RunStatus, Value};
+
+use crate::error::{Error, Result};
+use crate::ingest::{self, ref_for, SyncReport};
+use crate::project::Project;
+
+/// Options for starting a run; see [`Run::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct RunBuilder {
+    dir: Option<PathBuf>,
+    filename: Option<String>,
+    argv: Option<Vec<String>>,
+    interpreter: Option<String>,
+}
+
+impl RunBuilder {
+    /// Folder inside the repository (default: the current directory).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The script or program name recorded as `filename` (default: the
+    /// executable's file name).
+    pub fn filename(mut self, name: impl Into<String>) -> Self {
+        self.filename = Some(name.into());
+        self
+    }
+
+    /// The command line (default: this process's). `--kwargs` are read from it.
+    pub fn argv<S: Into<String>>(mut self, argv: impl IntoIterator<Item = S>) -> Self {
+        self.argv = Some(argv.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The interpreter recorded (default: this executable's path).
+    pub fn interpreter(mut self, interpreter: impl Into<String>) -> Self {
+        self.interpreter = Some(interpreter.into());
+        self
+    }
+
+    /// Starts the run: snapshots the working tree under
+    /// `refs/flor/runs/<run id>` (HEAD, branch, index and files untouched)
+    /// and opens its record file.
+    pub fn start(self) -> Result<Run> {
+        let dir = match self.dir {
+            Some(d) => d,
+            None => std::env::current_dir().map_err(|e| Error::io("read", "the current directory", e))?,
+        };
+        let mut project = Project::open(&dir)?;
+        // Mark runs whose process died; a failure here must not stop training.
+        let early = project.sync().unwrap_or_else(|e| {
+            eprintln!("flor: warning: could not update the query database: {e}");
+            SyncReport::default()
+        });
+        let argv = self.argv.unwrap_or_else(|| std::env::args().collect());
+        let kwargs = Kwargs::from_argv(&argv)?;
+        let exe = std::env::current_exe().ok();
+        let filename = self.filename.unwrap_or_else(|| {
+            argv.first()
+                .map(|a| Path::new(a).file_name().map_or(a.clone(), |f| f.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "main".into())
+        });
+        let interpreter =
+            self.interpreter.unwrap_or_else(|| exe.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+        let options = flor_git::SnapshotOptions::from_env()?;
+        // A unique tstamp: the ref creation is the arbiter between processes.
+        let mut micros = flor_core::time::micros_from_iso(&now_iso()).unwrap_or(0);
+        let (tstamp, snapshot) = loop {
+            let tstamp = flor_core::time::iso_from_micros(micros);
+            let refname = ref_for(&run_id_of(&tstamp));
+            let msg = format!("flor: code of run {tstamp} ({filename})");
+            match flor_git::snapshot_worktree(project.root(), &refname, &msg, &options) {
+                Ok(s) => break (tstamp, s),
+                Err(flor_git::Error::RefExists { .. }) => micros += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        for (path, size) in &snapshot.skipped {
+            eprintln!(
+                "flor: warning: {} ({} MiB) is larger than the snapshot limit and is not part of the code snapshot (set {} to change the limit)",
+                path.display(),
+                size >> 20,
+                flor_git::MAX_FILE_MB_ENV
+            );
+        }
+        let meta = RunMeta {
+            projid: project.projid().to_owned(),
+            tstamp,
+            filename,
+            argv,
+            interpreter,
+            host: hostname(),
+            pid: std::process::id(),
+            commit: Some(snapshot.commit),
+            status: RunStatus::Running,
+            ended: None,
+        };
+        let path = project.runs_dir().join(format!("{}.jsonl", meta.run_id()));
+        let recorder = Recorder::create(&path, meta, kwargs, Some(project.objects().clone()))?;
+        Ok(Run { inner: Arc::new(Mutex::new(Inner { rec: recorder, project, deferred: None, early })) })
+    }
+}
+
+struct Inner {
+    rec: Recorder,
+    project: Project,
+    deferred: Option<Error>,
+    early: SyncReport,
+}
+
+/// A recording run: a cheap, clonable handle (`Send + Sync`). End it with
+/// [`Run::finish`]. A run whose last handle is dropped without `finish` (an
+/// early return through `?`, a panic) is recorded as `failed`, with every
+/// record up to then kept.
+#[derive(Clone)]
+pub struct Run {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run").field("tstamp", &self.tstamp()).finish()
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run's final metadata.
+    pub meta: RunMeta,
+    /// What ingesting its records reported (problems are unexpected here).
+    pub report: SyncReport,
+}
+
+impl Run {
+    /// Starts a run in the repository containing the current directory, with
+    /// this process's command line. See [`RunBuilder::start`].
+    pub fn start() -> Result<Run> {
+        RunBuilder::default().start()
+    }
+
+    /// Options for starting a run.
+    pub fn builder() -> RunBuilder {
+        RunBuilder::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves a consistent recorder (every
+        // method completes its buffer writes), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The run's timestamp (its identity within the project).
+    pub fn tstamp(&self) -> String {
+        self.lock().rec.meta().tstamp.clone()
+    }
+
+    /// The run's metadata.
+    pub fn meta(&self) -> RunMeta {
+        self.lock().rec.meta().clone()
+    }
+
+    /// The hyper-parameter `name`: `--kwargs name=value` from the command
+    /// line (coerced to the default's type; a clear error if it cannot be),
+    /// else `default`. Recorded as an `arg`.
+    pub fn arg<T: ArgValue>(&self, name: &str, default: T) -> Result<T> {
+        Ok(self.lock().rec.arg(name, default)?)
+    }
+
+    /// Records `value` under `name` at the current loop position; returns it.
+    #[inline]
+    pub fn log<V: Clone + Into<Value>>(&self, name: &str, value: V) -> V {
+        let v: Value = value.clone().into();
+        self.lock().rec.log(name, &v);
+        value
+    }
+
+    /// Records a JSON value (anything `serde` serializes).
+    pub fn log_json<T: serde::Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        let v = Value::from_serialize(value).map_err(|e| flor_core::Error::Checkpoint {
+            name: name.into(),
+            message: format!("cannot serialize to JSON: {e}"),
+        })?;
+        self.lock().rec.log(name, &v);
+        Ok(())
+    }
+
+    /// Records captured output text (`stream`: `stdout` or `stderr`).
+    pub fn output(&self, stream: &str, text: &str) {
+        self.lock().rec.output(stream, text);
+    }
+
+    /// Iterates `iter` as the loop `name`: each item is one iteration,
+    /// nested inside the current one. Timings are recorded per iteration;
+    /// records are written to disk at the end of every outermost iteration.
+    pub fn loop_over<I: IntoIterator>(&self, name: &str, iter: I) -> Loop<I::IntoIter> {
+        let began = {
+            let mut g = self.lock();
+            match g.rec.loop_begin(name) {
+                Ok(()) => true,
+                Err(e) => {
+                    g.deferred.get_or_insert(e.into());
+                    false
+                }
+            }
+        };
+        Loop { run: self.clone(), inner: iter.into_iter(), open: false, active: began }
+    }
+
+    /// Like [`Run::loop_over`] for an outer loop, checkpointing `state` with
+    /// bincode at the end of every iteration (subject to
+    /// [`Run::set_checkpoint_interval`]).
+    pub fn checkpointed_loop<I, T, F>(
+        &self,
+        name: &str,
+        iter: I,
+        ckpt_name: &str,
+        state: &mut T,
+        mut body: F,
+    ) -> Result<()>
+    where
+        I: IntoIterator,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnMut(&mut T, I::Item) -> Result<()>,
+    {
+        for item in self.loop_over(name, iter) {
+            body(state, item)?;
+            if self.lock().rec.checkpoint_due() {
+                self.checkpoint(ckpt_name, state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoints `state` (bincode) under `name`, attached to the current
+    /// outer-loop iteration.
+    pub fn checkpoint<T: serde::Serialize + serde::de::DeserializeOwned>(&self, name: &str, state: &T) -> Result<()> {
+        self.checkpoint_with(name, state, &Bincode)
+    }
+
+    /// Checkpoints `state` with a custom serializer.
+    pub fn checkpoint_with<T, S: CheckpointSerializer<T>>(&self, name: &str, state: &T, serializer: &S) -> Result<()> {
+        let mut g = self.lock();
+        g.rec.checkpoint(name, serializer.format(), |w| {
+            serializer.save(state, w).map_err(|e| std::io::Error::other(e.0))
+        })?;
+        Ok(())
+    }
+
+    /// Minimum time between checkpoints taken by [`Run::checkpointed_loop`].
+    pub fn set_checkpoint_interval(&self, interval: Duration) {
+        self.lock().rec.set_checkpoint_interval(Some(interval));
+    }
+
+    /// Ends the run as `finished`: writes the last records, adds the record
+    /// file to the run's git ref, and ingests it into the query database.
+    pub fn finish(self) -> Result<RunSummary> {
+        self.end(RunStatus::Finished)
+    }
+
+    /// Ends the run as `failed`.
+    pub fn fail(self) -> Result<RunSummary> {
+        self.end(RunStatus::Failed)
+    }
+
+    fn end(&self, status: RunStatus) -> Result<RunSummary> {
+        let mut g = self.lock();
+        end_inner(&mut g, status)
+    }
+}
+
+fn end_inner(g: &mut Inner, status: RunStatus) -> Result<RunSummary> {
+    if let Some(e) = g.deferred.take() {
+        let _ = g.rec.finish(RunStatus::Failed);
+        return Err(e);
+    }
+    let unused = g.rec.unused_kwargs();
+    if !unused.is_empty() {
+        eprintln!("flor: warning: --kwargs not used by any arg(): {}", unused.join(", "));
+    }
+    let meta = g.rec.finish(status)?;
+    let mut report = std::mem::take(&mut g.early);
+    let path = g.rec.path().to_owned();
+    let root = g.project.root().to_owned();
+    ingest::publish(&root, g.project.store_mut(), &path, &mut report)?;
+    Ok(RunSummary { meta, report })
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.rec.is_finished() {
+            if let Err(e) = end_inner(self, RunStatus::Failed) {
+                eprintln!("flor: error while ending run {}: {e}", self.rec.meta().tstamp);
+            }
+        }
+    }
+}
+
+/// An iterator that records loop iterations; see [`Run::loop_over`].
+pub struct Loop<I> {
+    run: Run,
+    inner: I,
+    open: bool,
+    active: bool,
+}
+
+impl<I: Iterator> Iterator for Loop<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        if !self.active {
+            return self.inner.next();
+        }
+        let mut g = self.run.lock();
+        if self.open {
+            self.open = false;
+            if let Err(e) = g.rec.iteration_end() {
+                g.deferred.get_or_insert(e.into());
+            }
+        }
+        match self.inner.next() {
+            Some(item) => {
+                match g.rec.iteration_begin(None) {
+                    Ok(_) => self.open = true,
+                    Err(e) => {
+                        g.deferred.get_or_insert(e.into());
+                    }
+                }
+                Some(item)
+            }
+            None => {
+                self.active = false;
+                if let Err(e) = g.rec.loop_end() {
+                    g.deferred.get_or_insert(e.into());
+                }
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<I> Drop for Loop<I> {
+    fn drop(&mut self) {
+        if self.active {
+            let mut g = self.run.lock();
+            if !g.rec.is_finished() {
+                if let Err(e) = g.rec.loop_end() {
+                    g.deferred.get_or_insert(e.into());
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,389 @@
+//! End-to-end tests: the `sgd` example records real runs in real temporary
+//! git repositories; the `flor` binary queries them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+fn profile_dir() -> PathBuf {
+    // target/<profile>/deps/e2e-<hash>
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target profile folder").to_owned()
+}
+
+fn sgd_bin() -> PathBuf {
+    let path = profile_dir().join("examples").join(format!("sgd{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", "sgd"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir().file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build --example sgd");
+        assert!(st.success(), "building the sgd example failed");
+    }
+    path
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .output()
+        .expect("git is installed");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh repository holding the training script, committed once.
+fn new_repo() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("flor-e2e").tempdir().expect("tempdir");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sgd.rs"), dir.path().join("sgd.rs")).unwrap();
+    fs::write(dir.path().join(".gitignore"), "data/\n").unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "v1"]);
+    dir
+}
+
+fn record(repo: &Path, kwargs: &[&str]) -> Output {
+    let mut cmd = Command::new(sgd_bin());
+    if !kwargs.is_empty() {
+        cmd.arg("--kwargs").args(kwargs);
+    }
+    let out = cmd.current_dir(repo).output().expect("run sgd");
+    assert!(out.status.success(), "sgd failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn flor(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flor")).args(args).current_dir(repo).output().expect("run flor")
+}
+
+fn flor_ok(repo: &Path, args: &[&str]) -> String {
+    let out = flor(repo, args);
+    assert!(out.status.success(), "flor {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn flor_json(repo: &Path, args: &[&str]) -> Vec<Json> {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    let text = flor_ok(repo, &a);
+    match serde_json::from_str(&text) {
+        Ok(Json::Array(rows)) => rows,
+        other => panic!("not a JSON array: {other:?}\n{text}"),
+    }
+}
+
+#[test]
+fn records_runs_and_pivots_them() {
+    let repo = new_repo();
+    record(repo.path(), &["lr=0.1", "epochs=2", "samples=128", "batch_size=32"]);
+    record(repo.path(), &["lr=0.02", "epochs=3", "samples=64", "batch_size=32"]);
+
+    let runs = flor_json(repo.path(), &["runs"]);
+    assert_eq!(runs.len(), 2);
+    for r in &runs {
+        assert_eq!(r["status"], "finished");
+        assert_eq!(r["filename"], "sgd.rs");
+    }
+
+    // Step level: 2 epochs × 4 steps + 3 epochs × 2 steps.
+    let loss = flor_json(repo.path(), &["dataframe", "loss"]);
+    assert_eq!(loss.len(), 8 + 6);
+    let keys: Vec<&String> = loss[0].as_object().unwrap().keys().collect();
+    for k in ["projid", "tstamp", "filename", "epoch", "step", "loss"] {
+        assert!(keys.iter().any(|c| *c == k), "missing column {k}: {keys:?}");
+    }
+    assert_eq!(loss[0]["epoch"], 0);
+    assert_eq!(loss[0]["step"], 0);
+    assert_eq!(loss[7]["epoch"], 1);
+    assert_eq!(loss[7]["step"], 3);
+    assert!(loss.iter().all(|r| r["loss"].is_f64()));
+
+    // Epoch level with an arg: lr repeated on every row of its run.
+    let epochs = flor_json(repo.path(), &["dataframe", "lr", "epoch_loss"]);
+    assert_eq!(epochs.len(), 5);
+    assert!(epochs[..2].iter().all(|r| r["lr"] == 0.1));
+    assert!(epochs[2..].iter().all(|r| r["lr"] == 0.02));
+    assert!(epochs.iter().all(|r| r.get("step").is_none()));
+
+    // Run level: one row per run with every arg.
+    let args = flor_json(repo.path(), &["dataframe"]);
+    assert_eq!(args.len(), 2);
+    assert_eq!(args[1]["epochs"], 3);
+    assert_eq!(args[1]["samples"], 64);
+
+    let q = flor_json(repo.path(), &["query", "SELECT COUNT(*) AS n FROM logs WHERE value_name = 'loss'"]);
+    assert_eq!(q[0]["n"], 14);
+
+    // CSV and aligned output.
+    let csv = flor_ok(repo.path(), &["dataframe", "epoch_loss", "--format", "csv"]);
+    assert!(csv.starts_with("projid,tstamp,filename,epoch,epoch_loss\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 6);
+    let table = flor_ok(repo.path(), &["runs"]);
+    assert!(table.lines().next().unwrap().starts_with("tstamp"), "{table}");
+
+    // Works from a subfolder.
+    fs::create_dir(repo.path().join("sub")).unwrap();
+    assert_eq!(flor_json(&repo.path().join("sub"), &["runs"]).len(), 2);
+}
+
+struct RepoState {
+    head: String,
+    branch: String,
+    status: String,
+    ls_files: String,
+    index: Vec<u8>,
+}
+
+fn repo_state(dir: &Path) -> RepoState {
+    RepoState {
+        head: git(dir, &["rev-parse", "HEAD"]),
+        branch: git(dir, &["symbolic-ref", "HEAD"]),
+        status: git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+        ls_files: git(dir, &["ls-files", "-s"]),
+        index: fs::read(dir.join(".git/index")).unwrap(),
+    }
+}
+
+#[test]
+fn recording_never_touches_the_repository() {
+    let repo = new_repo();
+    let dir = repo.path();
+    // A dirty tree: modified tracked file, untracked file, ignored file.
+    fs::write(dir.join("sgd.rs"), fs::read_to_string(dir.join("sgd.rs")).unwrap() + "\n// edited\n").unwrap();
+    fs::write(dir.join("notes.txt"), "untracked\n").unwrap();
+    fs::create_dir(dir.join("data")).unwrap();
+    fs::write(dir.join("data/big.bin"), "ignored\n").unwrap();
+    let before = repo_state(dir);
+    record(dir, &["epochs=1"]);
+    let after = repo_state(dir);
+    assert_eq!(before.head, after.head);
+    assert_eq!(before.branch, after.branch);
+    assert_eq!(before.status, after.status);
+    assert_eq!(before.ls_files, after.ls_files);
+    assert!(before.index == after.index, "the index file changed");
+
+    // The run's ref: code snapshot (parent HEAD) + records on top.
+    let refs = git(dir, &["for-each-ref", "--format=%(refname)", "refs/flor/runs/"]);
+    let refname = refs.lines().next().expect("a run ref").to_owned();
+    let tip_files = git(dir, &["ls-tree", "-r", "--name-only", &refname]);
+    assert!(tip_files.contains("notes.txt"), "untracked file snapshotted: {tip_files}");
+    assert!(!tip_files.contains("data/big.bin"), "ignored file not snapshotted");
+    assert!(tip_files.contains(".flor/records/"), "records attached: {tip_files}");
+    let code_commit = format!("{refname}^");
+    assert_eq!(git(dir, &["rev-parse", &format!("{code_commit}^")]), before.head);
+    let code = git(dir, &["show", &format!("{code_commit}:sgd.rs")]);
+    assert!(code.contains("// edited"), "the snapshot has the working-tree version");
+    // `.flor/` is ignored by git.
+    assert!(!after.status.contains(".flor"));
+}
+
+#[test]
+fn works_in_a_repository_without_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q"]);
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sgd.rs"), dir.path().join("sgd.rs")).unwrap();
+    let status = git(dir.path(), &["status", "--porcelain"]);
+    record(dir.path(), &["epochs=1"]);
+    assert_eq!(git(dir.path(), &["status", "--porcelain"]), status);
+    assert_eq!(flor_json(dir.path(), &["runs"]).len(), 1);
+}
+
+fn count_in(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path).map(|s| s.matches(needle).count()).unwrap_or(0)
+}
+
+#[test]
+fn sigkill_keeps_completed_epochs_and_marks_the_run_failed() {
+    let repo = new_repo();
+    let dir = repo.path();
+    let mut child = Command::new(sgd_bin())
+        .args(["--kwargs", "epochs=1000", "samples=128", "batch_size=32", "pause_ms=15"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sgd");
+    let runs_dir = dir.join(".flor/runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let file = loop {
+        let found = fs::read_dir(&runs_dir).ok().and_then(|rd| rd.flatten().map(|e| e.path()).next());
+        if let Some(f) = found {
+            if count_in(&f, "\"n\":\"epoch_loss\"") >= 3 {
+                break f;
+            }
+        }
+        assert!(Instant::now() < deadline, "the run never completed 3 epochs");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // While it runs, queries see it as running.
+    let runs = flor_json(dir, &["runs"]);
+    assert_eq!(runs[0]["status"], "running");
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let completed = count_in(&file, "\"n\":\"epoch_loss\"");
+    assert!(completed >= 3);
+
+    let out = flor(dir, &["runs", "--format", "json"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("marked failed"), "{stderr}");
+    let runs: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "failed");
+    assert!(!file.exists(), "the record file was published to git");
+
+    // Every step of every completed epoch is there.
+    let loss = flor_json(dir, &["dataframe", "loss"]);
+    for e in 0..completed {
+        let n = loss.iter().filter(|r| r["epoch"] == e as u64 && r["loss"].is_f64()).count();
+        assert_eq!(n, 4, "epoch {e} has all its steps");
+    }
+    let epochs = flor_json(dir, &["dataframe", "epoch_loss"]);
+    assert!(epochs.len() >= completed);
+    // Checkpoints of completed epochs are recorded.
+    let ck = flor_json(dir, &["query", "SELECT COUNT(*) AS n FROM checkpoints"]);
+    assert!(ck[0]["n"].as_u64().unwrap() >= completed as u64);
+}
+
+#[test]
+fn rebuild_gives_identical_answers() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["epochs=2", "samples=64"]);
+    record(dir, &["epochs=1", "lr=0.3"]);
+    let queries: Vec<Vec<&str>> = vec![
+        vec!["dataframe", "loss"],
+        vec!["dataframe", "lr", "epoch_loss", "w"],
+        vec!["dataframe"],
+        vec!["runs"],
+        vec!["query", "SELECT * FROM logs ORDER BY tstamp, ctx_id, value_name"],
+        vec!["query", "SELECT * FROM loops ORDER BY tstamp, ctx_id"],
+    ];
+    let before: Vec<String> =
+        queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect();
+    let out = flor(dir, &["rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 runs"));
+    let after: Vec<String> =
+        queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect();
+    assert_eq!(before, after);
+    // Even without the database file at all.
+    for f in ["flor.db", "flor.db-wal", "flor.db-shm"] {
+        let _ = fs::remove_file(dir.join(".flor").join(f));
+    }
+    let again: Vec<String> =
+        queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect();
+    assert_eq!(before, again);
+}
+
+#[test]
+fn a_corrupt_database_is_rebuilt_on_request() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["epochs=1"]);
+    let before = flor_ok(dir, &["dataframe", "epoch_loss", "--format", "json"]);
+    fs::write(dir.join(".flor/flor.db"), b"this is not a database, just junk bytes......................").unwrap();
+    for f in ["flor.db-wal", "flor.db-shm"] {
+        let _ = fs::remove_file(dir.join(".flor").join(f));
+    }
+    let out = flor(dir, &["runs"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("flor rebuild"), "{stderr}");
+    flor_ok(dir, &["rebuild"]);
+    assert_eq!(flor_ok(dir, &["dataframe", "epoch_loss", "--format", "json"]), before);
+}
+
+#[test]
+fn malformed_records_are_reported_and_the_rest_ingested() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["epochs=1"]);
+    // A record file left by a dead process, with one garbage line.
+    let tstamp = "2030-01-01T00:00:00.000001";
+    let id = "2030-01-01T00-00-00.000001";
+    git(dir, &["update-ref", &format!("refs/flor/runs/{id}"), "HEAD"]);
+    let header = serde_json::json!({"k": "run", "format": 1, "source": "forward", "projid": "p", "tstamp": tstamp,
+        "filename": "sgd.rs", "argv": ["sgd"], "interpreter": "sgd", "host": "h", "pid": 1, "status": "running"});
+    let body = format!(
+        "{header}\n{{\"k\":\"arg\",\"n\":\"lr\",\"vf\":0.5}}\n{{\"k\":\"log\",\"n\":\"epoch_loss\",\"vf\":1.5}}\nGARBAGE{{\n{{\"k\":\"log\",\"n\":\"epoch_loss\"}}\n{{\"k\":\"log\",\"n\":\"w\",\"vf\":2.5}}\n"
+    );
+    fs::write(dir.join(format!(".flor/runs/{id}.jsonl")), body).unwrap();
+    let out = flor(dir, &["dataframe", "lr", "w", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "exit status 3 for unreadable records");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{id}.jsonl:4: not a record")), "{stderr}");
+    assert!(stderr.contains(&format!("{id}.jsonl:5: record has no value")), "{stderr}");
+    let rows: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows.as_array().unwrap().iter().find(|r| r["tstamp"] == tstamp).expect("the bad file's run");
+    assert_eq!(row["lr"], 0.5);
+    assert_eq!(row["w"], 2.5);
+    // Reported once; later commands succeed and keep everything.
+    let again = flor_json(dir, &["dataframe", "lr", "w"]);
+    assert_eq!(again, *rows.as_array().unwrap());
+    let runs = flor_json(dir, &["runs"]);
+    assert_eq!(runs.iter().find(|r| r["tstamp"] == tstamp).unwrap()["status"], "failed");
+}
+
+#[test]
+fn errors_are_clear() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["epochs=1"]);
+    let check = |args: &[&str], needle: &str| {
+        let out = flor(dir, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    };
+    check(&["query", "SELEC 1"], "syntax error");
+    check(&["query", "DELETE FROM logs"], "read-only");
+    check(&["query", "SELECT * FROM nosuch"], "no such table");
+    check(&["dataframe", "nosuch"], "known names");
+
+    let outside = tempfile::tempdir().unwrap();
+    let out = flor(outside.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("git init"));
+
+    // A --kwargs value that does not fit the default's type.
+    let out = Command::new(sgd_bin()).args(["--kwargs", "epochs=many"]).current_dir(dir).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("epochs=many") && stderr.contains("integer"), "{stderr}");
+    let runs = flor_json(dir, &["runs"]);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["status"], "failed");
+}
+
+#[test]
+fn concurrent_runs_keep_all_their_records() {
+    let repo = new_repo();
+    let dir = repo.path();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(sgd_bin())
+                .args(["--kwargs", "epochs=3", "samples=256", &format!("seed={}", i + 1)])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let runs = flor_json(dir, &["runs"]);
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["status"] == "finished"));
+    assert_eq!(flor_json(dir, &["dataframe", "loss"]).len(), 2 * 3 * 8);
+}
