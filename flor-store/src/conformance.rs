@@ -1,0 +1,1004 @@
+//! The conformance suite every [`Store`] backend must pass (cargo feature
+//! `conformance`).
+//!
+//! Each check takes a factory returning a fresh, empty store, builds runs
+//! with flor-core's types, and panics (like `assert!`) on the first
+//! difference. Run them all with [`run_all`], or one per test through
+//! [`CHECKS`]:
+//!
+//! ```no_run
+//! # use flor_store::{conformance, SqliteStore};
+//! conformance::run_all(&mut || Box::new(SqliteStore::open_in_memory().unwrap()));
+//! ```
+//!
+//! The checks pin down the contract of [`flor_core::store`]: ingestion and
+//! its idempotence, file progress, bit-exact values, the scan filters, the
+//! pivot semantics of [`flor_core::pivot`], the SQL views documented in this
+//! crate, and the read-only rule of [`Store::query`]. They use only portable
+//! SQL, so that every engine can pass them.
+
+use flor_core::record::{parse_lines, LineEncoder, Parsed};
+use flor_core::store::{FileProgress, IngestBatch, RunKey, Store, StoreError, StoreResult, ValueFilter};
+use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source, Table, Value};
+
+/// A factory of fresh, empty stores.
+pub type MakeStore<'a> = dyn FnMut() -> Box<dyn Store> + 'a;
+
+/// One conformance check.
+pub type Check = fn(&mut MakeStore<'_>);
+
+/// Every check, by name.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("runs_roundtrip", runs_roundtrip),
+    ("reingest_is_idempotent", reingest_is_idempotent),
+    ("incremental_ingestion", incremental_ingestion),
+    ("values_roundtrip", values_roundtrip),
+    ("scan_filters", scan_filters),
+    ("scan_loops_by_run", scan_loops_by_run),
+    ("dataframe_nested_loops", dataframe_nested_loops),
+    ("dataframe_replay", dataframe_replay),
+    ("dataframe_sibling_loops", dataframe_sibling_loops),
+    ("dataframe_without_names", dataframe_without_names),
+    ("query_views", query_views),
+    ("query_rejects_writes", query_rejects_writes),
+    ("query_errors", query_errors),
+    ("clear_empties", clear_empties),
+    ("set_status", set_status),
+    ("checkpoints_roundtrip", checkpoints_roundtrip),
+    ("names_listing", names_listing),
+];
+
+/// Runs every check in [`CHECKS`], naming each on stderr before it starts.
+pub fn run_all(make: &mut MakeStore<'_>) {
+    for (name, check) in CHECKS {
+        eprintln!("conformance check: {name}");
+        check(make);
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+const PROJ: &str = "proj";
+const T1: &str = "2026-01-01T00:00:00.000001";
+const T2: &str = "2026-01-01T00:00:00.000002";
+const T3: &str = "2026-01-01T00:00:00.000003";
+const DIGEST_A: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const DIGEST_B: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+fn ok<T>(r: StoreResult<T>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected error: {e}"),
+    }
+}
+
+fn meta(tstamp: &str) -> RunMeta {
+    RunMeta {
+        projid: PROJ.into(),
+        tstamp: tstamp.into(),
+        filename: "train.py".into(),
+        argv: vec!["train.py".into(), "--kwargs".into(), "lr=0.1".into()],
+        interpreter: "python3".into(),
+        host: "host-1".into(),
+        pid: 4242,
+        commit: None,
+        status: RunStatus::Running,
+        ended: None,
+    }
+}
+
+/// The records of one run, with lines numbered as in a record file (the
+/// header is line 1) and contexts assigned in execution order.
+#[derive(Clone)]
+struct Run {
+    meta: RunMeta,
+    loops: Vec<LoopCtx>,
+    records: Vec<Record>,
+    checkpoints: Vec<CheckpointMeta>,
+    line: u64,
+    next_ctx: u32,
+}
+
+impl Run {
+    fn new(tstamp: &str) -> Run {
+        Run::with_meta(meta(tstamp))
+    }
+
+    fn with_meta(meta: RunMeta) -> Run {
+        Run { meta, loops: Vec::new(), records: Vec::new(), checkpoints: Vec::new(), line: 1, next_ctx: 0 }
+    }
+
+    /// A replay file of `forward`: the same loop contexts, new records.
+    fn replay_of(forward: &Run) -> Run {
+        Run { loops: forward.loops.clone(), next_ctx: forward.next_ctx, ..Run::with_meta(forward.meta.clone()) }
+    }
+
+    fn iter(&mut self, parent: Option<u32>, name: &str, iteration: u64) -> u32 {
+        self.iter_value(parent, name, iteration, None)
+    }
+
+    fn iter_value(&mut self, parent: Option<u32>, name: &str, iteration: u64, value: Option<&str>) -> u32 {
+        self.line += 1;
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        self.loops.push(LoopCtx { ctx, parent, name: name.into(), iteration, value: value.map(str::to_owned) });
+        ctx
+    }
+
+    fn rec(&mut self, kind: RecordKind, ctx: Option<u32>, name: &str, value: impl Into<Value>) -> u64 {
+        self.line += 1;
+        self.records.push(Record { line: self.line, ctx, kind, name: name.into(), value: value.into() });
+        self.line
+    }
+
+    fn log(&mut self, ctx: Option<u32>, name: &str, value: impl Into<Value>) -> u64 {
+        self.rec(RecordKind::Log, ctx, name, value)
+    }
+
+    fn arg(&mut self, name: &str, value: impl Into<Value>) -> u64 {
+        self.rec(RecordKind::Arg, None, name, value)
+    }
+
+    fn ckpt(&mut self, ctx: Option<u32>, name: &str, digest: &str, bytes: u64) {
+        self.line += 1;
+        self.checkpoints.push(CheckpointMeta {
+            line: self.line,
+            ctx,
+            name: name.into(),
+            digest: digest.into(),
+            bytes,
+            format: "bincode".into(),
+        });
+    }
+
+    fn batch<'a>(&'a self, source: Source, file: &'a str) -> IngestBatch<'a> {
+        IngestBatch {
+            run: &self.meta,
+            source,
+            file,
+            progress: FileProgress { offset: self.line * 10, lines: self.line },
+            loops: &self.loops,
+            records: &self.records,
+            checkpoints: &self.checkpoints,
+        }
+    }
+
+    fn ingest(&self, store: &mut dyn Store) -> RunKey {
+        let file = format!("{}.forward", self.meta.tstamp);
+        ok(store.ingest(&self.batch(Source::Forward, &file)), "ingest")
+    }
+
+    fn ingest_replay(&self, store: &mut dyn Store) -> RunKey {
+        let file = format!("{}.replay", self.meta.tstamp);
+        ok(store.ingest(&self.batch(Source::Replay, &file)), "ingest a replay")
+    }
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+        _ => a == b,
+    }
+}
+
+fn same_cell(a: &Option<Value>, b: &Option<Value>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn show(rows: &[Vec<Option<Value>>]) -> String {
+    rows.iter()
+        .map(|r| {
+            r.iter().map(|c| c.as_ref().map_or("NULL".to_owned(), |v| format!("{v:?}"))).collect::<Vec<_>>().join(" | ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_table(tb: &Table, columns: &[&str], rows: &[Vec<Option<Value>>], what: &str) {
+    assert_eq!(tb.column_names(), columns, "{what}: columns");
+    let actual = tb.rows();
+    let equal = actual.len() == rows.len()
+        && actual.iter().zip(rows).all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_cell(x, y)));
+    assert!(equal, "{what}: rows differ\nexpected:\n{}\nactual:\n{}", show(rows), show(&actual));
+}
+
+fn assert_tables_equal(a: &Table, b: &Table, what: &str) {
+    let names: Vec<&str> = b.column_names();
+    assert_table(a, &names, &b.rows(), what);
+}
+
+fn i(x: i64) -> Option<Value> {
+    Some(Value::Int(x))
+}
+
+fn f(x: f64) -> Option<Value> {
+    Some(Value::Float(x))
+}
+
+fn t(s: &str) -> Option<Value> {
+    Some(Value::Text(s.into()))
+}
+
+const N: Option<Value> = None;
+
+/// `projid, tstamp, filename` of a run, then `rest`.
+fn row(run: &Run, rest: Vec<Option<Value>>) -> Vec<Option<Value>> {
+    let mut r = vec![t(&run.meta.projid), t(&run.meta.tstamp), t(&run.meta.filename)];
+    r.extend(rest);
+    r
+}
+
+fn count_values(store: &dyn Store, filter: ValueFilter<'_>) -> usize {
+    let mut n = 0;
+    ok(store.scan_values(filter, &mut |_| n += 1), "scan_values");
+    n
+}
+
+/// Run A: `lr` arg; epoch(2) × step(2) logging `loss` per step (twice at
+/// one step) and `acc` per epoch.
+fn run_a() -> Run {
+    let mut a = Run::new(T1);
+    a.arg("lr", 0.1);
+    for e in 0..2u64 {
+        let ec = a.iter(None, "epoch", e);
+        for s in 0..2u64 {
+            let sc = a.iter(Some(ec), "step", s);
+            a.log(Some(sc), "loss", (e * 10 + s) as f64);
+            if e == 0 && s == 1 {
+                a.log(Some(sc), "loss", 1.5);
+            }
+        }
+        a.log(Some(ec), "acc", 0.5 + 0.25 * e as f64);
+    }
+    a
+}
+
+/// Run B: only run-level values.
+fn run_b() -> Run {
+    let mut b = Run::new(T2);
+    b.arg("lr", 0.2);
+    b.log(None, "loss", 5.0);
+    b
+}
+
+/// Run C: a run-level `seed` and a looped `other`, none of A's names.
+fn run_c() -> Run {
+    let mut c = Run::new(T3);
+    c.arg("seed", 7);
+    let e = c.iter(None, "epoch", 0);
+    c.log(Some(e), "other", 1);
+    c
+}
+
+// ----------------------------------------------------------------- checks
+
+/// Ingest and list runs: metadata, status, argv, record counts, ordering by
+/// `tstamp`, identity by `(projid, tstamp)`, metadata replaced on re-ingest.
+pub fn runs_roundtrip(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    assert!(!store.backend().is_empty());
+    assert!(ok(store.runs(), "runs").is_empty(), "a new store has no runs");
+
+    let mut late = Run::new(T2);
+    late.meta.argv = vec!["train.py".into(), "--name".into(), "with space \"q\" ✓".into(), String::new()];
+    late.meta.commit = Some("a".repeat(40));
+    late.meta.status = RunStatus::Finished;
+    late.meta.ended = Some("2026-01-01T01:00:00.000000".into());
+    late.log(None, "x", 1);
+    late.rec(RecordKind::Timing, None, "setup", 0.5);
+    late.rec(RecordKind::Output, None, "stdout", "hi\n");
+    let mut early = Run::new(T1);
+    early.meta.filename = "sub/dir/other.py".into();
+    early.arg("lr", 0.1);
+    let k_late = late.ingest(&mut *store);
+    let k_early = early.ingest(&mut *store);
+    assert_ne!(k_late, k_early);
+
+    let runs = ok(store.runs(), "runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].key, k_early, "runs are ordered by tstamp");
+    assert_eq!(runs[0].meta, early.meta);
+    assert_eq!(runs[0].records, 1);
+    assert_eq!(runs[1].key, k_late);
+    assert_eq!(runs[1].meta, late.meta);
+    assert_eq!(runs[1].records, 3, "records counts every kind");
+
+    // Same identity: metadata and status are replaced, the key kept.
+    let mut update = Run::with_meta(early.meta.clone());
+    update.meta.status = RunStatus::Failed;
+    update.meta.ended = Some("2026-01-02T00:00:00.000000".into());
+    update.meta.pid = 7;
+    update.line = early.line;
+    assert_eq!(update.ingest(&mut *store), k_early);
+    let runs = ok(store.runs(), "runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].meta, update.meta);
+    assert_eq!(runs[0].records, 1, "an empty span adds no records");
+
+    // Another project with the same tstamp is another run.
+    let mut other = Run::new(T1);
+    other.meta.projid = "other-proj".into();
+    let k_other = other.ingest(&mut *store);
+    assert!(k_other != k_early && k_other != k_late);
+    assert_eq!(ok(store.runs(), "runs").len(), 3);
+}
+
+/// Ingesting the same span twice changes nothing.
+pub fn reingest_is_idempotent(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let mut a = run_a();
+    a.rec(RecordKind::Timing, Some(0), "iteration", 0.25);
+    a.ckpt(Some(0), "model", DIGEST_A, 100);
+    let k1 = a.ingest(&mut *store);
+    let snapshot = |s: &dyn Store| {
+        (
+            ok(s.runs(), "runs"),
+            ok(s.dataframe(&["loss", "acc", "lr"]), "dataframe"),
+            count_values(s, ValueFilter::Names(&["loss", "acc", "lr"])),
+            ok(s.checkpoints(k1), "checkpoints"),
+            ok(s.names(), "names"),
+            ok(s.query("SELECT count(*) FROM logs"), "query"),
+            ok(s.query("SELECT count(*) FROM loops"), "query"),
+        )
+    };
+    let before = snapshot(&*store);
+    let k2 = a.ingest(&mut *store);
+    assert_eq!(k1, k2);
+    let after = snapshot(&*store);
+    assert_eq!(before.0, after.0, "runs after re-ingest");
+    assert_tables_equal(&after.1, &before.1, "dataframe after re-ingest");
+    assert_eq!(before.2, after.2, "scanned values after re-ingest");
+    assert_eq!(before.3, after.3, "checkpoints after re-ingest");
+    assert_eq!(before.4, after.4, "names after re-ingest");
+    assert_eq!(before.5, after.5, "logs after re-ingest");
+    assert_eq!(before.6, after.6, "loops after re-ingest");
+    assert_eq!(after.0[0].records, a.records.len() as u64);
+}
+
+/// A record file ingested span by span (as it grows) equals the same file
+/// ingested at once; `file_progress` follows each span.
+pub fn incremental_ingestion(make: &mut MakeStore<'_>) {
+    let m = meta(T1);
+    let mut e = LineEncoder::new();
+    e.header(&m, Source::Forward);
+    e.record(RecordKind::Arg, None, "lr", &Value::Float(0.01));
+    let mut cuts = Vec::new();
+    for ep in 0..3u32 {
+        let ec = ep * 4;
+        e.iter(ec, None, "epoch", ep as u64, None);
+        for s in 0..3u32 {
+            e.iter(ec + 1 + s, Some(ec), "step", s as u64, None);
+            e.record(RecordKind::Log, Some(ec + 1 + s), "loss", &Value::Float(ep as f64 + s as f64 / 10.0));
+        }
+        e.record(RecordKind::Log, Some(ec), "acc", &Value::Float(ep as f64 / 3.0));
+        e.checkpoint(Some(ec), "model", DIGEST_A, 10 + ep as u64, "bincode");
+        cuts.push(e.buf.len());
+    }
+    e.end(&RunEnd { status: RunStatus::Finished, ended: "2026-01-01T02:00:00.000000".into() });
+    let bytes = e.buf.clone();
+    // Cut the first span in the middle of a line: only whole lines count.
+    let cut_points = [cuts[0] - 5, cuts[1], bytes.len()];
+
+    let file = "proj/runs/2026-01-01T00-00-00.000001.jsonl";
+    let ingest_span = |store: &mut dyn Store, header: &mut Option<RunMeta>, p: &Parsed, progress: FileProgress| {
+        if let Some((h, _)) = &p.header {
+            *header = Some(h.clone());
+        }
+        let mut run = header.clone().expect("the first span holds the header");
+        if let Some(end) = &p.end {
+            run.status = end.status;
+            run.ended = Some(end.ended.clone());
+        }
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let batch = IngestBatch {
+            run: &run,
+            source: Source::Forward,
+            file,
+            progress,
+            loops: &p.loops,
+            records: &p.records,
+            checkpoints: &p.checkpoints,
+        };
+        ok(store.ingest(&batch), "ingest a span");
+        if p.end.is_some() {
+            *header = Some(run);
+        }
+    };
+
+    let mut whole = make();
+    let p = parse_lines(&bytes, 1);
+    let mut h = None;
+    ingest_span(&mut *whole, &mut h, &p, FileProgress { offset: p.consumed as u64, lines: p.lines });
+
+    let mut spans = make();
+    assert_eq!(ok(spans.file_progress(file), "file_progress"), None);
+    let mut h = None;
+    let mut done = FileProgress::default();
+    for cut in cut_points {
+        let p = parse_lines(&bytes[done.offset as usize..cut], done.lines + 1);
+        done = FileProgress { offset: done.offset + p.consumed as u64, lines: done.lines + p.lines };
+        ingest_span(&mut *spans, &mut h, &p, done);
+        assert_eq!(ok(spans.file_progress(file), "file_progress"), Some(done));
+    }
+    assert_eq!(done.offset, bytes.len() as u64);
+    assert_eq!(ok(spans.file_progress("some/other/file"), "file_progress"), None);
+
+    let names = ["loss", "acc", "lr"];
+    let df = ok(whole.dataframe(&names), "dataframe");
+    assert_eq!(df.row_count(), 9);
+    assert_tables_equal(&ok(spans.dataframe(&names), "dataframe"), &df, "span-wise vs whole");
+    let (rw, rs) = (ok(whole.runs(), "runs"), ok(spans.runs(), "runs"));
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].meta, rw[0].meta);
+    assert_eq!(rs[0].meta.status, RunStatus::Finished);
+    assert_eq!(rs[0].records, rw[0].records);
+    assert_eq!(ok(spans.names(), "names"), ok(whole.names(), "names"));
+    assert_eq!(ok(spans.checkpoints(rs[0].key), "checkpoints"), ok(whole.checkpoints(rw[0].key), "checkpoints"));
+    assert_eq!(ok(spans.checkpoints(rs[0].key), "checkpoints").len(), 3);
+}
+
+/// The values every type must round-trip bit-exactly.
+fn sample_values() -> Vec<Value> {
+    let mut v = vec![
+        Value::Int(0),
+        Value::Int(-1),
+        Value::Int(i64::MIN),
+        Value::Int(i64::MAX),
+        Value::Float(0.0),
+        Value::Float(-0.0),
+        Value::Float(f64::NAN),
+        Value::Float(f64::INFINITY),
+        Value::Float(f64::NEG_INFINITY),
+        Value::Float(0.1 + 0.2),
+        Value::Float(5e-324),
+        Value::Float(f64::MIN_POSITIVE),
+        Value::Float(f64::MAX),
+        Value::Float(-1.0 / 3.0),
+        Value::Float(1e16),
+        Value::Bool(true),
+        Value::Bool(false),
+        Value::Text("".into()),
+        Value::Text("plain".into()),
+        Value::Text("héllo ✓ 日本語 🦀".into()),
+        Value::Text("tab\tnewline\n quote\" backslash\\ nul\u{0} end".into()),
+        Value::Text("123".into()),
+        Value::Text("1.5".into()),
+    ];
+    for j in ["{\"a\":[1,2.5,null],\"b\":\"x\"}", "[]", "\"s\"", "3", "true", "null"] {
+        v.push(Value::json(j).expect("valid JSON"));
+    }
+    v
+}
+
+/// Every value type round-trips bit-exactly (NaN, ±inf, -0.0, extreme
+/// integers, unicode, JSON), at run level and inside loops, through
+/// `scan_values` and `dataframe`.
+pub fn values_roundtrip(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let values = sample_values();
+    let names: Vec<String> = (0..values.len()).map(|k| format!("v{k}")).collect();
+    let mut r = Run::new(T1);
+    for (n, v) in names.iter().zip(&values) {
+        r.log(None, n, v.clone());
+    }
+    let ec = r.iter(None, "epoch", 0);
+    for (n, v) in names.iter().zip(&values) {
+        r.log(Some(ec), n, v.clone());
+    }
+    r.ingest(&mut *store);
+
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut seen: Vec<(Option<u32>, String, Value)> = Vec::new();
+    ok(
+        store.scan_values(ValueFilter::Names(&refs), &mut |row| {
+            seen.push((row.ctx, row.name.to_owned(), row.value));
+        }),
+        "scan_values",
+    );
+    assert_eq!(seen.len(), 2 * values.len());
+    for (k, (n, v)) in names.iter().zip(&values).enumerate() {
+        for ctx in [None, Some(ec)] {
+            let hit = seen.iter().find(|(c, name, _)| *c == ctx && name == n);
+            let Some((_, _, got)) = hit else { panic!("value {n} at {ctx:?} not scanned") };
+            assert!(same(got, v), "value {k} at {ctx:?}: stored {v:?}, read {got:?}");
+            assert_eq!(got.value_type(), v.value_type(), "value {k}: type");
+        }
+    }
+
+    let mut run_level: Vec<(String, Value)> = Vec::new();
+    ok(store.scan_values(ValueFilter::RunLevel, &mut |row| run_level.push((row.name.to_owned(), row.value))), "scan");
+    assert_eq!(run_level.len(), values.len());
+    for (n, v) in names.iter().zip(&values) {
+        let got = run_level.iter().find(|(name, _)| name == n).map(|(_, v)| v);
+        assert!(got.is_some_and(|g| same(g, v) && g.value_type() == v.value_type()), "{n}: {v:?} vs {got:?}");
+    }
+
+    let df = ok(store.dataframe(&refs), "dataframe");
+    assert_eq!(df.row_count(), 1);
+    for (n, v) in names.iter().zip(&values) {
+        let cell = df.column(n).and_then(|c| c.values[0].clone());
+        assert!(
+            cell.as_ref().is_some_and(|c| same(c, v) && c.value_type() == v.value_type()),
+            "{n}: {v:?} vs {cell:?}"
+        );
+    }
+}
+
+/// `scan_values`: `Names` visits log/arg records with those names at any
+/// depth (never timings or outputs); `RunLevel` visits log/arg records
+/// outside loops. Row fields (run, ctx, source, line) are exact.
+pub fn scan_filters(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let mut a = Run::new(T1);
+    let l_lr = a.arg("lr", 0.1);
+    let l_loss0 = a.log(None, "loss", 9.0);
+    a.rec(RecordKind::Timing, None, "setup", 1.0);
+    a.rec(RecordKind::Output, None, "stdout", "hello");
+    let ec = a.iter(None, "epoch", 0);
+    let l_loss1 = a.log(Some(ec), "loss", 1.0);
+    a.rec(RecordKind::Timing, Some(ec), "loss", 2.0);
+    a.rec(RecordKind::Output, Some(ec), "acc", "not a log");
+    let ka = a.ingest(&mut *store);
+    let mut replay = Run::replay_of(&a);
+    let l_grad = replay.log(Some(ec), "grad", 0.5);
+    replay.ingest_replay(&mut *store);
+    let mut b = Run::new(T2);
+    b.log(None, "unrelated", 1);
+    b.ingest(&mut *store);
+
+    let mut got: Vec<(RunKey, Option<u32>, Source, u64, String, Value)> = Vec::new();
+    ok(
+        store.scan_values(ValueFilter::Names(&["loss", "acc", "grad", "missing"]), &mut |r| {
+            got.push((r.run, r.ctx, r.source, r.line, r.name.to_owned(), r.value));
+        }),
+        "scan_values",
+    );
+    got.sort_by_key(|r| (r.2 as u8, r.3));
+    let want = vec![
+        (ka, None, Source::Forward, l_loss0, "loss".to_owned(), Value::Float(9.0)),
+        (ka, Some(ec), Source::Forward, l_loss1, "loss".to_owned(), Value::Float(1.0)),
+        (ka, Some(ec), Source::Replay, l_grad, "grad".to_owned(), Value::Float(0.5)),
+    ];
+    assert_eq!(got, want, "Names filter");
+
+    let mut got: Vec<(RunKey, u64, String)> = Vec::new();
+    ok(
+        store.scan_values(ValueFilter::RunLevel, &mut |r| {
+            assert_eq!(r.ctx, None);
+            got.push((r.run, r.line, r.name.to_owned()));
+        }),
+        "scan_values",
+    );
+    got.sort();
+    let mut want = vec![(ka, l_lr, "lr".to_owned()), (ka, l_loss0, "loss".to_owned())];
+    want.push((ok(store.runs(), "runs")[1].key, 2, "unrelated".to_owned()));
+    want.sort();
+    assert_eq!(got, want, "RunLevel filter");
+    assert_eq!(count_values(&*store, ValueFilter::Names(&[])), 0);
+}
+
+/// `scan_loops` visits exactly the loop contexts of the given runs.
+pub fn scan_loops_by_run(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let mut a = Run::new(T1);
+    let e = a.iter_value(None, "epoch", 0, Some("a \"quoted\" ✓ value"));
+    a.iter(Some(e), "step", 0);
+    a.iter_value(Some(e), "step", 1, Some(""));
+    a.iter(None, "epoch", 1);
+    let ka = a.ingest(&mut *store);
+    let kc = run_c().ingest(&mut *store);
+
+    let mut got: Vec<(RunKey, LoopCtx)> = Vec::new();
+    ok(store.scan_loops(&[ka], &mut |run, l| got.push((run, l.clone()))), "scan_loops");
+    got.sort_by_key(|(_, l)| l.ctx);
+    let want: Vec<(RunKey, LoopCtx)> = a.loops.iter().map(|l| (ka, l.clone())).collect();
+    assert_eq!(got, want);
+
+    let mut runs_seen = Vec::new();
+    ok(store.scan_loops(&[ka, kc], &mut |run, _| runs_seen.push(run)), "scan_loops");
+    assert_eq!(runs_seen.iter().filter(|&&r| r == kc).count(), 1);
+    assert_eq!(runs_seen.len(), 5);
+    ok(store.scan_loops(&[], &mut |_, _| panic!("no runs asked")), "scan_loops");
+}
+
+/// The pivot over nested loops: epoch values repeated on step rows, run-level
+/// args on every row, last-wins duplicates, run-level-only runs as one row,
+/// runs without the names absent, loop columns by depth.
+pub fn dataframe_nested_loops(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let (a, b, c) = (run_a(), run_b(), run_c());
+    // Ingestion order differs from tstamp order on purpose.
+    c.ingest(&mut *store);
+    b.ingest(&mut *store);
+    a.ingest(&mut *store);
+
+    let df = ok(store.dataframe(&["loss", "acc", "lr"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "step", "loss", "acc", "lr"],
+        &[
+            row(&a, vec![i(0), i(0), f(0.0), f(0.5), f(0.1)]),
+            row(&a, vec![i(0), i(1), f(1.5), f(0.5), f(0.1)]),
+            row(&a, vec![i(1), i(0), f(10.0), f(0.75), f(0.1)]),
+            row(&a, vec![i(1), i(1), f(11.0), f(0.75), f(0.1)]),
+            row(&b, vec![N, N, f(5.0), N, f(0.2)]),
+        ],
+        "dataframe(loss, acc, lr)",
+    );
+
+    let df = ok(store.dataframe(&["acc"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "acc"],
+        &[row(&a, vec![i(0), f(0.5)]), row(&a, vec![i(1), f(0.75)])],
+        "dataframe(acc): epoch-level rows",
+    );
+
+    let df = ok(store.dataframe(&["lr"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "lr"],
+        &[row(&a, vec![f(0.1)]), row(&b, vec![f(0.2)])],
+        "dataframe(lr): one row per run",
+    );
+
+    let df = ok(store.dataframe(&["seed", "other"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "seed", "other"],
+        &[row(&c, vec![i(0), i(7), i(1)])],
+        "dataframe(seed, other)",
+    );
+
+    let df = ok(store.dataframe(&["missing"]), "dataframe");
+    assert_table(&df, &["projid", "tstamp", "filename", "missing"], &[], "dataframe(missing)");
+
+    let df = ok(store.dataframe(&["lr", "lr"]), "dataframe");
+    assert_eq!(df.column_names(), ["projid", "tstamp", "filename", "lr"], "repeated names give one column");
+}
+
+/// Replayed values win over forward ones at the same position (whatever
+/// their line numbers); replay-only names pivot like any other.
+pub fn dataframe_replay(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let a = run_a();
+    a.ingest(&mut *store);
+    let mut r = Run::replay_of(&a);
+    // Contexts of run A: epoch 0 = 0 (steps 1, 2), epoch 1 = 3 (steps 4, 5).
+    r.log(Some(4), "loss", 99.0);
+    r.log(Some(0), "wnorm", 0.1);
+    r.log(Some(3), "wnorm", 0.2);
+    assert!(r.records[0].line < a.records.last().map_or(0, |x| x.line));
+    r.ingest_replay(&mut *store);
+
+    let df = ok(store.dataframe(&["loss"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "step", "loss"],
+        &[
+            row(&a, vec![i(0), i(0), f(0.0)]),
+            row(&a, vec![i(0), i(1), f(1.5)]),
+            row(&a, vec![i(1), i(0), f(99.0)]),
+            row(&a, vec![i(1), i(1), f(11.0)]),
+        ],
+        "replayed loss",
+    );
+    let df = ok(store.dataframe(&["wnorm"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "wnorm"],
+        &[row(&a, vec![i(0), f(0.1)]), row(&a, vec![i(1), f(0.2)])],
+        "replay-only name",
+    );
+    let df = ok(store.dataframe(&["loss", "wnorm"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "step", "loss", "wnorm"],
+        &[
+            row(&a, vec![i(0), i(0), f(0.0), f(0.1)]),
+            row(&a, vec![i(0), i(1), f(1.5), f(0.1)]),
+            row(&a, vec![i(1), i(0), f(99.0), f(0.2)]),
+            row(&a, vec![i(1), i(1), f(11.0), f(0.2)]),
+        ],
+        "forward and replay names together",
+    );
+}
+
+/// Sibling loops (`train` and `eval` inside `epoch`) give separate rows, with
+/// NULL in the other loop's columns.
+pub fn dataframe_sibling_loops(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let mut d = Run::new(T1);
+    for e in 0..2u64 {
+        let ec = d.iter(None, "epoch", e);
+        for s in 0..2u64 {
+            let tc = d.iter(Some(ec), "train", s);
+            d.log(Some(tc), "loss", (e * 2 + s + 1) as f64);
+        }
+        let vc = d.iter(Some(ec), "eval", 0);
+        d.log(Some(vc), "val_loss", 0.5 / (e + 1) as f64);
+    }
+    d.ingest(&mut *store);
+    let df = ok(store.dataframe(&["loss", "val_loss"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "train", "eval", "loss", "val_loss"],
+        &[
+            row(&d, vec![i(0), i(0), N, f(1.0), N]),
+            row(&d, vec![i(0), i(1), N, f(2.0), N]),
+            row(&d, vec![i(0), N, i(0), N, f(0.5)]),
+            row(&d, vec![i(1), i(0), N, f(3.0), N]),
+            row(&d, vec![i(1), i(1), N, f(4.0), N]),
+            row(&d, vec![i(1), N, i(0), N, f(0.25)]),
+        ],
+        "sibling loops",
+    );
+}
+
+/// With no names: one row per run (in `tstamp` order) with its run-level
+/// values, columns by first appearance in the record file.
+pub fn dataframe_without_names(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let (a, b, c) = (run_a(), run_b(), run_c());
+    c.ingest(&mut *store);
+    a.ingest(&mut *store);
+    b.ingest(&mut *store);
+    let empty = Run::new("2026-01-01T00:00:00.000004");
+    empty.ingest(&mut *store);
+    let df = ok(store.dataframe(&[]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "lr", "seed", "loss"],
+        &[
+            row(&a, vec![f(0.1), N, N]),
+            row(&b, vec![f(0.2), N, f(5.0)]),
+            row(&c, vec![N, i(7), N]),
+            row(&empty, vec![N, N, N]),
+        ],
+        "dataframe()",
+    );
+}
+
+/// The SQL views: their columns, and their rows for a known run.
+pub fn query_views(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let mut a = Run::new(T1);
+    a.meta.commit = Some("c".repeat(40));
+    a.arg("lr", 0.1);
+    a.arg("optimizer", "adam");
+    a.arg("epochs", 10);
+    let ec = a.iter_value(None, "epoch", 0, Some("first"));
+    let sc = a.iter(Some(ec), "step", 1);
+    a.log(Some(sc), "loss", 0.75);
+    a.rec(RecordKind::Timing, Some(sc), "iteration", 0.25);
+    a.rec(RecordKind::Output, None, "stdout", "hello\n");
+    a.ckpt(Some(ec), "model", DIGEST_A, 123);
+    a.ingest(&mut *store);
+    let mut r = Run::replay_of(&a);
+    r.log(Some(ec), "grad", 2.0);
+    r.ingest_replay(&mut *store);
+
+    let q = |sql: &str| ok(store.query(sql), sql);
+    let views: [(&str, &[&str]); 6] = [
+        ("runs", &["projid", "tstamp", "filename", "status", "commit_sha", "host", "argv", "ended"]),
+        ("logs", &["projid", "tstamp", "filename", "ctx_id", "value_name", "value", "value_type", "kind", "source"]),
+        (
+            "loops",
+            &["projid", "tstamp", "filename", "ctx_id", "parent_ctx_id", "loop_name", "loop_iteration", "loop_value"],
+        ),
+        ("timings", &["projid", "tstamp", "filename", "ctx_id", "name", "seconds"]),
+        ("outputs", &["projid", "tstamp", "filename", "ctx_id", "name", "value"]),
+        ("checkpoints", &["projid", "tstamp", "filename", "ctx_id", "name", "digest", "bytes", "format"]),
+    ];
+    for (view, cols) in views {
+        let tb = q(&format!("SELECT * FROM {view}"));
+        assert_eq!(tb.column_names(), cols, "columns of view {view}");
+        assert!(tb.row_count() > 0, "view {view} has rows");
+    }
+
+    let tb = q("SELECT projid, tstamp, filename, status, commit_sha, host, argv, ended FROM runs");
+    assert_eq!(tb.row_count(), 1);
+    let cells = &tb.rows()[0];
+    assert_eq!(&cells[..6], &row(&a, vec![t("running"), t(&"c".repeat(40)), t("host-1")])[..]);
+    let argv = match &cells[6] {
+        Some(Value::Text(s)) => serde_json::from_str::<Vec<String>>(s).expect("argv is a JSON array of strings"),
+        other => panic!("argv: {other:?}"),
+    };
+    assert_eq!(argv, a.meta.argv);
+    assert_eq!(cells[7], None);
+
+    let tb = q("SELECT value_name, value, value_type, kind, source, ctx_id FROM logs ORDER BY value_name");
+    assert_table(
+        &tb,
+        &["value_name", "value", "value_type", "kind", "source", "ctx_id"],
+        &[
+            vec![t("epochs"), i(10), t("int"), t("arg"), t("forward"), N],
+            vec![t("grad"), f(2.0), t("float"), t("log"), t("replay"), i(ec as i64)],
+            vec![t("loss"), f(0.75), t("float"), t("log"), t("forward"), i(sc as i64)],
+            vec![t("lr"), f(0.1), t("float"), t("arg"), t("forward"), N],
+            vec![t("optimizer"), t("adam"), t("text"), t("arg"), t("forward"), N],
+        ],
+        "logs view",
+    );
+
+    let tb = q("SELECT ctx_id, parent_ctx_id, loop_name, loop_iteration, loop_value FROM loops ORDER BY ctx_id");
+    assert_table(
+        &tb,
+        &["ctx_id", "parent_ctx_id", "loop_name", "loop_iteration", "loop_value"],
+        &[vec![i(0), N, t("epoch"), i(0), t("first")], vec![i(1), i(0), t("step"), i(1), N]],
+        "loops view",
+    );
+
+    let tb = q("SELECT ctx_id, name, seconds FROM timings");
+    assert_table(&tb, &["ctx_id", "name", "seconds"], &[vec![i(sc as i64), t("iteration"), f(0.25)]], "timings view");
+
+    let tb = q("SELECT ctx_id, name, value FROM outputs");
+    assert_table(&tb, &["ctx_id", "name", "value"], &[vec![N, t("stdout"), t("hello\n")]], "outputs view");
+
+    let tb = q("SELECT projid, tstamp, filename, ctx_id, name, digest, bytes, format FROM checkpoints");
+    assert_table(
+        &tb,
+        &["projid", "tstamp", "filename", "ctx_id", "name", "digest", "bytes", "format"],
+        &[row(&a, vec![i(0), t("model"), t(DIGEST_A), i(123), t("bincode")])],
+        "checkpoints view",
+    );
+
+    let tb = q("SELECT 1 AS a, 'x' AS b, NULL AS c, 2.5 AS d");
+    assert_table(&tb, &["a", "b", "c", "d"], &[vec![i(1), t("x"), N, f(2.5)]], "constant query");
+    let tb = q("WITH s AS (SELECT value_name FROM logs WHERE kind = 'arg') SELECT count(*) AS n FROM s");
+    assert_table(&tb, &["n"], &[vec![i(3)]], "WITH query");
+    let tb = q("SELECT value_name FROM logs WHERE value_name = 'nothing'");
+    assert_table(&tb, &["value_name"], &[], "empty result keeps its columns");
+    // A trailing semicolon and comments are fine.
+    let tb = q("-- count\nSELECT count(*) AS n FROM loops; /* done */");
+    assert_table(&tb, &["n"], &[vec![i(2)]], "trailing semicolon");
+}
+
+/// Writes of any kind are refused with `NotReadOnly`, and change nothing.
+pub fn query_rejects_writes(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    run_a().ingest(&mut *store);
+    let writes = [
+        "DELETE FROM runs",
+        "  /* sneaky */ delete from logs",
+        "INSERT INTO runs (projid, tstamp) VALUES ('x', 'y')",
+        "UPDATE runs SET status = 'failed'",
+        "DROP VIEW logs",
+        "DROP TABLE runs",
+        "CREATE TABLE t (x INTEGER)",
+        "CREATE VIEW v AS SELECT 1",
+        "ALTER TABLE runs RENAME TO r",
+        "ATTACH DATABASE ':memory:' AS other",
+        "DETACH DATABASE other",
+        "PRAGMA writable_schema = 1",
+        "BEGIN",
+        "VACUUM",
+    ];
+    for sql in writes {
+        match store.query(sql) {
+            Err(StoreError::NotReadOnly { sql: s }) => assert_eq!(s, sql),
+            other => panic!("{sql:?}: expected NotReadOnly, got {other:?}"),
+        }
+    }
+    assert_eq!(ok(store.runs(), "runs").len(), 1);
+    assert_eq!(ok(store.query("SELECT count(*) AS n FROM logs"), "query").rows(), vec![vec![i(8)]]);
+    assert_eq!(ok(store.dataframe(&["loss"]), "dataframe").row_count(), 4);
+}
+
+/// Engine errors are `Query` errors with the engine's message; a second
+/// statement is refused.
+pub fn query_errors(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    run_a().ingest(&mut *store);
+    for sql in ["SELEC 1", "SELECT * FROM no_such_table", "SELECT no_such_column FROM runs", ""] {
+        match store.query(sql) {
+            Err(StoreError::Query { message, .. }) => assert!(!message.is_empty(), "{sql:?}: empty message"),
+            other => panic!("{sql:?}: expected a Query error, got {other:?}"),
+        }
+    }
+    match store.query("SELECT * FROM no_such_table") {
+        Err(StoreError::Query { message, .. }) => {
+            assert!(message.contains("no_such_table"), "the engine's message names the table: {message}")
+        }
+        other => panic!("expected a Query error, got {other:?}"),
+    }
+    for sql in ["SELECT 1; SELECT 2", "SELECT 1; DELETE FROM runs"] {
+        match store.query(sql) {
+            Err(StoreError::Query { .. } | StoreError::NotReadOnly { .. }) => {}
+            other => panic!("{sql:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(matches!(store.query("SELECT 1; SELECT 2"), Err(StoreError::Query { .. })));
+    assert_eq!(ok(store.runs(), "runs").len(), 1);
+}
+
+/// `clear` removes every run and record; the store stays usable.
+pub fn clear_empties(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let a = run_a();
+    a.ingest(&mut *store);
+    run_c().ingest(&mut *store);
+    let file = format!("{T1}.forward");
+    assert!(ok(store.file_progress(&file), "file_progress").is_some());
+    ok(store.clear(), "clear");
+    assert!(ok(store.runs(), "runs").is_empty());
+    assert!(ok(store.names(), "names").is_empty());
+    assert_eq!(ok(store.file_progress(&file), "file_progress"), None);
+    assert_eq!(count_values(&*store, ValueFilter::RunLevel), 0);
+    assert_eq!(count_values(&*store, ValueFilter::Names(&["loss"])), 0);
+    assert_eq!(ok(store.dataframe(&[]), "dataframe").row_count(), 0);
+    for view in ["runs", "logs", "loops", "timings", "outputs", "checkpoints"] {
+        let tb = ok(store.query(&format!("SELECT count(*) AS n FROM {view}")), "query");
+        assert_eq!(tb.rows(), vec![vec![i(0)]], "{view} after clear");
+    }
+    // Names are interned afresh: new names and old ones mix correctly.
+    let mut b = run_b();
+    b.log(None, "brand_new", 3);
+    b.ingest(&mut *store);
+    a.ingest(&mut *store);
+    let df = ok(store.dataframe(&["brand_new", "lr"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "brand_new", "lr"],
+        &[row(&a, vec![N, f(0.1)]), row(&b, vec![i(3), f(0.2)])],
+        "after clear",
+    );
+    assert_eq!(ok(store.dataframe(&["loss"]), "dataframe").row_count(), 5);
+}
+
+/// `set_status` changes only status and end time; unknown runs report false.
+pub fn set_status(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let a = run_a();
+    a.ingest(&mut *store);
+    let ended = "2026-01-01T03:00:00.000000";
+    assert!(ok(store.set_status(PROJ, T1, RunStatus::Failed, Some(ended)), "set_status"));
+    let runs = ok(store.runs(), "runs");
+    let mut want = a.meta.clone();
+    want.status = RunStatus::Failed;
+    want.ended = Some(ended.into());
+    assert_eq!(runs[0].meta, want);
+    assert_eq!(runs[0].records, a.records.len() as u64);
+    assert!(ok(store.set_status(PROJ, T1, RunStatus::Running, None), "set_status"));
+    assert_eq!(ok(store.runs(), "runs")[0].meta, a.meta);
+    assert!(!ok(store.set_status(PROJ, T2, RunStatus::Finished, Some(ended)), "set_status"));
+    assert!(!ok(store.set_status("nope", T1, RunStatus::Finished, None), "set_status"));
+    let tb = ok(store.query("SELECT status FROM runs"), "query");
+    assert_eq!(tb.rows(), vec![vec![t("running")]]);
+}
+
+/// Checkpoints come back per run, in file order.
+pub fn checkpoints_roundtrip(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let mut a = Run::new(T1);
+    let e0 = a.iter(None, "epoch", 0);
+    a.ckpt(Some(e0), "model", DIGEST_A, 1 << 40);
+    a.ckpt(Some(e0), "optimizer", DIGEST_B, 0);
+    let e1 = a.iter(None, "epoch", 1);
+    a.ckpt(Some(e1), "model", DIGEST_B, 77);
+    a.ckpt(None, "final", DIGEST_A, 5);
+    let ka = a.ingest(&mut *store);
+    let kc = run_c().ingest(&mut *store);
+    assert_eq!(ok(store.checkpoints(ka), "checkpoints"), a.checkpoints);
+    assert!(ok(store.checkpoints(kc), "checkpoints").is_empty());
+    a.ingest(&mut *store);
+    assert_eq!(ok(store.checkpoints(ka), "checkpoints"), a.checkpoints, "no duplicates on re-ingest");
+}
+
+/// `names` lists log/arg names, sorted, with their kind and count.
+pub fn names_listing(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let mut a = run_a();
+    a.rec(RecordKind::Timing, Some(0), "iteration", 0.1);
+    a.rec(RecordKind::Output, None, "stdout", "x");
+    a.log(None, "lr", 0.2); // an arg name also logged: its first kind wins
+    a.ingest(&mut *store);
+    run_b().ingest(&mut *store);
+    let names = ok(store.names(), "names");
+    let got: Vec<(&str, &str, u64)> = names.iter().map(|n| (n.name.as_str(), n.kind.as_str(), n.count)).collect();
+    assert_eq!(got, vec![("acc", "log", 2), ("loss", "log", 6), ("lr", "arg", 3)]);
+}

@@ -1,0 +1,124 @@
+//! flor-store: the query database behind `flor dataframe` and `flor query`.
+//!
+//! The database is a *cache*: everything in it is rebuilt from the run record
+//! files stored in git (`flor rebuild`). This crate provides
+//!
+//! * [`SqliteStore`], the SQLite implementation of [`flor_core::Store`], and
+//! * [`conformance`] (cargo feature `conformance`), the test suite every
+//!   backend must pass: it pins down ingestion, value round trips, the pivot,
+//!   the SQL views and the read-only rule, independently of the engine.
+//!
+//! # The SQLite backend
+//!
+//! One file (by convention `.flor/flor.db`), opened in WAL mode with
+//! `synchronous=NORMAL` and a 10 s busy timeout. Readers never block writers
+//! and vice versa; writers take turns: each [`Store::ingest`] is one
+//! `BEGIN IMMEDIATE` transaction, so two training scripts finishing at the
+//! same moment simply queue for the write lock (keep each ingestion span well
+//! under the busy timeout; a span of a million records takes a few seconds).
+//! A crash in the middle of an ingestion leaves nothing of it behind, and the
+//! stored file progress always matches the stored rows.
+//!
+//! The schema is versioned with `PRAGMA user_version` ([`SCHEMA_VERSION`]).
+//! A file written by a newer flor, a file that is not a SQLite database, or a
+//! database with an older or foreign layout is reported as
+//! [`StoreError::Unusable`] and left untouched; `flor rebuild` recreates it.
+//!
+//! ## Internal tables
+//!
+//! Internal tables are prefixed `flor_` and may change between schema
+//! versions; query the views below instead.
+//!
+//! | table | key | columns |
+//! |-------|-----|---------|
+//! | `flor_runs` | `run` (integer), unique `(projid, tstamp)` | `projid`, `tstamp`, `filename`, `argv` (JSON array), `interpreter`, `host`, `pid`, `commit_sha`, `status`, `ended`, `nrecords` (value records stored, all kinds) |
+//! | `flor_names` | `id`, unique `name` | interned value names *and* loop names |
+//! | `flor_loops` | `(run, ctx)`, `WITHOUT ROWID` | `parent` (ctx or NULL), `loop_id` (→ `flor_names`), `iteration`, `value` |
+//! | `flor_records` | `(name_id, run, source, line)`, `WITHOUT ROWID` | `ctx` (NULL at run level), `kind` (0 log, 1 arg, 2 timing, 3 output), `vtype` ([`flor_core::ValueType::code`]), `value` |
+//! | `flor_checkpoints` | `(run, source, line)`, `WITHOUT ROWID` | `ctx`, `name`, `digest`, `bytes`, `format` |
+//! | `flor_files` | `file` | `run`, `offset` (bytes ingested), `lines` |
+//!
+//! `source` is 0 for forward records and 1 for replay records. Values are
+//! stored natively: `INTEGER` for ints and bools (0/1), `REAL` for floats,
+//! `TEXT` for text and JSON. SQLite cannot store a NaN (it becomes `NULL`),
+//! so a NaN is stored as `NULL` with `vtype` float and read back as NaN.
+//! `flor_records` is clustered by name so that the pivot's "every value named
+//! `loss`" is one sequential range scan; a small partial index
+//! (`flor_records_run_level`) covers the run-level rows.
+//!
+//! ## Views (for `flor query`)
+//!
+//! FlorDB-shaped views over the tables above. Every view starts with the
+//! run's `projid`, `tstamp` and `filename`; `ctx_id` is the loop context
+//! (NULL at run level).
+//!
+//! | view | columns | rows |
+//! |------|---------|------|
+//! | `runs` | `projid`, `tstamp`, `filename`, `status` (`running`/`finished`/`failed`), `commit_sha`, `host`, `argv` (JSON array text), `ended` | one per run |
+//! | `logs` | `projid`, `tstamp`, `filename`, `ctx_id`, `value_name`, `value`, `value_type` (`int`, `float`, `bool`, `text`, `json`), `kind` (`log`/`arg`), `source` (`forward`/`replay`) | every `log` and `arg` record; `value` is typed (bools are 0/1, a NaN is `NULL`) |
+//! | `loops` | `projid`, `tstamp`, `filename`, `ctx_id`, `parent_ctx_id`, `loop_name`, `loop_iteration` (from 0), `loop_value` | one per loop iteration |
+//! | `timings` | `projid`, `tstamp`, `filename`, `ctx_id`, `name` (`setup`, `iteration`, `loop:NAME`, `teardown`), `seconds` | wall-clock timings |
+//! | `outputs` | `projid`, `tstamp`, `filename`, `ctx_id`, `name` (`stdout`/`stderr`), `value` | captured output |
+//! | `checkpoints` | `projid`, `tstamp`, `filename`, `ctx_id`, `name`, `digest`, `bytes`, `format` | stored checkpoints |
+//!
+//! [`Store::query`] accepts exactly one read-only statement (`SELECT`,
+//! `WITH`, `VALUES`, `EXPLAIN`, and informational pragmas such as
+//! `PRAGMA table_info(logs)`); anything that could modify the database —
+//! including `ATTACH` and pragmas that change settings — is refused with
+//! [`StoreError::NotReadOnly`] before it takes effect.
+//!
+//! [`Store::ingest`]: flor_core::Store::ingest
+//! [`Store::query`]: flor_core::Store::query
+//! [`StoreError::Unusable`]: flor_core::StoreError::Unusable
+//! [`StoreError::NotReadOnly`]: flor_core::StoreError::NotReadOnly
+
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
+
+use flor_core::StoreError;
+
+mod readonly;
+mod sqlite;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use sqlite::{SqliteStore, SCHEMA_VERSION};
+
+/// Errors of this crate outside the [`flor_core::Store`] methods (which
+/// return [`StoreError`] directly).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A store error (open failures, unusable databases, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file-system operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was attempted (`create directory`, ...).
+        action: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for StoreError {
+    /// Every error of this crate as a [`StoreError`] (I/O failures become
+    /// [`StoreError::Backend`]).
+    fn from(e: Error) -> StoreError {
+        match e {
+            Error::Store(s) => s,
+            Error::Io { .. } => {
+                StoreError::Backend { backend: "sqlite", message: e.to_string(), source: Some(Box::new(e)) }
+            }
+        }
+    }
+}

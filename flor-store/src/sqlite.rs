@@ -1,0 +1,966 @@
+//! The SQLite backend. See the crate docs for the schema.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flor_core::record::{CheckpointMeta, LoopCtx, RecordKind, RunMeta, RunStatus, Source};
+use flor_core::store::{
+    FileProgress, IngestBatch, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter, ValueRow,
+};
+use flor_core::table::Table;
+use flor_core::value::{Value, ValueType};
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::{Null, ValueRef};
+use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::readonly;
+
+/// The schema version this crate writes and reads (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const BACKEND: &str = "sqlite";
+
+/// How long a writer waits for another process's write transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const INTERNAL_TABLES: &[&str] =
+    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_files"];
+
+const SCHEMA: &str = r#"
+CREATE TABLE flor_runs (
+    run         INTEGER PRIMARY KEY,
+    projid      TEXT NOT NULL,
+    tstamp      TEXT NOT NULL,
+    filename    TEXT NOT NULL,
+    argv        TEXT NOT NULL,
+    interpreter TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    commit_sha  TEXT,
+    status      TEXT NOT NULL,
+    ended       TEXT,
+    nrecords    INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (projid, tstamp)
+);
+CREATE TABLE flor_names (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE flor_loops (
+    run       INTEGER NOT NULL,
+    ctx       INTEGER NOT NULL,
+    parent    INTEGER,
+    loop_id   INTEGER NOT NULL,
+    iteration INTEGER NOT NULL,
+    value     TEXT,
+    PRIMARY KEY (run, ctx)
+) WITHOUT ROWID;
+CREATE TABLE flor_records (
+    name_id INTEGER NOT NULL,
+    run     INTEGER NOT NULL,
+    source  INTEGER NOT NULL,
+    line    INTEGER NOT NULL,
+    ctx     INTEGER,
+    kind    INTEGER NOT NULL,
+    vtype   INTEGER NOT NULL,
+    value,
+    PRIMARY KEY (name_id, run, source, line)
+) WITHOUT ROWID;
+CREATE INDEX flor_records_run_level ON flor_records (run) WHERE ctx IS NULL;
+CREATE TABLE flor_checkpoints (
+    run    INTEGER NOT NULL,
+    source INTEGER NOT NULL,
+    line   INTEGER NOT NULL,
+    ctx    INTEGER,
+    name   TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    bytes  INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    PRIMARY KEY (run, source, line)
+) WITHOUT ROWID;
+CREATE TABLE flor_files (
+    file   TEXT PRIMARY KEY NOT NULL,
+    run    INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    lines  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE VIEW runs AS
+SELECT projid, tstamp, filename, status, commit_sha, host, argv, ended
+FROM flor_runs;
+
+CREATE VIEW logs AS
+SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name, r.value AS value,
+       CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
+           AS value_type,
+       CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
+       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source
+FROM flor_records r
+JOIN flor_names n ON n.id = r.name_id
+JOIN flor_runs u ON u.run = r.run
+WHERE r.kind <= 1;
+
+CREATE VIEW loops AS
+SELECT u.projid, u.tstamp, u.filename, l.ctx AS ctx_id, l.parent AS parent_ctx_id, n.name AS loop_name,
+       l.iteration AS loop_iteration, l.value AS loop_value
+FROM flor_loops l
+JOIN flor_names n ON n.id = l.loop_id
+JOIN flor_runs u ON u.run = l.run;
+
+CREATE VIEW timings AS
+SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS name, r.value AS seconds
+FROM flor_records r
+JOIN flor_names n ON n.id = r.name_id
+JOIN flor_runs u ON u.run = r.run
+WHERE r.kind = 2;
+
+CREATE VIEW outputs AS
+SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS name, r.value AS value
+FROM flor_records r
+JOIN flor_names n ON n.id = r.name_id
+JOIN flor_runs u ON u.run = r.run
+WHERE r.kind = 3;
+
+CREATE VIEW checkpoints AS
+SELECT u.projid, u.tstamp, u.filename, c.ctx AS ctx_id, c.name, c.digest, c.bytes, c.format
+FROM flor_checkpoints c
+JOIN flor_runs u ON u.run = c.run;
+"#;
+
+const UPSERT_RUN: &str = "INSERT INTO flor_runs \
+    (projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, status, ended) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+    ON CONFLICT (projid, tstamp) DO UPDATE SET filename = excluded.filename, argv = excluded.argv, \
+    interpreter = excluded.interpreter, host = excluded.host, pid = excluded.pid, \
+    commit_sha = excluded.commit_sha, status = excluded.status, ended = excluded.ended \
+    RETURNING run";
+const INSERT_LOOP: &str = "INSERT OR REPLACE INTO flor_loops (run, ctx, parent, loop_id, iteration, value) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+// Parameters 1..=8 in the same order for both statements, so one binding
+// serves the rare replacement too.
+const INSERT_RECORD: &str = "INSERT OR IGNORE INTO flor_records \
+    (name_id, run, source, line, ctx, kind, vtype, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const REPLACE_RECORD: &str = "UPDATE flor_records SET ctx = ?5, kind = ?6, vtype = ?7, value = ?8 \
+    WHERE name_id = ?1 AND run = ?2 AND source = ?3 AND line = ?4";
+const INSERT_CHECKPOINT: &str = "INSERT OR REPLACE INTO flor_checkpoints \
+    (run, source, line, ctx, name, digest, bytes, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const UPSERT_FILE: &str = "INSERT INTO flor_files (file, run, offset, lines) VALUES (?1, ?2, ?3, ?4) \
+    ON CONFLICT (file) DO UPDATE SET run = excluded.run, offset = excluded.offset, lines = excluded.lines";
+
+/// A flor query database in SQLite. See the crate docs for the schema, the
+/// views, and the concurrency model.
+///
+/// One `SqliteStore` is one connection: several may be open on the same file
+/// at once, in one process or many.
+pub struct SqliteStore {
+    conn: Connection,
+    /// The path (for messages), or `:memory:`.
+    label: String,
+    /// Interned name ids, valid while `data_version` is unchanged.
+    names: HashMap<Box<str>, i64>,
+    data_version: Option<i64>,
+    /// While set, the authorizer admits only reads (see [`SqliteStore::query`]).
+    restricted: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.label).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its parent folders if needed) the database at
+    /// `path`.
+    ///
+    /// Fails with [`StoreError::Unusable`] (and leaves the file untouched)
+    /// when the file is not a SQLite database, was written by a newer flor,
+    /// or has an older or foreign layout.
+    pub fn open(path: &Path) -> crate::Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
+                action: "create directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let label = path.display().to_string();
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(&label, "open the database", e))?;
+        Ok(SqliteStore::init(conn, label, true)?)
+    }
+
+    /// A private, empty in-memory database (for tests and one-shot queries).
+    pub fn open_in_memory() -> crate::Result<SqliteStore> {
+        let label = ":memory:".to_owned();
+        let conn = Connection::open_in_memory().map_err(|e| fail(&label, "open an in-memory database", e))?;
+        Ok(SqliteStore::init(conn, label, false)?)
+    }
+
+    /// The database path (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &str {
+        &self.label
+    }
+
+    fn init(mut conn: Connection, label: String, file: bool) -> StoreResult<SqliteStore> {
+        let l = label.as_str();
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(l, "set the busy timeout", e))?;
+        // Nothing is written before the file is known to be ours.
+        let (version, objects) = layout(&conn, l)?;
+        check_layout(l, version, objects)?;
+        if file {
+            // WAL: readers and the writer do not block each other. (A file
+            // system without shared memory keeps the old mode; still correct.)
+            let _mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(|e| fail(l, "switch to WAL mode", e))?;
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
+             PRAGMA cache_size = -32768;",
+        )
+        .map_err(|e| fail(l, "configure the connection", e))?;
+        if version == 0 {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| fail(l, "create the schema", e))?;
+            // Another process may have created it meanwhile.
+            let (version, objects) = layout(&tx, l)?;
+            check_layout(l, version, objects)?;
+            if version == 0 {
+                tx.execute_batch(SCHEMA).map_err(|e| fail(l, "create the schema", e))?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| fail(l, "create the schema", e))?;
+            }
+            tx.commit().map_err(|e| fail(l, "create the schema", e))?;
+        } else {
+            let list = INTERNAL_TABLES.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+            let found: i64 = conn
+                .query_row(
+                    &format!("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ({list})"),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| fail(l, "read the schema", e))?;
+            if found != INTERNAL_TABLES.len() as i64 {
+                return Err(unusable(l, "some of its tables are missing"));
+            }
+        }
+        conn.set_prepared_statement_cache_capacity(64);
+        let restricted = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&restricted);
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&flag, ctx)))
+            .map_err(|e| fail(l, "install the query authorizer", e))?;
+        Ok(SqliteStore { conn, label, names: HashMap::new(), data_version: None, restricted })
+    }
+
+    fn fail(&self, op: &str, e: rusqlite::Error) -> StoreError {
+        fail(&self.label, op, e)
+    }
+
+    fn ingest_tx(&mut self, b: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        let label = self.label.as_str();
+        let err = |op: &'static str| move |e: rusqlite::Error| fail(label, op, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err("start an ingestion transaction"))?;
+        // Name ids only change when another connection clears the store; any
+        // commit by another connection changes `data_version`.
+        let dv: i64 = tx
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(err("read the data version"))?;
+        if self.data_version != Some(dv) {
+            self.names.clear();
+            self.data_version = Some(dv);
+        }
+        let names = &mut self.names;
+        let m = b.run;
+        let argv = serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
+            backend: BACKEND,
+            message: format!("encode the argv of run {}: {e}", m.tstamp),
+            source: Some(Box::new(e)),
+        })?;
+        let run: i64 = tx
+            .prepare_cached(UPSERT_RUN)
+            .and_then(|mut s| {
+                s.query_row(
+                    rusqlite::params![
+                        m.projid,
+                        m.tstamp,
+                        m.filename,
+                        argv,
+                        m.interpreter,
+                        m.host,
+                        i64::from(m.pid),
+                        m.commit,
+                        m.status.as_str(),
+                        m.ended
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(err("store the run"))?;
+        let source = source_code(b.source);
+
+        if !b.loops.is_empty() {
+            let mut st = tx.prepare_cached(INSERT_LOOP).map_err(err("store loop iterations"))?;
+            st.raw_bind_parameter(1, run).map_err(err("store loop iterations"))?;
+            for l in b.loops {
+                let id = intern(&tx, names, &l.name).map_err(err("intern a loop name"))?;
+                (|| {
+                    st.raw_bind_parameter(2, i64::from(l.ctx))?;
+                    st.raw_bind_parameter(3, l.parent.map(i64::from))?;
+                    st.raw_bind_parameter(4, id)?;
+                    st.raw_bind_parameter(5, l.iteration as i64)?;
+                    st.raw_bind_parameter(6, l.value.as_deref())?;
+                    st.raw_execute()
+                })()
+                .map_err(err("store loop iterations"))?;
+            }
+        }
+
+        let mut added = 0i64;
+        if !b.records.is_empty() {
+            let mut ins = tx.prepare_cached(INSERT_RECORD).map_err(err("store records"))?;
+            ins.raw_bind_parameter(2, run).map_err(err("store records"))?;
+            ins.raw_bind_parameter(3, source).map_err(err("store records"))?;
+            for r in b.records {
+                let id = intern(&tx, names, &r.name).map_err(err("intern a value name"))?;
+                let inserted = (|| {
+                    ins.raw_bind_parameter(1, id)?;
+                    ins.raw_bind_parameter(4, r.line as i64)?;
+                    ins.raw_bind_parameter(5, r.ctx.map(i64::from))?;
+                    ins.raw_bind_parameter(6, kind_code(r.kind))?;
+                    ins.raw_bind_parameter(7, r.value.value_type().code())?;
+                    bind_value(&mut ins, 8, &r.value)?;
+                    ins.raw_execute()
+                })()
+                .map_err(err("store records"))?;
+                if inserted > 0 {
+                    added += 1;
+                } else {
+                    // Re-ingestion of a stored line: replace it (rare).
+                    (|| {
+                        let mut up = tx.prepare_cached(REPLACE_RECORD)?;
+                        up.raw_bind_parameter(1, id)?;
+                        up.raw_bind_parameter(2, run)?;
+                        up.raw_bind_parameter(3, source)?;
+                        up.raw_bind_parameter(4, r.line as i64)?;
+                        up.raw_bind_parameter(5, r.ctx.map(i64::from))?;
+                        up.raw_bind_parameter(6, kind_code(r.kind))?;
+                        up.raw_bind_parameter(7, r.value.value_type().code())?;
+                        bind_value(&mut up, 8, &r.value)?;
+                        up.raw_execute()
+                    })()
+                    .map_err(err("replace records"))?;
+                }
+            }
+        }
+        if added > 0 {
+            tx.prepare_cached("UPDATE flor_runs SET nrecords = nrecords + ?1 WHERE run = ?2")
+                .and_then(|mut s| s.execute([added, run]))
+                .map_err(err("count records"))?;
+        }
+
+        if !b.checkpoints.is_empty() {
+            let mut st = tx.prepare_cached(INSERT_CHECKPOINT).map_err(err("store checkpoints"))?;
+            for c in b.checkpoints {
+                st.execute(rusqlite::params![
+                    run,
+                    source,
+                    c.line as i64,
+                    c.ctx.map(i64::from),
+                    c.name,
+                    c.digest,
+                    c.bytes as i64,
+                    c.format
+                ])
+                .map_err(err("store checkpoints"))?;
+            }
+        }
+
+        tx.prepare_cached(UPSERT_FILE)
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![b.file, run, b.progress.offset as i64, b.progress.lines as i64])
+            })
+            .map_err(err("store file progress"))?;
+        tx.commit().map_err(err("commit an ingestion transaction"))?;
+        Ok(run)
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        let result = self.ingest_tx(batch);
+        if result.is_err() {
+            // The transaction rolled back: names interned in it are gone.
+            self.names.clear();
+            self.data_version = None;
+        }
+        result
+    }
+
+    fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
+        self.conn
+            .prepare_cached("SELECT offset, lines FROM flor_files WHERE file = ?1")
+            .and_then(|mut s| {
+                s.query_row([file], |r| {
+                    Ok(FileProgress { offset: r.get::<_, i64>(0)? as u64, lines: r.get::<_, i64>(1)? as u64 })
+                })
+                .optional()
+            })
+            .map_err(|e| self.fail("read file progress", e))
+    }
+
+    fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE flor_runs SET status = ?1, ended = ?2 WHERE projid = ?3 AND tstamp = ?4")
+            .and_then(|mut s| s.execute(rusqlite::params![status.as_str(), ended, projid, tstamp]))
+            .map_err(|e| self.fail("update a run's status", e))?;
+        Ok(n > 0)
+    }
+
+    fn runs(&self) -> StoreResult<Vec<RunRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT run, projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, status, ended, \
+                 nrecords FROM flor_runs ORDER BY tstamp, projid",
+            )
+            .map_err(|e| self.fail("list runs", e))?;
+        let mut rows = st.query([]).map_err(|e| self.fail("list runs", e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.fail("list runs", e))? {
+            let row = (|| -> rusqlite::Result<_> {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                    r.get::<_, i64>(11)?,
+                ))
+            })()
+            .map_err(|e| self.fail("list runs", e))?;
+            let (key, projid, tstamp, filename, argv, interpreter, host, pid, commit, status, ended, n) = row;
+            let argv: Vec<String> = serde_json::from_str(&argv)
+                .map_err(|e| unusable(&self.label, &format!("run {tstamp} has a malformed argv ({e})")))?;
+            let status = RunStatus::parse(&status)
+                .ok_or_else(|| unusable(&self.label, &format!("run {tstamp} has an unknown status {status:?}")))?;
+            out.push(RunRow {
+                key,
+                meta: RunMeta {
+                    projid,
+                    tstamp,
+                    filename,
+                    argv,
+                    interpreter,
+                    host,
+                    pid: pid as u32,
+                    commit,
+                    status,
+                    ended,
+                },
+                records: n as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn names(&self) -> StoreResult<Vec<NameInfo>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT n.name, \
+                   (SELECT f.kind FROM flor_records f WHERE f.name_id = g.name_id AND f.kind <= 1 \
+                    ORDER BY f.run, f.source, f.line LIMIT 1), \
+                   g.cnt \
+                 FROM (SELECT name_id, count(*) AS cnt FROM flor_records WHERE kind <= 1 GROUP BY name_id) g \
+                 JOIN flor_names n ON n.id = g.name_id \
+                 ORDER BY n.name",
+            )
+            .map_err(|e| self.fail("list names", e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(NameInfo {
+                    name: r.get(0)?,
+                    kind: if r.get::<_, i64>(1)? == 1 { "arg" } else { "log" }.to_owned(),
+                    count: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.fail("list names", e))?;
+        Ok(rows)
+    }
+
+    fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        let op = "scan values";
+        match filter {
+            ValueFilter::Names(names) => {
+                let mut lookup = self
+                    .conn
+                    .prepare_cached("SELECT id FROM flor_names WHERE name = ?1")
+                    .map_err(|e| self.fail(op, e))?;
+                let mut st = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT run, ctx, source, line, vtype, value FROM flor_records \
+                         WHERE name_id = ?1 AND kind <= 1",
+                    )
+                    .map_err(|e| self.fail(op, e))?;
+                let mut done: Vec<i64> = Vec::with_capacity(names.len());
+                for &name in names {
+                    let id: Option<i64> =
+                        lookup.query_row([name], |r| r.get(0)).optional().map_err(|e| self.fail(op, e))?;
+                    let Some(id) = id.filter(|id| !done.contains(id)) else { continue };
+                    done.push(id);
+                    let mut rows = st.query([id]).map_err(|e| self.fail(op, e))?;
+                    while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
+                        let (run, ctx, source, line, vtype) = (|| -> rusqlite::Result<_> {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, Option<i64>>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, i64>(3)?,
+                                r.get::<_, i64>(4)?,
+                            ))
+                        })()
+                        .map_err(|e| self.fail(op, e))?;
+                        let value = r.get_ref(5).map_err(|e| self.fail(op, e))?;
+                        let value = decode(&self.label, vtype, value)?;
+                        visit(ValueRow {
+                            run,
+                            ctx: ctx_of(&self.label, ctx)?,
+                            source: source_of(source),
+                            line: line as u64,
+                            name,
+                            value,
+                        });
+                    }
+                }
+            }
+            ValueFilter::RunLevel => {
+                let mut st = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT run, source, line, name_id, vtype, value FROM flor_records \
+                         INDEXED BY flor_records_run_level WHERE ctx IS NULL AND kind <= 1",
+                    )
+                    .map_err(|e| self.fail(op, e))?;
+                let mut names: HashMap<i64, String> = HashMap::new();
+                let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
+                while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
+                    let (run, source, line, name_id, vtype) = (|| -> rusqlite::Result<_> {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })()
+                    .map_err(|e| self.fail(op, e))?;
+                    if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(name_id) {
+                        slot.insert(self.name_of(name_id)?);
+                    }
+                    let value = r.get_ref(5).map_err(|e| self.fail(op, e))?;
+                    let value = decode(&self.label, vtype, value)?;
+                    visit(ValueRow {
+                        run,
+                        ctx: None,
+                        source: source_of(source),
+                        line: line as u64,
+                        name: names.get(&name_id).map_or("", String::as_str),
+                        value,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopCtx)) -> StoreResult<()> {
+        let op = "scan loop iterations";
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT ctx, parent, loop_id, iteration, value FROM flor_loops WHERE run = ?1")
+            .map_err(|e| self.fail(op, e))?;
+        let mut names: HashMap<i64, Arc<str>> = HashMap::new();
+        let mut last_id = i64::MIN;
+        // One LoopCtx reused for every row: no allocation per iteration
+        // unless it carries a value.
+        let mut l = LoopCtx { ctx: 0, parent: None, name: Arc::from(""), iteration: 0, value: None };
+        for &run in runs {
+            let mut rows = st.query([run]).map_err(|e| self.fail(op, e))?;
+            while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
+                let (ctx, parent, loop_id, iteration) = (|| -> rusqlite::Result<_> {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                })()
+                .map_err(|e| self.fail(op, e))?;
+                if loop_id != last_id {
+                    if let Some(n) = names.get(&loop_id) {
+                        l.name = Arc::clone(n);
+                    } else {
+                        let n: Arc<str> = self.name_of(loop_id)?.into();
+                        names.insert(loop_id, Arc::clone(&n));
+                        l.name = n;
+                    }
+                    last_id = loop_id;
+                }
+                l.ctx = ctx_of(&self.label, Some(ctx))?.unwrap_or(0);
+                l.parent = ctx_of(&self.label, parent)?;
+                l.iteration = iteration as u64;
+                match r.get_ref(4).map_err(|e| self.fail(op, e))? {
+                    ValueRef::Null => l.value = None,
+                    v => {
+                        let text = as_text(v);
+                        match &mut l.value {
+                            Some(s) => {
+                                s.clear();
+                                s.push_str(&text);
+                            }
+                            None => l.value = Some(text.into_owned()),
+                        }
+                    }
+                }
+                visit(run, &l);
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
+        let op = "list checkpoints";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT line, ctx, name, digest, bytes, format FROM flor_checkpoints WHERE run = ?1 \
+                 ORDER BY source, line",
+            )
+            .map_err(|e| self.fail(op, e))?;
+        let rows = st
+            .query_map([run], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.fail(op, e))?;
+        rows.into_iter()
+            .map(|(line, ctx, name, digest, bytes, format)| {
+                Ok(CheckpointMeta {
+                    line: line as u64,
+                    ctx: ctx_of(&self.label, ctx)?,
+                    name,
+                    digest,
+                    bytes: bytes as u64,
+                    format,
+                })
+            })
+            .collect()
+    }
+
+    fn query(&self, sql: &str) -> StoreResult<Table> {
+        let shape = readonly::shape(sql);
+        if shape.empty {
+            return Err(StoreError::Query { backend: BACKEND, message: "the query is empty".into() });
+        }
+        if shape.writes {
+            return Err(StoreError::NotReadOnly { sql: sql.to_owned() });
+        }
+        if shape.trailing {
+            return Err(StoreError::Query {
+                backend: BACKEND,
+                message: "only one statement per query is allowed (remove the text after the first `;`)".into(),
+            });
+        }
+        let _guard = Restrict::new(&self.restricted);
+        let mut st = self.conn.prepare(sql).map_err(|e| self.query_error(sql, e))?;
+        if !st.readonly() {
+            return Err(StoreError::NotReadOnly { sql: sql.to_owned() });
+        }
+        let mut table = Table::with_columns(st.column_names());
+        let mut rows = st.query([]).map_err(|e| self.query_error(sql, e))?;
+        while let Some(r) = rows.next().map_err(|e| self.query_error(sql, e))? {
+            for (i, col) in table.columns.iter_mut().enumerate() {
+                let v = r.get_ref(i).map_err(|e| self.query_error(sql, e))?;
+                col.values.push(cell(v));
+            }
+        }
+        Ok(table)
+    }
+
+    fn clear(&mut self) -> StoreResult<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| fail(&self.label, "clear the database", e))?;
+        for t in INTERNAL_TABLES {
+            tx.execute(&format!("DELETE FROM {t}"), []).map_err(|e| fail(&self.label, "clear the database", e))?;
+        }
+        tx.commit().map_err(|e| fail(&self.label, "clear the database", e))?;
+        self.names.clear();
+        self.data_version = None;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    fn name_of(&self, id: i64) -> StoreResult<String> {
+        let name: Option<String> = self
+            .conn
+            .prepare_cached("SELECT name FROM flor_names WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(|e| self.fail("look up a name", e))?;
+        name.ok_or_else(|| unusable(&self.label, &format!("name id {id} is missing")))
+    }
+
+    fn query_error(&self, sql: &str, e: rusqlite::Error) -> StoreError {
+        match e {
+            rusqlite::Error::SqlInputError { error, msg, offset, .. } if error.code == ErrorCode::Unknown => {
+                StoreError::Query { backend: BACKEND, message: format!("{msg} (at byte {offset} of the query)") }
+            }
+            rusqlite::Error::SqliteFailure(error, _) if error.code == ErrorCode::AuthorizationForStatementDenied => {
+                StoreError::NotReadOnly { sql: sql.to_owned() }
+            }
+            rusqlite::Error::SqliteFailure(error, msg)
+                if matches!(
+                    error.code,
+                    ErrorCode::Unknown | ErrorCode::TypeMismatch | ErrorCode::TooBig | ErrorCode::ConstraintViolation
+                ) =>
+            {
+                StoreError::Query { backend: BACKEND, message: msg.unwrap_or_else(|| error.to_string()) }
+            }
+            rusqlite::Error::MultipleStatement => StoreError::Query {
+                backend: BACKEND,
+                message: "only one statement per query is allowed (remove the text after the first `;`)".into(),
+            },
+            rusqlite::Error::Empty => StoreError::Query { backend: BACKEND, message: "the query is empty".into() },
+            e => self.fail("run a query", e),
+        }
+    }
+}
+
+/// Sets the read-only flag for the authorizer while alive.
+struct Restrict<'a>(&'a AtomicBool);
+
+impl<'a> Restrict<'a> {
+    fn new(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::SeqCst);
+        Restrict(flag)
+    }
+}
+
+impl Drop for Restrict<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The authorizer: everything while unrestricted; only reads while a user
+/// query is being compiled or run. SQLite calls it before a statement takes
+/// effect, even for pragmas that act at compile time.
+fn authorize(restricted: &AtomicBool, ctx: AuthContext<'_>) -> Authorization {
+    if !restricted.load(Ordering::SeqCst) {
+        return Authorization::Allow;
+    }
+    match ctx.action {
+        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Function { .. } | AuthAction::Recursive => {
+            Authorization::Allow
+        }
+        AuthAction::Pragma { pragma_name, pragma_value }
+            if readonly::informational_pragma(pragma_name, pragma_value) =>
+        {
+            Authorization::Allow
+        }
+        _ => Authorization::Deny,
+    }
+}
+
+/// Reads `(user_version, number of schema objects)` in one snapshot.
+fn layout(conn: &Connection, label: &str) -> StoreResult<(i64, i64)> {
+    conn.query_row(
+        "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .map_err(|e| fail(label, "read the schema version", e))
+}
+
+fn check_layout(label: &str, version: i64, objects: i64) -> StoreResult<()> {
+    if version > SCHEMA_VERSION {
+        return Err(unusable(
+            label,
+            &format!(
+                "it was written by a newer flor (schema version {version}; this flor reads version \
+                 {SCHEMA_VERSION}); upgrade flor to use it as it is"
+            ),
+        ));
+    }
+    if version == 0 && objects > 0 {
+        return Err(unusable(label, "it is a SQLite database but not a flor query database"));
+    }
+    if version != 0 && version < SCHEMA_VERSION {
+        return Err(unusable(label, &format!("it has an older layout (schema version {version})")));
+    }
+    Ok(())
+}
+
+fn unusable(label: &str, message: &str) -> StoreError {
+    StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
+}
+
+/// Maps an engine failure during `op` (a phrase like "store records").
+fn fail(label: &str, op: &str, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => unusable(label, "the file is not a SQLite database"),
+        Some(ErrorCode::DatabaseCorrupt) => unusable(label, &format!("the database is corrupt ({e})")),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Backend {
+            backend: BACKEND,
+            message: format!(
+                "cannot {op}: another process held the database locked for more than {} s ({e})",
+                BUSY_TIMEOUT.as_secs()
+            ),
+            source: Some(Box::new(e)),
+        },
+        _ => StoreError::Backend { backend: BACKEND, message: format!("cannot {op}: {e}"), source: Some(Box::new(e)) },
+    }
+}
+
+fn intern(conn: &Connection, cache: &mut HashMap<Box<str>, i64>, name: &str) -> rusqlite::Result<i64> {
+    if let Some(&id) = cache.get(name) {
+        return Ok(id);
+    }
+    let found: Option<i64> =
+        conn.prepare_cached("SELECT id FROM flor_names WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()?;
+    let id = match found {
+        Some(id) => id,
+        None => {
+            conn.prepare_cached("INSERT INTO flor_names (name) VALUES (?1)")?.execute([name])?;
+            conn.last_insert_rowid()
+        }
+    };
+    cache.insert(name.into(), id);
+    Ok(id)
+}
+
+fn kind_code(k: RecordKind) -> i64 {
+    match k {
+        RecordKind::Log => 0,
+        RecordKind::Arg => 1,
+        RecordKind::Timing => 2,
+        RecordKind::Output => 3,
+    }
+}
+
+fn source_code(s: Source) -> i64 {
+    match s {
+        Source::Forward => 0,
+        Source::Replay => 1,
+    }
+}
+
+fn source_of(code: i64) -> Source {
+    if code == 0 {
+        Source::Forward
+    } else {
+        Source::Replay
+    }
+}
+
+fn bind_value(st: &mut CachedStatement<'_>, i: usize, v: &Value) -> rusqlite::Result<()> {
+    match v {
+        Value::Int(x) => st.raw_bind_parameter(i, *x),
+        // SQLite turns NaN into NULL; `vtype` float + NULL reads back as NaN.
+        Value::Float(x) if x.is_nan() => st.raw_bind_parameter(i, Null),
+        Value::Float(x) => st.raw_bind_parameter(i, *x),
+        Value::Bool(x) => st.raw_bind_parameter(i, i64::from(*x)),
+        Value::Text(s) | Value::Json(s) => st.raw_bind_parameter(i, &**s),
+    }
+}
+
+fn ctx_of(label: &str, ctx: Option<i64>) -> StoreResult<Option<u32>> {
+    match ctx {
+        None => Ok(None),
+        Some(c) => {
+            u32::try_from(c).map(Some).map_err(|_| unusable(label, &format!("a loop context id {c} is out of range")))
+        }
+    }
+}
+
+fn as_text(v: ValueRef<'_>) -> Cow<'_, str> {
+    match v {
+        ValueRef::Text(t) => String::from_utf8_lossy(t),
+        ValueRef::Integer(i) => Cow::Owned(i.to_string()),
+        ValueRef::Real(f) => Cow::Owned(Value::Float(f).to_string()),
+        ValueRef::Blob(b) => Cow::Owned(hex(b)),
+        ValueRef::Null => Cow::Borrowed(""),
+    }
+}
+
+/// A stored value back as a [`Value`], from its `vtype` code and cell.
+fn decode(label: &str, vtype: i64, v: ValueRef<'_>) -> StoreResult<Value> {
+    Ok(match (ValueType::from_code(vtype), v) {
+        (Some(ValueType::Int), ValueRef::Integer(i)) => Value::Int(i),
+        (Some(ValueType::Float), ValueRef::Real(f)) => Value::Float(f),
+        (Some(ValueType::Float), ValueRef::Null) => Value::Float(f64::NAN),
+        (Some(ValueType::Float), ValueRef::Integer(i)) => Value::Float(i as f64),
+        (Some(ValueType::Bool), ValueRef::Integer(i)) => Value::Bool(i != 0),
+        (Some(ValueType::Text), ValueRef::Text(t)) => Value::Text(String::from_utf8_lossy(t).into()),
+        (Some(ValueType::Json), ValueRef::Text(t)) => Value::Json(String::from_utf8_lossy(t).into()),
+        (t, v) => {
+            return Err(unusable(
+                label,
+                &format!(
+                    "a stored value has type {:?} but the record says {}",
+                    v.data_type(),
+                    t.map_or("unknown", |t| t.as_str())
+                ),
+            ))
+        }
+    })
+}
+
+/// A query result cell.
+fn cell(v: ValueRef<'_>) -> Option<Value> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(Value::Int(i)),
+        ValueRef::Real(f) => Some(Value::Float(f)),
+        ValueRef::Text(t) => Some(Value::Text(String::from_utf8_lossy(t).into())),
+        ValueRef::Blob(b) => Some(Value::Text(hex(b).into())),
+    }
+}
+
+/// Upper-case hex, like SQLite's `hex()`.
+fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &c in b {
+        s.push(DIGITS[(c >> 4) as usize] as char);
+        s.push(DIGITS[(c & 15) as usize] as char);
+    }
+    s
+}

@@ -1,0 +1,316 @@
+//! The SQLite backend: the conformance suite (in memory and on disk) and
+//! SQLite-specific behaviour (files, versions, concurrent writers).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use flor_core::store::{FileProgress, IngestBatch, Store, StoreError, ValueFilter};
+use flor_core::{LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Value};
+use flor_store::{conformance, SqliteStore, SCHEMA_VERSION};
+
+#[test]
+fn conformance_in_memory() {
+    conformance::run_all(&mut || Box::new(SqliteStore::open_in_memory().unwrap()));
+}
+
+#[test]
+fn conformance_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    conformance::run_all(&mut || {
+        n += 1;
+        Box::new(SqliteStore::open(&dir.path().join(format!("db{n}/flor.db"))).unwrap())
+    });
+}
+
+fn meta(tstamp: &str) -> RunMeta {
+    RunMeta {
+        projid: "p".into(),
+        tstamp: tstamp.into(),
+        filename: "train.py".into(),
+        argv: vec!["train.py".into()],
+        interpreter: "python3".into(),
+        host: "h".into(),
+        pid: 1,
+        commit: None,
+        status: RunStatus::Running,
+        ended: None,
+    }
+}
+
+/// `runs` runs of `epochs` × `steps` logging `loss` per step: the
+/// benchmark shape.
+fn synthetic(run: usize, epochs: u32, steps: u32) -> (RunMeta, Vec<LoopCtx>, Vec<Record>) {
+    let m = meta(&format!("2026-01-01T00:00:{:02}.{:06}", run / 1_000_000, run % 1_000_000));
+    let (epoch, step, loss): (Arc<str>, Arc<str>, Arc<str>) = ("epoch".into(), "step".into(), "loss".into());
+    let mut loops = Vec::new();
+    let mut records = Vec::new();
+    let mut line = 1;
+    let mut ctx = 0;
+    for e in 0..epochs {
+        let ec = ctx;
+        ctx += 1;
+        line += 1;
+        loops.push(LoopCtx { ctx: ec, parent: None, name: epoch.clone(), iteration: e as u64, value: None });
+        for s in 0..steps {
+            let sc = ctx;
+            ctx += 1;
+            line += 1;
+            loops.push(LoopCtx { ctx: sc, parent: Some(ec), name: step.clone(), iteration: s as u64, value: None });
+            line += 1;
+            records.push(Record {
+                line,
+                ctx: Some(sc),
+                kind: RecordKind::Log,
+                name: loss.clone(),
+                value: Value::Float((run * 1000 + (e * steps + s) as usize) as f64 / 7.0),
+            });
+        }
+    }
+    (m, loops, records)
+}
+
+fn ingest_synthetic(store: &mut dyn Store, run: usize, epochs: u32, steps: u32) {
+    let (m, loops, records) = synthetic(run, epochs, steps);
+    let file = format!("run{run}");
+    store
+        .ingest(&IngestBatch {
+            run: &m,
+            source: Source::Forward,
+            file: &file,
+            progress: FileProgress { offset: 1, lines: 1 },
+            loops: &loops,
+            records: &records,
+            checkpoints: &[],
+        })
+        .unwrap();
+}
+
+#[test]
+fn reopen_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dirs/flor.db");
+    {
+        let mut s = SqliteStore::open(&path).unwrap();
+        ingest_synthetic(&mut s, 1, 2, 3);
+        assert_eq!(s.path(), path.display().to_string());
+    }
+    let mut s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.runs().unwrap().len(), 1);
+    assert_eq!(s.dataframe(&["loss"]).unwrap().row_count(), 6);
+    // A second connection interns further names consistently.
+    ingest_synthetic(&mut s, 2, 1, 1);
+    let mut other = SqliteStore::open(&path).unwrap();
+    ingest_synthetic(&mut other, 3, 1, 1);
+    assert_eq!(s.dataframe(&["loss"]).unwrap().row_count(), 8);
+    let mode = s.query("PRAGMA journal_mode").map(|t| t.rows());
+    // `journal_mode` is not an informational pragma for user queries.
+    assert!(matches!(mode, Err(StoreError::NotReadOnly { .. })), "{mode:?}");
+}
+
+fn assert_unusable(path: &Path, what: &str) {
+    match SqliteStore::open(path) {
+        Err(flor_store::Error::Store(StoreError::Unusable { path: p, message })) => {
+            assert_eq!(p, path.display().to_string());
+            assert!(!message.is_empty());
+            let shown = StoreError::Unusable { path: p, message }.to_string();
+            assert!(shown.contains("flor rebuild"), "{shown}");
+        }
+        other => panic!("{what}: expected Unusable, got {other:?}"),
+    }
+}
+
+#[test]
+fn not_a_database_is_unusable_and_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.db");
+    let junk = b"this is not a database, and it must stay exactly like this.\n".repeat(100);
+    std::fs::write(&path, &junk).unwrap();
+    assert_unusable(&path, "a text file");
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+    assert!(!dir.path().join("flor.db-wal").exists());
+}
+
+#[test]
+fn newer_older_and_foreign_layouts_are_unusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let newer = dir.path().join("newer.db");
+    drop(SqliteStore::open(&newer).unwrap());
+    {
+        let c = rusqlite::Connection::open(&newer).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    }
+    assert_unusable(&newer, "a newer schema");
+    match SqliteStore::open(&newer) {
+        Err(flor_store::Error::Store(StoreError::Unusable { message, .. })) => {
+            assert!(message.contains("newer"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let foreign = dir.path().join("foreign.db");
+    {
+        let c = rusqlite::Connection::open(&foreign).unwrap();
+        c.execute_batch("CREATE TABLE precious (x); INSERT INTO precious VALUES (1);").unwrap();
+    }
+    assert_unusable(&foreign, "another application's database");
+    let c = rusqlite::Connection::open(&foreign).unwrap();
+    let n: i64 = c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1, "nothing was added to a foreign database");
+
+    let missing = dir.path().join("missing.db");
+    drop(SqliteStore::open(&missing).unwrap());
+    {
+        let c = rusqlite::Connection::open(&missing).unwrap();
+        c.execute_batch("DROP TABLE flor_files").unwrap();
+    }
+    assert_unusable(&missing, "a damaged layout");
+}
+
+#[test]
+fn open_reports_io_errors_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = SqliteStore::open(&file.join("sub/flor.db")).unwrap_err();
+    assert!(matches!(err, flor_store::Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("a-file"), "{err}");
+    let as_store: StoreError = err.into();
+    assert!(matches!(as_store, StoreError::Backend { .. }));
+}
+
+#[test]
+fn internal_tables_are_read_only_too() {
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    ingest_synthetic(&mut s, 1, 1, 2);
+    for sql in [
+        "DELETE FROM flor_records",
+        "WITH x AS (SELECT 1) DELETE FROM flor_runs",
+        "WITH x AS (SELECT 1) INSERT INTO flor_names (name) VALUES ('x')",
+        "EXPLAIN DELETE FROM flor_records",
+        "PRAGMA user_version = 99",
+        "PRAGMA query_only = 0",
+        "SELECT * FROM pragma_writable_schema",
+    ] {
+        match s.query(sql) {
+            Err(StoreError::NotReadOnly { .. }) => {}
+            other => panic!("{sql}: expected NotReadOnly, got {other:?}"),
+        }
+    }
+    // A write hidden behind a first statement is refused without running.
+    assert!(s.query("SELECT 1; PRAGMA writable_schema = 1").is_err());
+    assert!(s.query("SELECT 1; DELETE FROM flor_records").is_err());
+    let t = s.query("SELECT count(*) FROM flor_records").unwrap();
+    assert_eq!(t.rows(), vec![vec![Some(Value::Int(2))]]);
+    // Informational pragmas work, including their table-valued forms.
+    let t = s.query("PRAGMA table_info(logs)").unwrap();
+    assert!(t.row_count() >= 9);
+    let t = s.query("SELECT name FROM pragma_table_info('runs') ORDER BY cid").unwrap();
+    assert_eq!(t.row_count(), 8);
+    let t = s.query("PRAGMA user_version").unwrap();
+    assert_eq!(t.rows(), vec![vec![Some(Value::Int(SCHEMA_VERSION))]]);
+    // Blobs come back as hex text.
+    let t = s.query("SELECT x'00ff10' AS b").unwrap();
+    assert_eq!(t.rows(), vec![vec![Some(Value::Text("00FF10".into()))]]);
+    // Internal writes still work after refused queries.
+    ingest_synthetic(&mut s, 2, 1, 2);
+    assert_eq!(s.runs().unwrap().len(), 2);
+}
+
+#[test]
+fn syntax_errors_carry_the_engine_message() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    match s.query("SELECT FROM WHERE") {
+        Err(StoreError::Query { backend, message }) => {
+            assert_eq!(backend, "sqlite");
+            assert!(message.contains("syntax error"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_writers_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut s = SqliteStore::open(&path).unwrap();
+                for k in 0..20 {
+                    let run = w * 100 + k;
+                    let (m, loops, mut records) = synthetic(run, 2, 5);
+                    // Names new to the database, interned by racing writers.
+                    records.push(Record {
+                        line: 1000,
+                        ctx: None,
+                        kind: RecordKind::Arg,
+                        name: format!("shared{}", k % 4).into(),
+                        value: Value::Int(run as i64),
+                    });
+                    let file = format!("run{run}");
+                    s.ingest(&IngestBatch {
+                        run: &m,
+                        source: Source::Forward,
+                        file: &file,
+                        progress: FileProgress { offset: 10, lines: 2 },
+                        loops: &loops,
+                        records: &records,
+                        checkpoints: &[],
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let s = SqliteStore::open(&path).unwrap();
+            for _ in 0..20 {
+                s.dataframe(&["loss"]).unwrap();
+                s.query("SELECT count(*) FROM logs").unwrap();
+            }
+        })
+    };
+    for w in writers {
+        w.join().unwrap();
+    }
+    reader.join().unwrap();
+    let s = SqliteStore::open(&path).unwrap();
+    let runs = s.runs().unwrap();
+    assert_eq!(runs.len(), 60);
+    assert!(runs.iter().all(|r| r.records == 11));
+    assert_eq!(s.dataframe(&["loss"]).unwrap().row_count(), 600);
+    let mut shared = 0;
+    s.scan_values(ValueFilter::RunLevel, &mut |r| {
+        assert!(r.name.starts_with("shared"));
+        shared += 1;
+    })
+    .unwrap();
+    assert_eq!(shared, 60);
+    let names = s.names().unwrap();
+    assert_eq!(names.len(), 5, "{names:?}");
+}
+
+#[test]
+fn nan_is_stored_as_null() {
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    let m = meta("2026-01-01T00:00:00.000001");
+    let records =
+        vec![Record { line: 2, ctx: None, kind: RecordKind::Log, name: "x".into(), value: Value::Float(f64::NAN) }];
+    s.ingest(&IngestBatch {
+        run: &m,
+        source: Source::Forward,
+        file: "f",
+        progress: FileProgress::default(),
+        loops: &[],
+        records: &records,
+        checkpoints: &[],
+    })
+    .unwrap();
+    let t = s.query("SELECT value, value_type FROM logs").unwrap();
+    assert_eq!(t.rows(), vec![vec![None, Some(Value::Text("float".into()))]]);
+}
