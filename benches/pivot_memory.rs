@@ -1,0 +1,72 @@
+//! Peak memory of `dataframe(["loss"])` over 1,000,000 logged values
+//! (1,000 runs × 1,000 steps), measured in a fresh process so that building
+//! the store does not count: the parent builds a database, then re-runs this
+//! program on it, which opens the store, pivots, and reports its peak
+//! resident memory (VmHWM) and time.
+//!
+//! `cargo bench --bench pivot_memory`
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use flor_core::record::parse_lines;
+use flor_core::store::{FileProgress, IngestBatch};
+use flor_core::Store;
+use flor_store::SqliteStore;
+
+const CHILD_ENV: &str = "FLOR_PIVOT_MEMORY_DB";
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    if let Ok(db) = std::env::var(CHILD_ENV) {
+        let before = peak_rss_mib();
+        let store = SqliteStore::open(std::path::Path::new(&db)).expect("open store");
+        let t = Instant::now();
+        let table = store.dataframe(&["loss"]).expect("dataframe");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(table.row_count(), 1_000_000);
+        println!(
+            "dataframe(loss) over 1,000,000 rows: {secs:.3} s, peak RSS {:.1} MiB (process baseline {before:.1} MiB)",
+            peak_rss_mib()
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` / criterion-style probes: nothing to do
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("flor.db");
+    let mut store = SqliteStore::open(&db).expect("open");
+    for r in 0..1000 {
+        let (_, bytes) = common::record_file(r, 10, 100);
+        let p = parse_lines(&bytes, 1);
+        let (meta, source) = p.header.clone().expect("header");
+        store
+            .ingest(&IngestBatch {
+                run: &meta,
+                source,
+                file: &format!("{r}.jsonl"),
+                progress: FileProgress { offset: p.consumed as u64, lines: p.lines },
+                loops: &p.loops,
+                records: &p.records,
+                checkpoints: &p.checkpoints,
+            })
+            .expect("ingest");
+    }
+    drop(store);
+    for _ in 0..3 {
+        let exe = std::env::current_exe().expect("own path");
+        let st = Command::new(exe).env(CHILD_ENV, &db).status().expect("run child");
+        assert!(st.success());
+    }
+}
