@@ -25,17 +25,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::store::{RunKey, RunRow, Store, StoreResult, ValueFilter};
-use crate::table::{Column, Table};
+use crate::table::{Column, ColumnData, Table};
 use crate::value::Value;
 
 const NONE: u32 = u32::MAX;
 
+/// One value: `(run << 32 | ctx)` as key so sorting groups by run, then
+/// position; `order` is `source << 63 | line` so the last record wins.
 struct Val {
-    run: u32,
-    ctx: u32,
+    key: u64,
     name: u32,
-    order: (u8, u64),
+    order: u64,
     value: Value,
+}
+
+impl Val {
+    fn run(&self) -> u32 {
+        (self.key >> 32) as u32
+    }
+    fn ctx(&self) -> u32 {
+        self.key as u32
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -44,6 +54,8 @@ struct Node {
     loop_id: u32,
     iteration: u64,
 }
+
+const EMPTY: Node = Node { parent: NONE, loop_id: NONE, iteration: 0 };
 
 /// Computes the pivot over `store`'s primitives. See the module docs.
 pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Table> {
@@ -59,23 +71,44 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
     }
     let run_idx: HashMap<RunKey, u32> = runs.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
 
+    // 1. The values, last one per (run, position, name).
     let mut vals: Vec<Val> = Vec::new();
+    let mut last_run: Option<(RunKey, u32)> = None;
+    let mut last_name: Option<(usize, u32)> = None; // (pointer of the &str, index)
     store.scan_values(ValueFilter::Names(&wanted), &mut |row| {
-        let (Some(&run), Some(name)) = (run_idx.get(&row.run), wanted.iter().position(|n| *n == row.name)) else {
-            return;
+        let run = match last_run {
+            Some((k, i)) if k == row.run => i,
+            _ => match run_idx.get(&row.run) {
+                Some(&i) => {
+                    last_run = Some((row.run, i));
+                    i
+                }
+                None => return,
+            },
+        };
+        let name = match last_name {
+            Some((ptr, i)) if ptr == row.name.as_ptr() as usize && wanted[i as usize] == row.name => i,
+            _ => match wanted.iter().position(|n| *n == row.name) {
+                Some(i) => {
+                    last_name = Some((row.name.as_ptr() as usize, i as u32));
+                    i as u32
+                }
+                None => return,
+            },
         };
         vals.push(Val {
-            run,
-            ctx: row.ctx.unwrap_or(NONE),
-            name: name as u32,
-            order: (row.source as u8, row.line),
+            key: (u64::from(run) << 32) | u64::from(row.ctx.unwrap_or(NONE)),
+            name,
+            order: (u64::from(row.source == crate::record::Source::Replay) << 63) | row.line,
             value: row.value,
         });
     })?;
-    vals.sort_unstable_by_key(|v| (v.run, v.ctx, v.name, v.order));
-    // Keep the last value per (run, ctx, name).
+    let sort_key = |v: &Val| (v.key, v.name, v.order);
+    if !vals.is_sorted_by_key(sort_key) {
+        vals.sort_unstable_by_key(sort_key);
+    }
     vals.dedup_by(|later, earlier| {
-        if later.run == earlier.run && later.ctx == earlier.ctx && later.name == earlier.name {
+        if later.key == earlier.key && later.name == earlier.name {
             std::mem::swap(later, earlier);
             true
         } else {
@@ -83,48 +116,58 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         }
     });
 
-    // Loop contexts of the runs that logged inside loops.
+    // 2. Loop contexts of the runs that logged inside loops.
     let mut loop_runs: Vec<RunKey> = Vec::new();
     for v in &vals {
-        if v.ctx != NONE && loop_runs.last() != Some(&runs[v.run as usize].key) {
-            loop_runs.push(runs[v.run as usize].key);
+        let key = runs[v.run() as usize].key;
+        if v.ctx() != NONE && loop_runs.last() != Some(&key) {
+            loop_runs.push(key);
         }
     }
-    loop_runs.dedup();
     let mut loop_names: Vec<Arc<str>> = Vec::new();
     let mut loop_ids: HashMap<Arc<str>, u32> = HashMap::new();
     let mut nodes: Vec<Vec<Node>> = vec![Vec::new(); runs.len()];
     if !loop_runs.is_empty() {
-        store.scan_loops(&loop_runs, &mut |run, l| {
+        store.scan_loops(&loop_runs, &mut |run, span| {
             let Some(&ri) = run_idx.get(&run) else { return };
-            let id = *loop_ids.entry(l.name.clone()).or_insert_with(|| {
-                loop_names.push(l.name.clone());
-                (loop_names.len() - 1) as u32
-            });
+            let id = match loop_ids.get(&span.name) {
+                Some(&id) => id,
+                None => {
+                    loop_names.push(span.name.clone());
+                    let id = (loop_names.len() - 1) as u32;
+                    loop_ids.insert(span.name.clone(), id);
+                    id
+                }
+            };
             let table = &mut nodes[ri as usize];
-            let c = l.ctx as usize;
-            if table.len() <= c {
-                table.resize(c + 1, Node { parent: NONE, loop_id: NONE, iteration: 0 });
+            let end = span.first_ctx as usize + span.count as usize;
+            if table.len() < end {
+                table.resize(end, EMPTY);
             }
-            table[c] = Node { parent: l.parent.unwrap_or(NONE), loop_id: id, iteration: l.iteration };
+            let parent = span.parent.unwrap_or(NONE);
+            for (i, slot) in table[span.first_ctx as usize..end].iter_mut().enumerate() {
+                *slot = Node { parent, loop_id: id, iteration: span.first_iteration + i as u64 };
+            }
         })?;
     }
     let node = |run: u32, ctx: u32| -> Option<Node> {
         nodes[run as usize].get(ctx as usize).copied().filter(|n| n.loop_id != NONE)
     };
 
-    // Rows: per run, the maximal positions.
+    // 3. Rows: per run, the positions that are not an ancestor of another.
+    // Each row remembers where its run's values start and end in `vals`.
     let mut rows: Vec<(u32, u32)> = Vec::new();
+    let mut spans: Vec<(u32, u32)> = Vec::with_capacity(runs.len());
     let mut marked: Vec<bool> = Vec::new();
     let mut start = 0;
     while start < vals.len() {
-        let run = vals[start].run;
-        let end = start + vals[start..].iter().take_while(|v| v.run == run).count();
+        let run = vals[start].run();
+        let end = start + vals[start..].partition_point(|v| v.run() == run);
         let slice = &vals[start..end];
         marked.clear();
         marked.resize(nodes[run as usize].len(), false);
-        for v in slice.iter().filter(|v| v.ctx != NONE) {
-            let mut p = node(run, v.ctx).map_or(NONE, |n| n.parent);
+        for v in slice.iter().filter(|v| v.ctx() != NONE) {
+            let mut p = node(run, v.ctx()).map_or(NONE, |n| n.parent);
             while p != NONE && (p as usize) < marked.len() && !marked[p as usize] {
                 marked[p as usize] = true;
                 p = node(run, p).map_or(NONE, |n| n.parent);
@@ -132,23 +175,32 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         }
         let before = rows.len();
         let mut last = NONE;
-        for v in slice.iter().filter(|v| v.ctx != NONE) {
-            if v.ctx != last && !marked.get(v.ctx as usize).copied().unwrap_or(false) {
-                rows.push((run, v.ctx));
-                last = v.ctx;
+        for v in slice.iter().filter(|v| v.ctx() != NONE) {
+            if v.ctx() != last && !marked.get(v.ctx() as usize).copied().unwrap_or(false) {
+                rows.push((run, v.ctx()));
+                last = v.ctx();
             }
         }
         if rows.len() == before {
             rows.push((run, NONE));
         }
+        spans.push((start as u32, end as u32));
         start = end;
     }
 
-    // Loop columns: by depth, then first appearance.
+    // 4. Loop columns: by depth, then first appearance.
     let mut loop_rank: Vec<Option<(usize, usize)>> = vec![None; loop_names.len()];
     let mut seen = 0usize;
     let mut chain: Vec<Node> = Vec::new();
+    let mut last_seen = (NONE, NONE, NONE);
     for &(run, ctx) in &rows {
+        // Iterations of one loop under one parent share their chain of loop
+        // names: look at each (run, parent, loop) once.
+        let here = node(run, ctx).map_or((run, NONE, NONE), |n| (run, n.parent, n.loop_id));
+        if here == last_seen && ctx != NONE {
+            continue;
+        }
+        last_seen = here;
         collect_chain(&node, run, ctx, &mut chain);
         for (depth, n) in chain.iter().rev().enumerate() {
             let slot = &mut loop_rank[n.loop_id as usize];
@@ -169,47 +221,65 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         loop_col_of[id as usize] = pos;
     }
 
+    // 5. Cells.
     let n = rows.len();
-    let mut head = head_columns(&runs, &rows);
-    let mut loop_values: Vec<Vec<Option<Value>>> = vec![vec![None; n]; loop_cols.len()];
-    let mut name_values: Vec<Vec<Option<Value>>> = vec![vec![None; n]; wanted.len()];
-    // Index of each run's slice in `vals`.
-    let mut run_span: HashMap<u32, (usize, usize)> = HashMap::new();
-    let mut i = 0;
-    while i < vals.len() {
-        let run = vals[i].run;
-        let j = i + vals[i..].iter().take_while(|v| v.run == run).count();
-        run_span.insert(run, (i, j));
-        i = j;
+    let mut loop_values: Vec<Vec<Option<i64>>> = vec![vec![None; n]; loop_cols.len()];
+    let mut name_values: Vec<ColumnData> = wanted.iter().map(|_| ColumnData::Values(Vec::new())).collect();
+    let mut typed = vec![false; wanted.len()];
+    let mut span_of_run = vec![(0u32, 0u32); runs.len()];
+    for &(s, e) in &spans {
+        span_of_run[vals[s as usize].run() as usize] = (s, e);
     }
     for (r, &(run, ctx)) in rows.iter().enumerate() {
         collect_chain(&node, run, ctx, &mut chain);
         for n in &chain {
-            loop_values[loop_col_of[n.loop_id as usize]][r] = Some(Value::Int(n.iteration as i64));
+            loop_values[loop_col_of[n.loop_id as usize]][r] = Some(n.iteration as i64);
         }
-        let (s, e) = run_span.get(&run).copied().unwrap_or((0, 0));
-        let slice = &vals[s..e];
+        let (s, e) = span_of_run[run as usize];
+        let slice = &vals[s as usize..e as usize];
         for (k, col) in name_values.iter_mut().enumerate() {
             let mut c = ctx;
-            loop {
-                if let Ok(hit) = slice.binary_search_by_key(&(c, k as u32), |v| (v.ctx, v.name)) {
-                    col[r] = Some(slice[hit].value.clone());
-                    break;
+            let found = loop {
+                let key = (u64::from(run) << 32) | u64::from(c);
+                if let Ok(hit) = slice.binary_search_by_key(&(key, k as u32), |v| (v.key, v.name)) {
+                    break Some(slice[hit].value.clone());
                 }
                 if c == NONE {
-                    break;
+                    break None;
                 }
                 c = node(run, c).map_or(NONE, |n| n.parent);
+            };
+            if !typed[k] {
+                // The first value decides the column's storage; `push` widens.
+                match &found {
+                    Some(Value::Float(_)) => *col = ColumnData::Float(vec![None; r]),
+                    Some(Value::Int(_)) => *col = ColumnData::Int(vec![None; r]),
+                    Some(_) => *col = ColumnData::Values(vec![None; r]),
+                    None => {}
+                }
+                typed[k] = found.is_some();
+                if !typed[k] {
+                    continue;
+                }
             }
+            col.push(found);
         }
     }
+    let mut columns = head_columns(&runs, &rows);
     for (pos, id) in loop_cols.iter().enumerate() {
-        head.push(Column { name: loop_names[*id as usize].to_string(), values: std::mem::take(&mut loop_values[pos]) });
+        columns.push(Column {
+            name: loop_names[*id as usize].to_string(),
+            data: ColumnData::Int(std::mem::take(&mut loop_values[pos])),
+        });
     }
     for (k, name) in wanted.iter().enumerate() {
-        head.push(Column { name: (*name).to_owned(), values: std::mem::take(&mut name_values[k]) });
+        let mut data = std::mem::take(&mut name_values[k]);
+        if !typed[k] {
+            data = ColumnData::Values(vec![None; n]);
+        }
+        columns.push(Column { name: (*name).to_owned(), data });
     }
-    Ok(Table { columns: head })
+    Ok(Table { columns })
 }
 
 fn collect_chain(node: &impl Fn(u32, u32) -> Option<Node>, run: u32, ctx: u32, chain: &mut Vec<Node>) {
@@ -225,25 +295,21 @@ fn collect_chain(node: &impl Fn(u32, u32) -> Option<Node>, run: u32, ctx: u32, c
     }
 }
 
+/// `projid`, `tstamp`, `filename`: dictionary columns indexed by run.
 fn head_columns(runs: &[RunRow], rows: &[(u32, u32)]) -> Vec<Column> {
-    let shared: Vec<[Value; 3]> = runs
-        .iter()
-        .map(|r| {
-            [
-                Value::Text(r.meta.projid.as_str().into()),
-                Value::Text(r.meta.tstamp.as_str().into()),
-                Value::Text(r.meta.filename.as_str().into()),
-            ]
-        })
-        .collect();
-    ["projid", "tstamp", "filename"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Column {
-            name: (*name).to_owned(),
-            values: rows.iter().map(|(run, _)| Some(shared[*run as usize][i].clone())).collect(),
-        })
-        .collect()
+    let codes: Vec<u32> = rows.iter().map(|(run, _)| *run).collect();
+    let dict = |f: &dyn Fn(&RunRow) -> &str| -> Vec<Value> { runs.iter().map(|r| Value::Text(f(r).into())).collect() };
+    vec![
+        Column {
+            name: "projid".into(),
+            data: ColumnData::Dict { dict: dict(&|r| &r.meta.projid), codes: codes.clone() },
+        },
+        Column {
+            name: "tstamp".into(),
+            data: ColumnData::Dict { dict: dict(&|r| &r.meta.tstamp), codes: codes.clone() },
+        },
+        Column { name: "filename".into(), data: ColumnData::Dict { dict: dict(&|r| &r.meta.filename), codes } },
+    ]
 }
 
 fn run_level<S: Store + ?Sized>(store: &S, runs: &[RunRow]) -> StoreResult<Table> {
@@ -270,7 +336,7 @@ fn run_level<S: Store + ?Sized>(store: &S, runs: &[RunRow]) -> StoreResult<Table
     let rows: Vec<(u32, u32)> = (0..runs.len() as u32).map(|r| (r, NONE)).collect();
     let mut columns = head_columns(runs, &rows);
     for (name, _, idx) in names {
-        columns.push(Column { name, values: cells.iter().map(|m| m.get(&idx).map(|(_, v)| v.clone())).collect() });
+        columns.push(Column::new(name, cells.iter().map(|m| m.get(&idx).map(|(_, v)| v.clone())).collect()));
     }
     Ok(Table { columns })
 }

@@ -81,6 +81,23 @@ pub enum Source {
 }
 
 impl Source {
+    /// A small stable integer code, the same in every store.
+    pub fn code(self) -> i64 {
+        match self {
+            Source::Forward => 0,
+            Source::Replay => 1,
+        }
+    }
+
+    /// Inverse of [`Source::code`].
+    pub fn from_code(code: i64) -> Option<Source> {
+        match code {
+            0 => Some(Source::Forward),
+            1 => Some(Source::Replay),
+            _ => None,
+        }
+    }
+
     /// Lowercase name as stored.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -164,6 +181,27 @@ impl RecordKind {
             RecordKind::Timing => "timing",
             RecordKind::Output => "output",
         }
+    }
+
+    /// A small stable integer code, the same in every store.
+    pub fn code(self) -> i64 {
+        match self {
+            RecordKind::Log => 0,
+            RecordKind::Arg => 1,
+            RecordKind::Timing => 2,
+            RecordKind::Output => 3,
+        }
+    }
+
+    /// Inverse of [`RecordKind::code`].
+    pub fn from_code(code: i64) -> Option<RecordKind> {
+        Some(match code {
+            0 => RecordKind::Log,
+            1 => RecordKind::Arg,
+            2 => RecordKind::Timing,
+            3 => RecordKind::Output,
+            _ => return None,
+        })
     }
 
     /// Parses [`RecordKind::as_str`].

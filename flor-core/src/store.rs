@@ -8,6 +8,8 @@
 //! record files stored in git.
 
 use crate::record::{CheckpointMeta, LoopCtx, Record, RunMeta, RunStatus, Source};
+use std::sync::Arc;
+
 use crate::table::Table;
 use crate::value::Value;
 
@@ -127,6 +129,70 @@ pub struct ValueRow<'a> {
     pub value: Value,
 }
 
+/// Consecutive iterations of one loop: contexts `first_ctx ..
+/// first_ctx + count` are iterations `first_iteration ..` of loop `name`
+/// inside `parent`. Stores keep loop contexts as spans (a run of 1,000 epochs
+/// × 1,000 steps is 2,000 spans, not 1,001,000 rows); [`LoopSpan::compress`]
+/// builds them from a record file's iterations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopSpan {
+    /// Context id of the first iteration.
+    pub first_ctx: u32,
+    /// Number of iterations (≥ 1).
+    pub count: u32,
+    /// Enclosing iteration, `None` for an outermost loop.
+    pub parent: Option<u32>,
+    /// Loop name.
+    pub name: Arc<str>,
+    /// Iteration index of the first context.
+    pub first_iteration: u64,
+    /// Iterated value text; a span with a value has `count == 1`.
+    pub value: Option<String>,
+}
+
+impl LoopSpan {
+    /// Groups iterations (in file order) into maximal spans: consecutive
+    /// context ids and iteration indexes, same loop and parent, no value.
+    pub fn compress(loops: &[LoopCtx]) -> Vec<LoopSpan> {
+        let mut out: Vec<LoopSpan> = Vec::new();
+        for l in loops {
+            if let Some(last) = out.last_mut() {
+                if last.value.is_none()
+                    && l.value.is_none()
+                    && last.parent == l.parent
+                    && (Arc::ptr_eq(&last.name, &l.name) || *last.name == *l.name)
+                    && u64::from(last.first_ctx) + u64::from(last.count) == u64::from(l.ctx)
+                    && last.first_iteration + u64::from(last.count) == l.iteration
+                    && last.count < u32::MAX
+                {
+                    last.count += 1;
+                    continue;
+                }
+            }
+            out.push(LoopSpan {
+                first_ctx: l.ctx,
+                count: 1,
+                parent: l.parent,
+                name: l.name.clone(),
+                first_iteration: l.iteration,
+                value: l.value.clone(),
+            });
+        }
+        out
+    }
+
+    /// The iterations of this span.
+    pub fn expand(&self) -> impl Iterator<Item = LoopCtx> + '_ {
+        (0..self.count).map(move |i| LoopCtx {
+            ctx: self.first_ctx + i,
+            parent: self.parent,
+            name: self.name.clone(),
+            iteration: self.first_iteration + u64::from(i),
+            value: self.value.clone(),
+        })
+    }
+}
+
 /// A name known to the store, for listings and "did you mean" hints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameInfo {
@@ -164,8 +230,8 @@ pub trait Store: Send {
     /// Visits the values selected by `filter`, in any order.
     fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()>;
 
-    /// Visits the loop contexts of the given runs, in any order.
-    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopCtx)) -> StoreResult<()>;
+    /// Visits the loop contexts of the given runs, as spans, in any order.
+    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()>;
 
     /// Checkpoints stored for a run, in file order.
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>>;
@@ -180,5 +246,36 @@ pub trait Store: Send {
     /// See [`crate::pivot`] for the exact semantics.
     fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
         crate::pivot::dataframe(self, names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(ctx: u32, parent: Option<u32>, name: &str, iteration: u64) -> LoopCtx {
+        LoopCtx { ctx, parent, name: name.into(), iteration, value: None }
+    }
+
+    #[test]
+    fn spans_compress_and_expand() {
+        let mut loops = Vec::new();
+        let mut ctx = 0;
+        for e in 0..3 {
+            let ectx = ctx;
+            loops.push(l(ctx, None, "epoch", e));
+            ctx += 1;
+            for s in 0..4 {
+                loops.push(l(ctx, Some(ectx), "step", s));
+                ctx += 1;
+            }
+        }
+        loops.push(LoopCtx { value: Some("x".into()), ..l(ctx, None, "eval", 0) });
+        loops.push(LoopCtx { value: Some("y".into()), ..l(ctx + 1, None, "eval", 1) });
+        let spans = LoopSpan::compress(&loops);
+        assert_eq!(spans.len(), 3 * 2 + 2);
+        assert_eq!(spans[1].count, 4);
+        let back: Vec<LoopCtx> = spans.iter().flat_map(|s| s.expand().collect::<Vec<_>>()).collect();
+        assert_eq!(back, loops);
     }
 }

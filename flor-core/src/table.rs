@@ -4,13 +4,125 @@ use std::io::{self, Write};
 
 use crate::value::Value;
 
-/// One named column; `None` cells are SQL `NULL` / missing values.
+/// How a column stores its cells. Large results (a pivot over millions of
+/// values) use the compact forms; every form reads back the same cells.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    /// Any values, one `Option<Value>` per cell (`None` is NULL).
+    Values(Vec<Option<Value>>),
+    /// Integers (`None` is NULL).
+    Int(Vec<Option<i64>>),
+    /// Floats (`None` is NULL; NaN stays NaN).
+    Float(Vec<Option<f64>>),
+    /// Dictionary-encoded: cell `i` is `dict[codes[i]]`, [`Dict::NULL`] is NULL.
+    /// Used for columns that repeat few distinct values (`tstamp`).
+    Dict {
+        /// The distinct values.
+        dict: Vec<Value>,
+        /// One code per cell.
+        codes: Vec<u32>,
+    },
+}
+
+/// Constants for [`ColumnData::Dict`].
+pub struct Dict;
+
+impl Dict {
+    /// The code of a NULL cell.
+    pub const NULL: u32 = u32::MAX;
+}
+
+impl Default for ColumnData {
+    fn default() -> Self {
+        ColumnData::Values(Vec::new())
+    }
+}
+
+impl ColumnData {
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnData::Values(v) => v.len(),
+            ColumnData::Int(v) => v.len(),
+            ColumnData::Float(v) => v.len(),
+            ColumnData::Dict { codes, .. } => codes.len(),
+        }
+    }
+
+    /// Whether there are no cells.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cell at `row` (`None`: NULL or out of range).
+    pub fn get(&self, row: usize) -> Option<Value> {
+        match self {
+            ColumnData::Values(v) => v.get(row)?.clone(),
+            ColumnData::Int(v) => v.get(row)?.map(Value::Int),
+            ColumnData::Float(v) => v.get(row)?.map(Value::Float),
+            ColumnData::Dict { dict, codes } => dict.get(*codes.get(row)? as usize).cloned(),
+        }
+    }
+
+    /// Whether every non-NULL cell is a number.
+    pub fn is_numeric(&self) -> bool {
+        match self {
+            ColumnData::Int(_) | ColumnData::Float(_) => true,
+            ColumnData::Values(v) => v.iter().flatten().all(|v| matches!(v, Value::Int(_) | Value::Float(_))),
+            ColumnData::Dict { dict, .. } => dict.iter().all(|v| matches!(v, Value::Int(_) | Value::Float(_))),
+        }
+    }
+
+    /// Appends a cell, widening a typed column to [`ColumnData::Values`]
+    /// when the cell does not fit its type.
+    pub fn push(&mut self, cell: Option<Value>) {
+        match (&mut *self, cell) {
+            (ColumnData::Values(v), c) => v.push(c),
+            (ColumnData::Int(v), None) => v.push(None),
+            (ColumnData::Int(v), Some(Value::Int(i))) => v.push(Some(i)),
+            (ColumnData::Float(v), None) => v.push(None),
+            (ColumnData::Float(v), Some(Value::Float(f))) => v.push(Some(f)),
+            (ColumnData::Dict { codes, .. }, None) => codes.push(Dict::NULL),
+            (ColumnData::Dict { dict, codes }, Some(c)) => match dict.iter().position(|d| *d == c) {
+                Some(i) => codes.push(i as u32),
+                None => {
+                    dict.push(c);
+                    codes.push((dict.len() - 1) as u32);
+                }
+            },
+            (_, c) => {
+                let mut all: Vec<Option<Value>> = (0..self.len()).map(|r| self.get(r)).collect();
+                all.push(c);
+                *self = ColumnData::Values(all);
+            }
+        }
+    }
+}
+
+/// One named column.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Column {
     /// Column name.
     pub name: String,
-    /// One cell per row.
-    pub values: Vec<Option<Value>>,
+    /// The cells.
+    pub data: ColumnData,
+}
+
+impl Column {
+    /// A column of general values.
+    pub fn new(name: impl Into<String>, values: Vec<Option<Value>>) -> Column {
+        Column { name: name.into(), data: ColumnData::Values(values) }
+    }
+
+    /// The cell at `row`.
+    pub fn get(&self, row: usize) -> Option<Value> {
+        self.data.get(row)
+    }
+
+    /// All cells, in row order.
+    pub fn cells(&self) -> impl Iterator<Item = Option<Value>> + '_ {
+        (0..self.data.len()).map(|r| self.data.get(r))
+    }
 }
 
 /// A result table (columnar). Every column has the same number of cells.
@@ -23,12 +135,12 @@ pub struct Table {
 impl Table {
     /// A table with the given column names and no rows.
     pub fn with_columns<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Table {
-        Table { columns: names.into_iter().map(|n| Column { name: n.into(), values: Vec::new() }).collect() }
+        Table { columns: names.into_iter().map(|n| Column::new(n, Vec::new())).collect() }
     }
 
     /// Number of rows.
     pub fn row_count(&self) -> usize {
-        self.columns.first().map_or(0, |c| c.values.len())
+        self.columns.first().map_or(0, |c| c.data.len())
     }
 
     /// Column names in order.
@@ -49,18 +161,18 @@ impl Table {
     pub fn push_row(&mut self, row: Vec<Option<Value>>) {
         assert_eq!(row.len(), self.columns.len(), "row width must match the table");
         for (c, v) in self.columns.iter_mut().zip(row) {
-            c.values.push(v);
+            c.data.push(v);
         }
     }
 
     /// Cell at (row, column index).
-    pub fn cell(&self, row: usize, col: usize) -> Option<&Value> {
-        self.columns.get(col)?.values.get(row)?.as_ref()
+    pub fn cell(&self, row: usize, col: usize) -> Option<Value> {
+        self.columns.get(col)?.get(row)
     }
 
     /// Rows as vectors of cells (convenient in tests; copies the data).
     pub fn rows(&self) -> Vec<Vec<Option<Value>>> {
-        (0..self.row_count()).map(|r| self.columns.iter().map(|c| c.values[r].clone()).collect()).collect()
+        (0..self.row_count()).map(|r| self.columns.iter().map(|c| c.get(r)).collect()).collect()
     }
 
     /// Writes an aligned text table: numbers right-aligned, text left-aligned,
@@ -72,9 +184,7 @@ impl Table {
         let rendered: Vec<Vec<String>> = self
             .columns
             .iter()
-            .map(|c| {
-                c.values.iter().map(|v| clip(&v.as_ref().map(display_cell).unwrap_or_default(), max_width)).collect()
-            })
+            .map(|c| c.cells().map(|v| clip(&v.as_ref().map(display_cell).unwrap_or_default(), max_width)).collect())
             .collect();
         let widths: Vec<usize> = self
             .columns
@@ -82,11 +192,7 @@ impl Table {
             .zip(&rendered)
             .map(|(c, cells)| cells.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(c.name.chars().count()))
             .collect();
-        let numeric: Vec<bool> = self
-            .columns
-            .iter()
-            .map(|c| c.values.iter().flatten().all(|v| matches!(v, Value::Int(_) | Value::Float(_))))
-            .collect();
+        let numeric: Vec<bool> = self.columns.iter().map(|c| c.data.is_numeric()).collect();
         let mut line = String::new();
         for (i, c) in self.columns.iter().enumerate() {
             if i > 0 {
@@ -118,8 +224,8 @@ impl Table {
                 if i > 0 {
                     out.write_all(b",")?;
                 }
-                if let Some(v) = &c.values[r] {
-                    out.write_all(csv_field(&display_cell(v)).as_bytes())?;
+                if let Some(v) = c.get(r) {
+                    out.write_all(csv_field(&display_cell(&v)).as_bytes())?;
                 }
             }
             out.write_all(b"\n")?;
@@ -135,7 +241,7 @@ impl Table {
         for r in 0..self.row_count() {
             let mut obj = serde_json::Map::new();
             for c in &self.columns {
-                obj.insert(c.name.clone(), c.values[r].as_ref().map_or(serde_json::Value::Null, Value::to_json));
+                obj.insert(c.name.clone(), c.get(r).as_ref().map_or(serde_json::Value::Null, Value::to_json));
             }
             if r > 0 {
                 out.write_all(b",")?;
@@ -206,6 +312,24 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["loss"], 0.5);
         assert!(v[1]["loss"].is_null());
+    }
+
+    #[test]
+    fn typed_columns_widen_and_read_back() {
+        let mut c = ColumnData::Float(Vec::new());
+        c.push(Some(Value::Float(1.5)));
+        c.push(None);
+        assert!(matches!(c, ColumnData::Float(_)));
+        c.push(Some(Value::from("x")));
+        assert_eq!(c, ColumnData::Values(vec![Some(Value::Float(1.5)), None, Some(Value::from("x"))]));
+        let mut d = ColumnData::Dict { dict: Vec::new(), codes: Vec::new() };
+        for v in ["a", "b", "a"] {
+            d.push(Some(Value::from(v)));
+        }
+        d.push(None);
+        assert_eq!(d.get(2), Some(Value::from("a")));
+        assert_eq!(d.get(3), None);
+        assert!(matches!(&d, ColumnData::Dict { dict, .. } if dict.len() == 2));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Measures the SQLite backend at the target scale: RUNS (default 1,000) runs
 //! × epoch(10) × step(100), one `loss` per step (1,000,000 value rows and
-//! 1,010,000 loop rows), then `dataframe(["loss"])` and its primitives.
+//! 1,010,000 loop contexts, stored as 20,000 spans), then
+//! `dataframe(["loss"])`, its primitives, and SQL over the views.
 //!
 //! `cargo run -p flor-store --release --example scale [RUNS]`
 //!
@@ -80,7 +81,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let dt = t0.elapsed().as_secs_f64();
         let loops: usize = batches.iter().map(|b| b.1.len()).sum();
-        println!("ingest: {total} records (+ {loops} loop rows) in {dt:.2} s = {:.0} records/s", total as f64 / dt);
+        println!(
+            "ingest: {total} records (+ {loops} loop iterations) in {dt:.2} s = {:.0} records/s",
+            total as f64 / dt
+        );
         let size = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
         let bytes = size(path.clone()) + size(dir.join("flor.db-wal"));
         println!("database size: {:.1} MiB", bytes as f64 / 1048576.0);
@@ -95,8 +99,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.scan_values(ValueFilter::Names(&["loss"]), &mut |_| n += 1)?;
         let t_values = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut m = 0usize;
-        s.scan_loops(&keys, &mut |_, _| m += 1)?;
+        let (mut m, mut iterations) = (0usize, 0u64);
+        s.scan_loops(&keys, &mut |_, span| {
+            m += 1;
+            iterations += u64::from(span.count);
+        })?;
         let t_loops = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let df = s.dataframe(&["loss"])?;
@@ -106,7 +113,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t_generic = t.elapsed().as_secs_f64();
         assert_eq!(df.row_count(), generic.row_count());
         println!(
-            "runs() {t_runs:.3} s | scan_values {n} rows {t_values:.3} s | scan_loops {m} rows {t_loops:.3} s | \
+            "runs() {t_runs:.3} s | scan_values {n} rows {t_values:.3} s | scan_loops {m} spans ({iterations} \
+             iterations) {t_loops:.3} s | \
              dataframe([loss]) {} rows {t_df:.3} s (shared pivot {t_generic:.3} s)",
             df.row_count()
         );
@@ -118,6 +126,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "SELECT count(*), avg(value) FROM logs WHERE value_name = 'loss'",
         "SELECT tstamp, max(value) FROM logs WHERE value_name = 'loss' GROUP BY tstamp ORDER BY 2 DESC LIMIT 3",
         "SELECT count(*) FROM loops WHERE loop_name = 'epoch'",
+        "SELECT count(*) FROM loops WHERE parent_ctx_id = 0",
+        "SELECT count(*) FROM loops",
+        "SELECT * FROM loops",
+        "SELECT * FROM loops WHERE tstamp = '2026-01-01T00:00:00.000500'",
+        "SELECT tstamp, count(*) FROM loops GROUP BY tstamp",
+        "SELECT l.loop_iteration, g.value FROM logs g JOIN loops l ON l.tstamp = g.tstamp AND l.ctx_id = g.ctx_id \
+         WHERE g.tstamp = '2026-01-01T00:00:00.000500' AND g.value_name = 'loss'",
+        "SELECT count(*) FROM logs g JOIN loops l ON l.tstamp = g.tstamp AND l.ctx_id = g.ctx_id \
+         WHERE g.value_name = 'loss'",
+        "SELECT count(*) FROM loops s JOIN loops e ON e.tstamp = s.tstamp AND e.ctx_id = s.parent_ctx_id",
     ] {
         let t = Instant::now();
         let rows = s.query(sql)?.row_count();

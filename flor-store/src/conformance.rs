@@ -12,13 +12,14 @@
 //! ```
 //!
 //! The checks pin down the contract of [`flor_core::store`]: ingestion and
-//! its idempotence, file progress, bit-exact values, the scan filters, the
-//! pivot semantics of [`flor_core::pivot`], the SQL views documented in this
-//! crate, and the read-only rule of [`Store::query`]. They use only portable
+//! its idempotence, file progress, bit-exact values, the scan filters, loop
+//! contexts stored as spans (whatever the batch boundaries, each context once),
+//! the pivot semantics of [`flor_core::pivot`], the SQL views documented in
+//! this crate, and the read-only rule of [`Store::query`]. They use only portable
 //! SQL, so that every engine can pass them.
 
 use flor_core::record::{parse_lines, LineEncoder, Parsed};
-use flor_core::store::{FileProgress, IngestBatch, RunKey, Store, StoreError, StoreResult, ValueFilter};
+use flor_core::store::{FileProgress, IngestBatch, LoopSpan, RunKey, Store, StoreError, StoreResult, ValueFilter};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source, Table, Value};
 
 /// A factory of fresh, empty stores.
@@ -35,6 +36,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("values_roundtrip", values_roundtrip),
     ("scan_filters", scan_filters),
     ("scan_loops_by_run", scan_loops_by_run),
+    ("loop_spans", loop_spans),
+    ("loops_view", loops_view),
     ("dataframe_nested_loops", dataframe_nested_loops),
     ("dataframe_replay", dataframe_replay),
     ("dataframe_sibling_loops", dataframe_sibling_loops),
@@ -230,6 +233,48 @@ fn row(run: &Run, rest: Vec<Option<Value>>) -> Vec<Option<Value>> {
     let mut r = vec![t(&run.meta.projid), t(&run.meta.tstamp), t(&run.meta.filename)];
     r.extend(rest);
     r
+}
+
+/// The iterations `scan_loops` reports for `runs`, expanded from its spans
+/// and sorted by run and context. Panics on a malformed span.
+fn scanned_iterations(store: &dyn Store, runs: &[RunKey]) -> Vec<(RunKey, LoopCtx)> {
+    let mut got = Vec::new();
+    ok(
+        store.scan_loops(runs, &mut |run, span| {
+            assert!(span.count >= 1, "an empty span: {span:?}");
+            assert!(span.value.is_none() || span.count == 1, "a span with a value has one iteration: {span:?}");
+            got.extend(span.expand().map(|l| (run, l)));
+        }),
+        "scan_loops",
+    );
+    got.sort_by_key(|(run, l)| (*run, l.ctx));
+    got
+}
+
+/// Compares iteration lists, reporting the first difference only.
+fn assert_iterations(got: &[(RunKey, LoopCtx)], want: &[(RunKey, LoopCtx)], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got.iter().zip(want).position(|(g, w)| g != w).unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: scan_loops gives {} iterations, {} expected; first difference at #{at}: got {:?}, expected {:?}",
+        got.len(),
+        want.len(),
+        got.get(at),
+        want.get(at)
+    );
+}
+
+fn count_spans(store: &dyn Store, runs: &[RunKey]) -> usize {
+    let mut n = 0;
+    ok(store.scan_loops(runs, &mut |_, _| n += 1), "scan_loops");
+    n
+}
+
+/// A batch of `run`'s file with only the given loop iterations.
+fn loops_batch<'a>(run: &'a Run, source: Source, file: &'a str, loops: &'a [LoopCtx]) -> IngestBatch<'a> {
+    IngestBatch { loops, records: &[], checkpoints: &[], ..run.batch(source, file) }
 }
 
 fn count_values(store: &dyn Store, filter: ValueFilter<'_>) -> usize {
@@ -520,7 +565,7 @@ pub fn values_roundtrip(make: &mut MakeStore<'_>) {
     let df = ok(store.dataframe(&refs), "dataframe");
     assert_eq!(df.row_count(), 1);
     for (n, v) in names.iter().zip(&values) {
-        let cell = df.column(n).and_then(|c| c.values[0].clone());
+        let cell = df.column(n).and_then(|c| c.get(0));
         assert!(
             cell.as_ref().is_some_and(|c| same(c, v) && c.value_type() == v.value_type()),
             "{n}: {v:?} vs {cell:?}"
@@ -581,7 +626,8 @@ pub fn scan_filters(make: &mut MakeStore<'_>) {
     assert_eq!(count_values(&*store, ValueFilter::Names(&[])), 0);
 }
 
-/// `scan_loops` visits exactly the loop contexts of the given runs.
+/// `scan_loops` visits exactly the loop contexts of the given runs, as spans
+/// that expand to the ingested iterations.
 pub fn scan_loops_by_run(make: &mut MakeStore<'_>) {
     let mut store = make();
     let mut a = Run::new(T1);
@@ -590,19 +636,173 @@ pub fn scan_loops_by_run(make: &mut MakeStore<'_>) {
     a.iter_value(Some(e), "step", 1, Some(""));
     a.iter(None, "epoch", 1);
     let ka = a.ingest(&mut *store);
-    let kc = run_c().ingest(&mut *store);
+    let c = run_c();
+    let kc = c.ingest(&mut *store);
 
-    let mut got: Vec<(RunKey, LoopCtx)> = Vec::new();
-    ok(store.scan_loops(&[ka], &mut |run, l| got.push((run, l.clone()))), "scan_loops");
-    got.sort_by_key(|(_, l)| l.ctx);
     let want: Vec<(RunKey, LoopCtx)> = a.loops.iter().map(|l| (ka, l.clone())).collect();
-    assert_eq!(got, want);
+    assert_iterations(&scanned_iterations(&*store, &[ka]), &want, "scan_loops");
 
-    let mut runs_seen = Vec::new();
-    ok(store.scan_loops(&[ka, kc], &mut |run, _| runs_seen.push(run)), "scan_loops");
-    assert_eq!(runs_seen.iter().filter(|&&r| r == kc).count(), 1);
-    assert_eq!(runs_seen.len(), 5);
+    let mut want_both = want.clone();
+    want_both.extend(c.loops.iter().map(|l| (kc, l.clone())));
+    want_both.sort_by_key(|(run, l)| (*run, l.ctx));
+    assert_iterations(&scanned_iterations(&*store, &[ka, kc]), &want_both, "scan_loops");
+    assert_iterations(&scanned_iterations(&*store, &[kc]), &[(kc, c.loops[0].clone())], "scan_loops");
     ok(store.scan_loops(&[], &mut |_, _| panic!("no runs asked")), "scan_loops");
+}
+
+/// Run D: epoch(3) × step(5) with a `loss` per step (one step iterates a
+/// value), an `eval` loop over named splits per epoch, then a flat `batch`
+/// loop of 300 iterations.
+fn run_d() -> Run {
+    let mut d = Run::new(T1);
+    for e in 0..3u64 {
+        let ec = d.iter(None, "epoch", e);
+        for s in 0..5u64 {
+            let value = (e == 1 && s == 2).then_some("special step");
+            let sc = d.iter_value(Some(ec), "step", s, value);
+            d.log(Some(sc), "loss", (e * 5 + s) as f64);
+        }
+        for (k, split) in ["train", "valid"].into_iter().enumerate() {
+            let vc = d.iter_value(Some(ec), "eval", k as u64, Some(split));
+            d.log(Some(vc), "acc", e as f64 + k as f64 / 2.0);
+        }
+    }
+    for b in 0..300u64 {
+        d.iter(None, "batch", b);
+    }
+    d
+}
+
+/// Loop contexts are stored as spans: `scan_loops` visits spans (no more
+/// than [`LoopSpan::compress`] makes of a batch) that expand to exactly the
+/// ingested iterations, each once — iterations with a value text are spans
+/// of their own — however the iterations were split into batches,
+/// re-ingested, or ingested again by a replay with other boundaries.
+pub fn loop_spans(make: &mut MakeStore<'_>) {
+    let d = run_d();
+    let want = |key: RunKey| -> Vec<(RunKey, LoopCtx)> { d.loops.iter().map(|l| (key, l.clone())).collect() };
+
+    // One batch.
+    let mut whole = make();
+    let kw = d.ingest(&mut *whole);
+    assert_iterations(&scanned_iterations(&*whole, &[kw]), &want(kw), "one batch");
+    let spans = count_spans(&*whole, &[kw]);
+    let compressed = LoopSpan::compress(&d.loops).len();
+    assert!(spans <= compressed, "one batch: {spans} spans for what compresses to {compressed}");
+    assert!(spans < d.loops.len() / 10, "iterations are stored as spans ({spans} for {})", d.loops.len());
+
+    // Several batches cut inside spans (the file as it grows), each
+    // ingested once, then one again, then overlapping replay batches.
+    let mut pieces = make();
+    let file = format!("{T1}.forward");
+    let cuts = [0, 3, 4, 9, 10, 17, 40, 200, 201, d.loops.len()];
+    let mut kp = None;
+    for w in cuts.windows(2) {
+        let key = ok(pieces.ingest(&loops_batch(&d, Source::Forward, &file, &d.loops[w[0]..w[1]])), "ingest a span");
+        assert!(kp.is_none_or(|k| k == key));
+        kp = Some(key);
+        let done: Vec<(RunKey, LoopCtx)> = d.loops[..w[1]].iter().map(|l| (key, l.clone())).collect();
+        assert_iterations(
+            &scanned_iterations(&*pieces, &[key]),
+            &done,
+            &format!("after the batch ending at iteration {}", w[1]),
+        );
+    }
+    let kp = kp.expect("batches were ingested");
+    ok(pieces.ingest(&loops_batch(&d, Source::Forward, &file, &d.loops[4..9])), "re-ingest a span");
+    assert_iterations(&scanned_iterations(&*pieces, &[kp]), &want(kp), "after re-ingesting a batch");
+    let replay = format!("{T1}.replay");
+    for (from, to) in [(2, 12), (100, 250), (0, d.loops.len()), (30, 31)] {
+        ok(pieces.ingest(&loops_batch(&d, Source::Replay, &replay, &d.loops[from..to])), "ingest a replay span");
+        assert_iterations(
+            &scanned_iterations(&*pieces, &[kp]),
+            &want(kp),
+            &format!("after a replay of iterations {from}..{to}"),
+        );
+    }
+
+    // The pivot sees the same loops either way.
+    ok(pieces.ingest(&IngestBatch { loops: &[], ..d.batch(Source::Forward, &file) }), "ingest the records");
+    let df = ok(whole.dataframe(&["loss", "acc"]), "dataframe");
+    assert_eq!(df.row_count(), 21);
+    assert_tables_equal(&ok(pieces.dataframe(&["loss", "acc"]), "dataframe"), &df, "pivot after batches");
+
+    // Other runs' loops stay apart.
+    let c = run_c();
+    let kc = c.ingest(&mut *pieces);
+    assert_iterations(&scanned_iterations(&*pieces, &[kp]), &want(kp), "with another run");
+    assert_iterations(&scanned_iterations(&*pieces, &[kc]), &[(kc, c.loops[0].clone())], "scan_loops");
+}
+
+/// The `loops` view lists every loop context once, with its parent,
+/// iteration and value, whatever the batches; filters on `tstamp` and
+/// joins with `logs` work as on any table.
+pub fn loops_view(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let d = run_d();
+    let file = format!("{T1}.forward");
+    for w in [0, 7, 8, 150, d.loops.len()].windows(2) {
+        ok(store.ingest(&loops_batch(&d, Source::Forward, &file, &d.loops[w[0]..w[1]])), "ingest a span");
+    }
+    ok(store.ingest(&IngestBatch { loops: &[], ..d.batch(Source::Forward, &file) }), "ingest the records");
+    ok(store.ingest(&loops_batch(&d, Source::Replay, &format!("{T1}.replay"), &d.loops[5..20])), "ingest a replay");
+    let a = Run { meta: meta(T2), ..run_a() };
+    a.ingest(&mut *store);
+
+    let expected = |run: &Run| -> Vec<Vec<Option<Value>>> {
+        run.loops
+            .iter()
+            .map(|l| {
+                vec![
+                    t(&run.meta.tstamp),
+                    i(i64::from(l.ctx)),
+                    l.parent.map_or(N, |p| i(i64::from(p))),
+                    t(&l.name),
+                    i(l.iteration as i64),
+                    l.value.as_deref().map_or(N, t),
+                ]
+            })
+            .collect()
+    };
+    let cols = ["tstamp", "ctx_id", "parent_ctx_id", "loop_name", "loop_iteration", "loop_value"];
+    let select = "SELECT tstamp, ctx_id, parent_ctx_id, loop_name, loop_iteration, loop_value FROM loops";
+    let mut all = expected(&d);
+    all.extend(expected(&a));
+    let tb = ok(store.query(&format!("{select} ORDER BY tstamp, ctx_id")), "query");
+    assert_table(&tb, &cols, &all, "loops view");
+    let tb = ok(store.query(&format!("{select} WHERE tstamp = '{T2}' ORDER BY ctx_id")), "query");
+    assert_table(&tb, &cols, &expected(&a), "loops view of one run");
+    let tb = ok(store.query(&format!("{select} WHERE tstamp = '{T1}' AND ctx_id = 11")), "query");
+    assert_table(&tb, &cols, &expected(&d)[11..12], "one context");
+    let tb = ok(store.query("SELECT count(*) AS n FROM loops"), "query");
+    assert_table(&tb, &["n"], &[vec![i(all.len() as i64)]], "count(*) FROM loops");
+    let tb = ok(store.query(&format!("{select} WHERE parent_ctx_id = 8 AND tstamp = '{T1}' ORDER BY ctx_id")), "query");
+    assert_table(&tb, &cols, &expected(&d)[9..16], "children of one context");
+    let tb = ok(store.query(&format!("{select} WHERE loop_value = 'valid' ORDER BY tstamp, ctx_id")), "query");
+    let valid: Vec<_> = expected(&d).into_iter().filter(|r| r[5] == t("valid")).collect();
+    assert_eq!(valid.len(), 3);
+    assert_table(&tb, &cols, &valid, "contexts by value");
+    let tb = ok(
+        store.query("SELECT tstamp, ctx_id, count(*) AS n FROM loops GROUP BY tstamp, ctx_id HAVING count(*) > 1"),
+        "query",
+    );
+    assert_table(&tb, &["tstamp", "ctx_id", "n"], &[], "no context listed twice");
+    let tb = ok(
+        store.query(&format!(
+            "SELECT l.loop_iteration AS it, p.loop_iteration AS epoch, g.value FROM logs g \
+             JOIN loops l ON l.tstamp = g.tstamp AND l.ctx_id = g.ctx_id \
+             JOIN loops p ON p.tstamp = l.tstamp AND p.ctx_id = l.parent_ctx_id \
+             WHERE g.value_name = 'loss' AND g.tstamp = '{T1}' AND l.loop_name = 'step' \
+             AND p.loop_iteration = 2 ORDER BY l.loop_iteration"
+        )),
+        "query",
+    );
+    assert_table(
+        &tb,
+        &["it", "epoch", "value"],
+        &(0..5).map(|s| vec![i(s), i(2), f((10 + s) as f64)]).collect::<Vec<_>>(),
+        "logs joined with loops",
+    );
 }
 
 /// The pivot over nested loops: epoch values repeated on step rows, run-level

@@ -19,10 +19,12 @@
 //! A crash in the middle of an ingestion leaves nothing of it behind, and the
 //! stored file progress always matches the stored rows.
 //!
-//! The schema is versioned with `PRAGMA user_version` ([`SCHEMA_VERSION`]).
-//! A file written by a newer flor, a file that is not a SQLite database, or a
-//! database with an older or foreign layout is reported as
-//! [`StoreError::Unusable`] and left untouched; `flor rebuild` recreates it.
+//! The schema is versioned with `PRAGMA user_version` ([`SCHEMA_VERSION`],
+//! now 2: loop contexts stored as spans; version 1 stored one row per
+//! context). A file written by a newer flor, a file that is not a SQLite
+//! database, or a database with an older (such as version 1) or foreign
+//! layout is reported as [`StoreError::Unusable`] and left untouched;
+//! `flor rebuild` recreates it.
 //!
 //! ## Internal tables
 //!
@@ -31,14 +33,26 @@
 //!
 //! | table | key | columns |
 //! |-------|-----|---------|
-//! | `flor_runs` | `run` (integer), unique `(projid, tstamp)` | `projid`, `tstamp`, `filename`, `argv` (JSON array), `interpreter`, `host`, `pid`, `commit_sha`, `status`, `ended`, `nrecords` (value records stored, all kinds) |
+//! | `flor_runs` | `run` (integer), unique `(projid, tstamp)`, index on `tstamp` | `projid`, `tstamp`, `filename`, `argv` (JSON array), `interpreter`, `host`, `pid`, `commit_sha`, `status`, `ended`, `nrecords` (value records stored, all kinds) |
 //! | `flor_names` | `id`, unique `name` | interned value names *and* loop names |
-//! | `flor_loops` | `(run, ctx)`, `WITHOUT ROWID` | `parent` (ctx or NULL), `loop_id` (→ `flor_names`), `iteration`, `value` |
-//! | `flor_records` | `(name_id, run, source, line)`, `WITHOUT ROWID` | `ctx` (NULL at run level), `kind` (0 log, 1 arg, 2 timing, 3 output), `vtype` ([`flor_core::ValueType::code`]), `value` |
+//! | `flor_loops` | `(run, first_ctx)`, `WITHOUT ROWID` | a span of iterations ([`flor_core::store::LoopSpan`]): contexts `first_ctx .. first_ctx + count` are iterations `first_iteration ..` of loop `loop_id` (→ `flor_names`) inside `parent` (ctx or NULL); `value` (the iterated value's text, only on spans of one iteration) |
+//! | `flor_records` | `(name_id, run, source, line)`, `WITHOUT ROWID` | `ctx` (NULL at run level), `kind` ([`flor_core::RecordKind::code`]: 0 log, 1 arg, 2 timing, 3 output), `vtype` ([`flor_core::ValueType::code`]), `value` |
 //! | `flor_checkpoints` | `(run, source, line)`, `WITHOUT ROWID` | `ctx`, `name`, `digest`, `bytes`, `format` |
 //! | `flor_files` | `file` | `run`, `offset` (bytes ingested), `lines` |
+//! | `flor_seq` | `i` (integer) | `0, 1, 2, …` up to at least the largest context id stored (grown by ingestion); expands spans in the `loops` view |
+//! | `flor_meta` | `key` | `value`; `max_span`: at least the longest span's `count` (bounds the `loops` view's search for a context's span) |
 //!
-//! `source` is 0 for forward records and 1 for replay records. Values are
+//! Loop spans: ingestion groups each batch's iterations with
+//! [`LoopSpan::compress`](flor_core::store::LoopSpan::compress), cuts spans
+//! longer than 4,096 iterations, merges a span that continues a stored one
+//! (a record file ingested piece by piece stores the same spans as at once),
+//! and replaces stored iterations of the same contexts, trimming stored spans
+//! that overlap (re-ingesting a batch, or replays whose iterations overlap
+//! the forward file at other boundaries, never list a context twice). A run
+//! of 10 epochs × 100 steps is 20 spans instead of 1,010 rows.
+//!
+//! `source` is [`flor_core::Source::code`]: 0 for forward records and 1 for
+//! replay records. Values are
 //! stored natively: `INTEGER` for ints and bools (0/1), `REAL` for floats,
 //! `TEXT` for text and JSON. SQLite cannot store a NaN (it becomes `NULL`),
 //! so a NaN is stored as `NULL` with `vtype` float and read back as NaN.
@@ -56,16 +70,25 @@
 //! |------|---------|------|
 //! | `runs` | `projid`, `tstamp`, `filename`, `status` (`running`/`finished`/`failed`), `commit_sha`, `host`, `argv` (JSON array text), `ended` | one per run |
 //! | `logs` | `projid`, `tstamp`, `filename`, `ctx_id`, `value_name`, `value`, `value_type` (`int`, `float`, `bool`, `text`, `json`), `kind` (`log`/`arg`), `source` (`forward`/`replay`) | every `log` and `arg` record; `value` is typed (bools are 0/1, a NaN is `NULL`) |
-//! | `loops` | `projid`, `tstamp`, `filename`, `ctx_id`, `parent_ctx_id`, `loop_name`, `loop_iteration` (from 0), `loop_value` | one per loop iteration |
+//! | `loops` | `projid`, `tstamp`, `filename`, `ctx_id`, `parent_ctx_id`, `loop_name`, `loop_iteration` (from 0), `loop_value` | one per loop iteration (each context once), expanded from the spans |
 //! | `timings` | `projid`, `tstamp`, `filename`, `ctx_id`, `name` (`setup`, `iteration`, `loop:NAME`, `teardown`), `seconds` | wall-clock timings |
 //! | `outputs` | `projid`, `tstamp`, `filename`, `ctx_id`, `name` (`stdout`/`stderr`), `value` | captured output |
 //! | `checkpoints` | `projid`, `tstamp`, `filename`, `ctx_id`, `name`, `digest`, `bytes`, `format` | stored checkpoints |
+//!
+//! The `loops` view joins each span with the `flor_seq` rows of its contexts,
+//! so `ctx_id` is an indexed column: filters on `tstamp` read only that run's
+//! spans, and joins on `(tstamp, ctx_id)` (`logs` with `loops`, `loops` with
+//! its parents) look each context up directly.
 //!
 //! [`Store::query`] accepts exactly one read-only statement (`SELECT`,
 //! `WITH`, `VALUES`, `EXPLAIN`, and informational pragmas such as
 //! `PRAGMA table_info(logs)`); anything that could modify the database —
 //! including `ATTACH` and pragmas that change settings — is refused with
-//! [`StoreError::NotReadOnly`] before it takes effect.
+//! [`StoreError::NotReadOnly`] before it takes effect. Result columns come
+//! back in the most compact [`flor_core::table::ColumnData`] their cells
+//! allow: integers and floats as typed columns, text dictionary-encoded,
+//! mixed columns as general values; the cells are SQLite's own (blobs as
+//! upper-case hex text).
 //!
 //! [`Store::ingest`]: flor_core::Store::ingest
 //! [`Store::query`]: flor_core::Store::query

@@ -1,7 +1,7 @@
 //! The SQLite backend. See the crate docs for the schema.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use flor_core::record::{CheckpointMeta, LoopCtx, RecordKind, RunMeta, RunStatus, Source};
 use flor_core::store::{
-    FileProgress, IngestBatch, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter, ValueRow,
+    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
+    ValueRow,
 };
-use flor_core::table::Table;
+use flor_core::table::{Column, ColumnData, Dict, Table};
 use flor_core::value::{Value, ValueType};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::{Null, ValueRef};
@@ -21,15 +22,41 @@ use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtens
 use crate::readonly;
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// Version 2 stores loop contexts as spans of consecutive iterations
+/// (`flor_loops`); version 1 stored one row per context.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const BACKEND: &str = "sqlite";
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const INTERNAL_TABLES: &[&str] =
+/// The tables holding data (emptied by [`Store::clear`]).
+const DATA_TABLES: &[&str] =
     &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_files"];
+
+/// Every internal table: the data tables and the two helpers of the `loops`
+/// view.
+const INTERNAL_TABLES: &[&str] = &[
+    "flor_runs",
+    "flor_names",
+    "flor_loops",
+    "flor_records",
+    "flor_checkpoints",
+    "flor_files",
+    "flor_seq",
+    "flor_meta",
+];
+
+/// The most iterations one stored span holds; longer runs of iterations are
+/// stored as several spans. The `loops` view finds the span of a context
+/// among the spans starting at most this far before it, so a small bound
+/// keeps lookups by `ctx_id` cheap even next to very long loops.
+const MAX_SPAN: u32 = 1 << 12;
+
+/// `flor_seq` grows in steps of this many rows.
+const SEQ_STEP: i64 = 1 << 12;
 
 const SCHEMA: &str = r#"
 CREATE TABLE flor_runs (
@@ -52,14 +79,24 @@ CREATE TABLE flor_names (
     name TEXT NOT NULL UNIQUE
 );
 CREATE TABLE flor_loops (
-    run       INTEGER NOT NULL,
-    ctx       INTEGER NOT NULL,
-    parent    INTEGER,
-    loop_id   INTEGER NOT NULL,
-    iteration INTEGER NOT NULL,
-    value     TEXT,
-    PRIMARY KEY (run, ctx)
+    run             INTEGER NOT NULL,
+    first_ctx       INTEGER NOT NULL,
+    count           INTEGER NOT NULL,
+    parent          INTEGER,
+    loop_id         INTEGER NOT NULL,
+    first_iteration INTEGER NOT NULL,
+    value           TEXT,
+    PRIMARY KEY (run, first_ctx)
 ) WITHOUT ROWID;
+CREATE TABLE flor_seq (
+    i INTEGER PRIMARY KEY
+);
+CREATE TABLE flor_meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO flor_meta (key, value) VALUES ('max_span', 1);
+CREATE INDEX flor_runs_tstamp ON flor_runs (tstamp);
 CREATE TABLE flor_records (
     name_id INTEGER NOT NULL,
     run     INTEGER NOT NULL,
@@ -105,12 +142,23 @@ JOIN flor_names n ON n.id = r.name_id
 JOIN flor_runs u ON u.run = r.run
 WHERE r.kind <= 1;
 
+-- One row per iteration: each span joined with the context ids it covers.
+-- `ctx_id` is a column of flor_seq (not an expression), so a lookup by
+-- context (logs joined with loops) is a rowid search, and the span holding
+-- it one short range search: it starts at most `max_span` contexts earlier.
+-- The CASTs and the unary `+` keep the planner from indexing flor_loops on a
+-- filtered column and then probing it once per flor_seq row (seconds):
+-- flor_loops is read by run (tstamp filters) or in full, then expanded. (A
+-- CAST keeps the column's affinity, so `parent_ctx_id = '3'` still matches.)
 CREATE VIEW loops AS
-SELECT u.projid, u.tstamp, u.filename, l.ctx AS ctx_id, l.parent AS parent_ctx_id, n.name AS loop_name,
-       l.iteration AS loop_iteration, l.value AS loop_value
+SELECT u.projid, u.tstamp, u.filename, k.i AS ctx_id, CAST(l.parent AS INTEGER) AS parent_ctx_id,
+       n.name AS loop_name, l.first_iteration + (k.i - l.first_ctx) AS loop_iteration,
+       CAST(l.value AS TEXT) AS loop_value
 FROM flor_loops l
-JOIN flor_names n ON n.id = l.loop_id
-JOIN flor_runs u ON u.run = l.run;
+JOIN flor_names n ON n.id = +l.loop_id
+JOIN flor_runs u ON u.run = l.run
+JOIN flor_seq k ON k.i >= l.first_ctx AND k.i < l.first_ctx + l.count
+    AND l.first_ctx > k.i - (SELECT value FROM flor_meta WHERE key = 'max_span');
 
 CREATE VIEW timings AS
 SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS name, r.value AS seconds
@@ -139,8 +187,14 @@ const UPSERT_RUN: &str = "INSERT INTO flor_runs \
     interpreter = excluded.interpreter, host = excluded.host, pid = excluded.pid, \
     commit_sha = excluded.commit_sha, status = excluded.status, ended = excluded.ended \
     RETURNING run";
-const INSERT_LOOP: &str = "INSERT OR REPLACE INTO flor_loops (run, ctx, parent, loop_id, iteration, value) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_SPAN: &str = "INSERT OR REPLACE INTO flor_loops \
+    (run, first_ctx, count, parent, loop_id, first_iteration, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// The stored spans that may overlap or adjoin contexts `?2 ..= ?3`: the last
+/// one starting at or before `?2`, and every one starting up to `?3`.
+const NEAR_SPANS: &str = "SELECT first_ctx, count, parent, loop_id, first_iteration, value FROM flor_loops \
+    WHERE run = ?1 AND first_ctx <= ?3 AND first_ctx >= \
+    (SELECT coalesce(max(first_ctx), ?2) FROM flor_loops WHERE run = ?1 AND first_ctx <= ?2)";
+const DELETE_SPANS: &str = "DELETE FROM flor_loops WHERE run = ?1 AND first_ctx >= ?2 AND first_ctx <= ?3";
 // Parameters 1..=8 in the same order for both statements, so one binding
 // serves the rare replacement too.
 const INSERT_RECORD: &str = "INSERT OR IGNORE INTO flor_records \
@@ -306,23 +360,10 @@ impl SqliteStore {
                 )
             })
             .map_err(err("store the run"))?;
-        let source = source_code(b.source);
+        let source = b.source.code();
 
         if !b.loops.is_empty() {
-            let mut st = tx.prepare_cached(INSERT_LOOP).map_err(err("store loop iterations"))?;
-            st.raw_bind_parameter(1, run).map_err(err("store loop iterations"))?;
-            for l in b.loops {
-                let id = intern(&tx, names, &l.name).map_err(err("intern a loop name"))?;
-                (|| {
-                    st.raw_bind_parameter(2, i64::from(l.ctx))?;
-                    st.raw_bind_parameter(3, l.parent.map(i64::from))?;
-                    st.raw_bind_parameter(4, id)?;
-                    st.raw_bind_parameter(5, l.iteration as i64)?;
-                    st.raw_bind_parameter(6, l.value.as_deref())?;
-                    st.raw_execute()
-                })()
-                .map_err(err("store loop iterations"))?;
-            }
+            store_loops(&tx, names, run, b.loops).map_err(err("store loop iterations"))?;
         }
 
         let mut added = 0i64;
@@ -336,7 +377,7 @@ impl SqliteStore {
                     ins.raw_bind_parameter(1, id)?;
                     ins.raw_bind_parameter(4, r.line as i64)?;
                     ins.raw_bind_parameter(5, r.ctx.map(i64::from))?;
-                    ins.raw_bind_parameter(6, kind_code(r.kind))?;
+                    ins.raw_bind_parameter(6, r.kind.code())?;
                     ins.raw_bind_parameter(7, r.value.value_type().code())?;
                     bind_value(&mut ins, 8, &r.value)?;
                     ins.raw_execute()
@@ -353,7 +394,7 @@ impl SqliteStore {
                         up.raw_bind_parameter(3, source)?;
                         up.raw_bind_parameter(4, r.line as i64)?;
                         up.raw_bind_parameter(5, r.ctx.map(i64::from))?;
-                        up.raw_bind_parameter(6, kind_code(r.kind))?;
+                        up.raw_bind_parameter(6, r.kind.code())?;
                         up.raw_bind_parameter(7, r.value.value_type().code())?;
                         bind_value(&mut up, 8, &r.value)?;
                         up.raw_execute()
@@ -501,7 +542,7 @@ impl Store for SqliteStore {
             .query_map([], |r| {
                 Ok(NameInfo {
                     name: r.get(0)?,
-                    kind: if r.get::<_, i64>(1)? == 1 { "arg" } else { "log" }.to_owned(),
+                    kind: RecordKind::from_code(r.get(1)?).unwrap_or(RecordKind::Log).as_str().to_owned(),
                     count: r.get::<_, i64>(2)? as u64,
                 })
             })
@@ -548,7 +589,7 @@ impl Store for SqliteStore {
                         visit(ValueRow {
                             run,
                             ctx: ctx_of(&self.label, ctx)?,
-                            source: source_of(source),
+                            source: source_of(&self.label, source)?,
                             line: line as u64,
                             name,
                             value,
@@ -585,7 +626,7 @@ impl Store for SqliteStore {
                     visit(ValueRow {
                         run,
                         ctx: None,
-                        source: source_of(source),
+                        source: source_of(&self.label, source)?,
                         line: line as u64,
                         name: names.get(&name_id).map_or("", String::as_str),
                         value,
@@ -596,22 +637,31 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopCtx)) -> StoreResult<()> {
+    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
         let op = "scan loop iterations";
         let mut st = self
             .conn
-            .prepare_cached("SELECT ctx, parent, loop_id, iteration, value FROM flor_loops WHERE run = ?1")
+            .prepare_cached(
+                "SELECT first_ctx, count, parent, loop_id, first_iteration, value FROM flor_loops WHERE run = ?1",
+            )
             .map_err(|e| self.fail(op, e))?;
         let mut names: HashMap<i64, Arc<str>> = HashMap::new();
         let mut last_id = i64::MIN;
-        // One LoopCtx reused for every row: no allocation per iteration
-        // unless it carries a value.
-        let mut l = LoopCtx { ctx: 0, parent: None, name: Arc::from(""), iteration: 0, value: None };
+        // One LoopSpan reused for every row: no allocation per span unless
+        // it carries a value.
+        let mut l =
+            LoopSpan { first_ctx: 0, count: 0, parent: None, name: Arc::from(""), first_iteration: 0, value: None };
         for &run in runs {
             let mut rows = st.query([run]).map_err(|e| self.fail(op, e))?;
             while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
-                let (ctx, parent, loop_id, iteration) = (|| -> rusqlite::Result<_> {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                let (first_ctx, count, parent, loop_id, first_iteration) = (|| -> rusqlite::Result<_> {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
                 })()
                 .map_err(|e| self.fail(op, e))?;
                 if loop_id != last_id {
@@ -624,10 +674,14 @@ impl Store for SqliteStore {
                     }
                     last_id = loop_id;
                 }
-                l.ctx = ctx_of(&self.label, Some(ctx))?.unwrap_or(0);
+                l.first_ctx = ctx_of(&self.label, Some(first_ctx))?.unwrap_or(0);
+                l.count = u32::try_from(count)
+                    .ok()
+                    .filter(|&c| c >= 1 && u64::from(l.first_ctx) + u64::from(c) <= 1 << 32)
+                    .ok_or_else(|| unusable(&self.label, &format!("a loop span has an invalid length {count}")))?;
                 l.parent = ctx_of(&self.label, parent)?;
-                l.iteration = iteration as u64;
-                match r.get_ref(4).map_err(|e| self.fail(op, e))? {
+                l.first_iteration = first_iteration as u64;
+                match r.get_ref(5).map_err(|e| self.fail(op, e))? {
                     ValueRef::Null => l.value = None,
                     v => {
                         let text = as_text(v);
@@ -701,15 +755,15 @@ impl Store for SqliteStore {
         if !st.readonly() {
             return Err(StoreError::NotReadOnly { sql: sql.to_owned() });
         }
-        let mut table = Table::with_columns(st.column_names());
+        let names: Vec<String> = st.column_names().map(str::to_owned).collect();
+        let mut cells: Vec<Cells> = names.iter().map(|_| Cells::Nulls(0)).collect();
         let mut rows = st.query([]).map_err(|e| self.query_error(sql, e))?;
         while let Some(r) = rows.next().map_err(|e| self.query_error(sql, e))? {
-            for (i, col) in table.columns.iter_mut().enumerate() {
-                let v = r.get_ref(i).map_err(|e| self.query_error(sql, e))?;
-                col.values.push(cell(v));
+            for (i, col) in cells.iter_mut().enumerate() {
+                col.push(r.get_ref(i).map_err(|e| self.query_error(sql, e))?);
             }
         }
-        Ok(table)
+        Ok(Table { columns: names.into_iter().zip(cells).map(|(name, c)| Column { name, data: c.finish() }).collect() })
     }
 
     fn clear(&mut self) -> StoreResult<()> {
@@ -717,9 +771,12 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| fail(&self.label, "clear the database", e))?;
-        for t in INTERNAL_TABLES {
+        for t in DATA_TABLES {
             tx.execute(&format!("DELETE FROM {t}"), []).map_err(|e| fail(&self.label, "clear the database", e))?;
         }
+        // (`flor_seq` stays: it only ever needs to be long enough.)
+        tx.execute("UPDATE flor_meta SET value = 1 WHERE key = 'max_span'", [])
+            .map_err(|e| fail(&self.label, "clear the database", e))?;
         tx.commit().map_err(|e| fail(&self.label, "clear the database", e))?;
         self.names.clear();
         self.data_version = None;
@@ -866,28 +923,161 @@ fn intern(conn: &Connection, cache: &mut HashMap<Box<str>, i64>, name: &str) -> 
     Ok(id)
 }
 
-fn kind_code(k: RecordKind) -> i64 {
-    match k {
-        RecordKind::Log => 0,
-        RecordKind::Arg => 1,
-        RecordKind::Timing => 2,
-        RecordKind::Output => 3,
+fn source_of(label: &str, code: i64) -> StoreResult<Source> {
+    Source::from_code(code).ok_or_else(|| unusable(label, &format!("a record has an unknown source code {code}")))
+}
+
+/// A stored loop span (see `flor_loops`), keyed by its first context.
+#[derive(Debug, Clone, PartialEq)]
+struct Span {
+    count: i64,
+    parent: Option<i64>,
+    loop_id: i64,
+    first_iteration: i64,
+    value: Option<String>,
+}
+
+impl Span {
+    /// The part of the span at `first` that starts `skip` iterations in.
+    fn tail(&self, skip: i64) -> Span {
+        Span { count: self.count - skip, first_iteration: self.first_iteration + skip, ..self.clone() }
+    }
+
+    /// Whether `next`, starting at `next_first`, continues this span (at
+    /// `first`): the next iterations of the same loop.
+    fn continued_by(&self, first: i64, next_first: i64, next: &Span) -> bool {
+        self.value.is_none()
+            && next.value.is_none()
+            && self.parent == next.parent
+            && self.loop_id == next.loop_id
+            && first + self.count == next_first
+            && self.first_iteration + self.count == next.first_iteration
     }
 }
 
-fn source_code(s: Source) -> i64 {
-    match s {
-        Source::Forward => 0,
-        Source::Replay => 1,
+/// Removes contexts `a .. b` from a set of non-overlapping spans, trimming
+/// or splitting the spans that cover part of them.
+fn carve(spans: &mut BTreeMap<i64, Span>, a: i64, b: i64) {
+    if let Some((&k, s)) = spans.range(..a).next_back() {
+        if k + s.count > a {
+            let s = s.clone();
+            if k + s.count > b {
+                spans.insert(b, s.tail(b - k));
+            }
+            if let Some(head) = spans.get_mut(&k) {
+                head.count = a - k;
+            }
+        }
+    }
+    let inside: Vec<i64> = spans.range(a..b).map(|(&k, _)| k).collect();
+    for k in inside {
+        if let Some(s) = spans.remove(&k) {
+            if k + s.count > b {
+                spans.insert(b, s.tail(b - k));
+            }
+        }
     }
 }
 
-fn source_of(code: i64) -> Source {
-    if code == 0 {
-        Source::Forward
-    } else {
-        Source::Replay
+/// Stores a batch's loop iterations as spans. Iterations already stored for
+/// these contexts are replaced (so re-ingesting a batch, or overlapping
+/// batches, never duplicates a context), and a span continuing a stored one
+/// (a record file ingested piece by piece) is merged with it.
+fn store_loops(
+    tx: &Connection,
+    names: &mut HashMap<Box<str>, i64>,
+    run: i64,
+    loops: &[LoopCtx],
+) -> rusqlite::Result<()> {
+    let max = i64::from(MAX_SPAN);
+    let mut new: Vec<(i64, Span)> = Vec::new();
+    for l in LoopSpan::compress(loops) {
+        let loop_id = intern(tx, names, &l.name)?;
+        let mut span = Span {
+            count: i64::from(l.count),
+            parent: l.parent.map(i64::from),
+            loop_id,
+            first_iteration: l.first_iteration as i64,
+            value: l.value,
+        };
+        let mut first = i64::from(l.first_ctx);
+        while span.count > max {
+            let rest = span.tail(max);
+            new.push((first, Span { count: max, ..span }));
+            first += max;
+            span = rest;
+        }
+        new.push((first, span));
     }
+    let (Some(lo), Some(hi)) = (new.iter().map(|s| s.0).min(), new.iter().map(|s| s.0 + s.1.count).max()) else {
+        return Ok(());
+    };
+    // The stored spans around the batch's contexts, then the batch on top.
+    let mut spans: BTreeMap<i64, Span> = BTreeMap::new();
+    {
+        let mut st = tx.prepare_cached(NEAR_SPANS)?;
+        let mut rows = st.query([run, lo, hi])?;
+        while let Some(r) = rows.next()? {
+            let span = Span {
+                count: r.get(1)?,
+                parent: r.get(2)?,
+                loop_id: r.get(3)?,
+                first_iteration: r.get(4)?,
+                value: r.get(5)?,
+            };
+            spans.insert(r.get(0)?, span);
+        }
+    }
+    let stored = spans.keys().next().copied();
+    for (first, span) in new {
+        carve(&mut spans, first, first + span.count);
+        spans.insert(first, span);
+    }
+    // Merge continued spans, each up to `MAX_SPAN` iterations.
+    let mut merged: Vec<(i64, Span)> = Vec::with_capacity(spans.len());
+    for (mut first, mut span) in spans {
+        if let Some((f, last)) = merged.last_mut() {
+            if last.continued_by(*f, first, &span) && last.count < max {
+                let take = span.count.min(max - last.count);
+                last.count += take;
+                if take == span.count {
+                    continue;
+                }
+                span = span.tail(take);
+                first += take;
+            }
+        }
+        merged.push((first, span));
+    }
+    if let Some(from) = stored {
+        tx.prepare_cached(DELETE_SPANS)?.execute([run, from, hi])?;
+    }
+    let mut st = tx.prepare_cached(INSERT_SPAN)?;
+    st.raw_bind_parameter(1, run)?;
+    for (first, s) in &merged {
+        st.raw_bind_parameter(2, first)?;
+        st.raw_bind_parameter(3, s.count)?;
+        st.raw_bind_parameter(4, s.parent)?;
+        st.raw_bind_parameter(5, s.loop_id)?;
+        st.raw_bind_parameter(6, s.first_iteration)?;
+        st.raw_bind_parameter(7, s.value.as_deref())?;
+        st.raw_execute()?;
+    }
+    // For the `loops` view: `flor_seq` counts past the last context, and
+    // `max_span` bounds every span's length.
+    let longest = merged.iter().map(|s| s.1.count).max().unwrap_or(1);
+    tx.prepare_cached("UPDATE flor_meta SET value = ?1 WHERE key = 'max_span' AND value < ?1")?.execute([longest])?;
+    let end = merged.iter().map(|s| s.0 + s.1.count).max().unwrap_or(0);
+    let have: i64 = tx.prepare_cached("SELECT coalesce(max(i) + 1, 0) FROM flor_seq")?.query_row([], |r| r.get(0))?;
+    if end > have {
+        let want = (end as u64).next_multiple_of(SEQ_STEP as u64) as i64;
+        tx.prepare_cached(
+            "INSERT INTO flor_seq (i) WITH RECURSIVE k(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?2) \
+             SELECT i FROM k",
+        )?
+        .execute([have, want])?;
+    }
+    Ok(())
 }
 
 fn bind_value(st: &mut CachedStatement<'_>, i: usize, v: &Value) -> rusqlite::Result<()> {
@@ -943,7 +1133,8 @@ fn decode(label: &str, vtype: i64, v: ValueRef<'_>) -> StoreResult<Value> {
     })
 }
 
-/// A query result cell.
+/// A query result cell: SQLite's storage class decides the type (blobs come
+/// back as hex text).
 fn cell(v: ValueRef<'_>) -> Option<Value> {
     match v {
         ValueRef::Null => None,
@@ -951,6 +1142,86 @@ fn cell(v: ValueRef<'_>) -> Option<Value> {
         ValueRef::Real(f) => Some(Value::Float(f)),
         ValueRef::Text(t) => Some(Value::Text(String::from_utf8_lossy(t).into())),
         ValueRef::Blob(b) => Some(Value::Text(hex(b).into())),
+    }
+}
+
+/// Builds one column of a query result in the most compact form its cells
+/// allow: integers or floats as typed columns, text dictionary-encoded
+/// (query results repeat `tstamp`, names, ...), anything mixed as general
+/// values. Every form reads back exactly the cells [`cell`] gives.
+enum Cells {
+    /// Only NULLs so far.
+    Nulls(usize),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Text {
+        dict: Vec<Value>,
+        index: HashMap<Arc<str>, u32>,
+        codes: Vec<u32>,
+    },
+    Values(Vec<Option<Value>>),
+}
+
+impl Cells {
+    fn push(&mut self, v: ValueRef<'_>) {
+        loop {
+            match (&mut *self, v) {
+                (Cells::Nulls(n), ValueRef::Null) => *n += 1,
+                (Cells::Int(c), ValueRef::Null) => c.push(None),
+                (Cells::Int(c), ValueRef::Integer(i)) => c.push(Some(i)),
+                (Cells::Float(c), ValueRef::Null) => c.push(None),
+                (Cells::Float(c), ValueRef::Real(f)) => c.push(Some(f)),
+                (Cells::Text { codes, .. }, ValueRef::Null) => codes.push(Dict::NULL),
+                (Cells::Text { dict, index, codes }, ValueRef::Text(_) | ValueRef::Blob(_)) => {
+                    let text = match v {
+                        ValueRef::Blob(b) => Cow::Owned(hex(b)),
+                        _ => as_text(v),
+                    };
+                    let code = match index.get(&*text) {
+                        Some(&code) => code,
+                        None => {
+                            let s: Arc<str> = text.into();
+                            let code = dict.len() as u32;
+                            dict.push(Value::Text(Arc::clone(&s)));
+                            index.insert(s, code);
+                            code
+                        }
+                    };
+                    codes.push(code);
+                }
+                (Cells::Values(c), v) => c.push(cell(v)),
+                // The first non-NULL cell picks the form; then push it.
+                (Cells::Nulls(n), ValueRef::Integer(_)) => {
+                    *self = Cells::Int(vec![None; *n]);
+                    continue;
+                }
+                (Cells::Nulls(n), ValueRef::Real(_)) => {
+                    *self = Cells::Float(vec![None; *n]);
+                    continue;
+                }
+                (Cells::Nulls(n), ValueRef::Text(_) | ValueRef::Blob(_)) => {
+                    *self = Cells::Text { dict: Vec::new(), index: HashMap::new(), codes: vec![Dict::NULL; *n] };
+                    continue;
+                }
+                // A cell of another type: general values from here on.
+                (_, _) => {
+                    let data = std::mem::replace(self, Cells::Nulls(0)).finish();
+                    *self = Cells::Values((0..data.len()).map(|r| data.get(r)).collect());
+                    continue;
+                }
+            }
+            return;
+        }
+    }
+
+    fn finish(self) -> ColumnData {
+        match self {
+            Cells::Nulls(n) => ColumnData::Values(vec![None; n]),
+            Cells::Int(c) => ColumnData::Int(c),
+            Cells::Float(c) => ColumnData::Float(c),
+            Cells::Text { dict, codes, .. } => ColumnData::Dict { dict, codes },
+            Cells::Values(c) => ColumnData::Values(c),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use flor_core::store::{FileProgress, IngestBatch, Store, StoreError, ValueFilter};
+use flor_core::store::{FileProgress, IngestBatch, LoopSpan, Store, StoreError, ValueFilter};
+use flor_core::table::ColumnData;
 use flor_core::{LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Value};
 use flor_store::{conformance, SqliteStore, SCHEMA_VERSION};
 
@@ -165,6 +166,164 @@ fn newer_older_and_foreign_layouts_are_unusable() {
         c.execute_batch("DROP TABLE flor_files").unwrap();
     }
     assert_unusable(&missing, "a damaged layout");
+}
+
+/// The version-1 layout (one `flor_loops` row per context) is refused with
+/// the advice to rebuild, and left as it is.
+#[test]
+fn version_1_database_is_unusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    drop(SqliteStore::open(&path).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "DROP VIEW loops; DROP TABLE flor_loops; DROP TABLE flor_seq; \
+             CREATE TABLE flor_loops (run INTEGER NOT NULL, ctx INTEGER NOT NULL, parent INTEGER, \
+                 loop_id INTEGER NOT NULL, iteration INTEGER NOT NULL, value TEXT, PRIMARY KEY (run, ctx)) WITHOUT ROWID; \
+             INSERT INTO flor_loops VALUES (1, 0, NULL, 1, 0, NULL); \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    assert_unusable(&path, "a version-1 database");
+    match SqliteStore::open(&path) {
+        Err(flor_store::Error::Store(e @ StoreError::Unusable { .. })) => {
+            let shown = e.to_string();
+            assert!(shown.contains("older layout (schema version 1)"), "{shown}");
+            assert!(shown.contains("flor rebuild"), "{shown}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 1, "the old database is left untouched");
+    let n: i64 = c.query_row("SELECT count(*) FROM flor_loops", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1);
+}
+
+/// Spans continued by a later batch are merged with it, so a file ingested
+/// piece by piece stores what it stores in one batch; loops longer than a
+/// stored span are split, and the `loops` view still lists each context.
+#[test]
+fn spans_merge_across_batches_and_split_long_loops() {
+    let (m, loops, _) = synthetic(1, 3, 50);
+    let spans_of = |s: &SqliteStore| -> Vec<Vec<Option<Value>>> {
+        s.query("SELECT first_ctx, count, parent, first_iteration FROM flor_loops ORDER BY first_ctx").unwrap().rows()
+    };
+    let mut whole = SqliteStore::open_in_memory().unwrap();
+    let mut pieces = SqliteStore::open_in_memory().unwrap();
+    let ingest = |s: &mut SqliteStore, loops: &[LoopCtx]| {
+        s.ingest(&IngestBatch {
+            run: &m,
+            source: Source::Forward,
+            file: "f",
+            progress: FileProgress::default(),
+            loops,
+            records: &[],
+            checkpoints: &[],
+        })
+        .unwrap();
+    };
+    ingest(&mut whole, &loops);
+    for chunk in loops.chunks(7) {
+        ingest(&mut pieces, chunk);
+    }
+    assert_eq!(spans_of(&whole).len(), 6);
+    assert_eq!(spans_of(&pieces), spans_of(&whole));
+
+    // One flat loop of 200,000 iterations, in uneven batches.
+    let n = 200_000u32;
+    let flat: Vec<LoopCtx> = (0..n)
+        .map(|k| LoopCtx { ctx: k, parent: None, name: "batch".into(), iteration: k as u64, value: None })
+        .collect();
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    for chunk in flat.chunks(30_001) {
+        ingest(&mut s, chunk);
+    }
+    let spans = spans_of(&s);
+    assert_eq!(spans.len(), n.div_ceil(4096) as usize, "{spans:?}");
+    assert!(spans.iter().all(|s| matches!(s[1], Some(Value::Int(c)) if c <= 4096)), "{spans:?}");
+    let mut got: Vec<LoopCtx> = Vec::new();
+    let key = s.runs().unwrap()[0].key;
+    s.scan_loops(&[key], &mut |_, span: &LoopSpan| got.extend(span.expand())).unwrap();
+    got.sort_by_key(|l| l.ctx);
+    assert_eq!(got, flat);
+    let t = s
+        .query(
+            "SELECT count(*), count(DISTINCT ctx_id), min(ctx_id), max(ctx_id), sum(loop_iteration = ctx_id) \
+             FROM loops",
+        )
+        .unwrap();
+    let n = Some(Value::Int(i64::from(n)));
+    assert_eq!(t.rows(), vec![vec![n.clone(), n.clone(), Some(Value::Int(0)), Some(Value::Int(199_999)), n]]);
+    let helpers =
+        s.query("SELECT (SELECT count(*) FROM flor_seq), value FROM flor_meta WHERE key = 'max_span'").unwrap();
+    assert_eq!(helpers.rows(), vec![vec![Some(Value::Int(200_704)), Some(Value::Int(4096))]]);
+}
+
+/// The `loops` view reads `flor_loops` by run or in full and expands each
+/// span, whatever the filter: never all of `flor_seq` with a probe into
+/// `flor_loops` per row (seconds at scale).
+#[test]
+fn loops_view_plans_expand_spans() {
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    for run in 0..3 {
+        ingest_synthetic(&mut s, run, 4, 30);
+    }
+    let t = "'2026-01-01T00:00:00.000001'";
+    for sql in [
+        "SELECT * FROM loops".to_owned(),
+        format!("SELECT * FROM loops WHERE tstamp = {t}"),
+        "SELECT * FROM loops WHERE loop_name = 'epoch'".to_owned(),
+        "SELECT * FROM loops WHERE parent_ctx_id = 0".to_owned(),
+        "SELECT * FROM loops WHERE loop_value = 'x'".to_owned(),
+        "SELECT * FROM loops WHERE loop_iteration = 3 AND loop_name = 'step'".to_owned(),
+        format!("SELECT * FROM loops WHERE tstamp > {t} AND loop_name = 'step'"),
+    ] {
+        let plan: Vec<String> = s
+            .query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .column("detail")
+            .unwrap()
+            .cells()
+            .map(|c| c.map(|v| v.to_string()).unwrap_or_default())
+            .collect();
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN k") || p.contains("AUTOMATIC")), "{sql}: {plan:?}");
+    }
+    // Lookups by context search flor_seq by rowid.
+    let plan = s
+        .query("EXPLAIN QUERY PLAN SELECT g.value, l.loop_iteration FROM logs g JOIN loops l ON l.tstamp = g.tstamp AND l.ctx_id = g.ctx_id")
+        .unwrap()
+        .rows();
+    assert!(plan.iter().any(|r| r[3] == Some(Value::from("SEARCH k USING INTEGER PRIMARY KEY (rowid=?)"))), "{plan:?}");
+    // The filters keep their affinity.
+    let n = s.query(&format!("SELECT count(*) FROM loops WHERE tstamp = {t} AND parent_ctx_id = '0'")).unwrap();
+    assert_eq!(n.rows(), vec![vec![Some(Value::Int(30))]]);
+}
+
+/// Query results come back in compact columns where the cells allow it,
+/// and every cell reads back as SQLite returned it.
+#[test]
+fn query_columns_are_typed_by_their_cells() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let t = s
+        .query(
+            "SELECT column1 AS i, column2 AS f, column3 AS t, column4 AS mixed, column5 AS nulls FROM (VALUES \
+             (NULL, 1.5, 'a', 1, NULL), (2, NULL, 'b', 'x', NULL), (3, 2.5, 'a', 2.5, NULL), (4, 0.0, NULL, NULL, NULL))",
+        )
+        .unwrap();
+    let data = |name: &str| &t.column(name).unwrap().data;
+    assert_eq!(data("i"), &ColumnData::Int(vec![None, Some(2), Some(3), Some(4)]));
+    assert_eq!(data("f"), &ColumnData::Float(vec![Some(1.5), None, Some(2.5), Some(0.0)]));
+    assert!(matches!(data("t"), ColumnData::Dict { dict, .. } if dict.len() == 2));
+    let cells = |name: &str| t.column(name).unwrap().cells().collect::<Vec<_>>();
+    assert_eq!(cells("t"), vec![Some(Value::from("a")), Some(Value::from("b")), Some(Value::from("a")), None]);
+    assert_eq!(cells("mixed"), vec![Some(Value::Int(1)), Some(Value::from("x")), Some(Value::Float(2.5)), None]);
+    assert!(matches!(data("mixed"), ColumnData::Values(_)));
+    assert_eq!(cells("nulls"), vec![None; 4]);
+    let t = s.query("SELECT x'00ff' AS b UNION ALL SELECT 'z'").unwrap();
+    assert_eq!(t.rows(), vec![vec![Some(Value::from("00FF"))], vec![Some(Value::from("z"))]]);
 }
 
 #[test]
