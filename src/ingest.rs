@@ -239,8 +239,11 @@ fn finalize_dead(root: &Path, store: &mut dyn Store, path: &Path, report: &mut S
     publish(root, store, path, report)
 }
 
+/// Progress of a long sync: `(done, total)` record files or run refs.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
 /// Brings the store up to date with the local record files and the run refs.
-pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store) -> Result<SyncReport> {
+pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress: Progress<'_>) -> Result<SyncReport> {
     let mut report = SyncReport::default();
     let mut local: Vec<PathBuf> = match fs::read_dir(runs_dir) {
         Ok(rd) => rd
@@ -266,10 +269,15 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store) -> Resul
             }
         }
     }
+    let mut pending = Vec::new();
     for (refname, sha) in flor_git::list_refs(root, RUNS_REF_PREFIX)? {
-        if store.file_progress(&format!("commit:{sha}"))?.is_some() {
-            continue;
+        if store.file_progress(&format!("commit:{sha}"))?.is_none() {
+            pending.push((refname, sha));
         }
+    }
+    let total = pending.len();
+    for (done, (refname, sha)) in pending.into_iter().enumerate() {
+        progress(done, total);
         let files = flor_git::read_dir_at(root, &sha, RECORDS_DIR)?;
         let own = label_for(refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(&refname));
         let mut forward: Option<RunMeta> = None;
@@ -284,6 +292,9 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store) -> Resul
         if let Some(meta) = forward {
             mark_commit(store, &sha, &meta)?;
         }
+    }
+    if total > 0 {
+        progress(total, total);
     }
     Ok(report)
 }

@@ -111,15 +111,27 @@ impl Project {
     /// records to git), and ingests runs found in git refs (e.g. fetched
     /// from a teammate) that the database does not have yet.
     pub fn sync(&mut self) -> Result<SyncReport> {
+        self.sync_with_progress(&mut |_, _| {})
+    }
+
+    /// [`Project::sync`], calling `progress(done, total)` as run refs are
+    /// ingested (for a progress display on long rebuilds).
+    pub fn sync_with_progress(&mut self, progress: ingest::Progress<'_>) -> Result<SyncReport> {
         let runs_dir = self.runs_dir();
-        ingest::sync(&self.root, &runs_dir, self.store.as_mut())
+        ingest::sync(&self.root, &runs_dir, self.store.as_mut(), progress)
     }
 
     /// Drops the query database's content and rebuilds it from the run
     /// records stored in git (plus the files of runs still recording).
     pub fn rebuild(&mut self) -> Result<SyncReport> {
+        self.rebuild_with_progress(&mut |_, _| {})
+    }
+
+    /// [`Project::rebuild`] with a progress callback (see
+    /// [`Project::sync_with_progress`]).
+    pub fn rebuild_with_progress(&mut self, progress: ingest::Progress<'_>) -> Result<SyncReport> {
         self.store.clear()?;
-        self.sync()
+        self.sync_with_progress(progress)
     }
 
     /// All runs, oldest first.

@@ -222,6 +222,25 @@ impl Run {
     /// nested inside the current one. Timings are recorded per iteration;
     /// records are written to disk at the end of every outermost iteration.
     pub fn loop_over<I: IntoIterator>(&self, name: &str, iter: I) -> Loop<I::IntoIter> {
+        self.make_loop(name, iter, None)
+    }
+
+    /// Like [`Run::loop_over`], also recording each item's text (its
+    /// `Display`) as the iteration's value (`loop_value` in SQL).
+    pub fn loop_with_values<I>(&self, name: &str, iter: I) -> Loop<I::IntoIter>
+    where
+        I: IntoIterator,
+        I::Item: std::fmt::Display,
+    {
+        self.make_loop(name, iter, Some(|item: &I::Item| item.to_string()))
+    }
+
+    fn make_loop<I: IntoIterator>(
+        &self,
+        name: &str,
+        iter: I,
+        text: Option<fn(&I::Item) -> String>,
+    ) -> Loop<I::IntoIter> {
         let began = {
             let mut g = self.lock();
             match g.rec.loop_begin(name) {
@@ -232,7 +251,7 @@ impl Run {
                 }
             }
         };
-        Loop { run: self.clone(), inner: iter.into_iter(), open: false, active: began }
+        Loop { run: self.clone(), inner: iter.into_iter(), open: false, active: began, text }
     }
 
     /// Like [`Run::loop_over`] for an outer loop, checkpointing `state` with
@@ -325,11 +344,12 @@ impl Drop for Inner {
 }
 
 /// An iterator that records loop iterations; see [`Run::loop_over`].
-pub struct Loop<I> {
+pub struct Loop<I: Iterator> {
     run: Run,
     inner: I,
     open: bool,
     active: bool,
+    text: Option<fn(&I::Item) -> String>,
 }
 
 impl<I: Iterator> Iterator for Loop<I> {
@@ -348,7 +368,8 @@ impl<I: Iterator> Iterator for Loop<I> {
         }
         match self.inner.next() {
             Some(item) => {
-                match g.rec.iteration_begin(None) {
+                let text = self.text.map(|f| f(&item));
+                match g.rec.iteration_begin(text.as_deref()) {
                     Ok(_) => self.open = true,
                     Err(e) => {
                         g.deferred.get_or_insert(e.into());
@@ -371,7 +392,7 @@ impl<I: Iterator> Iterator for Loop<I> {
     }
 }
 
-impl<I> Drop for Loop<I> {
+impl<I: Iterator> Drop for Loop<I> {
     fn drop(&mut self) {
         if self.active {
             let mut g = self.run.lock();

@@ -14,9 +14,11 @@ fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("target profile folder").to_owned()
 }
 
+/// The `sgd` example, built (or brought up to date) once per test process:
+/// `cargo test --test e2e` alone does not build examples.
 fn sgd_bin() -> PathBuf {
-    let path = profile_dir().join("examples").join(format!("sgd{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--example", "sgd"]).current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -25,8 +27,8 @@ fn sgd_bin() -> PathBuf {
         }
         let st = cmd.status().expect("run cargo build --example sgd");
         assert!(st.success(), "building the sgd example failed");
-    }
-    path
+    });
+    profile_dir().join("examples").join(format!("sgd{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {

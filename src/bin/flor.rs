@@ -94,9 +94,10 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         Command::Rebuild => Project::open_with_fresh_database(&start)?,
         _ => Project::open(&start)?,
     };
+    let mut progress = progress_printer();
     let report = match cli.command {
         Command::Rebuild => {
-            let report = project.rebuild()?;
+            let report = project.rebuild_with_progress(&mut progress)?;
             let runs = project.runs()?;
             eprintln!(
                 "flor: rebuilt the query database from git: {} runs, {} records from {} record files",
@@ -106,7 +107,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             );
             report
         }
-        _ => project.sync()?,
+        _ => project.sync_with_progress(&mut progress)?,
     };
     let table = match &cli.command {
         Command::Runs => runs_table(&project)?,
@@ -128,6 +129,27 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         print_table(&table, cli.format)?;
     }
     Ok(report_problems(&report))
+}
+
+/// Shows `ingesting runs from git: done/total` on a terminal's stderr when
+/// there are enough runs to wait for.
+fn progress_printer() -> impl FnMut(usize, usize) {
+    let terminal = io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    move |done, total| {
+        if !terminal || total < 10 {
+            return;
+        }
+        if done < total && (done % 10 != 0) {
+            return;
+        }
+        let mut err = io::stderr().lock();
+        let _ =
+            write!(err, "\rflor: ingesting runs from git: {done}/{total} ({:.1} s)", started.elapsed().as_secs_f64());
+        if done == total {
+            let _ = writeln!(err);
+        }
+    }
 }
 
 fn runs_table(project: &Project) -> flor::Result<Table> {

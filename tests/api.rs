@@ -1,0 +1,145 @@
+//! The Rust recording API (`flor::Run`) and the query side (`flor::Project`),
+//! in-process, in temporary git repositories.
+
+use std::path::Path;
+use std::process::Command;
+
+use flor::{Project, Run, RunStatus, Value};
+use serde::{Deserialize, Serialize};
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = Command::new("git").args(["init", "-q"]).current_dir(dir.path()).status().expect("git");
+    assert!(ok.success());
+    std::fs::write(dir.path().join("train.rs"), "fn main() {}\n").unwrap();
+    dir
+}
+
+fn start(dir: &Path, kwargs: &[&str]) -> Run {
+    let mut argv = vec!["train".to_owned()];
+    if !kwargs.is_empty() {
+        argv.push("--kwargs".into());
+        argv.extend(kwargs.iter().map(|s| s.to_string()));
+    }
+    Run::builder().dir(dir).filename("train.rs").argv(argv).interpreter("rustc").start().expect("start")
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct State {
+    weights: Vec<f64>,
+    step: u64,
+}
+
+#[test]
+fn loops_values_checkpoints_roundtrip() {
+    let dir = repo();
+    let run = start(dir.path(), &["lr=0.5", "name=big"]);
+    let tstamp = run.tstamp();
+    assert_eq!(run.arg("lr", 0.1).unwrap(), 0.5);
+    assert_eq!(run.arg("name", String::from("small")).unwrap(), "big");
+    assert!(run.arg("epochs", 3u32).unwrap() == 3);
+    let mut state = State::default();
+    run.checkpointed_loop("epoch", 0..3, "state", &mut state, |s, e| {
+        for split in run.loop_with_values("split", ["train", "valid"]) {
+            run.log("acc", if split == "train" { 0.9 } else { 0.8 } - e as f64 * 0.01);
+        }
+        s.weights.push(e as f64);
+        s.step += 1;
+        Ok(())
+    })
+    .unwrap();
+    run.log("final", true);
+    run.log_json("config", &serde_json::json!({"layers": [64, 32]})).unwrap();
+    let summary = run.finish().unwrap();
+    assert_eq!(summary.meta.status, RunStatus::Finished);
+    assert!(summary.report.problems.is_empty());
+
+    let mut project = Project::open(dir.path()).unwrap();
+    project.sync().unwrap();
+    let df = project.dataframe(&["acc", "final"]).unwrap();
+    assert_eq!(df.column_names(), vec!["projid", "tstamp", "filename", "epoch", "split", "acc", "final"]);
+    assert_eq!(df.row_count(), 6);
+    assert_eq!(df.column("final").unwrap().get(5), Some(Value::Bool(true)));
+    let values = project.query("SELECT loop_value FROM loops WHERE loop_name = 'split' ORDER BY ctx_id").unwrap();
+    assert_eq!(values.cell(1, 0), Some(Value::from("valid")));
+    let config = project.query("SELECT value, value_type FROM logs WHERE value_name = 'config'").unwrap();
+    assert_eq!(config.cell(0, 1), Some(Value::from("json")));
+
+    // The last checkpoint comes back; every epoch stored one.
+    let restored: State = project.load_checkpoint(&tstamp, "state").unwrap();
+    assert_eq!(restored, State { weights: vec![0.0, 1.0, 2.0], step: 3 });
+    assert_eq!(project.checkpoints(&tstamp).unwrap().len(), 3);
+    let err = project.load_checkpoint::<State>(&tstamp, "nope").unwrap_err().to_string();
+    assert!(err.contains("no checkpoint named `nope`") && err.contains("state"), "{err}");
+    let err = project.load_checkpoint::<State>("1999-01-01T00:00:00.000000", "state").unwrap_err().to_string();
+    assert!(err.contains("no run with tstamp"), "{err}");
+}
+
+#[test]
+fn timings_are_recorded_for_replay_estimates() {
+    let dir = repo();
+    let run = start(dir.path(), &[]);
+    for _ in run.loop_over("epoch", 0..2) {
+        for _ in run.loop_over("step", 0..3) {
+            run.log("x", 1);
+        }
+    }
+    run.finish().unwrap();
+    let mut project = Project::open(dir.path()).unwrap();
+    project.sync().unwrap();
+    let t = project.query("SELECT name, COUNT(*) AS n FROM timings GROUP BY name ORDER BY name").unwrap();
+    let rows: Vec<(String, i64)> = t
+        .rows()
+        .into_iter()
+        .map(|r| match (&r[0], &r[1]) {
+            (Some(Value::Text(n)), Some(Value::Int(c))) => (n.to_string(), *c),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("iteration".into(), 8),
+            ("loop:epoch".into(), 1),
+            ("loop:step".into(), 2),
+            ("setup".into(), 1),
+            ("teardown".into(), 1)
+        ]
+    );
+}
+
+#[test]
+fn a_run_dropped_without_finish_is_failed_and_keeps_its_records() {
+    let dir = repo();
+    {
+        let run = start(dir.path(), &[]);
+        for e in run.loop_over("epoch", 0..5) {
+            run.log("loss", e as f64);
+            if e == 2 {
+                break;
+            }
+        }
+    }
+    let mut project = Project::open(dir.path()).unwrap();
+    project.sync().unwrap();
+    let runs = project.runs().unwrap();
+    assert_eq!(runs[0].meta.status, RunStatus::Failed);
+    assert_eq!(project.dataframe(&["loss"]).unwrap().row_count(), 3);
+}
+
+#[test]
+fn bad_kwargs_are_errors_naming_the_argument() {
+    let dir = repo();
+    let run = start(dir.path(), &["epochs=ten"]);
+    let err = run.arg("epochs", 10i64).unwrap_err().to_string();
+    assert!(err.contains("epochs=ten") && err.contains("integer"), "{err}");
+    let err = Run::builder().dir(dir.path()).argv(["train", "--kwargs", "oops"]).start().unwrap_err().to_string();
+    assert!(err.contains("oops") && err.contains("="), "{err}");
+}
+
+#[test]
+fn outside_a_repository_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Run::builder().dir(dir.path()).argv(["t"]).start().unwrap_err().to_string();
+    assert!(err.contains("git init"), "{err}");
+}
