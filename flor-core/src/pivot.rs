@@ -157,6 +157,8 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
     // 3. Rows: per run, the positions that are not an ancestor of another.
     // Each row remembers where its run's values start and end in `vals`.
     let mut rows: Vec<(u32, u32)> = Vec::new();
+    // For each row, the index in `vals` of its position's first value.
+    let mut row_first: Vec<u32> = Vec::new();
     let mut spans: Vec<(u32, u32)> = Vec::with_capacity(runs.len());
     let mut marked: Vec<bool> = Vec::new();
     let mut start = 0;
@@ -175,14 +177,16 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         }
         let before = rows.len();
         let mut last = NONE;
-        for v in slice.iter().filter(|v| v.ctx() != NONE) {
-            if v.ctx() != last && !marked.get(v.ctx() as usize).copied().unwrap_or(false) {
+        for (i, v) in slice.iter().enumerate() {
+            if v.ctx() != NONE && v.ctx() != last && !marked.get(v.ctx() as usize).copied().unwrap_or(false) {
                 rows.push((run, v.ctx()));
+                row_first.push((start + i) as u32);
                 last = v.ctx();
             }
         }
         if rows.len() == before {
             rows.push((run, NONE));
+            row_first.push(NONE);
         }
         spans.push((start as u32, end as u32));
         start = end;
@@ -238,16 +242,32 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         let (s, e) = span_of_run[run as usize];
         let slice = &vals[s as usize..e as usize];
         for (k, col) in name_values.iter_mut().enumerate() {
+            // Fast path: the value sits at the row's own position.
+            let own = row_first[r];
+            let mut found = None;
+            if own != NONE {
+                let key = (u64::from(run) << 32) | u64::from(ctx);
+                for v in vals[own as usize..].iter().take_while(|v| v.key == key) {
+                    if v.name == k as u32 {
+                        found = Some(v.value.clone());
+                        break;
+                    }
+                }
+            }
             let mut c = ctx;
-            let found = loop {
-                let key = (u64::from(run) << 32) | u64::from(c);
-                if let Ok(hit) = slice.binary_search_by_key(&(key, k as u32), |v| (v.key, v.name)) {
-                    break Some(slice[hit].value.clone());
+            let found = if found.is_some() {
+                found
+            } else {
+                loop {
+                    let key = (u64::from(run) << 32) | u64::from(c);
+                    if let Ok(hit) = slice.binary_search_by_key(&(key, k as u32), |v| (v.key, v.name)) {
+                        break Some(slice[hit].value.clone());
+                    }
+                    if c == NONE {
+                        break None;
+                    }
+                    c = node(run, c).map_or(NONE, |n| n.parent);
                 }
-                if c == NONE {
-                    break None;
-                }
-                c = node(run, c).map_or(NONE, |n| n.parent);
             };
             if !typed[k] {
                 // The first value decides the column's storage; `push` widens.

@@ -107,7 +107,7 @@ mod sqlite;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use sqlite::{SqliteStore, SCHEMA_VERSION};
+pub use sqlite::{SqliteStore, SCHEMA_VERSION, SPLIT_SCAN_MIN_RECORDS};
 
 /// Errors of this crate outside the [`flor_core::Store`] methods (which
 /// return [`StoreError`] directly).

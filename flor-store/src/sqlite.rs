@@ -220,6 +220,8 @@ pub struct SqliteStore {
     data_version: Option<i64>,
     /// While set, the authorizer admits only reads (see [`SqliteStore::query`]).
     restricted: Arc<AtomicBool>,
+    /// Name scans over at least this many records use two threads.
+    split_scan_min: i64,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -309,7 +311,14 @@ impl SqliteStore {
         let flag = Arc::clone(&restricted);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&flag, ctx)))
             .map_err(|e| fail(l, "install the query authorizer", e))?;
-        Ok(SqliteStore { conn, label, names: HashMap::new(), data_version: None, restricted })
+        Ok(SqliteStore {
+            conn,
+            label,
+            names: HashMap::new(),
+            data_version: None,
+            restricted,
+            split_scan_min: SPLIT_SCAN_MIN_RECORDS,
+        })
     }
 
     fn fail(&self, op: &str, e: rusqlite::Error) -> StoreError {
@@ -436,6 +445,94 @@ impl SqliteStore {
     }
 }
 
+/// Values scanned by the second thread of a split scan.
+struct ScannedValue {
+    run: RunKey,
+    ctx: Option<u32>,
+    source: Source,
+    line: u64,
+    name: usize,
+    value: Value,
+}
+
+/// Scans with fewer value records than this stay on one thread (see
+/// [`SqliteStore::set_split_scan_threshold`]).
+pub const SPLIT_SCAN_MIN_RECORDS: i64 = 200_000;
+
+impl SqliteStore {
+    /// Name scans (the pivot's main read) of a database file holding at
+    /// least `records` value records are split by run over two read
+    /// connections on two threads; below it, one thread reads. Defaults to
+    /// [`SPLIT_SCAN_MIN_RECORDS`]. The split may see a write committed
+    /// between its two reads in one half only, as any two queries may.
+    pub fn set_split_scan_threshold(&mut self, records: i64) {
+        self.split_scan_min = records;
+    }
+
+    /// The run key splitting a large name scan in two halves, or `None`
+    /// for small scans and in-memory databases.
+    fn split_point(&self, ids: &[(i64, &str)]) -> rusqlite::Result<Option<i64>> {
+        if self.label == ":memory:" || ids.is_empty() {
+            return Ok(None);
+        }
+        let (runs, records): (i64, i64) =
+            self.conn.query_row("SELECT count(*), COALESCE(sum(nrecords), 0) FROM flor_runs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if runs < 2 || records < self.split_scan_min {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT run FROM flor_runs ORDER BY run LIMIT 1 OFFSET ?1", [runs / 2], |r| r.get(0))
+            .optional()
+    }
+}
+
+/// Visits the log/arg values named `ids` of the runs in `lo..hi`, read
+/// through `conn` (`label` names the database in errors).
+fn scan_names_range(
+    label: &str,
+    conn: &Connection,
+    ids: &[(i64, &str)],
+    lo: i64,
+    hi: i64,
+    visit: &mut dyn FnMut(ValueRow<'_>),
+) -> StoreResult<()> {
+    let op = "scan values";
+    let mut st = conn
+        .prepare_cached(
+            "SELECT run, ctx, source, line, vtype, value FROM flor_records \
+                 WHERE name_id = ?1 AND run >= ?2 AND run < ?3 AND kind <= 1",
+        )
+        .map_err(|e| fail(label, op, e))?;
+    for &(id, name) in ids {
+        let mut rows = st.query(rusqlite::params![id, lo, hi]).map_err(|e| fail(label, op, e))?;
+        while let Some(r) = rows.next().map_err(|e| fail(label, op, e))? {
+            let (run, ctx, source, line, vtype) = (|| -> rusqlite::Result<_> {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })()
+            .map_err(|e| fail(label, op, e))?;
+            let value = r.get_ref(5).map_err(|e| fail(label, op, e))?;
+            let value = decode(label, vtype, value)?;
+            visit(ValueRow {
+                run,
+                ctx: ctx_of(label, ctx)?,
+                source: source_of(label, source)?,
+                line: line as u64,
+                name,
+                value,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -559,43 +656,67 @@ impl Store for SqliteStore {
                     .conn
                     .prepare_cached("SELECT id FROM flor_names WHERE name = ?1")
                     .map_err(|e| self.fail(op, e))?;
-                let mut st = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT run, ctx, source, line, vtype, value FROM flor_records \
-                         WHERE name_id = ?1 AND kind <= 1",
-                    )
-                    .map_err(|e| self.fail(op, e))?;
-                let mut done: Vec<i64> = Vec::with_capacity(names.len());
+                let mut ids: Vec<(i64, &str)> = Vec::with_capacity(names.len());
                 for &name in names {
                     let id: Option<i64> =
                         lookup.query_row([name], |r| r.get(0)).optional().map_err(|e| self.fail(op, e))?;
-                    let Some(id) = id.filter(|id| !done.contains(id)) else { continue };
-                    done.push(id);
-                    let mut rows = st.query([id]).map_err(|e| self.fail(op, e))?;
-                    while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
-                        let (run, ctx, source, line, vtype) = (|| -> rusqlite::Result<_> {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, Option<i64>>(1)?,
-                                r.get::<_, i64>(2)?,
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, i64>(4)?,
-                            ))
-                        })()
-                        .map_err(|e| self.fail(op, e))?;
-                        let value = r.get_ref(5).map_err(|e| self.fail(op, e))?;
-                        let value = decode(&self.label, vtype, value)?;
-                        visit(ValueRow {
-                            run,
-                            ctx: ctx_of(&self.label, ctx)?,
-                            source: source_of(&self.label, source)?,
-                            line: line as u64,
-                            name,
-                            value,
-                        });
+                    if let Some(id) = id.filter(|id| !ids.iter().any(|(i, _)| i == id)) {
+                        ids.push((id, name));
                     }
                 }
+                drop(lookup);
+                // A large scan of a database file is split in two by run: a
+                // second read connection scans the upper runs on another
+                // thread while this one scans and visits the lower runs.
+                let split = self.split_point(&ids).map_err(|e| self.fail(op, e))?;
+                let Some(mid) = split else {
+                    return scan_names_range(&self.label, &self.conn, &ids, i64::MIN, i64::MAX, visit);
+                };
+                let path = self.label.clone();
+                std::thread::scope(|scope| {
+                    let upper = scope.spawn(|| -> StoreResult<Vec<ScannedValue>> {
+                        let conn = Connection::open_with_flags(
+                            &path,
+                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )
+                        .map_err(|e| fail(&path, "open a second read connection", e))?;
+                        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&path, "set the busy timeout", e))?;
+                        let mut out = Vec::new();
+                        scan_names_range(&path, &conn, &ids, mid, i64::MAX, &mut |row| {
+                            out.push(ScannedValue {
+                                run: row.run,
+                                ctx: row.ctx,
+                                source: row.source,
+                                line: row.line,
+                                name: ids.iter().position(|(_, n)| *n == row.name).unwrap_or(0),
+                                value: row.value,
+                            })
+                        })?;
+                        Ok(out)
+                    });
+                    scan_names_range(&self.label, &self.conn, &ids, i64::MIN, mid, visit)?;
+                    let rows = match upper.join() {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            return Err(StoreError::Backend {
+                                backend: "sqlite",
+                                message: format!("{}: the second scan thread panicked", self.label),
+                                source: None,
+                            })
+                        }
+                    };
+                    for r in rows {
+                        visit(ValueRow {
+                            run: r.run,
+                            ctx: r.ctx,
+                            source: r.source,
+                            line: r.line,
+                            name: ids[r.name].1,
+                            value: r.value,
+                        });
+                    }
+                    Ok(())
+                })?;
             }
             ValueFilter::RunLevel => {
                 let mut st = self

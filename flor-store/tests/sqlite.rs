@@ -24,6 +24,45 @@ fn conformance_on_disk() {
     });
 }
 
+/// The whole suite again with every name scan split over two threads.
+#[test]
+fn conformance_on_disk_with_split_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    conformance::run_all(&mut || {
+        n += 1;
+        let mut store = SqliteStore::open(&dir.path().join(format!("db{n}/flor.db"))).unwrap();
+        store.set_split_scan_threshold(0);
+        Box::new(store)
+    });
+}
+
+/// A split scan visits exactly the values a single-threaded scan does.
+#[test]
+fn split_scan_matches_single_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut split = SqliteStore::open(&dir.path().join("flor.db")).unwrap();
+    for run in 0..7 {
+        ingest_synthetic(&mut split, run, 3, 5);
+    }
+    split.set_split_scan_threshold(0);
+    let mut single = SqliteStore::open(&dir.path().join("flor.db")).unwrap();
+    single.set_split_scan_threshold(i64::MAX);
+    let collect = |s: &SqliteStore| {
+        let mut rows = Vec::new();
+        s.scan_values(ValueFilter::Names(&["loss", "acc"]), &mut |r| {
+            rows.push((r.run, r.ctx, r.line, r.name.to_owned(), r.value.to_string()))
+        })
+        .unwrap();
+        rows.sort_by(|a, b| (a.0, a.2, &a.3).cmp(&(b.0, b.2, &b.3)));
+        rows
+    };
+    let a = collect(&split);
+    assert!(!a.is_empty());
+    assert_eq!(a, collect(&single));
+    assert_eq!(split.dataframe(&["loss", "acc"]).unwrap(), single.dataframe(&["loss", "acc"]).unwrap());
+}
+
 fn meta(tstamp: &str) -> RunMeta {
     RunMeta {
         projid: "p".into(),
