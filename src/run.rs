@@ -310,6 +310,27 @@ impl Run {
         self.end(RunStatus::Failed)
     }
 
+    /// Ends the run without keeping it: its record file and its code
+    /// snapshot ref are deleted and nothing reaches the query database
+    /// (checkpoint blobs, shared by content, stay). For trial runs, tests
+    /// and benchmarks.
+    pub fn discard(self) -> Result<()> {
+        let mut g = self.lock();
+        g.deferred = None;
+        if !g.rec.is_finished() {
+            g.rec.finish(RunStatus::Failed)?;
+        }
+        let path = g.rec.path().to_owned();
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", path, e)),
+        }
+        let refname = ref_for(&g.rec.meta().run_id());
+        flor_git::delete_ref(g.project.root(), &refname)?;
+        Ok(())
+    }
+
     fn end(&self, status: RunStatus) -> Result<RunSummary> {
         let mut g = self.lock();
         end_inner(&mut g, status)

@@ -143,3 +143,19 @@ fn outside_a_repository_is_a_clear_error() {
     let err = Run::builder().dir(dir.path()).argv(["t"]).start().unwrap_err().to_string();
     assert!(err.contains("git init"), "{err}");
 }
+
+#[test]
+fn a_discarded_run_leaves_nothing() {
+    let dir = repo();
+    let run = start(dir.path(), &[]);
+    for e in run.loop_over("epoch", 0..3) {
+        run.log("loss", e);
+    }
+    run.discard().unwrap();
+    let mut project = Project::open(dir.path()).unwrap();
+    project.sync().unwrap();
+    assert!(project.runs().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(project.runs_dir()).unwrap().count(), 0);
+    let refs = Command::new("git").args(["for-each-ref", "refs/flor/"]).current_dir(dir.path()).output().unwrap();
+    assert!(refs.stdout.is_empty());
+}
