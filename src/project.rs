@@ -31,6 +31,19 @@ impl std::fmt::Debug for Project {
     }
 }
 
+/// Deletes the query database files (the records stay in git).
+fn remove_database(flor_dir: &Path) -> Result<()> {
+    for name in ["flor.db", "flor.db-wal", "flor.db-shm"] {
+        let path = flor_dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", path, e)),
+        }
+    }
+    Ok(())
+}
+
 impl Project {
     /// Opens the project of the git repository containing `start` (any
     /// folder inside it), creating `.flor/` on first use.
@@ -43,7 +56,14 @@ impl Project {
             fs::write(&ignore, "# flor's local data: query cache, checkpoints, live record files.\n*\n")
                 .map_err(|e| Error::io("write", &ignore, e))?;
         }
-        let store = SqliteStore::open(&flor_dir.join("flor.db"))?;
+        let db = flor_dir.join("flor.db");
+        // The database is a cache: one written by an older flor is rebuilt
+        // from git rather than refused.
+        if flor_store::schema_version_of(&db).is_some_and(|v| v > 0 && v < flor_store::SCHEMA_VERSION) {
+            eprintln!("flor: note: the query database was written by an older flor; rebuilding it from git");
+            remove_database(&flor_dir)?;
+        }
+        let store = SqliteStore::open(&db)?;
         let objects = ObjectStore::open(flor_dir.join("objects"))?;
         Ok(Project { root: info.root, projid: info.projid, flor_dir, store: Box::new(store), objects })
     }
@@ -53,15 +73,7 @@ impl Project {
     /// `flor rebuild`; the records themselves live in git and are untouched.
     pub fn open_with_fresh_database(start: &Path) -> Result<Project> {
         let info = flor_git::discover(start)?;
-        let flor_dir = info.root.join(FLOR_DIR);
-        for name in ["flor.db", "flor.db-wal", "flor.db-shm"] {
-            let path = flor_dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", path, e)),
-            }
-        }
+        remove_database(&info.root.join(FLOR_DIR))?;
         Project::open(start)
     }
 

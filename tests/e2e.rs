@@ -306,6 +306,22 @@ fn a_corrupt_database_is_rebuilt_on_request() {
 }
 
 #[test]
+fn a_database_from_an_older_flor_is_rebuilt_automatically() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["epochs=2"]);
+    let before = flor_ok(dir, &["dataframe", "epoch_loss", "--format", "json"]);
+    {
+        let c = rusqlite::Connection::open(dir.join(".flor/flor.db")).unwrap();
+        c.execute_batch("PRAGMA user_version = 1;").unwrap();
+    }
+    let out = flor(dir, &["dataframe", "epoch_loss", "--format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("older flor"));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), before);
+}
+
+#[test]
 fn malformed_records_are_reported_and_the_rest_ingested() {
     let repo = new_repo();
     let dir = repo.path();

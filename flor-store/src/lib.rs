@@ -107,7 +107,7 @@ mod sqlite;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use sqlite::{SqliteStore, SCHEMA_VERSION, SPLIT_SCAN_MIN_RECORDS};
+pub use sqlite::{schema_version_of, SqliteStore, SCHEMA_VERSION, SPLIT_SCAN_MIN_RECORDS};
 
 /// Errors of this crate outside the [`flor_core::Store`] methods (which
 /// return [`StoreError`] directly).

@@ -455,6 +455,18 @@ struct ScannedValue {
     value: Value,
 }
 
+/// The schema version of the database file at `path` (`PRAGMA
+/// user_version`), `None` when it is missing or not a SQLite database.
+/// Opens the file read-only and changes nothing.
+pub fn schema_version_of(path: &Path) -> Option<i64> {
+    if !path.is_file() {
+        return None;
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).ok()?;
+    conn.query_row("SELECT user_version FROM pragma_user_version", [], |r| r.get(0)).ok()
+}
+
 /// Scans with fewer value records than this stay on one thread (see
 /// [`SqliteStore::set_split_scan_threshold`]).
 pub const SPLIT_SCAN_MIN_RECORDS: i64 = 200_000;

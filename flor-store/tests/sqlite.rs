@@ -226,6 +226,8 @@ fn version_1_database_is_unusable() {
         .unwrap();
     }
     assert_unusable(&path, "a version-1 database");
+    assert_eq!(flor_store::schema_version_of(&path), Some(1));
+    assert_eq!(flor_store::schema_version_of(&dir.path().join("missing.db")), None);
     match SqliteStore::open(&path) {
         Err(flor_store::Error::Store(e @ StoreError::Unusable { .. })) => {
             let shown = e.to_string();
