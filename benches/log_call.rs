@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flor_core::args::Kwargs;
-use flor_core::{Recorder, RunMeta, RunStatus, Value};
+use flor_core::{Recorder, RunMeta, Value};
 
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
@@ -81,18 +81,7 @@ fn bench_log(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let path = dir.path().join("engine.jsonl");
             let _ = std::fs::remove_file(&path);
-            let meta = RunMeta {
-                projid: "b".into(),
-                tstamp: flor_core::time::now_iso(),
-                filename: "b".into(),
-                argv: vec![],
-                interpreter: String::new(),
-                host: String::new(),
-                pid: 0,
-                commit: None,
-                status: RunStatus::Running,
-                ended: None,
-            };
+            let meta = RunMeta::new("b", flor_core::time::now_iso(), "b");
             let mut rec = Recorder::create(&path, meta, Kwargs::default(), None).expect("recorder");
             let t = Instant::now();
             for i in 0..iters {

@@ -7,16 +7,8 @@ use flor_core::{RecordKind, RunMeta, RunStatus, Source, Value};
 /// per step, an `arg` and an epoch-level value.
 pub fn record_file(run: usize, epochs: usize, steps: usize) -> (RunMeta, Vec<u8>) {
     let meta = RunMeta {
-        projid: "bench".into(),
-        tstamp: flor_core::time::iso_from_micros(1_800_000_000_000_000 + run as i64),
-        filename: "train.py".into(),
-        argv: vec!["train.py".into()],
-        interpreter: "python3".into(),
-        host: "h".into(),
-        pid: 1,
-        commit: None,
         status: RunStatus::Finished,
-        ended: None,
+        ..RunMeta::new("bench", flor_core::time::iso_from_micros(1_800_000_000_000_000 + run as i64), "train.py")
     };
     let mut e = LineEncoder::new();
     e.header(&meta, Source::Forward);

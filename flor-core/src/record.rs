@@ -135,6 +135,25 @@ pub struct RunMeta {
 }
 
 impl RunMeta {
+    /// A `running` run of `filename` in project `projid` started at
+    /// `tstamp`, with the command line `[filename]` and no host, pid or
+    /// commit yet: a starting point for embedders, tests and benches.
+    pub fn new(projid: impl Into<String>, tstamp: impl Into<String>, filename: impl Into<String>) -> RunMeta {
+        let filename = filename.into();
+        RunMeta {
+            projid: projid.into(),
+            tstamp: tstamp.into(),
+            argv: vec![filename.clone()],
+            interpreter: String::new(),
+            filename,
+            host: String::new(),
+            pid: 0,
+            commit: None,
+            status: RunStatus::Running,
+            ended: None,
+        }
+    }
+
     /// The run id: the timestamp in a form safe for file and ref names
     /// (`2026-11-26T18-38-57.123456`).
     pub fn run_id(&self) -> String {

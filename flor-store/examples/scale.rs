@@ -23,16 +23,8 @@ fn batches(runs: usize) -> Vec<Batch> {
     (0..runs)
         .map(|r| {
             let meta = RunMeta {
-                projid: "p".into(),
-                tstamp: format!("2026-01-01T00:00:00.{r:06}"),
-                filename: "train.py".into(),
-                argv: vec!["train.py".into()],
-                interpreter: "python3".into(),
-                host: "h".into(),
-                pid: 1,
-                commit: None,
                 status: RunStatus::Finished,
-                ended: None,
+                ..RunMeta::new("p", format!("2026-01-01T00:00:00.{r:06}"), "train.py")
             };
             let (mut loops, mut records, mut line, mut ctx) = (Vec::new(), Vec::new(), 1u64, 0u32);
             for e in 0..10u64 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use flor_core::store::{FileProgress, IngestBatch, LoopSpan, Store, StoreError, ValueFilter};
 use flor_core::table::ColumnData;
-use flor_core::{LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Value};
+use flor_core::{LoopCtx, Record, RecordKind, RunMeta, Source, Value};
 use flor_store::{conformance, SqliteStore, SCHEMA_VERSION};
 
 #[test]
@@ -64,18 +64,7 @@ fn split_scan_matches_single_scan() {
 }
 
 fn meta(tstamp: &str) -> RunMeta {
-    RunMeta {
-        projid: "p".into(),
-        tstamp: tstamp.into(),
-        filename: "train.py".into(),
-        argv: vec!["train.py".into()],
-        interpreter: "python3".into(),
-        host: "h".into(),
-        pid: 1,
-        commit: None,
-        status: RunStatus::Running,
-        ended: None,
-    }
+    RunMeta::new("p", tstamp, "train.py")
 }
 
 /// `runs` runs of `epochs` × `steps` logging `loss` per step: the
