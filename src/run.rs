@@ -299,6 +299,72 @@ impl Run {
         self.lock().rec.set_checkpoint_interval(Some(interval));
     }
 
+    /// The value form of [`Run::arg`], for front ends with dynamic types
+    /// (the Python binding): coerced to the type of `default`.
+    pub fn arg_value(&self, name: &str, default: Value) -> Result<Value> {
+        Ok(self.lock().rec.arg_value(name, default)?)
+    }
+
+    /// The value form of [`Run::log`].
+    #[inline]
+    pub fn log_value(&self, name: &str, value: &Value) {
+        self.lock().rec.log(name, value);
+    }
+
+    /// Low-level loop control for front ends that cannot use [`Loop`]
+    /// (the Python binding's generators): enters loop `name`.
+    pub fn loop_begin(&self, name: &str) -> Result<()> {
+        Ok(self.lock().rec.loop_begin(name)?)
+    }
+
+    /// Begins the next iteration of the innermost loop; returns its index.
+    pub fn iteration_begin(&self, value: Option<&str>) -> Result<u64> {
+        Ok(self.lock().rec.iteration_begin(value)?)
+    }
+
+    /// Begins an iteration with an explicit index (or the next one).
+    pub fn iteration_begin_at(&self, index: Option<u64>, value: Option<&str>) -> Result<u64> {
+        Ok(self.lock().rec.iteration_begin_at(index, value)?)
+    }
+
+    /// Ends the current iteration (records reach the file at the end of an
+    /// outermost iteration).
+    pub fn iteration_end(&self) -> Result<()> {
+        Ok(self.lock().rec.iteration_end()?)
+    }
+
+    /// Leaves the innermost loop.
+    pub fn loop_end(&self) -> Result<()> {
+        Ok(self.lock().rec.loop_end()?)
+    }
+
+    /// Loop nesting depth (0 outside loops).
+    pub fn depth(&self) -> usize {
+        self.lock().rec.depth()
+    }
+
+    /// Whether a checkpoint taken now respects the checkpoint interval.
+    pub fn checkpoint_due(&self) -> bool {
+        self.lock().rec.checkpoint_due()
+    }
+
+    /// A streaming writer into the run's checkpoint object store; finish
+    /// it and pass the id to [`Run::record_checkpoint`].
+    pub fn object_writer(&self) -> Result<flor_core::ObjectWriter> {
+        Ok(self.lock().project.objects().writer()?)
+    }
+
+    /// Records a checkpoint of object `name` stored as `id`, attached to
+    /// the current outer iteration.
+    pub fn record_checkpoint(&self, name: &str, format: &str, id: &flor_core::ObjectId) -> Result<()> {
+        Ok(self.lock().rec.record_checkpoint(name, format, id)?)
+    }
+
+    /// The repository root of the run's project.
+    pub fn root(&self) -> std::path::PathBuf {
+        self.lock().project.root().to_owned()
+    }
+
     /// Ends the run as `finished`: writes the last records, adds the record
     /// file to the run's git ref, and ingests it into the query database.
     pub fn finish(self) -> Result<RunSummary> {

@@ -203,6 +203,12 @@ impl Recorder {
 
     /// Begins the next iteration of the innermost loop; returns its index.
     pub fn iteration_begin(&mut self, value: Option<&str>) -> Result<u64> {
+        self.iteration_begin_at(None, value)
+    }
+
+    /// Begins an iteration with an explicit index (FlorDB's
+    /// `flor.iteration(name, idx, value)`), or the next one when `None`.
+    pub fn iteration_begin_at(&mut self, index: Option<u64>, value: Option<&str>) -> Result<u64> {
         self.check_open()?;
         let ctx = self.next_ctx;
         let Some(top) = self.stack.last_mut() else {
@@ -214,6 +220,9 @@ impl Recorder {
         self.next_ctx += 1;
         top.ctx = Some(ctx);
         top.iter_start = Instant::now();
+        if let Some(i) = index {
+            top.next_iteration = i;
+        }
         let it = top.next_iteration;
         self.enc.iter(ctx, top.parent, &top.name, it, value);
         Ok(it)
@@ -290,6 +299,17 @@ impl Recorder {
         self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
         self.last_ckpt = Some(Instant::now());
         Ok(id)
+    }
+
+    /// Records a checkpoint whose bytes were already stored (e.g. streamed
+    /// by a front end through [`ObjectStore::writer`]), attached to the
+    /// current outer iteration.
+    pub fn record_checkpoint(&mut self, name: &str, format: &str, id: &ObjectId) -> Result<()> {
+        self.check_open()?;
+        let ctx = self.outer_ctx();
+        self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
+        self.last_ckpt = Some(Instant::now());
+        Ok(())
     }
 
     /// The object store, when the run has one.

@@ -34,7 +34,7 @@ pub mod value;
 
 pub use engine::Recorder;
 pub use error::{Error, Result};
-pub use objects::{ObjectId, ObjectStore};
+pub use objects::{ObjectId, ObjectStore, ObjectWriter};
 pub use record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source};
 pub use store::{Store, StoreError, StoreResult};
 pub use table::{Column, Table};

@@ -48,35 +48,28 @@ impl ObjectStore {
 
     /// Stores the bytes that `write` produces, streaming. Returns the id.
     pub fn put_with(&self, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<ObjectId> {
+        let mut w = self.writer()?;
+        if let Err(e) = write(&mut w) {
+            let tmp = w.tmp.clone();
+            drop(w);
+            return Err(Error::io("write object", tmp, e));
+        }
+        w.finish()
+    }
+
+    /// A streaming writer for one object: write its bytes, then
+    /// [`ObjectWriter::finish`]. Dropping it unfinished stores nothing.
+    pub fn writer(&self) -> Result<ObjectWriter> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join("tmp").join(format!("{}-{}.part", std::process::id(), n));
         let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        let result = (|| -> io::Result<ObjectId> {
-            let enc = zstd::stream::write::Encoder::new(BufWriter::new(file), LEVEL)?;
-            let mut sink = HashingWriter { hasher: blake3::Hasher::new(), inner: enc, bytes: 0 };
-            write(&mut sink)?;
-            let HashingWriter { hasher, inner, bytes } = sink;
-            let mut buf = inner.finish()?;
-            buf.flush()?;
-            Ok(ObjectId { digest: hasher.finalize().to_hex().to_string(), bytes })
-        })();
-        let id = match result {
-            Ok(id) => id,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::io("write object", &tmp, e));
-            }
-        };
-        let dest = self.path_of(&id.digest)?;
-        if dest.exists() {
-            let _ = fs::remove_file(&tmp);
-        } else {
-            if let Some(dir) = dest.parent() {
-                fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-            }
-            fs::rename(&tmp, &dest).map_err(|e| Error::io("store object", &dest, e))?;
-        }
-        Ok(id)
+        let enc =
+            zstd::stream::write::Encoder::new(BufWriter::new(file), LEVEL).map_err(|e| Error::io("create", &tmp, e))?;
+        Ok(ObjectWriter {
+            sink: Some(HashingWriter { hasher: blake3::Hasher::new(), inner: enc, bytes: 0 }),
+            tmp,
+            store: self.clone(),
+        })
     }
 
     /// Stores a byte slice.
@@ -128,6 +121,78 @@ impl ObjectStore {
             return Err(Error::BadDigest(digest.to_owned()));
         }
         Ok(self.root.join(&digest[..2]).join(&digest[2..]))
+    }
+}
+
+/// Streams one object into an [`ObjectStore`]; see [`ObjectStore::writer`].
+pub struct ObjectWriter {
+    sink: Option<HashingWriter<zstd::stream::write::Encoder<'static, BufWriter<File>>>>,
+    tmp: PathBuf,
+    store: ObjectStore,
+}
+
+impl std::fmt::Debug for ObjectWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectWriter").field("tmp", &self.tmp).finish()
+    }
+}
+
+impl ObjectWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.sink.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Completes the object: compresses the tail, names it by its digest
+    /// (an identical object already stored is kept, this copy dropped).
+    pub fn finish(mut self) -> Result<ObjectId> {
+        let Some(HashingWriter { hasher, inner, bytes }) = self.sink.take() else {
+            return Err(Error::io("finish", &self.tmp, io::Error::other("object writer already finished")));
+        };
+        let done = inner.finish().and_then(|mut buf| buf.flush());
+        if let Err(e) = done {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(Error::io("write object", &self.tmp, e));
+        }
+        let id = ObjectId { digest: hasher.finalize().to_hex().to_string(), bytes };
+        let dest = self.store.path_of(&id.digest)?;
+        if dest.exists() {
+            let _ = fs::remove_file(&self.tmp);
+        } else {
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            }
+            fs::rename(&self.tmp, &dest).map_err(|e| Error::io("store object", &dest, e))?;
+        }
+        Ok(id)
+    }
+}
+
+impl Write for ObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.sink {
+            Some(s) => s.write(buf),
+            None => Err(io::Error::other("object writer already finished")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if self.sink.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -195,6 +260,23 @@ mod tests {
         assert!(matches!(store.get(&a.digest), Err(Error::CorruptObject { .. })));
         assert!(matches!(store.get(&"0".repeat(64)), Err(Error::MissingObject { .. })));
         assert!(matches!(store.get("../../etc/passwd"), Err(Error::BadDigest(_))));
+    }
+
+    #[test]
+    fn streaming_writer_and_abandoned_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let mut w = store.writer().unwrap();
+        for chunk in [&b"abc"[..], b"def"] {
+            w.write_all(chunk).unwrap();
+        }
+        assert_eq!(w.len(), 6);
+        let id = w.finish().unwrap();
+        assert_eq!(store.get(&id.digest).unwrap(), b"abcdef");
+        let mut w = store.writer().unwrap();
+        w.write_all(b"half").unwrap();
+        drop(w);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
     }
 
     #[test]
