@@ -101,20 +101,37 @@ def arg(name, default=None):
     return s.arg(name, default)
 
 
-def _position():
-    return ", ".join(f"{k}: {v if v is not None else i}" for k, (i, v) in _layers.items())
+_prefix = ""  # "epoch: 0, step: 3, ": the printed loop position, kept current
+_bars = 0  # open tqdm progress bars (log lines then go through tqdm.write)
+
+
+_outer_prefixes = []  # the printed position of each enclosing loop level
+
+
+def _set_layer(name, index, text):
+    global _prefix
+    if name not in _layers:
+        _outer_prefixes.append(_prefix)
+    _layers[name] = (index, text)
+    _prefix = f"{_outer_prefixes[-1]}{name}: {text if text is not None else index}, "
+
+
+def _pop_layer(name):
+    global _prefix
+    if name in _layers:
+        del _layers[name]
+        _prefix = _outer_prefixes.pop() if _outer_prefixes else ""
 
 
 def log(name, value):
     """Records ``value`` under ``name`` at the current loop position, prints
-    it the way FlorDB does, and returns it."""
-    _get().log(name, value)
-    pos = _position()
-    line = f"{pos}, {name}: {value}" if pos else f"{name}: {value}"
-    if _tqdm is not None and _layers:
-        _tqdm.write(line)
+    it the way FlorDB does (``epoch: 0, step: 3, loss: 0.25``), and returns
+    it."""
+    (_session or _get()).log(name, value)
+    if _bars:
+        _tqdm.write(f"{_prefix}{name}: {value}")
     else:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(f"{_prefix}{name}: {value}\n")
     return value
 
 
@@ -131,7 +148,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 def _progress(iterable, name, outer):
+    global _bars
     if outer and _tqdm is not None and sys.stdout.isatty():
+        _bars += 1
         return _tqdm(iterable, desc=name)
     return iterable
 
@@ -140,20 +159,23 @@ def loop(name, iterable):
     """Iterates ``iterable`` as the loop ``name`` (nestable). At the end of
     every outermost iteration the objects under ``flor.checkpointing`` are
     checkpointed and the records are written to disk."""
+    global _bars
     s = _get()
     s.loop_begin(name)
     outer = s.depth() == 1
+    bars = _bars
     try:
         for i, item in enumerate(_progress(iterable, name, outer)):
             text = _value_text(item)
             s.iteration_begin(text)
-            _layers[name] = (i, text)
+            _set_layer(name, i, text)
             yield item
             if outer:
                 _checkpoint_all(s)
             s.iteration_end()
     finally:
-        _layers.pop(name, None)
+        _bars = bars
+        _pop_layer(name)
         s.loop_end()
 
 
@@ -167,13 +189,13 @@ def iteration(name, idx=None, value=None):
     text = None if value is None else str(value)
     index = None if idx is None else int(idx)
     i = s.iteration_begin(text, index)
-    _layers[name] = (i, text)
+    _set_layer(name, i, text)
     try:
         yield
         if outer:
             _checkpoint_all(s)
     finally:
-        _layers.pop(name, None)
+        _pop_layer(name)
         s.loop_end()
 
 
