@@ -63,7 +63,14 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 #[pyclass(module = "flordb._flor")]
 struct Session {
     run: Option<Run>,
+    /// Recently logged names by Python object identity: under the stable ABI
+    /// for Python 3.9 every `str` -> `&str` conversion allocates, and a
+    /// training loop logs the same few (interned) names over and over.
+    names: Vec<(Py<PyString>, Box<str>)>,
 }
+
+/// Names remembered by [`Session::names`].
+const NAME_CACHE: usize = 32;
 
 impl Session {
     fn run(&self) -> PyResult<&Run> {
@@ -93,9 +100,19 @@ impl Session {
     }
 
     /// `flor.log` (recording only; printing is done in Python).
-    fn log(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn log(&mut self, py: Python<'_>, name: &Bound<'_, PyString>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = to_value(py, value)?;
-        self.run()?.log_value(name, &v);
+        let run = self.run.as_ref().ok_or_else(|| FlorError::new_err("this flor run has already been committed"))?;
+        if let Some((_, n)) = self.names.iter().find(|(k, _)| k.as_ptr() == name.as_ptr()) {
+            run.log_value(n, &v);
+            return Ok(());
+        }
+        let text: Box<str> = name.to_cow()?.as_ref().into();
+        run.log_value(&text, &v);
+        if self.names.len() >= NAME_CACHE {
+            self.names.remove(0);
+        }
+        self.names.push((name.clone().unbind(), text));
         Ok(())
     }
 
@@ -200,7 +217,7 @@ fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: Strin
     let run = py
         .detach(|| Run::builder().dir(cwd).filename(filename).argv(argv).interpreter(interpreter).start())
         .map_err(err)?;
-    Ok(Session { run: Some(run) })
+    Ok(Session { run: Some(run), names: Vec::new() })
 }
 
 fn open_project(cwd: &str) -> PyResult<Project> {
