@@ -272,9 +272,24 @@ impl SqliteStore {
         if file {
             // WAL: readers and the writer do not block each other. (A file
             // system without shared memory keeps the old mode; still correct.)
-            let _mode: String = conn
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-                .map_err(|e| fail(l, "switch to WAL mode", e))?;
+            // Switching modes does not wait on the busy handler (SQLite
+            // avoids a deadlock that way), so two processes creating the
+            // database at once retry here for up to the busy timeout.
+            let started = std::time::Instant::now();
+            loop {
+                match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                    Ok(_) => break,
+                    Err(e)
+                        if matches!(
+                            e.sqlite_error_code(),
+                            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                        ) && started.elapsed() < BUSY_TIMEOUT =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(fail(l, "switch to WAL mode", e).into()),
+                }
+            }
         }
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
