@@ -503,11 +503,17 @@ struct Line<'a> {
     vb: Option<bool>,
     #[serde(borrow)]
     vs: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     vj: Option<&'a RawValue>,
     digest: Option<String>,
     bytes: Option<u64>,
     fmt: Option<String>,
+}
+
+/// A JSON value that is present, `null` included (plain `Option` would read
+/// `"vj":null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 impl Line<'_> {
@@ -697,6 +703,7 @@ mod tests {
             Value::Bool(true),
             Value::Text("tab\tnl\n\u{1} \u{e9}".into()),
             Value::json("{\"a\":[1,2]}").unwrap(),
+            Value::json("null").unwrap(),
         ];
         for v in &vals {
             e.record(RecordKind::Log, Some(1), "x\\y", v);
