@@ -209,14 +209,14 @@ def checkpointing(**objects):
     try:
         yield
     finally:
-        for pair in added:
-            if pair in _checkpoints:
-                _checkpoints.remove(pair)
+        _checkpoints[:] = [p for p in _checkpoints if not any(p is q for q in added)]  # by identity, not ==
 
 
 def set_ckpt_interval(seconds):
     """Checkpoint no more often than every ``seconds``."""
     global _ckpt_interval
+    if not 0 <= float(seconds) < float("inf"):  # checked now, not at the first log
+        raise FlorError(f"checkpoint interval must be a non-negative number of seconds, got {seconds}")
     _ckpt_interval = float(seconds)
     if _session is not None:
         _session.set_checkpoint_interval(_ckpt_interval)
