@@ -287,7 +287,7 @@ impl SqliteStore {
                     {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
-                    Err(e) => return Err(fail(l, "switch to WAL mode", e).into()),
+                    Err(e) => return Err(fail(l, "switch to WAL mode", e)),
                 }
             }
         }
