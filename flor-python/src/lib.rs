@@ -125,6 +125,15 @@ impl Session {
         self.run()?.iteration_begin_at(index, value).map_err(err)
     }
 
+    /// Ends the open iteration of the innermost loop and begins the next
+    /// one: one call per step instead of two.
+    #[pyo3(signature = (value=None))]
+    fn next_iteration(&self, value: Option<&str>) -> PyResult<u64> {
+        let run = self.run()?;
+        run.iteration_end().map_err(err)?;
+        run.iteration_begin_at(None, value).map_err(err)
+    }
+
     fn iteration_end(&self) -> PyResult<()> {
         self.run()?.iteration_end().map_err(err)
     }

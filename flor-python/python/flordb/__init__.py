@@ -165,14 +165,24 @@ def loop(name, iterable):
     outer = s.depth() == 1
     bars = _bars
     try:
-        for i, item in enumerate(_progress(iterable, name, outer)):
-            text = _value_text(item)
-            s.iteration_begin(text)
-            _set_layer(name, i, text)
-            yield item
-            if outer:
+        if outer:
+            for i, item in enumerate(_progress(iterable, name, outer)):
+                text = _value_text(item)
+                s.iteration_begin(text)
+                _set_layer(name, i, text)
+                yield item
                 _checkpoint_all(s)
-            s.iteration_end()
+                s.iteration_end()
+        else:
+            # Inner loops: one call into the engine per step (the previous
+            # iteration ends where the next begins; loop_end ends the last).
+            begin = s.iteration_begin
+            for i, item in enumerate(iterable):
+                text = _value_text(item)
+                begin(text)
+                begin = s.next_iteration
+                _set_layer(name, i, text)
+                yield item
     finally:
         _bars = bars
         _pop_layer(name)
