@@ -11,8 +11,6 @@ mod common;
 use std::process::Command;
 use std::time::Instant;
 
-use flor_core::record::parse_lines;
-use flor_core::store::{FileProgress, IngestBatch};
 use flor_core::Store;
 use flor_store::SqliteStore;
 
@@ -49,19 +47,7 @@ fn main() {
     let mut store = SqliteStore::open(&db).expect("open");
     for r in 0..1000 {
         let (_, bytes) = common::record_file(r, 10, 100);
-        let p = parse_lines(&bytes, 1);
-        let (meta, source) = p.header.clone().expect("header");
-        store
-            .ingest(&IngestBatch {
-                run: &meta,
-                source,
-                file: &format!("{r}.jsonl"),
-                progress: FileProgress { offset: p.consumed as u64, lines: p.lines },
-                loops: &p.loops,
-                records: &p.records,
-                checkpoints: &p.checkpoints,
-            })
-            .expect("ingest");
+        common::ingest(&mut store, &format!("{r}.jsonl"), &bytes);
     }
     drop(store);
     for _ in 0..3 {

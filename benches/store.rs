@@ -7,25 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use flor_core::record::parse_lines;
-use flor_core::store::{FileProgress, IngestBatch};
 use flor_core::Store;
 use flor_store::SqliteStore;
-
-fn ingest(store: &mut dyn Store, label: &str, bytes: &[u8]) {
-    let p = parse_lines(bytes, 1);
-    let (meta, source) = p.header.clone().expect("header");
-    store
-        .ingest(&IngestBatch {
-            run: &meta,
-            source,
-            file: label,
-            progress: FileProgress { offset: p.consumed as u64, lines: p.lines },
-            loops: &p.loops,
-            records: &p.records,
-            checkpoints: &p.checkpoints,
-        })
-        .expect("ingest");
-}
 
 fn bench_ingest(c: &mut Criterion) {
     // 100 runs × (10 epochs × 100 steps): 100,000 loss rows (+ loops, args).
@@ -43,7 +26,7 @@ fn bench_ingest(c: &mut Criterion) {
             },
             |(dir, mut store)| {
                 for (i, f) in files.iter().enumerate() {
-                    ingest(&mut store, &format!("{i}.jsonl"), f);
+                    common::ingest(&mut store, &format!("{i}.jsonl"), f);
                 }
                 drop(store);
                 drop(dir);
@@ -62,7 +45,7 @@ fn bench_pivot(c: &mut Criterion) {
     let mut store = SqliteStore::open(&dir.path().join("flor.db")).expect("open");
     for r in 0..1000 {
         let (_, bytes) = common::record_file(r, 10, 100);
-        ingest(&mut store, &format!("{r}.jsonl"), &bytes);
+        common::ingest(&mut store, &format!("{r}.jsonl"), &bytes);
     }
     let mut g = c.benchmark_group("dataframe");
     g.sample_size(10).measurement_time(Duration::from_secs(30));

@@ -1,6 +1,8 @@
 //! Synthetic record files shared by the benches.
 
-use flor_core::record::LineEncoder;
+use flor_core::record::{parse_lines, LineEncoder};
+use flor_core::store::{FileProgress, IngestBatch};
+use flor_core::Store;
 use flor_core::{RecordKind, RunMeta, RunStatus, Source, Value};
 
 /// A finished run's record file: `epochs` × `steps` iterations, one `loss`
@@ -26,4 +28,21 @@ pub fn record_file(run: usize, epochs: usize, steps: usize) -> (RunMeta, Vec<u8>
         e.record(RecordKind::Log, Some(ectx), "acc", &Value::Float(ep as f64 / epochs as f64));
     }
     (meta, e.buf)
+}
+
+/// Parses a whole record file and ingests it as one batch under `label`.
+pub fn ingest(store: &mut dyn Store, label: &str, bytes: &[u8]) {
+    let p = parse_lines(bytes, 1);
+    let (meta, source) = p.header.clone().expect("header");
+    store
+        .ingest(&IngestBatch {
+            run: &meta,
+            source,
+            file: label,
+            progress: FileProgress { offset: p.consumed as u64, lines: p.lines },
+            loops: &p.loops,
+            records: &p.records,
+            checkpoints: &p.checkpoints,
+        })
+        .expect("ingest");
 }
