@@ -99,7 +99,7 @@ fn timings_are_recorded_for_replay_estimates() {
     assert_eq!(
         rows,
         vec![
-            ("iteration".into(), 8),
+            ("iteration".into(), 2),
             ("loop:epoch".into(), 1),
             ("loop:step".into(), 2),
             ("setup".into(), 1),
