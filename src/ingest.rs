@@ -166,9 +166,12 @@ fn mark_commit(store: &mut dyn Store, sha: &str, meta: &RunMeta) -> Result<()> {
     Ok(())
 }
 
-/// Publishes a run's record file: adds it to the run's git ref, ingests it,
-/// and removes the local copy. The caller holds the file's lock.
-pub(crate) fn publish(root: &Path, store: &mut dyn Store, path: &Path, report: &mut SyncReport) -> Result<()> {
+/// Publishes a run's record file: adds it to the run's git ref and removes
+/// the local copy. The caller holds the file's lock. The query database
+/// takes the records from git at the next [`sync`] (every query syncs first):
+/// ingestion is most of the cost of ending a run, and a training script
+/// should not wait for it at exit.
+pub(crate) fn publish(root: &Path, path: &Path) -> Result<()> {
     let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
     let display = path.display().to_string();
     let Some(first_nl) = bytes.iter().position(|&b| b == b'\n') else {
@@ -192,7 +195,6 @@ pub(crate) fn publish(root: &Path, store: &mut dyn Store, path: &Path, report: &
         }
         Err(e) => return Err(e.into()),
     }
-    ingest_bytes(store, &label_for(&run_id), &display, &bytes, report)?;
     fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
     Ok(())
 }
@@ -200,7 +202,7 @@ pub(crate) fn publish(root: &Path, store: &mut dyn Store, path: &Path, report: &
 /// Finalizes a record file whose process is gone: drops a partial last line,
 /// appends an `end` line with status `failed` when there is none, then
 /// publishes it. Skips files another process is handling.
-fn finalize_dead(root: &Path, store: &mut dyn Store, path: &Path, report: &mut SyncReport) -> Result<()> {
+fn finalize_dead(root: &Path, path: &Path, report: &mut SyncReport) -> Result<()> {
     let file = OpenOptions::new().read(true).append(true).open(path).map_err(|e| Error::io("open", path, e))?;
     if file.try_lock().is_err() {
         return Ok(()); // live again, or another flor process is finalizing it
@@ -236,15 +238,15 @@ fn finalize_dead(root: &Path, store: &mut dyn Store, path: &Path, report: &mut S
         f.write_all(&enc.buf).and_then(|_| f.sync_all()).map_err(|e| Error::io("append to", path, e))?;
         report.marked_failed.push(meta.tstamp.clone());
     }
-    publish(root, store, path, report)
+    publish(root, path)
 }
 
 /// Progress of a long sync: `(done, total)` record files or run refs.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
-/// Brings the store up to date with the local record files and the run refs.
-pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress: Progress<'_>) -> Result<SyncReport> {
-    let mut report = SyncReport::default();
+/// The local record files (runs recording, or whose process died before
+/// publishing), sorted.
+fn local_record_files(runs_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut local: Vec<PathBuf> = match fs::read_dir(runs_dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -254,7 +256,27 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         Err(e) => return Err(Error::io("list", runs_dir, e)),
     };
     local.sort();
-    for path in &local {
+    Ok(local)
+}
+
+/// Finalizes and publishes the record files of runs whose process died,
+/// without touching the query database (what a new run does at start).
+pub(crate) fn finalize_dead_runs(root: &Path, runs_dir: &Path) -> Result<SyncReport> {
+    let mut report = SyncReport::default();
+    for path in &local_record_files(runs_dir)? {
+        if !flor_core::engine::is_record_file_live(path) && path.exists() {
+            if let Err(e) = finalize_dead(root, path, &mut report) {
+                report.problems.push(Problem { file: path.display().to_string(), line: None, message: e.to_string() });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Brings the store up to date with the local record files and the run refs.
+pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress: Progress<'_>) -> Result<SyncReport> {
+    let mut report = SyncReport::default();
+    for path in &local_record_files(runs_dir)? {
         if flor_core::engine::is_record_file_live(path) {
             let bytes = match fs::read(path) {
                 Ok(b) => b,
@@ -264,7 +286,7 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
             ingest_bytes(store, name, &path.display().to_string(), &bytes, &mut report)?;
         } else if path.exists() {
-            if let Err(e) = finalize_dead(root, store, path, &mut report) {
+            if let Err(e) = finalize_dead(root, path, &mut report) {
                 report.problems.push(Problem { file: path.display().to_string(), line: None, message: e.to_string() });
             }
         }

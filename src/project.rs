@@ -133,6 +133,13 @@ impl Project {
         ingest::sync(&self.root, &runs_dir, self.store.as_mut(), progress)
     }
 
+    /// Finalizes the record files of runs whose process died (marked
+    /// `failed`, published to their git refs) without ingesting anything:
+    /// the cheap part of [`Project::sync`], done when a run starts.
+    pub fn finalize_dead_runs(&self) -> Result<SyncReport> {
+        ingest::finalize_dead_runs(&self.root, &self.runs_dir())
+    }
+
     /// Drops the query database's content and rebuilds it from the run
     /// records stored in git (plus the files of runs still recording).
     pub fn rebuild(&mut self) -> Result<SyncReport> {

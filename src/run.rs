@@ -74,9 +74,10 @@ impl RunBuilder {
             Some(d) => d,
             None => std::env::current_dir().map_err(|e| Error::io("read", "the current directory", e))?,
         };
-        let mut project = Project::open(&dir)?;
+        let project = Project::open(&dir)?;
         // Mark runs whose process died; a failure here must not stop training.
-        let early = project.sync().unwrap_or_else(|e| {
+        // (Ingestion waits for the next query.)
+        let early = project.finalize_dead_runs().unwrap_or_else(|e| {
             eprintln!("flor: warning: could not update the query database: {e}");
             SyncReport::default()
         });
@@ -333,6 +334,14 @@ impl Run {
         Ok(self.lock().rec.iteration_end()?)
     }
 
+    /// Ends the open iteration of the innermost loop and begins the next
+    /// one (one lock for both: the per-step call of front ends' inner loops).
+    pub fn next_iteration(&self, value: Option<&str>) -> Result<u64> {
+        let mut g = self.lock();
+        g.rec.iteration_end()?;
+        Ok(g.rec.iteration_begin_at(None, value)?)
+    }
+
     /// Leaves the innermost loop.
     pub fn loop_end(&self) -> Result<()> {
         Ok(self.lock().rec.loop_end()?)
@@ -365,8 +374,9 @@ impl Run {
         self.lock().project.root().to_owned()
     }
 
-    /// Ends the run as `finished`: writes the last records, adds the record
-    /// file to the run's git ref, and ingests it into the query database.
+    /// Ends the run as `finished`: writes the last records and adds the
+    /// record file to the run's git ref. The query database picks the run up
+    /// at the next [`Project::sync`] (every query command syncs first).
     pub fn finish(self) -> Result<RunSummary> {
         self.end(RunStatus::Finished)
     }
@@ -413,10 +423,10 @@ fn end_inner(g: &mut Inner, status: RunStatus) -> Result<RunSummary> {
         eprintln!("flor: warning: --kwargs not used by any arg(): {}", unused.join(", "));
     }
     let meta = g.rec.finish(status)?;
-    let mut report = std::mem::take(&mut g.early);
+    let report = std::mem::take(&mut g.early);
     let path = g.rec.path().to_owned();
     let root = g.project.root().to_owned();
-    ingest::publish(&root, g.project.store_mut(), &path, &mut report)?;
+    ingest::publish(&root, &path)?;
     Ok(RunSummary { meta, report })
 }
 
