@@ -5,13 +5,15 @@
 //! shared with the Rust API.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use flor::{Project, Run, RunStatus, Table, Value};
+use flor::{Project, Run, Table, Value};
 use flor_core::ObjectWriter;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
 create_exception!(_flor, FlorError, PyException, "An error reported by flor (names what failed and where).");
@@ -59,129 +61,682 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
     })
 }
 
-/// One recording run of the current Python process.
-#[pyclass(module = "flordb._flor")]
-struct Session {
+// ---------------------------------------------------------------------------
+// The process's recording state.
+//
+// FlorDB's API is module-level (`flor.log`, `flor.loop`), so the run and the
+// loop position live in one process-wide state. The hot calls (`log` and the
+// iterations of `loop`) run entirely here: the engine call, the printed line
+// and the write to `sys.stdout`, with no Python frame in between.
+//
+// Locking: `STATE` is only held in short sections that run no Python code
+// (no calls, no decref of arbitrary objects, no allocation of GC-tracked
+// objects), so a thread holding it never waits for the GIL and the GIL
+// serializes everything else.
+// ---------------------------------------------------------------------------
+
+/// One open loop, for the printed position (`epoch: 0, step: 3, `).
+struct Layer {
+    name: Box<str>,
+    index: u64,
+    /// The iteration's value when it prints as itself (numbers, text).
+    text: Option<Box<str>>,
+}
+
+struct State {
     run: Option<Run>,
+    /// Bumped at every start: loops opened in an earlier run leave the
+    /// current one alone.
+    generation: u64,
     /// Recently logged names by Python object identity: under the stable ABI
     /// for Python 3.9 every `str` -> `&str` conversion allocates, and a
     /// training loop logs the same few (interned) names over and over.
     names: Vec<(Py<PyString>, Box<str>)>,
+    layers: Vec<Layer>,
+    /// The printed position of `layers`, rebuilt when `prefix_stale`.
+    prefix: String,
+    prefix_stale: bool,
+    /// The line being printed (reused).
+    line: String,
+    /// `sys.stdout` when last seen, and its bound `write`.
+    stdout: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// Open progress bars: log lines then go through `tqdm.write`.
+    bars: usize,
 }
 
-/// Names remembered by [`Session::names`].
+static STATE: Mutex<State> = Mutex::new(State {
+    run: None,
+    generation: 0,
+    names: Vec::new(),
+    layers: Vec::new(),
+    prefix: String::new(),
+    prefix_stale: false,
+    line: String::new(),
+    stdout: None,
+    bars: 0,
+});
+
+/// Names remembered by [`State::names`].
 const NAME_CACHE: usize = 32;
 
-impl Session {
+fn state() -> MutexGuard<'static, State> {
+    // Every section leaves the state consistent, so a poisoned lock is used as is.
+    STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn no_run() -> PyErr {
+    FlorError::new_err("no flor run is active (it was committed)")
+}
+
+impl State {
     fn run(&self) -> PyResult<&Run> {
-        self.run.as_ref().ok_or_else(|| FlorError::new_err("this flor run has already been committed"))
+        self.run.as_ref().ok_or_else(no_run)
+    }
+
+    /// The position of a logged name in the identity cache (added on a miss).
+    fn name_index(&mut self, name: &Bound<'_, PyString>) -> PyResult<usize> {
+        if let Some(i) = self.names.iter().position(|(k, _)| k.as_ptr() == name.as_ptr()) {
+            return Ok(i);
+        }
+        let text: Box<str> = name.to_cow()?.as_ref().into();
+        if self.names.len() >= NAME_CACHE {
+            // Dropping a `str` runs no Python code.
+            self.names.remove(0);
+        }
+        self.names.push((name.clone().unbind(), text));
+        Ok(self.names.len() - 1)
+    }
+
+    fn refresh_prefix(&mut self) {
+        if !self.prefix_stale {
+            return;
+        }
+        self.prefix.clear();
+        for l in &self.layers {
+            self.prefix.push_str(&l.name);
+            self.prefix.push_str(": ");
+            match &l.text {
+                Some(t) => self.prefix.push_str(t),
+                None => self.prefix.push_str(itoa::Buffer::new().format(l.index)),
+            }
+            self.prefix.push_str(", ");
+        }
+        self.prefix_stale = false;
+    }
+
+    fn push_layer(&mut self, name: &str) -> usize {
+        self.layers.push(Layer { name: name.into(), index: 0, text: None });
+        self.prefix_stale = true;
+        self.layers.len() - 1
+    }
+
+    fn set_layer(&mut self, at: usize, index: u64, text: Option<Box<str>>) {
+        if let Some(l) = self.layers.get_mut(at) {
+            l.index = index;
+            l.text = text;
+            self.prefix_stale = true;
+        }
+    }
+
+    fn pop_layers(&mut self, at: usize) {
+        if at < self.layers.len() {
+            self.layers.truncate(at);
+            self.prefix_stale = true;
+        }
+    }
+}
+
+/// Starts the run on first use, the way FlorDB defers its init: the Python
+/// side (`flordb._get`) knows the script, argv and interpreter.
+fn ensure_run(py: Python<'_>) -> PyResult<()> {
+    if state().run.is_some() {
+        return Ok(());
+    }
+    py.import("flordb")?.getattr("_get")?.call0()?;
+    if state().run.is_none() {
+        return Err(no_run());
+    }
+    Ok(())
+}
+
+/// Python's `repr` of a float (`0.1`, `1e-05`, `1e+16`, `inf`), which is
+/// what FlorDB prints. Both are the shortest text that reads back as the same
+/// float; they differ only in layout, so the digits come from `ryu`.
+fn push_py_float(out: &mut String, f: f64) {
+    if f.is_nan() {
+        out.push_str("nan");
+        return;
+    }
+    if f.is_infinite() {
+        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
+        return;
+    }
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(f.abs());
+    // ryu writes `123.45`, `0.0001`, `1e-7` or `1.5e20`: split into the
+    // significant digits and the position of the decimal point.
+    let (mantissa, exp) = match s.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = [0u8; 40];
+    let mut n = 0;
+    let mut decpt = exp + int_part.len() as i32;
+    for &c in int_part.as_bytes().iter().chain(frac.as_bytes()) {
+        if n == 0 && c == b'0' {
+            decpt -= 1; // a leading zero
+            continue;
+        }
+        if n < digits.len() {
+            digits[n] = c;
+            n += 1;
+        }
+    }
+    while n > 0 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    if f.is_sign_negative() {
+        out.push('-');
+    }
+    if n == 0 {
+        out.push_str("0.0");
+        return;
+    }
+    let digits = std::str::from_utf8(&digits[..n]).unwrap_or("0");
+    let n = n as i32;
+    // Python's rule (`float_repr_style` short): positional when the point
+    // falls in -4 < decpt <= 16, else exponent notation.
+    if decpt > -4 && decpt <= 16 {
+        if decpt <= 0 {
+            out.push_str("0.");
+            (0..-decpt).for_each(|_| out.push('0'));
+            out.push_str(digits);
+        } else if decpt >= n {
+            out.push_str(digits);
+            (0..decpt - n).for_each(|_| out.push('0'));
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..decpt as usize]);
+            out.push('.');
+            out.push_str(&digits[decpt as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if n > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = decpt - 1;
+        out.push_str(if e < 0 { "e-" } else { "e+" });
+        if e.abs() < 10 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(e.abs()));
+    }
+}
+
+/// How a value prints (`str(value)` in Python).
+fn push_value_text(out: &mut String, v: &Value) {
+    match v {
+        Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+        Value::Float(f) => push_py_float(out, *f),
+        Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+        Value::Text(s) => out.push_str(s),
+        Value::Json(s) => out.push_str(s),
+    }
+}
+
+/// A loop item's printed value: numbers, bools and text print as
+/// themselves; other items print as their index (`None`).
+fn item_text(item: &Bound<'_, PyAny>) -> Option<Box<str>> {
+    let mut s = String::new();
+    if item.is_instance_of::<PyBool>() {
+        s.push_str(if item.is_truthy().ok()? { "True" } else { "False" });
+    } else if item.is_instance_of::<PyFloat>() {
+        push_py_float(&mut s, item.extract::<f64>().ok()?);
+    } else if item.is_instance_of::<PyInt>() {
+        match item.extract::<i64>() {
+            Ok(i) => s.push_str(itoa::Buffer::new().format(i)),
+            Err(_) => return Some(item.str().ok()?.to_cow().ok()?.as_ref().into()),
+        }
+    } else if let Ok(t) = item.cast::<PyString>() {
+        return Some(t.to_cow().ok()?.as_ref().into());
+    } else {
+        return None;
+    }
+    Some(s.into_boxed_str())
+}
+
+/// Where a printed line goes.
+enum Sink {
+    /// `sys.stdout.write`, bound.
+    Write(Py<PyAny>),
+    /// `sys.stdout` changed since last seen: look it up again.
+    Refresh,
+    /// A progress bar is open: `tqdm.write`.
+    Bar,
+    /// No `sys.stdout` (pythonw, closed): nothing printed.
+    Nowhere,
+}
+
+/// `sys.__dict__` and the interned key `"stdout"`, set at module init: the
+/// per-line check that `sys.stdout` is still the stream last seen is one
+/// dictionary lookup (`PySys_GetObject` would build the key string each time).
+static SYS_STDOUT: PyOnceLock<(Py<PyAny>, Py<PyString>)> = PyOnceLock::new();
+
+fn current_stdout_ptr(py: Python<'_>) -> *mut pyo3::ffi::PyObject {
+    match SYS_STDOUT.get(py) {
+        // Borrowed reference (or null); only compared, never used. The key is
+        // an interned str: the lookup runs no Python code.
+        Some((dict, key)) => unsafe { pyo3::ffi::PyDict_GetItemWithError(dict.as_ptr(), key.as_ptr()) },
+        None => std::ptr::null_mut(),
+    }
+}
+
+impl State {
+    fn sink(&self, py: Python<'_>) -> Sink {
+        if self.bars > 0 {
+            return Sink::Bar;
+        }
+        let now = current_stdout_ptr(py);
+        if now.is_null() || now == unsafe { pyo3::ffi::Py_None() } {
+            return Sink::Nowhere;
+        }
+        match &self.stdout {
+            Some((obj, write)) if obj.as_ptr() == now => Sink::Write(write.clone_ref(py)),
+            _ => Sink::Refresh,
+        }
+    }
+}
+
+/// Prints `line` (with its newline) where FlorDB would.
+fn emit(py: Python<'_>, sink: Sink, line: Bound<'_, PyString>) -> PyResult<()> {
+    match sink {
+        Sink::Write(write) => {
+            // `PyObject_CallFunctionObjArgs` passes the argument on the stack
+            // (vectorcall) instead of building a tuple, and is in the stable ABI.
+            // SAFETY: both pointers are live references held here; the list of
+            // arguments ends with null; the result is a new reference or null.
+            let r = unsafe {
+                pyo3::ffi::PyObject_CallFunctionObjArgs(
+                    write.as_ptr(),
+                    line.as_ptr(),
+                    std::ptr::null_mut::<pyo3::ffi::PyObject>(),
+                )
+            };
+            unsafe { Bound::from_owned_ptr_or_err(py, r) }?;
+        }
+        Sink::Nowhere => {}
+        Sink::Bar => {
+            py.import("flordb")?.getattr("_bar_write")?.call1((line,))?;
+        }
+        Sink::Refresh => {
+            let sys = py.import("sys")?;
+            let out = sys.getattr("stdout")?;
+            if out.is_none() {
+                return Ok(());
+            }
+            let write = out.getattr("write")?;
+            write.call1((line,))?;
+            let old = state().stdout.replace((out.unbind(), write.unbind()));
+            drop(old); // outside the lock: the old stream's dealloc may run Python code
+        }
+    }
+    Ok(())
+}
+
+/// `flor.log(name, value)`: records `value` under `name` at the current loop
+/// position, prints it the way FlorDB does (`epoch: 0, step: 3, loss:
+/// 0.25`), and returns it.
+#[pyfunction]
+fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (v, shown) = to_logged(py, value)?;
+    let mut st = state();
+    if st.run.is_none() {
+        drop(st);
+        ensure_run(py)?;
+        st = state();
+    }
+    let i = st.name_index(name)?;
+    let s = &mut *st;
+    s.run.as_ref().ok_or_else(no_run)?.log_value(&s.names[i].1, &v);
+    s.refresh_prefix();
+    s.line.clear();
+    s.line.push_str(&s.prefix);
+    s.line.push_str(&s.names[i].1);
+    s.line.push_str(": ");
+    match &shown {
+        Some(text) => s.line.push_str(text),
+        None => push_value_text(&mut s.line, &v),
+    }
+    let sink = s.sink(py);
+    if !matches!(sink, Sink::Bar) {
+        s.line.push('\n');
+    }
+    let line = PyString::new(py, &s.line);
+    drop(st);
+    emit(py, sink, line)?;
+    Ok(value.clone())
+}
+
+/// A logged value and, for values that do not print as themselves, its
+/// `str()`.
+fn to_logged(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<(Value, Option<String>)> {
+    if v.is_instance_of::<PyFloat>() {
+        return Ok((Value::Float(v.extract::<f64>()?), None));
+    }
+    if v.is_instance_of::<PyBool>() || v.is_instance_of::<PyInt>() || v.is_instance_of::<PyString>() {
+        return Ok((to_value(py, v)?, None));
+    }
+    let shown = v.str()?.to_cow()?.into_owned();
+    Ok((to_value(py, v)?, Some(shown)))
+}
+
+/// `flor.loop(name, iterable)` in Rust: each step is one call into the
+/// engine, with no Python generator frame.
+#[pyclass(module = "flordb._flor")]
+struct LoopIter {
+    name: Box<str>,
+    iter: Option<Py<PyAny>>,
+    phase: Phase,
+    /// Counted in [`State::bars`] while open.
+    bar: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    NotStarted,
+    /// `open`: an iteration is open; `first`: none has begun yet.
+    Running {
+        generation: u64,
+        layer: usize,
+        outer: bool,
+        open: bool,
+    },
+    Done,
+}
+
+impl LoopIter {
+    /// Leaves the loop (engine and printed position). Errors only matter
+    /// when the loop ends normally.
+    fn end(&mut self) -> PyResult<()> {
+        let Phase::Running { generation, layer, .. } = self.phase else { return Ok(()) };
+        self.phase = Phase::Done;
+        let mut st = state();
+        if st.generation != generation {
+            return Ok(());
+        }
+        st.pop_layers(layer);
+        if self.bar {
+            st.bars = st.bars.saturating_sub(1);
+        }
+        match &st.run {
+            Some(run) => run.loop_end().map_err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn end_with<T>(&mut self, py: Python<'_>, e: PyErr) -> PyResult<T> {
+        let _ = self.end();
+        let it = self.iter.take();
+        drop(it);
+        let _ = py;
+        Err(e)
     }
 }
 
 #[pymethods]
-impl Session {
-    /// The run's timestamp.
-    #[getter]
-    fn tstamp(&self) -> PyResult<String> {
-        Ok(self.run()?.tstamp())
+impl LoopIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
     }
 
-    /// The repository root.
-    #[getter]
-    fn root(&self) -> PyResult<String> {
-        Ok(self.run()?.root().display().to_string())
-    }
-
-    /// `flor.arg`: the `--kwargs` value coerced to `default`'s type, else `default`.
-    fn arg(&self, py: Python<'_>, name: &str, default: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let d = to_value(py, default)?;
-        let v = self.run()?.arg_value(name, d).map_err(err)?;
-        to_py(py, &v)
-    }
-
-    /// `flor.log` (recording only; printing is done in Python).
-    fn log(&mut self, py: Python<'_>, name: &Bound<'_, PyString>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let v = to_value(py, value)?;
-        let run = self.run.as_ref().ok_or_else(|| FlorError::new_err("this flor run has already been committed"))?;
-        if let Some((_, n)) = self.names.iter().find(|(k, _)| k.as_ptr() == name.as_ptr()) {
-            run.log_value(n, &v);
-            return Ok(());
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut phase = self.phase;
+        match phase {
+            Phase::Done => return Ok(None),
+            Phase::NotStarted => {
+                ensure_run(py)?;
+                let mut st = state();
+                let generation = st.generation;
+                let run = st.run()?;
+                run.loop_begin(&self.name).map_err(err)?;
+                let outer = run.depth() == 1;
+                let layer = st.push_layer(&self.name);
+                if self.bar {
+                    st.bars += 1;
+                }
+                phase = Phase::Running { generation, layer, outer, open: false };
+                self.phase = phase;
+            }
+            Phase::Running { generation, outer: true, open: true, layer } => {
+                // The end of an outermost iteration: checkpoints, then the
+                // engine writes the iteration's records durably.
+                if let Err(e) = py.import("flordb").and_then(|m| m.getattr("_outer_iteration_end")?.call0()) {
+                    return self.end_with(py, e);
+                }
+                let st = state();
+                if st.generation == generation {
+                    if let Err(e) = st.run().and_then(|r| r.iteration_end().map_err(err)) {
+                        drop(st);
+                        return self.end_with(py, e);
+                    }
+                }
+                phase = Phase::Running { generation, layer, outer: true, open: false };
+                self.phase = phase;
+            }
+            Phase::Running { .. } => {}
         }
-        let text: Box<str> = name.to_cow()?.as_ref().into();
-        run.log_value(&text, &v);
-        if self.names.len() >= NAME_CACHE {
-            self.names.remove(0);
+        let Some(iter) = &self.iter else { return Ok(None) };
+        // SAFETY: `iter` is an iterator (checked at construction); the
+        // result is a new reference or null.
+        let item = unsafe { Bound::from_owned_ptr_or_opt(py, pyo3::ffi::PyIter_Next(iter.as_ptr())) };
+        let Some(item) = item else {
+            let e = PyErr::take(py);
+            let ended = self.end();
+            self.iter = None;
+            return match (e, ended) {
+                (Some(e), _) => Err(e),
+                (None, r) => r.map(|()| None),
+            };
+        };
+        let text = item_text(&item);
+        let Phase::Running { generation, layer, outer, open } = phase else { return Ok(None) };
+        let mut st = state();
+        if st.generation != generation {
+            return Ok(Some(item.unbind()));
         }
-        self.names.push((name.clone().unbind(), text));
-        Ok(())
-    }
-
-    fn loop_begin(&self, name: &str) -> PyResult<()> {
-        self.run()?.loop_begin(name).map_err(err)
-    }
-
-    #[pyo3(signature = (value=None, index=None))]
-    fn iteration_begin(&self, value: Option<&str>, index: Option<u64>) -> PyResult<u64> {
-        self.run()?.iteration_begin_at(index, value).map_err(err)
-    }
-
-    /// Ends the open iteration of the innermost loop and begins the next
-    /// one: one call per step instead of two.
-    #[pyo3(signature = (value=None))]
-    fn next_iteration(&self, value: Option<&str>) -> PyResult<u64> {
-        let run = self.run()?;
-        run.iteration_end().map_err(err)?;
-        run.iteration_begin_at(None, value).map_err(err)
-    }
-
-    fn iteration_end(&self) -> PyResult<()> {
-        self.run()?.iteration_end().map_err(err)
-    }
-
-    fn loop_end(&self) -> PyResult<()> {
-        self.run()?.loop_end().map_err(err)
-    }
-
-    fn depth(&self) -> PyResult<usize> {
-        Ok(self.run()?.depth())
-    }
-
-    fn checkpoint_due(&self) -> PyResult<bool> {
-        Ok(self.run()?.checkpoint_due())
-    }
-
-    fn set_checkpoint_interval(&self, seconds: f64) -> PyResult<()> {
-        if !(seconds.is_finite() && seconds >= 0.0) {
-            return Err(FlorError::new_err(format!(
-                "checkpoint interval must be a non-negative number of seconds, got {seconds}"
-            )));
+        let r = st.run().and_then(|run| {
+            if open && !outer {
+                run.next_iteration(text.as_deref()).map_err(err)
+            } else {
+                run.iteration_begin_at(None, text.as_deref()).map_err(err)
+            }
+        });
+        match r {
+            Ok(index) => {
+                st.set_layer(layer, index, text);
+                drop(st);
+                self.phase = Phase::Running { generation, layer, outer, open: true };
+                Ok(Some(item.unbind()))
+            }
+            Err(e) => {
+                drop(st);
+                self.end_with(py, e)
+            }
         }
-        self.run()?.set_checkpoint_interval(Duration::from_secs_f64(seconds));
-        Ok(())
     }
+}
 
-    /// A file-like writer into the checkpoint object store.
-    fn object_writer(&self) -> PyResult<Writer> {
-        Ok(Writer { inner: Some(self.run()?.object_writer().map_err(err)?) })
+impl Drop for LoopIter {
+    fn drop(&mut self) {
+        // A loop left by `break`, `return` or an exception.
+        let _ = self.end();
     }
+}
 
-    fn record_checkpoint(&self, name: &str, format: &str, digest: String, bytes: u64) -> PyResult<()> {
-        let id = flor_core::ObjectId { digest, bytes };
-        self.run()?.record_checkpoint(name, format, &id).map_err(err)
-    }
+/// `flor.loop(name, iterable)` for the Python layer: `bar` when `iterable`
+/// is a progress bar (log lines then print through it).
+#[pyfunction]
+#[pyo3(signature = (name, iterable, bar=false))]
+fn loop_iter(name: &str, iterable: &Bound<'_, PyAny>, bar: bool) -> PyResult<LoopIter> {
+    let iter = iterable.try_iter()?;
+    Ok(LoopIter { name: name.into(), iter: Some(iter.into_any().unbind()), phase: Phase::NotStarted, bar })
+}
 
-    /// Ends the run (`failed=True`: as failed) and publishes its records.
-    #[pyo3(signature = (failed=false))]
-    fn finish(&mut self, py: Python<'_>, failed: bool) -> PyResult<()> {
-        let Some(run) = self.run.take() else { return Ok(()) };
-        let result = py.detach(|| if failed { run.fail() } else { run.finish() });
-        let summary = result.map_err(err)?;
-        for p in &summary.report.problems {
-            eprintln!("flor: warning: {p}");
+/// `flor.iteration`'s entry: enters loop `name` and begins one iteration;
+/// returns `(index, outer, token)` (the token goes to [`iteration_exit`]).
+#[pyfunction]
+#[pyo3(signature = (name, index=None, value=None))]
+fn iteration_enter(
+    py: Python<'_>,
+    name: &str,
+    index: Option<u64>,
+    value: Option<&str>,
+) -> PyResult<(u64, bool, usize)> {
+    ensure_run(py)?;
+    let mut st = state();
+    let run = st.run()?;
+    run.loop_begin(name).map_err(err)?;
+    let outer = run.depth() == 1;
+    let i = match run.iteration_begin_at(index, value) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = run.loop_end();
+            return Err(err(e));
         }
-        let _ = summary.meta.status == RunStatus::Finished;
-        Ok(())
+    };
+    let layer = st.push_layer(name);
+    st.set_layer(layer, i, value.map(Into::into));
+    Ok((i, outer, layer))
+}
+
+/// `flor.iteration`'s exit: ends the iteration and leaves the loop.
+#[pyfunction]
+fn iteration_exit(token: usize) -> PyResult<()> {
+    let mut st = state();
+    st.pop_layers(token);
+    match &st.run {
+        Some(run) => run.loop_end().map_err(err),
+        None => Ok(()),
     }
+}
+
+/// Starts a run for the script at `filename` (made relative to the
+/// repository root when it is an absolute path inside it); returns its
+/// timestamp.
+#[pyfunction]
+fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: String, cwd: String) -> PyResult<String> {
+    if state().run.is_some() {
+        return Err(FlorError::new_err("a flor run is already active in this process"));
+    }
+    let root = py.detach(|| Project::open(Path::new(&cwd)).map(|p| p.root().to_owned())).map_err(err)?;
+    let filename = match Path::new(&filename).strip_prefix(&root) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => filename,
+    };
+    let run = py
+        .detach(|| Run::builder().dir(cwd).filename(filename).argv(argv).interpreter(interpreter).start())
+        .map_err(err)?;
+    let tstamp = run.tstamp();
+    let mut st = state();
+    st.generation += 1;
+    st.run = Some(run);
+    st.layers.clear();
+    st.prefix_stale = true;
+    st.bars = 0;
+    Ok(tstamp)
+}
+
+/// Whether a run is active.
+#[pyfunction]
+fn active() -> bool {
+    state().run.is_some()
+}
+
+/// The active run's timestamp.
+#[pyfunction]
+fn tstamp() -> PyResult<String> {
+    Ok(state().run()?.tstamp())
+}
+
+/// The active run's repository root.
+#[pyfunction]
+fn root() -> PyResult<String> {
+    Ok(state().run()?.root().display().to_string())
+}
+
+/// `flor.arg`: the `--kwargs` value coerced to `default`'s type, else `default`.
+#[pyfunction]
+fn arg(py: Python<'_>, name: &str, default: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let d = to_value(py, default)?;
+    let v = state().run()?.arg_value(name, d).map_err(err)?;
+    to_py(py, &v)
+}
+
+/// Loop nesting depth (0 outside loops or without a run).
+#[pyfunction]
+fn depth() -> usize {
+    state().run.as_ref().map_or(0, Run::depth)
+}
+
+/// Whether a checkpoint taken now respects the checkpoint interval.
+#[pyfunction]
+fn checkpoint_due() -> PyResult<bool> {
+    Ok(state().run()?.checkpoint_due())
+}
+
+#[pyfunction]
+fn set_checkpoint_interval(seconds: f64) -> PyResult<()> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(FlorError::new_err(format!(
+            "checkpoint interval must be a non-negative number of seconds, got {seconds}"
+        )));
+    }
+    state().run()?.set_checkpoint_interval(Duration::from_secs_f64(seconds));
+    Ok(())
+}
+
+/// A file-like writer into the checkpoint object store.
+#[pyfunction]
+fn object_writer() -> PyResult<Writer> {
+    Ok(Writer { inner: Some(state().run()?.object_writer().map_err(err)?) })
+}
+
+#[pyfunction]
+fn record_checkpoint(name: &str, format: &str, digest: String, bytes: u64) -> PyResult<()> {
+    let id = flor_core::ObjectId { digest, bytes };
+    state().run()?.record_checkpoint(name, format, &id).map_err(err)
+}
+
+/// Ends the active run (`failed=True`: as failed) and publishes its
+/// records; nothing happens without one.
+#[pyfunction]
+#[pyo3(signature = (failed=false))]
+fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
+    let run = {
+        let mut st = state();
+        st.layers.clear();
+        st.prefix_stale = true;
+        st.bars = 0;
+        st.run.take()
+    };
+    let Some(run) = run else { return Ok(()) };
+    let result = py.detach(|| if failed { run.fail() } else { run.finish() });
+    let summary = result.map_err(err)?;
+    for p in &summary.report.problems {
+        eprintln!("flor: warning: {p}");
+    }
+    Ok(())
+}
+
+/// Python's `repr` of a float as flor prints it (exposed for tests).
+#[pyfunction]
+fn py_float_repr(f: f64) -> String {
+    let mut s = String::new();
+    push_py_float(&mut s, f);
+    s
 }
 
 /// Streams bytes into the object store (`pickle.dump(obj, writer)` works).
@@ -212,21 +767,6 @@ impl Writer {
     fn abort(&mut self) {
         self.inner = None;
     }
-}
-
-/// Starts a run for the script at `filename` (made relative to the
-/// repository root when it is an absolute path inside it).
-#[pyfunction]
-fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: String, cwd: String) -> PyResult<Session> {
-    let root = py.detach(|| Project::open(Path::new(&cwd)).map(|p| p.root().to_owned())).map_err(err)?;
-    let filename = match Path::new(&filename).strip_prefix(&root) {
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => filename,
-    };
-    let run = py
-        .detach(|| Run::builder().dir(cwd).filename(filename).argv(argv).interpreter(interpreter).start())
-        .map_err(err)?;
-    Ok(Session { run: Some(run), names: Vec::new() })
 }
 
 fn open_project(cwd: &str) -> PyResult<Project> {
@@ -303,13 +843,35 @@ fn object_bytes(py: Python<'_>, cwd: String, digest: String) -> PyResult<Py<PyBy
 
 #[pymodule]
 fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("FlorError", m.py().get_type::<FlorError>())?;
-    m.add_class::<Session>()?;
+    let py = m.py();
+    m.add("FlorError", py.get_type::<FlorError>())?;
+    let sys_dict = py.import("sys")?.getattr("__dict__")?.unbind();
+    let _ = SYS_STDOUT.set(py, (sys_dict, PyString::intern(py, "stdout").unbind()));
+    m.add_class::<LoopIter>()?;
     m.add_class::<Writer>()?;
-    m.add_function(wrap_pyfunction!(start, m)?)?;
-    m.add_function(wrap_pyfunction!(dataframe, m)?)?;
-    m.add_function(wrap_pyfunction!(query, m)?)?;
-    m.add_function(wrap_pyfunction!(checkpoints, m)?)?;
-    m.add_function(wrap_pyfunction!(object_bytes, m)?)?;
+    for f in [
+        wrap_pyfunction!(log, m)?,
+        wrap_pyfunction!(loop_iter, m)?,
+        wrap_pyfunction!(iteration_enter, m)?,
+        wrap_pyfunction!(iteration_exit, m)?,
+        wrap_pyfunction!(start, m)?,
+        wrap_pyfunction!(active, m)?,
+        wrap_pyfunction!(tstamp, m)?,
+        wrap_pyfunction!(root, m)?,
+        wrap_pyfunction!(arg, m)?,
+        wrap_pyfunction!(depth, m)?,
+        wrap_pyfunction!(checkpoint_due, m)?,
+        wrap_pyfunction!(set_checkpoint_interval, m)?,
+        wrap_pyfunction!(object_writer, m)?,
+        wrap_pyfunction!(record_checkpoint, m)?,
+        wrap_pyfunction!(finish, m)?,
+        wrap_pyfunction!(py_float_repr, m)?,
+        wrap_pyfunction!(dataframe, m)?,
+        wrap_pyfunction!(query, m)?,
+        wrap_pyfunction!(checkpoints, m)?,
+        wrap_pyfunction!(object_bytes, m)?,
+    ] {
+        m.add_function(f)?;
+    }
     Ok(())
 }

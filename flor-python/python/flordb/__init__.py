@@ -43,9 +43,7 @@ __all__ = [
     "FlorError",
 ]
 
-_session = None
 _failed = False
-_layers = {}  # loop name -> (iteration index, value text or None), for printing
 _checkpoints = []  # (name, object) registered by flor.checkpointing
 _ckpt_interval = None
 
@@ -62,16 +60,14 @@ def _cwd():
 
 
 def _get():
-    """The current run, started on first use (FlorDB's deferred init)."""
-    global _session
-    if _session is None:
+    """Starts the run on first use (FlorDB's deferred init)."""
+    if not _flor.active():
         path = _script_path()
         filename = path if path else "interactive"
         argv = list(sys.argv) if sys.argv and sys.argv[0] else [filename]
-        _session = _flor.start(argv, filename, sys.executable, _cwd())
+        _flor.start(argv, filename, sys.executable, _cwd())
         if _ckpt_interval is not None:
-            _session.set_checkpoint_interval(_ckpt_interval)
-    return _session
+            _flor.set_checkpoint_interval(_ckpt_interval)
 
 
 def _kwargs_names():
@@ -93,53 +89,17 @@ def _kwargs_names():
 def arg(name, default=None):
     """The hyper-parameter ``name``: ``--kwargs name=value`` from the command
     line, converted to the type of ``default``; else ``default``."""
-    s = _get()
+    _get()
     if default is None:
         if name not in _kwargs_names():
             raise FlorError(f"flor.arg({name!r}) has no default and the command line gives no --kwargs {name}=...")
-        return s.arg(name, "")
-    return s.arg(name, default)
+        return _flor.arg(name, "")
+    return _flor.arg(name, default)
 
 
-_prefix = ""  # "epoch: 0, step: 3, ": the printed loop position, kept current
-_bars = 0  # open tqdm progress bars (log lines then go through tqdm.write)
-
-
-_outer_prefixes = []  # the printed position of each enclosing loop level
-
-
-def _set_layer(name, index, text):
-    global _prefix
-    if name not in _layers:
-        _outer_prefixes.append(_prefix)
-    _layers[name] = (index, text)
-    _prefix = f"{_outer_prefixes[-1]}{name}: {text if text is not None else index}, "
-
-
-def _pop_layer(name):
-    global _prefix
-    if name in _layers:
-        del _layers[name]
-        _prefix = _outer_prefixes.pop() if _outer_prefixes else ""
-
-
-def log(name, value):
-    """Records ``value`` under ``name`` at the current loop position, prints
-    it the way FlorDB does (``epoch: 0, step: 3, loss: 0.25``), and returns
-    it."""
-    (_session or _get()).log(name, value)
-    if _bars:
-        _tqdm.write(f"{_prefix}{name}: {value}")
-    else:
-        sys.stdout.write(f"{_prefix}{name}: {value}\n")
-    return value
-
-
-def _value_text(item):
-    if isinstance(item, (bool, int, float, str)):
-        return str(item)
-    return None
-
+# flor.log(name, value): records, prints FlorDB's line
+# (``epoch: 0, step: 3, loss: 0.25``) and returns value -- all in Rust.
+log = _flor.log
 
 try:  # a progress bar for the outermost loop, when tqdm is there
     from tqdm import tqdm as _tqdm
@@ -147,66 +107,39 @@ except ImportError:  # pragma: no cover - depends on the environment
     _tqdm = None
 
 
-def _progress(iterable, name, outer):
-    global _bars
-    if outer and _tqdm is not None and sys.stdout.isatty():
-        _bars += 1
-        return _tqdm(iterable, desc=name)
-    return iterable
+def _bar_write(line):
+    """Prints a log line above the open progress bar."""
+    _tqdm.write(line)
 
 
 def loop(name, iterable):
     """Iterates ``iterable`` as the loop ``name`` (nestable). At the end of
     every outermost iteration the objects under ``flor.checkpointing`` are
-    checkpointed and the records are written to disk."""
-    global _bars
-    s = _get()
-    s.loop_begin(name)
-    outer = s.depth() == 1
-    bars = _bars
-    try:
-        if outer:
-            for i, item in enumerate(_progress(iterable, name, outer)):
-                text = _value_text(item)
-                s.iteration_begin(text)
-                _set_layer(name, i, text)
-                yield item
-                _checkpoint_all(s)
-                s.iteration_end()
-        else:
-            # Inner loops: one call into the engine per step (the previous
-            # iteration ends where the next begins; loop_end ends the last).
-            begin = s.iteration_begin
-            for i, item in enumerate(iterable):
-                text = _value_text(item)
-                begin(text)
-                begin = s.next_iteration
-                _set_layer(name, i, text)
-                yield item
-    finally:
-        _bars = bars
-        _pop_layer(name)
-        s.loop_end()
+    checkpointed and the records are written to disk. The outermost loop
+    shows a progress bar on a terminal when tqdm is installed."""
+    if _tqdm is not None and _flor.depth() == 0 and sys.stdout.isatty():
+        return _flor.loop_iter(name, _tqdm(iterable, desc=name), True)
+    return _flor.loop_iter(name, iterable)
+
+
+def _outer_iteration_end():
+    """Called by the engine at the end of every outermost iteration."""
+    _checkpoint_all()
 
 
 @contextmanager
 def iteration(name, idx=None, value=None):
     """One iteration of loop ``name`` with an explicit index, for loops
     flor cannot wrap: ``with flor.iteration("epoch", i, None): ...``."""
-    s = _get()
-    s.loop_begin(name)
-    outer = s.depth() == 1
     text = None if value is None else str(value)
     index = None if idx is None else int(idx)
-    i = s.iteration_begin(text, index)
-    _set_layer(name, i, text)
+    _, outer, token = _flor.iteration_enter(name, index, text)
     try:
         yield
         if outer:
-            _checkpoint_all(s)
+            _checkpoint_all()
     finally:
-        _pop_layer(name)
-        s.loop_end()
+        _flor.iteration_exit(token)
 
 
 @contextmanager
@@ -228,8 +161,8 @@ def set_ckpt_interval(seconds):
     if not 0 <= float(seconds) < float("inf"):  # checked now, not at the first log
         raise FlorError(f"checkpoint interval must be a non-negative number of seconds, got {seconds}")
     _ckpt_interval = float(seconds)
-    if _session is not None:
-        _session.set_checkpoint_interval(_ckpt_interval)
+    if _flor.active():
+        _flor.set_checkpoint_interval(_ckpt_interval)
 
 
 def _rng_state():
@@ -257,8 +190,8 @@ def _set_rng_state(state):
             torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
-def _save(s, name, obj):
-    w = s.object_writer()
+def _save(name, obj):
+    w = _flor.object_writer()
     try:
         if hasattr(obj, "state_dict") and callable(obj.state_dict):
             torch = sys.modules.get("torch")
@@ -275,15 +208,15 @@ def _save(s, name, obj):
     except Exception as e:
         w.abort()
         raise FlorError(f"cannot checkpoint {name!r} ({type(obj).__name__}): {e}") from e
-    s.record_checkpoint(name, fmt, digest, size)
+    _flor.record_checkpoint(name, fmt, digest, size)
 
 
-def _checkpoint_all(s):
-    if not _checkpoints or not s.checkpoint_due():
+def _checkpoint_all():
+    if not _checkpoints or not _flor.active() or not _flor.checkpoint_due():
         return
     for name, obj in _checkpoints:
-        _save(s, name, obj)
-    _save(s, "__rng__", _rng_state())
+        _save(name, obj)
+    _save("__rng__", _rng_state())
 
 
 def _load_bytes(data, fmt):
@@ -338,10 +271,7 @@ def load_checkpoint(tstamp, name=None, into=None):
 def commit():
     """Ends the current run (records published to git and the query
     database); later logs start a new run."""
-    global _session
-    if _session is not None:
-        s, _session = _session, None
-        s.finish(_failed)
+    _flor.finish(_failed)
 
 
 def _coerce(value):
@@ -387,6 +317,19 @@ def _excepthook(kind, value, tb):
 
 _previous_hook = sys.excepthook
 sys.excepthook = _excepthook
+
+
+def _exit(status=None):
+    """``sys.exit``, noting a failing status: atexit cannot see the exit
+    code, and a script that ends with ``sys.exit(3)`` did not finish well."""
+    global _failed
+    if status is not None and status != 0:
+        _failed = True
+    _previous_exit(status)
+
+
+_previous_exit = sys.exit
+sys.exit = _exit
 atexit.register(commit)
 
 try:  # IPython / Jupyter: commit after each cell that logged
