@@ -61,15 +61,28 @@ pub use python::find_log_statements;
 pub use tree::{max_nodes, DEFAULT_MAX_NODES, MAX_NODES_ENV};
 
 /// The Python propagator (tree-sitter-python, GumTree).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PythonPropagator {
     params: Params,
+    max_nodes: usize,
+}
+
+impl Default for PythonPropagator {
+    /// FlorDB's matcher parameters and the node limit from [`max_nodes`].
+    fn default() -> Self {
+        PythonPropagator { params: Params::default(), max_nodes: max_nodes() }
+    }
 }
 
 impl PythonPropagator {
     /// With matcher parameters other than FlorDB's defaults.
-    pub fn with_params(params: Params) -> Self {
-        PythonPropagator { params }
+    pub fn with_params(self, params: Params) -> Self {
+        PythonPropagator { params, ..self }
+    }
+
+    /// With another limit on the syntax nodes of each source.
+    pub fn with_max_nodes(self, max_nodes: usize) -> Self {
+        PythonPropagator { max_nodes, ..self }
     }
 
     /// The matcher parameters in use.
@@ -88,7 +101,7 @@ impl LanguagePropagator for PythonPropagator {
     }
 
     fn propagate(&self, new_source: &str, lines: &[usize], old_source: &str) -> Result<Propagation, PropagateError> {
-        place::propagate(&python::Python::new(), self.params, new_source, lines, old_source)
+        place::propagate(&python::Python::new(), self.params, self.max_nodes, new_source, lines, old_source)
     }
 }
 

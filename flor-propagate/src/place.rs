@@ -14,7 +14,7 @@ use flor_core::propagate::{Outcome, PropagateError, Propagation};
 
 use crate::gumtree::{match_trees, Mapping, Params};
 use crate::python::{Python, BUILTINS};
-use crate::tree::{max_nodes, Interner, Role, Tree, NONE};
+use crate::tree::{Interner, Role, Tree, NONE};
 
 /// One statement's plan before the edit is applied.
 enum Plan {
@@ -38,6 +38,7 @@ struct Ctx<'a> {
 pub(crate) fn propagate(
     py: &Python,
     params: Params,
+    limit: usize,
     new_source: &str,
     lines: &[usize],
     old_source: &str,
@@ -45,7 +46,6 @@ pub(crate) fn propagate(
     let ts1 = py.parse(new_source, "new")?;
     let ts2 = py.parse(old_source, "old")?;
     let mut interner = Interner::default();
-    let limit = max_nodes();
     let t1 = Tree::build(&ts1, new_source, &py.grammar, &mut interner, limit, "new")?;
     let t2 = Tree::build(&ts2, old_source, &py.grammar, &mut interner, limit, "old")?;
     let stmts = lines
@@ -168,12 +168,14 @@ impl Ctx<'_> {
         self.t2.children(g2).iter().copied().filter(|&c| self.t2.node(c).kind == kind).nth(idx)
     }
 
-    /// The partner of sibling statement `x`, when it is a statement in a block.
+    /// The partner of sibling statement `x`, when it is a statement in a
+    /// block. A propagated statement counts only when the old version
+    /// already has it (it is context then, not new code).
     fn statement_partner(&self, x: u32) -> Option<u32> {
-        if self.requested[x as usize] {
+        let y = self.m.partner(x)?;
+        if self.requested[x as usize] && self.tokens2(y) != self.tokens1(x, &HashMap::new()) {
             return None;
         }
-        let y = self.m.partner(x)?;
         let n = self.t2.node(y);
         (self.py.is_statement(n.kind) && n.parent != NONE && self.py.is_block(self.t2.node(n.parent).kind)).then_some(y)
     }

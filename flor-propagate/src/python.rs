@@ -139,6 +139,11 @@ impl Python {
         if let Some((line, column, message)) = first_error(tree.root_node()) {
             return Err(PropagateError::Unparsable { which, line, column, message });
         }
+        if let Some(block) = empty_block(tree.root_node()) {
+            let p = block.start_position();
+            let message = "expected an indented block".to_string();
+            return Err(PropagateError::Unparsable { which, line: p.row + 1, column: p.column + 1, message });
+        }
         Ok(tree)
     }
 
@@ -151,7 +156,32 @@ impl Python {
 
     /// Whether `source` parses without errors.
     pub(crate) fn parses(&self, source: &str) -> bool {
-        self.parse_lenient(source).is_some_and(|t| !t.root_node().has_error())
+        self.parse_lenient(source).is_some_and(|t| !t.root_node().has_error() && empty_block(t.root_node()).is_none())
+    }
+}
+
+/// A `block` without statements: tree-sitter accepts `for x in y:` at the
+/// end of a file, Python does not.
+fn empty_block(root: Node) -> Option<Node> {
+    let mut cursor = root.walk();
+    loop {
+        let node = cursor.node();
+        if node.kind() == "block"
+            && (0..node.named_child_count()).filter_map(|i| node.named_child(i as _)).all(|c| c.is_extra())
+        {
+            return Some(node);
+        }
+        if cursor.goto_first_child() {
+            continue;
+        }
+        loop {
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            if !cursor.goto_parent() {
+                return None;
+            }
+        }
     }
 }
 
