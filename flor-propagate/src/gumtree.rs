@@ -5,8 +5,14 @@
 //!    highest subtrees down; subtrees of equal height with the same shape
 //!    (isomorphic) are matched whole when the shape is unique on both sides.
 //!    Shapes that occur several times are kept as candidate pairs and
-//!    decided afterwards by the Dice similarity of their parents (ties broken
-//!    by the closeness of their relative positions). Only subtrees of height
+//!    decided afterwards by the Dice similarity of their parents, then of
+//!    their grandparents and so on up to four levels, then by the closeness
+//!    of their relative positions; a choice still tied after all that is
+//!    recorded, so placement can report it as ambiguous; a candidate whose
+//!    nearest matched context lies elsewhere is dropped. The first pass
+//!    leaves candidates without any matched context undecided; a second
+//!    pass over what is still unmatched decides them, and opens the ones
+//!    that lost, with the context the first pass found. Only subtrees of height
 //!    at least `min_height` are considered. Candidates are grouped by shape
 //!    in a hash map, never compared pairwise across the whole file.
 //! 2. **Bottom-up**: every unmatched inner node of the new tree with matched
@@ -26,9 +32,9 @@
 //!    loop body, which plain GumTree leaves unmatched (no descendant of
 //!    height 2 in common, container too large for recovery).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::tree::{Tree, NONE};
+use crate::tree::{FxHashMap, Tree, NONE};
 
 /// Matcher parameters; the defaults are FlorDB's.
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -48,10 +54,17 @@ impl Default for Params {
 }
 
 /// When one shape occurs more often than this on both sides combined
-/// (product of the counts), its candidates are paired in document order
-/// instead of by parent similarity: bounds the candidate list on generated
-/// or highly repetitive code.
+/// (product of the counts), each of its new subtrees is only compared with
+/// the [`NEAREST`] old ones around its relative position: bounds the
+/// candidate list on generated or highly repetitive code.
 const MAX_AMBIGUOUS_PAIRS: usize = 4096;
+
+/// Old candidates considered per new subtree of a repeated shape when all
+/// pairs would exceed [`MAX_AMBIGUOUS_PAIRS`].
+const NEAREST: usize = 8;
+
+/// Ancestor levels compared when deciding among isomorphic candidates.
+const CONTEXT_LEVELS: usize = 4;
 
 /// A one-to-one mapping between the nodes of two trees.
 pub(crate) struct Mapping {
@@ -59,12 +72,12 @@ pub(crate) struct Mapping {
     pub m2: Vec<u32>,
     /// For a top-down match that was chosen among equally good candidates:
     /// the other candidate in the old tree (the match is a guess).
-    pub tie: HashMap<u32, u32>,
+    pub tie: FxHashMap<u32, u32>,
 }
 
 impl Mapping {
     fn new(n1: usize, n2: usize) -> Self {
-        Mapping { m1: vec![NONE; n1], m2: vec![NONE; n2], tie: HashMap::new() }
+        Mapping { m1: vec![NONE; n1], m2: vec![NONE; n2], tie: FxHashMap::default() }
     }
 
     pub(crate) fn partner(&self, a: u32) -> Option<u32> {
@@ -99,7 +112,11 @@ struct Matcher<'a> {
 pub(crate) fn match_trees(t1: &Tree, t2: &Tree, p: Params) -> Mapping {
     let mut matcher = Matcher { t1, t2, p, m: Mapping::new(t1.len(), t2.len()) };
     if t1.len() > 0 && t2.len() > 0 {
-        matcher.topdown();
+        // Twice: candidates that lost in the first pass were never opened;
+        // the second pass opens them and decides their descendants with the
+        // context the first pass mapped.
+        matcher.topdown(false);
+        matcher.topdown(true);
         matcher.bottomup();
         matcher.gaps();
     }
@@ -173,7 +190,12 @@ impl Matcher<'_> {
         (a as f64 / self.t1.len() as f64 - b as f64 / self.t2.len() as f64).abs()
     }
 
-    fn topdown(&mut self) {
+    /// One top-down pass; unless `last`, isomorphic candidates without any
+    /// matched context are left for the next pass instead of guessed. In
+    /// the last pass a shape unique among what is left is only a candidate
+    /// too (unique in the remainder is weaker evidence than unique overall),
+    /// and candidates whose context points elsewhere are never taken.
+    fn topdown(&mut self, last: bool) {
         let (t1, t2) = (self.t1, self.t2);
         let mut l1 = HeightList(Default::default());
         let mut l2 = HeightList(Default::default());
@@ -190,16 +212,22 @@ impl Matcher<'_> {
             if h1 != h2 {
                 if h1 > h2 {
                     for i in l1.pop_height() {
-                        l1.open(t1, i);
+                        if self.m.free1(i) {
+                            l1.open(t1, i);
+                        }
                     }
                 } else {
                     for i in l2.pop_height() {
-                        l2.open(t2, i);
+                        if self.m.free2(i) {
+                            l2.open(t2, i);
+                        }
                     }
                 }
                 continue;
             }
-            let (hs1, hs2) = (l1.pop_height(), l2.pop_height());
+            // Subtrees matched whole (in an earlier pass) are done.
+            let hs1: Vec<u32> = l1.pop_height().into_iter().filter(|&a| self.m.free1(a)).collect();
+            let hs2: Vec<u32> = l2.pop_height().into_iter().filter(|&b| self.m.free2(b)).collect();
             let mut groups: BTreeMap<u32, (Vec<u32>, Vec<u32>)> = BTreeMap::new();
             for &a in &hs1 {
                 groups.entry(t1.node(a).shape).or_default().0.push(a);
@@ -213,19 +241,27 @@ impl Matcher<'_> {
                 if v2.is_empty() {
                     continue;
                 }
-                if v1.len() == 1 && v2.len() == 1 {
+                if v1.len() == 1 && v2.len() == 1 && !last {
                     self.map_subtree(v1[0], v2[0]);
-                } else if v1.len() * v2.len() <= MAX_AMBIGUOUS_PAIRS {
+                } else {
+                    // Every pair when there are few; otherwise each new
+                    // subtree against the old ones nearest its relative
+                    // position only (bounded work on repetitive code).
+                    let all = v1.len() * v2.len() <= MAX_AMBIGUOUS_PAIRS;
                     for &a in v1 {
-                        for &b in v2 {
+                        let near: &[u32] = if all {
+                            v2
+                        } else {
+                            let at =
+                                v2.partition_point(|&b| (b as f64 / t2.len() as f64) < (a as f64 / t1.len() as f64));
+                            let lo = at.saturating_sub(NEAREST / 2);
+                            &v2[lo..(lo + NEAREST).min(v2.len())]
+                        };
+                        for &b in near {
                             candidates.push((a, b));
                             in_candidates1[a as usize] = true;
                             in_candidates2[b as usize] = true;
                         }
-                    }
-                } else {
-                    for (&a, &b) in v1.iter().zip(v2) {
-                        self.map_subtree(a, b);
                     }
                 }
             }
@@ -240,13 +276,25 @@ impl Matcher<'_> {
                 }
             }
         }
-        // Decide the ambiguous candidates, best parent similarity first.
-        let mut scored: Vec<(f64, f64, u32, u32)> = candidates
-            .iter()
-            .map(|&(a, b)| (self.dice(t1.parent(a), t2.parent(b)), self.position_gap(a, b), a, b))
-            .collect();
-        scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.total_cmp(&y.1)).then(x.2.cmp(&y.2)).then(x.3.cmp(&y.3)));
+        // Decide the ambiguous candidates: best parent similarity first,
+        // then grandparent and so on (the loop around a repeated statement
+        // is often told apart only by its own header), then position.
+        let mut cache: FxHashMap<(u32, u32), (f64, bool)> = FxHashMap::default();
+        let mut scored: Vec<([f64; CONTEXT_LEVELS], f64, u32, u32)> = Vec::with_capacity(candidates.len());
+        for &(a, b) in &candidates {
+            let (score, contradicted) = self.context_score(a, b, &mut cache);
+            if !contradicted {
+                scored.push((score, self.position_gap(a, b), a, b));
+            }
+        }
+        let desc = |x: &[f64; CONTEXT_LEVELS], y: &[f64; CONTEXT_LEVELS]| {
+            x.iter().zip(y).map(|(p, q)| q.total_cmp(p)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+        };
+        scored.sort_by(|x, y| desc(&x.0, &y.0).then(x.1.total_cmp(&y.1)).then(x.2.cmp(&y.2)).then(x.3.cmp(&y.3)));
         for (k, &(score, _, a, b)) in scored.iter().enumerate() {
+            if !last && score.iter().all(|&d| d == 0.0) {
+                continue;
+            }
             if self.m.free1(a) && self.m.free2(b) && self.subtree_free1(a) && self.subtree_free2(b) {
                 self.map_subtree(a, b);
                 // Another still-free old candidate with the same score: a guess.
@@ -262,9 +310,53 @@ impl Matcher<'_> {
         }
     }
 
+    /// Dice similarity of the ancestors of `a` and `b`, level by level from
+    /// their parents up, and whether the context contradicts the pair: at
+    /// the first level where the new ancestor has matched descendants, none
+    /// of them is matched into the old ancestor.
+    fn context_score(
+        &self,
+        a: u32,
+        b: u32,
+        cache: &mut FxHashMap<(u32, u32), (f64, bool)>,
+    ) -> ([f64; CONTEXT_LEVELS], bool) {
+        let mut out = [0.0; CONTEXT_LEVELS];
+        let mut contradicted = None;
+        let (mut x, mut y) = (self.t1.parent(a), self.t2.parent(b));
+        for slot in &mut out {
+            if x == NONE || y == NONE {
+                break;
+            }
+            let (dice, any) = *cache.entry((x, y)).or_insert_with(|| self.overlap(x, y));
+            *slot = dice;
+            if contradicted.is_none() && any {
+                contradicted = Some(dice == 0.0);
+            }
+            x = self.t1.parent(x);
+            y = self.t2.parent(y);
+        }
+        (out, contradicted.unwrap_or(false))
+    }
+
+    /// Dice similarity of `a` and `b`, and whether any descendant of `a` is
+    /// matched at all.
+    fn overlap(&self, a: u32, b: u32) -> (f64, bool) {
+        let d1 = self.t1.node(a).size - 1;
+        let d2 = self.t2.node(b).size - 1;
+        let (mut any, mut common) = (false, 0usize);
+        for x in self.t1.subtree(a).skip(1) {
+            if let Some(y) = self.m.partner(x) {
+                any = true;
+                common += usize::from(self.t2.contains(b, y));
+            }
+        }
+        let dice = if d1 + d2 == 0 { 0.0 } else { 2.0 * common as f64 / (d1 + d2) as f64 };
+        (dice, any)
+    }
+
     fn bottomup(&mut self) {
         let (t1, t2) = (self.t1, self.t2);
-        let mut counts: HashMap<u32, u32> = HashMap::new();
+        let mut counts: FxHashMap<u32, u32> = FxHashMap::default();
         for a in t1.postorder() {
             let na = t1.node(a);
             if !self.m.free1(a) || t1.children(a).is_empty() {
