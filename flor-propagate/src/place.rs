@@ -48,6 +48,14 @@ pub(crate) fn propagate(
     let mut interner = Interner::default();
     let t1 = Tree::build(&ts1, new_source, &py.grammar, &mut interner, limit, "new")?;
     let t2 = Tree::build(&ts2, old_source, &py.grammar, &mut interner, limit, "old")?;
+    for (t, which, src) in [(&t1, "new", new_source), (&t2, "old", old_source)] {
+        if let Some(b) = (0..t.len() as u32).find(|&i| t.node(i).kind == py.block_kind && t.children(i).is_empty()) {
+            // tree-sitter accepts `for x in y:` at the end of a file; Python does not.
+            let p = crate::python::point_at(src, t.node(b).start);
+            let message = "expected an indented block".to_string();
+            return Err(PropagateError::Unparsable { which, line: p.row + 1, column: p.column + 1, message });
+        }
+    }
     let stmts = lines
         .iter()
         .map(|&line| find_statement(py, &t1, line).ok_or(PropagateError::NoStatement(line)))
@@ -64,7 +72,7 @@ pub(crate) fn propagate(
     let old_names: HashSet<u32> = t2.nodes.iter().filter(|n| n.is_identifier).map(|n| n.label).collect();
     let defined: HashSet<u32> = stmts.iter().flat_map(|&s| ctx.targets(s)).collect();
     let mut plans: Vec<Plan> = stmts.iter().map(|&s| ctx.plan(s, &renames, &old_names, &defined)).collect();
-    apply(py, old_source, &stmts, &mut plans)
+    apply(py, &ts2, old_source, &stmts, &mut plans)
 }
 
 /// The outermost statement starting on `line` (1-based).
@@ -329,9 +337,15 @@ fn line_indent(src: &str, at: usize) -> &str {
 }
 
 /// Applies the insertions; any whose result would not parse fails instead.
-fn apply(py: &Python, old: &str, stmts: &[u32], plans: &mut [Plan]) -> Result<Propagation, PropagateError> {
-    let (source, lines) = splice(old, stmts, plans);
-    let source = if py.parses(&source) {
+fn apply(
+    py: &Python,
+    before: &tree_sitter::Tree,
+    old: &str,
+    stmts: &[u32],
+    plans: &mut [Plan],
+) -> Result<Propagation, PropagateError> {
+    let (source, lines, edits) = splice(old, stmts, plans);
+    let source = if edits.is_empty() || py.reparses(before, &source, &edits) {
         source
     } else {
         for plan in plans.iter_mut() {
@@ -343,7 +357,7 @@ fn apply(py: &Python, old: &str, stmts: &[u32], plans: &mut [Plan]) -> Result<Pr
                 }
             }
         }
-        let (source, lines) = splice(old, stmts, plans);
+        let (source, lines, _) = splice(old, stmts, plans);
         if !py.parses(&source) {
             for plan in plans.iter_mut() {
                 if matches!(plan, Plan::Insert { .. }) {
@@ -357,9 +371,10 @@ fn apply(py: &Python, old: &str, stmts: &[u32], plans: &mut [Plan]) -> Result<Pr
     Ok(finish(source, plans, &lines))
 }
 
-/// The old source with every insertion applied, and the output line of each
-/// plan's statement (0 for plans that insert nothing).
-fn splice(old: &str, stmts: &[u32], plans: &[Plan]) -> (String, Vec<usize>) {
+/// The old source with every insertion applied, the output line of each
+/// plan's statement (0 for plans that insert nothing), and the insertions
+/// as (offset in the output, length), in order.
+fn splice(old: &str, stmts: &[u32], plans: &[Plan]) -> (String, Vec<usize>, Vec<(usize, usize)>) {
     let mut order: Vec<usize> = (0..plans.len()).filter(|&k| matches!(plans[k], Plan::Insert { .. })).collect();
     let key = |k: usize| match &plans[k] {
         Plan::Insert { offset, .. } => (*offset, stmts[k]),
@@ -370,6 +385,7 @@ fn splice(old: &str, stmts: &[u32], plans: &[Plan]) -> (String, Vec<usize>) {
     let mut lines = vec![0usize; plans.len()];
     let mut at = 0;
     let mut line = 1;
+    let mut edits = Vec::new();
     for k in order {
         if let Plan::Insert { offset, text, .. } = &plans[k] {
             let chunk = &old[at..*offset];
@@ -379,11 +395,12 @@ fn splice(old: &str, stmts: &[u32], plans: &[Plan]) -> (String, Vec<usize>) {
             let lead = text.starts_with('\n') || text.starts_with("\r\n");
             lines[k] = line + usize::from(lead);
             line += text.matches('\n').count();
+            edits.push((out.len(), text.len()));
             out.push_str(text);
         }
     }
     out.push_str(&old[at..]);
-    (out, lines)
+    (out, lines, edits)
 }
 
 fn finish(source: String, plans: &mut [Plan], lines: &[usize]) -> Propagation {

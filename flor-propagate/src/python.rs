@@ -3,7 +3,7 @@
 //! `flor.log("NAME", ...)` statements.
 
 use flor_core::propagate::PropagateError;
-use tree_sitter::{Language, Node, Parser};
+use tree_sitter::{InputEdit, Language, Node, Parser, Point};
 
 use crate::tree::Grammar;
 
@@ -139,11 +139,6 @@ impl Python {
         if let Some((line, column, message)) = first_error(tree.root_node()) {
             return Err(PropagateError::Unparsable { which, line, column, message });
         }
-        if let Some(block) = empty_block(tree.root_node()) {
-            let p = block.start_position();
-            let message = "expected an indented block".to_string();
-            return Err(PropagateError::Unparsable { which, line: p.row + 1, column: p.column + 1, message });
-        }
         Ok(tree)
     }
 
@@ -156,33 +151,39 @@ impl Python {
 
     /// Whether `source` parses without errors.
     pub(crate) fn parses(&self, source: &str) -> bool {
-        self.parse_lenient(source).is_some_and(|t| !t.root_node().has_error() && empty_block(t.root_node()).is_none())
+        self.parse_lenient(source).is_some_and(|t| !t.root_node().has_error())
+    }
+
+    /// Whether `output` parses without errors, where `output` is the source
+    /// of `before` with text inserted at `inserts` (byte offset in `output`,
+    /// length), in increasing order. Reparses incrementally from `before`.
+    pub(crate) fn reparses(&self, before: &tree_sitter::Tree, output: &str, inserts: &[(usize, usize)]) -> bool {
+        let mut tree = before.clone();
+        for &(start, len) in inserts {
+            let start_position = point_at(output, start);
+            tree.edit(&InputEdit {
+                start_byte: start,
+                old_end_byte: start,
+                new_end_byte: start + len,
+                start_position,
+                old_end_position: start_position,
+                new_end_position: point_at(output, start + len),
+            });
+        }
+        let mut parser = Parser::new();
+        if parser.set_language(&self.language).is_err() {
+            return false;
+        }
+        parser.parse(output, Some(&tree)).is_some_and(|t| !t.root_node().has_error())
     }
 }
 
-/// A `block` without statements: tree-sitter accepts `for x in y:` at the
-/// end of a file, Python does not.
-fn empty_block(root: Node) -> Option<Node> {
-    let mut cursor = root.walk();
-    loop {
-        let node = cursor.node();
-        if node.kind() == "block"
-            && (0..node.named_child_count()).filter_map(|i| node.named_child(i as _)).all(|c| c.is_extra())
-        {
-            return Some(node);
-        }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        loop {
-            if cursor.goto_next_sibling() {
-                break;
-            }
-            if !cursor.goto_parent() {
-                return None;
-            }
-        }
-    }
+/// Row and column (in bytes) of byte `at` of `src`.
+pub(crate) fn point_at(src: &str, at: usize) -> Point {
+    let before = &src.as_bytes()[..at.min(src.len())];
+    let row = before.iter().filter(|&&b| b == b'\n').count();
+    let column = before.iter().rev().position(|&b| b == b'\n').unwrap_or(before.len());
+    Point { row, column }
 }
 
 /// The first `ERROR` or `MISSING` node: 1-based line and column, and what it is.
@@ -261,4 +262,27 @@ fn log_name(call: Node, src: &[u8]) -> Option<String> {
     let inner = text.trim_start_matches(|c: char| c.is_ascii_alphabetic());
     let quote = inner.chars().next()?;
     Some(inner.trim_matches(quote).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_reparse_agrees_with_a_full_parse() {
+        let py = Python::new();
+        let old = "for x in y:\n    a = 1\n    b = 2\n";
+        let before = py.parse(old, "old").unwrap();
+        let good = "for x in y:\n    a = 1\n    c = a\n    b = 2\n";
+        assert!(py.reparses(&before, good, &[(24, 10)]));
+        let bad = "for x in y:\n    a = 1\n    c = (\n    b = 2\n";
+        assert!(!py.reparses(&before, bad, &[(24, 10)]));
+        assert!(py.parses(good) && !py.parses(bad));
+    }
+
+    #[test]
+    fn points_count_bytes_from_the_line_start() {
+        assert_eq!(point_at("ab\ncd", 4), Point { row: 1, column: 1 });
+        assert_eq!(point_at("ab", 0), Point { row: 0, column: 0 });
+    }
 }
