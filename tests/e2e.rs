@@ -405,3 +405,47 @@ fn concurrent_runs_keep_all_their_records() {
     assert!(runs.iter().all(|r| r["status"] == "finished"));
     assert_eq!(flor_json(dir, &["dataframe", "loss"]).len(), 2 * 3 * 8);
 }
+
+// ---------------------------------------------------------------- propagate
+
+const PROPAGATE_NEW: &str = "import flordb as flor\nfor epoch in flor.loop(\"epoch\", range(3)):\n    for x, y in loader:\n        optimizer.zero_grad()\n        loss = criterion(model(x), y)\n        loss.backward()\n        flor.log(\"loss\", loss.item())\n        optimizer.step()\n";
+const PROPAGATE_OLD: &str = "import flordb as flor\nfor epoch in flor.loop(\"epoch\", range(3)):\n    for x, y in loader:\n        opt.zero_grad()\n        err = criterion(model(x), y)  # the loss\n        err.backward()\n        opt.step()\n";
+
+#[test]
+fn propagate_needs_no_repository_and_reports_each_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("new.py"), PROPAGATE_NEW).unwrap();
+    fs::write(dir.path().join("old.py"), PROPAGATE_OLD).unwrap();
+    let out = flor(dir.path(), &["propagate", "--from", "new.py", "--name", "loss", "--to", "old.py"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        PROPAGATE_OLD
+            .replace("        err.backward()\n", "        err.backward()\n        flor.log(\"loss\", err.item())\n")
+    );
+    assert!(stderr.contains("line 7 -> placed at line 7 (renamed loss -> err)"), "{stderr}");
+
+    // --out writes the file; running again finds the statement there.
+    let out = flor(dir.path(), &["propagate", "--from", "new.py", "--line", "7", "--to", "old.py", "--out", "old.py"]);
+    assert!(out.status.success());
+    let out = flor(dir.path(), &["propagate", "--from", "new.py", "--line", "7", "--to", "old.py"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already present at line 7"));
+}
+
+#[test]
+fn propagate_exits_4_when_a_statement_cannot_be_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("new.py"), PROPAGATE_NEW).unwrap();
+    fs::write(dir.path().join("old.py"), "import json\nprint(json.dumps({}))\n").unwrap();
+    let out = flor(dir.path(), &["propagate", "--from", "new.py", "--line", "7", "--to", "old.py"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED: no mapped context"));
+    // Bad requests are errors (exit 1) with a message.
+    let out = flor(dir.path(), &["propagate", "--from", "new.py", "--line", "3000", "--to", "old.py"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no statement"));
+    let out = flor(dir.path(), &["propagate", "--from", "new.py", "--name", "nope", "--to", "old.py"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no flor.log statement named nope"));
+}

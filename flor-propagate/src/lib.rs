@@ -1,6 +1,160 @@
-//! flor-propagate: language propagators that carry log statements from the
-//! newest version of a script into old versions. The trait and result types
-//! are defined in `flor-core` and re-exported here; the tree-sitter Python
-//! propagator is not implemented yet (it is the subject of its own issue).
+//! flor-propagate: carry log statements written in the newest version of a
+//! script into old versions of it that were edited, refactored and renamed
+//! since.
+//!
+//! The [`LanguagePropagator`] trait and its result types live in `flor-core`
+//! and are re-exported here. [`python()`] is the Python implementation:
+//!
+//! 1. both sources are parsed with tree-sitter-python and converted once
+//!    into arena trees with cached subtree shape, height and size (`tree`);
+//! 2. GumTree matches the new tree against the old one: top-down isomorphic
+//!    subtrees, bottom-up containers by Dice similarity, recovery in small
+//!    containers (`gumtree`);
+//! 3. each statement is placed after its nearest mapped preceding sibling
+//!    (else before its nearest mapped following one, else first in its
+//!    mapped block), its identifiers renamed by majority vote over the
+//!    mapping, and inserted as text into the old source, which must still
+//!    parse (`place`).
+//!
+//! ```
+//! use flor_propagate::{python, LanguagePropagator, Outcome};
+//!
+//! let new = "\
+//! for epoch in range(epochs):
+//!     for x, y in loader:
+//!         optimizer.zero_grad()
+//!         loss = criterion(model(x), y)
+//!         loss.backward()
+//!         flor.log(\"loss\", loss.item())
+//!         optimizer.step()
+//! ";
+//! let old = "\
+//! for epoch in range(epochs):
+//!     for x, y in loader:
+//!         opt.zero_grad()
+//!         ## forward
+//!         err = criterion(model(x), y)
+//!         err.backward()
+//!         opt.step()
+//! ";
+//! let p = python().propagate(new, &[6], old).unwrap();
+//! assert!(p.source.contains("err.backward()\n        flor.log(\"loss\", err.item())\n        opt.step()"), "{}", p.source);
+//! assert_eq!(p.outcomes[0], Outcome::Placed { line: 7, renames: vec![("loss".into(), "err".into())] });
+//! ```
+//!
+//! Inputs are bounded: a tree with more than [`DEFAULT_MAX_NODES`] nodes (or
+//! the value of the [`MAX_NODES_ENV`] environment variable) is refused with
+//! [`PropagateError::TooLarge`].
+
+#![warn(missing_docs)]
+
+mod gumtree;
+mod place;
+mod python;
+mod tree;
+
+use std::path::Path;
 
 pub use flor_core::propagate::{LanguagePropagator, Outcome, PropagateError, Propagation};
+pub use gumtree::Params;
+pub use python::find_log_statements;
+pub use tree::{max_nodes, DEFAULT_MAX_NODES, MAX_NODES_ENV};
+
+/// The Python propagator (tree-sitter-python, GumTree).
+#[derive(Clone, Debug)]
+pub struct PythonPropagator {
+    params: Params,
+    max_nodes: usize,
+}
+
+impl Default for PythonPropagator {
+    /// FlorDB's matcher parameters and the node limit from [`max_nodes`].
+    fn default() -> Self {
+        PythonPropagator { params: Params::default(), max_nodes: max_nodes() }
+    }
+}
+
+impl PythonPropagator {
+    /// With matcher parameters other than FlorDB's defaults.
+    pub fn with_params(self, params: Params) -> Self {
+        PythonPropagator { params, ..self }
+    }
+
+    /// With another limit on the syntax nodes of each source.
+    pub fn with_max_nodes(self, max_nodes: usize) -> Self {
+        PythonPropagator { max_nodes, ..self }
+    }
+
+    /// The matcher parameters in use.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+}
+
+impl LanguagePropagator for PythonPropagator {
+    fn language(&self) -> &'static str {
+        "python"
+    }
+
+    fn extensions(&self) -> &'static [&'static str] {
+        &["py", "pyw"]
+    }
+
+    fn propagate(&self, new_source: &str, lines: &[usize], old_source: &str) -> Result<Propagation, PropagateError> {
+        place::propagate(&python::Python::new(), self.params, self.max_nodes, new_source, lines, old_source)
+    }
+}
+
+/// The Python propagator with default parameters.
+pub fn python() -> PythonPropagator {
+    PythonPropagator::default()
+}
+
+/// The propagator for `path`, chosen by its extension.
+pub fn for_path(path: &Path) -> Option<Box<dyn LanguagePropagator>> {
+    let all: [Box<dyn LanguagePropagator>; 1] = [Box::new(python())];
+    all.into_iter().find(|p| p.handles(path))
+}
+
+/// Errors of [`propagate_at_commit`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The propagation itself failed (unparsable input, bad line, too large).
+    #[error(transparent)]
+    Propagate(#[from] PropagateError),
+    /// Reading the old version from git failed.
+    #[error(transparent)]
+    Git(#[from] flor_git::Error),
+    /// No propagator handles the file's extension.
+    #[error("no propagator for `{0}` (supported: .py)")]
+    Unsupported(String),
+    /// The old version is not UTF-8 text.
+    #[error("`{path}` at {commit} is not UTF-8 text")]
+    NotText {
+        /// Path in the repository.
+        path: String,
+        /// The commit.
+        commit: String,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Propagates the statements at `lines` (1-based) of `new_source` into the
+/// version of `file_path` (relative to the repository root) at
+/// `commit` of the repository containing `repo_path`.
+pub fn propagate_at_commit(
+    repo_path: &Path,
+    commit: &str,
+    file_path: &str,
+    new_source: &str,
+    lines: &[usize],
+) -> Result<Propagation> {
+    let propagator = for_path(Path::new(file_path)).ok_or_else(|| Error::Unsupported(file_path.to_string()))?;
+    let bytes = flor_git::read_file_at(repo_path, commit, file_path)?;
+    let old = String::from_utf8(bytes)
+        .map_err(|_| Error::NotText { path: file_path.to_string(), commit: commit.to_string() })?;
+    Ok(propagator.propagate(new_source, lines, &old)?)
+}

@@ -2,7 +2,7 @@
 //! rebuild the query database from git.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -57,13 +57,50 @@ enum Command {
     Names,
     /// Drop the query database and rebuild it from the run records in git.
     Rebuild,
+    /// Carry log statements from the newest version of a script into an old one.
+    ///
+    /// Prints the old version with the statements inserted (to stdout, or to
+    /// FILE with --out) and one line per statement on stderr: where it was
+    /// placed and which identifiers were renamed, that it is already there,
+    /// or why it could not be placed. Needs no repository. Exit status 4
+    /// when any statement could not be placed.
+    #[command(
+        after_help = "Example:\n  flor propagate --from train.py --name grad_norm --to old/train.py --out old/train.py"
+    )]
+    Propagate {
+        /// The newest version of the script, holding the statements.
+        #[arg(long = "from", value_name = "NEW.py")]
+        from: PathBuf,
+        /// Line (1-based) of a statement of NEW to carry; repeatable.
+        #[arg(long = "line", value_name = "N")]
+        lines: Vec<usize>,
+        /// Carry the `flor.log("NAME", ...)` statements of NEW; repeatable.
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// The old version to carry them into.
+        #[arg(long = "to", value_name = "OLD.py")]
+        to: PathBuf,
+        /// Write the result here instead of to stdout (may be OLD itself).
+        #[arg(long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Exit status when the command worked but some records could not be read.
 const EXIT_BAD_RECORDS: u8 = 3;
 
+/// Exit status of `flor propagate` when some statement could not be placed
+/// (the others were, and the output was written).
+const EXIT_NOT_PROPAGATED: u8 = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Propagate { from, lines, names, to, out } = &cli.command {
+        return propagate(from, lines, names, to, out.as_deref()).unwrap_or_else(|e| {
+            eprintln!("flor: error: {e}");
+            ExitCode::FAILURE
+        });
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -123,7 +160,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             }
             t
         }
-        Command::Rebuild => Table::default(),
+        Command::Rebuild | Command::Propagate { .. } => Table::default(),
     };
     if !table.columns.is_empty() {
         print_table(&table, cli.format)?;
@@ -186,6 +223,84 @@ fn print_table(table: &Table, format: Format) -> flor::Result<()> {
         // `flor dataframe loss | head` closes the pipe early: not an error.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(flor::Error::Io { action: "write", path: "standard output".into(), source: e }),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// `flor propagate`: no repository involved.
+fn propagate(
+    from: &Path,
+    lines: &[usize],
+    names: &[String],
+    to: &Path,
+    out: Option<&Path>,
+) -> Result<ExitCode, String> {
+    use flor_propagate::Outcome;
+    let usage = |msg: String| msg;
+    let propagator = flor_propagate::for_path(to)
+        .or_else(|| flor_propagate::for_path(from))
+        .ok_or_else(|| usage(format!("no propagator for `{}` (supported: .py)", to.display())))?;
+    let new = read_text(from)?;
+    let old = read_text(to)?;
+    let mut wanted: Vec<usize> = lines.to_vec();
+    if !names.is_empty() {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let found = flor_propagate::find_log_statements(&new, &names)
+            .map_err(|e| usage(format!("`{}`: {e}", from.display())))?;
+        if found.is_empty() {
+            return Err(usage(format!("`{}` has no flor.log statement named {}", from.display(), names.join(", "))));
+        }
+        wanted.extend(found);
+    }
+    if wanted.is_empty() {
+        return Err(usage("say which statements to carry: --line N or --name NAME".into()));
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    let result = propagator
+        .propagate(&new, &wanted, &old)
+        .map_err(|e| usage(format!("cannot propagate from `{}` to `{}`: {e}", from.display(), to.display())))?;
+    let mut failed = 0;
+    for (line, outcome) in wanted.iter().zip(&result.outcomes) {
+        match outcome {
+            Outcome::Placed { line: at, renames } if renames.is_empty() => {
+                eprintln!("line {line} -> placed at line {at}")
+            }
+            Outcome::Placed { line: at, renames } => {
+                let r: Vec<String> = renames.iter().map(|(a, b)| format!("{a} -> {b}")).collect();
+                eprintln!("line {line} -> placed at line {at} (renamed {})", r.join(", "))
+            }
+            Outcome::AlreadyPresent { line: at } => eprintln!("line {line} -> already present at line {at}"),
+            Outcome::Failed { reason } => {
+                failed += 1;
+                eprintln!("line {line} -> FAILED: {reason}")
+            }
+        }
+    }
+    match out {
+        Some(path) => {
+            std::fs::write(path, &result.source).map_err(|e| format!("cannot write {}: {e}", path.display()))?
+        }
+        None => {
+            let mut stdout = io::stdout().lock();
+            match stdout.write_all(result.source.as_bytes()).and_then(|_| stdout.flush()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                Err(e) => return Err(format!("cannot write standard output: {e}")),
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "flor: {failed} of {} statement(s) could not be placed (exit status {EXIT_NOT_PROPAGATED})",
+            wanted.len()
+        );
+        Ok(ExitCode::from(EXIT_NOT_PROPAGATED))
+    } else {
+        Ok(ExitCode::SUCCESS)
     }
 }
 

@@ -1,0 +1,419 @@
+//! Placement: where each statement goes in the old tree, how it is renamed,
+//! and the text edit of the old source.
+//!
+//! A statement goes after its nearest preceding sibling that has a partner
+//! in the old tree, else before its nearest following one, else first in the
+//! partner of its block. Identifiers are renamed by majority vote over the
+//! mapped identifier pairs outside the propagated statements. The old file
+//! is edited as text at byte offsets (its formatting and comments are kept),
+//! with the indentation of the target block, and the result must parse.
+
+use std::collections::{HashMap, HashSet};
+
+use flor_core::propagate::{Outcome, PropagateError, Propagation};
+
+use crate::gumtree::{match_trees, Mapping, Params};
+use crate::python::{Python, BUILTINS};
+use crate::tree::{Interner, Role, Tree, NONE};
+
+/// One statement's plan before the edit is applied.
+enum Plan {
+    Insert { offset: usize, text: String, renames: Vec<(String, String)> },
+    Present { line: usize },
+    Fail { reason: String },
+}
+
+struct Ctx<'a> {
+    py: &'a Python,
+    t1: &'a Tree,
+    t2: &'a Tree,
+    m: &'a Mapping,
+    interner: &'a Interner,
+    new_source: &'a str,
+    old_source: &'a str,
+    requested: &'a [bool],
+}
+
+/// Propagates the statements at `lines` of `new_source` into `old_source`.
+pub(crate) fn propagate(
+    py: &Python,
+    params: Params,
+    limit: usize,
+    new_source: &str,
+    lines: &[usize],
+    old_source: &str,
+) -> Result<Propagation, PropagateError> {
+    let ts1 = py.parse(new_source, "new")?;
+    let ts2 = py.parse(old_source, "old")?;
+    let mut interner = Interner::default();
+    let t1 = Tree::build(&ts1, new_source, &py.grammar, &mut interner, limit, "new")?;
+    let t2 = Tree::build(&ts2, old_source, &py.grammar, &mut interner, limit, "old")?;
+    for (t, which, src) in [(&t1, "new", new_source), (&t2, "old", old_source)] {
+        if let Some(b) = (0..t.len() as u32).find(|&i| t.node(i).kind == py.block_kind && t.children(i).is_empty()) {
+            // tree-sitter accepts `for x in y:` at the end of a file; Python does not.
+            let p = crate::python::point_at(src, t.node(b).start);
+            let message = "expected an indented block".to_string();
+            return Err(PropagateError::Unparsable { which, line: p.row + 1, column: p.column + 1, message });
+        }
+    }
+    let stmts = lines
+        .iter()
+        .map(|&line| find_statement(py, &t1, line).ok_or(PropagateError::NoStatement(line)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut requested = vec![false; t1.len()];
+    for &s in &stmts {
+        for x in t1.subtree(s) {
+            requested[x as usize] = true;
+        }
+    }
+    let m = match_trees(&t1, &t2, params);
+    let ctx = Ctx { py, t1: &t1, t2: &t2, m: &m, interner: &interner, new_source, old_source, requested: &requested };
+    let renames = ctx.vote();
+    let old_names: HashSet<u32> = t2.nodes.iter().filter(|n| n.is_identifier).map(|n| n.label).collect();
+    let defined: HashSet<u32> = stmts.iter().flat_map(|&s| ctx.targets(s)).collect();
+    let mut plans: Vec<Plan> = stmts.iter().map(|&s| ctx.plan(s, &renames, &old_names, &defined)).collect();
+    apply(py, &ts2, old_source, &stmts, &mut plans)
+}
+
+/// The outermost statement starting on `line` (1-based).
+fn find_statement(py: &Python, t: &Tree, line: usize) -> Option<u32> {
+    let row = line.checked_sub(1)?;
+    (0..t.len() as u32).find(|&i| {
+        let n = t.node(i);
+        n.row == row && py.is_statement(n.kind) && n.parent != NONE && py.is_block(t.node(n.parent).kind)
+    })
+}
+
+impl Ctx<'_> {
+    fn text1(&self, i: u32) -> &str {
+        let n = self.t1.node(i);
+        self.new_source.get(n.start..n.end).unwrap_or("")
+    }
+
+    fn renamable(&self, t: &Tree, i: u32) -> bool {
+        let n = t.node(i);
+        n.is_identifier && !matches!(n.role, Role::Attribute | Role::KeywordName)
+    }
+
+    /// Majority vote per identifier of the new tree over its mapped
+    /// partners, outside the propagated statements.
+    fn vote(&self) -> HashMap<u32, u32> {
+        let mut counts: HashMap<u32, HashMap<u32, u32>> = HashMap::new();
+        for a in 0..self.t1.len() as u32 {
+            if self.requested[a as usize] || !self.renamable(self.t1, a) {
+                continue;
+            }
+            if let Some(b) = self.m.partner(a) {
+                if self.renamable(self.t2, b) {
+                    *counts.entry(self.t1.node(a).label).or_default().entry(self.t2.node(b).label).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .filter_map(|(from, tos)| {
+                let best = tos.iter().max_by(|x, y| {
+                    x.1.cmp(y.1)
+                        .then((*x.0 == from).cmp(&(*y.0 == from)))
+                        .then(self.interner.text(*y.0).cmp(self.interner.text(*x.0)))
+                })?;
+                (*best.0 != from).then_some((from, *best.0))
+            })
+            .collect()
+    }
+
+    /// Whether identifier `i` of the new tree is bound by its statement
+    /// (assignment or loop target, comprehension variable).
+    fn is_target(&self, i: u32, stmt: u32) -> bool {
+        let mut x = i;
+        while x != NONE && x != stmt {
+            if self.t1.node(x).role == Role::Target {
+                return true;
+            }
+            x = self.t1.parent(x);
+        }
+        false
+    }
+
+    /// Labels of the names that statement `s` binds.
+    fn targets(&self, s: u32) -> Vec<u32> {
+        self.t1
+            .subtree(s)
+            .filter(|&i| self.renamable(self.t1, i) && self.is_target(i, s))
+            .map(|i| self.t1.node(i).label)
+            .collect()
+    }
+
+    /// Leaf labels of a statement of the new tree after renames.
+    fn tokens1(&self, s: u32, renames: &HashMap<u32, u32>) -> Vec<u32> {
+        self.t1
+            .subtree(s)
+            .filter(|&i| self.t1.children(i).is_empty())
+            .map(|i| {
+                let l = self.t1.node(i).label;
+                if self.renamable(self.t1, i) {
+                    renames.get(&l).copied().unwrap_or(l)
+                } else {
+                    l
+                }
+            })
+            .collect()
+    }
+
+    fn tokens2(&self, s: u32) -> Vec<u32> {
+        self.t2.subtree(s).filter(|&i| self.t2.children(i).is_empty()).map(|i| self.t2.node(i).label).collect()
+    }
+
+    /// The block of the old tree that corresponds to block `p` of the new one.
+    fn block_partner(&self, p: u32) -> Option<u32> {
+        if let Some(b) = self.m.partner(p) {
+            return self.py.is_block(self.t2.node(b).kind).then_some(b);
+        }
+        let g = self.t1.parent(p);
+        let g2 = self.m.partner(g)?;
+        let kind = self.t1.node(p).kind;
+        let idx = self.t1.children(g).iter().filter(|&&c| self.t1.node(c).kind == kind).position(|&c| c == p)?;
+        self.t2.children(g2).iter().copied().filter(|&c| self.t2.node(c).kind == kind).nth(idx)
+    }
+
+    /// The partner of sibling statement `x`, when it is a statement in a
+    /// block. A propagated statement counts only when the old version
+    /// already has it (it is context then, not new code).
+    fn statement_partner(&self, x: u32) -> Option<u32> {
+        let y = self.m.partner(x)?;
+        if self.requested[x as usize] && self.tokens2(y) != self.tokens1(x, &HashMap::new()) {
+            return None;
+        }
+        let n = self.t2.node(y);
+        (self.py.is_statement(n.kind) && n.parent != NONE && self.py.is_block(self.t2.node(n.parent).kind)).then_some(y)
+    }
+
+    fn line2(&self, y: u32) -> usize {
+        self.t2.node(y).row + 1
+    }
+
+    fn plan(&self, s: u32, renames: &HashMap<u32, u32>, old_names: &HashSet<u32>, defined: &HashSet<u32>) -> Plan {
+        let tokens = self.tokens1(s, renames);
+        if let Some(y) = self.m.partner(s) {
+            if self.tokens2(y) == tokens {
+                return Plan::Present { line: self.line2(y) };
+            }
+        }
+        let p = self.t1.parent(s);
+        let siblings = self.t1.children(p);
+        let pos = siblings.iter().position(|&c| c == s).unwrap_or(0);
+        let prev = siblings[..pos].iter().rev().find_map(|&x| self.statement_partner(x).map(|y| (x, y)));
+        let next = siblings[pos + 1..].iter().find_map(|&x| self.statement_partner(x).map(|y| (x, y)));
+        enum At {
+            After(u32),
+            Before(u32),
+        }
+        let at = match (prev, next) {
+            (Some((x, y)), next) => match self.m.tie.get(&x) {
+                None => At::After(y),
+                Some(&rival) => match next {
+                    Some((x2, y2)) if !self.m.tie.contains_key(&x2) => At::Before(y2),
+                    _ => {
+                        return Plan::Fail {
+                            reason: format!(
+                                "ambiguous: the statement before it (line {}) matches lines {} and {} of the old version equally well",
+                                self.t1.node(x).row + 1,
+                                self.line2(y),
+                                self.line2(rival)
+                            ),
+                        }
+                    }
+                },
+            },
+            (None, Some((_, y))) => At::Before(y),
+            (None, None) => match self.block_partner(p) {
+                Some(b) if !self.t2.children(b).is_empty() => At::Before(self.t2.children(b)[0]),
+                _ => {
+                    let first_line = self.text1(s).lines().next().unwrap_or("").trim();
+                    return Plan::Fail {
+                        reason: format!(
+                            "no mapped context for `{first_line}`: neither its block nor any statement beside it has a counterpart in the old version"
+                        ),
+                    };
+                }
+            },
+        };
+        let anchor = match at {
+            At::After(y) | At::Before(y) => y,
+        };
+        let block = self.t2.parent(anchor);
+        if let Some(&c) = self.t2.children(block).iter().find(|&&c| self.tokens2(c) == tokens) {
+            return Plan::Present { line: self.line2(c) };
+        }
+        // Names the statement reads must exist in the old version.
+        let locals: HashSet<u32> = self.targets(s).into_iter().collect();
+        for i in self.t1.subtree(s) {
+            if !self.renamable(self.t1, i) || self.is_target(i, s) {
+                continue;
+            }
+            let l = self.t1.node(i).label;
+            let l = renames.get(&l).copied().unwrap_or(l);
+            let name = self.interner.text(l);
+            if !old_names.contains(&l) && !locals.contains(&l) && !defined.contains(&l) && !BUILTINS.contains(&name) {
+                return Plan::Fail { reason: format!("unbound name: `{name}` is not defined in the old version") };
+            }
+        }
+        let old = self.old_source;
+        let node = self.t2.node(anchor);
+        let (offset, indent, lead) = match at {
+            At::After(_) => {
+                let indent = line_indent(old, node.start);
+                match old[node.end..].find('\n') {
+                    Some(k) => (node.end + k + 1, indent, false),
+                    None => (old.len(), indent, true),
+                }
+            }
+            At::Before(_) => {
+                let start = old[..node.start].rfind('\n').map_or(0, |k| k + 1);
+                if !old[start..node.start].chars().all(|c| c == ' ' || c == '\t') {
+                    return Plan::Fail {
+                        reason: format!(
+                            "no room: line {} of the old version holds its block on one line",
+                            self.line2(anchor)
+                        ),
+                    };
+                }
+                (start, &old[start..node.start], false)
+            }
+        };
+        let (text, applied) = self.render(s, renames, indent);
+        let nl = if old.contains("\r\n") { "\r\n" } else { "\n" };
+        let text = if lead { format!("{nl}{indent}{text}{nl}") } else { format!("{indent}{text}{nl}") };
+        Plan::Insert { offset, text, renames: applied }
+    }
+
+    /// The statement's text with renames applied and continuation lines
+    /// re-indented to `indent`.
+    fn render(&self, s: u32, renames: &HashMap<u32, u32>, indent: &str) -> (String, Vec<(String, String)>) {
+        let n = self.t1.node(s);
+        let src = self.new_source;
+        let mut out = String::new();
+        let mut applied: Vec<(String, String)> = Vec::new();
+        let mut at = n.start;
+        for i in self.t1.subtree(s) {
+            if !self.renamable(self.t1, i) {
+                continue;
+            }
+            let node = self.t1.node(i);
+            if let Some(&to) = renames.get(&node.label) {
+                out.push_str(&src[at..node.start]);
+                let (from, to) = (self.interner.text(node.label), self.interner.text(to));
+                out.push_str(to);
+                at = node.end;
+                if !applied.iter().any(|(f, _)| f == from) {
+                    applied.push((from.to_string(), to.to_string()));
+                }
+            }
+        }
+        out.push_str(&src[at..n.end]);
+        let own = line_indent(src, n.start);
+        let mut lines = out.split('\n');
+        let mut text = lines.next().unwrap_or("").to_string();
+        for line in lines {
+            text.push('\n');
+            match line.strip_prefix(own) {
+                Some(rest) if !own.is_empty() || !line.is_empty() => {
+                    text.push_str(indent);
+                    text.push_str(rest);
+                }
+                _ => text.push_str(line),
+            }
+        }
+        (text, applied)
+    }
+}
+
+/// The whitespace that starts the line holding byte `at`.
+fn line_indent(src: &str, at: usize) -> &str {
+    let start = src[..at].rfind('\n').map_or(0, |k| k + 1);
+    let line = &src[start..];
+    let end = line.find(|c: char| c != ' ' && c != '\t').unwrap_or(line.len());
+    &line[..end.min(at - start)]
+}
+
+/// Applies the insertions; any whose result would not parse fails instead.
+fn apply(
+    py: &Python,
+    before: &tree_sitter::Tree,
+    old: &str,
+    stmts: &[u32],
+    plans: &mut [Plan],
+) -> Result<Propagation, PropagateError> {
+    let (source, lines, edits) = splice(old, stmts, plans);
+    let source = if edits.is_empty() || py.reparses(before, &source, &edits) {
+        source
+    } else {
+        for plan in plans.iter_mut() {
+            if let Plan::Insert { offset, text, .. } = plan {
+                let mut one = old.to_string();
+                one.insert_str(*offset, text);
+                if !py.parses(&one) {
+                    *plan = Plan::Fail { reason: "inserting it here would not parse".into() };
+                }
+            }
+        }
+        let (source, lines, _) = splice(old, stmts, plans);
+        if !py.parses(&source) {
+            for plan in plans.iter_mut() {
+                if matches!(plan, Plan::Insert { .. }) {
+                    *plan = Plan::Fail { reason: "the statements together would not parse".into() };
+                }
+            }
+            return Ok(finish(old.to_string(), plans, &[]));
+        }
+        return Ok(finish(source, plans, &lines));
+    };
+    Ok(finish(source, plans, &lines))
+}
+
+/// The old source with every insertion applied, the output line of each
+/// plan's statement (0 for plans that insert nothing), and the insertions
+/// as (offset in the output, length), in order.
+fn splice(old: &str, stmts: &[u32], plans: &[Plan]) -> (String, Vec<usize>, Vec<(usize, usize)>) {
+    let mut order: Vec<usize> = (0..plans.len()).filter(|&k| matches!(plans[k], Plan::Insert { .. })).collect();
+    let key = |k: usize| match &plans[k] {
+        Plan::Insert { offset, .. } => (*offset, stmts[k]),
+        _ => (0, 0),
+    };
+    order.sort_by_key(|&k| key(k));
+    let mut out = String::with_capacity(old.len() + 256);
+    let mut lines = vec![0usize; plans.len()];
+    let mut at = 0;
+    let mut line = 1;
+    let mut edits = Vec::new();
+    for k in order {
+        if let Plan::Insert { offset, text, .. } = &plans[k] {
+            let chunk = &old[at..*offset];
+            line += chunk.matches('\n').count();
+            out.push_str(chunk);
+            at = *offset;
+            let lead = text.starts_with('\n') || text.starts_with("\r\n");
+            lines[k] = line + usize::from(lead);
+            line += text.matches('\n').count();
+            edits.push((out.len(), text.len()));
+            out.push_str(text);
+        }
+    }
+    out.push_str(&old[at..]);
+    (out, lines, edits)
+}
+
+fn finish(source: String, plans: &mut [Plan], lines: &[usize]) -> Propagation {
+    let outcomes = plans
+        .iter_mut()
+        .enumerate()
+        .map(|(k, plan)| match plan {
+            Plan::Insert { renames, .. } => {
+                Outcome::Placed { line: lines.get(k).copied().unwrap_or(0), renames: std::mem::take(renames) }
+            }
+            Plan::Present { line } => Outcome::AlreadyPresent { line: *line },
+            Plan::Fail { reason } => Outcome::Failed { reason: std::mem::take(reason) },
+        })
+        .collect();
+    Propagation { source, outcomes }
+}

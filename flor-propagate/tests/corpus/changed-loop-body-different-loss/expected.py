@@ -1,0 +1,18 @@
+import flordb as flor
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from data import load_dataset
+from model import Net
+
+model = Net(16)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+for epoch in flor.loop("epoch", range(20)):
+    for x, y in DataLoader(load_dataset()[0], batch_size=4):
+        optimizer.zero_grad()
+        target = nn.functional.one_hot(y, 10).float()
+        loss = ((model(x).softmax(-1) - target) ** 2).mean()
+        loss.backward()
+        flor.log("grad_max", max(p.grad.abs().max().item() for p in model.parameters()))
+        optimizer.step()

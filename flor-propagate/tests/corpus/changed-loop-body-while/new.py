@@ -1,0 +1,18 @@
+import flordb as flor
+import jax
+import jax.numpy as jnp
+import optax
+
+from data import batches
+from model import init_params, loss_fn
+
+params = init_params(jax.random.PRNGKey(0))
+tx = optax.adam(flor.arg("lr", 1e-3))
+opt_state = tx.init(params)
+for epoch in flor.loop("epoch", range(flor.arg("epochs", 3))):
+    for xb, yb in batches(128):
+        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
+        updates, opt_state = tx.update(grads, opt_state)
+        params = optax.apply_updates(params, updates)
+        flor.log("grad_norm", float(optax.global_norm(grads)))
+        flor.log("loss", float(loss))

@@ -1,0 +1,5 @@
+import flordb as flor
+for epoch in flor.loop("epoch", range(3)):
+    value = epoch * 2
+    flor.log("value", value)
+    print(value)

@@ -1,0 +1,3 @@
+import flordb as flor
+for epoch in flor.loop("epoch", range(3)):
+    pass

@@ -1,0 +1,17 @@
+import flordb as flor
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from data import load_dataset
+from model import Net
+
+model = Net(8)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in flor.loop("epoch", range(5)):
+    # a fresh loader every epoch
+    flor.log("lr", optimizer.param_groups[0]["lr"])
+    for x, y in DataLoader(load_dataset()[0], batch_size=2):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()

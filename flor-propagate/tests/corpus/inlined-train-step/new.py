@@ -1,0 +1,20 @@
+import flordb as flor
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from data import load_dataset
+from model import Net
+
+model = Net(128)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+loader = DataLoader(load_dataset()[0], batch_size=32)
+for epoch in flor.loop("epoch", range(5)):
+    for x, y in flor.loop("step", loader):
+        optimizer.zero_grad()
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y)
+        loss.backward()
+        flor.log("out_mean", out.mean().item())
+        optimizer.step()
+        flor.log("loss", loss.item())

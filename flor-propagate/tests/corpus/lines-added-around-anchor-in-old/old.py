@@ -1,0 +1,20 @@
+import flordb as flor
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from data import load_dataset
+from model import Net
+
+model = Net(64)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for epoch in flor.loop("epoch", range(5)):
+    for x, y in DataLoader(load_dataset()[0], batch_size=32):
+        print("batch", x.shape)
+        optimizer.zero_grad()
+        assert not torch.isnan(x).any()
+        loss = nn.functional.cross_entropy(model(x), y)
+        print("loss", loss.item())
+        assert loss.item() < 100
+        loss.backward()
+        optimizer.step()

@@ -1,0 +1,19 @@
+import flordb as flor
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from data import load_dataset
+from model import Net
+
+model = Net(64)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+flor.log("n_params", sum(p.numel() for p in model.parameters()))
+for epoch in flor.loop("epoch", range(5)):
+    for x, y in flor.loop("step", DataLoader(load_dataset()[0], batch_size=32)):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        flor.log("grad_norm", torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item())
+        optimizer.step()
+    flor.log("weight_norm", sum(p.norm().item() for p in model.parameters()))

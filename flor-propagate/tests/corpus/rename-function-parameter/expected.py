@@ -1,0 +1,14 @@
+import flordb as flor
+import torch
+
+
+def evaluate(net, loader):
+    net.eval()
+    total, correct = 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            pred = net(x).argmax(dim=1)
+            correct += (pred == y).sum().item()
+            total += y.numel()
+    flor.log("n_params", sum(p.numel() for p in net.parameters()))
+    return correct / total

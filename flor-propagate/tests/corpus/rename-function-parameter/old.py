@@ -1,0 +1,13 @@
+import flordb as flor
+import torch
+
+
+def evaluate(net, loader):
+    net.eval()
+    total, correct = 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            pred = net(x).argmax(dim=1)
+            correct += (pred == y).sum().item()
+            total += y.numel()
+    return correct / total
