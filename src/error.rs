@@ -53,6 +53,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A replay that cannot go on (what and why in the message).
+    #[error("replay: {0}")]
+    Replay(String),
     /// A checkpoint that is not there.
     #[error("run {tstamp} has no checkpoint named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (it has: {})", available.join(", ")) })]
     NoCheckpoint {

@@ -11,6 +11,7 @@
 mod error;
 pub mod ingest;
 mod project;
+pub mod replay;
 mod run;
 
 pub use error::{Error, Result};

@@ -126,7 +126,7 @@ impl RunBuilder {
         };
         let path = project.runs_dir().join(format!("{}.jsonl", meta.run_id()));
         let recorder = Recorder::create(&path, meta, kwargs, Some(project.objects().clone()))?;
-        Ok(Run { inner: Arc::new(Mutex::new(Inner { rec: recorder, project, deferred: None, early })) })
+        Ok(Run { inner: Arc::new(Mutex::new(Inner { rec: recorder, project, deferred: None, early, replay: false })) })
     }
 }
 
@@ -135,6 +135,8 @@ struct Inner {
     project: Project,
     deferred: Option<Error>,
     early: SyncReport,
+    /// A replay segment: ends without publishing (`flor replay` collects it).
+    replay: bool,
 }
 
 /// A recording run: a cheap, clonable handle (`Send + Sync`). End it with
@@ -171,6 +173,36 @@ impl Run {
     /// Options for starting a run.
     pub fn builder() -> RunBuilder {
         RunBuilder::default()
+    }
+
+    /// Starts one segment of a hindsight replay, as described by the spec
+    /// file `flor replay` wrote (the front ends call this when the
+    /// environment variable [`crate::replay::SPEC_ENV`] names one). `argv`
+    /// is this process's command line: its `--kwargs` must be the recorded
+    /// ones (a replay reproduces the run; overrides are refused).
+    pub fn start_replay(spec_path: &Path, argv: &[String]) -> Result<Run> {
+        let spec = crate::replay::SegmentSpec::read(spec_path)?;
+        let recorded = Kwargs::from_argv(&spec.run.argv)?;
+        let given = Kwargs::from_argv(argv)?;
+        if recorded != given {
+            return Err(Error::Replay(format!(
+                "the command line's --kwargs differ from the ones run {} recorded ({}); a replay reproduces the run and refuses overrides",
+                spec.run.tstamp,
+                spec.run.argv.join(" ")
+            )));
+        }
+        let project = Project::open(&spec.root)?;
+        let contexts = crate::replay::forward_contexts(project.root(), &spec.run)?;
+        let recorder = Recorder::create_replay(
+            &spec.output,
+            spec.run.clone(),
+            recorded,
+            Some(project.objects().clone()),
+            contexts,
+            spec.names.clone(),
+        )?;
+        let inner = Inner { rec: recorder, project, deferred: None, early: SyncReport::default(), replay: true };
+        Ok(Run { inner: Arc::new(Mutex::new(inner)) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -424,6 +456,9 @@ fn end_inner(g: &mut Inner, status: RunStatus) -> Result<RunSummary> {
     }
     let meta = g.rec.finish(status)?;
     let report = std::mem::take(&mut g.early);
+    if g.replay {
+        return Ok(RunSummary { meta, report });
+    }
     let path = g.rec.path().to_owned();
     let root = g.project.root().to_owned();
     ingest::publish(&root, &path)?;

@@ -9,6 +9,7 @@
 //! file is exclusively locked: a lock that can be taken means the process
 //! is gone (see [`is_record_file_live`]).
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,50 @@ pub struct Recorder {
     last_ckpt: Option<Instant>,
     write_error: Option<std::io::Error>,
     finished: bool,
+    /// Set when this recorder writes a hindsight replay of an earlier run.
+    replay: Option<Replay>,
+}
+
+/// A replay recorder's state: iterations take the context ids the forward
+/// run gave them, and only the applied names are recorded.
+struct Replay {
+    contexts: ContextMap,
+    names: HashSet<Box<str>>,
+    /// Values logged at positions the forward run never reached (not recorded).
+    unmatched: u64,
+}
+
+/// Context id given to an iteration the forward run does not have.
+const UNMATCHED: u32 = u32::MAX;
+
+/// Where a forward run's loop iterations are: `(enclosing context, loop
+/// name, iteration index)` to the context id the run gave that iteration.
+/// A replay uses it to record values at the original positions.
+#[derive(Debug, Default, Clone)]
+pub struct ContextMap {
+    map: HashMap<(Option<u32>, Arc<str>, u64), u32>,
+}
+
+impl ContextMap {
+    /// The map of these iterations.
+    pub fn new(loops: impl IntoIterator<Item = crate::record::LoopCtx>) -> ContextMap {
+        ContextMap { map: loops.into_iter().map(|l| ((l.parent, l.name, l.iteration), l.ctx)).collect() }
+    }
+
+    /// The context of iteration `iteration` of loop `name` inside `parent`.
+    pub fn get(&self, parent: Option<u32>, name: &Arc<str>, iteration: u64) -> Option<u32> {
+        self.map.get(&(parent, name.clone(), iteration)).copied()
+    }
+
+    /// Number of iterations known.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no iteration is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
 impl std::fmt::Debug for Recorder {
@@ -79,6 +124,33 @@ impl Recorder {
     /// Creates the record file at `path` (which must not exist), locks it,
     /// and writes the header for `meta`.
     pub fn create(path: &Path, meta: RunMeta, kwargs: Kwargs, objects: Option<ObjectStore>) -> Result<Recorder> {
+        Recorder::create_with(path, meta, kwargs, objects, None)
+    }
+
+    /// Creates the record file of a hindsight replay of the run `meta`
+    /// (its identity and final metadata): iterations are placed with
+    /// `contexts` (the forward run's), only `names` are recorded (source
+    /// `replay`), and no args, timings, checkpoints or `end` line are
+    /// written: the forward file keeps those.
+    pub fn create_replay(
+        path: &Path,
+        meta: RunMeta,
+        kwargs: Kwargs,
+        objects: Option<ObjectStore>,
+        contexts: ContextMap,
+        names: impl IntoIterator<Item = String>,
+    ) -> Result<Recorder> {
+        let names = names.into_iter().map(String::into_boxed_str).collect();
+        Recorder::create_with(path, meta, kwargs, objects, Some(Replay { contexts, names, unmatched: 0 }))
+    }
+
+    fn create_with(
+        path: &Path,
+        meta: RunMeta,
+        kwargs: Kwargs,
+        objects: Option<ObjectStore>,
+        replay: Option<Replay>,
+    ) -> Result<Recorder> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         }
@@ -90,7 +162,7 @@ impl Recorder {
             .map_err(|e| Error::io("create record file", path, e))?;
         file.try_lock().map_err(|e| Error::io("lock", path, std::io::Error::other(e.to_string())))?;
         let mut enc = LineEncoder::new();
-        enc.header(&meta, Source::Forward);
+        enc.header(&meta, if replay.is_some() { Source::Replay } else { Source::Forward });
         let mut r = Recorder {
             meta,
             path: path.to_owned(),
@@ -107,6 +179,7 @@ impl Recorder {
             last_ckpt: None,
             write_error: None,
             finished: false,
+            replay,
         };
         r.flush()?;
         Ok(r)
@@ -126,7 +199,9 @@ impl Recorder {
     /// (coerced to the default's type), else `default`. Recorded as an `arg`.
     pub fn arg_value(&mut self, name: &str, default: Value) -> Result<Value> {
         let v = self.kwargs.resolve(name, default)?;
-        self.enc.record(RecordKind::Arg, None, name, &v);
+        if self.replay.is_none() {
+            self.enc.record(RecordKind::Arg, None, name, &v);
+        }
         Ok(v)
     }
 
@@ -145,6 +220,15 @@ impl Recorder {
     #[inline]
     pub fn log(&mut self, name: &str, value: &Value) {
         let ctx = self.current_ctx();
+        if let Some(r) = &mut self.replay {
+            if !r.names.contains(name) {
+                return;
+            }
+            if ctx == Some(UNMATCHED) {
+                r.unmatched += 1;
+                return;
+            }
+        }
         self.enc.record(RecordKind::Log, ctx, name, value);
         if self.enc.buf.len() >= FLUSH_BYTES {
             self.write_buffer();
@@ -153,6 +237,9 @@ impl Recorder {
 
     /// Records captured output text (`stream` is `stdout` or `stderr`).
     pub fn output(&mut self, stream: &str, text: &str) {
+        if self.replay.is_some() {
+            return;
+        }
         let ctx = self.current_ctx();
         self.enc.record(RecordKind::Output, ctx, stream, &Value::Text(text.into()));
     }
@@ -179,7 +266,7 @@ impl Recorder {
         if self.stack.is_empty() && !self.setup_recorded {
             self.setup_recorded = true;
             let secs = now.duration_since(self.started).as_secs_f64();
-            self.enc.record(RecordKind::Timing, None, "setup", &Value::Float(secs));
+            self.timing(None, "setup", secs);
         }
         if let Some(top) = self.stack.last() {
             if top.ctx.is_none() {
@@ -217,6 +304,19 @@ impl Recorder {
         if top.ctx.is_some() {
             return Err(Error::LoopMisuse(format!("iteration of `{}` begun before the previous one ended", top.name)));
         }
+        if let Some(r) = &self.replay {
+            // The forward run's context for this position (an iteration it
+            // never reached records nothing).
+            let it = index.unwrap_or(top.next_iteration);
+            top.next_iteration = it;
+            let parent = if top.parent == Some(UNMATCHED) { None } else { Some(top.parent) };
+            let ctx = parent.and_then(|p| r.contexts.get(p, &top.name, it)).unwrap_or(UNMATCHED);
+            top.ctx = Some(ctx);
+            if top.parent.is_none() {
+                top.iter_start = Instant::now();
+            }
+            return Ok(it);
+        }
         self.next_ctx += 1;
         top.ctx = Some(ctx);
         if top.parent.is_none() {
@@ -249,7 +349,7 @@ impl Recorder {
             // (`loop:NAME`): a clock read and a record per training step
             // would cost more than the step's log.
             let secs = top.iter_start.elapsed().as_secs_f64();
-            self.enc.record(RecordKind::Timing, Some(ctx), "iteration", &Value::Float(secs));
+            self.timing(Some(ctx), "iteration", secs);
             self.flush()?;
         }
         Ok(())
@@ -265,8 +365,10 @@ impl Recorder {
             return Err(Error::LoopMisuse("loop ended but none is open".into()));
         };
         let secs = frame.loop_start.elapsed().as_secs_f64();
-        let name = format!("loop:{}", frame.name);
-        self.enc.record(RecordKind::Timing, frame.parent, &name, &Value::Float(secs));
+        if self.replay.is_none() {
+            let name = format!("loop:{}", frame.name);
+            self.timing(frame.parent, &name, secs);
+        }
         if self.stack.is_empty() {
             self.last_outer_end = Some(Instant::now());
             self.flush()?;
@@ -303,7 +405,9 @@ impl Recorder {
         let id =
             objects.put_with(write).map_err(|e| Error::Checkpoint { name: name.into(), message: e.to_string() })?;
         let ctx = self.outer_ctx();
-        self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
+        if self.replay.is_none() {
+            self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
+        }
         self.last_ckpt = Some(Instant::now());
         Ok(id)
     }
@@ -314,9 +418,28 @@ impl Recorder {
     pub fn record_checkpoint(&mut self, name: &str, format: &str, id: &ObjectId) -> Result<()> {
         self.check_open()?;
         let ctx = self.outer_ctx();
-        self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
+        if self.replay.is_none() {
+            self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
+        }
         self.last_ckpt = Some(Instant::now());
         Ok(())
+    }
+
+    /// A timing record (none in a replay: the forward run's timings stand).
+    fn timing(&mut self, ctx: Option<u32>, name: &str, secs: f64) {
+        if self.replay.is_none() {
+            self.enc.record(RecordKind::Timing, ctx, name, &Value::Float(secs));
+        }
+    }
+
+    /// Whether this recorder writes a replay.
+    pub fn is_replay(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// Values a replay logged at positions the forward run does not have.
+    pub fn unmatched_replay_values(&self) -> u64 {
+        self.replay.as_ref().map_or(0, |r| r.unmatched)
     }
 
     /// The object store, when the run has one.
@@ -370,16 +493,18 @@ impl Recorder {
         if self.setup_recorded {
             let since = self.last_outer_end.unwrap_or(now);
             let secs = now.duration_since(since).as_secs_f64();
-            self.enc.record(RecordKind::Timing, None, "teardown", &Value::Float(secs));
+            self.timing(None, "teardown", secs);
         } else {
             let secs = now.duration_since(self.started).as_secs_f64();
-            self.enc.record(RecordKind::Timing, None, "setup", &Value::Float(secs));
+            self.timing(None, "setup", secs);
         }
-        let ended = now_iso();
-        self.enc.end(&RunEnd { status, ended: ended.clone() });
         self.finished = true;
-        self.meta.status = status;
-        self.meta.ended = Some(ended);
+        if self.replay.is_none() {
+            let ended = now_iso();
+            self.enc.end(&RunEnd { status, ended: ended.clone() });
+            self.meta.status = status;
+            self.meta.ended = Some(ended);
+        }
         self.flush()?;
         self.file.sync_all().map_err(|e| Error::io("sync", &self.path, e))?;
         Ok(self.meta.clone())
@@ -478,5 +603,80 @@ mod tests {
         assert!(matches!(r.checkpoint("x", "raw", |_| Ok(())), Err(Error::Checkpoint { .. })));
         // Existing file: refused.
         assert!(Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).is_err());
+    }
+
+    #[test]
+    fn replay_records_applied_names_at_the_forward_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let fwd = dir.path().join("f.jsonl");
+        let mut r = Recorder::create(&fwd, meta(), Kwargs::default(), None).unwrap();
+        r.loop_begin("epoch").unwrap();
+        for _ in 0..3 {
+            r.iteration_begin(None).unwrap();
+            r.loop_begin("step").unwrap();
+            for _ in 0..2 {
+                r.iteration_begin(None).unwrap();
+                r.log("loss", &Value::Float(1.0));
+                r.iteration_end().unwrap();
+            }
+            r.loop_end().unwrap();
+            r.iteration_end().unwrap();
+        }
+        r.loop_end().unwrap();
+        let final_meta = r.finish(RunStatus::Finished).unwrap();
+        drop(r);
+        let forward = parse_lines(&std::fs::read(&fwd).unwrap(), 1);
+        let contexts = ContextMap::new(forward.loops.clone());
+        assert_eq!(contexts.len(), 3 + 6);
+
+        // Replay epoch 2 only (its inner loop in full) and log two names, one applied.
+        let rp = dir.path().join("r.jsonl");
+        let mut r = Recorder::create_replay(
+            &rp,
+            final_meta.clone(),
+            Kwargs::default(),
+            None,
+            contexts,
+            vec!["grad".to_owned()],
+        )
+        .unwrap();
+        assert!(r.is_replay());
+        assert_eq!(r.arg_value("lr", Value::Float(0.1)).unwrap(), Value::Float(0.1));
+        r.loop_begin("epoch").unwrap();
+        r.iteration_begin_at(Some(2), None).unwrap();
+        r.log("grad", &Value::Float(7.0));
+        r.log("loss", &Value::Float(9.0));
+        r.loop_begin("step").unwrap();
+        for _ in 0..3 {
+            // One iteration more than the forward run had: not recorded.
+            r.iteration_begin(None).unwrap();
+            r.log("grad", &Value::Float(8.0));
+            r.iteration_end().unwrap();
+        }
+        r.loop_end().unwrap();
+        r.iteration_end().unwrap();
+        r.loop_end().unwrap();
+        assert_eq!(r.unmatched_replay_values(), 1);
+        let m = r.finish(RunStatus::Finished).unwrap();
+        assert_eq!(m, final_meta, "a replay keeps the forward run's identity and status");
+        drop(r);
+        let p = parse_lines(&std::fs::read(&rp).unwrap(), 1);
+        assert!(p.errors.is_empty());
+        assert_eq!(p.header.as_ref().map(|h| h.1), Some(Source::Replay));
+        assert!(p.loops.is_empty() && p.checkpoints.is_empty() && p.end.is_none());
+        let ctx_of = |parent: Option<u32>, name: &str, it: u64| {
+            forward.loops.iter().find(|l| l.parent == parent && &*l.name == name && l.iteration == it).unwrap().ctx
+        };
+        let e2 = ctx_of(None, "epoch", 2);
+        let got: Vec<(RecordKind, Option<u32>, &str, Value)> =
+            p.records.iter().map(|r| (r.kind, r.ctx, &*r.name, r.value.clone())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (RecordKind::Log, Some(e2), "grad", Value::Float(7.0)),
+                (RecordKind::Log, Some(ctx_of(Some(e2), "step", 0)), "grad", Value::Float(8.0)),
+                (RecordKind::Log, Some(ctx_of(Some(e2), "step", 1)), "grad", Value::Float(8.0)),
+            ]
+        );
     }
 }

@@ -32,7 +32,7 @@ pub mod table;
 pub mod time;
 pub mod value;
 
-pub use engine::Recorder;
+pub use engine::{ContextMap, Recorder};
 pub use error::{Error, Result};
 pub use objects::{ObjectId, ObjectStore, ObjectWriter};
 pub use record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source};

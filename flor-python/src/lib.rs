@@ -102,6 +102,9 @@ struct State {
     stdout: Option<(Py<PyAny>, Py<PyAny>)>,
     /// Open progress bars: log lines then go through `tqdm.write`.
     bars: usize,
+    /// Whether `log` records and prints (a replay turns it off outside the
+    /// iterations whose values it recovers).
+    recording: bool,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -114,6 +117,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     line: String::new(),
     stdout: None,
     bars: 0,
+    recording: true,
 });
 
 /// Names remembered by [`State::names`].
@@ -398,6 +402,9 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
         ensure_run(py)?;
         st = state();
     }
+    if !st.recording {
+        return Ok(value.clone());
+    }
     let i = st.name_index(name)?;
     let s = &mut *st;
     s.run.as_ref().ok_or_else(no_run)?.log_value(&s.names[i].1, &v);
@@ -649,6 +656,30 @@ fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: Strin
     Ok(tstamp)
 }
 
+/// Starts replaying the segment described by the spec file at `spec`
+/// (written by `flor replay`); `argv` is the script's command line.
+#[pyfunction]
+fn start_replay(py: Python<'_>, spec: String, argv: Vec<String>) -> PyResult<()> {
+    if state().run.is_some() {
+        return Err(FlorError::new_err("a flor run is already active in this process"));
+    }
+    let run = py.detach(|| Run::start_replay(Path::new(&spec), &argv)).map_err(err)?;
+    let mut st = state();
+    st.generation += 1;
+    st.run = Some(run);
+    st.layers.clear();
+    st.prefix_stale = true;
+    st.bars = 0;
+    st.recording = true;
+    Ok(())
+}
+
+/// Turns recording (and printing) of `log` on or off (replay).
+#[pyfunction]
+fn set_recording(on: bool) {
+    state().recording = on;
+}
+
 /// Whether a run is active.
 #[pyfunction]
 fn active() -> bool {
@@ -720,6 +751,7 @@ fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
         st.layers.clear();
         st.prefix_stale = true;
         st.bars = 0;
+        st.recording = true;
         st.run.take()
     };
     let Some(run) = run else { return Ok(()) };
@@ -855,6 +887,8 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(iteration_enter, m)?,
         wrap_pyfunction!(iteration_exit, m)?,
         wrap_pyfunction!(start, m)?,
+        wrap_pyfunction!(start_replay, m)?,
+        wrap_pyfunction!(set_recording, m)?,
         wrap_pyfunction!(active, m)?,
         wrap_pyfunction!(tstamp, m)?,
         wrap_pyfunction!(root, m)?,

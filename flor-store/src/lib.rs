@@ -101,12 +101,14 @@ use std::path::PathBuf;
 
 use flor_core::StoreError;
 
+mod filter;
 mod readonly;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use filter::filter_rows;
 pub use sqlite::{schema_version_of, SqliteStore, SCHEMA_VERSION, SPLIT_SCAN_MIN_RECORDS};
 
 /// Errors of this crate outside the [`flor_core::Store`] methods (which

@@ -84,6 +84,42 @@ enum Command {
         #[arg(long = "out", value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Fill in values for past runs: replay them with `flor.log` statements of the newest script.
+    ///
+    /// The statements are the `flor.log("NAME", ...)` calls of the working
+    /// tree's version of the script. Every recorded run of that script that
+    /// lacks a NAME (--force: every run) is replayed from its checkpoints, in
+    /// its own materialized copy of its code version with the statements
+    /// carried in; your checkout is never touched. A plan with the
+    /// propagation per code version and a cost estimate comes first.
+    /// Interrupted replays resume: the same command does only what is missing.
+    /// Exit status 5 when some run could not be replayed.
+    #[command(
+        after_help = "Examples:\n  flor replay --apply grad_norm --dry-run\n  flor replay --apply grad_norm,acc --where 'lr > 0.01 AND epochs >= 5' --jobs 4 --yes"
+    )]
+    Replay {
+        /// Names whose `flor.log` statements to replay (comma-separated).
+        #[arg(long = "apply", value_name = "NAME[,NAME...]", value_delimiter = ',', required = true)]
+        names: Vec<String>,
+        /// A SQL predicate over the run-level columns of `flor dataframe` (tstamp, filename, args).
+        #[arg(long = "where", value_name = "PREDICATE")]
+        where_clause: Option<String>,
+        /// Worker processes (default: the number of cores).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Show the plan and stop.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+        /// Replay runs that already have the names too.
+        #[arg(long)]
+        force: bool,
+        /// Only this script (path relative to the repository root).
+        #[arg(long, value_name = "SCRIPT")]
+        script: Option<String>,
+    },
 }
 
 /// Exit status when the command worked but some records could not be read.
@@ -92,6 +128,10 @@ const EXIT_BAD_RECORDS: u8 = 3;
 /// Exit status of `flor propagate` when some statement could not be placed
 /// (the others were, and the output was written).
 const EXIT_NOT_PROPAGATED: u8 = 4;
+
+/// Exit status of `flor replay` when some run could not be replayed (the
+/// others were, and their values are stored).
+const EXIT_REPLAY_INCOMPLETE: u8 = 5;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -146,6 +186,16 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         }
         _ => project.sync_with_progress(&mut progress)?,
     };
+    if let Command::Replay { names, where_clause, jobs, yes, dry_run, force, script } = &cli.command {
+        let opts = flor::replay::ReplayOptions {
+            names: names.clone(),
+            where_clause: where_clause.clone(),
+            jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            force: *force,
+            script: script.clone(),
+        };
+        return replay(&mut project, &opts, *yes, *dry_run);
+    }
     let table = match &cli.command {
         Command::Runs => runs_table(&project)?,
         Command::Dataframe { names } => {
@@ -160,12 +210,74 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             }
             t
         }
-        Command::Rebuild | Command::Propagate { .. } => Table::default(),
+        Command::Rebuild | Command::Propagate { .. } | Command::Replay { .. } => Table::default(),
     };
     if !table.columns.is_empty() {
         print_table(&table, cli.format)?;
     }
     Ok(report_problems(&report))
+}
+
+fn replay(
+    project: &mut Project,
+    opts: &flor::replay::ReplayOptions,
+    yes: bool,
+    dry_run: bool,
+) -> flor::Result<ExitCode> {
+    let plan = flor::replay::plan(project, opts, &flor::replay::CostModel::default())?;
+    print!("{}", plan.render());
+    if plan.is_empty() {
+        println!("Nothing to replay.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if dry_run {
+        println!("Dry run: nothing was executed.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !yes {
+        if !io::stdin().is_terminal() {
+            eprintln!(
+                "flor: not replaying: no terminal to confirm on; pass --yes to proceed (or --dry-run to only plan)"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        print!("Proceed? [y/N] ");
+        let _ = io::stdout().flush();
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer).map_err(|e| flor::Error::Io {
+            action: "read",
+            path: "stdin".into(),
+            source: e,
+        })?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            println!("Not replaying.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let summary = flor::replay::execute(project, &plan, &mut |line| eprintln!("flor: {line}"))?;
+    println!("\nReplay summary ({:.2} s wall clock; estimated {:.2} s):", summary.wall_secs, plan.makespan_secs);
+    let mut failed = 0;
+    for r in &summary.runs {
+        match &r.failure {
+            None => println!(
+                "  run {}: {} value{} recovered; {:.2} s (estimated {:.2} s)",
+                r.tstamp,
+                r.values,
+                if r.values == 1 { "" } else { "s" },
+                r.actual_secs,
+                r.estimate_secs
+            ),
+            Some(f) => {
+                failed += 1;
+                println!("  run {}: FAILED: {f}", r.tstamp);
+            }
+        }
+    }
+    for (t, why) in &plan.skipped {
+        failed += 1;
+        println!("  run {t}: skipped: {why}");
+    }
+    Ok(if failed > 0 { ExitCode::from(EXIT_REPLAY_INCOMPLETE) } else { ExitCode::SUCCESS })
 }
 
 /// Shows `ingesting runs from git: done/total` on a terminal's stderr when

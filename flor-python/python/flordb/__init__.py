@@ -62,6 +62,10 @@ def _cwd():
 def _get():
     """Starts the run on first use (FlorDB's deferred init)."""
     if not _flor.active():
+        spec = os.environ.get(_REPLAY_ENV)
+        if spec:
+            _start_replay(spec)
+            return
         path = _script_path()
         filename = path if path else "interactive"
         argv = list(sys.argv) if sys.argv and sys.argv[0] else [filename]
@@ -117,6 +121,12 @@ def loop(name, iterable):
     every outermost iteration the objects under ``flor.checkpointing`` are
     checkpointed and the records are written to disk. The outermost loop
     shows a progress bar on a terminal when tqdm is installed."""
+    if _replay is not None:
+        if _flor.depth() == 0 and name == _replay.get("outer_loop"):
+            return _replay_outer(name, iterable)
+        if _skip_nested is not None:
+            _skip_nested_loop()
+            return iter(())
     if _tqdm is not None and _flor.depth() == 0 and sys.stdout.isatty():
         return _flor.loop_iter(name, _tqdm(iterable, desc=name), True)
     return _flor.loop_iter(name, iterable)
@@ -212,6 +222,8 @@ def _save(name, obj):
 
 
 def _checkpoint_all():
+    if _replay is not None:
+        return  # a replay restores checkpoints; it takes none
     if not _checkpoints or not _flor.active() or not _flor.checkpoint_due():
         return
     for name, obj in _checkpoints:
@@ -266,6 +278,91 @@ def load_checkpoint(tstamp, name=None, into=None):
     if name == "__rng__" and into is None:
         return state
     return _restore(into, state, c["format"]) if into is not None else state
+
+
+# --- Hindsight replay (driven by `flor replay`) ------------------------------
+#
+# `flor replay` runs an old version of the script, with the new statements
+# carried in, once per segment of a run, with FLOR_REPLAY naming a JSON spec:
+# which outer iterations to execute, which checkpoints to restore first, and
+# whether nested loops are skipped (replaced by the iteration's own
+# end-of-iteration checkpoint). Only the applied names are recorded, at the
+# original run's loop positions.
+
+_REPLAY_ENV = "FLOR_REPLAY"
+_replay = None  # the segment spec while this process replays
+_skip_nested = None  # outer iteration whose nested loops are skipped
+_skip_restored = False
+
+
+def _start_replay(spec_path):
+    global _replay
+    with open(spec_path) as f:
+        _replay = json.load(f)
+    _flor.start_replay(spec_path, list(sys.argv))
+    _flor.set_recording(bool(_replay["segment"]["record_setup"]))
+
+
+def _restore_from(iteration):
+    """Restores every checkpointed object, and the RNG states, to the end of
+    outer iteration ``iteration`` of the replayed run."""
+    refs = _replay["checkpoints"].get(str(iteration))
+    run = _replay["run"]["tstamp"]
+    if refs is None:
+        raise FlorError(f"replay of run {run}: no checkpoint at the end of iteration {iteration}")
+    by_name = {c["name"]: c for c in refs}
+    root = _replay["root"]
+    for name, obj in _checkpoints:
+        c = by_name.get(name)
+        if c is None:
+            have = ", ".join(sorted(n for n in by_name if n != "__rng__"))
+            raise FlorError(f"replay of run {run}: the checkpoint of iteration {iteration} has no object {name!r} (it has: {have})")
+        _restore(obj, _load_bytes(_flor.object_bytes(root, c["digest"]), c["format"]), c["format"])
+    rng = by_name.get("__rng__")
+    if rng is not None:
+        _set_rng_state(_load_bytes(_flor.object_bytes(root, rng["digest"]), rng["format"]))
+
+
+def _skip_nested_loop():
+    global _skip_restored
+    if not _skip_restored:
+        _restore_from(_skip_nested)
+        _skip_restored = True
+
+
+def _replay_outer(name, iterable):
+    global _skip_nested, _skip_restored
+    seg = _replay["segment"]
+    steps = {s["iteration"]: s for s in seg["steps"]}
+    last = max(steps) if steps else -1
+    items = list(iterable)  # which iterations run depends on how many there are
+    for i, item in enumerate(items):
+        if i > last:
+            break
+        step = steps.get(i)
+        if step is None:
+            continue
+        if step["restore"] is not None:
+            _restore_from(step["restore"])
+        _flor.set_recording(bool(step["record"]))
+        text = str(item) if isinstance(item, (bool, int, float, str)) else None
+        _, _, token = _flor.iteration_enter(name, i, text)
+        _skip_nested = i if step["skip_nested"] else None
+        _skip_restored = False
+        try:
+            yield item
+        finally:
+            _skip_nested = None
+            _flor.iteration_exit(token)
+    if seg.get("final_restore") is not None:
+        _restore_from(seg["final_restore"])
+    _flor.set_recording(bool(seg["teardown"]))
+    if not seg["teardown"]:
+        # Nothing after the loop is needed: end the replay here.
+        commit()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def commit():
