@@ -12,11 +12,14 @@ venv="${FLOR_VENV:-$HOME/.cache/flor/venv}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
 
+# The Python front first: the replay tests in tests/ run real Python scripts
+# through it (FLOR_TEST_PYTHON).
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest numpy pandas tqdm ipython
 (cd flor-python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --release --quiet)
+
+FLOR_TEST_PYTHON="$venv/bin/python" cargo test --workspace --locked
 "$venv/bin/python" -m pytest -q flor-python/tests

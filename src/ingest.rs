@@ -67,6 +67,32 @@ pub(crate) fn ref_for(run_id: &str) -> String {
     format!("{RUNS_REF_PREFIX}{run_id}")
 }
 
+/// The name of the `k`-th segment file of the `n`-th replay of run `run_id`
+/// (`n` counts the run's replays from 1, so names sort chronologically).
+pub(crate) fn replay_label(run_id: &str, n: u64, k: usize) -> String {
+    format!("{run_id}.replay-{n:06}-{k}.jsonl")
+}
+
+/// The replay number `n` of a replay file label, when it is one.
+pub(crate) fn replay_number(label: &str) -> Option<u64> {
+    let rest = label.rsplit_once(".replay-")?.1;
+    rest.split('-').next()?.parse().ok()
+}
+
+/// Line numbers of a run's records must be unique per source: the records
+/// of each replay file get their own range, `(n * 1024 + k) << 32` (replay
+/// `n`, segment `k`), so later replays order after earlier ones.
+fn replay_line_base(label: &str) -> u64 {
+    let Some(n) = replay_number(label) else { return 0 };
+    let k: u64 = label
+        .rsplit_once(".replay-")
+        .and_then(|(_, r)| r.strip_suffix(".jsonl"))
+        .and_then(|r| r.rsplit('-').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    (((n & 0xF_FFFF) << 10) | (k & 0x3FF)) << 32
+}
+
 /// Ingests the not yet ingested whole lines of one record file.
 /// Returns the run's metadata as of the file's end (status from its `end`
 /// line when present), or `None` when the file has no readable header.
@@ -88,6 +114,7 @@ pub(crate) fn ingest_bytes(
         return Ok(None);
     };
     apply_end(&mut meta, last_line_end(bytes));
+    let base = replay_line_base(label);
     let progress = store.file_progress(label)?.unwrap_or_default();
     let mut offset = progress.offset as usize;
     let mut lines = progress.lines;
@@ -113,7 +140,7 @@ pub(crate) fn ingest_bytes(
                 },
             };
         }
-        let parsed = parse_lines(&bytes[offset..end], lines + 1);
+        let parsed = parse_lines(&bytes[offset..end], base + lines + 1);
         if parsed.consumed == 0 {
             break;
         }

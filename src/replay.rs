@@ -17,7 +17,8 @@
 //!    [`SegmentSpec`]) on a pool of workers. A finished segment leaves a
 //!    `.done` marker, so an interrupted replay resumes where it stopped.
 //! 6. When all segments of a run are done, their record files are attached
-//!    to the run's ref (`.flor/records/<run>.replay-<tag>-<k>.jsonl`) and the
+//!    to the run's ref (`.flor/records/<run>.replay-<n>-<k>.jsonl`, replay `n`
+//!    of the run, segment `k`) and the
 //!    query database ingests them: the values appear in `dataframe` next to
 //!    the forward ones, at the same run and loop positions.
 
@@ -38,7 +39,7 @@ pub use flor_replay::{CostModel, Level, RunPlan, RunProfile, Segment, Step};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ingest::{label_for, ref_for, RECORDS_DIR};
+use crate::ingest::{label_for, ref_for, replay_label, replay_number, RECORDS_DIR};
 use crate::project::Project;
 
 /// The environment variable that makes a front end replay a segment: the
@@ -857,15 +858,21 @@ pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str
         if (0..k).any(|s| !dir.join(format!("seg-{s}.done")).exists()) {
             continue;
         }
-        let t = dir.file_name().and_then(|n| n.to_str()).unwrap_or("replay").to_owned();
         let id = r.meta.run_id();
+        // This replay's number: one more than the run's latest.
+        let n = flor_git::read_dir_at(&root, &ref_for(&id), RECORDS_DIR)?
+            .iter()
+            .filter_map(|(p, _)| replay_number(p.rsplit('/').next().unwrap_or(p)))
+            .max()
+            .unwrap_or(0)
+            + 1;
         let mut files = Vec::new();
         let mut values = 0;
         for s in 0..k {
             let p = dir.join(format!("seg-{s}.jsonl"));
             let bytes = fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
             values += parse_lines(&bytes, 1).records.len() as u64;
-            files.push((format!("{RECORDS_DIR}/{id}.replay-{t}-{s}.jsonl"), bytes));
+            files.push((format!("{RECORDS_DIR}/{}", replay_label(&id, n, s)), bytes));
         }
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
         let msg = format!("flor: replay of {} for run {}", plan.names.join(", "), r.meta.tstamp);

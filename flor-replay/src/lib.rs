@@ -220,18 +220,26 @@ pub fn plan_run(
                     full(i)
                 }
             };
-            let total: f64 = (0..n).map(step_cost).fold(0.0, |a, b| a + b);
+            // Cut where the running cost is closest to equal shares (a tiny
+            // weight per iteration balances by count when times are ~0).
+            let weight = |i: u64| step_cost(i) + 1e-9;
+            let mut prefix = vec![0.0; n as usize + 1];
+            for i in 0..n as usize {
+                prefix[i + 1] = prefix[i] + weight(i as u64);
+            }
+            let total = prefix[n as usize];
             let wanted = max_segments.clamp(1, n as usize);
-            // Greedy cut: a new segment when the running cost passes the share.
-            let share = total / wanted as f64;
             let mut cuts = BTreeSet::new();
-            let mut acc = 0.0;
-            for i in 0..n {
-                if acc >= share && starts.contains(&i) && cuts.len() + 1 < wanted {
-                    cuts.insert(i);
-                    acc = 0.0;
+            let mut prev = 0;
+            for j in 1..wanted {
+                let target = total * j as f64 / wanted as f64;
+                let best = starts.iter().copied().filter(|&s| s > prev).min_by(|&a, &b| {
+                    (prefix[a as usize] - target).abs().total_cmp(&(prefix[b as usize] - target).abs())
+                });
+                if let Some(s) = best {
+                    cuts.insert(s);
+                    prev = s;
                 }
-                acc += step_cost(i);
             }
             let mut bounds: Vec<u64> = std::iter::once(0).chain(cuts.iter().copied()).collect();
             bounds.push(n);

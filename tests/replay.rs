@@ -1,0 +1,260 @@
+//! Acceptance test of hindsight replay: a pure-Python training script
+//! evolves through five committed versions (a renamed variable, an extracted
+//! function, an added inner loop, changed hyper-parameters), six runs are
+//! recorded with different `--kwargs` and RNG use inside the epoch loop, and
+//! the newest version (uncommitted) gains a statement inside the inner loop
+//! and one at epoch level. `flor replay --apply ... --yes --jobs 2` must
+//! recover every value, bit for bit what a forward run of each old version
+//! with the statements inserted by hand logs, leave git untouched, and a
+//! second invocation must replay nothing.
+//!
+//! Needs a Python with the `flordb` module: `FLOR_TEST_PYTHON` (the README's
+//! test command, `scripts/test.sh`, sets it). Without it the test is skipped
+//! with a message, except under CI, where it fails.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+
+const VERSIONS: [&str; 5] = [
+    include_str!("replay/v1.py"),
+    include_str!("replay/v2.py"),
+    include_str!("replay/v3.py"),
+    include_str!("replay/v4.py"),
+    include_str!("replay/v5.py"),
+];
+const NEWEST: &str = include_str!("replay/newest.py");
+
+/// (version index, --kwargs) of the six recorded runs.
+const RUNS: [(usize, &[&str]); 6] =
+    [(0, &[]), (0, &["seed=1", "lr=0.2"]), (1, &["seed=2"]), (2, &["epochs=4"]), (3, &["seed=3"]), (4, &[])];
+
+fn python() -> Option<String> {
+    match std::env::var("FLOR_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "FLOR_TEST_PYTHON must name a Python with flordb installed (scripts/test.sh sets it)"
+            );
+            eprintln!("SKIPPED: set FLOR_TEST_PYTHON to a Python with flordb installed (scripts/test.sh does)");
+            None
+        }
+    }
+}
+
+/// Git isolated from the user's configuration.
+fn git_cmd(dir: &Path, home: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    c
+}
+
+fn git(dir: &Path, home: &Path, args: &[&str]) -> String {
+    let out = git_cmd(dir, home).args(args).output().expect("git is installed");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn train(py: &str, repo: &Path, home: &Path, kwargs: &[&str]) {
+    let mut c = Command::new(py);
+    c.arg("train.py").current_dir(repo).env("HOME", home).env("GIT_CONFIG_NOSYSTEM", "1");
+    if !kwargs.is_empty() {
+        c.arg("--kwargs").args(kwargs);
+    }
+    ok(c.output().expect("run python"), &format!("train.py {kwargs:?}"));
+}
+
+fn flor(repo: &Path, home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flor"))
+        .args(args)
+        .current_dir(repo)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run flor")
+}
+
+/// Per run (in tstamp order): `(epoch, step, abs_err, b_sq)` rows.
+type Values = Vec<(i64, i64, f64, f64)>;
+
+fn replayed_values(repo: &Path, home: &Path) -> Vec<Values> {
+    let text = ok(flor(repo, home, &["--format", "json", "dataframe", "abs_err", "b_sq"]), "flor dataframe");
+    let rows: Vec<Json> = serde_json::from_str(&text).expect("dataframe JSON");
+    let mut by_run: BTreeMap<String, Values> = BTreeMap::new();
+    for r in rows {
+        let t = r["tstamp"].as_str().expect("tstamp").to_owned();
+        let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("run {t}: no `{k}` in {r}"));
+        let row = (r["epoch"].as_i64().expect("epoch"), r["step"].as_i64().expect("step"), num("abs_err"), num("b_sq"));
+        by_run.entry(t).or_default().push(row);
+    }
+    by_run.into_values().collect()
+}
+
+/// The statements inserted by hand into an old version, the way a person
+/// would edit it (independent of the propagator).
+fn by_hand(version: &str) -> String {
+    let dict = if version.contains("params[\"w\"]") { "params" } else { "state" };
+    let mut out = String::new();
+    for line in version.lines() {
+        out.push_str(line);
+        out.push('\n');
+        let t = line.trim_start();
+        if t.starts_with("flor.log(\"loss\"") {
+            out.push_str(&format!("{}flor.log(\"abs_err\", abs(err))\n", &line[..line.len() - t.len()]));
+        }
+        if t.starts_with("flor.log(\"w\"") {
+            out.push_str(&format!("{}flor.log(\"b_sq\", {dict}[\"b\"] ** 2)\n", &line[..line.len() - t.len()]));
+        }
+    }
+    out
+}
+
+#[test]
+fn replay_recovers_every_value_of_every_version_bit_for_bit() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let dir = tempfile::Builder::new().prefix("flor-replay").tempdir().expect("tempdir");
+    let repo = dir.path();
+    git(repo, home, &["init", "-q", "-b", "main"]);
+
+    // Record: each version committed, then its runs.
+    let mut k = 0;
+    for (v, src) in VERSIONS.iter().enumerate() {
+        fs::write(repo.join("train.py"), src).unwrap();
+        git(repo, home, &["add", "train.py"]);
+        git(repo, home, &["commit", "-qm", &format!("version {}", v + 1)]);
+        while k < RUNS.len() && RUNS[k].0 == v {
+            train(&py, repo, home, RUNS[k].1);
+            k += 1;
+        }
+    }
+    // The newest version gains the two statements (not committed).
+    fs::write(repo.join("train.py"), NEWEST).unwrap();
+    let head = git(repo, home, &["rev-parse", "HEAD"]);
+    let branch = git(repo, home, &["symbolic-ref", "HEAD"]);
+    let status = git(repo, home, &["status", "--porcelain"]);
+
+    // The plan alone changes nothing.
+    let plan = ok(flor(repo, home, &["replay", "--apply", "abs_err,b_sq", "--dry-run"]), "flor replay --dry-run");
+    assert!(plan.contains("6 runs to replay"), "{plan}");
+    assert!(plan.contains("renamed state -> params"), "{plan}");
+    assert!(plan.contains("Dry run"), "{plan}");
+    // Without a terminal and without --yes: stops with a message.
+    let refused = flor(repo, home, &["replay", "--apply", "abs_err,b_sq"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+
+    let out = ok(flor(repo, home, &["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "2"]), "flor replay");
+    assert!(out.contains("Replay summary"), "{out}");
+    assert!(!out.contains("FAILED"), "{out}");
+
+    // Git untouched.
+    assert_eq!(git(repo, home, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(repo, home, &["symbolic-ref", "HEAD"]), branch);
+    assert_eq!(git(repo, home, &["status", "--porcelain"]), status);
+
+    // Every value, bit for bit what the hand-edited old version logs.
+    let got = replayed_values(repo, home);
+    assert_eq!(got.len(), RUNS.len(), "every run has replayed values");
+    for (i, (v, kwargs)) in RUNS.iter().enumerate() {
+        let scratch = tempfile::Builder::new().prefix("flor-forward").tempdir().expect("tempdir");
+        let s = scratch.path();
+        git(s, home, &["init", "-q", "-b", "main"]);
+        fs::write(s.join("train.py"), by_hand(VERSIONS[*v])).unwrap();
+        git(s, home, &["add", "train.py"]);
+        git(s, home, &["commit", "-qm", "by hand"]);
+        train(&py, s, home, kwargs);
+        let want = replayed_values(s, home);
+        assert_eq!(want.len(), 1);
+        assert!(!want[0].is_empty());
+        assert_eq!(
+            got[i],
+            want[0],
+            "run {i} (version {}, --kwargs {kwargs:?}): replayed values differ from a forward run",
+            v + 1
+        );
+    }
+
+    // Again: nothing to do.
+    let again = ok(flor(repo, home, &["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "2"]), "second replay");
+    assert!(again.contains("Nothing to replay"), "{again}");
+    assert_eq!(git(repo, home, &["status", "--porcelain"]), status);
+}
+
+/// `(epoch, step or -1, value)` of one name, for the only run.
+fn one_name(repo: &Path, home: &Path, name: &str) -> Vec<(i64, i64, f64)> {
+    let text = ok(flor(repo, home, &["--format", "json", "dataframe", name]), "flor dataframe");
+    let rows: Vec<Json> = serde_json::from_str(&text).expect("dataframe JSON");
+    rows.iter()
+        .map(|r| {
+            (
+                r["epoch"].as_i64().expect("epoch"),
+                r.get("step").and_then(Json::as_i64).unwrap_or(-1),
+                r[name].as_f64().unwrap_or_else(|| panic!("no `{name}` in {r}")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn skipped_inner_loops_and_parallel_segments_reproduce_forward_values() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let dir = tempfile::Builder::new().prefix("flor-replay").tempdir().expect("tempdir");
+    let repo = dir.path();
+    git(repo, home, &["init", "-q", "-b", "main"]);
+    fs::write(repo.join("train.py"), VERSIONS[3]).unwrap();
+    git(repo, home, &["add", "train.py"]);
+    git(repo, home, &["commit", "-qm", "v4"]);
+    let kwargs = ["epochs=6", "seed=5"];
+    train(&py, repo, home, &kwargs);
+    fs::write(repo.join("train.py"), NEWEST).unwrap();
+
+    // The expected values: the old version edited by hand, run forward.
+    let scratch = tempfile::Builder::new().prefix("flor-forward").tempdir().expect("tempdir");
+    let s = scratch.path();
+    git(s, home, &["init", "-q", "-b", "main"]);
+    fs::write(s.join("train.py"), by_hand(VERSIONS[3])).unwrap();
+    git(s, home, &["add", "train.py"]);
+    git(s, home, &["commit", "-qm", "by hand"]);
+    train(&py, s, home, &kwargs);
+
+    // An epoch-level statement: every epoch runs with its nested loops
+    // replaced by the checkpoint taken at its end (objects and RNG states).
+    let plan = ok(flor(repo, home, &["replay", "--apply", "b_sq", "--dry-run"]), "plan");
+    assert!(plan.contains("nested loops skipped by checkpoint restore"), "{plan}");
+    ok(flor(repo, home, &["replay", "--apply", "b_sq", "--yes", "--jobs", "1"]), "replay b_sq");
+    let want = one_name(s, home, "b_sq");
+    assert_eq!(want.len(), 6);
+    assert_eq!(one_name(repo, home, "b_sq"), want);
+
+    // A statement in the inner loop, over three workers: three segments,
+    // each starting from the checkpoint before it.
+    let plan = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--jobs", "3", "--dry-run"]), "plan");
+    assert!(plan.contains("in 3 segments"), "{plan}");
+    ok(flor(repo, home, &["replay", "--apply", "abs_err", "--yes", "--jobs", "3"]), "replay abs_err");
+    let want = one_name(s, home, "abs_err");
+    assert_eq!(want.len(), 6 * 6);
+    assert_eq!(one_name(repo, home, "abs_err"), want);
+}
