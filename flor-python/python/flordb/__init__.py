@@ -143,6 +143,8 @@ def iteration(name, idx=None, value=None):
     flor cannot wrap: ``with flor.iteration("epoch", i, None): ...``."""
     text = None if value is None else str(value)
     index = None if idx is None else int(idx)
+    if _replay is not None and _flor.active() and _flor.depth() == 0:
+        _flor.set_recording(True)  # a replay runs such outer loops in full
     _, outer, token = _flor.iteration_enter(name, index, text)
     try:
         yield
