@@ -258,3 +258,60 @@ fn skipped_inner_loops_and_parallel_segments_reproduce_forward_values() {
     assert_eq!(want.len(), 6 * 6);
     assert_eq!(one_name(repo, home, "abs_err"), want);
 }
+
+#[test]
+fn a_crashing_run_is_reported_and_the_next_replay_does_only_what_is_missing() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let dir = tempfile::Builder::new().prefix("flor-replay").tempdir().expect("tempdir");
+    let repo = dir.path();
+    git(repo, home, &["init", "-q", "-b", "main"]);
+    // Version 4, which crashes in replay when CRASH_SEED names its seed.
+    let crashing = VERSIONS[3].replace(
+        "        total = 0.0\n",
+        "        import os\n        if os.environ.get(\"CRASH_SEED\") == str(seed) and epoch == 1:\n            raise RuntimeError(\"the data loader broke\")\n        total = 0.0\n",
+    );
+    assert_ne!(crashing, VERSIONS[3]);
+    fs::write(repo.join("train.py"), &crashing).unwrap();
+    git(repo, home, &["add", "train.py"]);
+    git(repo, home, &["commit", "-qm", "v4"]);
+    for seed in ["seed=1", "seed=2", "seed=3"] {
+        train(&py, repo, home, &[seed]);
+    }
+    fs::write(repo.join("train.py"), NEWEST).unwrap();
+
+    // --where narrows the runs with a predicate over the run-level columns.
+    let plan = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--where", "seed >= 2", "--dry-run"]), "plan");
+    assert!(plan.contains("2 runs to replay"), "{plan}");
+    let bad = flor(repo, home, &["replay", "--apply", "abs_err", "--where", "seed >", "--dry-run"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("predicate `seed >`"), "{bad:?}");
+    let unknown = flor(repo, home, &["replay", "--apply", "nope", "--dry-run"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("flor.log(\"nope\""), "{unknown:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_flor"))
+        .args(["replay", "--apply", "abs_err", "--yes", "--jobs", "2"])
+        .current_dir(repo)
+        .env("HOME", home)
+        .env("CRASH_SEED", "2")
+        .output()
+        .expect("run flor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "exit status 5 when a run failed:\n{stdout}");
+    assert!(stdout.contains("FAILED: the script crashed"), "{stdout}");
+    assert!(stdout.contains("the data loader broke"), "the last lines of stderr:\n{stdout}");
+    assert_eq!(stdout.matches("values recovered").count(), 2, "{stdout}");
+
+    // The same command again replays only the run that failed.
+    let plan = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--dry-run"]), "plan");
+    assert!(plan.contains("1 run to replay"), "{plan}");
+    let again = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--yes", "--jobs", "2"]), "second replay");
+    assert_eq!(again.matches("values recovered").count(), 1, "{again}");
+    let text = ok(flor(repo, home, &["--format", "json", "dataframe", "abs_err"]), "dataframe");
+    let rows: Vec<Json> = serde_json::from_str(&text).expect("json");
+    assert_eq!(rows.len(), 3 * 3 * 6, "3 runs x 3 epochs x 6 steps");
+    assert!(rows.iter().all(|r| r["abs_err"].as_f64().is_some()));
+    assert!(!repo.join(".flor/replay").exists(), "nothing left behind once every run is published");
+}
