@@ -80,7 +80,9 @@ struct Layer {
     name: Box<str>,
     index: u64,
     /// The iteration's value when it prints as itself (numbers, text).
-    text: Option<Box<str>>,
+    /// Valid when `has_text` (kept allocated across iterations).
+    text: String,
+    has_text: bool,
 }
 
 struct State {
@@ -159,9 +161,10 @@ impl State {
         for l in &self.layers {
             self.prefix.push_str(&l.name);
             self.prefix.push_str(": ");
-            match &l.text {
-                Some(t) => self.prefix.push_str(t),
-                None => self.prefix.push_str(itoa::Buffer::new().format(l.index)),
+            if l.has_text {
+                self.prefix.push_str(&l.text);
+            } else {
+                self.prefix.push_str(itoa::Buffer::new().format(l.index));
             }
             self.prefix.push_str(", ");
         }
@@ -169,15 +172,17 @@ impl State {
     }
 
     fn push_layer(&mut self, name: &str) -> usize {
-        self.layers.push(Layer { name: name.into(), index: 0, text: None });
+        self.layers.push(Layer { name: name.into(), index: 0, text: String::new(), has_text: false });
         self.prefix_stale = true;
         self.layers.len() - 1
     }
 
-    fn set_layer(&mut self, at: usize, index: u64, text: Option<Box<str>>) {
+    fn set_layer(&mut self, at: usize, index: u64, text: Option<&str>) {
         if let Some(l) = self.layers.get_mut(at) {
             l.index = index;
-            l.text = text;
+            l.text.clear();
+            l.has_text = text.is_some();
+            l.text.push_str(text.unwrap_or_default());
             self.prefix_stale = true;
         }
     }
@@ -291,25 +296,30 @@ fn push_value_text(out: &mut String, v: &Value) {
     }
 }
 
-/// A loop item's printed value: numbers, bools and text print as
-/// themselves; other items print as their index (`None`).
-fn item_text(item: &Bound<'_, PyAny>) -> Option<Box<str>> {
-    let mut s = String::new();
+/// A loop item's printed value, written into `out`: numbers, bools and
+/// text print as themselves; other items print as their index (`false`).
+fn item_text(item: &Bound<'_, PyAny>, out: &mut String) -> bool {
+    out.clear();
     if item.is_instance_of::<PyBool>() {
-        s.push_str(if item.is_truthy().ok()? { "True" } else { "False" });
+        out.push_str(if item.is_truthy().unwrap_or(false) { "True" } else { "False" });
     } else if item.is_instance_of::<PyFloat>() {
-        push_py_float(&mut s, item.extract::<f64>().ok()?);
+        let Ok(f) = item.extract::<f64>() else { return false };
+        push_py_float(out, f);
     } else if item.is_instance_of::<PyInt>() {
         match item.extract::<i64>() {
-            Ok(i) => s.push_str(itoa::Buffer::new().format(i)),
-            Err(_) => return Some(item.str().ok()?.to_cow().ok()?.as_ref().into()),
+            Ok(i) => out.push_str(itoa::Buffer::new().format(i)),
+            Err(_) => match item.str() {
+                Ok(t) => out.push_str(&t.to_cow().unwrap_or_default()),
+                Err(_) => return false,
+            },
         }
     } else if let Ok(t) = item.cast::<PyString>() {
-        return Some(t.to_cow().ok()?.as_ref().into());
+        let Ok(t) = t.to_cow() else { return false };
+        out.push_str(&t);
     } else {
-        return None;
+        return false;
     }
-    Some(s.into_boxed_str())
+    true
 }
 
 /// Where a printed line goes.
@@ -445,6 +455,8 @@ fn to_logged(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<(Value, Option<St
 #[pyclass(module = "flordb._flor")]
 struct LoopIter {
     name: Box<str>,
+    /// The current item's text (reused).
+    text: String,
     iter: Option<Py<PyAny>>,
     phase: Phase,
     /// Counted in [`State::bars`] while open.
@@ -548,7 +560,8 @@ impl LoopIter {
                 (None, r) => r.map(|()| None),
             };
         };
-        let text = item_text(&item);
+        let has_text = item_text(&item, &mut self.text);
+        let text = has_text.then_some(self.text.as_str());
         let Phase::Running { generation, layer, outer, open } = phase else { return Ok(None) };
         let mut st = state();
         if st.generation != generation {
@@ -556,9 +569,9 @@ impl LoopIter {
         }
         let r = st.run().and_then(|run| {
             if open && !outer {
-                run.next_iteration(text.as_deref()).map_err(err)
+                run.next_iteration(text).map_err(err)
             } else {
-                run.iteration_begin_at(None, text.as_deref()).map_err(err)
+                run.iteration_begin_at(None, text).map_err(err)
             }
         });
         match r {
@@ -589,7 +602,13 @@ impl Drop for LoopIter {
 #[pyo3(signature = (name, iterable, bar=false))]
 fn loop_iter(name: &str, iterable: &Bound<'_, PyAny>, bar: bool) -> PyResult<LoopIter> {
     let iter = iterable.try_iter()?;
-    Ok(LoopIter { name: name.into(), iter: Some(iter.into_any().unbind()), phase: Phase::NotStarted, bar })
+    Ok(LoopIter {
+        name: name.into(),
+        text: String::new(),
+        iter: Some(iter.into_any().unbind()),
+        phase: Phase::NotStarted,
+        bar,
+    })
 }
 
 /// `flor.iteration`'s entry: enters loop `name` and begins one iteration;
@@ -615,7 +634,7 @@ fn iteration_enter(
         }
     };
     let layer = st.push_layer(name);
-    st.set_layer(layer, i, value.map(Into::into));
+    st.set_layer(layer, i, value);
     Ok((i, outer, layer))
 }
 
