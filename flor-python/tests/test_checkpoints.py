@@ -423,3 +423,41 @@ def test_nested_checkpointing_unregisters_exactly_its_own_objects(repo):
     assert sorted(by_loop["epoch"]) == ["__rng__", "extra", "w", "w"]
     assert sorted(by_loop["round"]) == ["__rng__", "w"]
     assert "after" not in by_loop
+
+
+def test_large_states_stream_with_little_extra_memory(repo):
+    """Checkpointing streams: a 96 MiB numpy array (handed over by pickle as a
+    PickleBuffer) and a large dict cost far less than 1.5x their size in extra
+    peak memory, and come back intact."""
+    out = run_script(
+        repo,
+        """
+        import json, resource, sys
+        import numpy as np
+        import flordb as flor
+
+        arr = np.arange(12_000_000, dtype=np.float64)  # 96 MiB
+        big = {"rows": [float(i) for i in range(1_000_000)]}
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with flor.checkpointing(arr=arr, big=big):
+            for e in flor.loop("epoch", range(1)):
+                flor.log("x", 1)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        flor.commit()
+        tstamp = flor.query("SELECT tstamp FROM runs")
+        tstamp = tstamp["tstamp"][0] if hasattr(tstamp, "columns") else tstamp[0]["tstamp"]
+        arr[:] = 0
+        big["rows"] = []
+        flor.load_checkpoint(tstamp, "arr", into=arr)
+        flor.load_checkpoint(tstamp, "big", into=big)
+        sys.stdout.write("@@" + json.dumps({
+            "extra": (peak - base) * 1024,
+            "arr_ok": bool((arr == np.arange(12_000_000, dtype=np.float64)).all()),
+            "big_ok": big["rows"][-1] == 999_999.0 and len(big["rows"]) == 1_000_000,
+        }))
+        """,
+    ).stdout
+    r = json.loads(out.split("@@", 1)[1])
+    assert r["arr_ok"] and r["big_ok"]
+    state = 12_000_000 * 8
+    assert r["extra"] < 1.5 * state, f"extra peak {r['extra'] / 2**20:.0f} MiB for a {state / 2**20:.0f} MiB array"

@@ -202,8 +202,36 @@ def _set_rng_state(state):
             torch.cuda.set_rng_state_all(state["torch_cuda"])
 
 
+class _Stream:
+    """A file-like view of an object-store writer that takes any bytes-like
+    object (pickle hands large numpy buffers over as ``PickleBuffer``) and
+    passes it on in chunks, so no whole copy of the state is ever made."""
+
+    __slots__ = ("_w",)
+    _CHUNK = 1 << 22
+
+    def __init__(self, w):
+        self._w = w
+
+    def write(self, data):
+        if type(data) is bytes:
+            return self._w.write(data)
+        try:
+            mv = memoryview(data).cast("B")
+        except (TypeError, ValueError):  # not C-contiguous: one copy
+            return self._w.write(bytes(data))
+        n = len(mv)
+        for i in range(0, n, self._CHUNK):
+            self._w.write(bytes(mv[i : i + self._CHUNK]))
+        return n
+
+    def flush(self):
+        pass
+
+
 def _save(name, obj):
-    w = _flor.object_writer()
+    raw = _flor.object_writer()
+    w = _Stream(raw)
     try:
         if hasattr(obj, "state_dict") and callable(obj.state_dict):
             torch = sys.modules.get("torch")
@@ -216,9 +244,9 @@ def _save(name, obj):
         else:
             pickle.dump(obj, w, protocol=pickle.HIGHEST_PROTOCOL)
             fmt = "pickle"
-        digest, size = w.finish()
+        digest, size = raw.finish()
     except Exception as e:
-        w.abort()
+        raw.abort()
         raise FlorError(f"cannot checkpoint {name!r} ({type(obj).__name__}): {e}") from e
     _flor.record_checkpoint(name, fmt, digest, size)
 
