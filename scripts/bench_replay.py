@@ -622,7 +622,7 @@ def report(a, res, command, total_s, info):
                 f"{'yes' if o['git_before']['head'] != o['git_after']['head'] else 'no'} / {o['git_after']['branch']} / "
                 f"{'yes' if o['git_before']['status'] != o['git_after']['status'] else 'no'} | "
                 f"{'yes (' + r['git_before']['head'] + ' → ' + r['git_after']['head'] + ', ' + str(r['git_after']['commits'] - r['git_before']['commits']) + ' commits added)' if r['git_before']['head'] != r['git_after']['head'] else 'no'} / "
-                f"{r['git_after']['branch']} / {'yes' if r['git_before']['status'] != r['git_after']['status'] else 'no'} |",
+                f"{r['git_before']['branch']} → {r['git_after']['branch']} / {'yes' if r['git_before']['status'] != r['git_after']['status'] else 'no'} |",
             ]
         L.append("")
         if r["errors"]:

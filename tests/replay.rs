@@ -128,14 +128,33 @@ fn by_hand(version: &str) -> String {
     out
 }
 
+/// A fresh repository (`prefix` names its folder); with `script`, that
+/// script committed as `train.py`.
+fn new_repo(home: &Path, prefix: &str, script: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
+    git(dir.path(), home, &["init", "-q", "-b", "main"]);
+    if let Some(src) = script {
+        fs::write(dir.path().join("train.py"), src).unwrap();
+        git(dir.path(), home, &["add", "train.py"]);
+        git(dir.path(), home, &["commit", "-qm", "train.py"]);
+    }
+    dir
+}
+
+/// A forward run of `version` edited by hand, in its own repository.
+fn forward_by_hand(py: &str, home: &Path, version: &str, kwargs: &[&str]) -> tempfile::TempDir {
+    let dir = new_repo(home, "flor-forward", Some(&by_hand(version)));
+    train(py, dir.path(), home, kwargs);
+    dir
+}
+
 #[test]
 fn replay_recovers_every_value_of_every_version_bit_for_bit() {
     let Some(py) = python() else { return };
     let home = tempfile::tempdir().expect("tempdir");
     let home = home.path();
-    let dir = tempfile::Builder::new().prefix("flor-replay").tempdir().expect("tempdir");
+    let dir = new_repo(home, "flor-replay", None);
     let repo = dir.path();
-    git(repo, home, &["init", "-q", "-b", "main"]);
 
     // Record: each version committed, then its runs.
     let mut k = 0;
@@ -177,14 +196,8 @@ fn replay_recovers_every_value_of_every_version_bit_for_bit() {
     let got = replayed_values(repo, home);
     assert_eq!(got.len(), RUNS.len(), "every run has replayed values");
     for (i, (v, kwargs)) in RUNS.iter().enumerate() {
-        let scratch = tempfile::Builder::new().prefix("flor-forward").tempdir().expect("tempdir");
-        let s = scratch.path();
-        git(s, home, &["init", "-q", "-b", "main"]);
-        fs::write(s.join("train.py"), by_hand(VERSIONS[*v])).unwrap();
-        git(s, home, &["add", "train.py"]);
-        git(s, home, &["commit", "-qm", "by hand"]);
-        train(&py, s, home, kwargs);
-        let want = replayed_values(s, home);
+        let scratch = forward_by_hand(&py, home, VERSIONS[*v], kwargs);
+        let want = replayed_values(scratch.path(), home);
         assert_eq!(want.len(), 1);
         assert!(!want[0].is_empty());
         assert_eq!(
@@ -221,24 +234,15 @@ fn skipped_inner_loops_and_parallel_segments_reproduce_forward_values() {
     let Some(py) = python() else { return };
     let home = tempfile::tempdir().expect("tempdir");
     let home = home.path();
-    let dir = tempfile::Builder::new().prefix("flor-replay").tempdir().expect("tempdir");
+    let dir = new_repo(home, "flor-replay", Some(VERSIONS[3]));
     let repo = dir.path();
-    git(repo, home, &["init", "-q", "-b", "main"]);
-    fs::write(repo.join("train.py"), VERSIONS[3]).unwrap();
-    git(repo, home, &["add", "train.py"]);
-    git(repo, home, &["commit", "-qm", "v4"]);
     let kwargs = ["epochs=6", "seed=5"];
     train(&py, repo, home, &kwargs);
     fs::write(repo.join("train.py"), NEWEST).unwrap();
 
     // The expected values: the old version edited by hand, run forward.
-    let scratch = tempfile::Builder::new().prefix("flor-forward").tempdir().expect("tempdir");
+    let scratch = forward_by_hand(&py, home, VERSIONS[3], &kwargs);
     let s = scratch.path();
-    git(s, home, &["init", "-q", "-b", "main"]);
-    fs::write(s.join("train.py"), by_hand(VERSIONS[3])).unwrap();
-    git(s, home, &["add", "train.py"]);
-    git(s, home, &["commit", "-qm", "by hand"]);
-    train(&py, s, home, &kwargs);
 
     // An epoch-level statement: every epoch runs with its nested loops
     // replaced by the checkpoint taken at its end (objects and RNG states).
@@ -264,18 +268,14 @@ fn a_crashing_run_is_reported_and_the_next_replay_does_only_what_is_missing() {
     let Some(py) = python() else { return };
     let home = tempfile::tempdir().expect("tempdir");
     let home = home.path();
-    let dir = tempfile::Builder::new().prefix("flor-replay").tempdir().expect("tempdir");
-    let repo = dir.path();
-    git(repo, home, &["init", "-q", "-b", "main"]);
     // Version 4, which crashes in replay when CRASH_SEED names its seed.
     let crashing = VERSIONS[3].replace(
         "        total = 0.0\n",
         "        import os\n        if os.environ.get(\"CRASH_SEED\") == str(seed) and epoch == 1:\n            raise RuntimeError(\"the data loader broke\")\n        total = 0.0\n",
     );
     assert_ne!(crashing, VERSIONS[3]);
-    fs::write(repo.join("train.py"), &crashing).unwrap();
-    git(repo, home, &["add", "train.py"]);
-    git(repo, home, &["commit", "-qm", "v4"]);
+    let dir = new_repo(home, "flor-replay", Some(&crashing));
+    let repo = dir.path();
     for seed in ["seed=1", "seed=2", "seed=3"] {
         train(&py, repo, home, &[seed]);
     }

@@ -666,13 +666,19 @@ fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: Strin
         .detach(|| Run::builder().dir(cwd).filename(filename).argv(argv).interpreter(interpreter).start())
         .map_err(err)?;
     let tstamp = run.tstamp();
+    install(run);
+    Ok(tstamp)
+}
+
+/// Makes `run` the process's active run, with a fresh loop position.
+fn install(run: Run) {
     let mut st = state();
     st.generation += 1;
     st.run = Some(run);
     st.layers.clear();
     st.prefix_stale = true;
     st.bars = 0;
-    Ok(tstamp)
+    st.recording = true;
 }
 
 /// Starts replaying the segment described by the spec file at `spec`
@@ -683,13 +689,7 @@ fn start_replay(py: Python<'_>, spec: String, argv: Vec<String>) -> PyResult<()>
         return Err(FlorError::new_err("a flor run is already active in this process"));
     }
     let run = py.detach(|| Run::start_replay(Path::new(&spec), &argv)).map_err(err)?;
-    let mut st = state();
-    st.generation += 1;
-    st.run = Some(run);
-    st.layers.clear();
-    st.prefix_stale = true;
-    st.bars = 0;
-    st.recording = true;
+    install(run);
     Ok(())
 }
 
