@@ -297,6 +297,25 @@ def read_marks(folder):
 
 # --- parts 1 and 2 ---------------------------------------------------------
 
+SPIN = "import time\nt = time.perf_counter()\ns = 0.0\nfor i in range({n}):\n    s += i * 0.5\nprint(time.perf_counter() - t)\n"
+
+
+def capacity(python, n=6_000_000):
+    """How much of a second core is free right now: one pure-Python spin
+    alone, then two copies at once; 2 x alone / together (2.0: two idle
+    cores; 1.0: no parallelism to be had)."""
+    code = SPIN.format(n=n)
+    t = time.perf_counter()
+    subprocess.run([python, "-c", code], check=True, capture_output=True)
+    one = time.perf_counter() - t
+    t = time.perf_counter()
+    ps = [subprocess.Popen([python, "-c", code], stdout=subprocess.DEVNULL) for _ in range(2)]
+    for p in ps:
+        p.wait()
+    two = time.perf_counter() - t
+    return {"one_s": one, "two_s": two, "capacity": 2 * one / two}
+
+
 class Ours:
     def __init__(self, a, envs, root):
         self.py, self.flor, self.envs, self.root = a.ours, a.flor, envs, root
@@ -378,7 +397,10 @@ def part12(a, envs, root, ours):
         _, t, _ = ours.flor_cmd(repo, ["replay", "--apply", "sq_loss", "--jobs", str(j), "--dry-run"], f"plan-sq_loss-j{j}")
         plans2[j] = parse_plan(t)
     p2 = {1: [], 2: []}
+    caps = []
     for rep in range(a.reps):
+        caps.append(capacity(a.ours))
+        log(f"  CPU capacity probe: {caps[-1]['capacity']:.2f} (one spin {caps[-1]['one_s']:.2f} s, two at once {caps[-1]['two_s']:.2f} s)")
         for j in ((1, 2) if rep % 2 == 0 else (2, 1)):
             w, so, se = ours.flor_cmd(repo, ["replay", "--apply", "sq_loss", "--yes", "--jobs", str(j), "--force"], f"sq_loss-j{j}")
             head, runs = parse_summary(so)
@@ -389,7 +411,9 @@ def part12(a, envs, root, ours):
                           "estimate_s": runs[0]["estimate_s"], "makespan_estimate_s": head["estimate_s"], "values": vals})
             log(f"  (2) inner-loop replay, --jobs {j}, rep {rep + 1}: {w:.2f} s wall "
                 f"(estimated {head['estimate_s']:.2f} s)")
-    return {"forward": forward, "plan1": {"runs": plan1, "total": total1}, "p1": p1,
+    caps.append(capacity(a.ours))
+    log(f"  CPU capacity probe: {caps[-1]['capacity']:.2f}")
+    return {"forward": forward, "plan1": {"runs": plan1, "total": total1}, "p1": p1, "capacity": caps,
             "plans2": {j: {"runs": r, "total": t} for j, (r, t) in plans2.items()}, "p2": p2}
 
 
@@ -456,7 +480,15 @@ def part3(a, envs, root, ours, versions, newest):
     after = git_state(repo, envs.env())
     counts = count_ours(a, envs, repo)
     log(f"  replay {wall:.2f} s wall; estimated makespan {total['makespan_s']:.2f} s")
-    return {"record_walls": walls, "plan": plan, "total": total, "wall_s": wall, "summary": head, "runs": runs,
+    cap = capacity(a.ours)
+    # The same replay again with one worker (--force): estimates against
+    # actual without the two workers competing for the cores.
+    _, plan1_text, _ = ours.flor_cmd(repo, ["replay", "--apply", "abs_err,b_sq", "--jobs", "1", "--dry-run", "--force"], "accept-plan-j1")
+    plan_j1, total_j1 = parse_plan(plan1_text)
+    wall1, so1, _ = ours.flor_cmd(repo, ["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "1", "--force"], "accept-replay-j1")
+    head1, runs1 = parse_summary(so1)
+    log(f"  replay --jobs 1 --force {wall1:.2f} s wall; estimated {total_j1['makespan_s']:.2f} s")
+    return {"capacity": cap, "j1": {"plan": plan_j1, "total": total_j1, "wall_s": wall1, "summary": head1, "runs": runs1},"record_walls": walls, "plan": plan, "total": total, "wall_s": wall, "summary": head, "runs": runs,
             "counts": counts, "git_before": before, "git_after": after, "plan_text": plan_text,
             "replay_stdout": so, "replay_stderr_tail": se[-4000:]}
 
@@ -478,22 +510,26 @@ def part4(a, envs, root, versions, newest, ref_python):
     counts, db_error = {}, None
     try:
         con = sqlite3.connect(db)
-        for ts, name, n in con.execute(
-                "SELECT tstamp, value_name, COUNT(*) FROM logs WHERE source = 'replay' "
+        for ts, name, *n in con.execute(
+                "SELECT tstamp, value_name, COUNT(*), COUNT(DISTINCT ctx) FROM logs WHERE source = 'replay' "
                 "AND value_name IN ('abs_err', 'b_sq') GROUP BY tstamp, value_name"):
-            counts.setdefault(ts, {"abs_err": 0, "b_sq": 0})[name] = n
+            d = counts.setdefault(ts, {"abs_err": 0, "b_sq": 0, "rows": 0})
+            d[name] = n[1]  # distinct loop positions
+            d["rows"] += n[0]
         tstamps = [t for (t,) in con.execute("SELECT DISTINCT tstamp FROM logs WHERE source = 'forward' ORDER BY tstamp")]
         con.close()
     except sqlite3.Error as e:
         db_error = str(e)
         tstamps = []
-    per_run = [counts.get(t, {"abs_err": 0, "b_sq": 0}) for t in tstamps]
+    per_run = [counts.get(t, {"abs_err": 0, "b_sq": 0, "rows": 0}) for t in tstamps]
+    printed = {"abs_err": len(re.findall(r"abs_err: ", so)), "b_sq": len(re.findall(r"b_sq: ", so))}
+    notes = [l.strip() for l in so.splitlines() if l.startswith(("entering", "applying", "Logging record", "python train.py", "Checking out"))]
     entered = re.findall(r"^entering (\S+ ?\S*) ([0-9a-f]{40})", so, re.M)
     errors = [l for l in (so + "\n" + se).splitlines()
               if re.search(r"Exception|Error|error|FLOR: replay of|exited with code|Traceback", l)]
     log(f"  reference replay: exit {rc}, {wall:.2f} s, {sum(c['abs_err'] + c['b_sq'] for c in per_run)} values")
     return {"record_walls": walls, "rc": rc, "wall_s": wall, "per_run": per_run, "tstamps": tstamps,
-            "db_error": db_error, "entered": len(entered), "errors": errors[:30], "git_before": before,
+            "db_error": db_error, "entered": len(entered), "printed": printed, "notes": notes, "errors": errors[:30], "git_before": before,
             "git_after": after, "stdout_tail": so[-6000:], "stderr_tail": se[-6000:]}
 
 

@@ -77,6 +77,10 @@ pub struct SegmentSpec {
     pub segment: Segment,
     /// Checkpoints by the outer iteration at whose end they were taken.
     pub checkpoints: BTreeMap<u64, Vec<CheckpointRef>>,
+    /// A file the front end rewrites after each outer iteration with `done
+    /// total` (the coordinator's progress bars read it).
+    #[serde(default)]
+    pub progress: Option<PathBuf>,
 }
 
 impl SegmentSpec {
@@ -691,6 +695,7 @@ pub struct Summary {
 struct Task {
     run: usize,
     segment: usize,
+    steps: usize,
     dir: PathBuf,
     script: PathBuf,
     spec: PathBuf,
@@ -717,9 +722,62 @@ fn tag(names: &[String], source: &str) -> String {
     format!("{h:016x}")
 }
 
+/// What a worker is doing, for its progress bar.
+struct Slot {
+    label: String,
+    progress: PathBuf,
+    steps: usize,
+    started: Instant,
+}
+
+/// One progress bar per worker, redrawn in place on a terminal.
+struct Bars {
+    slots: Arc<Mutex<Vec<Option<Slot>>>>,
+    drawn: usize,
+}
+
+impl Bars {
+    fn erase(&mut self, err: &mut dyn Write) {
+        for _ in 0..self.drawn {
+            let _ = write!(err, "\x1b[1A\x1b[2K");
+        }
+        self.drawn = 0;
+    }
+
+    fn draw(&mut self, err: &mut dyn Write) {
+        let Ok(slots) = self.slots.lock() else { return };
+        for (w, slot) in slots.iter().enumerate() {
+            let line = match slot {
+                None => format!("worker {:>2}  idle", w + 1),
+                Some(s) => {
+                    let done = fs::read_to_string(&s.progress)
+                        .ok()
+                        .and_then(|t| t.split_whitespace().next().and_then(|d| d.parse::<usize>().ok()))
+                        .unwrap_or(0)
+                        .min(s.steps);
+                    let width = 20;
+                    let filled = (done * width).checked_div(s.steps).unwrap_or(width);
+                    format!(
+                        "worker {:>2} [{}{}] {done}/{} iterations  {}  {:.1} s",
+                        w + 1,
+                        "#".repeat(filled),
+                        ".".repeat(width - filled),
+                        s.steps,
+                        s.label,
+                        s.started.elapsed().as_secs_f64()
+                    )
+                }
+            };
+            let _ = writeln!(err, "{line}");
+        }
+        self.drawn = slots.len();
+    }
+}
+
 /// Runs a plan: materializes, executes the segments on `plan.jobs`
-/// workers, publishes and ingests. `progress` receives one line per event.
-pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Summary> {
+/// workers, publishes and ingests. `progress` receives one line per event;
+/// with `bars`, a progress bar per worker is redrawn on stderr (a terminal).
+pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dyn FnMut(&str)) -> Result<Summary> {
     let started = Instant::now();
     let root = project.root().to_owned();
     let base = project.flor_dir().join("replay");
@@ -767,12 +825,14 @@ pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str
                 outer_loop: r.outer_loop.clone(),
                 segment: seg.clone(),
                 checkpoints: r.checkpoints.clone(),
+                progress: Some(dir.join(format!("seg-{k}.progress"))),
             };
             let spec_path = dir.join(format!("seg-{k}.json"));
             spec.write(&spec_path)?;
             tasks.push_back(Task {
                 run: ri,
                 segment: k,
+                steps: seg.steps.len(),
                 dir: dir.clone(),
                 script: script.clone(),
                 spec: spec_path,
@@ -787,11 +847,15 @@ pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str
     let (tx, rx) = std::sync::mpsc::channel::<(String, Option<Done>)>();
     let metas: Arc<Vec<RunMeta>> = Arc::new(plan.runs.iter().map(|r| r.meta.clone()).collect());
     let segs_per_run: Vec<usize> = plan.runs.iter().map(|r| r.plan.segments.len()).collect();
+    let workers = plan.jobs.min(total.max(1));
+    let slots: Arc<Mutex<Vec<Option<Slot>>>> = Arc::new(Mutex::new((0..workers).map(|_| None).collect()));
+    let mut bars = bars.then(|| Bars { slots: Arc::clone(&slots), drawn: 0 });
     std::thread::scope(|scope| {
-        for w in 0..plan.jobs.min(total.max(1)) {
+        for w in 0..workers {
             let queue = Arc::clone(&queue);
             let tx = tx.clone();
             let metas = Arc::clone(&metas);
+            let slots = Arc::clone(&slots);
             let segs_per_run = &segs_per_run;
             scope.spawn(move || loop {
                 let task = match queue.lock() {
@@ -800,6 +864,14 @@ pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str
                 };
                 let Some(t) = task else { break };
                 let meta = &metas[t.run];
+                if let Ok(mut s) = slots.lock() {
+                    s[w] = Some(Slot {
+                        label: format!("run {} segment {}/{}", meta.tstamp, t.segment + 1, segs_per_run[t.run]),
+                        progress: t.dir.join(format!("seg-{}.progress", t.segment)),
+                        steps: t.steps,
+                        started: Instant::now(),
+                    });
+                }
                 let _ = tx.send((
                     format!(
                         "worker {}: run {} segment {}/{} started (estimated {:.2} s)",
@@ -812,6 +884,9 @@ pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str
                     None,
                 ));
                 let done = run_segment(meta, &t);
+                if let Ok(mut s) = slots.lock() {
+                    s[w] = None;
+                }
                 let line = match &done.failure {
                     None => format!(
                         "worker {}: run {} segment {}/{}: {} value{} in {:.2} s (estimated {:.2} s)",
@@ -837,7 +912,22 @@ pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str
         }
         drop(tx);
         let mut finished = 0;
-        for (line, done) in rx {
+        let mut err = std::io::stderr();
+        loop {
+            let (line, done) = match rx.recv_timeout(std::time::Duration::from_millis(250)) {
+                Ok(m) => m,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(b) = bars.as_mut() {
+                        b.erase(&mut err);
+                        b.draw(&mut err);
+                    }
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(b) = bars.as_mut() {
+                b.erase(&mut err);
+            }
             if let Some(d) = done {
                 finished += 1;
                 progress(&format!("[{finished}/{total}] {line}"));
@@ -849,6 +939,12 @@ pub fn execute(project: &mut Project, plan: &Plan, progress: &mut dyn FnMut(&str
             } else {
                 progress(&line);
             }
+            if let Some(b) = bars.as_mut() {
+                b.draw(&mut err);
+            }
+        }
+        if let Some(b) = bars.as_mut() {
+            b.erase(&mut err);
         }
     });
     // Publish the runs whose segments are all done.

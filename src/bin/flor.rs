@@ -254,7 +254,8 @@ fn replay(
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let summary = flor::replay::execute(project, &plan, &mut |line| eprintln!("flor: {line}"))?;
+    let bars = io::stderr().is_terminal();
+    let summary = flor::replay::execute(project, &plan, bars, &mut |line| eprintln!("flor: {line}"))?;
     println!("\nReplay summary ({:.2} s wall clock; estimated {:.2} s):", summary.wall_secs, plan.makespan_secs);
     let mut failed = 0;
     for r in &summary.runs {

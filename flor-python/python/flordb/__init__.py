@@ -365,6 +365,8 @@ def _replay_outer(name, iterable):
     seg = _replay["segment"]
     steps = {s["iteration"]: s for s in seg["steps"]}
     last = max(steps) if steps else -1
+    progress = _replay.get("progress")  # "done total", read by flor replay's progress bars
+    done = 0
     items = list(iterable)  # which iterations run depends on how many there are
     for i, item in enumerate(items):
         if i > last:
@@ -384,6 +386,10 @@ def _replay_outer(name, iterable):
         finally:
             _skip_nested = None
             _flor.iteration_exit(token)
+        done += 1
+        if progress:
+            with open(progress, "w") as f:
+                f.write(f"{done} {len(steps)}\n")
     if seg.get("final_restore") is not None:
         _restore_from(seg["final_restore"])
     _flor.set_recording(bool(seg["teardown"]))
