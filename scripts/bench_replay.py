@@ -585,21 +585,27 @@ def report(a, res, command, total_s, info):
             f"| plan's estimate (makespan) | {pl1['total']['makespan_s']:.2f} s | {pl2['total']['makespan_s']:.2f} s | {pl1['total']['makespan_s'] / pl2['total']['makespan_s']:.2f}× |",
             f"| worker seconds in the summary (sum over segments), median | {median(x['actual_s'] for x in p2[1]):.2f} s | {median(x['actual_s'] for x in p2[2]):.2f} s | |",
             f"| original run's loop, for scale | {fw['loop_s']:.2f} s | | |",
+            f"| control: CPU capacity for 2 processes, before each pair and at the end (2.00 = two free cores) | | | "
+            f"{', '.join(f'{c[\'capacity\']:.2f}' for c in r['capacity'])} |",
             "",
         ]
     if "p3" in res:
         r = res["p3"]
         exp = expected_accept(a.points)
         by_ts = {x["tstamp"]: x for x in r["runs"]}
+        j1 = r["j1"]
+        by_ts1 = {x["tstamp"]: x for x in j1["runs"]}
+        est1 = {x["tstamp"]: x for x in j1["plan"]}
         L += [
             f"**3. Estimate vs actual** (tests/replay's five versions and six runs, heavier: {a.points} data points, "
             f"`busy(x)` = {a.work:,} multiply-adds per step; `abs_err` in the step loop, `b_sq` at epoch level; "
-            "`flor replay --apply abs_err,b_sq --dry-run --jobs 2`, then `--yes --jobs 2`):",
+            "`flor replay --apply abs_err,b_sq --dry-run --jobs 2`, then `--yes --jobs 2`; then the same with `--jobs 1 --force` "
+            "(one worker: no competition between the workers for the 2 cores)):",
             "",
-            "| run | `--kwargs` | original run (process) | plan: outer its × segments | estimated | actual | error | values (expected) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | `--kwargs` | original run (process) | plan: outer its × segments | estimated | actual, `--jobs 2` | error | values (expected) | `--jobs 1`: estimated / actual / error |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        errs = []
+        errs, errs1 = [], []
         for i, p in enumerate(r["plan"]):
             s = by_ts.get(p["tstamp"])
             c = r["counts"][i] if i < len(r["counts"]) else {"abs_err": 0, "b_sq": 0}
@@ -610,19 +616,31 @@ def report(a, res, command, total_s, info):
                 act, es = f"{s['actual_s']:.2f} s", f"{err:+.0f}%"
             else:
                 act, es = "—", "—"
+            s1, p1_ = by_ts1.get(p["tstamp"]), est1.get(p["tstamp"])
+            if s1 and p1_:
+                e1 = (p1_["estimate_s"] - s1["actual_s"]) / s1["actual_s"] * 100
+                errs1.append(abs(e1))
+                c1 = f"{p1_['estimate_s']:.2f} / {s1['actual_s']:.2f} s / {e1:+.0f}%"
+            else:
+                c1 = "—"
             L.append(f"| {i + 1} | {p['args']} | {r['record_walls'][i]:.2f} s | {p['outer']} × {p['segments']} | "
-                     f"{p['estimate_s']:.2f} s | {act} | {es} | {c['abs_err']} + {c['b_sq']} ({e['abs_err']} + {e['b_sq']}) |")
+                     f"{p['estimate_s']:.2f} s | {act} | {es} | {c['abs_err']} + {c['b_sq']} ({e['abs_err']} + {e['b_sq']}) | {c1} |")
         t = r["total"]
         head = r["summary"] or {}
         sum_act = sum(x["actual_s"] for x in r["runs"])
         L += [
             f"| total work | | {sum(r['record_walls']):.2f} s | | {t['work_s']:.2f} s | {sum_act:.2f} s | "
-            f"{(t['work_s'] - sum_act) / sum_act * 100:+.0f}% | |",
+            f"{(t['work_s'] - sum_act) / sum_act * 100:+.0f}% | | {j1['total']['work_s']:.2f} / "
+            f"{sum(x['actual_s'] for x in j1['runs']):.2f} s / "
+            f"{(j1['total']['work_s'] - sum(x['actual_s'] for x in j1['runs'])) / sum(x['actual_s'] for x in j1['runs']) * 100:+.0f}% |",
             f"| makespan, 2 workers (summary's wall clock; the command's wall) | | | | {t['makespan_s']:.2f} s | "
             f"{head.get('wall_s', float('nan')):.2f} s; {r['wall_s']:.2f} s | "
-            f"{(t['makespan_s'] - head.get('wall_s', float('nan'))) / head.get('wall_s', float('nan')) * 100:+.0f}% | |",
+            f"{(t['makespan_s'] - head.get('wall_s', float('nan'))) / head.get('wall_s', float('nan')) * 100:+.0f}% | | "
+            f"wall: {j1['summary']['wall_s']:.2f} s; {j1['wall_s']:.2f} s |",
             "",
-            f"Per-run estimate error: median {median(errs):.0f}%, worst {max(errs):.0f}% (target within 25%). "
+            f"Per-run estimate error with `--jobs 2`: median {median(errs):.0f}%, worst {max(errs):.0f}%; with `--jobs 1`: "
+            f"median {median(errs1):.0f}%, worst {max(errs1):.0f}% (target within 25%). CPU capacity probe for 2 "
+            f"processes right after the `--jobs 2` replay: {r['capacity']['capacity']:.2f} (2.00 = two free cores). "
             f"Git before → after the replay: HEAD {r['git_before']['head']} → {r['git_after']['head']}, "
             f"branch {r['git_before']['branch']} → {r['git_after']['branch']}, "
             f"status {'unchanged' if r['git_before']['status'] == r['git_after']['status'] else 'CHANGED'}.",
@@ -652,6 +670,8 @@ def report(a, res, command, total_s, info):
                 f"| runs with values recovered | {sum(1 for c in oc if c['abs_err'] or c['b_sq'])} of 6 | {sum(1 for c in r['per_run'] if c['abs_err'] or c['b_sq'])} of 6 |",
                 f"| `abs_err` values (expected {e_abs}) | {sum(c['abs_err'] for c in oc)} | {got_abs} |",
                 f"| `b_sq` values (expected {e_b}) | {sum(c['b_sq'] for c in oc)} | {got_b} |",
+                f"| rows of `abs_err`/`b_sq` in the database (duplicates included) | {sum(c['abs_err'] + c['b_sq'] for c in oc)} | {sum(c['rows'] for c in r['per_run'])} |",
+                f"| lines printed by the replayed scripts (`abs_err: ` / `b_sq: `) | — | {r['printed']['abs_err']} / {r['printed']['b_sq']} |",
                 f"| per run `abs_err` + `b_sq` | {'; '.join(str(c['abs_err']) + '+' + str(c['b_sq']) for c in oc)} | "
                 f"{'; '.join(str(c['abs_err']) + '+' + str(c['b_sq']) for c in r['per_run'])} |",
                 f"| git after the replay: HEAD moved / branch / tracked files changed | "
@@ -661,6 +681,8 @@ def report(a, res, command, total_s, info):
                 f"{r['git_before']['branch']} → {r['git_after']['branch']} / {'yes' if r['git_before']['status'] != r['git_after']['status'] else 'no'} |",
             ]
         L.append("")
+        if r["notes"]:
+            L += ["Reference replay, its progress lines:", "", "```"] + [l[:200] for l in r["notes"][:30]] + ["```", ""]
         if r["errors"]:
             L += ["Reference replay, error lines from its output (first ones):", "", "```"]
             L += [l[:300] for l in r["errors"][:12]]
