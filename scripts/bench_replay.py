@@ -586,7 +586,7 @@ def report(a, res, command, total_s, info):
             f"| worker seconds in the summary (sum over segments), median | {median(x['actual_s'] for x in p2[1]):.2f} s | {median(x['actual_s'] for x in p2[2]):.2f} s | |",
             f"| original run's loop, for scale | {fw['loop_s']:.2f} s | | |",
             f"| control: CPU capacity for 2 processes, before each pair and at the end (2.00 = two free cores) | | | "
-            f"{', '.join(f'{c[\'capacity\']:.2f}' for c in r['capacity'])} |",
+            + ", ".join(f"{c['capacity']:.2f}" for c in r["capacity"]) + " |",
             "",
         ]
     if "p3" in res:

@@ -315,3 +315,25 @@ fn a_crashing_run_is_reported_and_the_next_replay_does_only_what_is_missing() {
     assert!(rows.iter().all(|r| r["abs_err"].as_f64().is_some()));
     assert!(!repo.join(".flor/replay").exists(), "nothing left behind once every run is published");
 }
+
+#[test]
+fn a_version_that_cannot_take_the_statements_is_listed_and_skipped() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    // An early version that computes no `err`: `abs(err)` cannot go there.
+    let dir = new_repo(home, "flor-replay", Some(include_str!("replay/unrelated.py")));
+    let repo = dir.path();
+    train(&py, repo, home, &[]);
+    fs::write(repo.join("train.py"), VERSIONS[3]).unwrap();
+    git(repo, home, &["commit", "-qam", "v4"]);
+    train(&py, repo, home, &[]);
+    fs::write(repo.join("train.py"), NEWEST).unwrap();
+
+    let out = flor(repo, home, &["replay", "--apply", "abs_err", "--yes", "--jobs", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("FAILED: unbound name: `err`"), "the reason, per statement:\n{stdout}");
+    assert!(stdout.contains("skipped: propagation failed"), "{stdout}");
+    assert_eq!(stdout.matches("values recovered").count(), 1, "the other version proceeds:\n{stdout}");
+}
