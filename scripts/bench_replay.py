@@ -267,8 +267,8 @@ PLAN_RUN = re.compile(
     r"^  run (\S+) \((.*?)\): (\d+) outer iterations? to execute in (\d+) segments?; "
     r"estimated ([\d.]+) s \(the original run took ([\d.]+) s\)", re.M)
 PLAN_TOTAL = re.compile(r"^(\d+) runs? to replay; estimated ([\d.]+) s of work, ([\d.]+) s with (\d+) workers?", re.M)
-SUM_HEAD = re.compile(r"^Replay summary \(([\d.]+) s wall clock; estimated ([\d.]+) s\):", re.M)
-SUM_RUN = re.compile(r"^  run (\S+): (\d+) values? recovered; ([\d.]+) s \(estimated ([\d.]+) s\)", re.M)
+SUM_HEAD = re.compile(r"^Replay summary \(([\d.]+) s wall clock; estimated ([\d.]+) s[^)]*\):", re.M)
+SUM_RUN = re.compile(r"^  run (\S+): (\d+) values? recovered; ([\d.]+) s (?:of work )?\(estimated ([\d.]+) s\)", re.M)
 
 
 def parse_plan(text):
@@ -366,7 +366,7 @@ def part12(a, envs, root, ours):
     forward["start_import_s"] = median(starts)
 
     # Part 1.
-    wall, plan_text, _ = ours.flor_cmd(repo, ["replay", "--apply", "w_norm", "--jobs", "1", "--dry-run"], "plan-w_norm")
+    plan_wall, plan_text, _ = ours.flor_cmd(repo, ["replay", "--apply", "w_norm", "--jobs", "1", "--dry-run"], "plan-w_norm")
     plan1, total1 = parse_plan(plan_text)
     p1 = []
     for rep in range(a.reps):
@@ -413,7 +413,7 @@ def part12(a, envs, root, ours):
                 f"(estimated {head['estimate_s']:.2f} s)")
     caps.append(capacity(a.ours))
     log(f"  CPU capacity probe: {caps[-1]['capacity']:.2f}")
-    return {"forward": forward, "plan1": {"runs": plan1, "total": total1}, "p1": p1, "capacity": caps,
+    return {"forward": forward, "plan1": {"runs": plan1, "total": total1, "dry_run_wall_s": plan_wall}, "p1": p1, "capacity": caps,
             "plans2": {j: {"runs": r, "total": t} for j, (r, t) in plans2.items()}, "p2": p2}
 
 
@@ -463,7 +463,15 @@ def count_ours(a, envs, repo):
             ep.setdefault(r["tstamp"], set()).add(r["epoch"])
     for t, d in per.items():
         d["b_sq"] = len(ep.get(t, ()))
-    return [per[t] for t in sorted(per)]
+    # The values themselves, per run (in tstamp order), for part 4's comparison.
+    vals = {}
+    for r in rows:
+        v = vals.setdefault(r["tstamp"], {})
+        if r.get("abs_err") is not None:
+            v[f"abs_err/{r['epoch']}/{r['step']}"] = r["abs_err"]
+        if r.get("b_sq") is not None:
+            v[f"b_sq/{r['epoch']}"] = r["b_sq"]
+    return [per[t] for t in sorted(per)], [vals[t] for t in sorted(vals)]
 
 
 def part3(a, envs, root, ours, versions, newest):
@@ -478,7 +486,7 @@ def part3(a, envs, root, ours, versions, newest):
     wall, so, se = ours.flor_cmd(repo, ["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "2"], "accept-replay")
     head, runs = parse_summary(so)
     after = git_state(repo, envs.env())
-    counts = count_ours(a, envs, repo)
+    counts, values = count_ours(a, envs, repo)
     log(f"  replay {wall:.2f} s wall; estimated makespan {total['makespan_s']:.2f} s")
     cap = capacity(a.ours)
     # The same replay again with one worker (--force): estimates against
@@ -488,7 +496,7 @@ def part3(a, envs, root, ours, versions, newest):
     wall1, so1, _ = ours.flor_cmd(repo, ["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "1", "--force"], "accept-replay-j1")
     head1, runs1 = parse_summary(so1)
     log(f"  replay --jobs 1 --force {wall1:.2f} s wall; estimated {total_j1['makespan_s']:.2f} s")
-    return {"capacity": cap, "j1": {"plan": plan_j1, "total": total_j1, "wall_s": wall1, "summary": head1, "runs": runs1},"record_walls": walls, "plan": plan, "total": total, "wall_s": wall, "summary": head, "runs": runs,
+    return {"values": values, "capacity": cap, "j1": {"plan": plan_j1, "total": total_j1, "wall_s": wall1, "summary": head1, "runs": runs1},"record_walls": walls, "plan": plan, "total": total, "wall_s": wall, "summary": head, "runs": runs,
             "counts": counts, "git_before": before, "git_after": after, "plan_text": plan_text,
             "replay_stdout": so, "replay_stderr_tail": se[-4000:]}
 
@@ -507,7 +515,7 @@ def part4(a, envs, root, versions, newest, ref_python):
                              stdin_text="y\n", timeout=a.ref_timeout)
     after = git_state(repo, envs.env())
     db = os.path.join(repo, ".flor", "accept-ref.db")
-    counts, db_error = {}, None
+    counts, db_error, ref_vals = {}, None, {}
     try:
         con = sqlite3.connect(db)
         for ts, name, *n in con.execute(
@@ -516,20 +524,29 @@ def part4(a, envs, root, versions, newest, ref_python):
             d = counts.setdefault(ts, {"abs_err": 0, "b_sq": 0, "rows": 0})
             d[name] = n[1]  # distinct loop positions
             d["rows"] += n[0]
+        ref_vals = {}
+        for ts, ctx, name, value in con.execute(
+                "SELECT tstamp, ctx, value_name, value FROM logs WHERE source = 'replay' "
+                "AND value_name IN ('abs_err', 'b_sq')"):
+            pos = {c["name"]: c["iteration"] for c in json.loads(ctx)} if ctx else {}
+            key = f"abs_err/{pos.get('epoch')}/{pos.get('step')}" if name == "abs_err" else f"b_sq/{pos.get('epoch')}"
+            ref_vals.setdefault(ts, {})[key] = float(value)
         tstamps = [t for (t,) in con.execute("SELECT DISTINCT tstamp FROM logs WHERE source = 'forward' ORDER BY tstamp")]
         con.close()
     except sqlite3.Error as e:
         db_error = str(e)
         tstamps = []
     per_run = [counts.get(t, {"abs_err": 0, "b_sq": 0, "rows": 0}) for t in tstamps]
+    values = [ref_vals.get(t, {}) for t in tstamps]
     printed = {"abs_err": len(re.findall(r"abs_err: ", so)), "b_sq": len(re.findall(r"b_sq: ", so))}
-    notes = [l.strip() for l in so.splitlines() if l.startswith(("entering", "applying", "Logging record", "python train.py", "Checking out"))]
+    notes = [re.sub(r"^.*?\? (?=entering)", "", l).strip() for l in so.splitlines()
+             if re.match(r"(.*\? )?(entering|applying|Logging record|python train\.py|Checking out)", l)]
     entered = re.findall(r"^entering (\S+ ?\S*) ([0-9a-f]{40})", so, re.M)
     errors = [l for l in (so + "\n" + se).splitlines()
               if re.search(r"Exception|Error|error|FLOR: replay of|exited with code|Traceback", l)]
     log(f"  reference replay: exit {rc}, {wall:.2f} s, {sum(c['abs_err'] + c['b_sq'] for c in per_run)} values")
     return {"record_walls": walls, "rc": rc, "wall_s": wall, "per_run": per_run, "tstamps": tstamps,
-            "db_error": db_error, "entered": len(entered), "printed": printed, "notes": notes, "errors": errors[:30], "git_before": before,
+            "db_error": db_error, "values": values, "entered": len(entered), "printed": printed, "notes": notes, "errors": errors[:30], "git_before": before,
             "git_after": after, "stdout_tail": so[-6000:], "stderr_tail": se[-6000:]}
 
 
@@ -562,6 +579,7 @@ def report(a, res, command, total_s, info):
             f"| model: start + import ({fw['start_import_s']:.3f} s) + setup ({fw['setup_s']:.3f} s) + {a.epochs} × restore ({fw['restore_s'] * 1e6:.0f} µs) | {model:.2f} s |",
             f"| replay / model | {med / model:.2f} (replay − model = {med - model:.2f} s: plan, materializing the version, the worker, publishing) |",
             f"| worker time in the summary (median); plan's estimate | {median(x['actual_s'] for x in r['p1']):.2f} s; {r['plan1']['runs'][0]['estimate_s']:.2f} s |",
+            f"| `flor replay --apply w_norm --dry-run` alone (the plan: git, propagation, cost model) | {r['plan1']['dry_run_wall_s']:.2f} s |",
         ]
         if inner:
             L.append(f"| inside the replayed process: import / setup / per epoch (median) | "
@@ -587,6 +605,8 @@ def report(a, res, command, total_s, info):
             f"| original run's loop, for scale | {fw['loop_s']:.2f} s | | |",
             f"| control: CPU capacity for 2 processes, before each pair and at the end (2.00 = two free cores) | | | "
             + ", ".join(f"{c['capacity']:.2f}" for c in r["capacity"]) + " |",
+            f"| speedup ÷ capacity probed before its pair (1.00: all the parallelism the machine offered) | | | "
+            + ", ".join(f"{x:.2f}" for x in (sp[i] / r["capacity"][i]["capacity"] for i in range(len(sp)))) + " |",
             "",
         ]
     if "p3" in res:
@@ -670,6 +690,9 @@ def report(a, res, command, total_s, info):
                 f"| runs with values recovered | {sum(1 for c in oc if c['abs_err'] or c['b_sq'])} of 6 | {sum(1 for c in r['per_run'] if c['abs_err'] or c['b_sq'])} of 6 |",
                 f"| `abs_err` values (expected {e_abs}) | {sum(c['abs_err'] for c in oc)} | {got_abs} |",
                 f"| `b_sq` values (expected {e_b}) | {sum(c['b_sq'] for c in oc)} | {got_b} |",
+                f"| the reference's recovered values equal to ours at the same run and loop position (bit for bit) | — | "
+                f"{sum(1 for i, rv in enumerate(r['values']) for k, v in rv.items() if i < len(o['values']) and o['values'][i].get(k) == v)}"
+                f" of {sum(len(rv) for rv in r['values'])} |",
                 f"| rows of `abs_err`/`b_sq` in the database (duplicates included) | {sum(c['abs_err'] + c['b_sq'] for c in oc)} | {sum(c['rows'] for c in r['per_run'])} |",
                 f"| lines printed by the replayed scripts (`abs_err: ` / `b_sq: `) | — | {r['printed']['abs_err']} / {r['printed']['b_sq']} |",
                 f"| per run `abs_err` + `b_sq` | {'; '.join(str(c['abs_err']) + '+' + str(c['b_sq']) for c in oc)} | "
@@ -691,7 +714,8 @@ def report(a, res, command, total_s, info):
     L += [
         f"Command: `{command}` (total {total_s:.0f} s; all figures from this one invocation, same figures in its JSON). "
         f"{os.cpu_count()} CPUs (shared; load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}), "
-        f"CPython {py}, flor binary `{a.flor}`. Wall-clock seconds (perf_counter around each command); every "
+        f"CPython {py}, flor binary `{a.flor}` (built {info.get('flor_mtime')}), our `flordb` module's extension built "
+        f"{info.get('module_so_mtime')}, repository at {info.get('head')}. Wall-clock seconds (perf_counter around each command); every "
         "measurement in a fresh git repository under an isolated git configuration.",
     ]
     return "\n".join(L)
@@ -708,7 +732,7 @@ def main():
     ap.add_argument("--points", type=int, default=150, help="parts 3-4: data points (steps per epoch)")
     ap.add_argument("--work", type=int, default=20000, help="parts 3-4: multiply-adds of busy() per step")
     ap.add_argument("--ref-timeout", type=int, default=300, help="part 4: seconds before the reference replay is stopped")
-    ap.add_argument("--only", default="1234", help="which parts to run (e.g. 12, 34)")
+    ap.add_argument("--only", default="1234", help="which parts to run (e.g. 12, 34; 1 and 2 share a recording and run together, 4 reports beside 3 when both run)")
     ap.add_argument("--json", help="write every figure and raw output here")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     a = ap.parse_args()
@@ -721,6 +745,11 @@ def main():
     log(f"scratch folder {root}")
     envs = Env(root)
     info = {"python": run([a.ours, "-c", "import sys; print(sys.version.split()[0])"], envs.env()).stdout.strip()}
+    info["head"] = run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], envs.env(), check=False).stdout.strip()
+    info["flor_mtime"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(a.flor)))
+    so = glob.glob(os.path.join(os.path.dirname(run([a.ours, "-c", "import flordb; print(flordb.__file__)"],
+                                                    envs.env(), cwd=root).stdout.strip()), "_flor*.so"))
+    info["module_so_mtime"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(so[0]))) if so else "?"
     ref_python = os.path.join(a.ref_venv, "bin", "python")
     if "4" in a.only:
         if not os.path.exists(ref_python):

@@ -256,12 +256,18 @@ fn replay(
     }
     let bars = io::stderr().is_terminal();
     let summary = flor::replay::execute(project, &plan, bars, &mut |line| eprintln!("flor: {line}"))?;
-    println!("\nReplay summary ({:.2} s wall clock; estimated {:.2} s):", summary.wall_secs, plan.makespan_secs);
+    println!(
+        "\nReplay summary ({:.2} s wall clock; estimated {:.2} s with {} worker{}):",
+        summary.wall_secs,
+        plan.makespan_secs,
+        plan.jobs,
+        if plan.jobs == 1 { "" } else { "s" }
+    );
     let mut failed = 0;
     for r in &summary.runs {
         match &r.failure {
             None => println!(
-                "  run {}: {} value{} recovered; {:.2} s (estimated {:.2} s)",
+                "  run {}: {} value{} recovered; {:.2} s of work (estimated {:.2} s)",
                 r.tstamp,
                 r.values,
                 if r.values == 1 { "" } else { "s" },

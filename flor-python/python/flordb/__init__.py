@@ -105,15 +105,19 @@ def arg(name, default=None):
 # (``epoch: 0, step: 3, loss: 0.25``) and returns value -- all in Rust.
 log = _flor.log
 
-try:  # a progress bar for the outermost loop, when tqdm is there
-    from tqdm import tqdm as _tqdm
-except ImportError:  # pragma: no cover - depends on the environment
-    _tqdm = None
+def _tqdm():
+    """tqdm's class when it is installed (imported on first need: importing
+    it costs more than the rest of flordb's import)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return tqdm
 
 
 def _bar_write(line):
     """Prints a log line above the open progress bar."""
-    _tqdm.write(line)
+    _tqdm().write(line)
 
 
 def loop(name, iterable):
@@ -127,8 +131,10 @@ def loop(name, iterable):
         if _skip_nested is not None:
             _skip_nested_loop()
             return iter(())
-    if _tqdm is not None and _flor.depth() == 0 and sys.stdout.isatty():
-        return _flor.loop_iter(name, _tqdm(iterable, desc=name), True)
+    if _flor.depth() == 0 and sys.stdout.isatty():
+        bar = _tqdm()
+        if bar is not None:
+            return _flor.loop_iter(name, bar(iterable, desc=name), True)
     return _flor.loop_iter(name, iterable)
 
 
@@ -465,11 +471,9 @@ _previous_exit = sys.exit
 sys.exit = _exit
 atexit.register(commit)
 
-try:  # IPython / Jupyter: commit after each cell that logged
-    from IPython import get_ipython
-
-    _ip = get_ipython()
-    if _ip is not None:
-        _ip.events.register("post_run_cell", lambda *_: commit())
-except ImportError:
-    pass
+# IPython / Jupyter: commit after each cell that logged. A running IPython
+# has already imported its module; a script does not pay for importing it.
+_ipython = sys.modules.get("IPython")
+_ip = _ipython.get_ipython() if _ipython is not None and hasattr(_ipython, "get_ipython") else None
+if _ip is not None:
+    _ip.events.register("post_run_cell", lambda *_: commit())
