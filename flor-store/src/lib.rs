@@ -102,6 +102,12 @@ use std::path::PathBuf;
 use flor_core::StoreError;
 
 mod readonly;
+mod spans;
+
+#[cfg(feature = "duckdb")]
+mod duckdb;
+#[cfg(feature = "duckdb")]
+pub use crate::duckdb::{DuckStore, DUCKDB_SCHEMA_VERSION};
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
