@@ -1110,3 +1110,99 @@ fn open_error(label: &str, e: duckdb::Error) -> StoreError {
 fn fail(label: &str, op: &str, e: duckdb::Error) -> StoreError {
     StoreError::Backend { backend: BACKEND, message: format!("{label}: cannot {op}: {e}"), source: Some(Box::new(e)) }
 }
+
+/// The DuckDB type a result column is written with: the narrowest that
+/// holds every cell (mixed columns as text).
+fn column_type(data: &ColumnData) -> &'static str {
+    let kinds = |cells: &mut dyn Iterator<Item = &Value>| {
+        let (mut int, mut float, mut boolean, mut text) = (false, false, false, false);
+        for v in cells {
+            match v {
+                Value::Int(_) => int = true,
+                Value::Float(_) => float = true,
+                Value::Bool(_) => boolean = true,
+                Value::Text(_) | Value::Json(_) => text = true,
+            }
+        }
+        match (int, float, boolean, text) {
+            (_, _, false, false) if float => "DOUBLE",
+            (true, false, false, false) => "BIGINT",
+            (false, false, true, false) => "BOOLEAN",
+            _ => "VARCHAR",
+        }
+    };
+    match data {
+        ColumnData::Int(_) => "BIGINT",
+        ColumnData::Float(_) => "DOUBLE",
+        ColumnData::Dict { dict, .. } => kinds(&mut dict.iter()),
+        ColumnData::Values(v) => kinds(&mut v.iter().flatten()),
+    }
+}
+
+/// A cell as the DuckDB value of its column's type (see [`column_type`]).
+fn duck_value(ty: &str, cell: Option<Value>) -> duckdb::types::Value {
+    use duckdb::types::Value as D;
+    match (ty, cell) {
+        (_, None) => D::Null,
+        ("BIGINT", Some(Value::Int(i))) => D::BigInt(i),
+        ("DOUBLE", Some(Value::Float(f))) => D::Double(f),
+        ("DOUBLE", Some(Value::Int(i))) => D::Double(i as f64),
+        ("BOOLEAN", Some(Value::Bool(b))) => D::Boolean(b),
+        (_, Some(Value::Text(s) | Value::Json(s))) => D::Text(s.to_string()),
+        (_, Some(v)) => D::Text(v.to_string()),
+    }
+}
+
+/// Writes `table` to a Parquet file at `path` (replacing it), through a
+/// private in-memory DuckDB: integer columns as `INT64`, float columns as
+/// `DOUBLE`, booleans as `BOOLEAN`, text, JSON and mixed columns as strings.
+/// Repeated column names get a `_2`, `_3`, ... suffix.
+pub fn write_parquet(table: &Table, path: &Path) -> crate::Result<()> {
+    let label = path.display().to_string();
+    let err = |op: &'static str| {
+        let label = label.clone();
+        move |e: duckdb::Error| fail(&label, op, e)
+    };
+    let conn = Connection::open_in_memory().map_err(err("open an in-memory database"))?;
+    let mut names: Vec<String> = Vec::new();
+    for c in &table.columns {
+        let mut name = c.name.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{}_{k}", c.name);
+            k += 1;
+        }
+        names.push(name);
+    }
+    let types: Vec<&str> = table.columns.iter().map(|c| column_type(&c.data)).collect();
+    let cols: Vec<String> = names.iter().zip(&types).map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+    if cols.is_empty() {
+        return Err(crate::Error::Store(StoreError::Query {
+            backend: BACKEND,
+            message: "a table without columns cannot be written as Parquet".into(),
+        }));
+    }
+    conn.execute_batch(&format!("CREATE TABLE t ({})", cols.join(", "))).map_err(err("create the export table"))?;
+    {
+        let mut app = conn.appender("t").map_err(err("fill the export table"))?;
+        for r in 0..table.row_count() {
+            let row = table.columns.iter().zip(&types).map(|(c, t)| duck_value(t, c.get(r)));
+            app.append_row(duckdb::appender_params_from_iter(row)).map_err(err("fill the export table"))?;
+        }
+        app.flush().map_err(err("fill the export table"))?;
+    }
+    // COPY takes its file name as a literal: quoted, never spliced raw.
+    conn.execute_batch(&format!("COPY t TO {} (FORMAT PARQUET)", quote_literal(&label)))
+        .map_err(err("write the Parquet file"))?;
+    Ok(())
+}
+
+/// `"name"`, with inner quotes doubled.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'text'`, with inner quotes doubled.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

@@ -107,7 +107,11 @@ mod spans;
 #[cfg(feature = "duckdb")]
 mod duckdb;
 #[cfg(feature = "duckdb")]
-pub use crate::duckdb::{DuckStore, DUCKDB_SCHEMA_VERSION};
+pub use crate::duckdb::{write_parquet, DuckStore, DUCKDB_SCHEMA_VERSION};
+/// The `duckdb` crate this backend is built with (its exact version matches
+/// the linked DuckDB library), for callers that need DuckDB directly.
+#[cfg(feature = "duckdb")]
+pub use ::duckdb as duckdb_crate;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]

@@ -42,7 +42,14 @@ fn ingest_run(store: &mut dyn Store, run: usize) {
         records.push(Record { line: *line, ctx, kind, name: name.into(), value });
     };
     rec(&mut records, &mut line, None, RecordKind::Arg, "lr", Value::Float(0.01 * run as f64));
-    rec(&mut records, &mut line, None, RecordKind::Arg, "opt", Value::from(if run.is_multiple_of(2) { "adam" } else { "sgd" }));
+    rec(
+        &mut records,
+        &mut line,
+        None,
+        RecordKind::Arg,
+        "opt",
+        Value::from(if run.is_multiple_of(2) { "adam" } else { "sgd" }),
+    );
     rec(&mut records, &mut line, None, RecordKind::Arg, "batch", Value::Int(32 << (run % 3)));
     for e in 0..3u32 {
         let ec = ctx;
@@ -213,4 +220,29 @@ fn not_a_duckdb_file_is_unusable() {
         Err(flor_store::Error::Store(StoreError::Unusable { .. })) => {}
         other => panic!("expected Unusable, got {other:?}"),
     }
+}
+
+#[test]
+fn parquet_export_reads_back() {
+    let mut lite = SqliteStore::open_in_memory().unwrap();
+    for run in 0..3 {
+        ingest_run(&mut lite, run);
+    }
+    let df = lite.dataframe(&["loss", "acc", "opt", "seen", "note"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("it's a \"frame\".parquet");
+    flor_store::write_parquet(&df, &path).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    // Read it back with DuckDB itself (external access on: a plain connection).
+    let conn = flor_store::duckdb_crate::Connection::open_in_memory().unwrap();
+    let sql = format!(
+        "SELECT count(*), sum(acc), count(loss), max(opt) FROM read_parquet('{}')",
+        path.display().to_string().replace('\'', "''")
+    );
+    let (n, acc, losses, opt): (i64, i64, i64, String) =
+        conn.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+    assert_eq!(n as usize, df.row_count());
+    assert_eq!(losses as usize, df.row_count());
+    assert_eq!(opt, "sgd");
+    assert!(acc > 0);
 }
