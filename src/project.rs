@@ -10,14 +10,20 @@ use flor_core::store::{NameInfo, RunRow};
 use flor_core::{CheckpointMeta, ObjectStore, Store, Table};
 use flor_store::SqliteStore;
 
+use crate::config::{Config, StoreKind, CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::ingest::{self, SyncReport};
 
 /// The folder flor keeps in the repository root (ignored by git).
 pub const FLOR_DIR: &str = ".flor";
 
+/// Inside `.flor/`: the engine of the last query database opened, so that
+/// switching engines rebuilds the new one from git.
+const LAST_STORE_FILE: &str = "store";
+
 /// An open project. See the module docs.
 pub struct Project {
+    store_kind: StoreKind,
     root: PathBuf,
     projid: String,
     flor_dir: PathBuf,
@@ -31,9 +37,9 @@ impl std::fmt::Debug for Project {
     }
 }
 
-/// Deletes the query database files (the records stay in git).
-fn remove_database(flor_dir: &Path) -> Result<()> {
-    for name in ["flor.db", "flor.db-wal", "flor.db-shm"] {
+/// Deletes the query database files of `kind` (the records stay in git).
+fn remove_database(flor_dir: &Path, kind: StoreKind) -> Result<()> {
+    for name in kind.files() {
         let path = flor_dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -44,10 +50,54 @@ fn remove_database(flor_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens the query database of `kind` in `flor_dir`.
+fn open_store(flor_dir: &Path, kind: StoreKind) -> Result<Box<dyn Store>> {
+    let db = flor_dir.join(kind.file_name());
+    match kind {
+        StoreKind::Sqlite => {
+            // The database is a cache: one written by an older flor is
+            // rebuilt from git rather than refused.
+            if flor_store::schema_version_of(&db).is_some_and(|v| v > 0 && v < flor_store::SCHEMA_VERSION) {
+                eprintln!("flor: note: the query database was written by an older flor; rebuilding it from git");
+                remove_database(flor_dir, kind)?;
+            }
+            Ok(Box::new(SqliteStore::open(&db)?))
+        }
+        #[cfg(feature = "duckdb")]
+        StoreKind::Duckdb => Ok(Box::new(flor_store::DuckStore::open(&db)?)),
+        #[cfg(not(feature = "duckdb"))]
+        StoreKind::Duckdb => Err(Error::DuckdbNotBuilt { what: "the duckdb store" }),
+    }
+}
+
+/// Writes `table` as a Parquet file at `path` (through an in-memory DuckDB;
+/// needs the `duckdb` feature, whatever the project's store).
+pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
+    #[cfg(feature = "duckdb")]
+    {
+        Ok(flor_store::write_parquet(table, path)?)
+    }
+    #[cfg(not(feature = "duckdb"))]
+    {
+        let _ = (table, path);
+        Err(Error::DuckdbNotBuilt { what: "Parquet output" })
+    }
+}
+
 impl Project {
     /// Opens the project of the git repository containing `start` (any
-    /// folder inside it), creating `.flor/` on first use.
+    /// folder inside it), creating `.flor/` on first use. The query
+    /// database's engine is the one `.flor/config.toml` names (`store =
+    /// "sqlite" | "duckdb"`), SQLite by default.
     pub fn open(start: &Path) -> Result<Project> {
+        Project::open_with(start, None)
+    }
+
+    /// [`Project::open`] with the engine chosen by the caller (`None`: the
+    /// project's configuration). When the engine differs from the one used
+    /// last in this project, the new engine's database is emptied, so that
+    /// the next [`Project::sync`] rebuilds it from the run records in git.
+    pub fn open_with(start: &Path, store: Option<StoreKind>) -> Result<Project> {
         let info = flor_git::discover(start)?;
         let flor_dir = info.root.join(FLOR_DIR);
         fs::create_dir_all(flor_dir.join("runs")).map_err(|e| Error::io("create", &flor_dir, e))?;
@@ -56,25 +106,52 @@ impl Project {
             fs::write(&ignore, "# flor's local data: query cache, checkpoints, live record files.\n*\n")
                 .map_err(|e| Error::io("write", &ignore, e))?;
         }
-        let db = flor_dir.join("flor.db");
-        // The database is a cache: one written by an older flor is rebuilt
-        // from git rather than refused.
-        if flor_store::schema_version_of(&db).is_some_and(|v| v > 0 && v < flor_store::SCHEMA_VERSION) {
-            eprintln!("flor: note: the query database was written by an older flor; rebuilding it from git");
-            remove_database(&flor_dir)?;
+        let kind = match store {
+            Some(k) => k,
+            None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
+        };
+        let mut store = open_store(&flor_dir, kind)?;
+        // Switching engines: the other engine's cache may be stale; start
+        // this one afresh (sync then ingests every run ref again).
+        let marker = flor_dir.join(LAST_STORE_FILE);
+        let last = match fs::read_to_string(&marker) {
+            Ok(s) => s.trim().parse::<StoreKind>().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", marker, e)),
+        };
+        if last.unwrap_or_default() != kind {
+            store.clear()?;
         }
-        let store = SqliteStore::open(&db)?;
+        if last != Some(kind) {
+            fs::write(&marker, format!("{kind}\n")).map_err(|e| Error::io("write", &marker, e))?;
+        }
         let objects = ObjectStore::open(flor_dir.join("objects"))?;
-        Ok(Project { root: info.root, projid: info.projid, flor_dir, store: Box::new(store), objects })
+        Ok(Project { store_kind: kind, root: info.root, projid: info.projid, flor_dir, store, objects })
     }
 
     /// Opens the project with an empty query database, deleting the old
     /// database file first (even one too damaged to open). Used by
     /// `flor rebuild`; the records themselves live in git and are untouched.
     pub fn open_with_fresh_database(start: &Path) -> Result<Project> {
+        Project::open_fresh_with(start, None)
+    }
+
+    /// [`Project::open_with_fresh_database`] with the engine chosen by the
+    /// caller (`None`: the project's configuration).
+    pub fn open_fresh_with(start: &Path, store: Option<StoreKind>) -> Result<Project> {
         let info = flor_git::discover(start)?;
-        remove_database(&info.root.join(FLOR_DIR))?;
-        Project::open(start)
+        let flor_dir = info.root.join(FLOR_DIR);
+        let kind = match store {
+            Some(k) => k,
+            None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
+        };
+        remove_database(&flor_dir, kind)?;
+        Project::open_with(start, Some(kind))
+    }
+
+    /// The engine of the query database.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store_kind
     }
 
     /// Opens the project containing the current directory.
