@@ -6,7 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
-use flor_core::store::{NameInfo, RunRow};
+use flor_core::store::{
+    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, StoreError, StoreResult, ValueFilter, ValueRow,
+};
+use flor_core::RunStatus;
 use flor_core::{CheckpointMeta, ObjectStore, Store, Table};
 use flor_store::SqliteStore;
 
@@ -67,6 +70,57 @@ fn open_store(flor_dir: &Path, kind: StoreKind) -> Result<Box<dyn Store>> {
         StoreKind::Duckdb => Ok(Box::new(flor_store::DuckStore::open(&db)?)),
         #[cfg(not(feature = "duckdb"))]
         StoreKind::Duckdb => Err(Error::DuckdbNotBuilt { what: "the duckdb store" }),
+    }
+}
+
+/// The stand-in for a released store (see [`Project::release_store`]).
+struct Released;
+
+impl Released {
+    const NAME: &'static str = "released";
+
+    fn err<T>(&self) -> StoreResult<T> {
+        Err(StoreError::Backend {
+            backend: Self::NAME,
+            message: "the query database is released while the run trains (see Project::reacquire_store)".into(),
+            source: None,
+        })
+    }
+}
+
+impl Store for Released {
+    fn backend(&self) -> &'static str {
+        Self::NAME
+    }
+    fn ingest(&mut self, _: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        self.err()
+    }
+    fn file_progress(&self, _: &str) -> StoreResult<Option<FileProgress>> {
+        self.err()
+    }
+    fn set_status(&mut self, _: &str, _: &str, _: RunStatus, _: Option<&str>) -> StoreResult<bool> {
+        self.err()
+    }
+    fn runs(&self) -> StoreResult<Vec<RunRow>> {
+        self.err()
+    }
+    fn names(&self) -> StoreResult<Vec<NameInfo>> {
+        self.err()
+    }
+    fn scan_values(&self, _: ValueFilter<'_>, _: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        self.err()
+    }
+    fn scan_loops(&self, _: &[RunKey], _: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
+        self.err()
+    }
+    fn checkpoints(&self, _: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
+        self.err()
+    }
+    fn query(&self, _: &str) -> StoreResult<Table> {
+        self.err()
+    }
+    fn clear(&mut self) -> StoreResult<()> {
+        self.err()
     }
 }
 
@@ -152,6 +206,26 @@ impl Project {
     /// The engine of the query database.
     pub fn store_kind(&self) -> StoreKind {
         self.store_kind
+    }
+
+    /// Closes a DuckDB query database until [`Project::reacquire_store`]
+    /// (a no-op for SQLite, which many processes share). DuckDB lets one
+    /// process at a time open a database file: a training run releases it
+    /// while it trains, so that other runs and `flor` commands can use it.
+    /// Store calls in between fail with a message saying so.
+    pub fn release_store(&mut self) {
+        if self.store_kind == StoreKind::Duckdb {
+            self.store = Box::new(Released);
+        }
+    }
+
+    /// Reopens a database closed by [`Project::release_store`] (waiting a
+    /// while for another process that has it open).
+    pub fn reacquire_store(&mut self) -> Result<()> {
+        if self.store.backend() == Released::NAME {
+            self.store = open_store(&self.flor_dir, self.store_kind)?;
+        }
+        Ok(())
     }
 
     /// Opens the project containing the current directory.

@@ -80,6 +80,8 @@ impl RunBuilder {
             eprintln!("flor: warning: could not update the query database: {e}");
             SyncReport::default()
         });
+        // A DuckDB store is one process's at a time: not held while training.
+        project.release_store();
         let argv = self.argv.unwrap_or_else(|| std::env::args().collect());
         let kwargs = Kwargs::from_argv(&argv)?;
         let exe = std::env::current_exe().ok();
@@ -416,7 +418,10 @@ fn end_inner(g: &mut Inner, status: RunStatus) -> Result<RunSummary> {
     let mut report = std::mem::take(&mut g.early);
     let path = g.rec.path().to_owned();
     let root = g.project.root().to_owned();
-    ingest::publish(&root, g.project.store_mut(), &path, &mut report)?;
+    g.project.reacquire_store()?;
+    let published = ingest::publish(&root, g.project.store_mut(), &path, &mut report);
+    g.project.release_store();
+    published?;
     Ok(RunSummary { meta, report })
 }
 

@@ -388,8 +388,25 @@ fn errors_are_clear() {
 
 #[test]
 fn concurrent_runs_keep_all_their_records() {
+    concurrent_runs(None);
+}
+
+/// The same with the DuckDB store, which one process at a time may open:
+/// runs release it while they train, and open it again (waiting their turn)
+/// to ingest their records.
+#[cfg(feature = "duckdb")]
+#[test]
+fn concurrent_runs_share_a_duckdb_store() {
+    concurrent_runs(Some("duckdb"));
+}
+
+fn concurrent_runs(store: Option<&str>) {
     let repo = new_repo();
     let dir = repo.path();
+    if let Some(store) = store {
+        fs::create_dir_all(dir.join(".flor")).unwrap();
+        fs::write(dir.join(".flor/config.toml"), format!("store = \"{store}\"\n")).unwrap();
+    }
     let children: Vec<_> = (0..2)
         .map(|i| {
             Command::new(sgd_bin())

@@ -214,7 +214,18 @@ impl DuckStore {
             })?;
         }
         let label = path.display().to_string();
-        let conn = config().and_then(|c| Connection::open_with_flags(path, c)).map_err(|e| open_error(&label, e))?;
+        // Another process with the file open holds its lock: wait for it
+        // up to LOCK_TIMEOUT, as SQLite's busy timeout does.
+        let started = std::time::Instant::now();
+        let conn = loop {
+            match config().and_then(|c| Connection::open_with_flags(path, c)) {
+                Ok(conn) => break conn,
+                Err(e) if is_lock_conflict(&e) && started.elapsed() < LOCK_TIMEOUT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_error(&label, e).into()),
+            }
+        };
         Ok(DuckStore::init(conn, label)?)
     }
 
@@ -1087,15 +1098,24 @@ fn unusable(label: &str, message: &str) -> StoreError {
     StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
 }
 
+/// How long [`DuckStore::open`] waits for another process to close the file.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn is_lock_conflict(e: &duckdb::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Could not set lock") || text.contains("Conflicting lock")
+}
+
 /// Maps a failure to open the database file.
 fn open_error(label: &str, e: duckdb::Error) -> StoreError {
     let text = e.to_string();
-    if text.contains("Could not set lock") || text.contains("Conflicting lock") {
+    if is_lock_conflict(&e) {
         return StoreError::Backend {
             backend: BACKEND,
             message: format!(
-                "cannot open {label}: another process has it open (DuckDB lets one process at a time use a \
-                 database file; retry when it is done)"
+                "cannot open {label}: another process kept it open for more than {} s (DuckDB lets one \
+                 process at a time use a database file; retry when it is done)",
+                LOCK_TIMEOUT.as_secs()
             ),
             source: Some(Box::new(e)),
         };
