@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, clippy, the Rust
-# unit/integration/end-to-end/doc tests, then the Python front (the flordb
+# unit/integration/end-to-end/doc tests (without and with the DuckDB store),
+# then the Python front (the flordb
 # module built with maturin into a virtualenv, tested with pytest). The same
 # command runs locally and in CI (.ci/run).
 set -euo pipefail
@@ -10,9 +11,19 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flor/target}"
 venv="${FLOR_VENV:-$HOME/.cache/flor/venv}"
 
+# The DuckDB store (cargo feature `duckdb`) links DuckDB's official prebuilt
+# library, fetched once into ~/.cache/flor (scripts/fetch_duckdb.sh).
+DUCKDB_LIB_DIR="$(bash scripts/fetch_duckdb.sh)"
+export DUCKDB_LIB_DIR
+duckdb_features=flor/duckdb,flor-store/duckdb
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features "$duckdb_features" -- -D warnings
+# Without DuckDB (the default build, what the demo and the Python module use)...
 cargo test --workspace --locked
+# ...and with it: the crates that have the feature, DuckDB backend included.
+cargo test -p flor -p flor-store --locked --features "$duckdb_features"
 
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
