@@ -432,28 +432,14 @@ impl DuckStore {
                     added -= n as i64;
                 }
             }
+            // One Arrow batch, appended column-wise (DuckDB data chunks).
+            let batch = records_batch(b.records, &record_ids, run, source).map_err(|e| StoreError::Backend {
+                backend: BACKEND,
+                message: format!("{label}: cannot store records: {e}"),
+                source: Some(Box::new(e)),
+            })?;
             let mut app = tx.appender("flor_records").map_err(err("store records"))?;
-            for (r, id) in b.records.iter().zip(&record_ids) {
-                let (ival, fval, tval): (Option<i64>, Option<f64>, Option<&str>) = match &r.value {
-                    Value::Int(x) => (Some(*x), None, None),
-                    Value::Float(x) => (None, Some(*x), None),
-                    Value::Bool(x) => (Some(i64::from(*x)), None, None),
-                    Value::Text(s) | Value::Json(s) => (None, None, Some(s)),
-                };
-                app.append_row(params![
-                    id,
-                    run,
-                    source,
-                    r.line as i64,
-                    r.ctx.map(i64::from),
-                    r.kind.code() as i8,
-                    r.value.value_type().code() as i8,
-                    ival,
-                    fval,
-                    tval
-                ])
-                .map_err(err("store records"))?;
-            }
+            app.append_record_batch(batch).map_err(err("store records"))?;
             app.flush().map_err(err("store records"))?;
         }
         if added > 0 {
@@ -563,6 +549,57 @@ impl DuckStore {
         };
         v.ok_or_else(|| unusable(&self.label, &format!("a stored value does not match its type code {vtype}")))
     }
+}
+
+/// A batch's records as an Arrow batch with `flor_records`'s columns.
+fn records_batch(
+    records: &[flor_core::Record],
+    ids: &[i32],
+    run: i64,
+    source: i8,
+) -> Result<RecordBatch, duckdb::arrow::error::ArrowError> {
+    use duckdb::arrow::array::{Float64Array, Int32Array, Int64Array, Int8Array, StringArray};
+    use duckdb::arrow::datatypes::{Field, Schema};
+    let n = records.len();
+    fn text(v: &Value) -> Option<&str> {
+        match v {
+            Value::Text(s) | Value::Json(s) => Some(s),
+            _ => None,
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(ids.to_vec())),
+        Arc::new(Int64Array::from(vec![run; n])),
+        Arc::new(Int8Array::from(vec![source; n])),
+        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.line as i64))),
+        Arc::new(Int64Array::from_iter(records.iter().map(|r| r.ctx.map(i64::from)))),
+        Arc::new(Int8Array::from_iter_values(records.iter().map(|r| r.kind.code() as i8))),
+        Arc::new(Int8Array::from_iter_values(records.iter().map(|r| r.value.value_type().code() as i8))),
+        Arc::new(Int64Array::from_iter(records.iter().map(|r| match r.value {
+            Value::Int(x) => Some(x),
+            Value::Bool(x) => Some(i64::from(x)),
+            _ => None,
+        }))),
+        Arc::new(Float64Array::from_iter(records.iter().map(|r| match r.value {
+            Value::Float(x) => Some(x),
+            _ => None,
+        }))),
+        Arc::new(records.iter().map(|r| text(&r.value)).collect::<StringArray>()),
+    ];
+    let field = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+    let schema = Schema::new(vec![
+        field("name_id", DataType::Int32, false),
+        field("run", DataType::Int64, false),
+        field("source", DataType::Int8, false),
+        field("line", DataType::Int64, false),
+        field("ctx", DataType::Int64, true),
+        field("kind", DataType::Int8, false),
+        field("vtype", DataType::Int8, false),
+        field("ival", DataType::Int64, true),
+        field("fval", DataType::Float64, true),
+        field("tval", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(Arc::new(schema), columns)
 }
 
 /// The text of a string cell (any of Arrow's string layouts).
