@@ -29,6 +29,10 @@ pub const DUCKDB_SCHEMA_VERSION: i64 = 1;
 
 const BACKEND: &str = "duckdb";
 
+/// Name scans read about this many records per query (see
+/// `DuckStore::run_slices`).
+const SCAN_SLICE_RECORDS: i64 = 1 << 20;
+
 /// The longest stored span, as in the SQLite backend (the same spans come
 /// back from `scan_loops` on both engines).
 const MAX_SPAN: i64 = 1 << 12;
@@ -178,6 +182,8 @@ pub struct DuckStore {
     names: HashMap<Box<str>, i32>,
     /// Names by id, for scans.
     by_id: HashMap<i32, Arc<str>>,
+    /// Name scans read about this many records per query.
+    scan_slice: i64,
 }
 
 impl fmt::Debug for DuckStore {
@@ -282,13 +288,21 @@ impl DuckStore {
                 }
             }
         }
-        let mut store = DuckStore { conn, label, names: HashMap::new(), by_id: HashMap::new() };
+        let mut store =
+            DuckStore { conn, label, names: HashMap::new(), by_id: HashMap::new(), scan_slice: SCAN_SLICE_RECORDS };
         store.load_names()?;
         Ok(store)
     }
 
     fn fail(&self, op: &str, e: duckdb::Error) -> StoreError {
         fail(&self.label, op, e)
+    }
+
+    /// Name scans (the pivot's main read) query about `records` value
+    /// records at a time, a slice of runs each, so that DuckDB never holds
+    /// a whole large scan in memory. Defaults to 1,048,576.
+    pub fn set_scan_slice(&mut self, records: i64) {
+        self.scan_slice = records.max(1);
     }
 
     fn load_names(&mut self) -> StoreResult<()> {
@@ -482,6 +496,31 @@ impl DuckStore {
             self.names.insert(name, id);
         }
         Ok(run)
+    }
+
+    /// Run key ranges `(lo, hi)` covering every run, each holding about
+    /// `records` value records (at least one run).
+    fn run_slices(&self, records: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let rows: Vec<(i64, i64)> = self
+            .conn
+            .prepare("SELECT run, nrecords FROM flor_runs ORDER BY run")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| self.fail("plan a scan", e))?;
+        let mut out: Vec<(i64, i64)> = Vec::new();
+        let mut acc = 0;
+        for (run, n) in rows {
+            match out.last_mut() {
+                Some(last) if acc + n <= records || acc == 0 => {
+                    last.1 = run;
+                    acc += n;
+                }
+                _ => {
+                    out.push((run, run));
+                    acc = n;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn name_ids(&self, names: &[&str]) -> Vec<(i32, usize)> {
@@ -799,15 +838,24 @@ impl Store for DuckStore {
         };
         match filter {
             ValueFilter::Names(names) => {
-                for (id, _) in self.name_ids(names) {
-                    let name = Arc::clone(self.name_of(id)?);
-                    self.batches(
-                        op,
-                        "SELECT run, ctx, source, line, vtype, ival, fval, tval FROM flor_records \
-                         WHERE name_id = ? AND kind <= 1",
-                        &[&id],
-                        &mut |b| emit(b, &|_| Ok(Arc::clone(&name))),
-                    )?;
+                let ids = self.name_ids(names);
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                // DuckDB materializes a query's whole result: read large
+                // stores in slices of runs (rows are stored in run order, so
+                // each slice reads only its own row groups).
+                for (lo, hi) in self.run_slices(self.scan_slice)? {
+                    for &(id, _) in &ids {
+                        let name = Arc::clone(self.name_of(id)?);
+                        self.batches(
+                            op,
+                            "SELECT run, ctx, source, line, vtype, ival, fval, tval FROM flor_records \
+                             WHERE name_id = ? AND kind <= 1 AND run >= ? AND run <= ?",
+                            &[&id, &lo, &hi],
+                            &mut |b| emit(b, &|_| Ok(Arc::clone(&name))),
+                        )?;
+                    }
                 }
             }
             ValueFilter::RunLevel => {

@@ -23,6 +23,16 @@ fn conformance_on_disk() {
     });
 }
 
+/// The whole suite again with every name scan cut into one query per run.
+#[test]
+fn conformance_with_sliced_scans() {
+    conformance::run_all(&mut || {
+        let mut store = DuckStore::open_in_memory().unwrap();
+        store.set_scan_slice(1);
+        Box::new(store)
+    });
+}
+
 /// One run of the parity data: nested and sibling loops, every value type,
 /// args, timings, outputs, checkpoints, a replay, a failed status.
 fn ingest_run(store: &mut dyn Store, run: usize) {
@@ -137,6 +147,7 @@ fn assert_same(a: &Table, b: &Table, what: &str) {
 fn same_answers_as_sqlite() {
     let mut lite = SqliteStore::open_in_memory().unwrap();
     let mut duck = DuckStore::open_in_memory().unwrap();
+    duck.set_scan_slice(60); // a few runs per scan query
     for run in [3, 0, 4, 1, 2] {
         ingest_run(&mut lite, run);
         ingest_run(&mut duck, run);
