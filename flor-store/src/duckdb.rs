@@ -184,6 +184,9 @@ pub struct DuckStore {
     by_id: HashMap<i32, Arc<str>>,
     /// Name scans read about this many records per query.
     scan_slice: i64,
+    /// Run keys by `(projid, tstamp)`, and the next key (only writer).
+    runs_by_key: HashMap<(String, String), i64>,
+    next_run: i64,
 }
 
 impl fmt::Debug for DuckStore {
@@ -288,9 +291,17 @@ impl DuckStore {
                 }
             }
         }
-        let mut store =
-            DuckStore { conn, label, names: HashMap::new(), by_id: HashMap::new(), scan_slice: SCAN_SLICE_RECORDS };
+        let mut store = DuckStore {
+            conn,
+            label,
+            names: HashMap::new(),
+            by_id: HashMap::new(),
+            scan_slice: SCAN_SLICE_RECORDS,
+            runs_by_key: HashMap::new(),
+            next_run: 1,
+        };
         store.load_names()?;
+        store.load_runs()?;
         Ok(store)
     }
 
@@ -303,6 +314,20 @@ impl DuckStore {
     /// a whole large scan in memory. Defaults to 1,048,576.
     pub fn set_scan_slice(&mut self, records: i64) {
         self.scan_slice = records.max(1);
+    }
+
+    fn load_runs(&mut self) -> StoreResult<()> {
+        let rows: Vec<(i64, String, String)> = self
+            .conn
+            .prepare("SELECT run, projid, tstamp FROM flor_runs")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+            .map_err(|e| fail(&self.label, "read runs", e))?;
+        self.runs_by_key.clear();
+        self.next_run = rows.iter().map(|r| r.0).max().unwrap_or(0) + 1;
+        for (run, projid, tstamp) in rows {
+            self.runs_by_key.insert((projid, tstamp), run);
+        }
+        Ok(())
     }
 
     fn load_names(&mut self) -> StoreResult<()> {
@@ -362,88 +387,45 @@ impl DuckStore {
             .map(|l| (i64::from(l.first_ctx), Span::of(l, i64::from(id_of(&l.name)))))
             .collect();
 
-        let tx = self.conn.transaction().map_err(err("start an ingestion transaction"))?;
-        for (id, name) in &new_names {
-            tx.execute("INSERT INTO flor_names VALUES (?, ?)", params![id, &**name]).map_err(err("intern a name"))?;
-        }
-        let existing: Option<i64> = tx
-            .query_row("SELECT run FROM flor_runs WHERE projid = ? AND tstamp = ?", params![m.projid, m.tstamp], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(err("store the run"))?;
-        let run = match existing {
-            Some(run) => {
-                tx.execute(
-                    "UPDATE flor_runs SET filename = ?, argv = ?, interpreter = ?, host = ?, pid = ?, commit_sha = ?, \
-                     status = ?, ended = ? WHERE run = ?",
-                    params![
-                        m.filename,
-                        argv,
-                        m.interpreter,
-                        m.host,
-                        i64::from(m.pid),
-                        m.commit,
-                        m.status.as_str(),
-                        m.ended,
-                        run
-                    ],
-                )
-                .map_err(err("store the run"))?;
-                run
-            }
-            None => {
-                let run: i64 = tx
-                    .query_row("SELECT coalesce(max(run), 0) + 1 FROM flor_runs", [], |r| r.get(0))
-                    .map_err(err("store the run"))?;
-                tx.execute(
-                    "INSERT INTO flor_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-                    params![
-                        run,
-                        m.projid,
-                        m.tstamp,
-                        m.filename,
-                        argv,
-                        m.interpreter,
-                        m.host,
-                        i64::from(m.pid),
-                        m.commit,
-                        m.status.as_str(),
-                        m.ended
-                    ],
-                )
-                .map_err(err("store the run"))?;
-                run
-            }
-        };
+        // Few statements, prepared once per connection: each DuckDB
+        // statement costs about a millisecond to plan on a small machine.
+        let existing = self.runs_by_key.get(&(m.projid.clone(), m.tstamp.clone())).copied();
+        let run = existing.unwrap_or(self.next_run);
         let source = b.source.code() as i8;
+        let tx = self.conn.transaction().map_err(err("start an ingestion transaction"))?;
+        if !new_names.is_empty() {
+            let mut ins = tx.prepare_cached("INSERT INTO flor_names VALUES (?, ?)").map_err(err("intern a name"))?;
+            for (id, name) in &new_names {
+                ins.execute(params![id, &**name]).map_err(err("intern a name"))?;
+            }
+        }
 
         if !spans_new.is_empty() {
-            store_loops(&tx, run, spans_new).map_err(err("store loop iterations"))?;
+            store_loops(&tx, run, spans_new, existing.is_some()).map_err(err("store loop iterations"))?;
         }
 
         let mut added = b.records.len() as i64;
         if !b.records.is_empty() {
-            let lo = b.records.iter().map(|r| r.line).min().unwrap_or(0) as i64;
-            let hi = b.records.iter().map(|r| r.line).max().unwrap_or(0) as i64;
-            let overlap: i64 = if existing.is_some() {
-                tx.query_row(
-                    "SELECT count(*) FROM flor_records WHERE run = ? AND source = ? AND line BETWEEN ? AND ?",
-                    params![run, source, lo, hi],
-                    |r| r.get(0),
-                )
-                .map_err(err("store records"))?
-            } else {
-                0
-            };
-            if overlap > 0 {
-                // Re-ingestion of stored lines (rare): replace them.
-                let mut del = tx
-                    .prepare("DELETE FROM flor_records WHERE name_id = ? AND run = ? AND source = ? AND line = ?")
-                    .map_err(err("replace records"))?;
-                for (r, id) in b.records.iter().zip(&record_ids) {
-                    let n = del.execute(params![id, run, source, r.line as i64]).map_err(err("replace records"))?;
-                    added -= n as i64;
+            if existing.is_some() {
+                let lo = b.records.iter().map(|r| r.line).min().unwrap_or(0) as i64;
+                let hi = b.records.iter().map(|r| r.line).max().unwrap_or(0) as i64;
+                let overlap: i64 = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM flor_records WHERE run = ? AND source = ? AND line BETWEEN ? AND ?",
+                    )
+                    .and_then(|mut st| st.query_row(params![run, source, lo, hi], |r| r.get(0)))
+                    .map_err(err("store records"))?;
+                if overlap > 0 {
+                    // Re-ingestion of stored lines (rare): replace them.
+                    let mut del = tx
+                        .prepare_cached(
+                            "DELETE FROM flor_records WHERE name_id = ? AND run = ? AND source = ? AND line = ?",
+                        )
+                        .map_err(err("replace records"))?;
+                    for (r, id) in b.records.iter().zip(&record_ids) {
+                        let n = del.execute(params![id, run, source, r.line as i64]).map_err(err("replace records"))?;
+                        added -= n as i64;
+                    }
                 }
             }
             // One Arrow batch, appended column-wise (DuckDB data chunks).
@@ -456,20 +438,61 @@ impl DuckStore {
             app.append_record_batch(batch).map_err(err("store records"))?;
             app.flush().map_err(err("store records"))?;
         }
-        if added > 0 {
-            tx.execute("UPDATE flor_runs SET nrecords = nrecords + ? WHERE run = ?", params![added, run])
-                .map_err(err("count records"))?;
+
+        // The run: metadata replaced, record count grown.
+        let pid = i64::from(m.pid);
+        if existing.is_some() {
+            tx.prepare_cached(
+                "UPDATE flor_runs SET filename = ?, argv = ?, interpreter = ?, host = ?, pid = ?, commit_sha = ?, \
+                 status = ?, ended = ?, nrecords = nrecords + ? WHERE run = ?",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    m.filename,
+                    argv,
+                    m.interpreter,
+                    m.host,
+                    pid,
+                    m.commit,
+                    m.status.as_str(),
+                    m.ended,
+                    added,
+                    run
+                ])
+            })
+            .map_err(err("store the run"))?;
+        } else {
+            tx.prepare_cached("INSERT INTO flor_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .and_then(|mut st| {
+                    st.execute(params![
+                        run,
+                        m.projid,
+                        m.tstamp,
+                        m.filename,
+                        argv,
+                        m.interpreter,
+                        m.host,
+                        pid,
+                        m.commit,
+                        m.status.as_str(),
+                        m.ended,
+                        added
+                    ])
+                })
+                .map_err(err("store the run"))?;
         }
 
         if !b.checkpoints.is_empty() {
             let mut del = tx
-                .prepare("DELETE FROM flor_checkpoints WHERE run = ? AND source = ? AND line = ?")
+                .prepare_cached("DELETE FROM flor_checkpoints WHERE run = ? AND source = ? AND line = ?")
                 .map_err(err("store checkpoints"))?;
             let mut ins = tx
-                .prepare("INSERT INTO flor_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .prepare_cached("INSERT INTO flor_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
                 .map_err(err("store checkpoints"))?;
             for c in b.checkpoints {
-                del.execute(params![run, source, c.line as i64]).map_err(err("store checkpoints"))?;
+                if existing.is_some() {
+                    del.execute(params![run, source, c.line as i64]).map_err(err("store checkpoints"))?;
+                }
                 ins.execute(params![
                     run,
                     source,
@@ -484,13 +507,21 @@ impl DuckStore {
             }
         }
 
-        tx.execute("DELETE FROM flor_files WHERE file = ?", [b.file]).map_err(err("store file progress"))?;
-        tx.execute(
-            "INSERT INTO flor_files VALUES (?, ?, ?, ?)",
-            params![b.file, run, b.progress.offset as i64, b.progress.lines as i64],
-        )
-        .map_err(err("store file progress"))?;
+        let (offset, lines) = (b.progress.offset as i64, b.progress.lines as i64);
+        let updated = tx
+            .prepare_cached("UPDATE flor_files SET run = ?, done_bytes = ?, done_lines = ? WHERE file = ?")
+            .and_then(|mut st| st.execute(params![run, offset, lines, b.file]))
+            .map_err(err("store file progress"))?;
+        if updated == 0 {
+            tx.prepare_cached("INSERT INTO flor_files VALUES (?, ?, ?, ?)")
+                .and_then(|mut st| st.execute(params![b.file, run, offset, lines]))
+                .map_err(err("store file progress"))?;
+        }
         tx.commit().map_err(err("commit an ingestion transaction"))?;
+        if existing.is_none() {
+            self.runs_by_key.insert((m.projid.clone(), m.tstamp.clone()), run);
+            self.next_run = run + 1;
+        }
         for (id, name) in new_names {
             self.by_id.insert(id, Arc::from(&*name));
             self.names.insert(name, id);
@@ -654,14 +685,15 @@ fn string_at(a: &ArrayRef, row: usize) -> Option<&str> {
 
 /// Stores a batch's loop spans: the same plan as the SQLite backend (see
 /// [`spans::merge`]).
-fn store_loops(tx: &Connection, run: i64, new: Vec<(i64, Span)>) -> duckdb::Result<()> {
+fn store_loops(tx: &Connection, run: i64, new: Vec<(i64, Span)>, stored_run: bool) -> duckdb::Result<()> {
     let new = spans::split_long(new, MAX_SPAN);
     let (Some(lo), Some(hi)) = (new.iter().map(|s| s.0).min(), new.iter().map(|s| s.0 + s.1.count).max()) else {
         return Ok(());
     };
     let mut stored: BTreeMap<i64, Span> = BTreeMap::new();
-    {
-        let mut st = tx.prepare(
+    // A run stored before may have spans around these contexts.
+    if stored_run {
+        let mut st = tx.prepare_cached(
             "SELECT first_ctx, count, parent, loop_id, first_iteration, value FROM flor_loops \
              WHERE run = ?1 AND first_ctx <= ?3 AND first_ctx >= \
              (SELECT coalesce(max(first_ctx), ?2) FROM flor_loops WHERE run = ?1 AND first_ctx <= ?2)",
@@ -998,6 +1030,8 @@ impl Store for DuckStore {
         tx.commit().map_err(|e| fail(&l, "clear the database", e))?;
         self.names.clear();
         self.by_id.clear();
+        self.runs_by_key.clear();
+        self.next_run = 1;
         Ok(())
     }
 }
