@@ -222,6 +222,20 @@ fn engine_errors_name_the_engine() {
     assert!(duck.query("PRAGMA table_info('logs')").unwrap().row_count() > 0);
 }
 
+/// `logs.value` is a union in DuckDB: its members aggregate (the README's
+/// example).
+#[test]
+fn union_values_aggregate_by_member() {
+    let mut duck = DuckStore::open_in_memory().unwrap();
+    ingest_run(&mut duck, 0);
+    let t = duck
+        .query("SELECT avg(value.f) AS loss, sum(value.i) AS acc FROM logs WHERE value_name IN ('loss', 'acc')")
+        .unwrap();
+    let loss: f64 = (1..=12).map(|k| 1.0 / f64::from(k)).sum::<f64>() / 12.0;
+    assert!(matches!(t.cell(0, 0), Some(Value::Float(x)) if (x - loss).abs() < 1e-12), "{:?}", t.rows());
+    assert_eq!(t.cell(0, 1), Some(Value::Int(30)));
+}
+
 #[test]
 fn not_a_duckdb_file_is_unusable() {
     let dir = tempfile::tempdir().unwrap();
