@@ -11,6 +11,8 @@ fn main() {
     }
     match std::env::var("DUCKDB_LIB_DIR") {
         Ok(dir) if !dir.is_empty() => {
+            // An absolute path: the binaries may run from anywhere.
+            let dir = std::fs::canonicalize(&dir).map_or(dir, |p| p.display().to_string());
             if std::env::var("CARGO_CFG_TARGET_FAMILY").as_deref() == Ok("unix") {
                 println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
             }
