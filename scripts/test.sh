@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace: formatting, clippy, the Rust
-# unit/integration/end-to-end/doc tests, then the Python front (the flordb
+# unit/integration/end-to-end/doc tests (without and with the DuckDB store),
+# then the Python front (the flordb
 # module built with maturin into a virtualenv, tested with pytest). The same
 # command runs locally and in CI (.ci/run).
 set -euo pipefail
@@ -10,8 +11,15 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flor/target}"
 venv="${FLOR_VENV:-$HOME/.cache/flor/venv}"
 
+# The DuckDB store (cargo feature `duckdb`) links DuckDB's official prebuilt
+# library, fetched once into ~/.cache/flor (scripts/fetch_duckdb.sh).
+DUCKDB_LIB_DIR="$(bash scripts/fetch_duckdb.sh)"
+export DUCKDB_LIB_DIR
+duckdb_features=flor/duckdb,flor-store/duckdb
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features "$duckdb_features" -- -D warnings
 
 # The Python front first: the replay tests in tests/ run real Python scripts
 # through it (FLOR_TEST_PYTHON).
@@ -21,5 +29,8 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest numpy pandas tqdm ipython
 (cd flor-python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --release --quiet)
 
+# Without DuckDB (the default build, what the demo and the Python module use)...
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test --workspace --locked
+# ...and with it: the crates that have the feature, DuckDB backend included.
+FLOR_TEST_PYTHON="$venv/bin/python" cargo test -p flor -p flor-store --locked --features "$duckdb_features"
 "$venv/bin/python" -m pytest -q flor-python/tests

@@ -56,6 +56,25 @@ pub enum Error {
     /// A replay that cannot go on (what and why in the message).
     #[error("replay: {0}")]
     Replay(String),
+    /// A bad setting in `.flor/config.toml` (or an override).
+    #[error("{}{}: {key}{}{message}", path.display(), if *line > 0 { format!(", line {line}") } else { String::new() }, if key.is_empty() { "" } else { ": " })]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// Its line (1-based; 0 when not from a line).
+        line: usize,
+        /// The key concerned (empty when the line has none).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Something needs DuckDB (the `duckdb` store, Parquet output) and this
+    /// flor was built without the `duckdb` feature.
+    #[error("{}", duckdb_not_built_message(what))]
+    DuckdbNotBuilt {
+        /// What was asked for (`the duckdb store`, `Parquet output`).
+        what: &'static str,
+    },
     /// A checkpoint that is not there.
     #[error("run {tstamp} has no checkpoint named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (it has: {})", available.join(", ")) })]
     NoCheckpoint {
@@ -66,6 +85,14 @@ pub enum Error {
         /// Names it has.
         available: Vec<String>,
     },
+}
+
+fn duckdb_not_built_message(what: &str) -> String {
+    format!(
+        "{what} needs DuckDB, and this flor was built without it: build flor with \
+         `export DUCKDB_LIB_DIR=\"$(bash scripts/fetch_duckdb.sh)\"; cargo install --path . --features duckdb` \
+         (see the README), or use the SQLite store (`store = \"sqlite\"` in .flor/config.toml, or `--store sqlite`)"
+    )
 }
 
 fn unknown_names_message(names: &[String], known: &[String]) -> String {

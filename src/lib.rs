@@ -8,16 +8,18 @@
 
 #![warn(missing_docs)]
 
+mod config;
 mod error;
 pub mod ingest;
 mod project;
 pub mod replay;
 mod run;
 
+pub use config::{Config, StoreKind, CONFIG_FILE};
 pub use error::{Error, Result};
 pub use flor_core::{self as core, RunMeta, RunStatus, Table, Value};
 pub use ingest::{Problem, SyncReport};
-pub use project::{Project, FLOR_DIR};
+pub use project::{write_parquet, Project, FLOR_DIR};
 pub use run::{Loop, Run, RunBuilder, RunSummary};
 
 /// The README's code examples, compiled as doc tests.

@@ -6,18 +6,27 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
-use flor_core::store::{NameInfo, RunRow};
+use flor_core::store::{
+    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, StoreError, StoreResult, ValueFilter, ValueRow,
+};
+use flor_core::RunStatus;
 use flor_core::{CheckpointMeta, ObjectStore, Store, Table};
 use flor_store::SqliteStore;
 
+use crate::config::{Config, StoreKind, CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::ingest::{self, SyncReport};
 
 /// The folder flor keeps in the repository root (ignored by git).
 pub const FLOR_DIR: &str = ".flor";
 
+/// Inside `.flor/`: the engine of the last query database opened, so that
+/// switching engines rebuilds the new one from git.
+const LAST_STORE_FILE: &str = "store";
+
 /// An open project. See the module docs.
 pub struct Project {
+    store_kind: StoreKind,
     root: PathBuf,
     projid: String,
     flor_dir: PathBuf,
@@ -31,9 +40,9 @@ impl std::fmt::Debug for Project {
     }
 }
 
-/// Deletes the query database files (the records stay in git).
-fn remove_database(flor_dir: &Path) -> Result<()> {
-    for name in ["flor.db", "flor.db-wal", "flor.db-shm"] {
+/// Deletes the query database files of `kind` (the records stay in git).
+fn remove_database(flor_dir: &Path, kind: StoreKind) -> Result<()> {
+    for name in kind.files() {
         let path = flor_dir.join(name);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -44,37 +53,204 @@ fn remove_database(flor_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens the query database of `kind` in `flor_dir`.
+fn open_store(flor_dir: &Path, kind: StoreKind) -> Result<Box<dyn Store>> {
+    let db = flor_dir.join(kind.file_name());
+    match kind {
+        StoreKind::Sqlite => {
+            // The database is a cache: one written by an older flor is
+            // rebuilt from git rather than refused.
+            if flor_store::schema_version_of(&db).is_some_and(|v| v > 0 && v < flor_store::SCHEMA_VERSION) {
+                eprintln!("flor: note: the query database was written by an older flor; rebuilding it from git");
+                remove_database(flor_dir, kind)?;
+            }
+            Ok(Box::new(SqliteStore::open(&db)?))
+        }
+        #[cfg(feature = "duckdb")]
+        StoreKind::Duckdb => Ok(Box::new(flor_store::DuckStore::open(&db)?)),
+        #[cfg(not(feature = "duckdb"))]
+        StoreKind::Duckdb => Err(Error::DuckdbNotBuilt { what: "the duckdb store" }),
+    }
+}
+
+/// The repository containing `start`, and its `.flor/` folder (created,
+/// with the `.gitignore` that keeps it out of git).
+fn prepare(start: &Path) -> Result<(flor_git::RepoInfo, PathBuf)> {
+    let info = flor_git::discover(start)?;
+    let flor_dir = info.root.join(FLOR_DIR);
+    fs::create_dir_all(flor_dir.join("runs")).map_err(|e| Error::io("create", &flor_dir, e))?;
+    let ignore = flor_dir.join(".gitignore");
+    if !ignore.exists() {
+        fs::write(&ignore, "# flor's local data: query cache, checkpoints, live record files.\n*\n")
+            .map_err(|e| Error::io("write", &ignore, e))?;
+    }
+    Ok((info, flor_dir))
+}
+
+/// The stand-in for a released store (see [`Project::release_store`]).
+struct Released;
+
+impl Released {
+    const NAME: &'static str = "released";
+
+    fn err<T>(&self) -> StoreResult<T> {
+        Err(StoreError::Backend {
+            backend: Self::NAME,
+            message: "this project was opened without its query database (for recording, or released: see Project::reacquire_store)".into(),
+            source: None,
+        })
+    }
+}
+
+impl Store for Released {
+    fn backend(&self) -> &'static str {
+        Self::NAME
+    }
+    fn ingest(&mut self, _: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        self.err()
+    }
+    fn file_progress(&self, _: &str) -> StoreResult<Option<FileProgress>> {
+        self.err()
+    }
+    fn set_status(&mut self, _: &str, _: &str, _: RunStatus, _: Option<&str>) -> StoreResult<bool> {
+        self.err()
+    }
+    fn runs(&self) -> StoreResult<Vec<RunRow>> {
+        self.err()
+    }
+    fn names(&self) -> StoreResult<Vec<NameInfo>> {
+        self.err()
+    }
+    fn scan_values(&self, _: ValueFilter<'_>, _: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        self.err()
+    }
+    fn scan_loops(&self, _: &[RunKey], _: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
+        self.err()
+    }
+    fn checkpoints(&self, _: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
+        self.err()
+    }
+    fn query(&self, _: &str) -> StoreResult<Table> {
+        self.err()
+    }
+    fn clear(&mut self) -> StoreResult<()> {
+        self.err()
+    }
+}
+
+/// Writes `table` as a Parquet file at `path` (through an in-memory DuckDB;
+/// needs the `duckdb` feature, whatever the project's store).
+pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
+    #[cfg(feature = "duckdb")]
+    {
+        Ok(flor_store::write_parquet(table, path)?)
+    }
+    #[cfg(not(feature = "duckdb"))]
+    {
+        let _ = (table, path);
+        Err(Error::DuckdbNotBuilt { what: "Parquet output" })
+    }
+}
+
 impl Project {
     /// Opens the project of the git repository containing `start` (any
-    /// folder inside it), creating `.flor/` on first use.
+    /// folder inside it), creating `.flor/` on first use. The query
+    /// database's engine is the one `.flor/config.toml` names (`store =
+    /// "sqlite" | "duckdb"`), SQLite by default.
     pub fn open(start: &Path) -> Result<Project> {
-        let info = flor_git::discover(start)?;
-        let flor_dir = info.root.join(FLOR_DIR);
-        fs::create_dir_all(flor_dir.join("runs")).map_err(|e| Error::io("create", &flor_dir, e))?;
-        let ignore = flor_dir.join(".gitignore");
-        if !ignore.exists() {
-            fs::write(&ignore, "# flor's local data: query cache, checkpoints, live record files.\n*\n")
-                .map_err(|e| Error::io("write", &ignore, e))?;
+        Project::open_with(start, None)
+    }
+
+    /// [`Project::open`] with the engine chosen by the caller (`None`: the
+    /// project's configuration). When the engine differs from the one used
+    /// last in this project, the new engine's database is emptied, so that
+    /// the next [`Project::sync`] rebuilds it from the run records in git.
+    pub fn open_with(start: &Path, store: Option<StoreKind>) -> Result<Project> {
+        let (info, flor_dir) = prepare(start)?;
+        let kind = match store {
+            Some(k) => k,
+            None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
+        };
+        let mut store = open_store(&flor_dir, kind)?;
+        // Switching engines: the other engine's cache may be stale; start
+        // this one afresh (sync then ingests every run ref again).
+        let marker = flor_dir.join(LAST_STORE_FILE);
+        let last = match fs::read_to_string(&marker) {
+            Ok(s) => s.trim().parse::<StoreKind>().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", marker, e)),
+        };
+        if last.unwrap_or_default() != kind {
+            store.clear()?;
         }
-        let db = flor_dir.join("flor.db");
-        // The database is a cache: one written by an older flor is rebuilt
-        // from git rather than refused.
-        if flor_store::schema_version_of(&db).is_some_and(|v| v > 0 && v < flor_store::SCHEMA_VERSION) {
-            eprintln!("flor: note: the query database was written by an older flor; rebuilding it from git");
-            remove_database(&flor_dir)?;
+        if last != Some(kind) {
+            fs::write(&marker, format!("{kind}\n")).map_err(|e| Error::io("write", &marker, e))?;
         }
-        let store = SqliteStore::open(&db)?;
         let objects = ObjectStore::open(flor_dir.join("objects"))?;
-        Ok(Project { root: info.root, projid: info.projid, flor_dir, store: Box::new(store), objects })
+        Ok(Project { store_kind: kind, root: info.root, projid: info.projid, flor_dir, store, objects })
+    }
+
+    /// Opens the project for recording: git, `.flor/`, the object store,
+    /// but not the query database (a run only writes its record file; the
+    /// next query ingests it). Works whatever engine the project chose and
+    /// whichever features this build has, and holds no database open.
+    pub fn open_for_recording(start: &Path) -> Result<Project> {
+        let (info, flor_dir) = prepare(start)?;
+        let kind = Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default();
+        let objects = ObjectStore::open(flor_dir.join("objects"))?;
+        Ok(Project {
+            store_kind: kind,
+            root: info.root,
+            projid: info.projid,
+            flor_dir,
+            store: Box::new(Released),
+            objects,
+        })
     }
 
     /// Opens the project with an empty query database, deleting the old
     /// database file first (even one too damaged to open). Used by
     /// `flor rebuild`; the records themselves live in git and are untouched.
     pub fn open_with_fresh_database(start: &Path) -> Result<Project> {
+        Project::open_fresh_with(start, None)
+    }
+
+    /// [`Project::open_with_fresh_database`] with the engine chosen by the
+    /// caller (`None`: the project's configuration).
+    pub fn open_fresh_with(start: &Path, store: Option<StoreKind>) -> Result<Project> {
         let info = flor_git::discover(start)?;
-        remove_database(&info.root.join(FLOR_DIR))?;
-        Project::open(start)
+        let flor_dir = info.root.join(FLOR_DIR);
+        let kind = match store {
+            Some(k) => k,
+            None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
+        };
+        remove_database(&flor_dir, kind)?;
+        Project::open_with(start, Some(kind))
+    }
+
+    /// The engine of the query database.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store_kind
+    }
+
+    /// Closes a DuckDB query database until [`Project::reacquire_store`]
+    /// (a no-op for SQLite, which many processes share). DuckDB lets one
+    /// process at a time open a database file: `flor replay` releases it
+    /// while its workers run, so that they and other commands can use it.
+    /// Store calls in between fail with a message saying so.
+    pub fn release_store(&mut self) {
+        if self.store_kind == StoreKind::Duckdb {
+            self.store = Box::new(Released);
+        }
+    }
+
+    /// Reopens a database closed by [`Project::release_store`] (waiting a
+    /// while for another process that has it open).
+    pub fn reacquire_store(&mut self) -> Result<()> {
+        if self.store.backend() == Released::NAME {
+            self.store = open_store(&self.flor_dir, self.store_kind)?;
+        }
+        Ok(())
     }
 
     /// Opens the project containing the current directory.

@@ -847,6 +847,8 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
     let (tx, rx) = std::sync::mpsc::channel::<(String, Option<Done>)>();
     let metas: Arc<Vec<RunMeta>> = Arc::new(plan.runs.iter().map(|r| r.meta.clone()).collect());
     let segs_per_run: Vec<usize> = plan.runs.iter().map(|r| r.plan.segments.len()).collect();
+    // Workers open the project too: a DuckDB database is released meanwhile.
+    project.release_store();
     let workers = plan.jobs.min(total.max(1));
     let slots: Arc<Mutex<Vec<Option<Slot>>>> = Arc::new(Mutex::new((0..workers).map(|_| None).collect()));
     let mut bars = bars.then(|| Bars { slots: Arc::clone(&slots), drawn: 0 });
@@ -947,6 +949,7 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
             b.erase(&mut err);
         }
     });
+    project.reacquire_store()?;
     // Publish the runs whose segments are all done.
     for (ri, r) in plan.runs.iter().enumerate() {
         let dir = &run_dirs[ri];

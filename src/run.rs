@@ -74,11 +74,12 @@ impl RunBuilder {
             Some(d) => d,
             None => std::env::current_dir().map_err(|e| Error::io("read", "the current directory", e))?,
         };
-        let project = Project::open(&dir)?;
+        // No query database: a run only writes its record file (the next
+        // query ingests it), so no engine is held open while training.
+        let project = Project::open_for_recording(&dir)?;
         // Mark runs whose process died; a failure here must not stop training.
-        // (Ingestion waits for the next query.)
         let early = project.finalize_dead_runs().unwrap_or_else(|e| {
-            eprintln!("flor: warning: could not update the query database: {e}");
+            eprintln!("flor: warning: could not publish the records of a run that died: {e}");
             SyncReport::default()
         });
         let argv = self.argv.unwrap_or_else(|| std::env::args().collect());
@@ -191,7 +192,7 @@ impl Run {
                 spec.run.argv.join(" ")
             )));
         }
-        let project = Project::open(&spec.root)?;
+        let project = Project::open_for_recording(&spec.root)?;
         let contexts = crate::replay::forward_contexts(project.root(), &spec.run)?;
         let recorder = Recorder::create_replay(
             &spec.output,

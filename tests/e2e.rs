@@ -25,6 +25,9 @@ fn sgd_bin() -> PathBuf {
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
+        if cfg!(feature = "duckdb") {
+            cmd.args(["--features", "duckdb"]);
+        }
         let st = cmd.status().expect("run cargo build --example sgd");
         assert!(st.success(), "building the sgd example failed");
     });
@@ -385,8 +388,25 @@ fn errors_are_clear() {
 
 #[test]
 fn concurrent_runs_keep_all_their_records() {
+    concurrent_runs(None);
+}
+
+/// The same with the DuckDB store, which one process at a time may open:
+/// runs release it while they train, and open it again (waiting their turn)
+/// to ingest their records.
+#[cfg(feature = "duckdb")]
+#[test]
+fn concurrent_runs_share_a_duckdb_store() {
+    concurrent_runs(Some("duckdb"));
+}
+
+fn concurrent_runs(store: Option<&str>) {
     let repo = new_repo();
     let dir = repo.path();
+    if let Some(store) = store {
+        fs::create_dir_all(dir.join(".flor")).unwrap();
+        fs::write(dir.join(".flor/config.toml"), format!("store = \"{store}\"\n")).unwrap();
+    }
     let children: Vec<_> = (0..2)
         .map(|i| {
             Command::new(sgd_bin())
@@ -448,4 +468,101 @@ fn propagate_exits_4_when_a_statement_cannot_be_placed() {
     let out = flor(dir.path(), &["propagate", "--from", "new.py", "--name", "nope", "--to", "old.py"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no flor.log statement named nope"));
+}
+
+#[cfg(feature = "duckdb")]
+/// Every answer of `queries`, as JSON text.
+fn answers(dir: &Path, queries: &[Vec<&str>]) -> Vec<String> {
+    queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect()
+}
+
+#[cfg(feature = "duckdb")]
+#[test]
+fn duckdb_store_gives_the_same_answers_as_sqlite() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["epochs=2", "samples=64"]);
+    record(dir, &["epochs=1", "lr=0.3"]);
+    let queries: Vec<Vec<&str>> = vec![
+        vec!["dataframe", "loss"],
+        vec!["dataframe", "lr", "epoch_loss", "w"],
+        vec!["dataframe"],
+        vec!["runs"],
+        vec!["names"],
+        vec!["query", "SELECT * FROM logs ORDER BY tstamp, source, ctx_id, value_name"],
+        vec!["query", "SELECT * FROM loops ORDER BY tstamp, ctx_id"],
+        vec!["query", "SELECT tstamp, name, count(*) AS n FROM timings GROUP BY tstamp, name ORDER BY tstamp, name"],
+        vec!["query", "SELECT * FROM checkpoints ORDER BY tstamp, ctx_id, name"],
+    ];
+    let sqlite = answers(dir, &queries);
+    // Switching by configuration rebuilds the DuckDB cache from git.
+    fs::write(dir.join(".flor/config.toml"), "# engine of the query cache\nstore = \"duckdb\"\n").unwrap();
+    assert!(flor_ok(dir, &["store"]).contains("duckdb"));
+    assert_eq!(answers(dir, &queries), sqlite, "duckdb vs sqlite on the same records");
+    assert!(dir.join(".flor/flor.duckdb").is_file());
+    // A run recorded while DuckDB is the store; then back to SQLite (by
+    // flag), which is rebuilt and agrees again.
+    record(dir, &["epochs=1", "lr=0.05"]);
+    let duck = answers(dir, &queries);
+    assert_ne!(duck, sqlite, "the new run is visible");
+    let back: Vec<String> = queries
+        .iter()
+        .map(|q| flor_ok(dir, &[&["--store", "sqlite"], q.as_slice(), &["--format", "json"]].concat()))
+        .collect();
+    assert_eq!(back, duck, "sqlite (rebuilt after the switch) vs duckdb");
+    // Rebuild on DuckDB keeps the answers.
+    let out = flor(dir, &["rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(answers(dir, &queries), duck);
+
+    // Parquet output, and the binary finds libduckdb without LD_LIBRARY_PATH.
+    let file = dir.join("loss.parquet");
+    let out = Command::new(env!("CARGO_BIN_EXE_flor"))
+        .args(["dataframe", "loss", "lr", "--format", "parquet", "--output"])
+        .arg(&file)
+        .current_dir(dir)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run flor");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "a Parquet file");
+    let out = flor(dir, &["dataframe", "loss", "--format", "parquet"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--output"));
+
+    // Engine-specific errors name the engine.
+    let out = flor(dir, &["query", "SELECT * FROM logs QUALIFY"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("duckdb"), "{err}");
+    let out = flor(dir, &["--store", "sqlite", "query", "SELECT list_value(1, 2)"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("sqlite") && err.contains("list_value"), "{err}");
+    assert!(flor_ok(dir, &["query", "SELECT list_value(1, 2) AS l"]).contains("[1, 2]"));
+}
+
+#[test]
+fn a_bad_store_setting_is_a_clear_error() {
+    let repo = new_repo();
+    let dir = repo.path();
+    fs::create_dir_all(dir.join(".flor")).unwrap();
+    fs::write(dir.join(".flor/config.toml"), "store = \"postgres\"\n").unwrap();
+    let out = flor(dir, &["runs"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(".flor/config.toml") && err.contains("line 1") && err.contains("store"), "{err}");
+    assert!(err.contains("postgres") && err.contains("sqlite") && err.contains("duckdb"), "{err}");
+    let out = flor(dir, &["--store", "mysql", "runs"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mysql"));
+    fs::write(dir.join(".flor/config.toml"), "store = \"duckdb\"\n").unwrap();
+    let out = flor(dir, &["runs"]);
+    if cfg!(feature = "duckdb") {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("built without") && err.contains("--features duckdb"), "{err}");
+        let out = flor(dir, &["--store", "sqlite", "dataframe", "--format", "parquet", "--output", "x.parquet"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("Parquet output needs DuckDB"), "{err}");
+    }
 }

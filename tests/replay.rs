@@ -337,3 +337,26 @@ fn a_version_that_cannot_take_the_statements_is_listed_and_skipped() {
     assert!(stdout.contains("skipped: propagation failed"), "{stdout}");
     assert_eq!(stdout.matches("values recovered").count(), 1, "the other version proceeds:\n{stdout}");
 }
+
+/// A project on the DuckDB store: the Python module (built without DuckDB)
+/// records, `flor replay` (built with it) replays, answers come from DuckDB.
+#[cfg(feature = "duckdb")]
+#[test]
+fn recording_and_replay_work_in_a_duckdb_project() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let dir = new_repo(home, "flor-replay", Some(VERSIONS[3]));
+    let repo = dir.path();
+    fs::create_dir_all(repo.join(".flor")).unwrap();
+    fs::write(repo.join(".flor/config.toml"), "store = \"duckdb\"\n").unwrap();
+    train(&py, repo, home, &["epochs=2"]);
+    train(&py, repo, home, &["epochs=2", "seed=4"]);
+    fs::write(repo.join("train.py"), NEWEST).unwrap();
+    ok(flor(repo, home, &["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "2"]), "replay on duckdb");
+    assert!(ok(flor(repo, home, &["store"]), "flor store").contains("duckdb"));
+    let got = replayed_values(repo, home);
+    assert_eq!(got.len(), 2);
+    let want = replayed_values(forward_by_hand(&py, home, VERSIONS[3], &["epochs=2"]).path(), home);
+    assert_eq!(got[0], want[0]);
+}

@@ -657,7 +657,7 @@ fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: Strin
     if state().run.is_some() {
         return Err(FlorError::new_err("a flor run is already active in this process"));
     }
-    let root = py.detach(|| Project::open(Path::new(&cwd)).map(|p| p.root().to_owned())).map_err(err)?;
+    let root = py.detach(|| Project::open_for_recording(Path::new(&cwd)).map(|p| p.root().to_owned())).map_err(err)?;
     let filename = match Path::new(&filename).strip_prefix(&root) {
         Ok(rel) => rel.display().to_string(),
         Err(_) => filename,
@@ -886,7 +886,7 @@ fn checkpoints(py: Python<'_>, cwd: String, tstamp: String) -> PyResult<Py<PyLis
 #[pyfunction]
 fn object_bytes(py: Python<'_>, cwd: String, digest: String) -> PyResult<Py<PyBytes>> {
     let bytes = py.detach(|| {
-        let p = Project::open(Path::new(&cwd)).map_err(err)?;
+        let p = Project::open_for_recording(Path::new(&cwd)).map_err(err)?;
         p.objects().get(&digest).map_err(|e| err(e.into()))
     })?;
     Ok(PyBytes::new(py, &bytes).unbind())

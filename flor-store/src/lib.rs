@@ -3,7 +3,9 @@
 //! The database is a *cache*: everything in it is rebuilt from the run record
 //! files stored in git (`flor rebuild`). This crate provides
 //!
-//! * [`SqliteStore`], the SQLite implementation of [`flor_core::Store`], and
+//! * [`SqliteStore`], the SQLite implementation of [`flor_core::Store`],
+//! * `DuckStore`, the DuckDB implementation (cargo feature `duckdb`; see
+//!   "The DuckDB backend" below), and `write_parquet`, and
 //! * [`conformance`] (cargo feature `conformance`), the test suite every
 //!   backend must pass: it pins down ingestion, value round trips, the pivot,
 //!   the SQL views and the read-only rule, independently of the engine.
@@ -90,6 +92,41 @@
 //! mixed columns as general values; the cells are SQLite's own (blobs as
 //! upper-case hex text).
 //!
+//! # The DuckDB backend (feature `duckdb`)
+//!
+//! `DuckStore` keeps the same data in one DuckDB file (by convention
+//! `.flor/flor.duckdb`) and answers every `dataframe` and query exactly as
+//! [`SqliteStore`] does: the same views with the same columns, the same
+//! pivot, the same spans from `scan_loops`, NULLs ordered as in SQLite
+//! (first ascending, last descending). What differs:
+//!
+//! * Tables are columnar and unindexed: `flor_records` holds a value in the
+//!   typed column of its type (`ival` for ints and bools, `fval`, `tval` for
+//!   text and JSON); the `logs` view's `value` is a `UNION(i BIGINT, f
+//!   DOUBLE, t VARCHAR)` (a NaN is NULL there, as in SQLite), read back as
+//!   the member's value. The `loops` view expands spans with
+//!   `unnest(range(first_ctx, first_ctx + count))`.
+//! * Ingestion is one transaction per batch; records go through DuckDB's
+//!   Appender, flushed and checked before the commit. Lines already stored
+//!   (re-ingestion, rare) are deleted first, so a line is never stored twice.
+//! * One process at a time may open the file (`DuckStore::open` waits up
+//!   to 10 s for another to close it). Within a process, keep one store per
+//!   file: its name cache assumes it is the only writer.
+//! * Raw queries: DuckDB's SQL dialect. Refused before they run: the
+//!   writing statements SQLite refuses, plus `COPY`, `SET`/`RESET`,
+//!   `INSTALL`/`LOAD`, `ATTACH`, `CHECKPOINT`, `EXPORT`/`IMPORT`, `CALL`
+//!   and pragmas other than `table_info`, `show_tables`, `version`, ...
+//!   Queries cannot read or write files (`enable_external_access` is off),
+//!   and each runs in a transaction that is rolled back afterwards. Engine
+//!   errors keep DuckDB's message (`Parser Error: ...`, `Catalog Error:
+//!   ...`) in [`StoreError::Query`] with backend `duckdb`.
+//! * Internal tables (`flor_runs`, `flor_names`, `flor_loops`,
+//!   `flor_records`, `flor_checkpoints`, `flor_files`, `flor_meta` with the
+//!   schema version, now 1) may change between versions.
+//!
+//! `write_parquet` writes any result table to a Parquet file through a
+//! private in-memory DuckDB, whatever the project's store.
+//!
 //! [`Store::ingest`]: flor_core::Store::ingest
 //! [`Store::query`]: flor_core::Store::query
 //! [`StoreError::Unusable`]: flor_core::StoreError::Unusable
@@ -103,6 +140,16 @@ use flor_core::StoreError;
 
 mod filter;
 mod readonly;
+mod spans;
+
+#[cfg(feature = "duckdb")]
+mod duckdb;
+#[cfg(feature = "duckdb")]
+pub use crate::duckdb::{write_parquet, DuckStore, DUCKDB_SCHEMA_VERSION};
+/// The `duckdb` crate this backend is built with (its exact version matches
+/// the linked DuckDB library), for callers that need DuckDB directly.
+#[cfg(feature = "duckdb")]
+pub use ::duckdb as duckdb_crate;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]

@@ -15,6 +15,10 @@ pub(crate) struct Shape {
     pub trailing: bool,
     /// Whether there is no statement at all.
     pub empty: bool,
+    /// The statement's first keyword after any `EXPLAIN [QUERY PLAN]`
+    /// prefix, upper-cased (engines add their own writing verbs).
+    #[cfg_attr(not(feature = "duckdb"), allow(dead_code))]
+    pub verb: Option<String>,
 }
 
 const WRITE_KEYWORDS: &[&str] = &[
@@ -84,7 +88,7 @@ pub(crate) fn shape(sql: &str) -> Shape {
         }
     }
     let writes = first.is_some_and(|w| WRITE_KEYWORDS.contains(&w));
-    Shape { writes, trailing, empty: words.is_empty() && !has_content(b) }
+    Shape { writes, trailing, empty: words.is_empty() && !has_content(b), verb: first.map(str::to_owned) }
 }
 
 fn skip_quoted(b: &[u8], start: usize, q: u8) -> usize {

@@ -20,6 +20,7 @@ use rusqlite::types::{Null, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::readonly;
+use crate::spans::{self, Span};
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
 ///
@@ -1075,58 +1076,6 @@ fn source_of(label: &str, code: i64) -> StoreResult<Source> {
     Source::from_code(code).ok_or_else(|| unusable(label, &format!("a record has an unknown source code {code}")))
 }
 
-/// A stored loop span (see `flor_loops`), keyed by its first context.
-#[derive(Debug, Clone, PartialEq)]
-struct Span {
-    count: i64,
-    parent: Option<i64>,
-    loop_id: i64,
-    first_iteration: i64,
-    value: Option<String>,
-}
-
-impl Span {
-    /// The part of the span at `first` that starts `skip` iterations in.
-    fn tail(&self, skip: i64) -> Span {
-        Span { count: self.count - skip, first_iteration: self.first_iteration + skip, ..self.clone() }
-    }
-
-    /// Whether `next`, starting at `next_first`, continues this span (at
-    /// `first`): the next iterations of the same loop.
-    fn continued_by(&self, first: i64, next_first: i64, next: &Span) -> bool {
-        self.value.is_none()
-            && next.value.is_none()
-            && self.parent == next.parent
-            && self.loop_id == next.loop_id
-            && first + self.count == next_first
-            && self.first_iteration + self.count == next.first_iteration
-    }
-}
-
-/// Removes contexts `a .. b` from a set of non-overlapping spans, trimming
-/// or splitting the spans that cover part of them.
-fn carve(spans: &mut BTreeMap<i64, Span>, a: i64, b: i64) {
-    if let Some((&k, s)) = spans.range(..a).next_back() {
-        if k + s.count > a {
-            let s = s.clone();
-            if k + s.count > b {
-                spans.insert(b, s.tail(b - k));
-            }
-            if let Some(head) = spans.get_mut(&k) {
-                head.count = a - k;
-            }
-        }
-    }
-    let inside: Vec<i64> = spans.range(a..b).map(|(&k, _)| k).collect();
-    for k in inside {
-        if let Some(s) = spans.remove(&k) {
-            if k + s.count > b {
-                spans.insert(b, s.tail(b - k));
-            }
-        }
-    }
-}
-
 /// Stores a batch's loop iterations as spans. Iterations already stored for
 /// these contexts are replaced (so re-ingesting a batch, or overlapping
 /// batches, never duplicates a context), and a span continuing a stored one
@@ -1137,26 +1086,12 @@ fn store_loops(
     run: i64,
     loops: &[LoopCtx],
 ) -> rusqlite::Result<()> {
-    let max = i64::from(MAX_SPAN);
     let mut new: Vec<(i64, Span)> = Vec::new();
     for l in LoopSpan::compress(loops) {
         let loop_id = intern(tx, names, &l.name)?;
-        let mut span = Span {
-            count: i64::from(l.count),
-            parent: l.parent.map(i64::from),
-            loop_id,
-            first_iteration: l.first_iteration as i64,
-            value: l.value,
-        };
-        let mut first = i64::from(l.first_ctx);
-        while span.count > max {
-            let rest = span.tail(max);
-            new.push((first, Span { count: max, ..span }));
-            first += max;
-            span = rest;
-        }
-        new.push((first, span));
+        new.push((i64::from(l.first_ctx), Span::of(&l, loop_id)));
     }
+    let new = spans::split_long(new, i64::from(MAX_SPAN));
     let (Some(lo), Some(hi)) = (new.iter().map(|s| s.0).min(), new.iter().map(|s| s.0 + s.1.count).max()) else {
         return Ok(());
     };
@@ -1177,26 +1112,7 @@ fn store_loops(
         }
     }
     let stored = spans.keys().next().copied();
-    for (first, span) in new {
-        carve(&mut spans, first, first + span.count);
-        spans.insert(first, span);
-    }
-    // Merge continued spans, each up to `MAX_SPAN` iterations.
-    let mut merged: Vec<(i64, Span)> = Vec::with_capacity(spans.len());
-    for (mut first, mut span) in spans {
-        if let Some((f, last)) = merged.last_mut() {
-            if last.continued_by(*f, first, &span) && last.count < max {
-                let take = span.count.min(max - last.count);
-                last.count += take;
-                if take == span.count {
-                    continue;
-                }
-                span = span.tail(take);
-                first += take;
-            }
-        }
-        merged.push((first, span));
-    }
+    let merged = spans::merge(spans, new, i64::from(MAX_SPAN));
     if let Some(from) = stored {
         tx.prepare_cached(DELETE_SPANS)?.execute([run, from, hi])?;
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flor::{Project, SyncReport, Table, Value};
+use flor::{Project, StoreKind, SyncReport, Table, Value};
 
 /// Multiversion hindsight logging for machine-learning training.
 ///
@@ -18,9 +18,18 @@ struct Cli {
     #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
 
-    /// Output format.
+    /// Output format (`parquet` needs `--output` and a build with DuckDB).
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     format: Format,
+
+    /// Write the output to FILE instead of standard output.
+    #[arg(short = 'o', long, global = true, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Query database engine, overriding `store` in .flor/config.toml.
+    /// Switching engines rebuilds the new one's database from git.
+    #[arg(long, global = true, value_name = "ENGINE", value_parser = parse_store)]
+    store: Option<StoreKind>,
 
     #[command(subcommand)]
     command: Command,
@@ -34,6 +43,12 @@ enum Format {
     Csv,
     /// A JSON array of row objects.
     Json,
+    /// An Apache Parquet file (with `--output FILE`; written by DuckDB).
+    Parquet,
+}
+
+fn parse_store(s: &str) -> Result<StoreKind, String> {
+    s.parse()
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +135,8 @@ enum Command {
         #[arg(long, value_name = "SCRIPT")]
         script: Option<String>,
     },
+    /// Show which engine holds the query database, and where.
+    Store,
 }
 
 /// Exit status when the command worked but some records could not be read.
@@ -167,9 +184,17 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             source: e,
         })?,
     };
+    if cli.format == Format::Parquet && cli.output.is_none() {
+        return Err(flor::Error::Config {
+            path: "the command line".into(),
+            line: 0,
+            key: "--format parquet".into(),
+            message: "Parquet is a binary file format: add `--output FILE`".into(),
+        });
+    }
     let mut project = match cli.command {
-        Command::Rebuild => Project::open_with_fresh_database(&start)?,
-        _ => Project::open(&start)?,
+        Command::Rebuild => Project::open_fresh_with(&start, cli.store)?,
+        _ => Project::open_with(&start, cli.store)?,
     };
     let mut progress = progress_printer();
     let report = match cli.command {
@@ -211,9 +236,31 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             t
         }
         Command::Rebuild | Command::Propagate { .. } | Command::Replay { .. } => Table::default(),
+        Command::Store => {
+            let mut t = Table::with_columns(["store", "path"]);
+            let kind = project.store_kind();
+            let path = project.flor_dir().join(kind.file_name());
+            t.push_row(vec![Some(Value::from(kind.as_str())), Some(Value::from(path.display().to_string()))]);
+            t
+        }
     };
     if !table.columns.is_empty() {
-        print_table(&table, cli.format)?;
+        match &cli.output {
+            Some(path) if cli.format == Format::Parquet => flor::write_parquet(&table, path)?,
+            Some(path) => {
+                let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
+                    action: "create",
+                    path: path.clone(),
+                    source: e,
+                })?;
+                write_table(&table, cli.format, file, false).map_err(|e| flor::Error::Io {
+                    action: "write",
+                    path: path.clone(),
+                    source: e,
+                })?;
+            }
+            None => print_table(&table, cli.format)?,
+        }
     }
     Ok(report_problems(&report))
 }
@@ -327,16 +374,22 @@ fn runs_table(project: &Project) -> flor::Result<Table> {
     Ok(t)
 }
 
-fn print_table(table: &Table, format: Format) -> flor::Result<()> {
-    let stdout = io::stdout();
-    let terminal = stdout.is_terminal();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let result = match format {
+/// Writes `table` in a text `format` (`terminal`: clip wide cells).
+fn write_table(table: &Table, format: Format, out: impl Write, terminal: bool) -> io::Result<()> {
+    let mut out = io::BufWriter::new(out);
+    match format {
         Format::Table => table.write_aligned(&mut out, if terminal { 40 } else { usize::MAX }),
         Format::Csv => table.write_csv(&mut out),
         Format::Json => table.write_json(&mut out),
-    }
-    .and_then(|_| out.flush());
+        Format::Parquet => Err(io::Error::other("Parquet goes to a file (`--output FILE`)")),
+    }?;
+    out.flush()
+}
+
+fn print_table(table: &Table, format: Format) -> flor::Result<()> {
+    let stdout = io::stdout();
+    let terminal = stdout.is_terminal();
+    let result = write_table(table, format, stdout.lock(), terminal);
     match result {
         Ok(()) => Ok(()),
         // `flor dataframe loss | head` closes the pipe early: not an error.

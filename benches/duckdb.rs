@@ -1,0 +1,123 @@
+//! DuckDB store benches, side by side with SQLite (feature `duckdb`):
+//! ingestion rows/s (parsed batches, and parse + ingest) and the 1M-row
+//! `dataframe`. The 10M-row figures (time, peak memory, cold open) are in
+//! `benches/duckdb_scale.rs`.
+//!
+//! `cargo bench --features duckdb --bench duckdb`
+
+mod common;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use flor_core::record::{parse_lines, Parsed};
+use flor_core::store::{FileProgress, IngestBatch};
+use flor_core::Store;
+use flor_store::{DuckStore, SqliteStore};
+
+type Open = fn(&std::path::Path) -> Box<dyn Store>;
+
+fn engines() -> [(&'static str, Open); 2] {
+    [
+        ("sqlite", |dir| Box::new(SqliteStore::open(&dir.join("flor.db")).expect("open"))),
+        ("duckdb", |dir| Box::new(DuckStore::open(&dir.join("flor.duckdb")).expect("open"))),
+    ]
+}
+
+fn ingest_parsed(store: &mut dyn Store, label: &str, p: &Parsed) {
+    let (meta, source) = p.header.clone().expect("header");
+    store
+        .ingest(&IngestBatch {
+            run: &meta,
+            source,
+            file: label,
+            progress: FileProgress { offset: p.consumed as u64, lines: p.lines },
+            loops: &p.loops,
+            records: &p.records,
+            checkpoints: &p.checkpoints,
+        })
+        .expect("ingest");
+}
+
+fn bench_ingest(c: &mut Criterion) {
+    // 100 runs × (10 epochs × 100 steps): 100,000 loss rows (+ 1,000 acc,
+    // 100 args, 101,000 loop iterations), as in benches/store.rs. And 10
+    // runs of 10 × 10,000 steps: 1,000,000 rows in ten large batches.
+    for (label, runs, steps) in [("100k_rows_100_runs", 100, 100), ("1M_rows_10_runs", 10, 10_000)] {
+        let files: Vec<Vec<u8>> = (0..runs).map(|r| common::record_file(r, 10, steps).1).collect();
+        let parsed: Vec<Parsed> = files.iter().map(|f| parse_lines(f, 1)).collect();
+        let rows: usize = parsed.iter().map(|p| p.records.len()).sum();
+        let mut g = c.benchmark_group(format!("ingest_{label}"));
+        g.throughput(Throughput::Elements(rows as u64));
+        g.sample_size(10).measurement_time(Duration::from_secs(if runs == 10 { 40 } else { 15 }));
+        for (engine, open) in engines() {
+            g.bench_function(format!("{engine}/parsed"), |b| {
+                b.iter_batched(
+                    || tempfile::tempdir().expect("tempdir"),
+                    |dir| {
+                        let mut store = open(dir.path());
+                        for (i, p) in parsed.iter().enumerate() {
+                            ingest_parsed(store.as_mut(), &format!("{i}.jsonl"), p);
+                        }
+                        drop(store);
+                        drop(dir);
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+            g.bench_function(format!("{engine}/parse_and_ingest"), |b| {
+                b.iter_batched(
+                    || tempfile::tempdir().expect("tempdir"),
+                    |dir| {
+                        let mut store = open(dir.path());
+                        for (i, f) in files.iter().enumerate() {
+                            common::ingest(store.as_mut(), &format!("{i}.jsonl"), f);
+                        }
+                        drop(store);
+                        drop(dir);
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        g.finish();
+    }
+}
+
+fn bench_pivot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dataframe_1M");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    for (engine, open) in engines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = open(dir.path());
+        for r in 0..1000 {
+            let (_, bytes) = common::record_file(r, 10, 100);
+            common::ingest(store.as_mut(), &format!("{r}.jsonl"), &bytes);
+        }
+        g.bench_function(format!("{engine}/loss"), |b| {
+            b.iter(|| {
+                let t = store.dataframe(&["loss"]).expect("dataframe");
+                assert_eq!(t.row_count(), 1_000_000);
+                t
+            })
+        });
+        // (`logs.value` holds every value type: a UNION in DuckDB, so an
+        // average there is `avg(value.f)`; counting is the same on both.)
+        g.bench_function(format!("{engine}/query_count_loss_per_run"), |b| {
+            b.iter(|| {
+                let t = store
+                    .query(
+                        "SELECT tstamp, count(*) AS n, max(ctx_id) AS last FROM logs WHERE value_name = 'loss' \
+                         GROUP BY tstamp",
+                    )
+                    .expect("query");
+                assert_eq!(t.row_count(), 1000);
+                t
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_ingest, bench_pivot);
+criterion_main!(benches);

@@ -1,0 +1,1347 @@
+//! The DuckDB backend (cargo feature `duckdb`). See the crate docs for the
+//! schema and the views; this module's docs cover what differs from SQLite.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use duckdb::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use duckdb::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type,
+    UInt8Type,
+};
+use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
+use duckdb::{params, Config, Connection, OptionalExt};
+use flor_core::record::{CheckpointMeta, RecordKind, RunMeta, RunStatus, Source};
+use flor_core::store::{
+    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
+    ValueRow,
+};
+use flor_core::table::{Column, ColumnData, Dict, Table};
+use flor_core::value::{Value, ValueType};
+
+use crate::readonly;
+use crate::spans::{self, Span};
+
+/// The schema version this backend writes and reads (`flor_meta`).
+pub const DUCKDB_SCHEMA_VERSION: i64 = 1;
+
+const BACKEND: &str = "duckdb";
+
+/// Name scans read about this many records per query (see
+/// `DuckStore::run_slices`).
+const SCAN_SLICE_RECORDS: i64 = 1 << 20;
+
+/// The longest stored span, as in the SQLite backend (the same spans come
+/// back from `scan_loops` on both engines).
+const MAX_SPAN: i64 = 1 << 12;
+
+/// The tables holding data (emptied by [`Store::clear`]).
+const DATA_TABLES: &[&str] =
+    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_files"];
+
+/// Statements DuckDB has beyond SQLite's that change the database, the
+/// connection or the file system; refused in user queries before they run
+/// (the transaction rolled back after every user query is the backstop).
+const DUCKDB_WRITE_VERBS: &[&str] = &[
+    "SET",
+    "RESET",
+    "CALL",
+    "COPY",
+    "INSTALL",
+    "LOAD",
+    "EXPORT",
+    "IMPORT",
+    "CHECKPOINT",
+    "FORCE",
+    "USE",
+    "START",
+    "ABORT",
+    "TRUNCATE",
+    "MERGE",
+    "UPSERT",
+    "COMMENT",
+    "DETACH",
+    "ATTACH",
+    "PREPARE",
+    "EXECUTE",
+    "DEALLOCATE",
+];
+
+/// Pragmas that only report something.
+const DUCKDB_INFO_PRAGMAS: &[&str] =
+    &["TABLE_INFO", "SHOW_TABLES", "SHOW_TABLES_EXPANDED", "SHOW", "VERSION", "PLATFORM", "DATABASE_SIZE"];
+
+const SCHEMA: &str = r#"
+CREATE TABLE flor_meta (key VARCHAR NOT NULL, value BIGINT NOT NULL);
+CREATE TABLE flor_runs (
+    run         BIGINT NOT NULL,
+    projid      VARCHAR NOT NULL,
+    tstamp      VARCHAR NOT NULL,
+    filename    VARCHAR NOT NULL,
+    argv        VARCHAR NOT NULL,
+    interpreter VARCHAR NOT NULL,
+    host        VARCHAR NOT NULL,
+    pid         BIGINT NOT NULL,
+    commit_sha  VARCHAR,
+    status      VARCHAR NOT NULL,
+    ended       VARCHAR,
+    nrecords    BIGINT NOT NULL
+);
+CREATE TABLE flor_names (id INTEGER NOT NULL, name VARCHAR NOT NULL);
+CREATE TABLE flor_loops (
+    run             BIGINT NOT NULL,
+    first_ctx       BIGINT NOT NULL,
+    count           BIGINT NOT NULL,
+    parent          BIGINT,
+    loop_id         INTEGER NOT NULL,
+    first_iteration BIGINT NOT NULL,
+    value           VARCHAR
+);
+CREATE TABLE flor_records (
+    name_id INTEGER NOT NULL,
+    run     BIGINT NOT NULL,
+    source  TINYINT NOT NULL,
+    line    BIGINT NOT NULL,
+    ctx     BIGINT,
+    kind    TINYINT NOT NULL,
+    vtype   TINYINT NOT NULL,
+    ival    BIGINT,
+    fval    DOUBLE,
+    tval    VARCHAR
+);
+CREATE TABLE flor_checkpoints (
+    run    BIGINT NOT NULL,
+    source TINYINT NOT NULL,
+    line   BIGINT NOT NULL,
+    ctx    BIGINT,
+    name   VARCHAR NOT NULL,
+    digest VARCHAR NOT NULL,
+    bytes  BIGINT NOT NULL,
+    format VARCHAR NOT NULL
+);
+CREATE TABLE flor_files (file VARCHAR NOT NULL, run BIGINT NOT NULL, done_bytes BIGINT NOT NULL, done_lines BIGINT NOT NULL);
+
+CREATE VIEW runs AS
+SELECT projid, tstamp, filename, status, commit_sha, host, argv, ended FROM flor_runs;
+
+CREATE VIEW logs AS
+SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name,
+       CASE WHEN r.vtype IN (0, 2) THEN CAST(r.ival AS UNION(i BIGINT, f DOUBLE, t VARCHAR))
+            WHEN r.vtype = 1 THEN CASE WHEN isnan(r.fval) THEN NULL
+                                       ELSE CAST(r.fval AS UNION(i BIGINT, f DOUBLE, t VARCHAR)) END
+            ELSE CAST(r.tval AS UNION(i BIGINT, f DOUBLE, t VARCHAR)) END AS value,
+       CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
+           AS value_type,
+       CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
+       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source
+FROM flor_records r
+JOIN flor_names n ON n.id = r.name_id
+JOIN flor_runs u ON u.run = r.run
+WHERE r.kind <= 1;
+
+CREATE VIEW loops AS
+SELECT u.projid, u.tstamp, u.filename, l.ctx_id, l.parent AS parent_ctx_id, n.name AS loop_name,
+       l.first_iteration + (l.ctx_id - l.first_ctx) AS loop_iteration, l.value AS loop_value
+FROM (SELECT *, unnest(range(first_ctx, first_ctx + count)) AS ctx_id FROM flor_loops) l
+JOIN flor_names n ON n.id = l.loop_id
+JOIN flor_runs u ON u.run = l.run;
+
+CREATE VIEW timings AS
+SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS name,
+       CASE WHEN r.vtype = 1 THEN r.fval ELSE CAST(r.ival AS DOUBLE) END AS seconds
+FROM flor_records r
+JOIN flor_names n ON n.id = r.name_id
+JOIN flor_runs u ON u.run = r.run
+WHERE r.kind = 2;
+
+CREATE VIEW outputs AS
+SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS name, r.tval AS value
+FROM flor_records r
+JOIN flor_names n ON n.id = r.name_id
+JOIN flor_runs u ON u.run = r.run
+WHERE r.kind = 3;
+
+CREATE VIEW checkpoints AS
+SELECT u.projid, u.tstamp, u.filename, c.ctx AS ctx_id, c.name, c.digest, c.bytes, c.format
+FROM flor_checkpoints c
+JOIN flor_runs u ON u.run = c.run;
+"#;
+
+/// A flor query database in DuckDB. See the crate docs.
+///
+/// DuckDB lets one process at a time open a database file for writing: a
+/// second process gets a clear error until the first closes it.
+pub struct DuckStore {
+    conn: Connection,
+    /// The path (for messages), or `:memory:`.
+    label: String,
+    /// Interned names; this connection is the only writer, so the cache
+    /// stays valid until [`Store::clear`].
+    names: HashMap<Box<str>, i32>,
+    /// Names by id, for scans.
+    by_id: HashMap<i32, Arc<str>>,
+    /// Name scans read about this many records per query.
+    scan_slice: i64,
+    /// Run keys by `(projid, tstamp)`, and the next key (only writer).
+    runs_by_key: HashMap<(String, String), i64>,
+    next_run: i64,
+}
+
+impl fmt::Debug for DuckStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DuckStore").field("path", &self.label).finish_non_exhaustive()
+    }
+}
+
+fn config() -> duckdb::Result<Config> {
+    // No file access from user queries (read_csv, COPY, ATTACH) and no
+    // extension downloads: the query database is the only file touched.
+    // NULLs sort first ascending and last descending, as in SQLite, so
+    // that `ORDER BY` answers are the same on both engines.
+    Config::default()
+        .enable_external_access(false)?
+        .enable_autoload_extension(false)?
+        .with("default_null_order", "nulls_first_on_asc_last_on_desc")
+}
+
+impl DuckStore {
+    /// Opens (creating it and its parent folders if needed) the database at
+    /// `path`.
+    ///
+    /// Fails with [`StoreError::Unusable`] (leaving the file untouched)
+    /// when the file is not a DuckDB database, or not a flor query database
+    /// of this version; with [`StoreError::Backend`] when another process
+    /// has it open.
+    pub fn open(path: &Path) -> crate::Result<DuckStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
+                action: "create directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let label = path.display().to_string();
+        // Another process with the file open holds its lock: wait for it
+        // up to LOCK_TIMEOUT, as SQLite's busy timeout does.
+        let started = std::time::Instant::now();
+        let conn = loop {
+            match config().and_then(|c| Connection::open_with_flags(path, c)) {
+                Ok(conn) => break conn,
+                Err(e) if is_lock_conflict(&e) && started.elapsed() < LOCK_TIMEOUT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_error(&label, e).into()),
+            }
+        };
+        Ok(DuckStore::init(conn, label)?)
+    }
+
+    /// A private, empty in-memory database (for tests and one-shot queries).
+    pub fn open_in_memory() -> crate::Result<DuckStore> {
+        let label = ":memory:".to_owned();
+        let conn = config()
+            .and_then(Connection::open_in_memory_with_flags)
+            .map_err(|e| fail(&label, "open an in-memory database", e))?;
+        Ok(DuckStore::init(conn, label)?)
+    }
+
+    /// The database path (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &str {
+        &self.label
+    }
+
+    fn init(conn: Connection, label: String) -> StoreResult<DuckStore> {
+        let l = label.as_str();
+        let tables: Vec<String> = conn
+            .prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| fail(l, "read the schema", e))?;
+        if tables.is_empty() {
+            conn.execute_batch(&format!(
+                "BEGIN TRANSACTION; {SCHEMA} INSERT INTO flor_meta VALUES ('schema_version', {DUCKDB_SCHEMA_VERSION}); COMMIT;"
+            ))
+            .map_err(|e| fail(l, "create the schema", e))?;
+        } else {
+            if !tables.iter().any(|t| t == "flor_meta") {
+                return Err(unusable(l, "it is a DuckDB database but not a flor query database"));
+            }
+            let version: Option<i64> = conn
+                .query_row("SELECT value FROM flor_meta WHERE key = 'schema_version'", [], |r| r.get(0))
+                .optional()
+                .map_err(|e| fail(l, "read the schema version", e))?;
+            match version {
+                Some(DUCKDB_SCHEMA_VERSION) => {}
+                Some(v) if v > DUCKDB_SCHEMA_VERSION => {
+                    return Err(unusable(
+                        l,
+                        &format!(
+                            "it was written by a newer flor (schema version {v}; this flor reads version \
+                             {DUCKDB_SCHEMA_VERSION}); upgrade flor to use it as it is"
+                        ),
+                    ))
+                }
+                Some(v) => return Err(unusable(l, &format!("it has an older layout (schema version {v})"))),
+                None => return Err(unusable(l, "its schema version is missing")),
+            }
+            for t in DATA_TABLES {
+                if !tables.iter().any(|x| x == t) {
+                    return Err(unusable(l, "some of its tables are missing"));
+                }
+            }
+        }
+        let mut store = DuckStore {
+            conn,
+            label,
+            names: HashMap::new(),
+            by_id: HashMap::new(),
+            scan_slice: SCAN_SLICE_RECORDS,
+            runs_by_key: HashMap::new(),
+            next_run: 1,
+        };
+        store.load_names()?;
+        store.load_runs()?;
+        Ok(store)
+    }
+
+    fn fail(&self, op: &str, e: duckdb::Error) -> StoreError {
+        fail(&self.label, op, e)
+    }
+
+    /// Name scans (the pivot's main read) query about `records` value
+    /// records at a time, a slice of runs each, so that DuckDB never holds
+    /// a whole large scan in memory. Defaults to 1,048,576.
+    pub fn set_scan_slice(&mut self, records: i64) {
+        self.scan_slice = records.max(1);
+    }
+
+    fn load_runs(&mut self) -> StoreResult<()> {
+        let rows: Vec<(i64, String, String)> = self
+            .conn
+            .prepare("SELECT run, projid, tstamp FROM flor_runs")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+            .map_err(|e| fail(&self.label, "read runs", e))?;
+        self.runs_by_key.clear();
+        self.next_run = rows.iter().map(|r| r.0).max().unwrap_or(0) + 1;
+        for (run, projid, tstamp) in rows {
+            self.runs_by_key.insert((projid, tstamp), run);
+        }
+        Ok(())
+    }
+
+    fn load_names(&mut self) -> StoreResult<()> {
+        let rows: Vec<(i32, String)> = self
+            .conn
+            .prepare("SELECT id, name FROM flor_names")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| fail(&self.label, "read names", e))?;
+        self.names.clear();
+        self.by_id.clear();
+        for (id, name) in rows {
+            self.by_id.insert(id, name.as_str().into());
+            self.names.insert(name.into(), id);
+        }
+        Ok(())
+    }
+
+    fn ingest_tx(&mut self, b: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        let label = self.label.as_str();
+        let err = |op: &'static str| move |e: duckdb::Error| fail(label, op, e);
+        let m = b.run;
+        let argv = serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
+            backend: BACKEND,
+            message: format!("encode the argv of run {}: {e}", m.tstamp),
+            source: Some(Box::new(e)),
+        })?;
+        // Name ids: known ones from the cache, new ones numbered here and
+        // inserted in the transaction (this connection is the only writer).
+        let mut new_names: Vec<(i32, Box<str>)> = Vec::new();
+        let mut next_id = self.by_id.keys().max().map_or(1, |m| m + 1);
+        let known = &self.names;
+        let mut id_of = |name: &str| -> i32 {
+            if let Some(&id) = known.get(name) {
+                return id;
+            }
+            if let Some((id, _)) = new_names.iter().find(|(_, n)| **n == *name) {
+                return *id;
+            }
+            let id = next_id;
+            next_id += 1;
+            new_names.push((id, name.into()));
+            id
+        };
+        let mut record_ids: Vec<i32> = Vec::with_capacity(b.records.len());
+        let mut last: Option<(*const u8, i32)> = None;
+        for r in b.records {
+            let ptr = r.name.as_ptr();
+            let id = match last {
+                Some((p, id)) if p == ptr => id,
+                _ => id_of(&r.name),
+            };
+            last = Some((ptr, id));
+            record_ids.push(id);
+        }
+        let spans_new: Vec<(i64, Span)> = LoopSpan::compress(b.loops)
+            .iter()
+            .map(|l| (i64::from(l.first_ctx), Span::of(l, i64::from(id_of(&l.name)))))
+            .collect();
+
+        // Few statements, prepared once per connection: each DuckDB
+        // statement costs about a millisecond to plan on a small machine.
+        let existing = self.runs_by_key.get(&(m.projid.clone(), m.tstamp.clone())).copied();
+        let run = existing.unwrap_or(self.next_run);
+        let source = b.source.code() as i8;
+        let tx = self.conn.transaction().map_err(err("start an ingestion transaction"))?;
+        if !new_names.is_empty() {
+            let mut ins = tx.prepare_cached("INSERT INTO flor_names VALUES (?, ?)").map_err(err("intern a name"))?;
+            for (id, name) in &new_names {
+                ins.execute(params![id, &**name]).map_err(err("intern a name"))?;
+            }
+        }
+
+        if !spans_new.is_empty() {
+            store_loops(&tx, run, spans_new, existing.is_some()).map_err(err("store loop iterations"))?;
+        }
+
+        let mut added = b.records.len() as i64;
+        if !b.records.is_empty() {
+            if existing.is_some() {
+                let lo = b.records.iter().map(|r| r.line).min().unwrap_or(0) as i64;
+                let hi = b.records.iter().map(|r| r.line).max().unwrap_or(0) as i64;
+                let overlap: i64 = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM flor_records WHERE run = ? AND source = ? AND line BETWEEN ? AND ?",
+                    )
+                    .and_then(|mut st| st.query_row(params![run, source, lo, hi], |r| r.get(0)))
+                    .map_err(err("store records"))?;
+                if overlap > 0 {
+                    // Re-ingestion of stored lines (rare): replace them.
+                    let mut del = tx
+                        .prepare_cached(
+                            "DELETE FROM flor_records WHERE name_id = ? AND run = ? AND source = ? AND line = ?",
+                        )
+                        .map_err(err("replace records"))?;
+                    for (r, id) in b.records.iter().zip(&record_ids) {
+                        let n = del.execute(params![id, run, source, r.line as i64]).map_err(err("replace records"))?;
+                        added -= n as i64;
+                    }
+                }
+            }
+            // One Arrow batch, appended column-wise (DuckDB data chunks).
+            let batch = records_batch(b.records, &record_ids, run, source).map_err(|e| StoreError::Backend {
+                backend: BACKEND,
+                message: format!("{label}: cannot store records: {e}"),
+                source: Some(Box::new(e)),
+            })?;
+            let mut app = tx.appender("flor_records").map_err(err("store records"))?;
+            app.append_record_batch(batch).map_err(err("store records"))?;
+            app.flush().map_err(err("store records"))?;
+        }
+
+        // The run: metadata replaced, record count grown.
+        let pid = i64::from(m.pid);
+        if existing.is_some() {
+            tx.prepare_cached(
+                "UPDATE flor_runs SET filename = ?, argv = ?, interpreter = ?, host = ?, pid = ?, commit_sha = ?, \
+                 status = ?, ended = ?, nrecords = nrecords + ? WHERE run = ?",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    m.filename,
+                    argv,
+                    m.interpreter,
+                    m.host,
+                    pid,
+                    m.commit,
+                    m.status.as_str(),
+                    m.ended,
+                    added,
+                    run
+                ])
+            })
+            .map_err(err("store the run"))?;
+        } else {
+            tx.prepare_cached("INSERT INTO flor_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .and_then(|mut st| {
+                    st.execute(params![
+                        run,
+                        m.projid,
+                        m.tstamp,
+                        m.filename,
+                        argv,
+                        m.interpreter,
+                        m.host,
+                        pid,
+                        m.commit,
+                        m.status.as_str(),
+                        m.ended,
+                        added
+                    ])
+                })
+                .map_err(err("store the run"))?;
+        }
+
+        if !b.checkpoints.is_empty() {
+            let mut del = tx
+                .prepare_cached("DELETE FROM flor_checkpoints WHERE run = ? AND source = ? AND line = ?")
+                .map_err(err("store checkpoints"))?;
+            let mut ins = tx
+                .prepare_cached("INSERT INTO flor_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                .map_err(err("store checkpoints"))?;
+            for c in b.checkpoints {
+                if existing.is_some() {
+                    del.execute(params![run, source, c.line as i64]).map_err(err("store checkpoints"))?;
+                }
+                ins.execute(params![
+                    run,
+                    source,
+                    c.line as i64,
+                    c.ctx.map(i64::from),
+                    c.name,
+                    c.digest,
+                    c.bytes as i64,
+                    c.format
+                ])
+                .map_err(err("store checkpoints"))?;
+            }
+        }
+
+        let (offset, lines) = (b.progress.offset as i64, b.progress.lines as i64);
+        let updated = tx
+            .prepare_cached("UPDATE flor_files SET run = ?, done_bytes = ?, done_lines = ? WHERE file = ?")
+            .and_then(|mut st| st.execute(params![run, offset, lines, b.file]))
+            .map_err(err("store file progress"))?;
+        if updated == 0 {
+            tx.prepare_cached("INSERT INTO flor_files VALUES (?, ?, ?, ?)")
+                .and_then(|mut st| st.execute(params![b.file, run, offset, lines]))
+                .map_err(err("store file progress"))?;
+        }
+        tx.commit().map_err(err("commit an ingestion transaction"))?;
+        if existing.is_none() {
+            self.runs_by_key.insert((m.projid.clone(), m.tstamp.clone()), run);
+            self.next_run = run + 1;
+        }
+        for (id, name) in new_names {
+            self.by_id.insert(id, Arc::from(&*name));
+            self.names.insert(name, id);
+        }
+        Ok(run)
+    }
+
+    /// Run key ranges `(lo, hi)` covering every run, each holding about
+    /// `records` value records (at least one run).
+    fn run_slices(&self, records: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let rows: Vec<(i64, i64)> = self
+            .conn
+            .prepare("SELECT run, nrecords FROM flor_runs ORDER BY run")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| self.fail("plan a scan", e))?;
+        let mut out: Vec<(i64, i64)> = Vec::new();
+        let mut acc = 0;
+        for (run, n) in rows {
+            match out.last_mut() {
+                Some(last) if acc + n <= records || acc == 0 => {
+                    last.1 = run;
+                    acc += n;
+                }
+                _ => {
+                    out.push((run, run));
+                    acc = n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn name_ids(&self, names: &[&str]) -> Vec<(i32, usize)> {
+        let mut ids: Vec<(i32, usize)> = Vec::new();
+        for (k, n) in names.iter().enumerate() {
+            if let Some(&id) = self.names.get(*n) {
+                if !ids.iter().any(|(i, _)| *i == id) {
+                    ids.push((id, k));
+                }
+            }
+        }
+        ids
+    }
+
+    fn name_of(&self, id: i32) -> StoreResult<&Arc<str>> {
+        self.by_id.get(&id).ok_or_else(|| unusable(&self.label, &format!("name id {id} is missing")))
+    }
+
+    /// Runs `sql` (with `params`) and visits the result's record batches.
+    fn batches(
+        &self,
+        op: &str,
+        sql: &str,
+        params: &[&dyn duckdb::ToSql],
+        visit: &mut dyn FnMut(&RecordBatch) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.fail(op, e))?;
+        let arrow = st.query_arrow(params).map_err(|e| self.fail(op, e))?;
+        for batch in arrow {
+            visit(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn col<'a, T: duckdb::arrow::datatypes::ArrowPrimitiveType>(
+        &self,
+        b: &'a RecordBatch,
+        i: usize,
+    ) -> StoreResult<&'a duckdb::arrow::array::PrimitiveArray<T>> {
+        b.column(i).as_primitive_opt::<T>().ok_or_else(|| {
+            unusable(&self.label, &format!("unexpected column type {} in a scan", b.column(i).data_type()))
+        })
+    }
+
+    fn decode_at(&self, b: &RecordBatch, first: usize, row: usize) -> StoreResult<Value> {
+        let vtype = self.col::<Int8Type>(b, first)?.value(row);
+        let ival = self.col::<Int64Type>(b, first + 1)?;
+        let fval = self.col::<Float64Type>(b, first + 2)?;
+        let tval = b.column(first + 3);
+        let int = || (!ival.is_null(row)).then(|| ival.value(row));
+        let text = || -> Option<Arc<str>> {
+            if tval.is_null(row) {
+                None
+            } else {
+                string_at(tval, row).map(Arc::from)
+            }
+        };
+        let v = match ValueType::from_code(i64::from(vtype)) {
+            Some(ValueType::Int) => int().map(Value::Int),
+            Some(ValueType::Float) => (!fval.is_null(row)).then(|| Value::Float(fval.value(row))),
+            Some(ValueType::Bool) => int().map(|i| Value::Bool(i != 0)),
+            Some(ValueType::Text) => text().map(Value::Text),
+            Some(ValueType::Json) => text().map(Value::Json),
+            None => None,
+        };
+        v.ok_or_else(|| unusable(&self.label, &format!("a stored value does not match its type code {vtype}")))
+    }
+}
+
+/// A batch's records as an Arrow batch with `flor_records`'s columns.
+fn records_batch(
+    records: &[flor_core::Record],
+    ids: &[i32],
+    run: i64,
+    source: i8,
+) -> Result<RecordBatch, duckdb::arrow::error::ArrowError> {
+    use duckdb::arrow::array::{Float64Array, Int32Array, Int64Array, Int8Array, StringArray};
+    use duckdb::arrow::datatypes::{Field, Schema};
+    let n = records.len();
+    fn text(v: &Value) -> Option<&str> {
+        match v {
+            Value::Text(s) | Value::Json(s) => Some(s),
+            _ => None,
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(ids.to_vec())),
+        Arc::new(Int64Array::from(vec![run; n])),
+        Arc::new(Int8Array::from(vec![source; n])),
+        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.line as i64))),
+        Arc::new(Int64Array::from_iter(records.iter().map(|r| r.ctx.map(i64::from)))),
+        Arc::new(Int8Array::from_iter_values(records.iter().map(|r| r.kind.code() as i8))),
+        Arc::new(Int8Array::from_iter_values(records.iter().map(|r| r.value.value_type().code() as i8))),
+        Arc::new(Int64Array::from_iter(records.iter().map(|r| match r.value {
+            Value::Int(x) => Some(x),
+            Value::Bool(x) => Some(i64::from(x)),
+            _ => None,
+        }))),
+        Arc::new(Float64Array::from_iter(records.iter().map(|r| match r.value {
+            Value::Float(x) => Some(x),
+            _ => None,
+        }))),
+        Arc::new(records.iter().map(|r| text(&r.value)).collect::<StringArray>()),
+    ];
+    let field = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+    let schema = Schema::new(vec![
+        field("name_id", DataType::Int32, false),
+        field("run", DataType::Int64, false),
+        field("source", DataType::Int8, false),
+        field("line", DataType::Int64, false),
+        field("ctx", DataType::Int64, true),
+        field("kind", DataType::Int8, false),
+        field("vtype", DataType::Int8, false),
+        field("ival", DataType::Int64, true),
+        field("fval", DataType::Float64, true),
+        field("tval", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(Arc::new(schema), columns)
+}
+
+/// The text of a string cell (any of Arrow's string layouts).
+fn string_at(a: &ArrayRef, row: usize) -> Option<&str> {
+    if let Some(s) = a.as_string_opt::<i32>() {
+        return Some(s.value(row));
+    }
+    if let Some(s) = a.as_string_opt::<i64>() {
+        return Some(s.value(row));
+    }
+    a.as_string_view_opt().map(|s| s.value(row))
+}
+
+/// Stores a batch's loop spans: the same plan as the SQLite backend (see
+/// [`spans::merge`]).
+fn store_loops(tx: &Connection, run: i64, new: Vec<(i64, Span)>, stored_run: bool) -> duckdb::Result<()> {
+    let new = spans::split_long(new, MAX_SPAN);
+    let (Some(lo), Some(hi)) = (new.iter().map(|s| s.0).min(), new.iter().map(|s| s.0 + s.1.count).max()) else {
+        return Ok(());
+    };
+    let mut stored: BTreeMap<i64, Span> = BTreeMap::new();
+    // A run stored before may have spans around these contexts.
+    if stored_run {
+        let mut st = tx.prepare_cached(
+            "SELECT first_ctx, count, parent, loop_id, first_iteration, value FROM flor_loops \
+             WHERE run = ?1 AND first_ctx <= ?3 AND first_ctx >= \
+             (SELECT coalesce(max(first_ctx), ?2) FROM flor_loops WHERE run = ?1 AND first_ctx <= ?2)",
+        )?;
+        let mut rows = st.query(params![run, lo, hi])?;
+        while let Some(r) = rows.next()? {
+            let span = Span {
+                count: r.get(1)?,
+                parent: r.get(2)?,
+                loop_id: i64::from(r.get::<_, i32>(3)?),
+                first_iteration: r.get(4)?,
+                value: r.get(5)?,
+            };
+            stored.insert(r.get(0)?, span);
+        }
+    }
+    let from = stored.keys().next().copied();
+    let merged = spans::merge(stored, new, MAX_SPAN);
+    if let Some(from) = from {
+        tx.execute(
+            "DELETE FROM flor_loops WHERE run = ? AND first_ctx >= ? AND first_ctx <= ?",
+            params![run, from, hi],
+        )?;
+    }
+    let mut app = tx.appender("flor_loops")?;
+    for (first, s) in &merged {
+        app.append_row(params![run, first, s.count, s.parent, s.loop_id as i32, s.first_iteration, s.value])?;
+    }
+    app.flush()
+}
+
+impl Store for DuckStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        self.ingest_tx(batch)
+    }
+
+    fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
+        self.conn
+            .query_row("SELECT done_bytes, done_lines FROM flor_files WHERE file = ?", [file], |r| {
+                Ok(FileProgress { offset: r.get::<_, i64>(0)? as u64, lines: r.get::<_, i64>(1)? as u64 })
+            })
+            .optional()
+            .map_err(|e| self.fail("read file progress", e))
+    }
+
+    fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE flor_runs SET status = ?, ended = ? WHERE projid = ? AND tstamp = ?",
+                params![status.as_str(), ended, projid, tstamp],
+            )
+            .map_err(|e| self.fail("update a run's status", e))?;
+        Ok(n > 0)
+    }
+
+    fn runs(&self) -> StoreResult<Vec<RunRow>> {
+        let op = "list runs";
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT run, projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, status, ended, \
+                 nrecords FROM flor_runs ORDER BY tstamp, projid",
+            )
+            .map_err(|e| self.fail(op, e))?;
+        let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
+            let row = (|| -> duckdb::Result<_> {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                    r.get::<_, i64>(11)?,
+                ))
+            })()
+            .map_err(|e| self.fail(op, e))?;
+            let (key, projid, tstamp, filename, argv, interpreter, host, pid, commit, status, ended, n) = row;
+            let argv: Vec<String> = serde_json::from_str(&argv)
+                .map_err(|e| unusable(&self.label, &format!("run {tstamp} has a malformed argv ({e})")))?;
+            let status = RunStatus::parse(&status)
+                .ok_or_else(|| unusable(&self.label, &format!("run {tstamp} has an unknown status {status:?}")))?;
+            out.push(RunRow {
+                key,
+                meta: RunMeta {
+                    projid,
+                    tstamp,
+                    filename,
+                    argv,
+                    interpreter,
+                    host,
+                    pid: pid as u32,
+                    commit,
+                    status,
+                    ended,
+                },
+                records: n as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn names(&self) -> StoreResult<Vec<NameInfo>> {
+        let op = "list names";
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT n.name, first(r.kind ORDER BY r.run, r.source, r.line), count(*) \
+                 FROM flor_records r JOIN flor_names n ON n.id = r.name_id \
+                 WHERE r.kind <= 1 GROUP BY n.name ORDER BY n.name",
+            )
+            .map_err(|e| self.fail(op, e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(NameInfo {
+                    name: r.get(0)?,
+                    kind: RecordKind::from_code(i64::from(r.get::<_, i8>(1)?))
+                        .unwrap_or(RecordKind::Log)
+                        .as_str()
+                        .to_owned(),
+                    count: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
+            .map_err(|e| self.fail(op, e))?;
+        Ok(rows)
+    }
+
+    fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        let op = "scan values";
+        let mut emit = |b: &RecordBatch, name_of: &dyn Fn(usize) -> StoreResult<Arc<str>>| -> StoreResult<()> {
+            let run = self.col::<Int64Type>(b, 0)?;
+            let ctx = self.col::<Int64Type>(b, 1)?;
+            let source = self.col::<Int8Type>(b, 2)?;
+            let line = self.col::<Int64Type>(b, 3)?;
+            let mut name: Option<Arc<str>> = None;
+            for row in 0..b.num_rows() {
+                let n = name_of(row)?;
+                if name.as_ref().is_none_or(|x| !Arc::ptr_eq(x, &n)) {
+                    name = Some(n);
+                }
+                let ctx = if ctx.is_null(row) {
+                    None
+                } else {
+                    Some(u32::try_from(ctx.value(row)).map_err(|_| {
+                        unusable(&self.label, &format!("a loop context id {} is out of range", ctx.value(row)))
+                    })?)
+                };
+                let src = Source::from_code(i64::from(source.value(row))).ok_or_else(|| {
+                    unusable(&self.label, &format!("a record has an unknown source code {}", source.value(row)))
+                })?;
+                visit(ValueRow {
+                    run: run.value(row),
+                    ctx,
+                    source: src,
+                    line: line.value(row) as u64,
+                    name: name.as_deref().unwrap_or(""),
+                    value: self.decode_at(b, 4, row)?,
+                });
+            }
+            Ok(())
+        };
+        match filter {
+            ValueFilter::Names(names) => {
+                let ids = self.name_ids(names);
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                // DuckDB materializes a query's whole result: read large
+                // stores in slices of runs (rows are stored in run order, so
+                // each slice reads only its own row groups).
+                for (lo, hi) in self.run_slices(self.scan_slice)? {
+                    for &(id, _) in &ids {
+                        let name = Arc::clone(self.name_of(id)?);
+                        self.batches(
+                            op,
+                            "SELECT run, ctx, source, line, vtype, ival, fval, tval FROM flor_records \
+                             WHERE name_id = ? AND kind <= 1 AND run >= ? AND run <= ?",
+                            &[&id, &lo, &hi],
+                            &mut |b| emit(b, &|_| Ok(Arc::clone(&name))),
+                        )?;
+                    }
+                }
+            }
+            ValueFilter::RunLevel => {
+                self.batches(
+                    op,
+                    "SELECT run, ctx, source, line, vtype, ival, fval, tval, name_id FROM flor_records \
+                     WHERE ctx IS NULL AND kind <= 1",
+                    &[],
+                    &mut |b| {
+                        let ids = self.col::<Int32Type>(b, 8)?;
+                        emit(b, &|row| self.name_of(ids.value(row)).cloned())
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let op = "scan loop iterations";
+        let wanted: HashSet<RunKey> = runs.iter().copied().collect();
+        let mut l =
+            LoopSpan { first_ctx: 0, count: 0, parent: None, name: Arc::from(""), first_iteration: 0, value: None };
+        let mut each = |b: &RecordBatch| -> StoreResult<()> {
+            let run = self.col::<Int64Type>(b, 0)?;
+            let first = self.col::<Int64Type>(b, 1)?;
+            let count = self.col::<Int64Type>(b, 2)?;
+            let parent = self.col::<Int64Type>(b, 3)?;
+            let loop_id = self.col::<Int32Type>(b, 4)?;
+            let first_iteration = self.col::<Int64Type>(b, 5)?;
+            let value = b.column(6);
+            for row in 0..b.num_rows() {
+                let key = run.value(row);
+                if !wanted.contains(&key) {
+                    continue;
+                }
+                let name = self.name_of(loop_id.value(row))?;
+                if !Arc::ptr_eq(&l.name, name) {
+                    l.name = Arc::clone(name);
+                }
+                let bad = || unusable(&self.label, "a loop span is out of range");
+                l.first_ctx = u32::try_from(first.value(row)).map_err(|_| bad())?;
+                l.count = u32::try_from(count.value(row))
+                    .ok()
+                    .filter(|&c| c >= 1 && u64::from(l.first_ctx) + u64::from(c) <= 1 << 32)
+                    .ok_or_else(bad)?;
+                l.parent =
+                    if parent.is_null(row) { None } else { Some(u32::try_from(parent.value(row)).map_err(|_| bad())?) };
+                l.first_iteration = first_iteration.value(row) as u64;
+                l.value = if value.is_null(row) { None } else { string_at(value, row).map(str::to_owned) };
+                visit(key, &l);
+            }
+            Ok(())
+        };
+        let cols = "SELECT run, first_ctx, count, parent, loop_id, first_iteration, value FROM flor_loops";
+        if runs.len() <= 16 {
+            for &run in runs {
+                self.batches(op, &format!("{cols} WHERE run = ?"), &[&run], &mut each)?;
+            }
+        } else {
+            self.batches(op, cols, &[], &mut each)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
+        let op = "list checkpoints";
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT line, ctx, name, digest, bytes, format FROM flor_checkpoints WHERE run = ? \
+                 ORDER BY source, line",
+            )
+            .map_err(|e| self.fail(op, e))?;
+        let rows = st
+            .query_map([run], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
+            .map_err(|e| self.fail(op, e))?;
+        rows.into_iter()
+            .map(|(line, ctx, name, digest, bytes, format)| {
+                let ctx = match ctx {
+                    None => None,
+                    Some(c) => Some(
+                        u32::try_from(c)
+                            .map_err(|_| unusable(&self.label, &format!("a loop context id {c} is out of range")))?,
+                    ),
+                };
+                Ok(CheckpointMeta { line: line as u64, ctx, name, digest, bytes: bytes as u64, format })
+            })
+            .collect()
+    }
+
+    fn query(&self, sql: &str) -> StoreResult<Table> {
+        let shape = readonly::shape(sql);
+        if shape.empty {
+            return Err(StoreError::Query { backend: BACKEND, message: "the query is empty".into() });
+        }
+        let verb = shape.verb.as_deref().unwrap_or("");
+        let pragma_ok = verb == "PRAGMA" && !sql.contains('=') && {
+            let words = readonly::shape(sql.trim_start().get(6..).unwrap_or(""));
+            words.verb.as_deref().is_some_and(|w| DUCKDB_INFO_PRAGMAS.contains(&w))
+        };
+        if shape.writes || DUCKDB_WRITE_VERBS.contains(&verb) || (verb == "PRAGMA" && !pragma_ok) {
+            return Err(StoreError::NotReadOnly { sql: sql.to_owned() });
+        }
+        if shape.trailing {
+            return Err(StoreError::Query {
+                backend: BACKEND,
+                message: "only one statement per query is allowed (remove the text after the first `;`)".into(),
+            });
+        }
+        // Every user query runs in a transaction that is rolled back.
+        self.conn.execute_batch("BEGIN TRANSACTION").map_err(|e| self.fail("run a query", e))?;
+        let result = self.query_in_tx(sql);
+        let rollback = self.conn.execute_batch("ROLLBACK");
+        let table = result?;
+        rollback.map_err(|e| self.fail("end a query", e))?;
+        Ok(table)
+    }
+
+    fn clear(&mut self) -> StoreResult<()> {
+        let l = self.label.clone();
+        let tx = self.conn.transaction().map_err(|e| fail(&l, "clear the database", e))?;
+        for t in DATA_TABLES {
+            // Table names from the constant list above, never user input.
+            tx.execute(&format!("DELETE FROM {t}"), []).map_err(|e| fail(&l, "clear the database", e))?;
+        }
+        tx.commit().map_err(|e| fail(&l, "clear the database", e))?;
+        self.names.clear();
+        self.by_id.clear();
+        self.runs_by_key.clear();
+        self.next_run = 1;
+        Ok(())
+    }
+}
+
+impl DuckStore {
+    fn query_in_tx(&self, sql: &str) -> StoreResult<Table> {
+        let query_error = |e: duckdb::Error| match e {
+            duckdb::Error::DuckDBFailure(err, msg) => {
+                StoreError::Query { backend: BACKEND, message: msg.unwrap_or_else(|| err.to_string()) }
+            }
+            e => self.fail("run a query", e),
+        };
+        let mut st = self.conn.prepare(sql).map_err(query_error)?;
+        let arrow = st.query_arrow([]).map_err(query_error)?;
+        let schema = arrow.get_schema();
+        let mut cols: Vec<Cells> = schema.fields().iter().map(|f| Cells::for_type(f.data_type())).collect();
+        for batch in arrow {
+            for (c, a) in cols.iter_mut().zip(batch.columns()) {
+                c.extend(a)?;
+            }
+        }
+        Ok(Table {
+            columns: schema
+                .fields()
+                .iter()
+                .zip(cols)
+                .map(|(f, c)| Column { name: f.name().clone(), data: c.finish() })
+                .collect(),
+        })
+    }
+}
+
+/// Builds one result column from Arrow arrays in the compact form its type
+/// allows (integers, floats, dictionary-encoded text); anything else as
+/// general values.
+enum Cells {
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Text { dict: Vec<Value>, index: HashMap<Arc<str>, u32>, codes: Vec<u32> },
+    Values(Vec<Option<Value>>),
+}
+
+impl Cells {
+    fn for_type(t: &DataType) -> Cells {
+        match t {
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Cells::Int(Vec::new()),
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => Cells::Int(Vec::new()),
+            DataType::Float32 | DataType::Float64 => Cells::Float(Vec::new()),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Cells::Text { dict: Vec::new(), index: HashMap::new(), codes: Vec::new() }
+            }
+            _ => Cells::Values(Vec::new()),
+        }
+    }
+
+    fn extend(&mut self, a: &ArrayRef) -> StoreResult<()> {
+        let n = a.len();
+        match self {
+            Cells::Int(v) => {
+                macro_rules! ints {
+                    ($($t:ty),*) => {{
+                        $(if let Some(p) = a.as_primitive_opt::<$t>() {
+                            v.extend((0..n).map(|i| (!p.is_null(i)).then(|| p.value(i) as i64)));
+                            return Ok(());
+                        })*
+                    }};
+                }
+                ints!(Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type);
+            }
+            Cells::Float(v) => {
+                if let Some(p) = a.as_primitive_opt::<Float64Type>() {
+                    v.extend((0..n).map(|i| (!p.is_null(i)).then(|| p.value(i))));
+                    return Ok(());
+                }
+                if let Some(p) = a.as_primitive_opt::<Float32Type>() {
+                    v.extend((0..n).map(|i| (!p.is_null(i)).then(|| f64::from(p.value(i)))));
+                    return Ok(());
+                }
+            }
+            Cells::Text { dict, index, codes } => {
+                for i in 0..n {
+                    if a.is_null(i) {
+                        codes.push(Dict::NULL);
+                        continue;
+                    }
+                    let s = string_at(a, i).unwrap_or("");
+                    let code = match index.get(s) {
+                        Some(&c) => c,
+                        None => {
+                            let s: Arc<str> = s.into();
+                            let c = dict.len() as u32;
+                            dict.push(Value::Text(Arc::clone(&s)));
+                            index.insert(s, c);
+                            c
+                        }
+                    };
+                    codes.push(code);
+                }
+                return Ok(());
+            }
+            Cells::Values(v) => {
+                for i in 0..n {
+                    v.push(cell(a, i)?);
+                }
+                return Ok(());
+            }
+        }
+        // A type this form does not expect: general values from here on.
+        let data = std::mem::replace(self, Cells::Values(Vec::new())).finish();
+        *self = Cells::Values((0..data.len()).map(|r| data.get(r)).collect());
+        self.extend(a)
+    }
+
+    fn finish(self) -> ColumnData {
+        match self {
+            Cells::Int(c) => ColumnData::Int(c),
+            Cells::Float(c) => ColumnData::Float(c),
+            Cells::Text { dict, codes, .. } => ColumnData::Dict { dict, codes },
+            Cells::Values(c) => ColumnData::Values(c),
+        }
+    }
+}
+
+/// One cell of any Arrow type as a [`Value`]: numbers as numbers (decimals
+/// and 128-bit integers as the nearest float when they do not fit an
+/// `i64`), booleans as booleans, a union as its member, anything else
+/// (dates, lists, structs, blobs) as its DuckDB text.
+fn cell(a: &ArrayRef, i: usize) -> StoreResult<Option<Value>> {
+    if a.is_null(i) {
+        return Ok(None);
+    }
+    macro_rules! ints {
+        ($($t:ty),*) => {{
+            $(if let Some(p) = a.as_primitive_opt::<$t>() {
+                return Ok(Some(Value::Int(p.value(i) as i64)));
+            })*
+        }};
+    }
+    ints!(Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type);
+    if let Some(p) = a.as_primitive_opt::<UInt64Type>() {
+        let x = p.value(i);
+        return Ok(Some(i64::try_from(x).map_or(Value::Float(x as f64), Value::Int)));
+    }
+    if let Some(p) = a.as_primitive_opt::<Float64Type>() {
+        return Ok(Some(Value::Float(p.value(i))));
+    }
+    if let Some(p) = a.as_primitive_opt::<Float32Type>() {
+        return Ok(Some(Value::Float(f64::from(p.value(i)))));
+    }
+    if let Some(b) = a.as_boolean_opt() {
+        return Ok(Some(Value::Bool(b.value(i))));
+    }
+    if let Some(s) = string_at(a, i) {
+        return Ok(Some(Value::Text(s.into())));
+    }
+    match a.data_type() {
+        DataType::Union(..) => {
+            let u = a.as_union();
+            let child = u.child(u.type_id(i));
+            return cell(child, u.value_offset(i));
+        }
+        DataType::Decimal128(_, scale) => {
+            let v = a.as_primitive::<duckdb::arrow::datatypes::Decimal128Type>().value(i);
+            if *scale == 0 {
+                if let Ok(x) = i64::try_from(v) {
+                    return Ok(Some(Value::Int(x)));
+                }
+            }
+            return Ok(Some(Value::Float(v as f64 / 10f64.powi(i32::from(*scale)))));
+        }
+        DataType::Null => return Ok(None),
+        _ => {}
+    }
+    let f = ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default()).map_err(|e| StoreError::Backend {
+        backend: BACKEND,
+        message: format!("cannot show a cell of type {}: {e}", a.data_type()),
+        source: Some(Box::new(e)),
+    })?;
+    Ok(Some(Value::Text(f.value(i).to_string().into())))
+}
+
+fn unusable(label: &str, message: &str) -> StoreError {
+    StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
+}
+
+/// How long [`DuckStore::open`] waits for another process to close the file.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn is_lock_conflict(e: &duckdb::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Could not set lock") || text.contains("Conflicting lock")
+}
+
+/// Maps a failure to open the database file.
+fn open_error(label: &str, e: duckdb::Error) -> StoreError {
+    let text = e.to_string();
+    if is_lock_conflict(&e) {
+        return StoreError::Backend {
+            backend: BACKEND,
+            message: format!(
+                "cannot open {label}: another process kept it open for more than {} s (DuckDB lets one \
+                 process at a time use a database file; retry when it is done)",
+                LOCK_TIMEOUT.as_secs()
+            ),
+            source: Some(Box::new(e)),
+        };
+    }
+    if text.contains("not a valid DuckDB database") || text.contains("database file") {
+        return unusable(label, &format!("the file is not a DuckDB database ({text})"));
+    }
+    fail(label, "open the database", e)
+}
+
+/// Maps an engine failure during `op` (a phrase like "store records").
+fn fail(label: &str, op: &str, e: duckdb::Error) -> StoreError {
+    StoreError::Backend { backend: BACKEND, message: format!("{label}: cannot {op}: {e}"), source: Some(Box::new(e)) }
+}
+
+/// The DuckDB type a result column is written with: the narrowest that
+/// holds every cell (mixed columns as text).
+fn column_type(data: &ColumnData) -> &'static str {
+    let kinds = |cells: &mut dyn Iterator<Item = &Value>| {
+        let (mut int, mut float, mut boolean, mut text) = (false, false, false, false);
+        for v in cells {
+            match v {
+                Value::Int(_) => int = true,
+                Value::Float(_) => float = true,
+                Value::Bool(_) => boolean = true,
+                Value::Text(_) | Value::Json(_) => text = true,
+            }
+        }
+        match (int, float, boolean, text) {
+            (_, _, false, false) if float => "DOUBLE",
+            (true, false, false, false) => "BIGINT",
+            (false, false, true, false) => "BOOLEAN",
+            _ => "VARCHAR",
+        }
+    };
+    match data {
+        ColumnData::Int(_) => "BIGINT",
+        ColumnData::Float(_) => "DOUBLE",
+        ColumnData::Dict { dict, .. } => kinds(&mut dict.iter()),
+        ColumnData::Values(v) => kinds(&mut v.iter().flatten()),
+    }
+}
+
+/// A cell as the DuckDB value of its column's type (see [`column_type`]).
+fn duck_value(ty: &str, cell: Option<Value>) -> duckdb::types::Value {
+    use duckdb::types::Value as D;
+    match (ty, cell) {
+        (_, None) => D::Null,
+        ("BIGINT", Some(Value::Int(i))) => D::BigInt(i),
+        ("DOUBLE", Some(Value::Float(f))) => D::Double(f),
+        ("DOUBLE", Some(Value::Int(i))) => D::Double(i as f64),
+        ("BOOLEAN", Some(Value::Bool(b))) => D::Boolean(b),
+        (_, Some(Value::Text(s) | Value::Json(s))) => D::Text(s.to_string()),
+        (_, Some(v)) => D::Text(v.to_string()),
+    }
+}
+
+/// Writes `table` to a Parquet file at `path` (replacing it), through a
+/// private in-memory DuckDB: integer columns as `INT64`, float columns as
+/// `DOUBLE`, booleans as `BOOLEAN`, text, JSON and mixed columns as strings.
+/// Repeated column names get a `_2`, `_3`, ... suffix.
+pub fn write_parquet(table: &Table, path: &Path) -> crate::Result<()> {
+    let label = path.display().to_string();
+    let err = |op: &'static str| {
+        let label = label.clone();
+        move |e: duckdb::Error| fail(&label, op, e)
+    };
+    let conn = Connection::open_in_memory().map_err(err("open an in-memory database"))?;
+    let mut names: Vec<String> = Vec::new();
+    for c in &table.columns {
+        let mut name = c.name.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{}_{k}", c.name);
+            k += 1;
+        }
+        names.push(name);
+    }
+    let types: Vec<&str> = table.columns.iter().map(|c| column_type(&c.data)).collect();
+    let cols: Vec<String> = names.iter().zip(&types).map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+    if cols.is_empty() {
+        return Err(crate::Error::Store(StoreError::Query {
+            backend: BACKEND,
+            message: "a table without columns cannot be written as Parquet".into(),
+        }));
+    }
+    conn.execute_batch(&format!("CREATE TABLE t ({})", cols.join(", "))).map_err(err("create the export table"))?;
+    {
+        let mut app = conn.appender("t").map_err(err("fill the export table"))?;
+        for r in 0..table.row_count() {
+            let row = table.columns.iter().zip(&types).map(|(c, t)| duck_value(t, c.get(r)));
+            app.append_row(duckdb::appender_params_from_iter(row)).map_err(err("fill the export table"))?;
+        }
+        app.flush().map_err(err("fill the export table"))?;
+    }
+    // COPY takes its file name as a literal: quoted, never spliced raw.
+    conn.execute_batch(&format!("COPY t TO {} (FORMAT PARQUET)", quote_literal(&label)))
+        .map_err(err("write the Parquet file"))?;
+    Ok(())
+}
+
+/// `"name"`, with inner quotes doubled.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'text'`, with inner quotes doubled.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
