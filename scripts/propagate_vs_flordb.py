@@ -12,7 +12,9 @@ into old.py. A case counts as correct when
   text: FlorDB re-prints the whole file with ast.unparse), and every
   statement the spec expects to fail was refused rather than placed.
 
-Times are the median of --repeat runs per case, in-process for both: ours
+Times are the median of --repeat runs per case, in-process for both (a case
+FlorDB does not finish within --ref-timeout counts as a miss, timed at the
+limit): ours
 through `cargo run --release --example corpus_run`, FlorDB's around
 `backprop()` calls in its own interpreter (it reads, parses, matches,
 unparses and writes the file per statement; several statements are carried
@@ -146,26 +148,35 @@ def judge(case, result):
     return True, ""
 
 
-def run_ours(repeat):
+def run_ours(corpus, repeat):
     log("building and running ours (cargo run --release --example corpus_run)")
     out = subprocess.run(
         ["cargo", "run", "--release", "--quiet", "--locked", "-p", "flor-propagate", "--example", "corpus_run", "--",
-         CORPUS, "--repeat", str(repeat)],
+         os.path.abspath(corpus), "--repeat", str(repeat)],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     return {r["case"]: r for r in map(json.loads, out.splitlines())}
 
 
-def run_flordb(python, cases, ours, repeat):
-    log(f"running FlorDB's backprop on {len(cases)} cases ({repeat} run(s) each)")
-    payload = [{"case": c["case"], "new": c["new"], "old": c["old"], "lines": ours[c["case"]]["lines"]} for c in cases]
+def run_flordb(python, cases, ours, repeat, timeout):
+    log(f"running FlorDB's backprop on {len(cases)} cases ({repeat} run(s) each, {timeout} s at most per case)")
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["git", "init", "-q", tmp], check=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        out = subprocess.run([python, "-c", FLORDB_DRIVER, str(repeat)], input=json.dumps(payload), cwd=tmp,
-                             capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            sys.exit("FlorDB driver failed:\n" + out.stderr[-3000:])
-    return {r["case"]: r for r in map(json.loads, out.stdout.splitlines())}
+        for c in cases:
+            payload = [{"case": c["case"], "new": c["new"], "old": c["old"], "lines": ours[c["case"]]["lines"]}]
+            try:
+                out = subprocess.run([python, "-c", FLORDB_DRIVER, str(repeat)], input=json.dumps(payload), cwd=tmp,
+                                     capture_output=True, text=True, env=env, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log(f"  {c['case']}: FlorDB did not finish in {timeout} s")
+                results[c["case"]] = {"case": c["case"], "error": f"did not finish in {timeout} s",
+                                      "timeout": True, "median_us": timeout * 1e6}
+                continue
+            if out.returncode != 0:
+                sys.exit("FlorDB driver failed:\n" + out.stderr[-3000:])
+            results[c["case"]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
 
 
 def main():
@@ -174,13 +185,15 @@ def main():
     ap.add_argument("--ref-spec", default="flordb==4.0.1", help="pip requirement for the reference")
     ap.add_argument("--repeat", type=int, default=20, help="runs per case for ours (median)")
     ap.add_argument("--ref-repeat", type=int, default=3, help="runs per case for FlorDB (median)")
+    ap.add_argument("--ref-timeout", type=int, default=600, help="seconds FlorDB may take per case (all its runs)")
     ap.add_argument("--json", help="also write the per-case results here")
+    ap.add_argument("--corpus", default=CORPUS, help="a folder of cases (default: the propagation corpus)")
     args = ap.parse_args()
 
-    cases = load_cases(CORPUS)
+    cases = load_cases(args.corpus)
     python, version = ensure_ref_venv(args.ref_venv, args.ref_spec)
-    ours = run_ours(args.repeat)
-    theirs = run_flordb(python, cases, ours, args.ref_repeat)
+    ours = run_ours(args.corpus, args.repeat)
+    theirs = run_flordb(python, cases, ours, args.ref_repeat, args.ref_timeout)
 
     rows, score = [], {"ours": 0, "flordb": 0}
     for c in cases:
@@ -192,12 +205,15 @@ def main():
 
     w = max(len(r[0]) for r in rows)
     print(f"{'case':<{w}}  {'ours':>4} {'time':>9}  {'flordb':>6} {'time':>10}  flordb's miss")
+    timeouts = sum(1 for r in theirs.values() if r.get("timeout"))
     for name, o_ok, o_t, o_note, f_ok, f_t, f_note in rows:
         mark = lambda ok: "ok" if ok else "MISS"
         print(f"{name:<{w}}  {mark(o_ok):>4} {o_t / 1000:>7.2f}ms  {mark(f_ok):>6} {f_t / 1000:>8.1f}ms  {f_note}")
         if not o_ok:
             print(f"{'':<{w}}  ours: {o_note}")
     n = len(cases)
+    if n == 0:
+        sys.exit("no cases")
     o_med = statistics.median(r[2] for r in rows)
     f_med = statistics.median(r[5] for r in rows)
     o_sum = sum(r[2] for r in rows)
@@ -205,7 +221,8 @@ def main():
     print()
     print(f"correct: ours {score['ours']}/{n}, FlorDB {version} {score['flordb']}/{n}")
     print(f"time per case: median ours {o_med / 1000:.2f} ms, FlorDB {f_med / 1000:.1f} ms ({f_med / o_med:.0f}x); "
-          f"whole corpus ours {o_sum / 1000:.1f} ms, FlorDB {f_sum / 1000:.0f} ms ({f_sum / o_sum:.0f}x)")
+          f"whole corpus ours {o_sum / 1000:.1f} ms, FlorDB {f_sum / 1000:.0f} ms ({f_sum / o_sum:.0f}x)"
+          + (f"; FlorDB timed out on {timeouts} case(s), counted at the timeout" if timeouts else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"ours": ours, "flordb": theirs}, f, indent=1)

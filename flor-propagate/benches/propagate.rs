@@ -58,6 +58,19 @@ fn bench(c: &mut Criterion) {
         let Outcome::Placed { line, .. } = p.outcomes[0] else { panic!("{:?}", p.outcomes) };
         assert_eq!(p.source.lines().nth(line - 2).map(str::trim), Some("loss.backward()"));
         let name = format!("{}_lines", new.lines().count());
+        // For scripts/propagate_vs_flordb.py --timing-only: the same pair as files.
+        if let Some(dir) = std::env::var_os("FLOR_PROPAGATE_BENCH_DUMP") {
+            let case = std::path::Path::new(&dir).join(format!("generated-{name}"));
+            std::fs::create_dir_all(&case).expect("dump folder");
+            std::fs::write(case.join("new.py"), &new).expect("write");
+            std::fs::write(case.join("old.py"), &old).expect("write");
+            let spec = format!(
+                "{{\"description\": \"bench pair\", \"lines\": [{}], \"expect\": [{{\"outcome\": \"placed\"}}]}}\n",
+                at[0]
+            );
+            std::fs::write(case.join("spec.json"), spec).expect("write");
+            std::fs::write(case.join("expected.py"), &p.source).expect("write");
+        }
         group.bench_function(&name, |b| b.iter(|| python().propagate(black_box(&new), &at, black_box(&old))));
     }
     group.finish();

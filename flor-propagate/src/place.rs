@@ -43,8 +43,13 @@ pub(crate) fn propagate(
     lines: &[usize],
     old_source: &str,
 ) -> Result<Propagation, PropagateError> {
-    let ts1 = py.parse(new_source, "new")?;
-    let ts2 = py.parse(old_source, "old")?;
+    // Parsing is most of the time: parse the two sources side by side.
+    let (ts1, ts2) = std::thread::scope(|scope| {
+        let new = scope.spawn(|| py.parse(new_source, "new"));
+        let old = py.parse(old_source, "old");
+        (new.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), old)
+    });
+    let (ts1, ts2) = (ts1?, ts2?);
     let mut interner = Interner::default();
     let t1 = Tree::build(&ts1, new_source, &py.grammar, &mut interner, limit, "new")?;
     let t2 = Tree::build(&ts2, old_source, &py.grammar, &mut interner, limit, "old")?;
