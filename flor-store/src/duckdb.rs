@@ -13,7 +13,7 @@ use duckdb::arrow::datatypes::{
 };
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::{params, Config, Connection, OptionalExt};
-use flor_core::record::{CheckpointMeta, RecordKind, RunMeta, RunStatus, Source};
+use flor_core::record::{CheckpointMeta, RecordKind, RunStatus, Source};
 use flor_core::store::{
     FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
     ValueRow,
@@ -22,6 +22,7 @@ use flor_core::table::{Column, ColumnData, Dict, Table};
 use flor_core::value::{Value, ValueType};
 
 use crate::readonly;
+use crate::rows::{unusable, RawRun, RUNS_SQL};
 use crate::spans::{self, Span};
 
 /// The schema version this backend writes and reads (`flor_meta`).
@@ -756,54 +757,28 @@ impl Store for DuckStore {
 
     fn runs(&self) -> StoreResult<Vec<RunRow>> {
         let op = "list runs";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT run, projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, status, ended, \
-                 nrecords FROM flor_runs ORDER BY tstamp, projid",
-            )
-            .map_err(|e| self.fail(op, e))?;
+        let mut st = self.conn.prepare(RUNS_SQL).map_err(|e| self.fail(op, e))?;
         let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
-            let row = (|| -> duckdb::Result<_> {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                    r.get::<_, i64>(11)?,
-                ))
+            let raw = (|| -> duckdb::Result<_> {
+                Ok(RawRun {
+                    key: r.get(0)?,
+                    projid: r.get(1)?,
+                    tstamp: r.get(2)?,
+                    filename: r.get(3)?,
+                    argv: r.get(4)?,
+                    interpreter: r.get(5)?,
+                    host: r.get(6)?,
+                    pid: r.get(7)?,
+                    commit: r.get(8)?,
+                    status: r.get(9)?,
+                    ended: r.get(10)?,
+                    records: r.get(11)?,
+                })
             })()
             .map_err(|e| self.fail(op, e))?;
-            let (key, projid, tstamp, filename, argv, interpreter, host, pid, commit, status, ended, n) = row;
-            let argv: Vec<String> = serde_json::from_str(&argv)
-                .map_err(|e| unusable(&self.label, &format!("run {tstamp} has a malformed argv ({e})")))?;
-            let status = RunStatus::parse(&status)
-                .ok_or_else(|| unusable(&self.label, &format!("run {tstamp} has an unknown status {status:?}")))?;
-            out.push(RunRow {
-                key,
-                meta: RunMeta {
-                    projid,
-                    tstamp,
-                    filename,
-                    argv,
-                    interpreter,
-                    host,
-                    pid: pid as u32,
-                    commit,
-                    status,
-                    ended,
-                },
-                records: n as u64,
-            });
+            out.push(raw.decode(&self.label)?);
         }
         Ok(out)
     }
@@ -1211,10 +1186,6 @@ fn cell(a: &ArrayRef, i: usize) -> StoreResult<Option<Value>> {
         source: Some(Box::new(e)),
     })?;
     Ok(Some(Value::Text(f.value(i).to_string().into())))
-}
-
-fn unusable(label: &str, message: &str) -> StoreError {
-    StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
 }
 
 /// How long [`DuckStore::open`] waits for another process to close the file.

@@ -140,6 +140,7 @@ use flor_core::StoreError;
 
 mod filter;
 mod readonly;
+mod rows;
 mod spans;
 
 #[cfg(feature = "duckdb")]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flor_core::record::{CheckpointMeta, LoopCtx, RecordKind, RunMeta, RunStatus, Source};
+use flor_core::record::{CheckpointMeta, LoopCtx, RecordKind, RunStatus, Source};
 use flor_core::store::{
     FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
     ValueRow,
@@ -20,6 +20,7 @@ use rusqlite::types::{Null, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::readonly;
+use crate::rows::{unusable, RawRun, RUNS_SQL};
 use crate::spans::{self, Span};
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
@@ -598,54 +599,29 @@ impl Store for SqliteStore {
     }
 
     fn runs(&self) -> StoreResult<Vec<RunRow>> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT run, projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, status, ended, \
-                 nrecords FROM flor_runs ORDER BY tstamp, projid",
-            )
-            .map_err(|e| self.fail("list runs", e))?;
-        let mut rows = st.query([]).map_err(|e| self.fail("list runs", e))?;
+        let op = "list runs";
+        let mut st = self.conn.prepare_cached(RUNS_SQL).map_err(|e| self.fail(op, e))?;
+        let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(|e| self.fail("list runs", e))? {
-            let row = (|| -> rusqlite::Result<_> {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                    r.get::<_, i64>(11)?,
-                ))
+        while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
+            let raw = (|| -> rusqlite::Result<_> {
+                Ok(RawRun {
+                    key: r.get(0)?,
+                    projid: r.get(1)?,
+                    tstamp: r.get(2)?,
+                    filename: r.get(3)?,
+                    argv: r.get(4)?,
+                    interpreter: r.get(5)?,
+                    host: r.get(6)?,
+                    pid: r.get(7)?,
+                    commit: r.get(8)?,
+                    status: r.get(9)?,
+                    ended: r.get(10)?,
+                    records: r.get(11)?,
+                })
             })()
-            .map_err(|e| self.fail("list runs", e))?;
-            let (key, projid, tstamp, filename, argv, interpreter, host, pid, commit, status, ended, n) = row;
-            let argv: Vec<String> = serde_json::from_str(&argv)
-                .map_err(|e| unusable(&self.label, &format!("run {tstamp} has a malformed argv ({e})")))?;
-            let status = RunStatus::parse(&status)
-                .ok_or_else(|| unusable(&self.label, &format!("run {tstamp} has an unknown status {status:?}")))?;
-            out.push(RunRow {
-                key,
-                meta: RunMeta {
-                    projid,
-                    tstamp,
-                    filename,
-                    argv,
-                    interpreter,
-                    host,
-                    pid: pid as u32,
-                    commit,
-                    status,
-                    ended,
-                },
-                records: n as u64,
-            });
+            .map_err(|e| self.fail(op, e))?;
+            out.push(raw.decode(&self.label)?);
         }
         Ok(out)
     }
@@ -1032,10 +1008,6 @@ fn check_layout(label: &str, version: i64, objects: i64) -> StoreResult<()> {
         return Err(unusable(label, &format!("it has an older layout (schema version {version})")));
     }
     Ok(())
-}
-
-fn unusable(label: &str, message: &str) -> StoreError {
-    StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
 }
 
 /// Maps an engine failure during `op` (a phrase like "store records").

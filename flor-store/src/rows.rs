@@ -1,0 +1,59 @@
+//! Decoding rows both backends read the same way: the `flor_runs` table and
+//! the "unusable database" error.
+
+use flor_core::store::RunRow;
+use flor_core::{RunMeta, RunStatus, StoreError, StoreResult};
+
+/// The query both backends list runs with; its columns are [`RawRun`]'s.
+pub(crate) const RUNS_SQL: &str = "SELECT run, projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, \
+                                   status, ended, nrecords FROM flor_runs ORDER BY tstamp, projid";
+
+/// One row of [`RUNS_SQL`], as the engine returned it.
+pub(crate) struct RawRun {
+    pub key: i64,
+    pub projid: String,
+    pub tstamp: String,
+    pub filename: String,
+    /// JSON array of strings.
+    pub argv: String,
+    pub interpreter: String,
+    pub host: String,
+    pub pid: i64,
+    pub commit: Option<String>,
+    pub status: String,
+    pub ended: Option<String>,
+    pub records: i64,
+}
+
+impl RawRun {
+    /// The run, or an "unusable database" error naming the bad column of the
+    /// database `label`.
+    pub fn decode(self, label: &str) -> StoreResult<RunRow> {
+        let tstamp = self.tstamp;
+        let argv: Vec<String> = serde_json::from_str(&self.argv)
+            .map_err(|e| unusable(label, &format!("run {tstamp} has a malformed argv ({e})")))?;
+        let status = RunStatus::parse(&self.status)
+            .ok_or_else(|| unusable(label, &format!("run {tstamp} has an unknown status {:?}", self.status)))?;
+        Ok(RunRow {
+            key: self.key,
+            meta: RunMeta {
+                projid: self.projid,
+                tstamp,
+                filename: self.filename,
+                argv,
+                interpreter: self.interpreter,
+                host: self.host,
+                pid: self.pid as u32,
+                commit: self.commit,
+                status,
+                ended: self.ended,
+            },
+            records: self.records as u64,
+        })
+    }
+}
+
+/// The database `label` cannot be used (`message` says why).
+pub(crate) fn unusable(label: &str, message: &str) -> StoreError {
+    StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
+}
