@@ -273,21 +273,16 @@ fn rebuild_gives_identical_answers() {
         vec!["query", "SELECT * FROM logs ORDER BY tstamp, ctx_id, value_name"],
         vec!["query", "SELECT * FROM loops ORDER BY tstamp, ctx_id"],
     ];
-    let before: Vec<String> =
-        queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect();
+    let before = answers(dir, &queries);
     let out = flor(dir, &["rebuild"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 runs"));
-    let after: Vec<String> =
-        queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect();
-    assert_eq!(before, after);
+    assert_eq!(before, answers(dir, &queries));
     // Even without the database file at all.
     for f in ["flor.db", "flor.db-wal", "flor.db-shm"] {
         let _ = fs::remove_file(dir.join(".flor").join(f));
     }
-    let again: Vec<String> =
-        queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect();
-    assert_eq!(before, again);
+    assert_eq!(before, answers(dir, &queries));
 }
 
 #[test]
@@ -470,7 +465,6 @@ fn propagate_exits_4_when_a_statement_cannot_be_placed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no flor.log statement named nope"));
 }
 
-#[cfg(feature = "duckdb")]
 /// Every answer of `queries`, as JSON text.
 fn answers(dir: &Path, queries: &[Vec<&str>]) -> Vec<String> {
     queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect()
