@@ -107,7 +107,33 @@ struct State {
     /// Whether `log` records and prints (a replay turns it off outside the
     /// iterations whose values it recovers).
     recording: bool,
+    /// Printed lines not yet handed to `batch`'s stream.
+    pending: String,
+    /// The stdout stream whose lines flor batches (see [`Batch`]).
+    batch: Option<Batch>,
 }
+
+/// Batching of the printed lines. A `print` per log costs a Python-level
+/// `write` (most of a log call's time). When `sys.stdout` is a plain
+/// `io.TextIOWrapper` that is not a terminal, flor keeps its lines in
+/// [`State::pending`] and hands them over in blocks, and sets the stream's
+/// `write` and `flush` (instance attributes, which `print`, `writelines` and
+/// every other Python-level write look up first) to functions that hand the
+/// pending lines over before anything else is written: the order of lines in
+/// the output is exactly as if each had been printed at once. Pending lines
+/// are also handed over at the end of every outermost iteration (when records
+/// become durable), every [`BATCH_BYTES`], and when the run ends, where the
+/// stream is restored.
+struct Batch {
+    /// The stream.
+    stream: Py<PyAny>,
+    /// Its own bound `write` and `flush`.
+    write: Py<PyAny>,
+    flush: Py<PyAny>,
+}
+
+/// Pending bytes that trigger a hand-over.
+const BATCH_BYTES: usize = 1 << 16;
 
 static STATE: Mutex<State> = Mutex::new(State {
     run: None,
@@ -120,6 +146,8 @@ static STATE: Mutex<State> = Mutex::new(State {
     stdout: None,
     bars: 0,
     recording: true,
+    pending: String::new(),
+    batch: None,
 });
 
 /// Names remembered by [`State::names`].
@@ -324,6 +352,8 @@ fn item_text(item: &Bound<'_, PyAny>, out: &mut String) -> bool {
 
 /// Where a printed line goes.
 enum Sink {
+    /// Appended to [`State::pending`] (`sys.stdout` is the batched stream).
+    Batched,
     /// `sys.stdout.write`, bound.
     Write(Py<PyAny>),
     /// `sys.stdout` changed since last seen: look it up again.
@@ -357,10 +387,113 @@ impl State {
         if now.is_null() || now == unsafe { pyo3::ffi::Py_None() } {
             return Sink::Nowhere;
         }
+        if self.batch.as_ref().is_some_and(|b| b.stream.as_ptr() == now) {
+            return Sink::Batched;
+        }
         match &self.stdout {
             Some((obj, write)) if obj.as_ptr() == now => Sink::Write(write.clone_ref(py)),
             _ => Sink::Refresh,
         }
+    }
+
+    /// The pending lines and the stream's own `write`, to hand them over
+    /// outside the lock.
+    fn take_pending(&mut self, py: Python<'_>) -> Option<(String, Py<PyAny>)> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let b = self.batch.as_ref()?;
+        Some((std::mem::take(&mut self.pending), b.write.clone_ref(py)))
+    }
+}
+
+/// Calls `write(text)`.
+fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+    // `PyObject_CallFunctionObjArgs` passes the argument on the stack
+    // (vectorcall) instead of building a tuple, and is in the stable ABI.
+    // SAFETY: both pointers are live references held here; the list of
+    // arguments ends with null; the result is a new reference or null.
+    let r = unsafe {
+        pyo3::ffi::PyObject_CallFunctionObjArgs(
+            write.as_ptr(),
+            text.as_ptr(),
+            std::ptr::null_mut::<pyo3::ffi::PyObject>(),
+        )
+    };
+    Ok(unsafe { Bound::from_owned_ptr_or_err(py, r) }?.unbind())
+}
+
+/// Hands the pending lines to the batched stream.
+fn flush_pending(py: Python<'_>) -> PyResult<()> {
+    let taken = state().take_pending(py);
+    if let Some((text, write)) = taken {
+        call_write(py, &write, &PyString::new(py, &text))?;
+    }
+    Ok(())
+}
+
+/// Starts batching on `out` when it is a plain `io.TextIOWrapper` that is
+/// not a terminal (and nothing is batched yet). Returns whether it did.
+fn start_batching(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if state().batch.is_some() {
+        return Ok(false);
+    }
+    let textio = py.import("io")?.getattr("TextIOWrapper")?;
+    if !out.get_type().is(&textio) || out.call_method0("isatty")?.is_truthy()? {
+        return Ok(false);
+    }
+    let write = out.getattr("write")?;
+    let flush = out.getattr("flush")?;
+    let module = py.import("flordb._flor")?;
+    if out.setattr("write", module.getattr("_stdout_write")?).is_err() {
+        return Ok(false);
+    }
+    if out.setattr("flush", module.getattr("_stdout_flush")?).is_err() {
+        let _ = out.delattr("write");
+        return Ok(false);
+    }
+    state().batch = Some(Batch { stream: out.clone().unbind(), write: write.unbind(), flush: flush.unbind() });
+    Ok(true)
+}
+
+/// Hands the pending lines over and gives the stream its own `write` and
+/// `flush` back.
+fn stop_batching(py: Python<'_>) -> PyResult<()> {
+    let flushed = flush_pending(py);
+    let batch = state().batch.take();
+    if let Some(b) = batch {
+        let stream = b.stream.bind(py);
+        let _ = stream.delattr("write");
+        let _ = stream.delattr("flush");
+    }
+    flushed
+}
+
+/// The batched stream's `write`: hands flor's pending lines over first.
+#[pyfunction]
+fn _stdout_write(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let (pending, write) = {
+        let mut st = state();
+        let Some(b) = &st.batch else {
+            return Err(FlorError::new_err("flor's stdout wrapper called without a batched stream"));
+        };
+        let write = b.write.clone_ref(py);
+        (std::mem::take(&mut st.pending), write)
+    };
+    if !pending.is_empty() {
+        call_write(py, &write, &PyString::new(py, &pending))?;
+    }
+    Ok(write.bind(py).call1((text,))?.unbind())
+}
+
+/// The batched stream's `flush`: hands flor's pending lines over first.
+#[pyfunction]
+fn _stdout_flush(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    flush_pending(py)?;
+    let flush = state().batch.as_ref().map(|b| b.flush.clone_ref(py));
+    match flush {
+        Some(f) => Ok(f.bind(py).call0()?.unbind()),
+        None => Ok(py.None()),
     }
 }
 
@@ -368,20 +501,9 @@ impl State {
 fn emit(py: Python<'_>, sink: Sink, line: Bound<'_, PyString>) -> PyResult<()> {
     match sink {
         Sink::Write(write) => {
-            // `PyObject_CallFunctionObjArgs` passes the argument on the stack
-            // (vectorcall) instead of building a tuple, and is in the stable ABI.
-            // SAFETY: both pointers are live references held here; the list of
-            // arguments ends with null; the result is a new reference or null.
-            let r = unsafe {
-                pyo3::ffi::PyObject_CallFunctionObjArgs(
-                    write.as_ptr(),
-                    line.as_ptr(),
-                    std::ptr::null_mut::<pyo3::ffi::PyObject>(),
-                )
-            };
-            unsafe { Bound::from_owned_ptr_or_err(py, r) }?;
+            call_write(py, &write, &line)?;
         }
-        Sink::Nowhere => {}
+        Sink::Batched | Sink::Nowhere => {}
         Sink::Bar => {
             py.import("flordb")?.getattr("_bar_write")?.call1((line,))?;
         }
@@ -389,6 +511,12 @@ fn emit(py: Python<'_>, sink: Sink, line: Bound<'_, PyString>) -> PyResult<()> {
             let sys = py.import("sys")?;
             let out = sys.getattr("stdout")?;
             if out.is_none() {
+                return Ok(());
+            }
+            // Lines batched for another stream go out before this one's.
+            flush_pending(py)?;
+            if start_batching(py, &out)? {
+                state().pending.push_str(&line.to_cow()?);
                 return Ok(());
             }
             let write = out.getattr("write")?;
@@ -430,6 +558,15 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
     let sink = s.sink(py);
     if !matches!(sink, Sink::Bar) {
         s.line.push('\n');
+    }
+    if let Sink::Batched = sink {
+        s.pending.push_str(&s.line);
+        let due = if s.pending.len() >= BATCH_BYTES { s.take_pending(py) } else { None };
+        drop(st);
+        if let Some((text, write)) = due {
+            call_write(py, &write, &PyString::new(py, &text))?;
+        }
+        return Ok(value.clone());
     }
     let line = PyString::new(py, &s.line);
     drop(st);
@@ -542,6 +679,11 @@ impl LoopIter {
                         return self.end_with(py, e);
                     }
                 }
+                drop(st);
+                // The iteration's printed lines go out with its records.
+                if let Err(e) = flush_pending(py) {
+                    return self.end_with(py, e);
+                }
                 phase = Phase::Running { generation, layer, outer: true, open: false };
                 self.phase = phase;
             }
@@ -555,6 +697,7 @@ impl LoopIter {
             let e = PyErr::take(py);
             let ended = self.end();
             self.iter = None;
+            let ended = ended.and_then(|()| flush_pending(py));
             return match (e, ended) {
                 (Some(e), _) => Err(e),
                 (None, r) => r.map(|()| None),
@@ -640,13 +783,19 @@ fn iteration_enter(
 
 /// `flor.iteration`'s exit: ends the iteration and leaves the loop.
 #[pyfunction]
-fn iteration_exit(token: usize) -> PyResult<()> {
-    let mut st = state();
-    st.pop_layers(token);
-    match &st.run {
-        Some(run) => run.loop_end().map_err(err),
-        None => Ok(()),
+fn iteration_exit(py: Python<'_>, token: usize) -> PyResult<()> {
+    let ended = {
+        let mut st = state();
+        st.pop_layers(token);
+        match &st.run {
+            Some(run) => run.loop_end().map_err(err),
+            None => Ok(()),
+        }
+    };
+    if token == 0 {
+        flush_pending(py)?; // an outermost iteration ended
     }
+    ended
 }
 
 /// Starts a run for the script at `filename` (made relative to the
@@ -765,6 +914,7 @@ fn record_checkpoint(name: &str, format: &str, digest: String, bytes: u64) -> Py
 #[pyfunction]
 #[pyo3(signature = (failed=false))]
 fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
+    let printed = stop_batching(py);
     let run = {
         let mut st = state();
         st.layers.clear();
@@ -773,9 +923,10 @@ fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
         st.recording = true;
         st.run.take()
     };
-    let Some(run) = run else { return Ok(()) };
+    let Some(run) = run else { return printed };
     let result = py.detach(|| if failed { run.fail() } else { run.finish() });
     let summary = result.map_err(err)?;
+    printed?;
     for p in &summary.report.problems {
         eprintln!("flor: warning: {p}");
     }
@@ -902,6 +1053,8 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Writer>()?;
     for f in [
         wrap_pyfunction!(log, m)?,
+        wrap_pyfunction!(_stdout_write, m)?,
+        wrap_pyfunction!(_stdout_flush, m)?,
         wrap_pyfunction!(loop_iter, m)?,
         wrap_pyfunction!(iteration_enter, m)?,
         wrap_pyfunction!(iteration_exit, m)?,

@@ -72,3 +72,51 @@ def test_log_follows_a_replaced_stdout(repo):
         """,
     ).stdout
     assert out.splitlines() == ["a: 1", "c: 3", "captured: b: 2"]
+
+
+def test_batched_lines_keep_their_place_among_every_kind_of_write(repo):
+    """Log lines are handed to a redirected stdout in blocks; whatever else
+    writes to stdout (print, write, writelines, flush, an exception) still
+    sees them in order, and the stream is restored when the run ends."""
+    p = run_script(
+        repo,
+        """
+        import sys
+        import flordb as flor
+        for e in flor.loop("epoch", range(2)):
+            for s in flor.loop("step", range(3)):
+                flor.log("a", s)
+                if s == 1:
+                    print("print", e, s, flush=True)
+                    sys.stdout.write("write\\n")
+                    sys.stdout.writelines(["lines\\n"])
+            flor.log("b", e)
+        for s in flor.loop("more", range(2000)):
+            flor.log("c", s)  # more than one block
+        flor.log("last", 1)
+        flor.commit()
+        print("restored", "write" not in vars(sys.stdout), "flush" not in vars(sys.stdout))
+        flor.log("again", 2)
+        raise SystemExit("boom")
+        """,
+        check=False,
+    )
+    lines = p.stdout.splitlines()
+    assert lines[:12] == [
+        "epoch: 0, step: 0, a: 0",
+        "epoch: 0, step: 1, a: 1",
+        "print 0 1",
+        "write",
+        "lines",
+        "epoch: 0, step: 2, a: 2",
+        "epoch: 0, b: 0",
+        "epoch: 1, step: 0, a: 0",
+        "epoch: 1, step: 1, a: 1",
+        "print 1 1",
+        "write",
+        "lines",
+    ]
+    assert lines[12:14] == ["epoch: 1, step: 2, a: 2", "epoch: 1, b: 1"]
+    assert lines[14:2014] == [f"more: {s}, c: {s}" for s in range(2000)]
+    assert lines[2014:] == ["last: 1", "restored True True", "again: 2"]
+    assert p.returncode == 1 and "boom" in p.stderr
