@@ -345,6 +345,14 @@ impl Run {
         self.lock().rec.log(name, value);
     }
 
+    /// [`Run::log_value`] of a finite float `f` whose shortest text the
+    /// caller has already made with `ryu::Buffer::format_finite(f)` (the
+    /// Python binding prints it too).
+    #[inline]
+    pub fn log_float_text(&self, name: &str, text: &str) {
+        self.lock().rec.log_float_text(name, text);
+    }
+
     /// Low-level loop control for front ends that cannot use [`Loop`]
     /// (the Python binding's generators): enters loop `name`.
     pub fn loop_begin(&self, name: &str) -> Result<()> {

@@ -219,17 +219,41 @@ impl Recorder {
     /// Records `value` under `name` at the current loop position.
     #[inline]
     pub fn log(&mut self, name: &str, value: &Value) {
+        if let Some(ctx) = self.log_position(name) {
+            self.enc.record(RecordKind::Log, ctx, name, value);
+            self.after_log();
+        }
+    }
+
+    /// [`Recorder::log`] of a finite float whose shortest text (`ryu`'s
+    /// `format_finite`) the caller has already made (a front end that also
+    /// prints it).
+    #[inline]
+    pub fn log_float_text(&mut self, name: &str, text: &str) {
+        if let Some(ctx) = self.log_position(name) {
+            self.enc.record_float_text(RecordKind::Log, ctx, name, text);
+            self.after_log();
+        }
+    }
+
+    /// Where a value logged now goes (`None`: a replay does not record it).
+    #[inline]
+    fn log_position(&mut self, name: &str) -> Option<Option<u32>> {
         let ctx = self.current_ctx();
         if let Some(r) = &mut self.replay {
             if !r.names.contains(name) {
-                return;
+                return None;
             }
             if ctx == Some(UNMATCHED) {
                 r.unmatched += 1;
-                return;
+                return None;
             }
         }
-        self.enc.record(RecordKind::Log, ctx, name, value);
+        Some(ctx)
+    }
+
+    #[inline]
+    fn after_log(&mut self) {
         if self.enc.buf.len() >= FLUSH_BYTES {
             self.write_buffer();
         }

@@ -400,6 +400,25 @@ impl LineEncoder {
         b.extend_from_slice(b"}\n");
     }
 
+    /// A value line of a finite float whose shortest text (`ryu`'s
+    /// `format_finite`) the caller already has: the same line as
+    /// [`LineEncoder::record`] with `Value::Float`, without formatting twice.
+    pub fn record_float_text(&mut self, kind: RecordKind, ctx: Option<u32>, name: &str, text: &str) {
+        let b = &mut self.buf;
+        b.extend_from_slice(b"{\"k\":\"");
+        b.extend_from_slice(kind.line_key().as_bytes());
+        b.push(b'"');
+        if let Some(c) = ctx {
+            b.extend_from_slice(b",\"c\":");
+            push_int(b, c as i64);
+        }
+        b.extend_from_slice(b",\"n\":");
+        push_str(b, name);
+        b.extend_from_slice(b",\"vf\":");
+        b.extend_from_slice(text.as_bytes());
+        b.extend_from_slice(b"}\n");
+    }
+
     /// A `ckpt` line.
     pub fn checkpoint(&mut self, ctx: Option<u32>, name: &str, digest: &str, bytes: u64, format: &str) {
         let mut v = serde_json::json!({"k": "ckpt", "n": name, "digest": digest, "bytes": bytes, "fmt": format});
@@ -767,5 +786,16 @@ mod tests {
         assert_eq!(id, "2026-01-02T03-04-05.000006");
         assert_eq!(tstamp_of_run_id(&id).as_deref(), Some("2026-01-02T03:04:05.000006"));
         assert_eq!(tstamp_of_run_id("nope"), None);
+    }
+
+    #[test]
+    fn preformatted_float_lines_equal_value_lines() {
+        for f in [0.0, -0.0, 1.5, -2.25e-7, 1e22, 123456.789, f64::MIN_POSITIVE, f64::MAX] {
+            let mut a = LineEncoder::new();
+            a.record(RecordKind::Log, Some(3), "loss", &Value::Float(f));
+            let mut b = LineEncoder::new();
+            b.record_float_text(RecordKind::Log, Some(3), "loss", ryu::Buffer::new().format_finite(f));
+            assert_eq!(a.buf, b.buf, "{f}");
+        }
     }
 }

@@ -249,7 +249,12 @@ fn push_py_float(out: &mut String, f: f64) {
         return;
     }
     let mut buf = ryu::Buffer::new();
-    let s = buf.format_finite(f.abs());
+    push_py_float_from_ryu(out, f, buf.format_finite(f));
+}
+
+/// [`push_py_float`] of a finite `f` from `ryu`'s text of it.
+fn push_py_float_from_ryu(out: &mut String, f: f64, ryu_text: &str) {
+    let s = ryu_text.strip_prefix('-').unwrap_or(ryu_text);
     // ryu writes `123.45`, `0.0001`, `1e-7` or `1.5e20`: split into the
     // significant digits and the position of the decimal point.
     let (mantissa, exp) = match s.split_once('e') {
@@ -545,15 +550,28 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
     }
     let i = st.name_index(name)?;
     let s = &mut *st;
-    s.run.as_ref().ok_or_else(no_run)?.log_value(&s.names[i].1, &v);
     s.refresh_prefix();
+    let run = s.run.as_ref().ok_or_else(no_run)?;
     s.line.clear();
     s.line.push_str(&s.prefix);
     s.line.push_str(&s.names[i].1);
     s.line.push_str(": ");
-    match &shown {
-        Some(text) => s.line.push_str(text),
-        None => push_value_text(&mut s.line, &v),
+    match (&shown, &v) {
+        (Some(text), _) => {
+            run.log_value(&s.names[i].1, &v);
+            s.line.push_str(text);
+        }
+        (None, Value::Float(f)) if f.is_finite() => {
+            // One shortest-digits formatting for the record and the line.
+            let mut digits = ryu::Buffer::new();
+            let text = digits.format_finite(*f);
+            run.log_float_text(&s.names[i].1, text);
+            push_py_float_from_ryu(&mut s.line, *f, text);
+        }
+        (None, _) => {
+            run.log_value(&s.names[i].1, &v);
+            push_value_text(&mut s.line, &v);
+        }
     }
     let sink = s.sink(py);
     if !matches!(sink, Sink::Bar) {
