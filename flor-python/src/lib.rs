@@ -431,10 +431,22 @@ fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> 
 /// Hands the pending lines to the batched stream.
 fn flush_pending(py: Python<'_>) -> PyResult<()> {
     let taken = state().take_pending(py);
-    if let Some((text, write)) = taken {
-        call_write(py, &write, &PyString::new(py, &text))?;
+    match taken {
+        Some((text, write)) => hand_over(py, text, &write),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Writes a block of pending lines, then gives its buffer back (keeping its
+/// capacity: no regrowth per block).
+fn hand_over(py: Python<'_>, mut text: String, write: &Py<PyAny>) -> PyResult<()> {
+    let written = call_write(py, write, &PyString::new(py, &text));
+    text.clear();
+    let mut st = state();
+    if st.pending.is_empty() && st.pending.capacity() < text.capacity() {
+        st.pending = text;
+    }
+    written.map(drop)
 }
 
 /// Starts batching on `out` when it is a plain `io.TextIOWrapper` that is
@@ -486,7 +498,7 @@ fn _stdout_write(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>>
         (std::mem::take(&mut st.pending), write)
     };
     if !pending.is_empty() {
-        call_write(py, &write, &PyString::new(py, &pending))?;
+        hand_over(py, pending, &write)?;
     }
     Ok(write.bind(py).call1((text,))?.unbind())
 }
@@ -582,7 +594,7 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
         let due = if s.pending.len() >= BATCH_BYTES { s.take_pending(py) } else { None };
         drop(st);
         if let Some((text, write)) = due {
-            call_write(py, &write, &PyString::new(py, &text))?;
+            hand_over(py, text, &write)?;
         }
         return Ok(value.clone());
     }
