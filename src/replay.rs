@@ -959,9 +959,9 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
         }
         let id = r.meta.run_id();
         // This replay's number: one more than the run's latest.
-        let n = flor_git::read_dir_at(&root, &ref_for(&id), RECORDS_DIR)?
+        let n = flor_git::list_dir_at(&root, &ref_for(&id), RECORDS_DIR)?
             .iter()
-            .filter_map(|(p, _)| replay_number(p.rsplit('/').next().unwrap_or(p)))
+            .filter_map(|p| replay_number(p.rsplit('/').next().unwrap_or(p)))
             .max()
             .unwrap_or(0)
             + 1;

@@ -27,6 +27,8 @@ mod snapshot;
 
 pub use error::{Error, Result};
 pub use materialize::materialize;
-pub use objects::{attach_files, attach_files_expecting, delete_ref, list_refs, read_dir_at, read_file_at};
+pub use objects::{
+    attach_files, attach_files_expecting, delete_ref, list_dir_at, list_refs, read_dir_at, read_file_at,
+};
 pub use repo::{discover, RepoInfo};
 pub use snapshot::{snapshot_worktree, Snapshot, SnapshotOptions, DEFAULT_MAX_FILE_MB, MAX_FILE_MB_ENV};

@@ -236,6 +236,17 @@ pub fn list_refs(root: &Path, prefix: &str) -> Result<Vec<(String, String)>> {
 /// a file at `dir` gives [`Error::NotADirectory`]. Submodule entries are left
 /// out; a symlink's bytes are its target.
 pub fn read_dir_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    Ok(walk_dir(root, rev, dir, true)?.into_iter().map(|(p, b)| (p, b.unwrap_or_default())).collect())
+}
+
+/// The paths of the files [`read_dir_at`] would return, without reading
+/// their contents.
+pub fn list_dir_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
+    Ok(walk_dir(root, rev, dir, false)?.into_iter().map(|(p, _)| p).collect())
+}
+
+/// The files under `dir` at `rev`, with their bytes when `contents`.
+fn walk_dir(root: &Path, rev: &str, dir: &str, contents: bool) -> Result<Vec<(String, Option<Vec<u8>>)>> {
     let repo = open(root)?;
     let root = workdir(&repo)?;
     let commit = resolve_commit(&repo, &root, rev)?;
@@ -258,29 +269,32 @@ pub fn read_dir_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<(String, Vec
     };
     let prefix = if dir.is_empty() || dir == "." { String::new() } else { format!("{dir}/") };
     let mut out = Vec::new();
-    collect_blobs(&repo, &start, &prefix, rev, &mut out)?;
+    collect_blobs(&repo, &start, &prefix, rev, contents, &mut out)?;
     out.sort();
     Ok(out)
 }
 
-/// Appends every blob under `tree` to `out`, paths prefixed with `prefix`.
+/// Appends every blob under `tree` to `out`, paths prefixed with `prefix`
+/// (with the blob's bytes when `contents`).
 fn collect_blobs(
     repo: &Repository,
     tree: &Tree<'_>,
     prefix: &str,
     rev: &str,
-    out: &mut Vec<(String, Vec<u8>)>,
+    contents: bool,
+    out: &mut Vec<(String, Option<Vec<u8>>)>,
 ) -> Result<()> {
     for entry in tree.iter() {
         let path = format!("{prefix}{}", String::from_utf8_lossy(entry.name_bytes()));
         match entry.kind() {
-            Some(ObjectType::Blob) => {
+            Some(ObjectType::Blob) if contents => {
                 let blob = repo.find_blob(entry.id()).ctx(|| format!("could not read `{path}` of `{rev}`"))?;
-                out.push((path, blob.content().to_vec()));
+                out.push((path, Some(blob.content().to_vec())));
             }
+            Some(ObjectType::Blob) => out.push((path, None)),
             Some(ObjectType::Tree) => {
                 let sub = repo.find_tree(entry.id()).ctx(|| format!("could not read folder `{path}` of `{rev}`"))?;
-                collect_blobs(repo, &sub, &format!("{path}/"), rev, out)?;
+                collect_blobs(repo, &sub, &format!("{path}/"), rev, contents, out)?;
             }
             _ => {}
         }

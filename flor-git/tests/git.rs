@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flor_git::{
-    attach_files, attach_files_expecting, delete_ref, discover, list_refs, materialize, read_dir_at, read_file_at,
-    snapshot_worktree, Error, SnapshotOptions,
+    attach_files, attach_files_expecting, delete_ref, discover, list_dir_at, list_refs, materialize, read_dir_at,
+    read_file_at, snapshot_worktree, Error, SnapshotOptions,
 };
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
 use tempfile::TempDir;
@@ -461,8 +461,13 @@ fn attach_then_read_roundtrip() {
             (".flor/records/sub/more.bin".to_string(), vec![0, 159, 146, 150]),
         ]
     );
-    // By sha too, with a trailing slash.
+    // By sha too, with a trailing slash; names alone without reading them.
     assert_eq!(read_dir_at(root, &c1, ".flor/records/").unwrap(), records);
+    assert_eq!(
+        list_dir_at(root, refname, ".flor/records").unwrap(),
+        records.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()
+    );
+    assert!(list_dir_at(root, refname, "no/such/folder").unwrap().is_empty());
     assert_eq!(read_file_at(root, refname, "train.py").unwrap(), b"dirty code\n");
     assert_eq!(read_file_at(root, &c1, ".flor/meta.json").unwrap(), b"{}");
 
