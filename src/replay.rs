@@ -809,6 +809,7 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
             fs::remove_dir_all(&code).map_err(|e| Error::io("remove", &code, e))?;
         }
         flor_git::materialize(&root, &v.commit, &code)?;
+        link_untracked(&root, &code)?;
         let script = code.join(&v.script);
         fs::write(&script, source).map_err(|e| Error::io("write", &script, e))?;
         for k in pending {
@@ -986,6 +987,29 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
         progress(&format!("warning: {p}"));
     }
     Ok(Summary { runs: outcomes, wall_secs: started.elapsed().as_secs_f64() })
+}
+
+/// Makes what the snapshot lacks at the top of the working tree (data sets,
+/// caches: files git ignores) reachable from the materialized code, as
+/// symbolic links to the user's copies; the code itself stays the old version.
+fn link_untracked(root: &Path, code: &Path) -> Result<()> {
+    let entries = fs::read_dir(root).map_err(|e| Error::io("list", root, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", root, e))?;
+        let name = entry.file_name();
+        if name == ".git" || name == crate::project::FLOR_DIR {
+            continue;
+        }
+        let target = code.join(&name);
+        if target.symlink_metadata().is_ok() {
+            continue;
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(entry.path(), &target).map_err(|e| Error::io("link", &target, e))?;
+        #[cfg(not(unix))]
+        let _ = target;
+    }
+    Ok(())
 }
 
 fn run_segment(meta: &RunMeta, t: &Task) -> Done {

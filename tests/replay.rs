@@ -360,3 +360,38 @@ fn recording_and_replay_work_in_a_duckdb_project() {
     let want = replayed_values(forward_by_hand(&py, home, VERSIONS[3], &["epochs=2"]).path(), home);
     assert_eq!(got[0], want[0]);
 }
+
+#[test]
+fn replayed_scripts_see_the_data_git_ignores() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let script = "import flordb as flor\n\
+                  xs = [float(l) for l in open(\"data/xs.txt\")]\n\
+                  total = 0.0\n\
+                  with flor.checkpointing(xs=xs):\n\
+                  \x20   for e in flor.loop(\"epoch\", range(2)):\n\
+                  \x20       for x in flor.loop(\"step\", xs):\n\
+                  \x20           total += x * (e + 1)\n\
+                  \x20       flor.log(\"total\", total)\n";
+    let dir = new_repo(home, "flor-replay", None);
+    let repo = dir.path();
+    fs::write(repo.join(".gitignore"), "data/\n").unwrap();
+    fs::create_dir(repo.join("data")).unwrap();
+    fs::write(repo.join("data/xs.txt"), "1.5\n2.5\n").unwrap();
+    fs::write(repo.join("train.py"), script).unwrap();
+    git(repo, home, &["add", "."]);
+    git(repo, home, &["commit", "-qm", "v1"]);
+    train(&py, repo, home, &[]);
+    let newest = script.replace(
+        "            total += x * (e + 1)\n",
+        "            total += x * (e + 1)\n            flor.log(\"x2\", x * 2)\n",
+    );
+    assert_ne!(newest, script);
+    fs::write(repo.join("train.py"), newest).unwrap();
+    ok(flor(repo, home, &["replay", "--apply", "x2", "--yes", "--jobs", "1"]), "replay");
+    let text = ok(flor(repo, home, &["--format", "json", "dataframe", "x2"]), "dataframe");
+    let rows: Vec<Json> = serde_json::from_str(&text).expect("json");
+    let got: Vec<f64> = rows.iter().map(|r| r["x2"].as_f64().expect("x2")).collect();
+    assert_eq!(got, [3.0, 5.0, 3.0, 5.0]);
+}
