@@ -451,21 +451,35 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
 
     // The scripts whose newest version holds the statements.
     let mut scripts: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
+    let mut unreadable = Vec::new();
     let recorded: BTreeSet<&str> = runs.iter().map(|r| r.meta.filename.as_str()).collect();
     for f in recorded {
         if opts.script.as_deref().is_some_and(|s| s != f) {
             continue;
         }
+        // Only scripts a propagator handles (runs recorded from Rust are not replayable).
+        if flor_propagate::for_path(Path::new(f)).is_none() {
+            continue;
+        }
         let Ok(src) = fs::read_to_string(root.join(f)) else { continue };
-        let lines = flor_propagate::find_log_statements(&src, &names)
-            .map_err(|e| Error::Replay(format!("{f} in the working tree: {e}")))?;
+        let lines = match flor_propagate::find_log_statements(&src, &names) {
+            Ok(lines) => lines,
+            // The script named explicitly must parse; others are skipped.
+            Err(e) if opts.script.is_some() => return Err(Error::Replay(format!("{f} in the working tree: {e}"))),
+            Err(e) => {
+                unreadable.push(format!("{f}: {e}"));
+                continue;
+            }
+        };
         if !lines.is_empty() {
             scripts.insert(f.to_owned(), (src, lines));
         }
     }
     if scripts.is_empty() {
+        let why =
+            if unreadable.is_empty() { String::new() } else { format!(" (not parsed: {})", unreadable.join("; ")) };
         return Err(Error::Replay(format!(
-            "no recorded script{} has a flor.log({}, ...) statement in the working tree",
+            "no recorded script{} has a flor.log({}, ...) statement in the working tree{why}",
             opts.script.as_deref().map(|s| format!(" named {s}")).unwrap_or_default(),
             names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(" or ")
         )));

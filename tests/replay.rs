@@ -383,6 +383,10 @@ fn replayed_scripts_see_the_data_git_ignores() {
     git(repo, home, &["add", "."]);
     git(repo, home, &["commit", "-qm", "v1"]);
     train(&py, repo, home, &[]);
+    // A run of a file no propagator handles (no `.py`) is left out of the replay.
+    fs::write(repo.join("job"), "import flordb as flor\nflor.log(\"y\", 0)\n").unwrap();
+    let out = Command::new(&py).arg("job").current_dir(repo).env("HOME", home).output().expect("python");
+    ok(out, "job");
     let newest = script.replace(
         "            total += x * (e + 1)\n",
         "            total += x * (e + 1)\n            flor.log(\"x2\", x * 2)\n",
@@ -392,6 +396,7 @@ fn replayed_scripts_see_the_data_git_ignores() {
     ok(flor(repo, home, &["replay", "--apply", "x2", "--yes", "--jobs", "1"]), "replay");
     let text = ok(flor(repo, home, &["--format", "json", "dataframe", "x2"]), "dataframe");
     let rows: Vec<Json> = serde_json::from_str(&text).expect("json");
-    let got: Vec<f64> = rows.iter().map(|r| r["x2"].as_f64().expect("x2")).collect();
+    let got: Vec<f64> =
+        rows.iter().filter(|r| r["filename"] == "train.py").map(|r| r["x2"].as_f64().expect("x2")).collect();
     assert_eq!(got, [3.0, 5.0, 3.0, 5.0]);
 }
