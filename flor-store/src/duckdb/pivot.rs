@@ -7,7 +7,8 @@
 //!   column per requested name, the last record winning (`arg_max` over
 //!   `(source, line)`, so replay values win over forward ones), rows in
 //!   `runs()` order then position order. It reads a slice of runs per
-//!   query (about `scan_slice` records), so no query holds the whole scan.
+//!   query (about 262,144 records, or the store's smaller `scan_slice`), so
+//!   no query holds more than a slice's groups and rows.
 //! * Rust walks each run's positions once, with the run's loop spans: rows
 //!   are the positions that are no ancestor of another, a missing value is
 //!   taken from the nearest enclosing position that has one (else run
@@ -34,6 +35,11 @@ const NONE: u32 = u32::MAX;
 
 /// At most this many runs per pivot query (each is a bound parameter pair).
 const MAX_RUNS_PER_QUERY: usize = 512;
+
+/// Records per pivot query at most: DuckDB holds a query's groups and its
+/// whole result until read, beside the table being built (at 10M rows,
+/// 1M-record slices peaked about 60 MiB higher than 256k ones, no faster).
+const PIVOT_SLICE_RECORDS: i64 = 1 << 18;
 
 /// The longest parent chain followed (a cycle in corrupt data).
 const MAX_DEPTH: usize = 10_000;
@@ -355,13 +361,15 @@ impl DuckStore {
         Ok(Some(finish(&runs, &wanted, b)))
     }
 
-    /// Index ranges of `runs` holding about `scan_slice` records each.
+    /// Index ranges of `runs` holding about [`PIVOT_SLICE_RECORDS`] (or
+    /// `scan_slice`, if smaller) records each.
     fn pivot_slices(&self, runs: &[RunRow]) -> Vec<(usize, usize)> {
+        let limit = self.scan_slice.min(PIVOT_SLICE_RECORDS);
         let mut out = Vec::new();
         let (mut start, mut acc) = (0, 0i64);
         for (i, r) in runs.iter().enumerate() {
             let n = r.records as i64;
-            if i > start && (acc + n > self.scan_slice || i - start >= MAX_RUNS_PER_QUERY) {
+            if i > start && (acc + n > limit || i - start >= MAX_RUNS_PER_QUERY) {
                 out.push((start, i));
                 start = i;
                 acc = 0;
