@@ -4,7 +4,9 @@
 //! (timing the ingestion), then re-runs this program on it, so that each
 //! measurement starts in a fresh process: cold open + first query (`SELECT
 //! count(*) FROM logs`), then `dataframe(["loss", "acc"])` (10,000,000 rows),
-//! with the process's peak resident memory (VmHWM).
+//! with the process's peak resident memory (VmHWM). On the DuckDB file it
+//! also measures the shared pivot (`flor_core::pivot`, what DuckDB used
+//! before its own plan) as `duckdb-shared`.
 //!
 //! `cargo bench --features duckdb --bench duckdb_scale` (about 5 minutes and
 //! 1 GB of temporary disk; `FLOR_SCALE_RUNS=100` for a tenth of it)
@@ -45,7 +47,12 @@ fn main() {
         let cold = t.elapsed().as_secs_f64();
         let rss_open = peak_rss_mib();
         let t = Instant::now();
-        let table = store.dataframe(&["loss", "acc"]).expect("dataframe");
+        let table = if engine == "duckdb-shared" {
+            flor_core::pivot::dataframe(store.as_ref(), &["loss", "acc"])
+        } else {
+            store.dataframe(&["loss", "acc"])
+        }
+        .expect("dataframe");
         let secs = t.elapsed().as_secs_f64();
         println!(
             "{engine}: cold open + first query {:.3} s ({:?} log rows); dataframe(loss, acc) {} rows in {secs:.3} s; \
@@ -91,11 +98,14 @@ fn main() {
             rows as f64 / (all - parse).max(1e-9),
             size as f64 / (1 << 20) as f64
         );
+        let modes: &[&str] = if engine == "duckdb" { &["duckdb", "duckdb-shared"] } else { &[engine] };
         for _ in 0..2 {
-            let exe = std::env::current_exe().expect("own path");
-            let st =
-                Command::new(exe).env(CHILD_ENV, format!("{engine}:{}", path.display())).status().expect("run child");
-            assert!(st.success());
+            for mode in modes {
+                let exe = std::env::current_exe().expect("own path");
+                let st =
+                    Command::new(exe).env(CHILD_ENV, format!("{mode}:{}", path.display())).status().expect("run child");
+                assert!(st.success());
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ use crate::spans::{self, Span};
 /// The schema version this backend writes and reads (`flor_meta`).
 pub const DUCKDB_SCHEMA_VERSION: i64 = 1;
 
+mod pivot;
+
 const BACKEND: &str = "duckdb";
 
 /// Name scans read about this many records per query (see
@@ -929,6 +931,17 @@ impl Store for DuckStore {
             self.batches(op, cols, &[], &mut each)?;
         }
         Ok(())
+    }
+
+    /// The pivot planned in DuckDB (see the `pivot` module); the shared one
+    /// where that plan does not apply.
+    fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
+        if !names.is_empty() {
+            if let Some(table) = self.pivot(names)? {
+                return Ok(table);
+            }
+        }
+        flor_core::pivot::dataframe(self, names)
     }
 
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
