@@ -154,13 +154,30 @@ impl Recorder {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         }
+        if path.exists() {
+            return Err(Error::io(
+                "create record file",
+                path,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "it already exists"),
+            ));
+        }
+        // Created and locked under a temporary name, then renamed (the lock
+        // goes with the open file): another process that lists the record
+        // files never sees this one unlocked and takes it for a dead run's.
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".creating");
+        let tmp = PathBuf::from(tmp_name);
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .read(true)
-            .open(path)
-            .map_err(|e| Error::io("create record file", path, e))?;
-        file.try_lock().map_err(|e| Error::io("lock", path, std::io::Error::other(e.to_string())))?;
+            .open(&tmp)
+            .map_err(|e| Error::io("create record file", &tmp, e))?;
+        let locked = file.try_lock().map_err(|e| Error::io("lock", &tmp, std::io::Error::other(e.to_string())));
+        if let Err(e) = locked.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let mut enc = LineEncoder::new();
         enc.header(&meta, if replay.is_some() { Source::Replay } else { Source::Forward });
         let mut r = Recorder {
