@@ -265,7 +265,10 @@ fn snapshot_dirty_tree_is_what_git_add_all_sees() {
 
     // Modified tracked file, untracked file (nested), ignored files, a
     // tracked file deleted only from the worktree, flor's own folder.
-    write(root, "train.py", b"v2\n");
+    // (The new content has another size: with a coarse file clock, a
+    // same-size rewrite can keep the old mtime, and the `git add -A` below,
+    // on a copied index, would trust its stat cache and keep the old blob.)
+    write(root, "train.py", b"v2, longer\n");
     write(root, "new/deep/model.py", b"untracked\n");
     write(root, "run.log", b"ignored\n");
     write(root, "data/big.csv", b"ignored dir\n");
@@ -294,7 +297,7 @@ fn snapshot_dirty_tree_is_what_git_add_all_sees() {
     let files = tree_files(&repo, &snap.commit);
     let names: Vec<_> = files.keys().cloned().collect();
     assert_eq!(names, [".gitignore", "keep/same.py", "new/deep/model.py", "staged.py", "train.py"]);
-    assert_eq!(files["train.py"], b"v2\n");
+    assert_eq!(files["train.py"], b"v2, longer\n");
     assert_eq!(files["staged.py"], b"worktree\n");
     assert_eq!(files["new/deep/model.py"], b"untracked\n");
     assert_eq!(parents(&repo, &snap.commit), [head.to_string()]);
