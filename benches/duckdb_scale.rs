@@ -9,7 +9,10 @@
 //! before its own plan) as `duckdb-shared`.
 //!
 //! `cargo bench --features duckdb --bench duckdb_scale` (about 5 minutes and
-//! 1 GB of temporary disk; `FLOR_SCALE_RUNS=100` for a tenth of it)
+//! 1 GB of temporary disk; `FLOR_SCALE_RUNS=100` for a tenth of it).
+//! `FLOR_SCALE_DIR=DIR` keeps the databases in `DIR` and reuses them on the
+//! next call (no ingestion then); `FLOR_SCALE_ENGINES=duckdb` measures one
+//! engine only.
 
 mod common;
 
@@ -68,10 +71,47 @@ fn main() {
         return;
     }
     let runs: usize = std::env::var("FLOR_SCALE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp;
+    let dir = match std::env::var_os("FLOR_SCALE_DIR") {
+        Some(d) => {
+            std::fs::create_dir_all(&d).expect("create FLOR_SCALE_DIR");
+            std::path::PathBuf::from(d)
+        }
+        None => {
+            tmp = tempfile::tempdir().expect("tempdir");
+            tmp.path().to_path_buf()
+        }
+    };
+    let only = std::env::var("FLOR_SCALE_ENGINES").unwrap_or_default();
     for (engine, file) in [("duckdb", "flor.duckdb"), ("sqlite", "flor.db")] {
-        let path = dir.path().join(file);
-        let mut store = open(engine, &path);
+        if !only.is_empty() && !only.split(',').any(|e| e == engine) {
+            continue;
+        }
+        let path = dir.join(file);
+        if path.exists() {
+            println!("{engine}: reusing {}", path.display());
+        } else {
+            build(engine, &path, runs, &dir, file);
+        }
+        let modes: &[&str] = if engine == "duckdb" { &["duckdb", "duckdb-shared"] } else { &[engine] };
+        for _ in 0..2 {
+            for mode in modes {
+                let exe = std::env::current_exe().expect("own path");
+                let st =
+                    Command::new(exe).env(CHILD_ENV, format!("{mode}:{}", path.display())).status().expect("run child");
+                assert!(st.success());
+            }
+        }
+    }
+}
+
+/// Builds the database at `path`, timing parsing and ingestion.
+fn build(engine: &str, path: &Path, runs: usize, dir: &Path, file: &str) {
+    // Built under another name, so that an interrupted build is not reused.
+    let partial = dir.join(format!("{file}.partial"));
+    let _ = std::fs::remove_file(&partial);
+    {
+        let mut store = open(engine, &partial);
         let mut rows = 0;
         let (mut parse, mut all) = (0.0, 0.0);
         for r in 0..runs {
@@ -85,7 +125,7 @@ fn main() {
             all += t.elapsed().as_secs_f64();
         }
         drop(store);
-        let size: u64 = std::fs::read_dir(dir.path())
+        let size: u64 = std::fs::read_dir(dir)
             .expect("list")
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(file))
@@ -98,14 +138,6 @@ fn main() {
             rows as f64 / (all - parse).max(1e-9),
             size as f64 / (1 << 20) as f64
         );
-        let modes: &[&str] = if engine == "duckdb" { &["duckdb", "duckdb-shared"] } else { &[engine] };
-        for _ in 0..2 {
-            for mode in modes {
-                let exe = std::env::current_exe().expect("own path");
-                let st =
-                    Command::new(exe).env(CHILD_ENV, format!("{mode}:{}", path.display())).status().expect("run child");
-                assert!(st.success());
-            }
-        }
     }
+    std::fs::rename(&partial, path).expect("rename the built database");
 }
