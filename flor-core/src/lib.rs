@@ -37,5 +37,5 @@ pub use error::{Error, Result};
 pub use objects::{ObjectId, ObjectStore, ObjectWriter};
 pub use record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source};
 pub use store::{Store, StoreError, StoreResult};
-pub use table::{Column, Table};
+pub use table::{Column, Nullable, Table};
 pub use value::{Value, ValueType};

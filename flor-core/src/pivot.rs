@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::store::{RunKey, RunRow, Store, StoreResult, ValueFilter};
-use crate::table::{Column, ColumnData, Table};
+use crate::table::{Column, ColumnData, Nullable, Table};
 use crate::value::Value;
 
 const NONE: u32 = u32::MAX;
@@ -272,8 +272,8 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
             if !typed[k] {
                 // The first value decides the column's storage; `push` widens.
                 match &found {
-                    Some(Value::Float(_)) => *col = ColumnData::Float(vec![None; r]),
-                    Some(Value::Int(_)) => *col = ColumnData::Int(vec![None; r]),
+                    Some(Value::Float(_)) => *col = ColumnData::Float(Nullable::nulls(r)),
+                    Some(Value::Int(_)) => *col = ColumnData::Int(Nullable::nulls(r)),
                     Some(_) => *col = ColumnData::Values(vec![None; r]),
                     None => {}
                 }
@@ -289,7 +289,7 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
     for (pos, id) in loop_cols.iter().enumerate() {
         columns.push(Column {
             name: loop_names[*id as usize].to_string(),
-            data: ColumnData::Int(std::mem::take(&mut loop_values[pos])),
+            data: ColumnData::Int(std::mem::take(&mut loop_values[pos]).into()),
         });
     }
     for (k, name) in wanted.iter().enumerate() {
@@ -317,16 +317,16 @@ fn collect_chain(node: &impl Fn(u32, u32) -> Option<Node>, run: u32, ctx: u32, c
 
 /// `projid`, `tstamp`, `filename`: dictionary columns indexed by run.
 fn head_columns(runs: &[RunRow], rows: &[(u32, u32)]) -> Vec<Column> {
-    let codes: Vec<u32> = rows.iter().map(|(run, _)| *run).collect();
+    let codes: Arc<Vec<u32>> = Arc::new(rows.iter().map(|(run, _)| *run).collect());
     let dict = |f: &dyn Fn(&RunRow) -> &str| -> Vec<Value> { runs.iter().map(|r| Value::Text(f(r).into())).collect() };
     vec![
         Column {
             name: "projid".into(),
-            data: ColumnData::Dict { dict: dict(&|r| &r.meta.projid), codes: codes.clone() },
+            data: ColumnData::Dict { dict: dict(&|r| &r.meta.projid), codes: Arc::clone(&codes) },
         },
         Column {
             name: "tstamp".into(),
-            data: ColumnData::Dict { dict: dict(&|r| &r.meta.tstamp), codes: codes.clone() },
+            data: ColumnData::Dict { dict: dict(&|r| &r.meta.tstamp), codes: Arc::clone(&codes) },
         },
         Column { name: "filename".into(), data: ColumnData::Dict { dict: dict(&|r| &r.meta.filename), codes } },
     ]

@@ -18,7 +18,7 @@ use flor_core::store::{
     FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
     ValueRow,
 };
-use flor_core::table::{Column, ColumnData, Dict, Table};
+use flor_core::table::{Column, ColumnData, Dict, Nullable, Table};
 use flor_core::value::{Value, ValueType};
 
 use crate::readonly;
@@ -1056,8 +1056,8 @@ impl DuckStore {
 /// allows (integers, floats, dictionary-encoded text); anything else as
 /// general values.
 enum Cells {
-    Int(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
+    Int(Nullable<i64>),
+    Float(Nullable<f64>),
     Text { dict: Vec<Value>, index: HashMap<Arc<str>, u32>, codes: Vec<u32> },
     Values(Vec<Option<Value>>),
 }
@@ -1065,9 +1065,9 @@ enum Cells {
 impl Cells {
     fn for_type(t: &DataType) -> Cells {
         match t {
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Cells::Int(Vec::new()),
-            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => Cells::Int(Vec::new()),
-            DataType::Float32 | DataType::Float64 => Cells::Float(Vec::new()),
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Cells::Int(Nullable::new()),
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => Cells::Int(Nullable::new()),
+            DataType::Float32 | DataType::Float64 => Cells::Float(Nullable::new()),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
                 Cells::Text { dict: Vec::new(), index: HashMap::new(), codes: Vec::new() }
             }
@@ -1137,7 +1137,7 @@ impl Cells {
         match self {
             Cells::Int(c) => ColumnData::Int(c),
             Cells::Float(c) => ColumnData::Float(c),
-            Cells::Text { dict, codes, .. } => ColumnData::Dict { dict, codes },
+            Cells::Text { dict, codes, .. } => ColumnData::Dict { dict, codes: Arc::new(codes) },
             Cells::Values(c) => ColumnData::Values(c),
         }
     }

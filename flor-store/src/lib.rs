@@ -138,6 +138,8 @@ use std::path::PathBuf;
 
 use flor_core::StoreError;
 
+#[cfg(feature = "duckdb")]
+mod bigvec;
 mod filter;
 mod readonly;
 mod rows;

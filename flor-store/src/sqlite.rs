@@ -13,7 +13,7 @@ use flor_core::store::{
     FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
     ValueRow,
 };
-use flor_core::table::{Column, ColumnData, Dict, Table};
+use flor_core::table::{Column, ColumnData, Dict, Nullable, Table};
 use flor_core::value::{Value, ValueType};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::{Null, ValueRef};
@@ -1188,8 +1188,8 @@ fn cell(v: ValueRef<'_>) -> Option<Value> {
 enum Cells {
     /// Only NULLs so far.
     Nulls(usize),
-    Int(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
+    Int(Nullable<i64>),
+    Float(Nullable<f64>),
     Text {
         dict: Vec<Value>,
         index: HashMap<Arc<str>, u32>,
@@ -1228,11 +1228,11 @@ impl Cells {
                 (Cells::Values(c), v) => c.push(cell(v)),
                 // The first non-NULL cell picks the form; then push it.
                 (Cells::Nulls(n), ValueRef::Integer(_)) => {
-                    *self = Cells::Int(vec![None; *n]);
+                    *self = Cells::Int(Nullable::nulls(*n));
                     continue;
                 }
                 (Cells::Nulls(n), ValueRef::Real(_)) => {
-                    *self = Cells::Float(vec![None; *n]);
+                    *self = Cells::Float(Nullable::nulls(*n));
                     continue;
                 }
                 (Cells::Nulls(n), ValueRef::Text(_) | ValueRef::Blob(_)) => {
@@ -1255,7 +1255,7 @@ impl Cells {
             Cells::Nulls(n) => ColumnData::Values(vec![None; n]),
             Cells::Int(c) => ColumnData::Int(c),
             Cells::Float(c) => ColumnData::Float(c),
-            Cells::Text { dict, codes, .. } => ColumnData::Dict { dict, codes },
+            Cells::Text { dict, codes, .. } => ColumnData::Dict { dict, codes: Arc::new(codes) },
             Cells::Values(c) => ColumnData::Values(c),
         }
     }

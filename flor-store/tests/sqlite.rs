@@ -344,8 +344,8 @@ fn query_columns_are_typed_by_their_cells() {
         )
         .unwrap();
     let data = |name: &str| &t.column(name).unwrap().data;
-    assert_eq!(data("i"), &ColumnData::Int(vec![None, Some(2), Some(3), Some(4)]));
-    assert_eq!(data("f"), &ColumnData::Float(vec![Some(1.5), None, Some(2.5), Some(0.0)]));
+    assert_eq!(data("i"), &ColumnData::Int(vec![None, Some(2), Some(3), Some(4)].into()));
+    assert_eq!(data("f"), &ColumnData::Float(vec![Some(1.5), None, Some(2.5), Some(0.0)].into()));
     assert!(matches!(data("t"), ColumnData::Dict { dict, .. } if dict.len() == 2));
     let cells = |name: &str| t.column(name).unwrap().cells().collect::<Vec<_>>();
     assert_eq!(cells("t"), vec![Some(Value::from("a")), Some(Value::from("b")), Some(Value::from("a")), None]);

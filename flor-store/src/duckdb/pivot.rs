@@ -1,19 +1,25 @@
-//! `DuckStore::dataframe`: the pivot with its heavy part planned in DuckDB.
+//! `DuckStore::dataframe`: the pivot over a DuckDB scan.
 //!
 //! The answers are those of the shared pivot (`flor_core::pivot`, whose
 //! docs state the semantics); only the work is split differently:
 //!
-//! * DuckDB pivots the values: one row per (run, loop position) holding a
-//!   column per requested name, the last record winning (`arg_max` over
-//!   `(source, line)`, so replay values win over forward ones), rows in
-//!   `runs()` order then position order. It reads a slice of runs per
-//!   query (about 262,144 records, or the store's smaller `scan_slice`), so
-//!   no query holds more than a slice's groups and rows.
-//! * Rust walks each run's positions once, with the run's loop spans: rows
-//!   are the positions that are no ancestor of another, a missing value is
-//!   taken from the nearest enclosing position that has one (else run
-//!   level), and cells go straight into typed columns (`ColumnData::Int`,
-//!   `Float`, `Dict` codes): no per-value objects for numbers.
+//! * DuckDB selects the records: one scan per slice of runs (about 262,144
+//!   records, or the store's smaller `scan_slice`) with the names, kinds
+//!   and run range pushed down (row groups outside the range are skipped by
+//!   their zone maps), projecting only the value columns the names' stored
+//!   types need. A grouped plan (`PIVOT`, or `GROUP BY run, ctx` with
+//!   `arg_max`) was the first version: on a 2-core machine DuckDB's hash
+//!   aggregation alone takes 1.5–2.5 s for 10M records (its perfect-hash
+//!   variant 4.8 s), against 0.36 s for the scan (BENCHMARKS.md).
+//! * Rust pivots each run in one pass: the run's records ordered by
+//!   `(source, line)` (insertion order, checked; sorted when not), so the
+//!   last write wins and replay values beat forward ones; positions are
+//!   the distinct contexts. Rows are the positions that are no ancestor of
+//!   another, a missing value is taken from the nearest enclosing position
+//!   that has one (else run level), and cells go straight into typed
+//!   columns (`ColumnData::Int`, `Float`, `Dict` codes). Work that depends
+//!   on a row's loop span (its ancestors, loop columns, inherited values)
+//!   is done once per group of rows sharing the span.
 //!
 //! A name whose stored values do not all share one type falls back to the
 //! shared pivot for the whole call (its column's storage depends on the
@@ -22,28 +28,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use duckdb::arrow::array::{Array, ArrayRef, PrimitiveArray, RecordBatch};
+use duckdb::arrow::array::{Array, AsArray, RecordBatch};
 use duckdb::arrow::datatypes::{Float64Type, Int32Type, Int64Type, Int8Type};
 use flor_core::store::{RunKey, RunRow, Store, StoreResult};
-use flor_core::table::{Column, ColumnData, Table};
+use flor_core::table::{Column, ColumnData, Nullable, Table};
 use flor_core::value::{Value, ValueType};
 
-use super::{string_at, DuckStore};
+use super::{fail, string_at, DuckStore};
+use crate::bigvec;
 use crate::rows::unusable;
 
 const NONE: u32 = u32::MAX;
 
-/// At most this many runs per pivot query (each is a bound parameter pair).
-const MAX_RUNS_PER_QUERY: usize = 512;
-
-/// Records per pivot query at most: DuckDB holds a query's groups and its
-/// whole result until read, beside the table being built (at 10M rows,
-/// 1M-record slices peaked about 60 MiB higher than 256k ones, no faster).
+/// Records per scan query at most: DuckDB materializes a query's result
+/// before it is read, beside the table being built.
 const PIVOT_SLICE_RECORDS: i64 = 1 << 18;
 
 /// The longest parent chain followed (a cycle in corrupt data).
 const MAX_DEPTH: usize = 10_000;
 
+/// A loop span of one run.
 #[derive(Clone, Copy)]
 struct Node {
     first_ctx: u32,
@@ -53,104 +57,113 @@ struct Node {
     first_iteration: u64,
 }
 
-/// One iteration: its parent, loop and index.
-#[derive(Clone, Copy)]
-struct Iter {
-    parent: u32,
-    loop_id: u32,
-    iteration: u64,
-}
-
 /// A run's loop spans, sorted by first context.
+#[derive(Default)]
 struct Spans(Vec<Node>);
 
 impl Spans {
-    fn node(&self, ctx: u32) -> Option<Iter> {
+    /// The index of the span holding `ctx`.
+    fn find(&self, ctx: u32) -> Option<usize> {
         if ctx == NONE {
             return None;
         }
-        let i = self.0.partition_point(|s| s.first_ctx <= ctx);
-        let s = self.0.get(i.checked_sub(1)?)?;
-        (ctx - s.first_ctx < s.count).then(|| Iter {
-            parent: s.parent,
-            loop_id: s.loop_id,
-            iteration: s.first_iteration + u64::from(ctx - s.first_ctx),
-        })
+        let i = self.0.partition_point(|s| s.first_ctx <= ctx).checked_sub(1)?;
+        let s = &self.0[i];
+        (ctx - s.first_ctx < s.count).then_some(i)
     }
 
-    fn chain(&self, ctx: u32, out: &mut Vec<Iter>) {
-        out.clear();
-        let mut c = ctx;
-        while let Some(n) = self.node(c) {
-            out.push(n);
-            c = n.parent;
-            if out.len() > MAX_DEPTH {
-                break;
-            }
-        }
-    }
-
-    /// One past the largest context any span covers.
-    fn end(&self) -> usize {
-        self.0.iter().map(|s| s.first_ctx as usize + s.count as usize).max().unwrap_or(0)
+    /// The enclosing context of `ctx` (`NONE` at the top or outside spans).
+    fn parent(&self, ctx: u32) -> u32 {
+        self.find(ctx).map_or(NONE, |i| self.0[i].parent)
     }
 }
 
-/// One run's pivoted positions as DuckDB returned them (ctx order, run
-/// level last), one cell buffer per requested name.
-#[derive(Default)]
-struct RunCells {
-    ctxs: Vec<u32>,
-    cells: Vec<Cells>,
+/// One record of a slice: its run (index in `runs()`), context (`NONE` at
+/// run level), name (index into the requested names), winner key
+/// (`source`, then `line`) and value (see [`Slice::cell`]).
+#[derive(Clone, Copy)]
+struct Rec {
+    rank: u32,
+    ctx: u32,
+    k: u32,
+    key: i64,
+    v: u64,
 }
 
-/// Cells of one name, in the form its stored type decides.
+/// A value column of a scan batch.
+enum Col<'a> {
+    Int(&'a duckdb::arrow::array::PrimitiveArray<Int64Type>),
+    Float(&'a duckdb::arrow::array::PrimitiveArray<Float64Type>),
+    Text(&'a duckdb::arrow::array::ArrayRef),
+}
+
+/// Output cells of one name, in the form its stored type decides.
 enum Cells {
-    Int(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
+    Int(Nullable<i64>),
+    Float(Nullable<f64>),
     Any(Vec<Option<Value>>),
 }
 
+/// How a name's values are stored in [`Rec::v`].
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    /// `i64` bits.
+    Int,
+    /// `f64` bits.
+    Float,
+    /// 0 or 1.
+    Bool,
+    /// An index into the slice's texts.
+    Text,
+    /// The same, JSON.
+    Json,
+}
+
+impl Form {
+    fn of(t: ValueType) -> Form {
+        match t {
+            ValueType::Int => Form::Int,
+            ValueType::Float => Form::Float,
+            ValueType::Bool => Form::Bool,
+            ValueType::Text => Form::Text,
+            ValueType::Json => Form::Json,
+        }
+    }
+
+    /// The `flor_records` column holding such values.
+    fn column(self) -> &'static str {
+        match self {
+            Form::Float => "fval",
+            Form::Text | Form::Json => "tval",
+            Form::Int | Form::Bool => "ival",
+        }
+    }
+}
+
 impl Cells {
-    fn for_kind(kind: Option<ValueType>) -> Cells {
-        match kind {
-            Some(ValueType::Int) => Cells::Int(Vec::new()),
-            Some(ValueType::Float) => Cells::Float(Vec::new()),
+    fn for_form(f: Form, rows: usize) -> Cells {
+        match f {
+            Form::Int => Cells::Int(Nullable::from_values(bigvec::with_capacity(rows))),
+            Form::Float => Cells::Float(Nullable::from_values(bigvec::with_capacity(rows))),
             _ => Cells::Any(Vec::new()),
         }
     }
 
-    fn clear(&mut self) {
+    /// Appends `n` cells holding `v` (a [`Rec::v`] of form `f`, or NULL).
+    fn push_n(&mut self, v: Option<u64>, f: Form, texts: &[Arc<str>], n: usize) {
         match self {
-            Cells::Int(v) => v.clear(),
-            Cells::Float(v) => v.clear(),
-            Cells::Any(v) => v.clear(),
-        }
-    }
-
-    fn has(&self, i: usize) -> bool {
-        match self {
-            Cells::Int(v) => v[i].is_some(),
-            Cells::Float(v) => v[i].is_some(),
-            Cells::Any(v) => v[i].is_some(),
-        }
-    }
-
-    /// Appends cell `i` of `from` (the same form) to `self`.
-    fn push_from(&mut self, from: &Cells, i: Option<usize>) {
-        match (self, from) {
-            (Cells::Int(v), Cells::Int(f)) => v.push(i.and_then(|i| f[i])),
-            (Cells::Float(v), Cells::Float(f)) => v.push(i.and_then(|i| f[i])),
-            (Cells::Any(v), Cells::Any(f)) => v.push(i.and_then(|i| f[i].clone())),
-            (me, _) => me.push_none(),
-        }
-    }
-
-    fn push_none(&mut self) {
-        match self {
-            Cells::Int(v) => v.push(None),
-            Cells::Float(v) => v.push(None),
-            Cells::Any(v) => v.push(None),
+            Cells::Int(c) => c.push_n(v.map(|v| v as i64), n),
+            Cells::Float(c) => c.push_n(v.map(f64::from_bits), n),
+            Cells::Any(c) => {
+                let value = v.map(|v| match f {
+                    Form::Bool => Value::Bool(v != 0),
+                    Form::Int => Value::Int(v as i64),
+                    Form::Float => Value::Float(f64::from_bits(v)),
+                    Form::Text => Value::Text(Arc::clone(&texts[v as usize])),
+                    Form::Json => Value::Json(Arc::clone(&texts[v as usize])),
+                });
+                c.extend(std::iter::repeat_n(value, n));
+            }
         }
     }
 
@@ -163,30 +176,57 @@ impl Cells {
     }
 }
 
-/// A batch column of pivoted values.
-enum Col<'a> {
-    Int(&'a PrimitiveArray<Int64Type>),
-    Float(&'a PrimitiveArray<Float64Type>),
-    /// Text, and whether it is JSON.
-    Text(&'a ArrayRef, bool),
+/// One run's positions: distinct contexts in ascending order (`NONE`, run
+/// level, last) with the winning value of each name.
+#[derive(Default)]
+struct Positions {
+    ctxs: Vec<u32>,
+    /// `ctxs.len() × names` cells, position-major.
+    vals: Vec<Option<u64>>,
+    names: usize,
 }
 
-/// The result being built, row by row.
+impl Positions {
+    fn index(&self, ctx: u32) -> Option<usize> {
+        self.ctxs.binary_search(&ctx).ok()
+    }
+
+    fn get(&self, pos: usize, k: usize) -> Option<u64> {
+        self.vals[pos * self.names + k]
+    }
+}
+
+/// The result being built, a group of rows at a time.
 struct Builder {
+    /// At most this many rows (the requested names' records): room is
+    /// made once, so large tables grow without copies.
+    rows: usize,
+    /// Per requested name: how its values are stored (`None`: no records).
+    forms: Vec<Option<Form>>,
+    /// Per row: the run's index in `runs()`.
     codes: Vec<u32>,
     loop_names: Vec<Arc<str>>,
     loop_ids: HashMap<Arc<str>, u32>,
-    loop_values: Vec<Vec<Option<i64>>>,
+    /// Per loop id: its column, filled up to the last row that has it.
+    loop_values: Vec<Nullable<i64>>,
     /// Per loop id: (smallest depth, order of first appearance).
     loop_rank: Vec<Option<(usize, usize)>>,
     seen: usize,
-    last_seen: (u32, u32, u32),
+    /// Per requested name: its column, and whether any cell has a value.
     names: Vec<Cells>,
     found: Vec<bool>,
-    chain: Vec<Iter>,
-    marked: Vec<bool>,
-    /// The last context looked up among the run's positions, and where.
-    found_at: Option<(u32, Option<usize>)>,
+    // Scratch, reused run to run and group to group:
+    /// position numbers by context;
+    slot: Vec<u32>,
+    /// the run's positions;
+    pos: Positions,
+    /// the contexts enclosing a position (sorted);
+    ancestors: Vec<u32>,
+    /// a group's loop chain, innermost first;
+    chain: Vec<Node>,
+    /// a group's loop columns and their value (`None`: the row's own
+    /// iteration).
+    assigned: Vec<(u32, Option<u64>)>,
 }
 
 impl Builder {
@@ -197,103 +237,274 @@ impl Builder {
         let id = self.loop_names.len() as u32;
         self.loop_names.push(Arc::clone(name));
         self.loop_ids.insert(Arc::clone(name), id);
-        self.loop_values.push(Vec::new());
+        self.loop_values.push(Nullable::from_values(bigvec::with_capacity(self.rows)));
         self.loop_rank.push(None);
         id
     }
 
-    /// Emits the rows of run `run` (its index in `runs()`).
-    fn run(&mut self, run: u32, pos: &RunCells, spans: &Spans) {
-        if pos.ctxs.is_empty() {
+    /// Emits the rows of run `run` (its index in `runs()`) from its records
+    /// (ordered by winner key).
+    fn run(&mut self, run: u32, recs: &[Rec], spans: &Spans, texts: &[Arc<str>]) {
+        if recs.is_empty() {
             return;
         }
-        self.found_at = None;
+        // Positions: the distinct contexts, ascending, numbered through a
+        // dense map over the run's context range (records come in winner
+        // order, so the last write of a (context, name) wins).
+        let nk = self.names.len();
+        let max_ctx = recs.iter().map(|r| r.ctx).filter(|&c| c != NONE).max();
+        let has_run_level = recs.iter().any(|r| r.ctx == NONE);
+        let pos = &mut self.pos;
+        pos.ctxs.clear();
+        pos.vals.clear();
+        pos.names = nk;
+        let slot = &mut self.slot;
+        slot.clear();
+        if let Some(m) = max_ctx.filter(|&m| (m as usize) <= 4 * recs.len() + 4096) {
+            slot.resize(m as usize + 1, NONE);
+            for r in recs.iter().filter(|r| r.ctx != NONE) {
+                slot[r.ctx as usize] = 0;
+            }
+            for (ctx, s) in slot.iter_mut().enumerate() {
+                if *s != NONE {
+                    *s = pos.ctxs.len() as u32;
+                    pos.ctxs.push(ctx as u32);
+                }
+            }
+        } else if max_ctx.is_some() {
+            // Sparse contexts (unusual): sorted instead.
+            pos.ctxs.extend(recs.iter().map(|r| r.ctx).filter(|&c| c != NONE));
+            pos.ctxs.sort_unstable();
+            pos.ctxs.dedup();
+        }
+        if has_run_level {
+            pos.ctxs.push(NONE);
+        }
+        pos.vals.resize(pos.ctxs.len() * nk, None);
+        for r in recs {
+            let p = match slot.get(r.ctx as usize) {
+                Some(&p) if r.ctx != NONE => p as usize,
+                _ => match pos.ctxs.binary_search(&r.ctx) {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                },
+            };
+            pos.vals[p * nk + r.k as usize] = Some(r.v);
+        }
+
         // Ancestors of any position are no rows.
-        self.marked.clear();
-        self.marked.resize(spans.end(), false);
+        self.ancestors.clear();
+        let mut last_parent = NONE;
+        let mut span_at = 0usize;
         for &ctx in pos.ctxs.iter().filter(|&&c| c != NONE) {
-            let mut p = spans.node(ctx).map_or(NONE, |n| n.parent);
-            while p != NONE && (p as usize) < self.marked.len() && !self.marked[p as usize] {
-                self.marked[p as usize] = true;
-                p = spans.node(p).map_or(NONE, |n| n.parent);
+            let Some(s) = span_of(spans, &mut span_at, ctx) else { continue };
+            let mut p = spans.0[s].parent;
+            if p == last_parent {
+                continue;
+            }
+            last_parent = p;
+            let mut depth = 0;
+            while p != NONE && depth <= MAX_DEPTH {
+                self.ancestors.push(p);
+                p = spans.parent(p);
+                depth += 1;
             }
         }
-        let mut any = false;
-        for (i, &ctx) in pos.ctxs.iter().enumerate() {
-            if ctx != NONE && !self.marked.get(ctx as usize).copied().unwrap_or(false) {
-                self.row(run, ctx, Some(i), pos, spans);
-                any = true;
+        self.ancestors.sort_unstable();
+        self.ancestors.dedup();
+
+        // Rows, in groups of consecutive positions in one span.
+        let first_row = self.codes.len();
+        let mut span_at = 0usize;
+        let mut anc_at = 0usize;
+        let mut i = 0;
+        let n = pos.ctxs.len();
+        let mut group: Vec<u32> = Vec::new();
+        while i < n {
+            let ctx = self.pos.ctxs[i];
+            if ctx == NONE {
+                break;
             }
+            while anc_at < self.ancestors.len() && self.ancestors[anc_at] < ctx {
+                anc_at += 1;
+            }
+            if self.ancestors.get(anc_at) == Some(&ctx) {
+                i += 1;
+                continue;
+            }
+            let s = span_of(spans, &mut span_at, ctx);
+            // The group: this row and the next rows in the same span.
+            group.clear();
+            group.push(i as u32);
+            let mut j = i + 1;
+            if let Some(s) = s {
+                let end = spans.0[s].first_ctx as u64 + spans.0[s].count as u64;
+                while j < n && (self.pos.ctxs[j] as u64) < end {
+                    let c = self.pos.ctxs[j];
+                    while anc_at < self.ancestors.len() && self.ancestors[anc_at] < c {
+                        anc_at += 1;
+                    }
+                    if self.ancestors.get(anc_at) != Some(&c) {
+                        group.push(j as u32);
+                    }
+                    j += 1;
+                }
+            }
+            self.rows(run, s, &group, spans, texts);
+            i = j;
         }
-        if !any {
-            let own = (pos.ctxs.last() == Some(&NONE)).then(|| pos.ctxs.len() - 1);
-            self.row(run, NONE, own, pos, spans);
+        if self.codes.len() == first_row {
+            // No positions in loops: one run-level row.
+            let own = (self.pos.ctxs.last() == Some(&NONE)).then(|| self.pos.ctxs.len() - 1);
+            self.codes.push(run);
+            for k in 0..nk {
+                let v = own.and_then(|p| self.pos.get(p, k));
+                self.push_value(k, v, texts, 1);
+            }
         }
     }
 
-    fn row(&mut self, run: u32, ctx: u32, own: Option<usize>, pos: &RunCells, spans: &Spans) {
-        let r = self.codes.len();
-        self.codes.push(run);
-        // Loop columns: ranks as the shared pivot computes them.
-        let here = spans.node(ctx).map_or((run, NONE, NONE), |n| (run, n.parent, n.loop_id));
+    fn push_value(&mut self, k: usize, v: Option<u64>, texts: &[Arc<str>], n: usize) {
+        self.found[k] |= v.is_some();
+        let form = self.forms[k].unwrap_or(Form::Int);
+        self.names[k].push_n(v, form, texts, n);
+    }
+
+    /// Emits rows for positions `group` (indices into `self.pos`), all in
+    /// span `s` (or one position outside any span).
+    fn rows(&mut self, run: u32, s: Option<usize>, group: &[u32], spans: &Spans, texts: &[Arc<str>]) {
+        let r0 = self.codes.len();
+        let len = group.len();
+        self.codes.extend(std::iter::repeat_n(run, len));
+        // The chain: the span's own loop, then its ancestors' (innermost first).
         let mut chain = std::mem::take(&mut self.chain);
-        spans.chain(ctx, &mut chain);
-        if here != self.last_seen || ctx == NONE {
-            self.last_seen = here;
-            for (depth, n) in chain.iter().rev().enumerate() {
-                let slot = &mut self.loop_rank[n.loop_id as usize];
-                match slot {
-                    Some((d, _)) if *d <= depth => {}
-                    Some((d, _)) => *d = depth,
-                    None => {
-                        *slot = Some((depth, self.seen));
-                        self.seen += 1;
-                    }
+        chain.clear();
+        let mut parent = NONE;
+        if let Some(s) = s {
+            let node = spans.0[s];
+            chain.push(node);
+            parent = node.parent;
+            let mut p = parent;
+            while let Some(a) = spans.find(p) {
+                let a = spans.0[a];
+                chain.push(Node {
+                    first_ctx: p,
+                    count: 1,
+                    first_iteration: a.first_iteration + u64::from(p - a.first_ctx),
+                    ..a
+                });
+                p = a.parent;
+                if chain.len() > MAX_DEPTH {
+                    break;
                 }
             }
         }
-        for n in &chain {
-            // Columns are filled up to this row when a loop is met (NULL
-            // before); the outermost of two same-named loops wins, as in
-            // the shared pivot.
-            let v = &mut self.loop_values[n.loop_id as usize];
-            if v.len() <= r {
-                v.resize(r + 1, None);
-            }
-            v[r] = Some(n.iteration as i64);
-        }
-        // Values: at the position, else the nearest enclosing one, else run level.
-        for (k, out) in self.names.iter_mut().enumerate() {
-            let cells = &pos.cells[k];
-            let mut hit = own.filter(|&i| cells.has(i));
-            if hit.is_none() {
-                let mut c = ctx;
-                let mut steps = 0;
-                while hit.is_none() {
-                    c = spans.node(c).map_or(NONE, |n| n.parent);
-                    // Consecutive rows mostly share their parent.
-                    let at = match self.found_at {
-                        Some((x, at)) if x == c => at,
-                        _ => {
-                            let at = pos.ctxs.binary_search(&c).ok();
-                            self.found_at = Some((c, at));
-                            at
-                        }
-                    };
-                    if let Some(i) = at {
-                        hit = Some(i).filter(|&i| cells.has(i));
-                    }
-                    steps += 1;
-                    if c == NONE || steps > MAX_DEPTH {
-                        break;
-                    }
+        // Loop columns: ranks as the shared pivot computes them.
+        for (depth, n) in chain.iter().rev().enumerate() {
+            let slot = &mut self.loop_rank[n.loop_id as usize];
+            match slot {
+                Some((d, _)) if *d <= depth => {}
+                Some((d, _)) => *d = depth,
+                None => {
+                    *slot = Some((depth, self.seen));
+                    self.seen += 1;
                 }
             }
-            self.found[k] |= hit.is_some();
-            out.push_from(cells, hit);
+        }
+        // Values per loop column: the outermost of two same-named loops
+        // wins, as in the shared pivot. `None` marks the row's own loop
+        // (its iteration varies by row).
+        self.assigned.clear();
+        for (d, n) in chain.iter().enumerate() {
+            let v = if d == 0 { None } else { Some(n.first_iteration) };
+            match self.assigned.iter_mut().find(|(l, _)| *l == n.loop_id) {
+                Some(a) => a.1 = v,
+                None => self.assigned.push((n.loop_id, v)),
+            }
+        }
+        for &(l, v) in &self.assigned {
+            let col = &mut self.loop_values[l as usize];
+            col.pad_to(r0);
+            match v {
+                Some(it) => col.push_n(Some(it as i64), len),
+                None => {
+                    let own = chain[0];
+                    col.extend(group.iter().map(|&p| {
+                        let ctx = self.pos.ctxs[p as usize];
+                        Some((own.first_iteration + u64::from(ctx - own.first_ctx)) as i64)
+                    }));
+                }
+            }
         }
         self.chain = chain;
+        // Values: at the position, else the nearest enclosing position
+        // that has one, else run level; the inherited one is the same for
+        // the whole group.
+        for k in 0..self.names.len() {
+            let mut inherited: Option<Option<u64>> = None;
+            let mut at = 0;
+            while at < len {
+                let v = self.pos.get(group[at] as usize, k);
+                if v.is_some() {
+                    // A stretch of rows with their own values.
+                    let mut end = at + 1;
+                    while end < len && self.pos.get(group[end] as usize, k).is_some() {
+                        end += 1;
+                    }
+                    self.found[k] = true;
+                    let form = self.forms[k].unwrap_or(Form::Int);
+                    match &mut self.names[k] {
+                        Cells::Int(c) => {
+                            c.extend(group[at..end].iter().map(|&p| self.pos.get(p as usize, k).map(|v| v as i64)))
+                        }
+                        Cells::Float(c) => {
+                            c.extend(group[at..end].iter().map(|&p| self.pos.get(p as usize, k).map(f64::from_bits)))
+                        }
+                        cells => {
+                            for &p in &group[at..end] {
+                                cells.push_n(self.pos.get(p as usize, k), form, texts, 1);
+                            }
+                        }
+                    }
+                    at = end;
+                } else {
+                    let mut end = at + 1;
+                    while end < len && self.pos.get(group[end] as usize, k).is_none() {
+                        end += 1;
+                    }
+                    let v = *inherited.get_or_insert_with(|| self.inherited(parent, k, spans));
+                    self.push_value(k, v, texts, end - at);
+                    at = end;
+                }
+            }
+        }
     }
+
+    /// Name `k`'s value at the nearest position enclosing `ctx` (itself
+    /// included) that has one, else at run level.
+    fn inherited(&self, mut ctx: u32, k: usize, spans: &Spans) -> Option<u64> {
+        for _ in 0..=MAX_DEPTH {
+            if let Some(v) = self.pos.index(ctx).and_then(|p| self.pos.get(p, k)) {
+                return Some(v);
+            }
+            if ctx == NONE {
+                return None;
+            }
+            ctx = spans.parent(ctx);
+        }
+        None
+    }
+}
+
+/// The span holding `ctx`, searching forward from `*at` (contexts come in
+/// ascending order); `*at` keeps the place.
+fn span_of(spans: &Spans, at: &mut usize, ctx: u32) -> Option<usize> {
+    let v = &spans.0;
+    while *at < v.len() && v[*at].first_ctx as u64 + v[*at].count as u64 <= ctx as u64 {
+        *at += 1;
+    }
+    let s = v.get(*at)?;
+    (s.first_ctx <= ctx).then_some(*at)
 }
 
 impl DuckStore {
@@ -310,11 +521,12 @@ impl DuckStore {
         // The names with records, and the one type of each.
         let ids: Vec<Option<i32>> = wanted.iter().map(|n| self.names.get(*n).copied()).collect();
         let present: Vec<i32> = ids.iter().flatten().copied().collect();
-        let mut kinds: Vec<Option<ValueType>> = vec![None; wanted.len()];
+        let mut forms: Vec<Option<Form>> = vec![None; wanted.len()];
+        let mut rows = 0usize;
         if !present.is_empty() {
             let marks = vec!["?"; present.len()].join(", ");
             let sql = format!(
-                "SELECT name_id, min(vtype), max(vtype) FROM flor_records \
+                "SELECT name_id, min(vtype), max(vtype), count(*) FROM flor_records \
                  WHERE kind <= 1 AND name_id IN ({marks}) GROUP BY name_id"
             );
             let params: Vec<&dyn duckdb::ToSql> = present.iter().map(|i| i as &dyn duckdb::ToSql).collect();
@@ -322,13 +534,15 @@ impl DuckStore {
             self.batches("plan a pivot", &sql, &params, &mut |b| {
                 let id = self.col::<Int32Type>(b, 0)?;
                 let (lo, hi) = (self.col::<Int8Type>(b, 1)?, self.col::<Int8Type>(b, 2)?);
+                let count = self.col::<Int64Type>(b, 3)?;
                 for row in 0..b.num_rows() {
+                    rows += usize::try_from(count.value(row)).unwrap_or(0);
                     let t = ValueType::from_code(i64::from(lo.value(row)));
                     if lo.value(row) != hi.value(row) || t.is_none() {
                         mixed = true;
                     }
                     for (k, _) in ids.iter().enumerate().filter(|(_, i)| **i == Some(id.value(row))) {
-                        kinds[k] = t;
+                        forms[k] = t.map(Form::of);
                     }
                 }
                 Ok(())
@@ -338,27 +552,94 @@ impl DuckStore {
             }
         }
         let mut b = Builder {
-            codes: Vec::new(),
+            rows,
+            forms: forms.clone(),
+            codes: bigvec::with_capacity(rows),
             loop_names: Vec::new(),
             loop_ids: HashMap::new(),
             loop_values: Vec::new(),
             loop_rank: Vec::new(),
             seen: 0,
-            last_seen: (NONE, NONE, NONE),
-            names: kinds.iter().map(|k| Cells::for_kind(*k)).collect(),
+            names: forms
+                .iter()
+                .map(|f| Cells::for_form(f.unwrap_or(Form::Int), if f.is_some() { rows } else { 0 }))
+                .collect(),
             found: vec![false; wanted.len()],
+            slot: Vec::new(),
+            pos: Positions::default(),
+            ancestors: Vec::new(),
             chain: Vec::new(),
-            marked: Vec::new(),
-            found_at: None,
+            assigned: Vec::new(),
         };
-        // Only names with records get a pivot column.
-        let queried: Vec<usize> = (0..wanted.len()).filter(|&k| kinds[k].is_some()).collect();
-        if !queried.is_empty() {
-            for (start, end) in self.pivot_slices(&runs) {
-                self.pivot_slice(&runs, start, end, &ids, &kinds, &queried, &mut b)?;
+        if forms.iter().any(Option::is_some) && !runs.is_empty() {
+            let spans = self.pivot_spans(&runs, &mut b)?;
+            let slices = self.pivot_slices(&runs);
+            let plan = ScanPlan::new(&ids, &forms);
+            let label = self.label.as_str();
+            if slices.len() == 1 {
+                let mut buf = SliceRecs::default();
+                scan_slice(&self.conn, label, &plan, &runs, slices[0], &mut buf)?;
+                b.slice(&buf, &spans);
+            } else {
+                // DuckDB scans (and the batches are decoded) on a second
+                // connection and thread while this one pivots the slice
+                // before; buffers go back to be reused.
+                let conn = self.conn.try_clone().map_err(|e| self.fail("open a second connection", e))?;
+                let runs = &runs;
+                std::thread::scope(|scope| -> StoreResult<()> {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<SliceRecs>>(1);
+                    let (back, reuse) = std::sync::mpsc::channel::<SliceRecs>();
+                    let plan = &plan;
+                    scope.spawn(move || {
+                        for slice in slices {
+                            let mut buf = reuse.try_recv().unwrap_or_default();
+                            let r = scan_slice(&conn, label, plan, runs, slice, &mut buf).map(|()| buf);
+                            let failed = r.is_err();
+                            if tx.send(r).is_err() || failed {
+                                break;
+                            }
+                        }
+                    });
+                    for r in rx {
+                        let buf = r?;
+                        b.slice(&buf, &spans);
+                        let _ = back.send(buf);
+                    }
+                    Ok(())
+                })?;
             }
         }
         Ok(Some(finish(&runs, &wanted, b)))
+    }
+
+    /// Every run's loop spans (by index in `runs`), loop names interned in
+    /// `b`.
+    fn pivot_spans(&self, runs: &[RunRow], b: &mut Builder) -> StoreResult<Vec<Spans>> {
+        let keys: Vec<RunKey> = runs.iter().map(|r| r.key).collect();
+        let index: HashMap<RunKey, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let mut spans: Vec<Spans> = (0..runs.len()).map(|_| Spans::default()).collect();
+        let mut loop_err = None;
+        self.scan_loops(&keys, &mut |run, s| {
+            let Some(&i) = index.get(&run) else { return };
+            let loop_id = b.loop_id(&s.name);
+            if s.first_ctx.checked_add(s.count).is_none() && loop_err.is_none() {
+                loop_err = Some(unusable(&self.label, "a loop span is out of range"));
+            }
+            spans[i].0.push(Node {
+                first_ctx: s.first_ctx,
+                count: s.count,
+                parent: s.parent.unwrap_or(NONE),
+                loop_id,
+                first_iteration: s.first_iteration,
+            });
+        })?;
+        if let Some(e) = loop_err {
+            return Err(e);
+        }
+        for s in &mut spans {
+            s.0.sort_by_key(|n| n.first_ctx);
+        }
+        Ok(spans)
     }
 
     /// Index ranges of `runs` holding about [`PIVOT_SLICE_RECORDS`] (or
@@ -369,7 +650,7 @@ impl DuckStore {
         let (mut start, mut acc) = (0, 0i64);
         for (i, r) in runs.iter().enumerate() {
             let n = r.records as i64;
-            if i > start && (acc + n > limit || i - start >= MAX_RUNS_PER_QUERY) {
+            if i > start && acc + n > limit {
                 out.push((start, i));
                 start = i;
                 acc = 0;
@@ -381,161 +662,164 @@ impl DuckStore {
         }
         out
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn pivot_slice(
-        &self,
-        runs: &[RunRow],
-        start: usize,
-        end: usize,
-        ids: &[Option<i32>],
-        kinds: &[Option<ValueType>],
-        queried: &[usize],
-        b: &mut Builder,
-    ) -> StoreResult<()> {
-        let slice = &runs[start..end];
-        // Loop spans of these runs.
-        let keys: Vec<RunKey> = slice.iter().map(|r| r.key).collect();
-        let index: HashMap<RunKey, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-        let mut spans: Vec<Vec<Node>> = (0..slice.len()).map(|_| Vec::new()).collect();
-        let mut loop_err = None;
-        self.scan_loops(&keys, &mut |run, s| {
-            let Some(&i) = index.get(&run) else { return };
-            let loop_id = b.loop_id(&s.name);
-            if s.first_ctx.checked_add(s.count).is_none() && loop_err.is_none() {
-                loop_err = Some(unusable(&self.label, "a loop span is out of range"));
-            }
-            spans[i].push(Node {
-                first_ctx: s.first_ctx,
-                count: s.count,
-                parent: s.parent.unwrap_or(NONE),
-                loop_id,
-                first_iteration: s.first_iteration,
+/// The scan query of every slice, and how to read its rows.
+struct ScanPlan {
+    sql: String,
+    /// The requested names' ids (bound parameters).
+    name_ids: Vec<i64>,
+    /// Name id → requested name index.
+    k_of: HashMap<i32, u32>,
+    /// The value columns selected (each once) and which one each
+    /// requested name reads.
+    columns: Vec<&'static str>,
+    col_of: Vec<usize>,
+}
+
+impl ScanPlan {
+    fn new(ids: &[Option<i32>], forms: &[Option<Form>]) -> ScanPlan {
+        let mut columns: Vec<&'static str> = Vec::new();
+        let mut col_of: Vec<usize> = vec![0; forms.len()];
+        let mut k_of: HashMap<i32, u32> = HashMap::new();
+        let mut name_ids = Vec::new();
+        for (k, (id, f)) in ids.iter().zip(forms).enumerate() {
+            let (Some(id), Some(f)) = (id, f) else { continue };
+            let c = f.column();
+            col_of[k] = columns.iter().position(|x| *x == c).unwrap_or_else(|| {
+                columns.push(c);
+                columns.len() - 1
             });
-        })?;
-        if let Some(e) = loop_err {
-            return Err(e);
+            k_of.insert(*id, k as u32);
+            name_ids.push(i64::from(*id));
         }
-        let spans: Vec<Spans> = spans
-            .into_iter()
-            .map(|mut v| {
-                v.sort_by_key(|n| n.first_ctx);
-                Spans(v)
-            })
-            .collect();
-
-        // The pivot: one row per (run, position), a column per name.
-        // Value columns are chosen from a fixed list by the name's stored
-        // type; every value from the caller is a bound parameter.
-        let mut params: Vec<i64> = Vec::new();
-        let mut aggs = String::new();
-        for &k in queried {
-            let column = match kinds[k] {
-                Some(ValueType::Float) => "fval",
-                Some(ValueType::Text | ValueType::Json) => "tval",
-                _ => "ival",
-            };
-            aggs.push_str(&format!(
-                ", arg_max(r.{column}, CAST(r.source AS BIGINT) * 4611686018427387904 + r.line) \
-                 FILTER (WHERE r.name_id = ?) AS v{k}"
-            ));
-            params.push(i64::from(ids[k].unwrap_or(-1)));
-        }
-        let mut values_list = Vec::with_capacity(slice.len());
-        for (i, r) in slice.iter().enumerate() {
-            values_list.push("(CAST(? AS BIGINT), CAST(? AS INTEGER))");
-            params.push(r.key);
-            params.push(i as i64);
-        }
-        let name_marks = vec!["?"; queried.len()].join(", ");
-        for &k in queried {
-            params.push(i64::from(ids[k].unwrap_or(-1)));
-        }
-        let (lo, hi) = (keys.iter().min().copied().unwrap_or(0), keys.iter().max().copied().unwrap_or(0));
-        params.push(lo);
-        params.push(hi);
+        // Only fixed column names and placeholders: every value is bound.
+        let marks = vec!["?"; name_ids.len()].join(", ");
         let sql = format!(
-            "SELECT o.rank, r.ctx{aggs} \
-             FROM flor_records r JOIN (VALUES {}) AS o(run, rank) ON o.run = r.run \
-             WHERE r.kind <= 1 AND r.name_id IN ({name_marks}) AND r.run BETWEEN ? AND ? \
-             GROUP BY o.rank, r.ctx ORDER BY o.rank, r.ctx NULLS LAST",
-            values_list.join(", ")
+            "SELECT run, ctx, name_id, CAST(source AS BIGINT) * 4611686018427387904 + line, {} FROM flor_records \
+             WHERE kind <= 1 AND name_id IN ({marks}) AND run BETWEEN ? AND ?",
+            columns.join(", ")
         );
-        let refs: Vec<&dyn duckdb::ToSql> = params.iter().map(|p| p as &dyn duckdb::ToSql).collect();
+        ScanPlan { sql, name_ids, k_of, columns, col_of }
+    }
+}
 
-        let mut cur = RunCells { ctxs: Vec::new(), cells: kinds.iter().map(|k| Cells::for_kind(*k)).collect() };
-        let mut cur_rank: Option<usize> = None;
-        let flush = |b: &mut Builder, cur: &mut RunCells, rank: Option<usize>| {
-            if let Some(i) = rank {
-                b.run((start + i) as u32, cur, &spans[i]);
+/// A slice's records, each run's in winner-key order; buffers are reused
+/// slice to slice.
+#[derive(Default)]
+struct SliceRecs {
+    recs: Vec<Rec>,
+    texts: Vec<Arc<str>>,
+}
+
+/// A primitive column of a scan batch.
+fn col<'a, T: duckdb::arrow::datatypes::ArrowPrimitiveType>(
+    label: &str,
+    b: &'a RecordBatch,
+    i: usize,
+) -> StoreResult<&'a duckdb::arrow::array::PrimitiveArray<T>> {
+    b.column(i)
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| unusable(label, &format!("unexpected column type {} in a scan", b.column(i).data_type())))
+}
+
+/// Reads the records of `runs[start..end]` into `out`.
+fn scan_slice(
+    conn: &duckdb::Connection,
+    label: &str,
+    plan: &ScanPlan,
+    runs: &[RunRow],
+    (start, end): (usize, usize),
+    out: &mut SliceRecs,
+) -> StoreResult<()> {
+    out.recs.clear();
+    out.texts.clear();
+    let slice = &runs[start..end];
+    let lo = slice.iter().map(|r| r.key).min().unwrap_or(0);
+    let hi = slice.iter().map(|r| r.key).max().unwrap_or(0);
+    // Run key → index in `runs` (NONE: a run of another slice).
+    let width = usize::try_from(hi - lo + 1).unwrap_or(0);
+    let mut rank_of = vec![NONE; width];
+    for (i, r) in slice.iter().enumerate() {
+        rank_of[(r.key - lo) as usize] = (start + i) as u32;
+    }
+    let mut params: Vec<i64> = plan.name_ids.clone();
+    params.push(lo);
+    params.push(hi);
+    let refs: Vec<&dyn duckdb::ToSql> = params.iter().map(|p| p as &dyn duckdb::ToSql).collect();
+    let op = "pivot values";
+    let mut st = conn.prepare(&plan.sql).map_err(|e| fail(label, op, e))?;
+    let arrow = st.query_arrow(refs.as_slice()).map_err(|e| fail(label, op, e))?;
+    let (recs, texts) = (&mut out.recs, &mut out.texts);
+    for batch in arrow {
+        let run = col::<Int64Type>(label, &batch, 0)?;
+        let ctx = col::<Int64Type>(label, &batch, 1)?;
+        let name = col::<Int32Type>(label, &batch, 2)?;
+        let key = col::<Int64Type>(label, &batch, 3)?;
+        let mut cols: Vec<Col<'_>> = Vec::with_capacity(plan.columns.len());
+        for (i, c) in plan.columns.iter().enumerate() {
+            cols.push(match *c {
+                "fval" => Col::Float(col::<Float64Type>(label, &batch, 4 + i)?),
+                "tval" => Col::Text(batch.column(4 + i)),
+                _ => Col::Int(col::<Int64Type>(label, &batch, 4 + i)?),
+            });
+        }
+        let mut last_name = (i32::MIN, 0u32);
+        for row in 0..batch.num_rows() {
+            let rank = usize::try_from(run.value(row) - lo).ok().and_then(|i| rank_of.get(i)).copied().unwrap_or(NONE);
+            if rank == NONE {
+                continue;
             }
-            cur.ctxs.clear();
-            cur.cells.iter_mut().for_each(Cells::clear);
-        };
-        self.batches("pivot values", &sql, &refs, &mut |batch: &RecordBatch| {
-            let rank = self.col::<Int32Type>(batch, 0)?;
-            let ctx = self.col::<Int64Type>(batch, 1)?;
-            // Each name's column of this batch, typed once.
-            let mut cols: Vec<Option<Col<'_>>> = Vec::with_capacity(kinds.len());
-            for (k, kind) in kinds.iter().enumerate() {
-                let Some(p) = queried.iter().position(|&q| q == k) else {
-                    cols.push(None);
-                    continue;
-                };
-                let i = p + 2;
-                cols.push(Some(match kind {
-                    Some(ValueType::Float) => Col::Float(self.col::<Float64Type>(batch, i)?),
-                    Some(ValueType::Text) => Col::Text(batch.column(i), false),
-                    Some(ValueType::Json) => Col::Text(batch.column(i), true),
-                    _ => Col::Int(self.col::<Int64Type>(batch, i)?),
-                }));
+            let id = name.value(row);
+            if id != last_name.0 {
+                let Some(&k) = plan.k_of.get(&id) else { continue };
+                last_name = (id, k);
             }
-            for row in 0..batch.num_rows() {
-                let rk = usize::try_from(rank.value(row)).ok().filter(|&r| r < slice.len());
-                let Some(rk) = rk else {
-                    return Err(unusable(&self.label, "a pivot row names an unknown run"));
-                };
-                if cur_rank != Some(rk) {
-                    flush(b, &mut cur, cur_rank);
-                    cur_rank = Some(rk);
+            let k = last_name.1;
+            let v = match &cols[plan.col_of[k as usize]] {
+                Col::Int(a) if !a.is_null(row) => a.value(row) as u64,
+                Col::Float(a) if !a.is_null(row) => a.value(row).to_bits(),
+                Col::Text(a) if !a.is_null(row) => {
+                    let s = string_at(a, row).ok_or_else(|| unusable(label, "a stored text value is not text"))?;
+                    texts.push(s.into());
+                    (texts.len() - 1) as u64
                 }
-                let c = if ctx.is_null(row) {
-                    NONE
-                } else {
-                    u32::try_from(ctx.value(row)).ok().filter(|&c| c != NONE).ok_or_else(|| {
-                        unusable(&self.label, &format!("a loop context id {} is out of range", ctx.value(row)))
-                    })?
-                };
-                cur.ctxs.push(c);
-                for (k, cells) in cur.cells.iter_mut().enumerate() {
-                    let Some(col) = &cols[k] else {
-                        cells.push_none();
-                        continue;
-                    };
-                    match (cells, col) {
-                        (Cells::Int(v), Col::Int(a)) => v.push((!a.is_null(row)).then(|| a.value(row))),
-                        (Cells::Float(v), Col::Float(a)) => v.push((!a.is_null(row)).then(|| a.value(row))),
-                        (Cells::Any(v), Col::Int(a)) => {
-                            v.push((!a.is_null(row)).then(|| Value::Bool(a.value(row) != 0)))
-                        }
-                        (Cells::Any(v), Col::Text(a, json)) => {
-                            if a.is_null(row) {
-                                v.push(None);
-                                continue;
-                            }
-                            let s: Arc<str> = string_at(a, row)
-                                .ok_or_else(|| unusable(&self.label, "a stored text value is not text"))?
-                                .into();
-                            v.push(Some(if *json { Value::Json(s) } else { Value::Text(s) }));
-                        }
-                        (cells, _) => cells.push_none(),
-                    }
-                }
+                // NULL values are skipped, as `arg_max` skips them.
+                _ => continue,
+            };
+            let c = if ctx.is_null(row) {
+                NONE
+            } else {
+                u32::try_from(ctx.value(row))
+                    .ok()
+                    .filter(|&c| c != NONE)
+                    .ok_or_else(|| unusable(label, &format!("a loop context id {} is out of range", ctx.value(row))))?
+            };
+            recs.push(Rec { rank, ctx: c, k, key: key.value(row), v });
+        }
+    }
+    // Each run's records in winner-key order: insertion order as a rule
+    // (checked), sorted otherwise.
+    if !recs.windows(2).all(|w| (w[0].rank, w[0].key) < (w[1].rank, w[1].key)) {
+        recs.sort_by_key(|r| (r.rank, r.key));
+    }
+    Ok(())
+}
+
+impl Builder {
+    /// Pivots a slice's runs.
+    fn slice(&mut self, buf: &SliceRecs, spans: &[Spans]) {
+        let recs = &buf.recs;
+        let mut at = 0;
+        while at < recs.len() {
+            let rank = recs[at].rank;
+            let mut end = at + 1;
+            while end < recs.len() && recs[end].rank == rank {
+                end += 1;
             }
-            Ok(())
-        })?;
-        flush(b, &mut cur, cur_rank);
-        Ok(())
+            self.run(rank, &recs[at..end], &spans[rank as usize], &buf.texts);
+            at = end;
+        }
     }
 }
 
@@ -544,26 +828,24 @@ impl DuckStore {
 fn finish(runs: &[RunRow], wanted: &[&str], mut b: Builder) -> Table {
     let n = b.codes.len();
     let dict = |f: &dyn Fn(&RunRow) -> &str| -> Vec<Value> { runs.iter().map(|r| Value::Text(f(r).into())).collect() };
+    let codes = Arc::new(std::mem::take(&mut b.codes));
     let mut columns = vec![
         Column {
             name: "projid".into(),
-            data: ColumnData::Dict { dict: dict(&|r| &r.meta.projid), codes: b.codes.clone() },
+            data: ColumnData::Dict { dict: dict(&|r| &r.meta.projid), codes: Arc::clone(&codes) },
         },
         Column {
             name: "tstamp".into(),
-            data: ColumnData::Dict { dict: dict(&|r| &r.meta.tstamp), codes: b.codes.clone() },
+            data: ColumnData::Dict { dict: dict(&|r| &r.meta.tstamp), codes: Arc::clone(&codes) },
         },
-        Column {
-            name: "filename".into(),
-            data: ColumnData::Dict { dict: dict(&|r| &r.meta.filename), codes: std::mem::take(&mut b.codes) },
-        },
+        Column { name: "filename".into(), data: ColumnData::Dict { dict: dict(&|r| &r.meta.filename), codes } },
     ];
     let mut loop_cols: Vec<u32> =
         (0..b.loop_names.len() as u32).filter(|&i| b.loop_rank[i as usize].is_some()).collect();
     loop_cols.sort_by_key(|&i| b.loop_rank[i as usize]);
     for id in loop_cols {
         let mut v = std::mem::take(&mut b.loop_values[id as usize]);
-        v.resize(n, None);
+        v.pad_to(n);
         columns.push(Column { name: b.loop_names[id as usize].to_string(), data: ColumnData::Int(v) });
     }
     for (k, (name, cells)) in wanted.iter().zip(b.names).enumerate() {
@@ -680,7 +962,15 @@ mod tests {
                 records: &records,
                 checkpoints: &[],
             };
-            store.ingest(&batch).unwrap();
+            if rng.below(3) == 0 && records.len() > 1 {
+                // Ingested in two batches, the later lines first: the
+                // table's order is then not the records' order.
+                let half = records.len() / 2;
+                store.ingest(&IngestBatch { records: &records[half..], ..batch }).unwrap();
+                store.ingest(&IngestBatch { records: &records[..half], loops: &[], ..batch }).unwrap();
+            } else {
+                store.ingest(&batch).unwrap();
+            }
             if rng.below(2) == 0 && !loops.is_empty() {
                 let mut replay = Vec::new();
                 for line in 1..1 + rng.below(8) {
@@ -715,7 +1005,7 @@ mod tests {
             let same = match (&x.data, &y.data) {
                 (ColumnData::Float(p), ColumnData::Float(q)) => {
                     p.len() == q.len()
-                        && p.iter().zip(q).all(|(u, v)| match (u, v) {
+                        && p.iter().zip(q.iter()).all(|(u, v)| match (u, v) {
                             (Some(u), Some(v)) => u.to_bits() == v.to_bits() || (u.is_nan() && v.is_nan()),
                             _ => u.is_none() && v.is_none(),
                         })
