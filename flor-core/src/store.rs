@@ -217,6 +217,26 @@ pub trait Store: Send {
     /// How far `file` has been ingested, `None` if never.
     fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>>;
 
+    /// Opens a group of ingestion steps that become durable together, at
+    /// [`Store::end_group`], for backends whose transactions have a high
+    /// fixed cost (DuckDB: about 5 ms each). Inside a group, `ingest`,
+    /// `file_progress`, `set_status` and `runs` see the group's steps;
+    /// `query`, `dataframe` and `clear` are refused. An error in any step,
+    /// or `end_group(false)`, discards the whole group, so nothing is half
+    /// stored (the record files stay: the next sync ingests them again).
+    /// The default does nothing: every `ingest` is durable on its own.
+    fn begin_group(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Ends the group opened by [`Store::begin_group`]: makes its steps
+    /// durable (`commit`) or discards them. Fails, discarding the group,
+    /// when one of its steps failed. Does nothing without an open group.
+    fn end_group(&mut self, commit: bool) -> StoreResult<()> {
+        let _ = commit;
+        Ok(())
+    }
+
     /// Updates a run's status (and end time) without other changes.
     /// Returns `false` when the run is unknown.
     fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool>;

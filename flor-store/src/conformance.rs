@@ -49,6 +49,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("set_status", set_status),
     ("checkpoints_roundtrip", checkpoints_roundtrip),
     ("names_listing", names_listing),
+    ("ingestion_groups", ingestion_groups),
 ];
 
 /// Runs every check in [`CHECKS`], naming each on stderr before it starts.
@@ -1201,4 +1202,56 @@ pub fn names_listing(make: &mut MakeStore<'_>) {
     let names = ok(store.names(), "names");
     let got: Vec<(&str, &str, u64)> = names.iter().map(|n| (n.name.as_str(), n.kind.as_str(), n.count)).collect();
     assert_eq!(got, vec![("acc", "log", 2), ("loss", "log", 6), ("lr", "arg", 3)]);
+}
+
+/// Steps ingested in a group give the same store as the same steps one by
+/// one; inside a group, file progress follows the steps; a discarded group
+/// leaves each file either fully stored with its progress or absent with
+/// none (backends without groups store every step at once).
+pub fn ingestion_groups(make: &mut MakeStore<'_>) {
+    let (a, b, c) = (run_a(), run_b(), run_c());
+    let mut replay = Run::replay_of(&a);
+    replay.log(Some(0), "loss", 0.125);
+    let fa = format!("{}.forward", a.meta.tstamp);
+    let fr = format!("{}.replay", a.meta.tstamp);
+    let fb = format!("{}.forward", b.meta.tstamp);
+    let steps = [a.batch(Source::Forward, &fa), replay.batch(Source::Replay, &fr), b.batch(Source::Forward, &fb)];
+
+    let mut one = make();
+    for s in &steps {
+        ok(one.ingest(s), "ingest");
+    }
+    let mut grouped = make();
+    ok(grouped.begin_group(), "begin a group");
+    for s in &steps {
+        ok(grouped.ingest(s), "ingest in a group");
+        assert_eq!(ok(grouped.file_progress(s.file), "progress in a group"), Some(s.progress), "{}", s.file);
+    }
+    ok(grouped.end_group(true), "commit a group");
+    assert_eq!(ok(grouped.runs(), "runs"), ok(one.runs(), "runs"), "runs after a group");
+    assert_eq!(ok(grouped.names(), "names"), ok(one.names(), "names"), "names after a group");
+    let names = ["loss", "acc", "lr"];
+    assert_tables_equal(
+        &ok(grouped.dataframe(&names), "dataframe"),
+        &ok(one.dataframe(&names), "dataframe"),
+        "dataframe after a group",
+    );
+    for s in &steps {
+        assert_eq!(ok(grouped.file_progress(s.file), "progress"), Some(s.progress), "{}", s.file);
+    }
+    assert_eq!(
+        ok(grouped.query("SELECT count(*) FROM logs"), "query").cell(0, 0),
+        ok(one.query("SELECT count(*) FROM logs"), "query").cell(0, 0)
+    );
+
+    // A discarded group: all or nothing per file, and the store goes on.
+    let fc = format!("{}.forward", c.meta.tstamp);
+    ok(grouped.begin_group(), "begin a group");
+    ok(grouped.ingest(&c.batch(Source::Forward, &fc)), "ingest in a group");
+    ok(grouped.end_group(false), "discard a group");
+    let stored = ok(grouped.runs(), "runs").iter().any(|r| r.meta.tstamp == c.meta.tstamp);
+    assert_eq!(ok(grouped.file_progress(&fc), "progress").is_some(), stored, "progress and records agree");
+    ok(grouped.ingest(&c.batch(Source::Forward, &fc)), "ingest after a discarded group");
+    assert_eq!(ok(grouped.runs(), "runs").len(), 3);
+    assert_eq!(ok(grouped.end_group(true), "end without a group"), ());
 }

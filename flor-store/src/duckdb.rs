@@ -1,6 +1,7 @@
 //! The DuckDB backend (cargo feature `duckdb`). See the crate docs for the
 //! schema and the views; this module's docs cover what differs from SQLite.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
@@ -194,6 +195,113 @@ pub struct DuckStore {
     /// is one UPDATE, a new one's one INSERT (each DuckDB statement costs
     /// a fraction of a millisecond even prepared).
     files: HashSet<Box<str>>,
+    /// The open group of ingestion steps (see [`Store::begin_group`]).
+    group: Option<Group>,
+}
+
+/// An open group: one DuckDB transaction over several ingestion steps, and
+/// the caches as they were before it (restored when it is discarded).
+struct Group {
+    names: HashMap<Box<str>, i32>,
+    by_id: HashMap<i32, Arc<str>>,
+    runs_by_key: HashMap<(String, String), i64>,
+    next_run: i64,
+    files: HashSet<Box<str>>,
+    /// A step (or appending held-back rows) failed: the transaction can
+    /// only be rolled back.
+    failed: Cell<bool>,
+    /// Rows of runs new in this group, appended when the group ends or
+    /// before anything reads them.
+    pending: RefCell<Pending>,
+}
+
+/// Rows held back inside a group: a new run's records, loop spans, run row
+/// and file progress go to DuckDB with one appender per table for the
+/// whole group instead of several statements per step (each costs a
+/// fraction of a millisecond). Reads flush them first.
+#[derive(Default)]
+struct Pending {
+    records: Vec<RecordBatch>,
+    loops: Vec<(i64, i64, Span)>,
+    /// New runs' rows, and where each is.
+    runs: Vec<RunRowOut>,
+    run_at: HashMap<i64, usize>,
+    /// New files' progress rows `(file, run, bytes, lines)`, and where.
+    files: Vec<(Box<str>, i64, i64, i64)>,
+    file_at: HashMap<Box<str>, usize>,
+}
+
+/// A `flor_runs` row.
+struct RunRowOut {
+    run: i64,
+    projid: String,
+    tstamp: String,
+    filename: String,
+    argv: String,
+    interpreter: String,
+    host: String,
+    pid: i64,
+    commit: Option<String>,
+    status: &'static str,
+    ended: Option<String>,
+    nrecords: i64,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.loops.is_empty() && self.runs.is_empty() && self.files.is_empty()
+    }
+
+    /// Appends every held row (one appender per table), then forgets them.
+    fn flush(&mut self, conn: &Connection) -> duckdb::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        if !self.records.is_empty() {
+            let mut app = conn.appender("flor_records")?;
+            for batch in self.records.drain(..) {
+                app.append_record_batch(batch)?;
+            }
+            app.flush()?;
+        }
+        if !self.loops.is_empty() {
+            let mut app = conn.appender("flor_loops")?;
+            for (run, first, s) in self.loops.drain(..) {
+                app.append_row(params![run, first, s.count, s.parent, s.loop_id as i32, s.first_iteration, s.value])?;
+            }
+            app.flush()?;
+        }
+        if !self.runs.is_empty() {
+            let mut app = conn.appender("flor_runs")?;
+            for r in self.runs.drain(..) {
+                app.append_row(params![
+                    r.run,
+                    r.projid,
+                    r.tstamp,
+                    r.filename,
+                    r.argv,
+                    r.interpreter,
+                    r.host,
+                    r.pid,
+                    r.commit,
+                    r.status,
+                    r.ended,
+                    r.nrecords
+                ])?;
+            }
+            app.flush()?;
+        }
+        if !self.files.is_empty() {
+            let mut app = conn.appender("flor_files")?;
+            for (file, run, bytes, lines) in self.files.drain(..) {
+                app.append_row(params![&*file, run, bytes, lines])?;
+            }
+            app.flush()?;
+        }
+        self.run_at.clear();
+        self.file_at.clear();
+        Ok(())
+    }
 }
 
 impl fmt::Debug for DuckStore {
@@ -307,6 +415,7 @@ impl DuckStore {
             runs_by_key: HashMap::new(),
             next_run: 1,
             files: HashSet::new(),
+            group: None,
         };
         store.load_names()?;
         store.load_runs()?;
@@ -406,7 +515,32 @@ impl DuckStore {
         let existing = self.runs_by_key.get(&(m.projid.clone(), m.tstamp.clone())).copied();
         let run = existing.unwrap_or(self.next_run);
         let source = b.source.code() as i8;
-        let tx = self.conn.transaction().map_err(err("start an ingestion transaction"))?;
+        // Its own transaction, or the open group's.
+        let own = match &self.group {
+            Some(g) if g.failed.get() => {
+                return Err(StoreError::Backend {
+                    backend: BACKEND,
+                    message: format!("{label}: an earlier step of this ingestion group failed; end the group"),
+                    source: None,
+                })
+            }
+            Some(_) => None,
+            None => Some(self.conn.unchecked_transaction().map_err(err("start an ingestion transaction"))?),
+        };
+        let tx: &Connection = match &own {
+            Some(t) => t,
+            None => &self.conn,
+        };
+        // Inside a group, a new run's rows are held back (see `Pending`); a
+        // step that reads a held-back run's rows flushes them first.
+        let pending = self.group.as_ref().map(|g| &g.pending);
+        let defer = pending.filter(|_| existing.is_none());
+        if let (Some(p), Some(run)) = (pending, existing) {
+            let reads = !spans_new.is_empty() || !b.records.is_empty();
+            if reads && p.borrow().run_at.contains_key(&run) {
+                p.borrow_mut().flush(tx).map_err(err("store held-back rows"))?;
+            }
+        }
         if !new_names.is_empty() {
             let mut ins = tx.prepare_cached("INSERT INTO flor_names VALUES (?, ?)").map_err(err("intern a name"))?;
             for (id, name) in &new_names {
@@ -415,7 +549,13 @@ impl DuckStore {
         }
 
         if !spans_new.is_empty() {
-            store_loops(&tx, run, spans_new, existing.is_some()).map_err(err("store loop iterations"))?;
+            match defer {
+                Some(p) => {
+                    let merged = spans::merge(BTreeMap::new(), spans::split_long(spans_new, MAX_SPAN), MAX_SPAN);
+                    p.borrow_mut().loops.extend(merged.into_iter().map(|(first, s)| (run, first, s)));
+                }
+                None => store_loops(tx, run, spans_new, existing.is_some()).map_err(err("store loop iterations"))?,
+            }
         }
 
         let mut added = b.records.len() as i64;
@@ -448,14 +588,50 @@ impl DuckStore {
                 message: format!("{label}: cannot store records: {e}"),
                 source: Some(Box::new(e)),
             })?;
-            let mut app = tx.appender("flor_records").map_err(err("store records"))?;
-            app.append_record_batch(batch).map_err(err("store records"))?;
-            app.flush().map_err(err("store records"))?;
+            match defer {
+                Some(p) => p.borrow_mut().records.push(batch),
+                None => {
+                    let mut app = tx.appender("flor_records").map_err(err("store records"))?;
+                    app.append_record_batch(batch).map_err(err("store records"))?;
+                    app.flush().map_err(err("store records"))?;
+                }
+            }
         }
 
         // The run: metadata replaced, record count grown.
         let pid = i64::from(m.pid);
-        if existing.is_some() {
+        let held = pending.and_then(|p| p.borrow().run_at.get(&run).copied());
+        if let (Some(p), Some(i)) = (pending, held) {
+            // A run new in this group, its row held back: updated in place.
+            let r = &mut p.borrow_mut().runs[i];
+            r.filename.clone_from(&m.filename);
+            r.argv = argv;
+            r.interpreter.clone_from(&m.interpreter);
+            r.host.clone_from(&m.host);
+            r.pid = pid;
+            r.commit.clone_from(&m.commit);
+            r.status = m.status.as_str();
+            r.ended.clone_from(&m.ended);
+            r.nrecords += added;
+        } else if let (Some(p), None) = (defer, existing) {
+            let mut p = p.borrow_mut();
+            let i = p.runs.len();
+            p.run_at.insert(run, i);
+            p.runs.push(RunRowOut {
+                run,
+                projid: m.projid.clone(),
+                tstamp: m.tstamp.clone(),
+                filename: m.filename.clone(),
+                argv,
+                interpreter: m.interpreter.clone(),
+                host: m.host.clone(),
+                pid,
+                commit: m.commit.clone(),
+                status: m.status.as_str(),
+                ended: m.ended.clone(),
+                nrecords: added,
+            });
+        } else if existing.is_some() {
             tx.prepare_cached(
                 "UPDATE flor_runs SET filename = ?, argv = ?, interpreter = ?, host = ?, pid = ?, commit_sha = ?, \
                  status = ?, ended = ?, nrecords = nrecords + ? WHERE run = ?",
@@ -523,7 +699,18 @@ impl DuckStore {
 
         let (offset, lines) = (b.progress.offset as i64, b.progress.lines as i64);
         let known = self.files.contains(b.file);
-        let updated = if known {
+        let held = pending.and_then(|p| p.borrow().file_at.get(b.file).copied());
+        let updated = if let (Some(p), Some(i)) = (pending, held) {
+            let f = &mut p.borrow_mut().files[i];
+            (f.1, f.2, f.3) = (run, offset, lines);
+            1
+        } else if let (Some(p), false) = (pending, known) {
+            let mut p = p.borrow_mut();
+            let i = p.files.len();
+            p.file_at.insert(b.file.into(), i);
+            p.files.push((b.file.into(), run, offset, lines));
+            1
+        } else if known {
             tx.prepare_cached("UPDATE flor_files SET run = ?, done_bytes = ?, done_lines = ? WHERE file = ?")
                 .and_then(|mut st| st.execute(params![run, offset, lines, b.file]))
                 .map_err(err("store file progress"))?
@@ -535,7 +722,9 @@ impl DuckStore {
                 .and_then(|mut st| st.execute(params![b.file, run, offset, lines]))
                 .map_err(err("store file progress"))?;
         }
-        tx.commit().map_err(err("commit an ingestion transaction"))?;
+        if let Some(t) = own {
+            t.commit().map_err(err("commit an ingestion transaction"))?;
+        }
         if !known {
             self.files.insert(b.file.into());
         }
@@ -752,12 +941,67 @@ impl Store for DuckStore {
     }
 
     fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
-        self.ingest_tx(batch)
+        let r = self.ingest_tx(batch);
+        if let (Err(_), Some(g)) = (&r, &mut self.group) {
+            g.failed.set(true);
+        }
+        r
+    }
+
+    fn begin_group(&mut self) -> StoreResult<()> {
+        if self.group.is_some() {
+            return Err(self.in_group("open another ingestion group"));
+        }
+        self.conn.execute_batch("BEGIN TRANSACTION").map_err(|e| self.fail("open an ingestion group", e))?;
+        self.group = Some(Group {
+            names: self.names.clone(),
+            by_id: self.by_id.clone(),
+            runs_by_key: self.runs_by_key.clone(),
+            next_run: self.next_run,
+            files: self.files.clone(),
+            failed: Cell::new(false),
+            pending: RefCell::new(Pending::default()),
+        });
+        Ok(())
+    }
+
+    fn end_group(&mut self, commit: bool) -> StoreResult<()> {
+        let Some(g) = self.group.take() else { return Ok(()) };
+        if commit && !g.failed.get() {
+            let flushed = g.pending.borrow_mut().flush(&self.conn);
+            match flushed.and_then(|()| self.conn.execute_batch("COMMIT")) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.restore(g);
+                    return Err(self.fail("commit an ingestion group", e));
+                }
+            }
+        }
+        let rolled = self.conn.execute_batch("ROLLBACK");
+        let failed = g.failed.get();
+        self.restore(g);
+        rolled.map_err(|e| self.fail("discard an ingestion group", e))?;
+        if commit && failed {
+            return Err(StoreError::Backend {
+                backend: BACKEND,
+                message: format!("{}: a step of the ingestion group failed; the group was discarded", self.label),
+                source: None,
+            });
+        }
+        Ok(())
     }
 
     fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
         if !self.files.contains(file) {
             return Ok(None);
+        }
+        if let Some(g) = &self.group {
+            let p = g.pending.borrow();
+            if let Some(&i) = p.file_at.get(file) {
+                let f = &p.files[i];
+                return Ok(Some(FileProgress { offset: f.2 as u64, lines: f.3 as u64 }));
+            }
         }
         self.conn
             .query_row("SELECT done_bytes, done_lines FROM flor_files WHERE file = ?", [file], |r| {
@@ -768,6 +1012,7 @@ impl Store for DuckStore {
     }
 
     fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {
+        self.settle()?;
         let n = self
             .conn
             .execute(
@@ -779,6 +1024,7 @@ impl Store for DuckStore {
     }
 
     fn runs(&self) -> StoreResult<Vec<RunRow>> {
+        self.settle()?;
         let op = "list runs";
         let mut st = self.conn.prepare(RUNS_SQL).map_err(|e| self.fail(op, e))?;
         let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
@@ -807,6 +1053,7 @@ impl Store for DuckStore {
     }
 
     fn names(&self) -> StoreResult<Vec<NameInfo>> {
+        self.settle()?;
         let op = "list names";
         let mut st = self
             .conn
@@ -833,6 +1080,7 @@ impl Store for DuckStore {
     }
 
     fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        self.settle()?;
         let op = "scan values";
         let mut emit = |b: &RecordBatch, name_of: &dyn Fn(usize) -> StoreResult<Arc<str>>| -> StoreResult<()> {
             let run = self.col::<Int64Type>(b, 0)?;
@@ -905,6 +1153,7 @@ impl Store for DuckStore {
     }
 
     fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
+        self.settle()?;
         if runs.is_empty() {
             return Ok(());
         }
@@ -957,6 +1206,9 @@ impl Store for DuckStore {
     /// The pivot planned in DuckDB (see the `pivot` module); the shared one
     /// where that plan does not apply.
     fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
+        if self.group.is_some() {
+            return Err(self.in_group("build a dataframe"));
+        }
         if !names.is_empty() {
             if let Some(table) = self.pivot(names)? {
                 return Ok(table);
@@ -966,6 +1218,7 @@ impl Store for DuckStore {
     }
 
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
+        self.settle()?;
         let op = "list checkpoints";
         let mut st = self
             .conn
@@ -1002,6 +1255,9 @@ impl Store for DuckStore {
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
+        if self.group.is_some() {
+            return Err(self.in_group("run a query"));
+        }
         let shape = readonly::shape(sql);
         if shape.empty {
             return Err(StoreError::Query { backend: BACKEND, message: "the query is empty".into() });
@@ -1030,6 +1286,9 @@ impl Store for DuckStore {
     }
 
     fn clear(&mut self) -> StoreResult<()> {
+        if self.group.is_some() {
+            return Err(self.in_group("clear the database"));
+        }
         let l = self.label.clone();
         let tx = self.conn.transaction().map_err(|e| fail(&l, "clear the database", e))?;
         for t in DATA_TABLES {
@@ -1047,6 +1306,38 @@ impl Store for DuckStore {
 }
 
 impl DuckStore {
+    /// The error for `op` while an ingestion group is open.
+    fn in_group(&self, op: &str) -> StoreError {
+        StoreError::Backend {
+            backend: BACKEND,
+            message: format!("{}: cannot {op} while an ingestion group is open", self.label),
+            source: None,
+        }
+    }
+
+    /// Appends the rows an open group holds back, so that reads see them.
+    fn settle(&self) -> StoreResult<()> {
+        let Some(g) = &self.group else { return Ok(()) };
+        if g.failed.get() {
+            return Err(self.in_group("read after a failed step"));
+        }
+        let flushed = g.pending.borrow_mut().flush(&self.conn);
+        flushed.map_err(|e| {
+            // Rows may be half appended: the group can only be discarded.
+            g.failed.set(true);
+            self.fail("store held-back rows", e)
+        })
+    }
+
+    /// The caches as they were before a discarded group.
+    fn restore(&mut self, g: Group) {
+        self.names = g.names;
+        self.by_id = g.by_id;
+        self.runs_by_key = g.runs_by_key;
+        self.next_run = g.next_run;
+        self.files = g.files;
+    }
+
     fn query_in_tx(&self, sql: &str) -> StoreResult<Table> {
         let query_error = |e: duckdb::Error| match e {
             duckdb::Error::DuckDBFailure(err, msg) => {

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use flor_core::store::{FileProgress, IngestBatch, Store, StoreError};
+use flor_core::store::{
+    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
+    ValueRow,
+};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Table, Value};
 use flor_store::{conformance, DuckStore, SqliteStore};
 
@@ -20,6 +23,79 @@ fn conformance_on_disk() {
     conformance::run_all(&mut || {
         n += 1;
         Box::new(DuckStore::open(&dir.path().join(format!("db{n}/flor.duckdb"))).unwrap())
+    });
+}
+
+/// A DuckDB store whose consecutive ingestion steps go into one group,
+/// ended only by the reads a group refuses (`query`, `dataframe`, `clear`):
+/// the other reads run inside the group, on its held-back rows.
+struct Grouped {
+    store: std::cell::RefCell<DuckStore>,
+    open: std::cell::Cell<bool>,
+}
+
+impl Grouped {
+    fn close(&self) {
+        if self.open.replace(false) {
+            self.store.borrow_mut().end_group(true).expect("end the group");
+        }
+    }
+}
+
+impl Store for Grouped {
+    fn backend(&self) -> &'static str {
+        "duckdb"
+    }
+    fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        if !self.open.replace(true) {
+            self.store.get_mut().begin_group()?;
+        }
+        self.store.get_mut().ingest(batch)
+    }
+    fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
+        self.store.borrow().file_progress(file)
+    }
+    fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {
+        self.store.get_mut().set_status(projid, tstamp, status, ended)
+    }
+    fn runs(&self) -> StoreResult<Vec<RunRow>> {
+        self.store.borrow().runs()
+    }
+    fn names(&self) -> StoreResult<Vec<NameInfo>> {
+        self.store.borrow().names()
+    }
+    fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        self.store.borrow().scan_values(filter, visit)
+    }
+    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
+        self.store.borrow().scan_loops(runs, visit)
+    }
+    fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
+        self.store.borrow().checkpoints(run)
+    }
+    fn query(&self, sql: &str) -> StoreResult<Table> {
+        self.close();
+        self.store.borrow().query(sql)
+    }
+    fn clear(&mut self) -> StoreResult<()> {
+        self.close();
+        self.store.get_mut().clear()
+    }
+    fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
+        self.close();
+        self.store.borrow().dataframe(names)
+    }
+}
+
+/// The whole suite with ingestion steps grouped (held-back rows, reads
+/// inside groups).
+#[test]
+fn conformance_with_ingestion_groups() {
+    conformance::run_all(&mut || {
+        Box::new(Grouped {
+            store: std::cell::RefCell::new(DuckStore::open_in_memory().unwrap()),
+            open: std::cell::Cell::new(false),
+        })
     });
 }
 
@@ -270,4 +346,32 @@ fn parquet_export_reads_back() {
     assert_eq!(losses as usize, df.row_count());
     assert_eq!(opt, "sgd");
     assert!(acc > 0);
+}
+
+/// While an ingestion group is open, reads that need a settled database are
+/// refused with a message, and so is a second group; ending the group
+/// makes its steps durable: they are there after reopening the file.
+#[test]
+fn ingestion_group_refuses_queries_and_is_durable_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.duckdb");
+    let mut store = DuckStore::open(&path).unwrap();
+    store.begin_group().unwrap();
+    ingest_run(&mut store, 0);
+    ingest_run(&mut store, 1);
+    for (what, e) in [
+        ("query", store.query("SELECT 1").err()),
+        ("dataframe", store.dataframe(&["loss"]).err()),
+        ("second group", store.begin_group().err()),
+    ] {
+        let e = e.unwrap_or_else(|| panic!("{what} was allowed inside a group"));
+        assert!(e.to_string().contains("while an ingestion group is open"), "{what}: {e}");
+    }
+    assert!(store.clear().unwrap_err().to_string().contains("ingestion group"));
+    assert_eq!(store.runs().unwrap().len(), 2, "the group's runs are visible inside it");
+    store.end_group(true).unwrap();
+    drop(store);
+    let store = DuckStore::open(&path).unwrap();
+    assert_eq!(store.runs().unwrap().len(), 2);
+    assert!(store.dataframe(&["loss"]).unwrap().row_count() > 0);
 }
