@@ -325,21 +325,43 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         }
     }
     let total = pending.len();
-    for (done, (refname, sha)) in pending.into_iter().enumerate() {
-        progress(done, total);
-        let files = flor_git::read_dir_at(root, &sha, RECORDS_DIR)?;
-        let own = label_for(refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(&refname));
-        let mut forward: Option<RunMeta> = None;
-        for (path, bytes) in &files {
-            let name = path.rsplit('/').next().unwrap_or(path);
-            let display = format!("{refname}:{path}");
-            let meta = ingest_bytes(store, name, &display, bytes, &mut report)?;
-            if name == own {
-                forward = meta;
+    // Runs are ingested in groups (one transaction each where the store
+    // groups: DuckDB's transactions cost milliseconds each). An error
+    // discards the open group; its runs are ingested again next time.
+    store.begin_group()?;
+    let ingested = (|| -> Result<()> {
+        let mut group_start = report.records;
+        let mut group_runs = 0;
+        for (done, (refname, sha)) in pending.into_iter().enumerate() {
+            progress(done, total);
+            let files = flor_git::read_dir_at(root, &sha, RECORDS_DIR)?;
+            let own = label_for(refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(&refname));
+            let mut forward: Option<RunMeta> = None;
+            for (path, bytes) in &files {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                let display = format!("{refname}:{path}");
+                let meta = ingest_bytes(store, name, &display, bytes, &mut report)?;
+                if name == own {
+                    forward = meta;
+                }
+            }
+            if let Some(meta) = forward {
+                mark_commit(store, &sha, &meta)?;
+            }
+            group_runs += 1;
+            if group_runs >= GROUP_RUNS || report.records - group_start >= GROUP_RECORDS {
+                store.end_group(true)?;
+                store.begin_group()?;
+                (group_start, group_runs) = (report.records, 0);
             }
         }
-        if let Some(meta) = forward {
-            mark_commit(store, &sha, &meta)?;
+        Ok(())
+    })();
+    match ingested {
+        Ok(()) => store.end_group(true)?,
+        Err(e) => {
+            let _ = store.end_group(false);
+            return Err(e);
         }
     }
     if total > 0 {
@@ -347,3 +369,9 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
     }
     Ok(report)
 }
+
+/// At most this many runs, and about this many records, per ingestion
+/// group (see [`Store::begin_group`]): bounds what an error discards and how
+/// long a group's transaction stays open.
+const GROUP_RUNS: usize = 64;
+const GROUP_RECORDS: u64 = 1 << 20;
