@@ -75,6 +75,22 @@ fn bench_ingest(c: &mut Criterion) {
                     BatchSize::PerIteration,
                 )
             });
+            // The same batches in one ingestion group (as a sync ingests
+            // runs: one transaction per group on DuckDB, a no-op on SQLite).
+            g.bench_function(format!("{engine}/parsed_grouped"), |b| {
+                b.iter_batched(
+                    || fresh(open),
+                    |(mut store, dir)| {
+                        store.begin_group().expect("begin a group");
+                        for (i, p) in parsed.iter().enumerate() {
+                            ingest_parsed(store.as_mut(), &format!("{i}.jsonl"), p);
+                        }
+                        store.end_group(true).expect("end a group");
+                        (store, dir)
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
             g.bench_function(format!("{engine}/parse_and_ingest"), |b| {
                 b.iter_batched(
                     || fresh(open),
