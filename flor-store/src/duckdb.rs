@@ -247,6 +247,50 @@ struct RunRowOut {
     nrecords: i64,
 }
 
+impl RunRowOut {
+    fn of(run: i64, m: &flor_core::RunMeta, argv: String, nrecords: i64) -> RunRowOut {
+        RunRowOut {
+            run,
+            projid: m.projid.clone(),
+            tstamp: m.tstamp.clone(),
+            filename: m.filename.clone(),
+            argv,
+            interpreter: m.interpreter.clone(),
+            host: m.host.clone(),
+            pid: i64::from(m.pid),
+            commit: m.commit.clone(),
+            status: m.status.as_str(),
+            ended: m.ended.clone(),
+            nrecords,
+        }
+    }
+
+    /// The row's cells, in `flor_runs`'s column order.
+    fn cells(&self) -> [&dyn duckdb::ToSql; 12] {
+        [
+            &self.run,
+            &self.projid,
+            &self.tstamp,
+            &self.filename,
+            &self.argv,
+            &self.interpreter,
+            &self.host,
+            &self.pid,
+            &self.commit,
+            &self.status,
+            &self.ended,
+            &self.nrecords,
+        ]
+    }
+
+    /// This row after a later step of the same run: metadata replaced,
+    /// record count grown.
+    fn update(&mut self, later: RunRowOut) {
+        let nrecords = self.nrecords + later.nrecords;
+        *self = RunRowOut { nrecords, ..later };
+    }
+}
+
 impl Pending {
     fn is_empty(&self) -> bool {
         self.records.is_empty() && self.loops.is_empty() && self.runs.is_empty() && self.files.is_empty()
@@ -274,20 +318,7 @@ impl Pending {
         if !self.runs.is_empty() {
             let mut app = conn.appender("flor_runs")?;
             for r in self.runs.drain(..) {
-                app.append_row(params![
-                    r.run,
-                    r.projid,
-                    r.tstamp,
-                    r.filename,
-                    r.argv,
-                    r.interpreter,
-                    r.host,
-                    r.pid,
-                    r.commit,
-                    r.status,
-                    r.ended,
-                    r.nrecords
-                ])?;
+                app.append_row(r.cells())?;
             }
             app.flush()?;
         }
@@ -599,76 +630,29 @@ impl DuckStore {
         }
 
         // The run: metadata replaced, record count grown.
-        let pid = i64::from(m.pid);
+        let row = RunRowOut::of(run, m, argv, added);
         let held = pending.and_then(|p| p.borrow().run_at.get(&run).copied());
         if let (Some(p), Some(i)) = (pending, held) {
             // A run new in this group, its row held back: updated in place.
-            let r = &mut p.borrow_mut().runs[i];
-            r.filename.clone_from(&m.filename);
-            r.argv = argv;
-            r.interpreter.clone_from(&m.interpreter);
-            r.host.clone_from(&m.host);
-            r.pid = pid;
-            r.commit.clone_from(&m.commit);
-            r.status = m.status.as_str();
-            r.ended.clone_from(&m.ended);
-            r.nrecords += added;
+            p.borrow_mut().runs[i].update(row);
         } else if let (Some(p), None) = (defer, existing) {
             let mut p = p.borrow_mut();
             let i = p.runs.len();
             p.run_at.insert(run, i);
-            p.runs.push(RunRowOut {
-                run,
-                projid: m.projid.clone(),
-                tstamp: m.tstamp.clone(),
-                filename: m.filename.clone(),
-                argv,
-                interpreter: m.interpreter.clone(),
-                host: m.host.clone(),
-                pid,
-                commit: m.commit.clone(),
-                status: m.status.as_str(),
-                ended: m.ended.clone(),
-                nrecords: added,
-            });
+            p.runs.push(row);
         } else if existing.is_some() {
             tx.prepare_cached(
                 "UPDATE flor_runs SET filename = ?, argv = ?, interpreter = ?, host = ?, pid = ?, commit_sha = ?, \
                  status = ?, ended = ?, nrecords = nrecords + ? WHERE run = ?",
             )
             .and_then(|mut st| {
-                st.execute(params![
-                    m.filename,
-                    argv,
-                    m.interpreter,
-                    m.host,
-                    pid,
-                    m.commit,
-                    m.status.as_str(),
-                    m.ended,
-                    added,
-                    run
-                ])
+                let c = row.cells();
+                st.execute([c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[0]])
             })
             .map_err(err("store the run"))?;
         } else {
             tx.prepare_cached("INSERT INTO flor_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .and_then(|mut st| {
-                    st.execute(params![
-                        run,
-                        m.projid,
-                        m.tstamp,
-                        m.filename,
-                        argv,
-                        m.interpreter,
-                        m.host,
-                        pid,
-                        m.commit,
-                        m.status.as_str(),
-                        m.ended,
-                        added
-                    ])
-                })
+                .and_then(|mut st| st.execute(row.cells()))
                 .map_err(err("store the run"))?;
         }
 
