@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use flor_core::record::{parse_lines, Parsed};
-use flor_core::store::{FileProgress, IngestBatch};
 use flor_core::Store;
 use flor_store::{DuckStore, SqliteStore};
 
@@ -22,21 +21,6 @@ fn engines() -> [(&'static str, Open); 2] {
         ("sqlite", |dir| Box::new(SqliteStore::open(&dir.join("flor.db")).expect("open"))),
         ("duckdb", |dir| Box::new(DuckStore::open(&dir.join("flor.duckdb")).expect("open"))),
     ]
-}
-
-fn ingest_parsed(store: &mut dyn Store, label: &str, p: &Parsed) {
-    let (meta, source) = p.header.clone().expect("header");
-    store
-        .ingest(&IngestBatch {
-            run: &meta,
-            source,
-            file: label,
-            progress: FileProgress { offset: p.consumed as u64, lines: p.lines },
-            loops: &p.loops,
-            records: &p.records,
-            checkpoints: &p.checkpoints,
-        })
-        .expect("ingest");
 }
 
 /// A fresh store in a fresh folder (created outside the timed region).
@@ -63,34 +47,21 @@ fn bench_ingest(c: &mut Criterion) {
         g.throughput(Throughput::Elements(rows as u64));
         g.sample_size(10).measurement_time(Duration::from_secs(if rows > 500_000 { 30 } else { 15 }));
         for (engine, open) in engines() {
-            g.bench_function(format!("{engine}/parsed"), |b| {
-                b.iter_batched(
-                    || fresh(open),
-                    |(mut store, dir)| {
-                        for (i, p) in parsed.iter().enumerate() {
-                            ingest_parsed(store.as_mut(), &format!("{i}.jsonl"), p);
-                        }
-                        (store, dir)
-                    },
-                    BatchSize::PerIteration,
-                )
-            });
-            // The same batches in one ingestion group (as a sync ingests
-            // runs: one transaction per group on DuckDB, a no-op on SQLite).
-            g.bench_function(format!("{engine}/parsed_grouped"), |b| {
-                b.iter_batched(
-                    || fresh(open),
-                    |(mut store, dir)| {
-                        store.begin_group().expect("begin a group");
-                        for (i, p) in parsed.iter().enumerate() {
-                            ingest_parsed(store.as_mut(), &format!("{i}.jsonl"), p);
-                        }
-                        store.end_group(true).expect("end a group");
-                        (store, dir)
-                    },
-                    BatchSize::PerIteration,
-                )
-            });
+            // Each batch its own transaction; then the same batches in one
+            // ingestion group (as a sync ingests runs: one transaction per
+            // group on DuckDB, a no-op on SQLite).
+            for (variant, grouped) in [("parsed", false), ("parsed_grouped", true)] {
+                g.bench_function(format!("{engine}/{variant}"), |b| {
+                    b.iter_batched(
+                        || fresh(open),
+                        |(mut store, dir)| {
+                            common::ingest_files(store.as_mut(), &parsed, grouped);
+                            (store, dir)
+                        },
+                        BatchSize::PerIteration,
+                    )
+                });
+            }
             g.bench_function(format!("{engine}/parse_and_ingest"), |b| {
                 b.iter_batched(
                     || fresh(open),
@@ -116,9 +87,7 @@ fn bench_ingest(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     let (mut store, dir) = fresh(open);
-                    for (i, p) in parsed.iter().enumerate() {
-                        ingest_parsed(store.as_mut(), &format!("{i}.jsonl"), p);
-                    }
+                    common::ingest_files(store.as_mut(), &parsed, false);
                     (store, dir)
                 },
                 |(store, dir)| {

@@ -25,15 +25,6 @@ use flor_store::{DuckStore, SqliteStore};
 
 const CHILD_ENV: &str = "FLOR_SCALE_CHILD";
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn open(engine: &str, path: &Path) -> Box<dyn Store> {
     match engine {
         "sqlite" => Box::new(SqliteStore::open(path).expect("open")),
@@ -48,7 +39,7 @@ fn main() {
         let store = open(engine, Path::new(path));
         let first = store.query("SELECT count(*) AS n FROM logs").expect("query");
         let cold = t.elapsed().as_secs_f64();
-        let rss_open = peak_rss_mib();
+        let rss_open = common::peak_rss_mib();
         let t = Instant::now();
         let table = if engine == "duckdb-shared" {
             flor_core::pivot::dataframe(store.as_ref(), &["loss", "acc"])
@@ -63,7 +54,7 @@ fn main() {
             cold,
             first.cell(0, 0),
             table.row_count(),
-            peak_rss_mib()
+            common::peak_rss_mib()
         );
         return;
     }

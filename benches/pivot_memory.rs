@@ -16,18 +16,9 @@ use flor_store::SqliteStore;
 
 const CHILD_ENV: &str = "FLOR_PIVOT_MEMORY_DB";
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     if let Ok(db) = std::env::var(CHILD_ENV) {
-        let before = peak_rss_mib();
+        let before = common::peak_rss_mib();
         let store = SqliteStore::open(std::path::Path::new(&db)).expect("open store");
         let t = Instant::now();
         let table = store.dataframe(&["loss"]).expect("dataframe");
@@ -35,7 +26,7 @@ fn main() {
         assert_eq!(table.row_count(), 1_000_000);
         println!(
             "dataframe(loss) over 1,000,000 rows: {secs:.3} s, peak RSS {:.1} MiB (process baseline {before:.1} MiB)",
-            peak_rss_mib()
+            common::peak_rss_mib()
         );
         return;
     }

@@ -1,6 +1,6 @@
 //! Synthetic record files shared by the benches.
 
-use flor_core::record::{parse_lines, LineEncoder};
+use flor_core::record::{parse_lines, LineEncoder, Parsed};
 use flor_core::store::{FileProgress, IngestBatch};
 use flor_core::Store;
 use flor_core::{RecordKind, RunMeta, RunStatus, Source, Value};
@@ -32,7 +32,11 @@ pub fn record_file(run: usize, epochs: usize, steps: usize) -> (RunMeta, Vec<u8>
 
 /// Parses a whole record file and ingests it as one batch under `label`.
 pub fn ingest(store: &mut dyn Store, label: &str, bytes: &[u8]) {
-    let p = parse_lines(bytes, 1);
+    ingest_parsed(store, label, &parse_lines(bytes, 1));
+}
+
+/// Ingests a parsed record file as one batch under `label`.
+pub fn ingest_parsed(store: &mut dyn Store, label: &str, p: &Parsed) {
     let (meta, source) = p.header.clone().expect("header");
     store
         .ingest(&IngestBatch {
@@ -45,4 +49,30 @@ pub fn ingest(store: &mut dyn Store, label: &str, bytes: &[u8]) {
             checkpoints: &p.checkpoints,
         })
         .expect("ingest");
+}
+
+/// Ingests parsed files as `0.jsonl`, `1.jsonl`, ..., one batch each, in
+/// one ingestion group when `grouped` (as `flor`'s sync does).
+#[allow(dead_code)] // not every bench that includes this module uses it
+pub fn ingest_files(store: &mut dyn Store, parsed: &[Parsed], grouped: bool) {
+    if grouped {
+        store.begin_group().expect("begin a group");
+    }
+    for (i, p) in parsed.iter().enumerate() {
+        ingest_parsed(store, &format!("{i}.jsonl"), p);
+    }
+    if grouped {
+        store.end_group(true).expect("end a group");
+    }
+}
+
+/// This process's peak resident memory (VmHWM) in MiB; NaN where unknown.
+#[allow(dead_code)] // not every bench that includes this module uses it
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

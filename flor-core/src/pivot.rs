@@ -317,7 +317,14 @@ fn collect_chain(node: &impl Fn(u32, u32) -> Option<Node>, run: u32, ctx: u32, c
 
 /// `projid`, `tstamp`, `filename`: dictionary columns indexed by run.
 fn head_columns(runs: &[RunRow], rows: &[(u32, u32)]) -> Vec<Column> {
-    let codes: Arc<Vec<u32>> = Arc::new(rows.iter().map(|(run, _)| *run).collect());
+    run_columns(runs, rows.iter().map(|(run, _)| *run).collect())
+}
+
+/// A pivot's first columns, `projid`, `tstamp` and `filename`, for rows
+/// whose run is `runs[codes[i]]`: dictionary columns sharing `codes`.
+/// Shared by the store backends that pivot on their own.
+pub fn run_columns(runs: &[RunRow], codes: Vec<u32>) -> Vec<Column> {
+    let codes = Arc::new(codes);
     let dict = |f: &dyn Fn(&RunRow) -> &str| -> Vec<Value> { runs.iter().map(|r| Value::Text(f(r).into())).collect() };
     vec![
         Column {

@@ -827,19 +827,7 @@ impl Builder {
 /// first appearance, then one column per requested name.
 fn finish(runs: &[RunRow], wanted: &[&str], mut b: Builder) -> Table {
     let n = b.codes.len();
-    let dict = |f: &dyn Fn(&RunRow) -> &str| -> Vec<Value> { runs.iter().map(|r| Value::Text(f(r).into())).collect() };
-    let codes = Arc::new(std::mem::take(&mut b.codes));
-    let mut columns = vec![
-        Column {
-            name: "projid".into(),
-            data: ColumnData::Dict { dict: dict(&|r| &r.meta.projid), codes: Arc::clone(&codes) },
-        },
-        Column {
-            name: "tstamp".into(),
-            data: ColumnData::Dict { dict: dict(&|r| &r.meta.tstamp), codes: Arc::clone(&codes) },
-        },
-        Column { name: "filename".into(), data: ColumnData::Dict { dict: dict(&|r| &r.meta.filename), codes } },
-    ];
+    let mut columns = flor_core::pivot::run_columns(runs, std::mem::take(&mut b.codes));
     let mut loop_cols: Vec<u32> =
         (0..b.loop_names.len() as u32).filter(|&i| b.loop_rank[i as usize].is_some()).collect();
     loop_cols.sort_by_key(|&i| b.loop_rank[i as usize]);
