@@ -23,7 +23,7 @@ use flor_core::table::{Column, ColumnData, Dict, Nullable, Table};
 use flor_core::value::{Value, ValueType};
 
 use crate::readonly;
-use crate::rows::{unusable, RawRun, RUNS_SQL};
+use crate::rows::{raw_run, unusable, RawRun, RUNS_SQL};
 use crate::spans::{self, Span};
 
 /// The schema version this backend writes and reads (`flor_meta`).
@@ -1014,23 +1014,8 @@ impl Store for DuckStore {
         let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
-            let raw = (|| -> duckdb::Result<_> {
-                Ok(RawRun {
-                    key: r.get(0)?,
-                    projid: r.get(1)?,
-                    tstamp: r.get(2)?,
-                    filename: r.get(3)?,
-                    argv: r.get(4)?,
-                    interpreter: r.get(5)?,
-                    host: r.get(6)?,
-                    pid: r.get(7)?,
-                    commit: r.get(8)?,
-                    status: r.get(9)?,
-                    ended: r.get(10)?,
-                    records: r.get(11)?,
-                })
-            })()
-            .map_err(|e| self.fail(op, e))?;
+            let raw: duckdb::Result<RawRun> = raw_run!(r);
+            let raw = raw.map_err(|e| self.fail(op, e))?;
             out.push(raw.decode(&self.label)?);
         }
         Ok(out)

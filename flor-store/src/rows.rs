@@ -25,6 +25,32 @@ pub(crate) struct RawRun {
     pub records: i64,
 }
 
+/// A [`RawRun`] from a row of [`RUNS_SQL`] of either engine (their row
+/// types differ but both read a column with `get(index)`); evaluates to
+/// the engine's `Result<RawRun>`.
+macro_rules! raw_run {
+    ($row:expr) => {{
+        let r = $row;
+        (|| {
+            Ok($crate::rows::RawRun {
+                key: r.get(0)?,
+                projid: r.get(1)?,
+                tstamp: r.get(2)?,
+                filename: r.get(3)?,
+                argv: r.get(4)?,
+                interpreter: r.get(5)?,
+                host: r.get(6)?,
+                pid: r.get(7)?,
+                commit: r.get(8)?,
+                status: r.get(9)?,
+                ended: r.get(10)?,
+                records: r.get(11)?,
+            })
+        })()
+    }};
+}
+pub(crate) use raw_run;
+
 impl RawRun {
     /// The run, or an "unusable database" error naming the bad column of the
     /// database `label`.

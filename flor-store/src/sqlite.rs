@@ -20,7 +20,7 @@ use rusqlite::types::{Null, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::readonly;
-use crate::rows::{unusable, RawRun, RUNS_SQL};
+use crate::rows::{raw_run, unusable, RawRun, RUNS_SQL};
 use crate::spans::{self, Span};
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
@@ -604,23 +604,8 @@ impl Store for SqliteStore {
         let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
-            let raw = (|| -> rusqlite::Result<_> {
-                Ok(RawRun {
-                    key: r.get(0)?,
-                    projid: r.get(1)?,
-                    tstamp: r.get(2)?,
-                    filename: r.get(3)?,
-                    argv: r.get(4)?,
-                    interpreter: r.get(5)?,
-                    host: r.get(6)?,
-                    pid: r.get(7)?,
-                    commit: r.get(8)?,
-                    status: r.get(9)?,
-                    ended: r.get(10)?,
-                    records: r.get(11)?,
-                })
-            })()
-            .map_err(|e| self.fail(op, e))?;
+            let raw: rusqlite::Result<RawRun> = raw_run!(r);
+            let raw = raw.map_err(|e| self.fail(op, e))?;
             out.push(raw.decode(&self.label)?);
         }
         Ok(out)
