@@ -23,7 +23,7 @@ use flor_core::table::{Column, ColumnData, Dict, Nullable, Table};
 use flor_core::value::{Value, ValueType};
 
 use crate::readonly;
-use crate::rows::{raw_run, unusable, RawRun, RUNS_SQL};
+use crate::rows::{decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, CHECKPOINTS_SQL, RUNS_SQL};
 use crate::spans::{self, Span};
 
 /// The schema version this backend writes and reads (`flor_meta`).
@@ -1189,38 +1189,12 @@ impl Store for DuckStore {
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
         self.settle()?;
         let op = "list checkpoints";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT line, ctx, name, digest, bytes, format FROM flor_checkpoints WHERE run = ? \
-                 ORDER BY source, line",
-            )
-            .map_err(|e| self.fail(op, e))?;
+        let mut st = self.conn.prepare(CHECKPOINTS_SQL).map_err(|e| self.fail(op, e))?;
         let rows = st
-            .query_map([run], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .and_then(|rows| rows.collect::<duckdb::Result<Vec<RawCheckpoint>>>())
             .map_err(|e| self.fail(op, e))?;
-        rows.into_iter()
-            .map(|(line, ctx, name, digest, bytes, format)| {
-                let ctx = match ctx {
-                    None => None,
-                    Some(c) => Some(
-                        u32::try_from(c)
-                            .map_err(|_| unusable(&self.label, &format!("a loop context id {c} is out of range")))?,
-                    ),
-                };
-                Ok(CheckpointMeta { line: line as u64, ctx, name, digest, bytes: bytes as u64, format })
-            })
-            .collect()
+        rows.into_iter().map(|raw| decode_checkpoint(&self.label, raw)).collect()
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {

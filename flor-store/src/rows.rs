@@ -1,8 +1,9 @@
-//! Decoding rows both backends read the same way: the `flor_runs` table and
-//! the "unusable database" error.
+//! Decoding rows both backends read the same way: the `flor_runs` and
+//! `flor_checkpoints` tables, loop context ids, and the "unusable database"
+//! error.
 
 use flor_core::store::RunRow;
-use flor_core::{RunMeta, RunStatus, StoreError, StoreResult};
+use flor_core::{CheckpointMeta, RunMeta, RunStatus, StoreError, StoreResult};
 
 /// The query both backends list runs with; its columns are [`RawRun`]'s.
 pub(crate) const RUNS_SQL: &str = "SELECT run, projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, \
@@ -76,6 +77,32 @@ impl RawRun {
             },
             records: self.records as u64,
         })
+    }
+}
+
+/// The query both backends list a run's checkpoints with (bound: the run
+/// key); its columns are [`RawCheckpoint`]'s.
+pub(crate) const CHECKPOINTS_SQL: &str =
+    "SELECT line, ctx, name, digest, bytes, format FROM flor_checkpoints WHERE run = ? ORDER BY source, line";
+
+/// One row of [`CHECKPOINTS_SQL`]: line, context, name, digest, bytes,
+/// format.
+pub(crate) type RawCheckpoint = (i64, Option<i64>, String, String, i64, String);
+
+/// The checkpoint of a [`RawCheckpoint`] of the database `label`.
+pub(crate) fn decode_checkpoint(label: &str, raw: RawCheckpoint) -> StoreResult<CheckpointMeta> {
+    let (line, ctx, name, digest, bytes, format) = raw;
+    Ok(CheckpointMeta { line: line as u64, ctx: ctx_of(label, ctx)?, name, digest, bytes: bytes as u64, format })
+}
+
+/// A stored loop context id, or an "unusable database" error when it does
+/// not fit.
+pub(crate) fn ctx_of(label: &str, ctx: Option<i64>) -> StoreResult<Option<u32>> {
+    match ctx {
+        None => Ok(None),
+        Some(c) => {
+            u32::try_from(c).map(Some).map_err(|_| unusable(label, &format!("a loop context id {c} is out of range")))
+        }
     }
 }
 

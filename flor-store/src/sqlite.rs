@@ -20,7 +20,7 @@ use rusqlite::types::{Null, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::readonly;
-use crate::rows::{raw_run, unusable, RawRun, RUNS_SQL};
+use crate::rows::{ctx_of, decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, CHECKPOINTS_SQL, RUNS_SQL};
 use crate::spans::{self, Span};
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
@@ -812,38 +812,12 @@ impl Store for SqliteStore {
 
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
         let op = "list checkpoints";
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT line, ctx, name, digest, bytes, format FROM flor_checkpoints WHERE run = ?1 \
-                 ORDER BY source, line",
-            )
-            .map_err(|e| self.fail(op, e))?;
+        let mut st = self.conn.prepare_cached(CHECKPOINTS_SQL).map_err(|e| self.fail(op, e))?;
         let rows = st
-            .query_map([run], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<RawCheckpoint>>>())
             .map_err(|e| self.fail(op, e))?;
-        rows.into_iter()
-            .map(|(line, ctx, name, digest, bytes, format)| {
-                Ok(CheckpointMeta {
-                    line: line as u64,
-                    ctx: ctx_of(&self.label, ctx)?,
-                    name,
-                    digest,
-                    bytes: bytes as u64,
-                    format,
-                })
-            })
-            .collect()
+        rows.into_iter().map(|raw| decode_checkpoint(&self.label, raw)).collect()
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
@@ -1109,15 +1083,6 @@ fn bind_value(st: &mut CachedStatement<'_>, i: usize, v: &Value) -> rusqlite::Re
         Value::Float(x) => st.raw_bind_parameter(i, *x),
         Value::Bool(x) => st.raw_bind_parameter(i, i64::from(*x)),
         Value::Text(s) | Value::Json(s) => st.raw_bind_parameter(i, &**s),
-    }
-}
-
-fn ctx_of(label: &str, ctx: Option<i64>) -> StoreResult<Option<u32>> {
-    match ctx {
-        None => Ok(None),
-        Some(c) => {
-            u32::try_from(c).map(Some).map_err(|_| unusable(label, &format!("a loop context id {c} is out of range")))
-        }
     }
 }
 
