@@ -361,13 +361,7 @@ impl DuckStore {
     /// of this version; with [`StoreError::Backend`] when another process
     /// has it open.
     pub fn open(path: &Path) -> crate::Result<DuckStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
-                action: "create directory",
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        crate::create_parent(path)?;
         let label = path.display().to_string();
         // Another process with the file open holds its lock: wait for it
         // up to LOCK_TIMEOUT, as SQLite's busy timeout does.

@@ -138,6 +138,18 @@ use std::path::PathBuf;
 
 use flor_core::StoreError;
 
+/// Creates the folders above a database file that does not exist yet.
+fn create_parent(path: &std::path::Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            action: "create directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(feature = "duckdb")]
 mod bigvec;
 mod filter;

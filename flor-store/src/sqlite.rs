@@ -240,13 +240,7 @@ impl SqliteStore {
     /// when the file is not a SQLite database, was written by a newer flor,
     /// or has an older or foreign layout.
     pub fn open(path: &Path) -> crate::Result<SqliteStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
-                action: "create directory",
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        crate::create_parent(path)?;
         let label = path.display().to_string();
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(&label, "open the database", e))?;
