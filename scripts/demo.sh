@@ -16,7 +16,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin
-(cd "$here/flor-python" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --release --quiet)
+(cd "$here/flor-python" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --quiet)
 flor="$CARGO_TARGET_DIR/release/flor"
 sgd="$CARGO_TARGET_DIR/release/examples/sgd"
 py="$venv/bin/python"

@@ -383,6 +383,19 @@ impl Run {
         Ok(g.rec.iteration_begin_at(None, value)?)
     }
 
+    /// Runs `f` on the run's recorder under one lock. For front ends that
+    /// buffer steps and hand many of them over at once (the Python binding
+    /// does, so that the code of a training step's `log` and loop step stays
+    /// small). `f` must not end the run: use [`Run::finish`] for that.
+    pub fn with_recorder<R>(&self, f: impl FnOnce(&mut Recorder) -> R) -> R {
+        f(&mut self.lock().rec)
+    }
+
+    /// Whether this is a replay segment ([`Run::start_replay`]).
+    pub fn is_replay(&self) -> bool {
+        self.lock().replay
+    }
+
     /// Leaves the innermost loop.
     pub fn loop_end(&self) -> Result<()> {
         Ok(self.lock().rec.loop_end()?)

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use flor::{Project, Run, Table, Value};
-use flor_core::ObjectWriter;
+use flor_core::{ObjectWriter, Recorder};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -111,6 +111,101 @@ struct State {
     pending: String,
     /// The stdout stream whose lines flor batches (see [`Batch`]).
     batch: Option<Batch>,
+    /// Steps of a training loop not yet handed to the engine (see [`Step`]).
+    steps: Vec<Step>,
+    /// Whether steps may be deferred: a forward run (not a replay) is active.
+    defer: bool,
+}
+
+/// A training step's call, kept for a moment instead of run at once.
+///
+/// The calls a training step makes most — the next iteration of an inner
+/// `flor.loop`, and `flor.log` of an `int` or `float` whose line goes to the
+/// batched stdout (or nowhere) — are appended to [`State::steps`] as a few
+/// bytes each. [`State::drain`] hands them to the engine (records) and to
+/// [`State::pending`] (printed lines) in one pass: every [`MAX_STEPS`] steps,
+/// and before anything else reads or changes the run, the loop position or
+/// the printed output (`State::run`, loop entry and exit, the end of an
+/// outermost iteration, any other write to the batched stream, the end of the
+/// run). The record file and stdout receive byte for byte what immediate
+/// calls would have written, in the same order, and records still become
+/// durable at the end of every outermost iteration.
+///
+/// Why: a training step's own Python work evicts flor's code from the CPU's
+/// caches, so each step paid for reloading the whole path (formatting, JSON
+/// encoding, two locks) once per call. Deferred, a step runs a few dozen
+/// instructions, and the formatting runs for many steps at once with its code
+/// and data hot (see BENCHMARKS.md, issue 3).
+#[derive(Clone, Copy)]
+enum Step {
+    /// The next iteration of the (inner) loop at `layer`, whose item is `item`.
+    Next { layer: u32, item: Item },
+    /// `log(names[name].1, value)`; `print`: its line goes to `pending`.
+    Log { name: u32, print: bool, value: Num },
+}
+
+/// A logged number.
+#[derive(Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+/// A deferred loop item, as it prints (`Hidden`: as its index).
+#[derive(Clone, Copy)]
+enum Item {
+    Hidden,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Item {
+    /// The item's text into `out` (as [`item_text`] writes it); whether it
+    /// has one.
+    fn write(self, out: &mut String) -> bool {
+        match self {
+            Item::Hidden => return false,
+            Item::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+            Item::Float(f) => push_py_float(out, f),
+            Item::Bool(b) => out.push_str(if b { "True" } else { "False" }),
+        }
+        true
+    }
+}
+
+/// Deferred steps that trigger a [`State::drain`] (24 bytes each).
+const MAX_STEPS: usize = 1024;
+
+/// An `int` (fitting `i64`) or `float`, not a subclass: the values a step may
+/// defer. Runs no Python code except on an `int` too large (its error).
+fn quick_num(v: &Bound<'_, PyAny>) -> Option<Num> {
+    if v.is_exact_instance_of::<PyFloat>() {
+        return v.extract::<f64>().ok().map(Num::Float);
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return v.extract::<i64>().ok().map(Num::Int);
+    }
+    None
+}
+
+/// A loop item a step may defer: `int`, `float` and `bool` (not
+/// subclasses), and items that print as their index. `None` for text and
+/// number subclasses, whose text the immediate path makes.
+fn quick_item(item: &Bound<'_, PyAny>) -> Option<Item> {
+    if item.is_exact_instance_of::<PyInt>() {
+        return item.extract::<i64>().ok().map(Item::Int);
+    }
+    if item.is_exact_instance_of::<PyFloat>() {
+        return item.extract::<f64>().ok().map(Item::Float);
+    }
+    if item.is_exact_instance_of::<PyBool>() {
+        return Some(Item::Bool(item.is(&*PyBool::new(item.py(), true))));
+    }
+    if item.is_instance_of::<PyInt>() || item.is_instance_of::<PyFloat>() || item.is_instance_of::<PyString>() {
+        return None;
+    }
+    Some(Item::Hidden)
 }
 
 /// Batching of the printed lines. A `print` per log costs a Python-level
@@ -148,6 +243,8 @@ static STATE: Mutex<State> = Mutex::new(State {
     recording: true,
     pending: String::new(),
     batch: None,
+    steps: Vec::new(),
+    defer: false,
 });
 
 /// Names remembered by [`State::names`].
@@ -163,8 +260,79 @@ fn no_run() -> PyErr {
 }
 
 impl State {
-    fn run(&self) -> PyResult<&Run> {
+    /// The active run, with the deferred steps handed to it first.
+    fn run(&mut self) -> PyResult<&Run> {
+        self.drain()?;
         self.run.as_ref().ok_or_else(no_run)
+    }
+
+    /// Hands the deferred steps (see [`Step`]) to the engine and their
+    /// printed lines to `pending`, in order.
+    fn drain(&mut self) -> PyResult<()> {
+        if self.steps.is_empty() {
+            return Ok(());
+        }
+        let mut steps = std::mem::take(&mut self.steps);
+        let applied = match self.run.clone() {
+            Some(run) => run.with_recorder(|rec| self.apply(rec, &steps)),
+            None => Ok(()),
+        };
+        steps.clear();
+        self.steps = steps;
+        applied.map_err(|e| err(e.into()))
+    }
+
+    fn apply(&mut self, rec: &mut Recorder, steps: &[Step]) -> flor_core::Result<()> {
+        let mut text = String::new();
+        for step in steps {
+            match *step {
+                Step::Next { layer, item } => {
+                    text.clear();
+                    let shown = item.write(&mut text).then_some(text.as_str());
+                    rec.iteration_end()?;
+                    let index = rec.iteration_begin_at(None, shown)?;
+                    self.set_layer(layer as usize, index, shown);
+                }
+                Step::Log { name, print, value } => {
+                    if print {
+                        self.refresh_prefix();
+                    }
+                    let name = &self.names[name as usize].1;
+                    let out = &mut self.pending;
+                    if print {
+                        out.push_str(&self.prefix);
+                        out.push_str(name);
+                        out.push_str(": ");
+                    }
+                    match value {
+                        Num::Float(f) if f.is_finite() => {
+                            let mut digits = ryu::Buffer::new();
+                            let t = digits.format_finite(f);
+                            rec.log_float_text(name, t);
+                            if print {
+                                push_py_float_from_ryu(out, f, t);
+                            }
+                        }
+                        Num::Float(f) => {
+                            rec.log(name, &Value::Float(f));
+                            if print {
+                                push_py_float(out, f);
+                            }
+                        }
+                        Num::Int(i) => {
+                            rec.log(name, &Value::Int(i));
+                            if print {
+                                out.push_str(itoa::Buffer::new().format(i));
+                            }
+                        }
+                    }
+                    if print {
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The position of a logged name in the identity cache (added on a miss).
@@ -172,6 +340,8 @@ impl State {
         if let Some(i) = self.names.iter().position(|(k, _)| k.as_ptr() == name.as_ptr()) {
             return Ok(i);
         }
+        // Deferred steps name cached names by position.
+        self.drain()?;
         let text: Box<str> = name.to_cow()?.as_ref().into();
         if self.names.len() >= NAME_CACHE {
             // Dropping a `str` runs no Python code.
@@ -254,6 +424,10 @@ fn push_py_float(out: &mut String, f: f64) {
 
 /// [`push_py_float`] of a finite `f` from `ryu`'s text of it.
 fn push_py_float_from_ryu(out: &mut String, f: f64, ryu_text: &str) {
+    if prints_as_python(ryu_text) {
+        out.push_str(ryu_text);
+        return;
+    }
     let s = ryu_text.strip_prefix('-').unwrap_or(ryu_text);
     // ryu writes `123.45`, `0.0001`, `1e-7` or `1.5e20`: split into the
     // significant digits and the position of the decimal point.
@@ -315,6 +489,26 @@ fn push_py_float_from_ryu(out: &mut String, f: f64, ryu_text: &str) {
             out.push('0');
         }
         out.push_str(itoa::Buffer::new().format(e.abs()));
+    }
+}
+
+/// Whether `ryu`'s text of a finite float is also Python's: positional
+/// (`123.45`, `0.00123`, `100.0`) with the decimal point where Python keeps
+/// positional notation (at most 16 digits before it, at most 3 zeros after
+/// `0.`). Most logged values are; the others are rewritten.
+fn prints_as_python(ryu_text: &str) -> bool {
+    let b = ryu_text.strip_prefix('-').unwrap_or(ryu_text).as_bytes();
+    if b.contains(&b'e') {
+        return false;
+    }
+    match b.iter().position(|&c| c == b'.') {
+        Some(1) if b[0] == b'0' => {
+            let frac = &b[2..];
+            let zeros = frac.iter().take_while(|&&c| c == b'0').count();
+            zeros <= 3 || zeros == frac.len()
+        }
+        Some(point) => point <= 16,
+        None => false,
     }
 }
 
@@ -430,7 +624,11 @@ fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> 
 
 /// Hands the pending lines to the batched stream.
 fn flush_pending(py: Python<'_>) -> PyResult<()> {
-    let taken = state().take_pending(py);
+    let taken = {
+        let mut st = state();
+        st.drain()?;
+        st.take_pending(py)
+    };
     match taken {
         Some((text, write)) => hand_over(py, text, &write),
         None => Ok(()),
@@ -491,6 +689,7 @@ fn stop_batching(py: Python<'_>) -> PyResult<()> {
 fn _stdout_write(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     let (pending, write) = {
         let mut st = state();
+        st.drain()?;
         let Some(b) = &st.batch else {
             return Err(FlorError::new_err("flor's stdout wrapper called without a batched stream"));
         };
@@ -548,8 +747,26 @@ fn emit(py: Python<'_>, sink: Sink, line: Bound<'_, PyString>) -> PyResult<()> {
 /// `flor.log(name, value)`: records `value` under `name` at the current loop
 /// position, prints it the way FlorDB does (`epoch: 0, step: 3, loss:
 /// 0.25`), and returns it.
-#[pyfunction]
 fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(num) = quick_num(value) {
+        let mut st = state();
+        if st.defer && st.recording {
+            if let Some(i) = st.names.iter().position(|(k, _)| k.as_ptr() == name.as_ptr()) {
+                let print = match st.sink(py) {
+                    Sink::Batched => Some(true),
+                    Sink::Nowhere => Some(false),
+                    _ => None,
+                };
+                if let Some(print) = print {
+                    st.steps.push(Step::Log { name: i as u32, print, value: num });
+                    if st.steps.len() >= MAX_STEPS {
+                        drain_and_hand_over(py, st)?;
+                    }
+                    return Ok(value.clone());
+                }
+            }
+        }
+    }
     let (v, shown) = to_logged(py, value)?;
     let mut st = state();
     if st.run.is_none() {
@@ -560,6 +777,7 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
     if !st.recording {
         return Ok(value.clone());
     }
+    st.drain()?;
     let i = st.name_index(name)?;
     let s = &mut *st;
     s.refresh_prefix();
@@ -602,6 +820,126 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
     drop(st);
     emit(py, sink, line)?;
     Ok(value.clone())
+}
+
+/// `flor.log` as CPython calls it: a `METH_FASTCALL | METH_KEYWORDS` C
+/// function, so that a call passes its arguments on the stack instead of in
+/// a new tuple. (pyo3 declares functions for the stable ABI of Python 3.9 as
+/// `METH_VARARGS`; the fast-call convention is implemented by every CPython
+/// since 3.7 and is part of the stable ABI since 3.10.) Arguments as in
+/// `log(name, value)`, positional or by keyword.
+static mut LOG_DEF: pyo3::ffi::PyMethodDef = pyo3::ffi::PyMethodDef {
+    ml_name: c"log".as_ptr(),
+    ml_meth: pyo3::ffi::PyMethodDefPointer {
+        // SAFETY: CPython calls the function with the fast-call signature
+        // that `ml_flags` declares; both are `extern "C"` function pointers.
+        PyCFunction: unsafe { std::mem::transmute::<FastCallKw, pyo3::ffi::PyCFunction>(log_fastcall as FastCallKw) },
+    },
+    ml_flags: METH_FASTCALL | pyo3::ffi::METH_KEYWORDS,
+    ml_doc: c"log(name, value)\n--\n\nRecords `value` under `name` at the current loop position, prints it\nthe way FlorDB does (`epoch: 0, step: 3, loss: 0.25`) and returns it."
+        .as_ptr(),
+};
+
+/// CPython's `METH_FASTCALL` (missing from pyo3's declarations for the
+/// stable ABI of 3.9, though every CPython since 3.7 implements it).
+const METH_FASTCALL: std::ffi::c_int = 0x0080;
+
+type FastCallKw = unsafe extern "C" fn(
+    *mut pyo3::ffi::PyObject,
+    *const *mut pyo3::ffi::PyObject,
+    pyo3::ffi::Py_ssize_t,
+    *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject;
+
+unsafe extern "C" fn log_fastcall(
+    _module: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls C functions with the GIL held (the stable ABI
+    // excludes free-threaded builds).
+    let py = unsafe { Python::assume_attached() };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `args` holds `nargs` positional arguments followed by one
+        // value per name in `kwnames` (a tuple, or null), all borrowed.
+        let (name, value) = unsafe { log_arguments(py, args, nargs, kwnames) }?;
+        log(py, &name, &value).map(Bound::into_ptr)
+    }));
+    let e = match outcome {
+        Ok(Ok(result)) => return result,
+        Ok(Err(e)) => e,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            pyo3::panic::PanicException::new_err(format!("flor.log panicked: {what}"))
+        }
+    };
+    e.restore(py);
+    std::ptr::null_mut()
+}
+
+/// `(name, value)` from a fast call's arguments, with Python's own errors
+/// for a wrong call.
+///
+/// # Safety
+/// `args` must hold `nargs` borrowed references followed by one for each
+/// entry of `kwnames`, a tuple of `str` (or null).
+unsafe fn log_arguments<'py>(
+    py: Python<'py>,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyAny>)> {
+    use pyo3::exceptions::PyTypeError;
+    const NAMES: [&str; 2] = ["name", "value"];
+    let nargs = usize::try_from(nargs).unwrap_or(0);
+    if nargs > 2 {
+        return Err(PyTypeError::new_err(format!("log() takes 2 positional arguments but {nargs} were given")));
+    }
+    let mut slots: [Option<Bound<'py, PyAny>>; 2] = [None, None];
+    for (i, slot) in slots.iter_mut().enumerate().take(nargs) {
+        // SAFETY: i < nargs.
+        *slot = Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) });
+    }
+    if !kwnames.is_null() {
+        // SAFETY: a non-null `kwnames` is a live tuple.
+        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) }.cast_into::<pyo3::types::PyTuple>()?;
+        for (k, key) in names.iter().enumerate() {
+            let key = key.str()?;
+            let key = key.to_cow()?;
+            let Some(at) = NAMES.iter().position(|n| *n == key) else {
+                return Err(PyTypeError::new_err(format!("log() got an unexpected keyword argument '{key}'")));
+            };
+            if slots[at].is_some() {
+                return Err(PyTypeError::new_err(format!("log() got multiple values for argument '{}'", NAMES[at])));
+            }
+            // SAFETY: keyword values follow the positional ones.
+            slots[at] = Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + k)) });
+        }
+    }
+    let [name, value] = slots;
+    let name = name.ok_or_else(|| PyTypeError::new_err("log() missing required argument 'name' (pos 1)"))?;
+    let value = value.ok_or_else(|| PyTypeError::new_err("log() missing required argument 'value' (pos 2)"))?;
+    let name = name.cast_into::<PyString>().map_err(|e| {
+        let got = e.into_inner().get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        PyTypeError::new_err(format!("log() argument 'name' must be str, not {got}"))
+    })?;
+    Ok((name, value))
+}
+
+/// [`State::drain`], then hands the pending lines over when a block is full.
+fn drain_and_hand_over(py: Python<'_>, mut st: MutexGuard<'_, State>) -> PyResult<()> {
+    st.drain()?;
+    let due = if st.pending.len() >= BATCH_BYTES { st.take_pending(py) } else { None };
+    drop(st);
+    match due {
+        Some((text, write)) => hand_over(py, text, &write),
+        None => Ok(()),
+    }
 }
 
 /// A logged value and, for values that do not print as themselves, its
@@ -653,6 +991,7 @@ impl LoopIter {
         if st.generation != generation {
             return Ok(());
         }
+        st.drain()?;
         st.pop_layers(layer);
         if self.bar {
             st.bars = st.bars.saturating_sub(1);
@@ -699,10 +1038,13 @@ impl LoopIter {
             Phase::Running { generation, outer: true, open: true, layer } => {
                 // The end of an outermost iteration: checkpoints, then the
                 // engine writes the iteration's records durably.
+                if let Err(e) = state().drain() {
+                    return self.end_with(py, e);
+                }
                 if let Err(e) = py.import("flordb").and_then(|m| m.getattr("_outer_iteration_end")?.call0()) {
                     return self.end_with(py, e);
                 }
-                let st = state();
+                let mut st = state();
                 if st.generation == generation {
                     if let Err(e) = st.run().and_then(|r| r.iteration_end().map_err(err)) {
                         drop(st);
@@ -733,9 +1075,27 @@ impl LoopIter {
                 (None, r) => r.map(|()| None),
             };
         };
+        let Phase::Running { generation, layer, outer, open } = phase else { return Ok(None) };
+        if open && !outer {
+            // A training step: deferred when it can be (see `Step`).
+            if let Some(item_now) = quick_item(&item) {
+                let mut st = state();
+                if st.generation != generation {
+                    return Ok(Some(item.unbind()));
+                }
+                if st.defer {
+                    st.steps.push(Step::Next { layer: layer as u32, item: item_now });
+                    if st.steps.len() >= MAX_STEPS {
+                        if let Err(e) = drain_and_hand_over(py, st) {
+                            return self.end_with(py, e);
+                        }
+                    }
+                    return Ok(Some(item.unbind()));
+                }
+            }
+        }
         let has_text = item_text(&item, &mut self.text);
         let text = has_text.then_some(self.text.as_str());
-        let Phase::Running { generation, layer, outer, open } = phase else { return Ok(None) };
         let mut st = state();
         if st.generation != generation {
             return Ok(Some(item.unbind()));
@@ -816,6 +1176,7 @@ fn iteration_enter(
 fn iteration_exit(py: Python<'_>, token: usize) -> PyResult<()> {
     let ended = {
         let mut st = state();
+        st.drain()?;
         st.pop_layers(token);
         match &st.run {
             Some(run) => run.loop_end().map_err(err),
@@ -853,6 +1214,8 @@ fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: Strin
 fn install(run: Run) {
     let mut st = state();
     st.generation += 1;
+    st.steps.clear();
+    st.defer = !run.is_replay();
     st.run = Some(run);
     st.layers.clear();
     st.prefix_stale = true;
@@ -874,8 +1237,11 @@ fn start_replay(py: Python<'_>, spec: String, argv: Vec<String>) -> PyResult<()>
 
 /// Turns recording (and printing) of `log` on or off (replay).
 #[pyfunction]
-fn set_recording(on: bool) {
-    state().recording = on;
+fn set_recording(on: bool) -> PyResult<()> {
+    let mut st = state();
+    st.drain()?;
+    st.recording = on;
+    Ok(())
 }
 
 /// Whether a run is active.
@@ -947,12 +1313,17 @@ fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
     let printed = stop_batching(py);
     let run = {
         let mut st = state();
+        let drained = st.drain();
+        st.defer = false;
         st.layers.clear();
         st.prefix_stale = true;
         st.bars = 0;
         st.recording = true;
-        st.run.take()
+        (st.run.take(), drained)
     };
+    // Deferred steps were handed over by `stop_batching` (or just above).
+    let (run, drained) = run;
+    let printed = printed.and(drained);
     let Some(run) = run else { return printed };
     let result = py.detach(|| if failed { run.fail() } else { run.finish() });
     let summary = result.map_err(err)?;
@@ -1082,7 +1453,6 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LoopIter>()?;
     m.add_class::<Writer>()?;
     for f in [
-        wrap_pyfunction!(log, m)?,
         wrap_pyfunction!(_stdout_write, m)?,
         wrap_pyfunction!(_stdout_flush, m)?,
         wrap_pyfunction!(loop_iter, m)?,
@@ -1109,5 +1479,14 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ] {
         m.add_function(f)?;
     }
+    // SAFETY: `LOG_DEF` lives for the process and CPython only reads it;
+    // `m` is a live module; the result is a new reference or null.
+    let log = unsafe {
+        Bound::from_owned_ptr_or_err(
+            m.py(),
+            pyo3::ffi::PyCFunction_NewEx(&raw mut LOG_DEF, m.as_ptr(), m.name()?.as_ptr()),
+        )
+    }?;
+    m.add("log", log)?;
     Ok(())
 }
