@@ -26,12 +26,14 @@ run JSONL) per logged value.
 (b) A training loop: mini-batch SGD of a linear model in pure Python
     (~30-40 us of work per step), one `flor.log("loss")` per step.
     - paired: in one process, every epoch runs S steps with no flor
-      (bare `range`, no log) and then S steps inside the `flor.loop` with a
-      log per step; the flor block's time runs to the start of the next
-      epoch, so it includes flor's end-of-epoch work. Overhead: median over
-      all epochs of flor / plain - 1. Blocks next to each other in time see
-      the same machine speed, which matters on a shared machine where the
-      speed of whole runs wanders by +-30%.
+      (bare `range`, no log) and S steps inside `flor.loop`s with a log per
+      step, in 2K blocks of S/K steps in ABBA order (plain, flor, flor,
+      plain, ...; K=4); flor's time includes its end-of-epoch work (from the
+      last block to the next epoch). Overhead: median over all epochs of
+      flor / plain - 1. Blocks close in time see the same machine speed,
+      which matters on a shared machine where the speed of whole runs
+      wanders by +-30%; the ABBA order keeps either kind from always
+      running first.
     - whole runs: a 100,000-step run with flor against the identical script
       with no flor at all (no import), as processes timed by this driver
       (interpreter start, import, loop, the run's commit at exit); overhead
@@ -135,21 +137,44 @@ TRAIN_PY = textwrap.dedent(
                     loss = step(i)
                     i += 1
         else:  # work_paired
-            marks = []  # per epoch: (start of the plain block, start of the flor block)
-            for e in flor.loop("epoch", range(E)):
-                tp = now()
-                for s in range(S):
-                    loss = step(i)
+            # Per epoch, K blocks of S/K steps of each kind in ABBA order
+            # (plain, flor, flor, plain, ...), so that neither kind always
+            # runs first; each flor block is a whole inner flor.loop. The time
+            # from the last block's end to the next epoch's first block
+            # (flor's end-of-epoch work) is counted as flor's.
+            K = int(os.environ.get("BENCH_K", "4"))
+            n = S // K
+
+            def plain_block():
+                global i
+                for s in range(n):
+                    step(i)
                     i += 1
-                tf = now()
-                for s in flor.loop("step", range(S)):
+
+            def flor_block():
+                global i
+                for s in flor.loop("step", range(n)):
                     loss = step(i)
                     i += 1
                     flor.log("loss", loss)
-                marks.append((tp, tf))
-            end = now()
-            starts = [m[0] for m in marks[1:]] + [end]
-            res["epochs_s"] = [{"plain": tf - tp, "flor": nxt - tf} for (tp, tf), nxt in zip(marks, starts)]
+
+            rows = []
+            last_end = None
+            for e in flor.loop("epoch", range(E)):
+                first = now()
+                if rows:
+                    rows[-1]["flor"] += first - last_end
+                row = {"plain": 0.0, "flor": 0.0}
+                for k in range(2 * K):
+                    kind = "plain" if (k % 4) in (0, 3) else "flor"
+                    t0 = now()
+                    (plain_block if kind == "plain" else flor_block)()
+                    row[kind] += now() - t0
+                last_end = now()
+                rows.append(row)
+            rows[-1]["flor"] += now() - last_end
+            res["epochs_s"] = rows
+            loss = step(i)
         res["loop_s"] = now() - t
         res["final_loss"] = loss
 

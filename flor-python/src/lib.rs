@@ -5,7 +5,8 @@
 //! shared with the Rust API.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use flor::{Project, Run, Table, Value};
@@ -111,31 +112,35 @@ struct State {
     pending: String,
     /// The stdout stream whose lines flor batches (see [`Batch`]).
     batch: Option<Batch>,
-    /// Steps of a training loop not yet handed to the engine (see [`Step`]).
-    steps: Vec<Step>,
     /// Whether steps may be deferred: a forward run (not a replay) is active.
     defer: bool,
+    /// The first error of applying deferred steps, reported by the next
+    /// call that reads the run ([`State::step_result`]).
+    step_error: Option<String>,
 }
 
 /// A training step's call, kept for a moment instead of run at once.
 ///
 /// The calls a training step makes most — the next iteration of an inner
 /// `flor.loop`, and `flor.log` of an `int` or `float` whose line goes to the
-/// batched stdout (or nowhere) — are appended to [`State::steps`] as a few
-/// bytes each. [`State::drain`] hands them to the engine (records) and to
-/// [`State::pending`] (printed lines) in one pass: every [`MAX_STEPS`] steps,
-/// and before anything else reads or changes the run, the loop position or
-/// the printed output (`State::run`, loop entry and exit, the end of an
-/// outermost iteration, any other write to the batched stream, the end of the
-/// run). The record file and stdout receive byte for byte what immediate
-/// calls would have written, in the same order, and records still become
-/// durable at the end of every outermost iteration.
+/// batched stdout (or nowhere) — only append a `Step` of 24 bytes to
+/// [`Fast::steps`], under their own small lock. Every [`MAX_STEPS`] steps the
+/// batch goes to a worker thread, which applies it under the `STATE` lock:
+/// records to the engine, printed lines to [`State::pending`]
+/// ([`State::apply_steps`]). Everything else that reads or changes the run,
+/// the loop position or the printed output goes through [`state()`], which
+/// first waits for the worker and applies the steps still in `Fast`: loop
+/// entry and exit, the end of an outermost iteration, any other write to the
+/// batched stream, the end of the run. The record file and stdout receive
+/// byte for byte what immediate calls would have written, in the same order,
+/// and records still become durable at the end of every outermost iteration.
 ///
 /// Why: a training step's own Python work evicts flor's code from the CPU's
 /// caches, so each step paid for reloading the whole path (formatting, JSON
 /// encoding, two locks) once per call. Deferred, a step runs a few dozen
-/// instructions, and the formatting runs for many steps at once with its code
-/// and data hot (see BENCHMARKS.md, issue 3).
+/// instructions on the training thread, and the formatting runs on another
+/// core for many steps at once, its code and data hot (see BENCHMARKS.md,
+/// issue 3). With one CPU the batch is applied on the calling thread.
 #[derive(Clone, Copy)]
 enum Step {
     /// The next iteration of the (inner) loop at `layer`, whose item is `item`.
@@ -174,8 +179,8 @@ impl Item {
     }
 }
 
-/// Deferred steps that trigger a [`State::drain`] (24 bytes each).
-const MAX_STEPS: usize = 1024;
+/// Deferred steps per batch (24 bytes each).
+const MAX_STEPS: usize = 256;
 
 /// An `int` (fitting `i64`) or `float`, not a subclass: the values a step may
 /// defer. Runs no Python code except on an `int` too large (its error).
@@ -243,16 +248,200 @@ static STATE: Mutex<State> = Mutex::new(State {
     recording: true,
     pending: String::new(),
     batch: None,
-    steps: Vec::new(),
     defer: false,
+    step_error: None,
 });
+
+/// What the hot calls read and append to, under a lock of its own so that
+/// they never wait for the worker (see [`Step`]). [`State::publish`] keeps
+/// it in step with `STATE`.
+struct Fast {
+    /// Steps may be deferred: a forward run records, no progress bar is open.
+    on: bool,
+    /// [`State::generation`].
+    generation: u64,
+    /// The addresses of [`State::names`]' `str` objects (slot = position).
+    names: Vec<usize>,
+    /// The address of the batched stdout stream (0: none).
+    batched: usize,
+    /// Steps not yet sent to the worker.
+    steps: Vec<Step>,
+}
+
+static FAST: Mutex<Fast> =
+    Mutex::new(Fast { on: false, generation: 0, names: Vec::new(), batched: 0, steps: Vec::new() });
+
+fn fast() -> MutexGuard<'static, Fast> {
+    FAST.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fast {
+    /// The steps so far, leaving room for a whole batch.
+    fn take(&mut self) -> Vec<Step> {
+        std::mem::replace(&mut self.steps, Vec::with_capacity(MAX_STEPS))
+    }
+
+    /// Whether a line printed now goes to the batched stream (`Some(true)`),
+    /// nowhere (`Some(false)`), or elsewhere (`None`: not deferred).
+    fn print_now(&self, py: Python<'_>) -> Option<bool> {
+        let now = current_stdout_ptr(py);
+        if now.is_null() || now == unsafe { pyo3::ffi::Py_None() } {
+            Some(false)
+        } else if now as usize == self.batched {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+/// Batches sent to the worker and not yet applied.
+static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
+/// Signalled when `OUTSTANDING` drops.
+static IDLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+/// The worker's queue (started on the first batch).
+static WORKER: Mutex<Option<mpsc::Sender<Vec<Step>>>> = Mutex::new(None);
+/// `State::pending.len()` as of the last batch applied.
+static PENDING_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits until the worker has applied every batch sent to it.
+fn wait_idle() {
+    if OUTSTANDING.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    let (lock, cv) = &IDLE;
+    let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
+    while OUTSTANDING.load(Ordering::SeqCst) > 0 {
+        g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// `FLOR_STEP_THREAD=0` applies batches of steps on the training thread
+/// itself (as with one CPU) instead of a worker thread.
+const STEP_THREAD_ENV: &str = "FLOR_STEP_THREAD";
+
+/// Sends a batch to the worker (starting it if needed); gives the batch
+/// back when there is no worker (one CPU, or it could not start).
+fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
+    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let parallel = || {
+        std::env::var_os(STEP_THREAD_ENV).is_none_or(|v| v != "0")
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    };
+    if !*PARALLEL.get_or_init(parallel) {
+        return Some(steps);
+    }
+    let mut worker = WORKER.lock().unwrap_or_else(|p| p.into_inner());
+    if worker.is_none() {
+        let (tx, rx) = mpsc::channel::<Vec<Step>>();
+        if std::thread::Builder::new().name("flor-steps".into()).spawn(move || worker_loop(rx)).is_err() {
+            return Some(steps);
+        }
+        *worker = Some(tx);
+    }
+    let Some(tx) = worker.as_ref() else { return Some(steps) };
+    OUTSTANDING.fetch_add(1, Ordering::SeqCst);
+    match tx.send(steps) {
+        Ok(()) => None,
+        Err(mpsc::SendError(steps)) => {
+            OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
+            *worker = None;
+            Some(steps)
+        }
+    }
+}
+
+fn worker_loop(rx: mpsc::Receiver<Vec<Step>>) {
+    for steps in rx {
+        {
+            let mut st = raw_state();
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.apply_steps(&steps)));
+            if applied.is_err() {
+                st.step_error.get_or_insert_with(|| "flor's step worker panicked; records may be missing".into());
+            }
+        }
+        let (lock, cv) = &IDLE;
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
+        cv.notify_all();
+    }
+}
+
+/// Sends a full batch of steps on, first handing the pending lines over
+/// when the worker is idle and they fill a block.
+fn submit(py: Python<'_>, steps: Vec<Step>) -> PyResult<()> {
+    if OUTSTANDING.load(Ordering::SeqCst) == 0 && PENDING_LEN.load(Ordering::Relaxed) >= BATCH_BYTES {
+        flush_pending(py)?;
+    }
+    if let Some(steps) = send_to_worker(steps) {
+        let mut st = raw_state();
+        st.apply_steps(&steps);
+        st.step_result()?;
+    }
+    Ok(())
+}
+
+/// `os.register_at_fork(before=...)`: nothing in flight while the process
+/// forks (the child has no worker thread).
+#[pyfunction]
+fn _before_fork() {
+    drop(state());
+}
+
+/// `os.register_at_fork(after_in_child=...)`: the child starts its own
+/// worker when it needs one.
+#[pyfunction]
+fn _after_fork_in_child() {
+    *WORKER.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    OUTSTANDING.store(0, Ordering::SeqCst);
+}
 
 /// Names remembered by [`State::names`].
 const NAME_CACHE: usize = 32;
 
-fn state() -> MutexGuard<'static, State> {
+fn raw_state() -> MutexGuard<'static, State> {
     // Every section leaves the state consistent, so a poisoned lock is used as is.
     STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The process's state with every deferred step applied (the worker idle,
+/// `Fast::steps` empty). Dropping it publishes what the hot calls read.
+fn state() -> StateGuard {
+    let taken = {
+        let mut f = fast();
+        if f.steps.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut f.steps))
+        }
+    };
+    wait_idle();
+    let mut st = raw_state();
+    if let Some(steps) = taken {
+        st.apply_steps(&steps);
+    }
+    StateGuard(st)
+}
+
+struct StateGuard(MutexGuard<'static, State>);
+
+impl std::ops::Deref for StateGuard {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StateGuard {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.0
+    }
+}
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        self.0.publish();
+    }
 }
 
 fn no_run() -> PyErr {
@@ -260,26 +449,43 @@ fn no_run() -> PyErr {
 }
 
 impl State {
-    /// The active run, with the deferred steps handed to it first.
+    /// The active run (reporting an error of applying deferred steps).
     fn run(&mut self) -> PyResult<&Run> {
-        self.drain()?;
+        self.step_result()?;
         self.run.as_ref().ok_or_else(no_run)
     }
 
-    /// Hands the deferred steps (see [`Step`]) to the engine and their
-    /// printed lines to `pending`, in order.
-    fn drain(&mut self) -> PyResult<()> {
-        if self.steps.is_empty() {
-            return Ok(());
-        }
-        let mut steps = std::mem::take(&mut self.steps);
-        let applied = match self.run.clone() {
-            Some(run) => run.with_recorder(|rec| self.apply(rec, &steps)),
+    /// The error of applying deferred steps since the last call, if any.
+    fn step_result(&mut self) -> PyResult<()> {
+        match self.step_error.take() {
+            Some(e) => Err(FlorError::new_err(e)),
             None => Ok(()),
-        };
-        steps.clear();
-        self.steps = steps;
-        applied.map_err(|e| err(e.into()))
+        }
+    }
+
+    /// Hands deferred steps (see [`Step`]) to the engine and their printed
+    /// lines to `pending`, in order. An error is kept for [`State::step_result`].
+    fn apply_steps(&mut self, steps: &[Step]) {
+        if let Some(run) = self.run.clone() {
+            if let Err(e) = run.with_recorder(|rec| self.apply(rec, steps)) {
+                self.step_error.get_or_insert_with(|| flor::Error::from(e).to_string());
+            }
+        }
+        PENDING_LEN.store(self.pending.len(), Ordering::Relaxed);
+    }
+
+    /// Makes [`Fast`] agree with this state.
+    fn publish(&self) {
+        let mut f = fast();
+        f.on = self.defer && self.recording && self.bars == 0 && self.run.is_some();
+        f.generation = self.generation;
+        f.batched = self.batch.as_ref().map_or(0, |b| b.stream.as_ptr() as usize);
+        let same = f.names.len() == self.names.len()
+            && f.names.iter().zip(&self.names).all(|(a, (k, _))| *a == k.as_ptr() as usize);
+        if !same {
+            f.names.clear();
+            f.names.extend(self.names.iter().map(|(k, _)| k.as_ptr() as usize));
+        }
     }
 
     fn apply(&mut self, rec: &mut Recorder, steps: &[Step]) -> flor_core::Result<()> {
@@ -340,8 +546,8 @@ impl State {
         if let Some(i) = self.names.iter().position(|(k, _)| k.as_ptr() == name.as_ptr()) {
             return Ok(i);
         }
-        // Deferred steps name cached names by position.
-        self.drain()?;
+        // Deferred steps name cached names by position: none is pending
+        // here (`state()` applied them).
         let text: Box<str> = name.to_cow()?.as_ref().into();
         if self.names.len() >= NAME_CACHE {
             // Dropping a `str` runs no Python code.
@@ -602,6 +808,7 @@ impl State {
             return None;
         }
         let b = self.batch.as_ref()?;
+        PENDING_LEN.store(0, Ordering::Relaxed);
         Some((std::mem::take(&mut self.pending), b.write.clone_ref(py)))
     }
 }
@@ -626,7 +833,7 @@ fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> 
 fn flush_pending(py: Python<'_>) -> PyResult<()> {
     let taken = {
         let mut st = state();
-        st.drain()?;
+        st.step_result()?;
         st.take_pending(py)
     };
     match taken {
@@ -689,7 +896,7 @@ fn stop_batching(py: Python<'_>) -> PyResult<()> {
 fn _stdout_write(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     let (pending, write) = {
         let mut st = state();
-        st.drain()?;
+        st.step_result()?;
         let Some(b) = &st.batch else {
             return Err(FlorError::new_err("flor's stdout wrapper called without a batched stream"));
         };
@@ -749,21 +956,17 @@ fn emit(py: Python<'_>, sink: Sink, line: Bound<'_, PyString>) -> PyResult<()> {
 /// 0.25`), and returns it.
 fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(num) = quick_num(value) {
-        let mut st = state();
-        if st.defer && st.recording {
-            if let Some(i) = st.names.iter().position(|(k, _)| k.as_ptr() == name.as_ptr()) {
-                let print = match st.sink(py) {
-                    Sink::Batched => Some(true),
-                    Sink::Nowhere => Some(false),
-                    _ => None,
-                };
-                if let Some(print) = print {
-                    st.steps.push(Step::Log { name: i as u32, print, value: num });
-                    if st.steps.len() >= MAX_STEPS {
-                        drain_and_hand_over(py, st)?;
-                    }
-                    return Ok(value.clone());
+        let mut f = fast();
+        if f.on {
+            let slot = f.names.iter().position(|&k| k == name.as_ptr() as usize);
+            if let (Some(slot), Some(print)) = (slot, f.print_now(py)) {
+                f.steps.push(Step::Log { name: slot as u32, print, value: num });
+                let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
+                drop(f);
+                if let Some(batch) = batch {
+                    submit(py, batch)?;
                 }
+                return Ok(value.clone());
             }
         }
     }
@@ -777,7 +980,7 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
     if !st.recording {
         return Ok(value.clone());
     }
-    st.drain()?;
+    st.step_result()?;
     let i = st.name_index(name)?;
     let s = &mut *st;
     s.refresh_prefix();
@@ -931,17 +1134,6 @@ unsafe fn log_arguments<'py>(
     Ok((name, value))
 }
 
-/// [`State::drain`], then hands the pending lines over when a block is full.
-fn drain_and_hand_over(py: Python<'_>, mut st: MutexGuard<'_, State>) -> PyResult<()> {
-    st.drain()?;
-    let due = if st.pending.len() >= BATCH_BYTES { st.take_pending(py) } else { None };
-    drop(st);
-    match due {
-        Some((text, write)) => hand_over(py, text, &write),
-        None => Ok(()),
-    }
-}
-
 /// A logged value and, for values that do not print as themselves, its
 /// `str()`.
 fn to_logged(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<(Value, Option<String>)> {
@@ -991,7 +1183,7 @@ impl LoopIter {
         if st.generation != generation {
             return Ok(());
         }
-        st.drain()?;
+        st.step_result()?;
         st.pop_layers(layer);
         if self.bar {
             st.bars = st.bars.saturating_sub(1);
@@ -1038,7 +1230,7 @@ impl LoopIter {
             Phase::Running { generation, outer: true, open: true, layer } => {
                 // The end of an outermost iteration: checkpoints, then the
                 // engine writes the iteration's records durably.
-                if let Err(e) = state().drain() {
+                if let Err(e) = state().step_result() {
                     return self.end_with(py, e);
                 }
                 if let Err(e) = py.import("flordb").and_then(|m| m.getattr("_outer_iteration_end")?.call0()) {
@@ -1079,14 +1271,16 @@ impl LoopIter {
         if open && !outer {
             // A training step: deferred when it can be (see `Step`).
             if let Some(item_now) = quick_item(&item) {
-                let mut st = state();
-                if st.generation != generation {
+                let mut f = fast();
+                if f.generation != generation {
                     return Ok(Some(item.unbind()));
                 }
-                if st.defer {
-                    st.steps.push(Step::Next { layer: layer as u32, item: item_now });
-                    if st.steps.len() >= MAX_STEPS {
-                        if let Err(e) = drain_and_hand_over(py, st) {
+                if f.on {
+                    f.steps.push(Step::Next { layer: layer as u32, item: item_now });
+                    let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
+                    drop(f);
+                    if let Some(batch) = batch {
+                        if let Err(e) = submit(py, batch) {
                             return self.end_with(py, e);
                         }
                     }
@@ -1176,7 +1370,7 @@ fn iteration_enter(
 fn iteration_exit(py: Python<'_>, token: usize) -> PyResult<()> {
     let ended = {
         let mut st = state();
-        st.drain()?;
+        st.step_result()?;
         st.pop_layers(token);
         match &st.run {
             Some(run) => run.loop_end().map_err(err),
@@ -1214,7 +1408,6 @@ fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: Strin
 fn install(run: Run) {
     let mut st = state();
     st.generation += 1;
-    st.steps.clear();
     st.defer = !run.is_replay();
     st.run = Some(run);
     st.layers.clear();
@@ -1239,7 +1432,7 @@ fn start_replay(py: Python<'_>, spec: String, argv: Vec<String>) -> PyResult<()>
 #[pyfunction]
 fn set_recording(on: bool) -> PyResult<()> {
     let mut st = state();
-    st.drain()?;
+    st.step_result()?;
     st.recording = on;
     Ok(())
 }
@@ -1313,7 +1506,7 @@ fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
     let printed = stop_batching(py);
     let run = {
         let mut st = state();
-        let drained = st.drain();
+        let drained = st.step_result();
         st.defer = false;
         st.layers.clear();
         st.prefix_stale = true;
@@ -1476,6 +1669,8 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(query, m)?,
         wrap_pyfunction!(checkpoints, m)?,
         wrap_pyfunction!(object_bytes, m)?,
+        wrap_pyfunction!(_before_fork, m)?,
+        wrap_pyfunction!(_after_fork_in_child, m)?,
     ] {
         m.add_function(f)?;
     }

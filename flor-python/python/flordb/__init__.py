@@ -43,6 +43,11 @@ __all__ = [
     "FlorError",
 ]
 
+# flor applies batches of training steps on a worker thread; a forked child
+# has none, so nothing may be in flight while the process forks.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_flor._before_fork, after_in_child=_flor._after_fork_in_child)
+
 _failed = False
 _checkpoints = []  # (name, object) registered by flor.checkpointing
 _ckpt_interval = None
