@@ -68,7 +68,7 @@ TRAIN_PY = textwrap.dedent(
     import json, os, random, time
 
     now = time.perf_counter
-cpu = time.process_time  # every thread of the process (flor's worker too)
+    cpu = time.process_time  # every thread of the process (flor's worker too)
     t0 = now()
     MODE = os.environ["BENCH_MODE"]  # calls | work | work_plain | work_paired
     E = int(os.environ["BENCH_E"])
