@@ -67,13 +67,16 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 //
 // FlorDB's API is module-level (`flor.log`, `flor.loop`), so the run and the
 // loop position live in one process-wide state. The hot calls (`log` and the
-// iterations of `loop`) run entirely here: the engine call, the printed line
-// and the write to `sys.stdout`, with no Python frame in between.
+// iterations of `loop`) run entirely here, with no Python frame in between;
+// the most common ones are deferred (see `Step`).
 //
-// Locking: `STATE` is only held in short sections that run no Python code
-// (no calls, no decref of arbitrary objects, no allocation of GC-tracked
+// Locking: `STATE` is only held in sections that run no Python code (no
+// calls, no decref of arbitrary objects, no allocation of GC-tracked
 // objects), so a thread holding it never waits for the GIL and the GIL
-// serializes everything else.
+// serializes everything else. The `flor-steps` worker holds it (never the
+// GIL) while it applies a batch; callers on Python threads take it through
+// `state()`, which waits for the worker first. `FAST` (the hot calls' own
+// state) is taken alone or while holding `STATE`, never the other way round.
 // ---------------------------------------------------------------------------
 
 /// One open loop, for the printed position (`epoch: 0, step: 3, `).
