@@ -159,3 +159,40 @@ fn a_discarded_run_leaves_nothing() {
     let refs = Command::new("git").args(["for-each-ref", "refs/flor/"]).current_dir(dir.path()).output().unwrap();
     assert!(refs.stdout.is_empty());
 }
+
+#[test]
+fn with_recorder_batches_steps_into_the_same_records() {
+    // What a front end that buffers steps does (the Python binding): many
+    // engine calls under one lock, the same records as the calls one by one.
+    let dir = repo();
+    let run = start(dir.path(), &[]);
+    assert!(!run.is_replay());
+    run.loop_begin("epoch").unwrap();
+    run.iteration_begin(None).unwrap();
+    run.loop_begin("step").unwrap();
+    run.with_recorder(|rec| -> flor::core::Result<()> {
+        for s in 0..5u64 {
+            if s == 0 {
+                rec.iteration_begin(Some(&s.to_string()))?;
+            } else {
+                rec.iteration_end()?;
+                rec.iteration_begin_at(None, Some(&s.to_string()))?;
+            }
+            rec.log("loss", &Value::Float(s as f64 / 2.0));
+        }
+        Ok(())
+    })
+    .unwrap();
+    run.loop_end().unwrap();
+    run.loop_end().unwrap();
+    run.finish().unwrap();
+
+    let mut project = Project::open(dir.path()).unwrap();
+    project.sync().unwrap();
+    let df = project.dataframe(&["loss"]).unwrap();
+    assert_eq!(df.row_count(), 5);
+    let loss: Vec<_> = (0..5).map(|i| df.column("loss").unwrap().get(i)).collect();
+    assert_eq!(loss, (0..5).map(|s| Some(Value::Float(s as f64 / 2.0))).collect::<Vec<_>>());
+    let values = project.query("SELECT loop_value FROM loops WHERE loop_name = 'step' ORDER BY ctx_id").unwrap();
+    assert_eq!(values.cell(4, 0), Some(Value::from("4")));
+}
