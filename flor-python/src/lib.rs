@@ -507,36 +507,19 @@ impl State {
                         self.refresh_prefix();
                     }
                     let name = &self.names[name as usize].1;
-                    let out = &mut self.pending;
+                    let value = match value {
+                        Num::Int(i) => Value::Int(i),
+                        Num::Float(f) => Value::Float(f),
+                    };
                     if print {
+                        let out = &mut self.pending;
                         out.push_str(&self.prefix);
                         out.push_str(name);
                         out.push_str(": ");
-                    }
-                    match value {
-                        Num::Float(f) if f.is_finite() => {
-                            let mut digits = ryu::Buffer::new();
-                            let t = digits.format_finite(f);
-                            rec.log_float_text(name, t);
-                            if print {
-                                push_py_float_from_ryu(out, f, t);
-                            }
-                        }
-                        Num::Float(f) => {
-                            rec.log(name, &Value::Float(f));
-                            if print {
-                                push_py_float(out, f);
-                            }
-                        }
-                        Num::Int(i) => {
-                            rec.log(name, &Value::Int(i));
-                            if print {
-                                out.push_str(itoa::Buffer::new().format(i));
-                            }
-                        }
-                    }
-                    if print {
+                        record_value(rec, name, &value, None, Some(out));
                         out.push('\n');
+                    } else {
+                        record_value(rec, name, &value, None, None);
                     }
                 }
             }
@@ -698,6 +681,34 @@ fn push_py_float_from_ryu(out: &mut String, f: f64, ryu_text: &str) {
             out.push('0');
         }
         out.push_str(itoa::Buffer::new().format(e.abs()));
+    }
+}
+
+/// Records `v` under `name` and, with `line`, appends how it prints there
+/// (`shown`, else Python's text of it). A finite float is formatted once,
+/// by `ryu`, for both. Both the immediate and the deferred `log` use this.
+fn record_value(rec: &mut Recorder, name: &str, v: &Value, shown: Option<&str>, line: Option<&mut String>) {
+    match (shown, v) {
+        (Some(text), _) => {
+            rec.log(name, v);
+            if let Some(line) = line {
+                line.push_str(text);
+            }
+        }
+        (None, Value::Float(f)) if f.is_finite() => {
+            let mut digits = ryu::Buffer::new();
+            let text = digits.format_finite(*f);
+            rec.log_float_text(name, text);
+            if let Some(line) = line {
+                push_py_float_from_ryu(line, *f, text);
+            }
+        }
+        (None, _) => {
+            rec.log(name, v);
+            if let Some(line) = line {
+                push_value_text(line, v);
+            }
+        }
     }
 }
 
@@ -992,23 +1003,8 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
     s.line.push_str(&s.prefix);
     s.line.push_str(&s.names[i].1);
     s.line.push_str(": ");
-    match (&shown, &v) {
-        (Some(text), _) => {
-            run.log_value(&s.names[i].1, &v);
-            s.line.push_str(text);
-        }
-        (None, Value::Float(f)) if f.is_finite() => {
-            // One shortest-digits formatting for the record and the line.
-            let mut digits = ryu::Buffer::new();
-            let text = digits.format_finite(*f);
-            run.log_float_text(&s.names[i].1, text);
-            push_py_float_from_ryu(&mut s.line, *f, text);
-        }
-        (None, _) => {
-            run.log_value(&s.names[i].1, &v);
-            push_value_text(&mut s.line, &v);
-        }
-    }
+    let (name, line) = (&s.names[i].1, &mut s.line);
+    run.with_recorder(|rec| record_value(rec, name, &v, shown.as_deref(), Some(line)));
     let sink = s.sink(py);
     if !matches!(sink, Sink::Bar) {
         s.line.push('\n');
