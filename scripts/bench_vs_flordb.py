@@ -592,8 +592,9 @@ def table(fig, impls, a, command, ref_note, total):
         "every run a fresh process in a fresh git repository, stdout and stderr redirected to files (both print "
         "a line per `flor.log`). (a): blocks of bare `v = s * 0.5` steps inside `flor.loop(\"epoch\")`, "
         f"median over {a.epochs} epochs × {a.reps} runs. (b): mini-batch SGD (batch 6) of a 32-feature linear model "
-        "in pure Python, one `flor.log(\"loss\", loss)` per step; \"paired\" times a no-flor block and a flor block "
-        f"in every epoch of one process ({a.epochs} epochs × {a.reps} runs; flor's end-of-epoch work counted); "
+        "in pure Python, one `flor.log(\"loss\", loss)` per step; \"paired\" times 4 no-flor and 4 flor blocks "
+        f"in ABBA order in every epoch of one process ({a.epochs} epochs × {a.reps} runs; flor's end-of-epoch work "
+        "counted; CPU rows: process time of every thread); "
         f"\"whole runs\" are {a.work_reps} pairs of processes (10 epochs), the flor script against the same script "
         "without `import flordb`. Every flor run checked: one printed line and one durable record per log.",
     ]
