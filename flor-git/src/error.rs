@@ -105,6 +105,23 @@ pub enum Error {
         found: Option<String>,
     },
 
+    /// Another writer held the ref's lock file for longer than flor waits.
+    #[error(
+        "ref `{refname}` in `{}` stayed locked by `{}`: another git or flor process is \
+         updating it; retry when it is done, or, if no such process is running, the lock \
+         file was left by a crash: delete it",
+        root.display(),
+        lock.display()
+    )]
+    RefLocked {
+        /// The reference name.
+        refname: String,
+        /// The lock file git keeps while the ref is being written.
+        lock: PathBuf,
+        /// The repository's working-tree root.
+        root: PathBuf,
+    },
+
     /// A revision (sha or ref name) does not name a commit.
     #[error(
         "`{rev}` does not name a commit in `{}` ({source}); pass a commit sha or a ref \

@@ -6,6 +6,7 @@ use std::path::Path;
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Tree};
 
 use crate::error::{Error, GitContext, Result};
+use crate::refs::{locked, try_update, Attempt, Backoff};
 use crate::repo::{check_writable_refname, find_ref, open, resolve_commit, signature, workdir};
 
 /// Add files to the commit at the tip of `refname`.
@@ -17,23 +18,41 @@ use crate::repo::{check_writable_refname, find_ref, open, resolve_commit, signat
 /// path appears twice in `files`, the last one wins). Files are stored as
 /// regular, non-executable files.
 ///
-/// The ref is then moved compare-and-swap style: if another process moved it
-/// meanwhile, nothing changes and [`Error::RefMoved`] is returned. A missing
-/// ref gives [`Error::RefNotFound`]. Returns the new commit's sha. HEAD, the
-/// index and the working tree are not touched.
+/// The ref is moved compare-and-swap style, checked under git's lock. When
+/// another process moves the ref meanwhile, the commit is rebuilt on the new
+/// tip and the move tried again, so concurrent writers never lose each
+/// other's files (a path both write holds the last writer's bytes). After
+/// 10 s of losing to other writers it fails with [`Error::RefMoved`], or
+/// [`Error::RefLocked`] when a lock file stayed. A missing ref gives
+/// [`Error::RefNotFound`]. Returns the new commit's sha. HEAD, the index and
+/// the working tree are not touched.
 pub fn attach_files(root: &Path, refname: &str, files: &[(&str, &[u8])], message: &str) -> Result<String> {
     check_writable_refname(refname)?;
     let repo = open(root)?;
     let root = workdir(&repo)?;
-    let tip = current_tip(&repo, &root, refname)?;
-    attach_onto(&repo, &root, refname, tip, files, message)
+    let new = stage_files(&repo, &root, files)?;
+    let mut backoff = Backoff::new();
+    loop {
+        let tip = current_tip(&repo, &root, refname)?;
+        let (commit, attempt) = attach_onto(&repo, &root, refname, tip, &new, message)?;
+        match attempt {
+            Attempt::Written => return Ok(commit.to_string()),
+            _ if backoff.pause() => {}
+            Attempt::Locked => return Err(locked(&repo, &root, refname)),
+            Attempt::Taken => return Err(moved(&repo, &root, refname, tip)),
+        }
+    }
 }
 
 /// Like [`attach_files`], but only if the tip of `refname` is still the
 /// commit `expected_tip` (a full sha); otherwise fails with
 /// [`Error::RefMoved`] without writing anything to the ref.
 ///
-/// Use it to update a ref read earlier without losing a concurrent update.
+/// Use it to update a ref read earlier without losing a concurrent update:
+/// read the tip, decide what to add from what it holds, attach expecting
+/// that tip, and start again on [`Error::RefMoved`]. Of simultaneous callers
+/// expecting the same tip exactly one succeeds. A lock file held by another
+/// writer is waited for (up to 10 s, then [`Error::RefLocked`]).
 pub fn attach_files_expecting(
     root: &Path,
     refname: &str,
@@ -45,15 +64,33 @@ pub fn attach_files_expecting(
     let repo = open(root)?;
     let root = workdir(&repo)?;
     let expected = Oid::from_str(expected_tip).map_err(|_| Error::InvalidSha { value: expected_tip.to_string() })?;
-    let tip = current_tip(&repo, &root, refname)?;
-    if tip != expected {
-        return Err(Error::RefMoved {
-            refname: refname.to_string(),
-            expected: expected.to_string(),
-            found: Some(tip.to_string()),
-        });
+    let new = stage_files(&repo, &root, files)?;
+    let mut backoff = Backoff::new();
+    loop {
+        let tip = current_tip(&repo, &root, refname)?;
+        if tip != expected {
+            return Err(Error::RefMoved {
+                refname: refname.to_string(),
+                expected: expected.to_string(),
+                found: Some(tip.to_string()),
+            });
+        }
+        let (commit, attempt) = attach_onto(&repo, &root, refname, expected, &new, message)?;
+        match attempt {
+            Attempt::Written => return Ok(commit.to_string()),
+            Attempt::Taken => return Err(moved(&repo, &root, refname, expected)),
+            Attempt::Locked if backoff.pause() => {}
+            Attempt::Locked => return Err(locked(&repo, &root, refname)),
+        }
     }
-    attach_onto(&repo, &root, refname, expected, files, message)
+}
+
+/// The sha `refname` points to now (a full sha), for a later
+/// [`attach_files_expecting`]. A missing ref gives [`Error::RefNotFound`].
+pub fn ref_tip(root: &Path, refname: &str) -> Result<String> {
+    let repo = open(root)?;
+    let root = workdir(&repo)?;
+    Ok(current_tip(&repo, &root, refname)?.to_string())
 }
 
 /// The commit `refname` points to.
@@ -66,42 +103,44 @@ fn current_tip(repo: &Repository, root: &Path, refname: &str) -> Result<Oid> {
         .ctx(|| format!("ref `{refname}` in `{}` does not point to a commit", root.display()))
 }
 
-/// Builds the new commit on `tip` and moves the ref from `tip` to it.
-fn attach_onto(
-    repo: &Repository,
-    root: &Path,
-    refname: &str,
-    tip: Oid,
-    files: &[(&str, &[u8])],
-    message: &str,
-) -> Result<String> {
-    let parent = repo.find_commit(tip).ctx(|| format!("could not read commit {tip} in `{}`", root.display()))?;
-    let base = parent.tree().ctx(|| format!("could not read the tree of commit {tip} in `{}`", root.display()))?;
+/// [`Error::RefMoved`] for a ref that no longer points to `expected`.
+fn moved(repo: &Repository, root: &Path, refname: &str, expected: Oid) -> Error {
+    let found = find_ref(repo, root, refname).ok().flatten().and_then(|r| r.target()).map(|o| o.to_string());
+    Error::RefMoved { refname: refname.to_string(), expected: expected.to_string(), found }
+}
 
-    // Group the files into a nested map first, so each tree is rewritten
-    // once however many files land in it.
+/// Stores the files' blobs and groups them into a tree of folders, so each
+/// tree is rewritten once however many files land in it (and the blobs are
+/// written once however many attempts the ref update takes).
+fn stage_files(repo: &Repository, root: &Path, files: &[(&str, &[u8])]) -> Result<Dir> {
     let mut new = Dir::default();
     for (path, content) in files {
         let parts = split_tree_path(path)?;
         let blob = repo.blob(content).ctx(|| format!("could not store `{path}` in `{}`", root.display()))?;
         new.insert(path, &parts, blob)?;
     }
-    let tree_id = write_dir(repo, Some(&base), &new, "")?;
-    let tree = repo.find_tree(tree_id).ctx(|| format!("could not read back tree {tree_id} in `{}`", root.display()))?;
+    Ok(new)
+}
 
+/// Builds the commit of `new` on `tip` and tries to move the ref from `tip`
+/// to it; returns the commit and what the attempt came to.
+fn attach_onto(
+    repo: &Repository,
+    root: &Path,
+    refname: &str,
+    tip: Oid,
+    new: &Dir,
+    message: &str,
+) -> Result<(Oid, Attempt)> {
+    let parent = repo.find_commit(tip).ctx(|| format!("could not read commit {tip} in `{}`", root.display()))?;
+    let base = parent.tree().ctx(|| format!("could not read the tree of commit {tip} in `{}`", root.display()))?;
+    let tree_id = write_dir(repo, Some(&base), new, "")?;
+    let tree = repo.find_tree(tree_id).ctx(|| format!("could not read back tree {tree_id} in `{}`", root.display()))?;
     let sig = signature(repo)?;
     let commit = repo
         .commit(None, &sig, &sig, message, &tree, &[&parent])
         .ctx(|| format!("could not create a commit on `{refname}` in `{}`", root.display()))?;
-
-    match repo.reference_matching(refname, commit, true, tip, message) {
-        Ok(_) => Ok(commit.to_string()),
-        Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::NotFound) => {
-            let found = find_ref(repo, root, refname).ok().flatten().and_then(|r| r.target()).map(|o| o.to_string());
-            Err(Error::RefMoved { refname: refname.to_string(), expected: tip.to_string(), found })
-        }
-        Err(e) => Err(e).ctx(|| format!("could not update ref `{refname}` in `{}`", root.display())),
-    }
+    Ok((commit, try_update(repo, root, refname, commit, tip, message)?))
 }
 
 /// Files to add, as a tree of folders.
@@ -332,18 +371,26 @@ pub fn read_file_at(root: &Path, rev: &str, path: &str) -> Result<Vec<u8>> {
 /// Delete the ref `refname`. Returns `Ok(false)` when it did not exist.
 ///
 /// Like every write, only refs below `refs/` and outside `refs/heads/` are
-/// accepted ([`Error::InvalidRefName`]).
+/// accepted ([`Error::InvalidRefName`]). A ref that another process is
+/// writing at the same moment is waited for (up to 10 s, then
+/// [`Error::RefLocked`]) and deleted whatever it then points to.
 pub fn delete_ref(root: &Path, refname: &str) -> Result<bool> {
     check_writable_refname(refname)?;
     let repo = open(root)?;
     let root = workdir(&repo)?;
-    let Some(mut reference) = find_ref(&repo, &root, refname)? else {
-        return Ok(false);
-    };
-    match reference.delete() {
-        Ok(()) => Ok(true),
-        Err(e) if e.code() == ErrorCode::NotFound => Ok(false),
-        Err(e) => Err(e).ctx(|| format!("could not delete ref `{refname}` in `{}`", root.display())),
+    let mut backoff = Backoff::new();
+    loop {
+        let Some(mut reference) = find_ref(&repo, &root, refname)? else {
+            return Ok(false);
+        };
+        match reference.delete() {
+            Ok(()) => return Ok(true),
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(false),
+            // Moved or locked by another writer: look again.
+            Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Locked) && backoff.pause() => {}
+            Err(e) if e.code() == ErrorCode::Locked => return Err(locked(&repo, &root, refname)),
+            Err(e) => return Err(e).ctx(|| format!("could not delete ref `{refname}` in `{}`", root.display())),
+        }
     }
 }
 
@@ -371,16 +418,13 @@ mod tests {
 
         // Writer A reads the tip; writer B moves the ref first.
         let stale = current_tip(&repo, &root, refname)?;
-        let moved = attach_onto(&repo, &root, refname, stale, &[("b", b"b")], "B")?;
-        let err = attach_onto(&repo, &root, refname, stale, &[("a", b"a")], "A");
-        match err {
-            Err(Error::RefMoved { expected, found, .. }) => {
-                assert_eq!(expected, stale.to_string());
-                assert_eq!(found, Some(moved.clone()));
-            }
-            other => panic!("expected RefMoved, got {other:?}"),
-        }
-        assert_eq!(current_tip(&repo, &root, refname)?.to_string(), moved);
+        let b = stage_files(&repo, &root, &[("b", b"b")])?;
+        let (moved, attempt) = attach_onto(&repo, &root, refname, stale, &b, "B")?;
+        assert_eq!(attempt, Attempt::Written);
+        let a = stage_files(&repo, &root, &[("a", b"a")])?;
+        let (_, attempt) = attach_onto(&repo, &root, refname, stale, &a, "A")?;
+        assert_eq!(attempt, Attempt::Taken);
+        assert_eq!(current_tip(&repo, &root, refname)?, moved);
         Ok(())
     }
 }

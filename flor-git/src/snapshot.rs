@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{ErrorCode, IndexAddOption, Repository};
+use git2::{ErrorCode, IndexAddOption, Oid, Repository};
 
 use crate::error::{Error, GitContext, Result};
+use crate::refs::{locked, try_create, Attempt, Backoff};
 use crate::repo::{check_writable_refname, find_ref, head_commit, open, signature, workdir};
 
 /// Environment variable holding the size limit, in mebibytes, above which a
@@ -58,9 +59,11 @@ impl Default for SnapshotOptions {
     }
 }
 
-/// The result of [`snapshot_worktree`].
+/// The result of [`snapshot_worktree`] and [`snapshot_worktree_unique`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The ref that now points to the snapshot commit.
+    pub refname: String,
     /// The sha of the snapshot commit.
     pub commit: String,
     /// The sha of the snapshot commit's tree.
@@ -70,6 +73,9 @@ pub struct Snapshot {
     /// working-tree root, size in bytes), sorted by path.
     pub skipped: Vec<(PathBuf, u64)>,
 }
+
+/// How many names [`snapshot_worktree_unique`] tries before it gives up.
+pub const MAX_NAME_ATTEMPTS: u32 = 1000;
 
 /// Snapshot the working tree as `git add -A` would see it, into a new commit
 /// that the new ref `refname` points to.
@@ -90,9 +96,14 @@ pub struct Snapshot {
 /// `user.name`/`user.email`, or are `flor <flor@localhost>` when those are
 /// not set. Its parent is HEAD's commit, or none when HEAD is unborn.
 ///
-/// Fails with [`Error::RefExists`] when `refname` already exists, and with
-/// [`Error::InvalidRefName`] unless `refname` is a valid ref below `refs/`
-/// and outside `refs/heads/`.
+/// The ref is created only if it does not exist, checked under git's lock:
+/// of several processes snapshotting to the same new name at the same
+/// instant exactly one succeeds and the others get [`Error::RefExists`].
+///
+/// Fails with [`Error::RefExists`] when `refname` already exists, with
+/// [`Error::RefLocked`] when another writer's lock file on it outlasts the
+/// wait, and with [`Error::InvalidRefName`] unless `refname` is a valid ref
+/// below `refs/` and outside `refs/heads/`.
 pub fn snapshot_worktree(root: &Path, refname: &str, message: &str, opts: &SnapshotOptions) -> Result<Snapshot> {
     check_writable_refname(refname)?;
     let repo = open(root)?;
@@ -100,27 +111,65 @@ pub fn snapshot_worktree(root: &Path, refname: &str, message: &str, opts: &Snaps
     if let Some(existing) = find_ref(&repo, &root, refname)? {
         return Err(ref_exists(&repo, &root, refname, Some(existing)));
     }
-
-    let (tree_id, skipped) = snapshot_tree(&repo, &root, opts)?;
-    let tree = repo
-        .find_tree(tree_id)
-        .ctx(|| format!("could not read back snapshot tree {tree_id} in `{}`", root.display()))?;
-    let parent = head_commit(&repo, &root)?;
-    let sig = signature(&repo)?;
-    let parents: Vec<_> = parent.iter().collect();
-    let commit = repo
-        .commit(None, &sig, &sig, message, &tree, &parents)
-        .ctx(|| format!("could not create the snapshot commit in `{}`", root.display()))?;
-    match repo.reference(refname, commit, false, message) {
-        Ok(_) => {}
-        Err(e) if e.code() == ErrorCode::Exists => {
-            return Err(ref_exists(&repo, &root, refname, None));
-        }
-        Err(e) => {
-            return Err(e).ctx(|| format!("could not create ref `{refname}` in `{}`", root.display()));
+    let (tree, skipped) = snapshot_tree(&repo, &root, opts)?;
+    let commit = snapshot_commit(&repo, &root, tree, message)?;
+    let mut backoff = Backoff::new();
+    loop {
+        match try_create(&repo, &root, refname, commit, message)? {
+            Attempt::Written => break,
+            Attempt::Taken => return Err(ref_exists(&repo, &root, refname, None)),
+            // Another writer is creating it (or a crash left its lock):
+            // wait for the lock to go, then the ref exists or is free.
+            Attempt::Locked if backoff.pause() => {}
+            Attempt::Locked => return Err(locked(&repo, &root, refname)),
         }
     }
-    Ok(Snapshot { commit: commit.to_string(), tree: tree_id.to_string(), skipped })
+    Ok(Snapshot { refname: refname.to_string(), commit: commit.to_string(), tree: tree.to_string(), skipped })
+}
+
+/// Like [`snapshot_worktree`], for a ref whose name only has to be new (a
+/// run id): `candidate(attempt)` gives the ref name and commit message to
+/// try for attempt 0, 1, 2, …; a name that exists, or that another process
+/// is creating at the same instant, moves on to the next candidate. The
+/// working tree is scanned once, whatever the number of attempts.
+///
+/// Returns the snapshot; [`Snapshot::refname`] is the name that was
+/// claimed, so what the caller records and the ref always agree. Fails with
+/// [`Error::RefExists`] (for the last name tried) after
+/// [`MAX_NAME_ATTEMPTS`] taken names, and with [`Error::InvalidRefName`] for
+/// a candidate that is not a valid flor ref.
+pub fn snapshot_worktree_unique(
+    root: &Path,
+    opts: &SnapshotOptions,
+    mut candidate: impl FnMut(u32) -> (String, String),
+) -> Result<Snapshot> {
+    let repo = open(root)?;
+    let root = workdir(&repo)?;
+    let (tree, skipped) = snapshot_tree(&repo, &root, opts)?;
+    let mut last = String::new();
+    for attempt in 0..MAX_NAME_ATTEMPTS {
+        let (refname, message) = candidate(attempt);
+        check_writable_refname(&refname)?;
+        if find_ref(&repo, &root, &refname)?.is_none() {
+            let commit = snapshot_commit(&repo, &root, tree, &message)?;
+            if try_create(&repo, &root, &refname, commit, &message)? == Attempt::Written {
+                return Ok(Snapshot { refname, commit: commit.to_string(), tree: tree.to_string(), skipped });
+            }
+        }
+        last = refname;
+    }
+    Err(ref_exists(&repo, &root, &last, None))
+}
+
+/// Writes the snapshot commit of `tree` (parent: HEAD's commit, if any).
+fn snapshot_commit(repo: &Repository, root: &Path, tree: Oid, message: &str) -> Result<Oid> {
+    let tree =
+        repo.find_tree(tree).ctx(|| format!("could not read back snapshot tree {tree} in `{}`", root.display()))?;
+    let parent = head_commit(repo, root)?;
+    let sig = signature(repo)?;
+    let parents: Vec<_> = parent.iter().collect();
+    repo.commit(None, &sig, &sig, message, &tree, &parents)
+        .ctx(|| format!("could not create the snapshot commit in `{}`", root.display()))
 }
 
 /// Builds [`Error::RefExists`], looking up the ref's target if needed.
@@ -140,7 +189,7 @@ fn in_excluded_dir(path: &Path, dirs: &[PathBuf]) -> bool {
 
 /// Writes the tree `git add -A` would produce, using an in-memory copy of the
 /// index (never written back). Returns the tree id and the skipped files.
-fn snapshot_tree(repo: &Repository, root: &Path, opts: &SnapshotOptions) -> Result<(git2::Oid, Vec<(PathBuf, u64)>)> {
+fn snapshot_tree(repo: &Repository, root: &Path, opts: &SnapshotOptions) -> Result<(Oid, Vec<(PathBuf, u64)>)> {
     let excluded: Vec<PathBuf> =
         opts.exclude_dirs.iter().map(|d| d.trim_matches('/')).filter(|d| !d.is_empty()).map(PathBuf::from).collect();
 

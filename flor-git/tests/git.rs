@@ -764,3 +764,122 @@ fn materialize_refuses_tree_entries_that_escape_the_target() {
         assert!(!out.path().join("evil").exists());
     }
 }
+
+// ------------------------------------------------------ concurrent writers
+
+/// Threads released together by one barrier, each running `f(i)`.
+fn race<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, f) = (&barrier, &f);
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("racing thread panicked")).collect()
+    })
+}
+
+#[test]
+fn simultaneous_snapshots_to_one_ref_one_wins_the_others_are_told_it_exists() {
+    // The loser of a simultaneous creation finds git's lock file rather than
+    // the ref; it must still be told "exists", the one error a caller
+    // retries on with another name.
+    let (dir, _repo) = init();
+    let root = dir.path();
+    write(root, "train.py", b"print(1)\n");
+    for round in 0..8 {
+        let refname = format!("refs/flor/runs/same-{round}");
+        let results = race(12, |_| snapshot_worktree(root, &refname, "race", &opts()));
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: {won} snapshots claimed the ref");
+        for r in results.iter().filter(|r| r.is_err()) {
+            assert!(matches!(r, Err(Error::RefExists { .. })), "round {round}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn simultaneous_attaches_to_one_ref_keep_every_file() {
+    let (dir, _repo) = init();
+    let root = dir.path();
+    write(root, "train.py", b"print(1)\n");
+    let refname = "refs/flor/runs/shared";
+    snapshot_worktree(root, refname, "base", &opts()).unwrap();
+    for round in 0..4 {
+        let results = race(10, |i| {
+            let path = format!("r{round}/f{i}.txt");
+            attach_files(root, refname, &[(path.as_str(), format!("{round}-{i}").as_bytes())], "attach")
+        });
+        for r in &results {
+            assert!(r.is_ok(), "round {round}: {r:?}");
+        }
+        let files = list_dir_at(root, refname, &format!("r{round}")).unwrap();
+        assert_eq!(files.len(), 10, "round {round}: {files:?}");
+        for i in 0..10 {
+            let got = read_file_at(root, refname, &format!("r{round}/f{i}.txt")).unwrap();
+            assert_eq!(got, format!("{round}-{i}").into_bytes());
+        }
+    }
+}
+
+#[test]
+fn simultaneous_expecting_attaches_exactly_one_wins_the_others_see_a_moved_ref() {
+    let (dir, repo) = init();
+    let root = dir.path();
+    write(root, "train.py", b"print(1)\n");
+    let refname = "refs/flor/runs/cas";
+    snapshot_worktree(root, refname, "base", &opts()).unwrap();
+    for round in 0..6 {
+        let tip = repo.refname_to_id(refname).unwrap().to_string();
+        let results = race(8, |i| {
+            let path = format!("c{round}.txt");
+            attach_files_expecting(root, refname, &tip, &[(path.as_str(), format!("{i}").as_bytes())], "cas")
+        });
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {results:?}");
+        for r in results.iter().filter(|r| r.is_err()) {
+            assert!(matches!(r, Err(Error::RefMoved { .. })), "round {round}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn a_lock_file_left_by_a_crash_is_skipped_by_unique_names_and_named_by_updates() {
+    let (dir, repo) = init();
+    let root = dir.path();
+    write(root, "train.py", b"print(1)\n");
+    let lock = repo.path().join("refs/flor/runs/a.lock");
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    fs::write(&lock, b"").unwrap();
+    let snap = flor_git::snapshot_worktree_unique(root, &opts(), |i| {
+        (format!("refs/flor/runs/{}", ["a", "b", "c"][i as usize]), format!("try {i}"))
+    })
+    .unwrap();
+    assert_eq!(snap.refname, "refs/flor/runs/b");
+    assert_eq!(list_refs(root, "refs/flor/").unwrap().len(), 1);
+
+    // An update waits for the lock (10 s), then names the file to delete.
+    fs::rename(&lock, repo.path().join("refs/flor/runs/b.lock")).unwrap();
+    let err = attach_files(root, "refs/flor/runs/b", &[("x.txt", b"x")], "m").unwrap_err();
+    assert!(matches!(err, Error::RefLocked { .. }), "{err:?}");
+    assert!(err.to_string().contains("refs/flor/runs/b.lock"), "{err}");
+    assert_eq!(read_file_at(root, "refs/flor/runs/b", "train.py").unwrap(), b"print(1)\n");
+}
+
+#[test]
+fn unique_snapshots_from_many_threads_each_claim_their_own_name() {
+    let (dir, _repo) = init();
+    let root = dir.path();
+    write(root, "train.py", b"print(1)\n");
+    // Every thread tries the same names in the same order.
+    let snaps = race(12, |_| {
+        flor_git::snapshot_worktree_unique(root, &opts(), |i| (format!("refs/flor/runs/n{i:04}"), format!("n{i}")))
+    });
+    let mut names: Vec<String> = snaps.into_iter().map(|s| s.unwrap().refname).collect();
+    names.sort();
+    assert_eq!(names, (0..12).map(|i| format!("refs/flor/runs/n{i:04}")).collect::<Vec<_>>());
+}
