@@ -211,28 +211,47 @@ pub(crate) fn publish(root: &Path, path: &Path) -> Result<()> {
     let refname = ref_for(&run_id);
     let tree_path = format!("{RECORDS_DIR}/{}", label_for(&run_id));
     let message = format!("flor: records of run {} ({})", meta.tstamp, meta.filename);
-    match flor_git::attach_files(root, &refname, &[(tree_path.as_str(), bytes.as_slice())], &message) {
-        Ok(_) => {}
-        Err(flor_git::Error::RefMoved { .. }) => {
-            // Someone attached concurrently: fine if they attached these bytes.
-            let there = flor_git::read_file_at(root, &refname, &tree_path).ok();
-            if there.as_deref() != Some(bytes.as_slice()) {
-                flor_git::attach_files(root, &refname, &[(tree_path.as_str(), bytes.as_slice())], &message)?;
-            }
-        }
-        Err(e) => return Err(e.into()),
+    // Idempotent: a publish that attached but died before removing the
+    // local file is not attached twice. Other writers of the ref (replays)
+    // do not make this fail: `attach_files` rebuilds on their tip.
+    let there = flor_git::read_file_at(root, &refname, &tree_path).ok();
+    if there.as_deref() != Some(bytes.as_slice()) {
+        flor_git::attach_files(root, &refname, &[(tree_path.as_str(), bytes.as_slice())], &message)?;
     }
     fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
     Ok(())
+}
+
+/// Whether `path` still names the open `file` (not removed, not replaced).
+fn still_at(file: &fs::File, path: &Path) -> bool {
+    let (Ok(open), Ok(named)) = (file.metadata(), fs::metadata(path)) else { return false };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        open.dev() == named.dev() && open.ino() == named.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        open.len() == named.len()
+    }
 }
 
 /// Finalizes a record file whose process is gone: drops a partial last line,
 /// appends an `end` line with status `failed` when there is none, then
 /// publishes it. Skips files another process is handling.
 fn finalize_dead(root: &Path, path: &Path, report: &mut SyncReport) -> Result<()> {
-    let file = OpenOptions::new().read(true).append(true).open(path).map_err(|e| Error::io("open", path, e))?;
+    let file = match OpenOptions::new().read(true).append(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // just published
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
     if file.try_lock().is_err() {
         return Ok(()); // live again, or another flor process is finalizing it
+    }
+    // Its owner (or another finalizer) may have published and removed it
+    // between our open and our lock: the lock is then on a removed file.
+    if !still_at(&file, path) {
+        return Ok(());
     }
     let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);

@@ -93,18 +93,22 @@ impl RunBuilder {
         let interpreter =
             self.interpreter.unwrap_or_else(|| exe.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
         let options = flor_git::SnapshotOptions::from_env()?;
-        // A unique tstamp: the ref creation is the arbiter between processes.
+        // A unique tstamp: the ref creation, checked under git's lock, is the
+        // arbiter between processes. A name another run took (or is taking
+        // at this instant) moves on to a later microsecond, and the tstamp
+        // recorded is the one whose ref was claimed.
         let mut micros = flor_core::time::micros_from_iso(&now_iso()).unwrap_or(0);
-        let (tstamp, snapshot) = loop {
-            let tstamp = flor_core::time::iso_from_micros(micros);
-            let refname = ref_for(&run_id_of(&tstamp));
-            let msg = format!("flor: code of run {tstamp} ({filename})");
-            match flor_git::snapshot_worktree(project.root(), &refname, &msg, &options) {
-                Ok(s) => break (tstamp, s),
-                Err(flor_git::Error::RefExists { .. }) => micros += 1,
-                Err(e) => return Err(e.into()),
+        let mut tstamp = String::new();
+        let snapshot = flor_git::snapshot_worktree_unique(project.root(), &options, |attempt| {
+            if attempt > 0 {
+                let now = flor_core::time::micros_from_iso(&now_iso()).unwrap_or(0);
+                micros = (micros + 1).max(now);
             }
-        };
+            tstamp = flor_core::time::iso_from_micros(micros);
+            (ref_for(&run_id_of(&tstamp)), format!("flor: code of run {tstamp} ({filename})"))
+        })?;
+        // The last name tried is the one claimed.
+        debug_assert_eq!(snapshot.refname, ref_for(&run_id_of(&tstamp)));
         for (path, size) in &snapshot.skipped {
             eprintln!(
                 "flor: warning: {} ({} MiB) is larger than the snapshot limit and is not part of the code snapshot (set {} to change the limit)",

@@ -196,3 +196,86 @@ fn with_recorder_batches_steps_into_the_same_records() {
     let values = project.query("SELECT loop_value FROM loops WHERE loop_name = 'step' ORDER BY ctx_id").unwrap();
     assert_eq!(values.cell(4, 0), Some(Value::from("4")));
 }
+
+#[test]
+fn many_runs_starting_at_the_same_instant_all_record_publish_and_query() {
+    // Twenty runs released by one barrier choose their run ids at the same
+    // microsecond: each must still start, keep its own id in its records and
+    // its ref, publish, and be queryable (a loser of the ref race used to die
+    // on git's lock file). Repeated, since a race does not show every time.
+    const RUNS: usize = 20;
+    const ROUNDS: usize = 5;
+    let dir = repo();
+    let root = dir.path();
+    for round in 0..ROUNDS {
+        let barrier = std::sync::Barrier::new(RUNS);
+        let tstamps: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..RUNS)
+                .map(|i| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let tag = format!("tag={round}-{i}");
+                        let argv = vec!["train".to_owned(), "--kwargs".into(), tag];
+                        let builder = Run::builder().dir(root).filename("train.rs").argv(argv).interpreter("rustc");
+                        barrier.wait();
+                        let run = builder.start().unwrap_or_else(|e| panic!("run {round}-{i} did not start: {e}"));
+                        let tag = run.arg("tag", String::new()).unwrap();
+                        for e in run.loop_over("epoch", 0..2) {
+                            run.log("loss", (round * 1000 + i * 10 + e) as i64);
+                        }
+                        let tstamp = run.tstamp();
+                        run.finish().unwrap_or_else(|e| panic!("run {tag} did not finish: {e}"));
+                        tstamp
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a run thread panicked")).collect()
+        });
+        let distinct: std::collections::BTreeSet<_> = tstamps.iter().collect();
+        assert_eq!(distinct.len(), RUNS, "round {round}: run ids collided: {tstamps:?}");
+    }
+
+    let mut project = Project::open(root).unwrap();
+    let report = project.sync().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let runs = project.runs().unwrap();
+    assert_eq!(runs.len(), RUNS * ROUNDS);
+    assert!(runs.iter().all(|r| r.meta.status == RunStatus::Finished));
+    // Every run's records carry the id of the ref they were published under.
+    let refs = Command::new("git")
+        .args(["for-each-ref", "--format=%(refname)", "refs/flor/runs/"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let refs = String::from_utf8(refs.stdout).unwrap();
+    let mut from_refs: Vec<String> = refs.lines().map(|l| l.trim_start_matches("refs/flor/runs/").to_owned()).collect();
+    let mut from_records: Vec<String> = runs.iter().map(|r| r.meta.run_id()).collect();
+    from_refs.sort();
+    from_records.sort();
+    assert_eq!(from_refs, from_records);
+    let df = project.dataframe(&["tag", "loss"]).unwrap();
+    assert_eq!(df.row_count(), RUNS * ROUNDS * 2);
+    let mut seen: Vec<(String, i64)> = (0..df.row_count())
+        .map(|r| {
+            let tag = match df.column("tag").unwrap().get(r) {
+                Some(Value::Text(t)) => t.to_string(),
+                other => panic!("tag: {other:?}"),
+            };
+            let loss = match df.column("loss").unwrap().get(r) {
+                Some(Value::Int(v)) => v,
+                other => panic!("loss: {other:?}"),
+            };
+            (tag, loss)
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<(String, i64)> = (0..ROUNDS)
+        .flat_map(|round| {
+            (0..RUNS)
+                .flat_map(move |i| (0..2).map(move |e| (format!("{round}-{i}"), (round * 1000 + i * 10 + e) as i64)))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(std::fs::read_dir(project.runs_dir()).unwrap().count(), 0, "unpublished record files left");
+}

@@ -107,3 +107,62 @@ def test_concurrent_first_runs_in_a_fresh_repository(tmp_path):
             assert p.returncode == 0, err
         assert [r["status"] for r in query(repo, "SELECT status FROM runs")] == ["finished"] * 2
         assert len(dataframe(repo, "loss")) == 4
+
+
+STAMPEDE = """
+import os, sys, time
+me, n = sys.argv[1], int(sys.argv[2])
+open(f"ready-{me}", "w").close()
+deadline = time.time() + 30
+while not os.path.exists("go"):  # released together by one barrier
+    assert time.time() < deadline, "never released"
+    time.sleep(0.0005)
+import flordb as flor
+tag = flor.arg("tag", "none")
+for epoch in flor.loop("epoch", range(2)):
+    flor.log("loss", int(me) * 10 + epoch)
+"""
+
+
+def test_twenty_runs_started_by_one_barrier_all_record_publish_and_query(repo):
+    """Twenty processes start their runs at the same instant, three times
+    over: every one starts, publishes under its own ref and is queryable (the
+    loser of a ref race used to die on git's lock file)."""
+    import time
+
+    n, rounds = 20, 3
+    write_script(repo, STAMPEDE)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v1")
+    for r in range(rounds):
+        for f in repo.glob("ready-*"):
+            f.unlink()
+        (repo / "go").unlink(missing_ok=True)
+        procs = [
+            subprocess.Popen(
+                [PYTHON, "train.py", str(r * n + i), str(n), "--kwargs", f"tag={r}-{i}"],
+                cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for i in range(n)
+        ]
+        deadline = time.time() + TIMEOUT
+        while len(list(repo.glob("ready-*"))) < n and time.time() < deadline:
+            time.sleep(0.005)
+        (repo / "go").touch()
+        for i, p in enumerate(procs):
+            out, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, f"round {r}, run {i}: {err}"
+
+    total = n * rounds
+    runs = query(repo, "SELECT tstamp, status FROM runs")
+    assert len(runs) == total and len({x["tstamp"] for x in runs}) == total
+    assert all(x["status"] == "finished" for x in runs)
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/flor/runs/").split()
+    assert sorted(x.removeprefix("refs/flor/runs/") for x in refs) == sorted(
+        x["tstamp"].replace(":", "-") for x in runs
+    )
+    rows = dataframe(repo, "tag", "loss")
+    got = sorted((x["tag"], x["loss"]) for x in rows)
+    want = sorted((f"{r}-{i}", (r * n + i) * 10 + e) for r in range(rounds) for i in range(n) for e in range(2))
+    assert got == want
+    assert not list((repo / ".flor" / "runs").glob("*.jsonl"))
