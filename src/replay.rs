@@ -795,6 +795,7 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
     let started = Instant::now();
     let root = project.root().to_owned();
     let base = project.flor_dir().join("replay");
+    let locks = project.flor_dir().join("locks");
     let mut tasks = VecDeque::new();
     let mut outcomes: Vec<RunOutcome> = plan
         .runs
@@ -808,11 +809,28 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
         })
         .collect();
     let mut run_dirs = Vec::new();
+    // A run is replayed by one `flor replay` at a time: its lock is held from
+    // materialization to publishing, so two replays of one run never share a
+    // folder or attach the same segments twice.
+    let mut run_locks: Vec<Option<fs::File>> = Vec::new();
     for (ri, r) in plan.runs.iter().enumerate() {
         let v = &plan.versions[r.version];
         let source = v.source.as_deref().unwrap_or_default();
         let dir = base.join(r.meta.run_id()).join(tag(&plan.names, source));
         run_dirs.push(dir.clone());
+        let lock = lock_run(&locks, &r.meta.run_id())?;
+        if lock.is_none() {
+            outcomes[ri].failure = Some(format!(
+                "another `flor replay` is replaying run {} right now; its values appear when it \
+                 finishes (run `flor replay` again afterwards for anything it did not cover)",
+                r.meta.tstamp
+            ));
+        }
+        let locked = lock.is_some();
+        run_locks.push(lock);
+        if !locked {
+            continue;
+        }
         let code = dir.join("code");
         let pending: Vec<usize> =
             (0..r.plan.segments.len()).filter(|k| !dir.join(format!("seg-{k}.done")).exists()).collect();
@@ -969,28 +987,20 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
     for (ri, r) in plan.runs.iter().enumerate() {
         let dir = &run_dirs[ri];
         let k = r.plan.segments.len();
-        if (0..k).any(|s| !dir.join(format!("seg-{s}.done")).exists()) {
+        if run_locks[ri].is_none() || (0..k).any(|s| !dir.join(format!("seg-{s}.done")).exists()) {
             continue;
         }
         let id = r.meta.run_id();
-        // This replay's number: one more than the run's latest.
-        let n = flor_git::list_dir_at(&root, &ref_for(&id), RECORDS_DIR)?
-            .iter()
-            .filter_map(|p| replay_number(p.rsplit('/').next().unwrap_or(p)))
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let mut files = Vec::new();
+        let mut segments = Vec::new();
         let mut values = 0;
         for s in 0..k {
             let p = dir.join(format!("seg-{s}.jsonl"));
             let bytes = fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
             values += parse_lines(&bytes, 1).records.len() as u64;
-            files.push((format!("{RECORDS_DIR}/{}", replay_label(&id, n, s)), bytes));
+            segments.push(bytes);
         }
-        let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
         let msg = format!("flor: replay of {} for run {}", plan.names.join(", "), r.meta.tstamp);
-        flor_git::attach_files(&root, &ref_for(&id), &refs, &msg)?;
+        attach_replay(&root, &id, &segments, &msg)?;
         outcomes[ri].values = values;
         let run_dir = dir.parent().unwrap_or(dir);
         fs::remove_dir_all(run_dir).map_err(|e| Error::io("remove", run_dir, e))?;
@@ -1001,6 +1011,64 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
         progress(&format!("warning: {p}"));
     }
     Ok(Summary { runs: outcomes, wall_secs: started.elapsed().as_secs_f64() })
+}
+
+/// Takes the lock of run `run_id`'s replay (`.flor/locks/replay-<run id>.lock`,
+/// an advisory lock on an open file, released when the process ends however
+/// it ends); `None` when another process holds it. The file itself stays:
+/// removing a lock file others may have opened would let two holders in.
+fn lock_run(dir: &Path, run_id: &str) -> Result<Option<fs::File>> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let path = dir.join(format!("replay-{run_id}.lock"));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
+/// How many times [`attach_replay`] numbers its files again after another
+/// process attached to the same run first.
+const ATTACH_ATTEMPTS: usize = 100;
+
+/// Attaches a finished replay's segment files to the run's ref as replay
+/// `n` (one more than the run's latest), returning `n`.
+///
+/// Choosing `n` and moving the ref are one compare-and-swap on the tip `n`
+/// was read from: when another replay of the same run attached meanwhile,
+/// `n` is chosen again on the new tip, so two replays never share a number
+/// (nor overwrite each other's files).
+pub(crate) fn attach_replay(root: &Path, run_id: &str, segments: &[Vec<u8>], message: &str) -> Result<u64> {
+    let refname = ref_for(run_id);
+    for _ in 0..ATTACH_ATTEMPTS {
+        let tip = flor_git::ref_tip(root, &refname)?;
+        let n = flor_git::list_dir_at(root, &tip, RECORDS_DIR)?
+            .iter()
+            .filter_map(|p| replay_number(p.rsplit('/').next().unwrap_or(p)))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let paths: Vec<String> =
+            (0..segments.len()).map(|k| format!("{RECORDS_DIR}/{}", replay_label(run_id, n, k))).collect();
+        let files: Vec<(&str, &[u8])> =
+            paths.iter().map(String::as_str).zip(segments.iter().map(Vec::as_slice)).collect();
+        match flor_git::attach_files_expecting(root, &refname, &tip, &files, message) {
+            Ok(_) => return Ok(n),
+            Err(flor_git::Error::RefMoved { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Replay(format!(
+        "could not attach the replayed values of run {run_id}: other processes moved `{refname}` \
+         {ATTACH_ATTEMPTS} times while flor was attaching; run `flor replay` again (finished \
+         segments are kept)"
+    )))
 }
 
 /// Makes what the snapshot lacks at the top of the working tree (data sets,
@@ -1114,5 +1182,51 @@ flor.log("final", 2)
         assert_eq!(loop_name("for x in flor.loop('step', data):"), Some("step".into()));
         assert_eq!(loop_name("with flor.iteration(\"epoch\", i, None):"), Some("epoch".into()));
         assert_eq!(loop_name("for x in range(3):"), None);
+    }
+
+    #[test]
+    fn replays_attached_to_one_run_at_once_each_get_their_own_number() {
+        // Two `flor replay`s (of different names) finishing together on one
+        // run: each attach must land under its own replay number, and no
+        // segment file may replace another's.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let git = |args: &[&str]| {
+            let st = std::process::Command::new("git").args(args).current_dir(root).output().unwrap();
+            assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        };
+        git(&["init", "-q"]);
+        fs::write(root.join("train.py"), "print(1)\n").unwrap();
+        let id = "2026-01-01T00-00-00.000001";
+        let opts = flor_git::SnapshotOptions::from_env().unwrap();
+        flor_git::snapshot_worktree(root, &ref_for(id), "code", &opts).unwrap();
+        const N: usize = 8;
+        let barrier = std::sync::Barrier::new(N);
+        let numbers: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..N)
+                .map(|i| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let segs = vec![
+                            format!("replay {i} seg 0\n").into_bytes(),
+                            format!("replay {i} seg 1\n").into_bytes(),
+                        ];
+                        barrier.wait();
+                        attach_replay(root, id, &segs, &format!("replay {i}")).unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = numbers.clone();
+        sorted.sort();
+        assert_eq!(sorted, (1..=N as u64).collect::<Vec<_>>());
+        for (i, n) in numbers.iter().enumerate() {
+            for k in 0..2 {
+                let path = format!("{RECORDS_DIR}/{}", replay_label(id, *n, k));
+                let bytes = flor_git::read_file_at(root, &ref_for(id), &path).unwrap();
+                assert_eq!(bytes, format!("replay {i} seg {k}\n").into_bytes());
+            }
+        }
     }
 }

@@ -307,6 +307,25 @@ fn a_crashing_run_is_reported_and_the_next_replay_does_only_what_is_missing() {
     // The same command again replays only the run that failed.
     let plan = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--dry-run"]), "plan");
     assert!(plan.contains("1 run to replay"), "{plan}");
+
+    // While another process replays a run (it holds the run's lock), a second
+    // `flor replay` leaves that run alone and says why.
+    let held: Vec<fs::File> = fs::read_dir(repo.join(".flor/locks"))
+        .expect("replay lock files")
+        .map(|e| {
+            let f = fs::OpenOptions::new().write(true).open(e.expect("lock entry").path()).expect("open lock");
+            f.lock().expect("take lock");
+            f
+        })
+        .collect();
+    assert_eq!(held.len(), 3, "one lock file per replayed run");
+    let busy = flor(repo, home, &["replay", "--apply", "abs_err", "--yes", "--jobs", "2"]);
+    let busy_out = String::from_utf8_lossy(&busy.stdout);
+    assert_eq!(busy.status.code(), Some(5), "{busy_out}");
+    assert!(busy_out.contains("another `flor replay` is replaying run"), "{busy_out}");
+    drop(held);
+    let plan = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--dry-run"]), "plan");
+    assert!(plan.contains("1 run to replay"), "the busy run was left alone:\n{plan}");
     let again = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--yes", "--jobs", "2"]), "second replay");
     assert_eq!(again.matches("values recovered").count(), 1, "{again}");
     let text = ok(flor(repo, home, &["--format", "json", "dataframe", "abs_err"]), "dataframe");
