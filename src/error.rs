@@ -55,7 +55,7 @@ pub enum Error {
     },
     /// A replay that cannot go on (what and why in the message).
     #[error("replay: {0}")]
-    Replay(String),
+    Replay(#[from] flor_replay::Error),
     /// A bad setting in `.flor/config.toml` (or an override).
     #[error("{}{}: {key}{}{message}", path.display(), if *line > 0 { format!(", line {line}") } else { String::new() }, if key.is_empty() { "" } else { ": " })]
     Config {

@@ -13,10 +13,7 @@ use flor_core::{RunEnd, RunMeta, RunStatus, Source, Store};
 
 use crate::error::{Error, Result};
 
-/// Prefix of the refs holding runs (`refs/flor/runs/<run id>`).
-pub const RUNS_REF_PREFIX: &str = "refs/flor/runs/";
-/// Folder, inside a run's commit, holding its record files.
-pub const RECORDS_DIR: &str = ".flor/records";
+pub use flor_core::layout::{RECORDS_DIR, RUNS_REF_PREFIX};
 /// Bytes parsed and ingested per transaction.
 const CHUNK_BYTES: usize = 8 << 20;
 
@@ -55,41 +52,15 @@ pub struct SyncReport {
     pub notes: Vec<String>,
 }
 
-/// The label under which a run's forward record file is tracked in the store,
-/// identical for the local file and its copy in git, so ingestion resumes
-/// where it stopped whichever copy it reads.
-pub(crate) fn label_for(run_id: &str) -> String {
-    format!("{run_id}.jsonl")
-}
-
-/// The ref of a run.
-pub(crate) fn ref_for(run_id: &str) -> String {
-    format!("{RUNS_REF_PREFIX}{run_id}")
-}
-
-/// The name of the `k`-th segment file of the `n`-th replay of run `run_id`
-/// (`n` counts the run's replays from 1, so names sort chronologically).
-pub(crate) fn replay_label(run_id: &str, n: u64, k: usize) -> String {
-    format!("{run_id}.replay-{n:06}-{k}.jsonl")
-}
-
-/// The replay number `n` of a replay file label, when it is one.
-pub(crate) fn replay_number(label: &str) -> Option<u64> {
-    let rest = label.rsplit_once(".replay-")?.1;
-    rest.split('-').next()?.parse().ok()
-}
+pub(crate) use flor_core::layout::{label_for, ref_for};
+use flor_core::layout::{replay_number, replay_segment};
 
 /// Line numbers of a run's records must be unique per source: the records
 /// of each replay file get their own range, `(n * 1024 + k) << 32` (replay
 /// `n`, segment `k`), so later replays order after earlier ones.
 fn replay_line_base(label: &str) -> u64 {
     let Some(n) = replay_number(label) else { return 0 };
-    let k: u64 = label
-        .rsplit_once(".replay-")
-        .and_then(|(_, r)| r.strip_suffix(".jsonl"))
-        .and_then(|r| r.rsplit('-').next())
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(0);
+    let k = replay_segment(label).unwrap_or(0);
     (((n & 0xF_FFFF) << 10) | (k & 0x3FF)) << 32
 }
 

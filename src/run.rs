@@ -131,17 +131,21 @@ impl RunBuilder {
         };
         let path = project.runs_dir().join(format!("{}.jsonl", meta.run_id()));
         let recorder = Recorder::create(&path, meta, kwargs, Some(project.objects().clone()))?;
-        Ok(Run { inner: Arc::new(Mutex::new(Inner { rec: recorder, project, deferred: None, early, replay: false })) })
+        let objects = project.objects().clone();
+        let inner = Inner { rec: recorder, project: Some(project), objects, deferred: None, early };
+        Ok(Run { inner: Arc::new(Mutex::new(inner)) })
     }
 }
 
 struct Inner {
     rec: Recorder,
-    project: Project,
+    /// The project of a forward run; `None` for a replay segment, which
+    /// ends without publishing (`flor replay` collects its records).
+    project: Option<Project>,
+    /// Where checkpoints are written (forward) or restored from (replay).
+    objects: flor_core::ObjectStore,
     deferred: Option<Error>,
     early: SyncReport,
-    /// A replay segment: ends without publishing (`flor replay` collects it).
-    replay: bool,
 }
 
 /// A recording run: a cheap, clonable handle (`Send + Sync`). End it with
@@ -180,33 +184,35 @@ impl Run {
         RunBuilder::default()
     }
 
-    /// Starts one segment of a hindsight replay, as described by the spec
-    /// file `flor replay` wrote (the front ends call this when the
-    /// environment variable [`crate::replay::SPEC_ENV`] names one). `argv`
-    /// is this process's command line: its `--kwargs` must be the recorded
-    /// ones (a replay reproduces the run; overrides are refused).
+    /// Starts one segment of a hindsight replay (what the front ends call
+    /// when [`flor_replay::worker::SPEC_ENV`] is set): the
+    /// [`SegmentSpec`](flor_replay::SegmentSpec) at `spec_path` says what to
+    /// do, the executor's [`Binding`](flor_replay::worker::Binding) in the
+    /// environment says where to write and where the checkpoints are.
+    /// `argv` is this process's command line: its `--kwargs` must be the
+    /// recorded ones (a replay reproduces the run; overrides are refused).
     pub fn start_replay(spec_path: &Path, argv: &[String]) -> Result<Run> {
-        let spec = crate::replay::SegmentSpec::read(spec_path)?;
+        let spec = flor_replay::SegmentSpec::read(spec_path)?;
+        let binding = flor_replay::worker::Binding::from_env()?;
         let recorded = Kwargs::from_argv(&spec.run.argv)?;
         let given = Kwargs::from_argv(argv)?;
         if recorded != given {
-            return Err(Error::Replay(format!(
-                "the command line's --kwargs differ from the ones run {} recorded ({}); a replay reproduces the run and refuses overrides",
-                spec.run.tstamp,
-                spec.run.argv.join(" ")
-            )));
+            return Err(flor_replay::Error::KwargsDiffer {
+                tstamp: spec.run.tstamp.clone(),
+                recorded: spec.run.argv.join(" "),
+            }
+            .into());
         }
-        let project = Project::open_for_recording(&spec.root)?;
-        let contexts = crate::replay::forward_contexts(project.root(), &spec.run)?;
+        let objects = flor_core::ObjectStore::open(&binding.objects)?;
         let recorder = Recorder::create_replay(
-            &spec.output,
+            &binding.output,
             spec.run.clone(),
             recorded,
-            Some(project.objects().clone()),
-            contexts,
+            Some(objects.clone()),
+            spec.context_map(),
             spec.names.clone(),
         )?;
-        let inner = Inner { rec: recorder, project, deferred: None, early: SyncReport::default(), replay: true };
+        let inner = Inner { rec: recorder, project: None, objects, deferred: None, early: SyncReport::default() };
         Ok(Run { inner: Arc::new(Mutex::new(inner)) })
     }
 
@@ -397,7 +403,7 @@ impl Run {
 
     /// Whether this is a replay segment ([`Run::start_replay`]).
     pub fn is_replay(&self) -> bool {
-        self.lock().replay
+        self.lock().project.is_none()
     }
 
     /// Leaves the innermost loop.
@@ -418,7 +424,7 @@ impl Run {
     /// A streaming writer into the run's checkpoint object store; finish
     /// it and pass the id to [`Run::record_checkpoint`].
     pub fn object_writer(&self) -> Result<flor_core::ObjectWriter> {
-        Ok(self.lock().project.objects().writer()?)
+        Ok(self.lock().objects.writer()?)
     }
 
     /// Records a checkpoint of object `name` stored as `id`, attached to
@@ -427,9 +433,17 @@ impl Run {
         Ok(self.lock().rec.record_checkpoint(name, format, id)?)
     }
 
-    /// The repository root of the run's project.
-    pub fn root(&self) -> std::path::PathBuf {
-        self.lock().project.root().to_owned()
+    /// The bytes of checkpoint object `digest` (a forward run's store, or
+    /// the one a replay restores from), verified against the digest.
+    pub fn object_bytes(&self, digest: &str) -> Result<Vec<u8>> {
+        let objects = self.lock().objects.clone();
+        Ok(objects.get(digest)?)
+    }
+
+    /// The repository root of the run's project (`None` for a replay
+    /// segment, which runs in an exported copy of the code).
+    pub fn root(&self) -> Option<std::path::PathBuf> {
+        self.lock().project.as_ref().map(|p| p.root().to_owned())
     }
 
     /// Ends the run as `finished`: writes the last records and adds the
@@ -460,8 +474,9 @@ impl Run {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", path, e)),
         }
-        let refname = ref_for(&g.rec.meta().run_id());
-        flor_git::delete_ref(g.project.root(), &refname)?;
+        if let Some(project) = &g.project {
+            flor_git::delete_ref(project.root(), &ref_for(&g.rec.meta().run_id()))?;
+        }
         Ok(())
     }
 
@@ -482,12 +497,10 @@ fn end_inner(g: &mut Inner, status: RunStatus) -> Result<RunSummary> {
     }
     let meta = g.rec.finish(status)?;
     let report = std::mem::take(&mut g.early);
-    if g.replay {
+    let Some(project) = &g.project else {
         return Ok(RunSummary { meta, report });
-    }
-    let path = g.rec.path().to_owned();
-    let root = g.project.root().to_owned();
-    ingest::publish(&root, &path)?;
+    };
+    ingest::publish(project.root(), g.rec.path())?;
     Ok(RunSummary { meta, report })
 }
 

@@ -3,7 +3,8 @@
 //! extension traits the other crates implement.
 //!
 //! * [`value`], [`record`]: runs, loop contexts, typed values, record kinds,
-//!   and the JSON-lines record file format.
+//!   and the JSON-lines record file format; [`layout`]: the names of flor's
+//!   refs and of the record files inside a run's commits.
 //! * [`engine`], [`args`]: the recording engine (`arg`, `log`, loops,
 //!   timings, checkpoints, durability) and `--kwargs` handling.
 //! * [`objects`], [`checkpoint`]: the content-addressed checkpoint store and
@@ -22,6 +23,7 @@ pub mod args;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
+pub mod layout;
 pub mod objects;
 pub mod pivot;
 pub mod plugin;

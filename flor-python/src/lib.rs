@@ -1448,10 +1448,19 @@ fn tstamp() -> PyResult<String> {
     Ok(state().run()?.tstamp())
 }
 
-/// The active run's repository root.
+/// The active run's repository root (`None` while replaying a segment).
 #[pyfunction]
-fn root() -> PyResult<String> {
-    Ok(state().run()?.root().display().to_string())
+fn root() -> PyResult<Option<String>> {
+    Ok(state().run()?.root().map(|r| r.display().to_string()))
+}
+
+/// The verified bytes of checkpoint object `digest` from the active run's
+/// object store (a replay segment's: the one its executor named).
+#[pyfunction]
+fn run_object_bytes(py: Python<'_>, digest: String) -> PyResult<Py<PyBytes>> {
+    let run = state().run()?.clone();
+    let bytes = py.detach(|| run.object_bytes(&digest)).map_err(err)?;
+    Ok(PyBytes::new(py, &bytes).unbind())
 }
 
 /// `flor.arg`: the `--kwargs` value coerced to `default`'s type, else `default`.
@@ -1668,6 +1677,7 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(query, m)?,
         wrap_pyfunction!(checkpoints, m)?,
         wrap_pyfunction!(object_bytes, m)?,
+        wrap_pyfunction!(run_object_bytes, m)?,
         wrap_pyfunction!(_before_fork, m)?,
         wrap_pyfunction!(_after_fork_in_child, m)?,
     ] {

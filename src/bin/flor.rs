@@ -303,34 +303,8 @@ fn replay(
     }
     let bars = io::stderr().is_terminal();
     let summary = flor::replay::execute(project, &plan, bars, &mut |line| eprintln!("flor: {line}"))?;
-    println!(
-        "\nReplay summary ({:.2} s wall clock; estimated {:.2} s with {} worker{}):",
-        summary.wall_secs,
-        plan.makespan_secs,
-        plan.jobs,
-        if plan.jobs == 1 { "" } else { "s" }
-    );
-    let mut failed = 0;
-    for r in &summary.runs {
-        match &r.failure {
-            None => println!(
-                "  run {}: {} value{} recovered; {:.2} s of work (estimated {:.2} s)",
-                r.tstamp,
-                r.values,
-                if r.values == 1 { "" } else { "s" },
-                r.actual_secs,
-                r.estimate_secs
-            ),
-            Some(f) => {
-                failed += 1;
-                println!("  run {}: FAILED: {f}", r.tstamp);
-            }
-        }
-    }
-    for (t, why) in &plan.skipped {
-        failed += 1;
-        println!("  run {t}: skipped: {why}");
-    }
+    print!("{}", summary.render(&plan));
+    let failed = summary.runs.iter().filter(|r| r.failure.is_some()).count() + plan.skipped.len();
     Ok(if failed > 0 { ExitCode::from(EXIT_REPLAY_INCOMPLETE) } else { ExitCode::SUCCESS })
 }
 

@@ -330,7 +330,10 @@ def load_checkpoint(tstamp, name=None, into=None):
 # end-of-iteration checkpoint). Only the applied names are recorded, at the
 # original run's loop positions.
 
-_REPLAY_ENV = "FLOR_REPLAY"
+_REPLAY_ENV = "FLOR_REPLAY"  # the segment spec (flor_replay::SegmentSpec, version 2)
+_PROGRESS_ENV = "FLOR_REPLAY_PROGRESS"  # optional: where to write "done total"
+# The executor also sets FLOR_REPLAY_OUTPUT (the record file) and
+# FLOR_REPLAY_OBJECTS (the checkpoint store); the engine reads those.
 _replay = None  # the segment spec while this process replays
 _skip_nested = None  # outer iteration whose nested loops are skipped
 _skip_restored = False
@@ -352,16 +355,15 @@ def _restore_from(iteration):
     if refs is None:
         raise FlorError(f"replay of run {run}: no checkpoint at the end of iteration {iteration}")
     by_name = {c["name"]: c for c in refs}
-    root = _replay["root"]
     for name, obj in _checkpoints:
         c = by_name.get(name)
         if c is None:
             have = ", ".join(sorted(n for n in by_name if n != "__rng__"))
             raise FlorError(f"replay of run {run}: the checkpoint of iteration {iteration} has no object {name!r} (it has: {have})")
-        _restore(obj, _load_bytes(_flor.object_bytes(root, c["digest"]), c["format"]), c["format"])
+        _restore(obj, _load_bytes(_flor.run_object_bytes(c["digest"]), c["format"]), c["format"])
     rng = by_name.get("__rng__")
     if rng is not None:
-        _set_rng_state(_load_bytes(_flor.object_bytes(root, rng["digest"]), rng["format"]))
+        _set_rng_state(_load_bytes(_flor.run_object_bytes(rng["digest"]), rng["format"]))
 
 
 def _skip_nested_loop():
@@ -376,7 +378,7 @@ def _replay_outer(name, iterable):
     seg = _replay["segment"]
     steps = {s["iteration"]: s for s in seg["steps"]}
     last = max(steps) if steps else -1
-    progress = _replay.get("progress")  # "done total", read by flor replay's progress bars
+    progress = os.environ.get(_PROGRESS_ENV)  # "done total", read by flor replay's progress bars
     done = 0
     items = list(iterable)  # which iterations run depends on how many there are
     for i, item in enumerate(items):

@@ -1,0 +1,385 @@
+//! [`LocalExecutor`]: replay segments as processes on this machine, one per
+//! worker thread.
+//!
+//! Each run's code version is exported from git into
+//! `<work>/<run id>/<tag>/code` (never the user's checkout; `<tag>` hashes
+//! the names and the propagated script, so different requests never mix),
+//! the propagated script is written over the old one, and each segment runs
+//! as the run's interpreter and command line with the [`Binding`] in its
+//! environment. A segment that ends well leaves `seg-<k>.jsonl` and a
+//! `seg-<k>.done` marker, so a replay that was interrupted resumes where it
+//! stopped: a resubmitted segment with a marker is answered at once.
+//! Stdout and stderr of each segment are kept beside it (`seg-<k>.out`,
+//! `seg-<k>.err`) until the run's records are attached.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
+use crate::worker::Binding;
+
+/// How often a worker checks its process for an exit or a cancel.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Where a [`LocalExecutor`] works.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// The user's repository (code versions are exported from its git
+    /// objects; its untracked top-level entries, such as data sets, are
+    /// made reachable from the exported code).
+    pub root: PathBuf,
+    /// The executor's own folder (`.flor/replay`).
+    pub work_dir: PathBuf,
+    /// The checkpoint object store (`.flor/objects`).
+    pub objects: PathBuf,
+    /// Worker processes at once (at least 1).
+    pub jobs: usize,
+}
+
+/// A segment waiting for, or running on, a worker.
+struct Job {
+    id: TaskId,
+    dir: PathBuf,
+    script: PathBuf,
+    interpreter: String,
+    args: Vec<String>,
+    binding: Binding,
+    steps: usize,
+    generation: u64,
+}
+
+/// What a busy worker runs.
+struct Slot {
+    id: TaskId,
+    progress: Option<PathBuf>,
+    total: usize,
+    started: Instant,
+}
+
+/// State the worker threads share with the executor.
+struct Shared {
+    queue: Mutex<VecDeque<Job>>,
+    wake: Condvar,
+    slots: Mutex<Vec<Option<Slot>>>,
+    /// Bumped by [`Executor::cancel`]: jobs of an older generation stop.
+    generation: AtomicU64,
+    shutdown: AtomicBool,
+}
+
+/// Runs segments as local processes. See the module docs.
+pub struct LocalExecutor {
+    opts: LocalOptions,
+    shared: Arc<Shared>,
+    events: Receiver<Event>,
+    sender: Sender<Event>,
+    threads: Vec<JoinHandle<()>>,
+    prepared: HashSet<PathBuf>,
+}
+
+impl std::fmt::Debug for LocalExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalExecutor").field("opts", &self.opts).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Worker threads never panic while holding these locks (no user code
+    // runs under them); a poisoned lock still holds consistent data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LocalExecutor {
+    /// An executor with `opts.jobs` worker threads.
+    pub fn new(opts: LocalOptions) -> LocalExecutor {
+        let jobs = opts.jobs.max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+            slots: Mutex::new((0..jobs).map(|_| None).collect()),
+            generation: AtomicU64::new(0),
+            shutdown: AtomicBool::new(false),
+        });
+        let (sender, events) = mpsc::channel();
+        let threads = (0..jobs)
+            .map(|w| {
+                let shared = Arc::clone(&shared);
+                let tx = sender.clone();
+                std::thread::Builder::new().name(format!("flor-replay-{w}")).spawn(move || worker(w, &shared, &tx))
+            })
+            .filter_map(std::result::Result::ok)
+            .collect();
+        LocalExecutor { opts: LocalOptions { jobs, ..opts }, shared, events, sender, threads, prepared: HashSet::new() }
+    }
+
+    /// The folder holding run `run_id`'s work for the request in `spec`.
+    fn run_dir(&self, task: &SegmentTask) -> PathBuf {
+        self.opts.work_dir.join(task.spec.run.run_id()).join(tag(&task.spec.names, &task.spec.code.source))
+    }
+
+    /// Exports the run's code version and writes the propagated script, once
+    /// per run folder and executor.
+    fn prepare(&mut self, dir: &Path, task: &SegmentTask) -> Result<PathBuf> {
+        let code = dir.join("code");
+        let script = code.join(&task.spec.code.script);
+        if self.prepared.contains(dir) {
+            return Ok(script);
+        }
+        if code.exists() {
+            fs::remove_dir_all(&code).map_err(|e| Error::io("remove", &code, e))?;
+        }
+        flor_git::materialize(&self.opts.root, &task.spec.code.commit, &code)?;
+        link_untracked(&self.opts.root, &code)?;
+        fs::write(&script, &task.spec.code.source).map_err(|e| Error::io("write", &script, e))?;
+        self.prepared.insert(dir.to_owned());
+        Ok(script)
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn workers(&self) -> usize {
+        self.opts.jobs
+    }
+
+    fn submit(&mut self, task: SegmentTask) -> Result<()> {
+        let dir = self.run_dir(&task);
+        let k = task.id.segment;
+        let output = dir.join(format!("seg-{k}.jsonl"));
+        if dir.join(format!("seg-{k}.done")).exists() {
+            if let Ok(bytes) = fs::read(&output) {
+                let done = Finished { id: task.id, result: Ok(bytes), secs: 0.0, resumed: true };
+                let _ = self.sender.send(Event::Finished(done));
+                return Ok(());
+            }
+        }
+        let script = self.prepare(&dir, &task)?;
+        if output.exists() {
+            fs::remove_file(&output).map_err(|e| Error::io("remove", &output, e))?;
+        }
+        let spec = dir.join(format!("seg-{k}.json"));
+        task.spec.write(&spec)?;
+        let binding = Binding {
+            spec,
+            output,
+            objects: self.opts.objects.clone(),
+            progress: Some(dir.join(format!("seg-{k}.progress"))),
+        };
+        let job = Job {
+            id: task.id,
+            dir,
+            script,
+            interpreter: task.spec.run.interpreter.clone(),
+            args: task.spec.run.argv.iter().skip(1).cloned().collect(),
+            binding,
+            steps: task.spec.segment.steps.len(),
+            generation: self.shared.generation.load(Ordering::SeqCst),
+        };
+        lock(&self.shared.queue).push_back(job);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        match self.events.recv_timeout(timeout) {
+            Ok(e) => Ok(Some(e)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            // The executor holds a sender itself: never disconnected.
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(Error::Executor { executor: "local", message: "the worker threads are gone".into() })
+            }
+        }
+    }
+
+    fn progress(&self) -> Vec<Option<TaskProgress>> {
+        lock(&self.shared.slots)
+            .iter()
+            .map(|slot| {
+                slot.as_ref().map(|s| TaskProgress {
+                    id: s.id,
+                    done: s.progress.as_deref().map_or(0, read_progress).min(s.total),
+                    total: s.total,
+                    secs: s.started.elapsed().as_secs_f64(),
+                })
+            })
+            .collect()
+    }
+
+    fn cancel(&mut self) -> Result<()> {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        let queued: Vec<Job> = lock(&self.shared.queue).drain(..).collect();
+        for job in queued {
+            let _ = self.sender.send(Event::Finished(Finished::failed(job.id, "cancelled", 0.0)));
+        }
+        Ok(())
+    }
+
+    fn forget_run(&mut self, run_id: &str) -> Result<()> {
+        let dir = self.opts.work_dir.join(run_id);
+        self.prepared.retain(|p| !p.starts_with(&dir));
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", dir, e)),
+        }
+        let _ = fs::remove_dir(&self.opts.work_dir); // when empty
+        Ok(())
+    }
+}
+
+impl Drop for LocalExecutor {
+    fn drop(&mut self) {
+        let _ = self.cancel();
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A worker thread: takes jobs until shutdown.
+fn worker(w: usize, shared: &Shared, tx: &Sender<Event>) {
+    loop {
+        let job = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if shared.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(j) = q.pop_front() {
+                    break j;
+                }
+                q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        lock(&shared.slots)[w] = Some(Slot {
+            id: job.id,
+            progress: job.binding.progress.clone(),
+            total: job.steps,
+            started: Instant::now(),
+        });
+        let _ = tx.send(Event::Started { id: job.id, worker: w });
+        let done = run_job(&job, shared);
+        lock(&shared.slots)[w] = None;
+        let _ = tx.send(Event::Finished(done));
+    }
+}
+
+/// Runs one segment's process and collects its record file.
+fn run_job(job: &Job, shared: &Shared) -> Finished {
+    let started = Instant::now();
+    let k = job.id.segment;
+    let stderr_path = job.dir.join(format!("seg-{k}.err"));
+    let (Ok(out), Ok(err)) = (fs::File::create(job.dir.join(format!("seg-{k}.out"))), fs::File::create(&stderr_path))
+    else {
+        return Finished::failed(job.id, format!("cannot create log files in {}", job.dir.display()), 0.0);
+    };
+    let mut cmd = Command::new(&job.interpreter);
+    cmd.arg(&job.script)
+        .args(&job.args)
+        .current_dir(job.script.parent().unwrap_or(&job.dir))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    job.binding.apply(&mut cmd);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Finished::failed(job.id, format!("cannot start {}: {e}", job.interpreter), 0.0),
+    };
+    let status = wait(child, job.generation, shared);
+    let secs = started.elapsed().as_secs_f64();
+    match status {
+        None => Finished::failed(job.id, "cancelled", secs),
+        Some(Err(e)) => Finished::failed(job.id, format!("lost the process of {}: {e}", job.interpreter), secs),
+        Some(Ok(s)) if !s.success() => {
+            let tail = fs::read_to_string(&stderr_path).unwrap_or_default();
+            let lines: Vec<&str> = tail.lines().collect();
+            let last = lines[lines.len().saturating_sub(8)..].join("\n    ");
+            Finished::failed(job.id, format!("the script crashed ({s}); last lines of its stderr:\n    {last}"), secs)
+        }
+        Some(Ok(_)) => match fs::read(&job.binding.output) {
+            Err(_) => Finished::failed(job.id, "the script exited without recording (does it import flordb?)", secs),
+            Ok(bytes) => {
+                let marker = job.dir.join(format!("seg-{k}.done"));
+                if let Err(e) = fs::write(&marker, b"") {
+                    return Finished::failed(job.id, format!("cannot mark the segment done: {e}"), secs);
+                }
+                let _ = std::io::stdout().flush();
+                Finished::ok(job.id, bytes, secs)
+            }
+        },
+    }
+}
+
+/// Waits for the process; kills it when the job's generation is cancelled
+/// (`None`).
+fn wait(mut child: Child, generation: u64, shared: &Shared) -> Option<std::io::Result<ExitStatus>> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(Ok(status)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        if shared.generation.load(Ordering::SeqCst) != generation || shared.shutdown.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The `done` count of a progress file (`done total`), 0 when unreadable.
+fn read_progress(path: &Path) -> usize {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|d| d.parse::<usize>().ok()))
+        .unwrap_or(0)
+}
+
+/// A short tag for the statements applied to a version: segment files of a
+/// different request never mix.
+fn tag(names: &[String], source: &str) -> String {
+    // FNV-1a over the names and the propagated source.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in names.join(",").bytes().chain([0u8]).chain(source.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Makes what the snapshot lacks at the top of the working tree (data sets,
+/// caches: files git ignores) reachable from the materialized code, as
+/// symbolic links to the user's copies; the code itself stays the old version.
+fn link_untracked(root: &Path, code: &Path) -> Result<()> {
+    let entries = fs::read_dir(root).map_err(|e| Error::io("list", root, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", root, e))?;
+        let name = entry.file_name();
+        if name == ".git" || name == ".flor" {
+            continue;
+        }
+        let target = code.join(&name);
+        if target.symlink_metadata().is_ok() {
+            continue;
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(entry.path(), &target).map_err(|e| Error::io("link", &target, e))?;
+        #[cfg(not(unix))]
+        let _ = target;
+    }
+    Ok(())
+}

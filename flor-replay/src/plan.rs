@@ -1,0 +1,384 @@
+//! Building a [`Plan`]: which scripts hold the statements, which runs lack
+//! the names, which code version each run has and what propagation makes
+//! of it, where each statement runs, and the segments and cost of each run.
+//! Nothing runs and nothing is written (except a measured interpreter start).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use flor_core::propagate::Outcome;
+use flor_core::{RunMeta, RunStatus};
+
+use crate::error::{Error, Result};
+use crate::lang::{self, Found};
+use crate::profile::Forward;
+use crate::segments::{makespan, plan_run, CostModel, Level, RunPlan};
+use crate::spec::{CheckpointRef, CodeRef, SegmentSpec, SPEC_VERSION};
+
+/// What the user asked to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The names whose log statements to replay.
+    pub names: Vec<String>,
+    /// Worker processes (at least 1).
+    pub jobs: usize,
+    /// Replay runs that already have the names.
+    pub force: bool,
+    /// Only this script (path relative to the repository root); default:
+    /// every recorded script whose working-tree version has the statements.
+    pub script: Option<String>,
+}
+
+/// What the caller knows of the recorded runs (from its query database):
+/// replay itself reads only git and the working tree.
+#[derive(Debug, Clone, Default)]
+pub struct Runs {
+    /// Every recorded run.
+    pub runs: Vec<RunMeta>,
+    /// The requested names each run (by tstamp) already logged.
+    pub logged: HashMap<String, BTreeSet<String>>,
+    /// Only these runs (tstamps), when the user narrowed the selection
+    /// (`--where`); `None`: every run.
+    pub only: Option<BTreeSet<String>>,
+}
+
+/// One statement's fate in one code version.
+#[derive(Debug, Clone)]
+pub struct StatementPlan {
+    /// Line in the newest version.
+    pub new_line: usize,
+    /// The name it logs.
+    pub name: String,
+    /// What propagation did.
+    pub outcome: Outcome,
+    /// Where it runs in the old version.
+    pub level: Option<Level>,
+    /// Why the level is the safe default (the statement's loop is not
+    /// known from the source), when it is.
+    pub note: Option<String>,
+}
+
+/// One code version (snapshot commit) of the script.
+#[derive(Debug, Clone)]
+pub struct VersionPlan {
+    /// The snapshot commit.
+    pub commit: String,
+    /// Script path relative to the root.
+    pub script: String,
+    /// The statements.
+    pub statements: Vec<StatementPlan>,
+    /// The propagated source (when every statement was placed or present).
+    pub source: Option<String>,
+    /// Why the version is skipped.
+    pub failure: Option<String>,
+    /// A unified-style excerpt of the change.
+    pub diff: String,
+}
+
+/// One run to replay.
+#[derive(Debug, Clone)]
+pub struct RunReplay {
+    /// The run.
+    pub meta: RunMeta,
+    /// Index into [`Plan::versions`].
+    pub version: usize,
+    /// Its segments and cost.
+    pub plan: RunPlan,
+    /// What its forward records say.
+    pub forward: Forward,
+}
+
+/// Everything a replay will do, shown before it does it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The names.
+    pub names: Vec<String>,
+    /// Code versions involved.
+    pub versions: Vec<VersionPlan>,
+    /// Runs that will replay.
+    pub runs: Vec<RunReplay>,
+    /// Runs that cannot (run tstamp, reason).
+    pub skipped: Vec<(String, String)>,
+    /// Worker processes.
+    pub jobs: usize,
+    /// Estimated seconds, all work together.
+    pub total_secs: f64,
+    /// Estimated wall-clock seconds with `jobs` workers.
+    pub makespan_secs: f64,
+}
+
+impl Plan {
+    /// Whether there is nothing to replay.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The spec of segment `segment` of run `run` (indexes into
+    /// [`Plan::runs`] and its segments), with only the checkpoints that
+    /// segment restores.
+    pub fn spec(&self, run: usize, segment: usize) -> Option<SegmentSpec> {
+        let r = self.runs.get(run)?;
+        let seg = r.plan.segments.get(segment)?;
+        let v = self.versions.get(r.version)?;
+        let mut wanted: BTreeSet<u64> = BTreeSet::new();
+        for s in &seg.steps {
+            wanted.extend(s.restore);
+            if s.skip_nested {
+                wanted.insert(s.iteration);
+            }
+        }
+        wanted.extend(seg.final_restore);
+        let checkpoints: BTreeMap<u64, Vec<CheckpointRef>> =
+            r.forward.checkpoints.iter().filter(|(i, _)| wanted.contains(i)).map(|(i, c)| (*i, c.clone())).collect();
+        Some(SegmentSpec {
+            version: SPEC_VERSION,
+            run: r.meta.clone(),
+            code: CodeRef {
+                commit: v.commit.clone(),
+                script: v.script.clone(),
+                source: v.source.clone().unwrap_or_default(),
+            },
+            names: self.names.clone(),
+            outer_loop: r.forward.profile.outer_loop.clone(),
+            segment: seg.clone(),
+            checkpoints,
+            contexts: r.forward.contexts.clone(),
+        })
+    }
+}
+
+/// The newest version of a script and its statements.
+struct Newest {
+    source: String,
+    statements: Vec<Found>,
+}
+
+/// Builds the plan for `request` over the runs recorded in the repository
+/// at `root` (see the module docs).
+pub fn plan(root: &Path, request: &Request, runs: &Runs, cost: &CostModel) -> Result<Plan> {
+    if request.names.is_empty() {
+        return Err(Error::NoNames);
+    }
+    let jobs = request.jobs.max(1);
+    let scripts = newest_statements(root, request, runs)?;
+    let selected = select_runs(request, runs, &scripts);
+    let mut cost = *cost;
+    if let Some(secs) = selected.first().and_then(|m| process_start_secs(&m.filename, &m.interpreter)) {
+        cost.process_secs = secs;
+    }
+
+    let mut versions: Vec<VersionPlan> = Vec::new();
+    let mut version_of: HashMap<(Vec<u8>, String), usize> = HashMap::new();
+    let mut out_runs = Vec::new();
+    let mut skipped = Vec::new();
+    let per_run_segments = jobs.div_ceil(selected.len().max(1)).max(1);
+    for m in selected {
+        match plan_one(root, m, &scripts, &mut versions, &mut version_of, per_run_segments, &cost) {
+            Ok(r) => out_runs.push(r),
+            Err(why) => skipped.push((m.tstamp.clone(), why)),
+        }
+    }
+    show_levels(&mut versions, &out_runs);
+    let durations: Vec<f64> = out_runs.iter().flat_map(|r| r.plan.segments.iter().map(|s| s.estimate_secs)).collect();
+    Ok(Plan {
+        names: request.names.clone(),
+        total_secs: durations.iter().fold(0.0, |a, b| a + b),
+        makespan_secs: makespan(&durations, jobs),
+        versions,
+        runs: out_runs,
+        skipped,
+        jobs,
+    })
+}
+
+/// The recorded scripts whose working-tree version logs one of the names.
+fn newest_statements(root: &Path, request: &Request, runs: &Runs) -> Result<BTreeMap<String, Newest>> {
+    let names: Vec<&str> = request.names.iter().map(String::as_str).collect();
+    let mut scripts = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    let recorded: BTreeSet<&str> = runs.runs.iter().map(|r| r.filename.as_str()).collect();
+    for f in recorded {
+        if request.script.as_deref().is_some_and(|s| s != f) {
+            continue;
+        }
+        // Only scripts a propagator handles (runs recorded from Rust are not replayable).
+        if !lang::handles(f) {
+            continue;
+        }
+        let Ok(source) = std::fs::read_to_string(root.join(f)) else { continue };
+        let statements = match lang::log_statements(f, &source, &names) {
+            Ok(s) => s,
+            // The script named explicitly must parse; others are skipped.
+            Err(e) if request.script.is_some() => return Err(Error::Unparsable { script: f.to_owned(), source: e }),
+            Err(e) => {
+                unreadable.push(format!("{f}: {e}"));
+                continue;
+            }
+        };
+        if !statements.is_empty() {
+            scripts.insert(f.to_owned(), Newest { source, statements });
+        }
+    }
+    if scripts.is_empty() {
+        return Err(Error::NoStatements { script: request.script.clone(), names: request.names.clone(), unreadable });
+    }
+    for n in &request.names {
+        if !scripts.values().any(|s| s.statements.iter().any(|st| &st.name == n)) {
+            return Err(Error::NameNotFound { name: n.clone() });
+        }
+    }
+    Ok(scripts)
+}
+
+/// The finished runs of those scripts that lack a name (all with
+/// `force`), narrowed by the caller's selection.
+fn select_runs<'r>(request: &Request, runs: &'r Runs, scripts: &BTreeMap<String, Newest>) -> Vec<&'r RunMeta> {
+    runs.runs
+        .iter()
+        .filter(|m| scripts.contains_key(&m.filename) && m.status != RunStatus::Running)
+        .filter(|m| {
+            request.force || runs.logged.get(&m.tstamp).is_none_or(|h| request.names.iter().any(|n| !h.contains(n)))
+        })
+        .filter(|m| runs.only.as_ref().is_none_or(|only| only.contains(&m.tstamp)))
+        .collect()
+}
+
+/// Plans one run: its code version (shared with the runs of the same
+/// script bytes), its forward records, its segments. `Err`: why it is
+/// skipped.
+fn plan_one(
+    root: &Path,
+    m: &RunMeta,
+    scripts: &BTreeMap<String, Newest>,
+    versions: &mut Vec<VersionPlan>,
+    version_of: &mut HashMap<(Vec<u8>, String), usize>,
+    max_segments: usize,
+    cost: &CostModel,
+) -> std::result::Result<RunReplay, String> {
+    let commit = m.commit.clone().ok_or("the run has no code snapshot")?;
+    let old = flor_git::read_file_at(root, &commit, &m.filename)
+        .map_err(|e| format!("its version of {} cannot be read: {e}", m.filename))?;
+    let key = (old, m.filename.clone());
+    let vi = match version_of.get(&key) {
+        Some(&i) => i,
+        None => {
+            let newest = &scripts[&m.filename];
+            versions.push(version_plan(&commit, &m.filename, newest, &key.0));
+            version_of.insert(key, versions.len() - 1);
+            versions.len() - 1
+        }
+    };
+    let v = &versions[vi];
+    if v.failure.is_some() {
+        return Err(format!("version {} cannot take the statements", short(&commit)));
+    }
+    let forward = Forward::read(root, m).map_err(|e| format!("its records cannot be read: {e}"))?;
+    let src = v.source.as_deref().unwrap_or_default();
+    let levels: Vec<Level> = v
+        .statements
+        .iter()
+        .filter_map(|s| placed_line(&s.outcome))
+        .map(|line| lang::level(&v.script, src, line, forward.profile.outer_loop.as_deref()).0)
+        .collect();
+    let plan = plan_run(&forward.profile, &levels, max_segments, cost).map_err(|e| e.to_string())?;
+    Ok(RunReplay { meta: m.clone(), version: vi, plan, forward })
+}
+
+/// The line of a statement in the propagated source, unless it failed.
+fn placed_line(outcome: &Outcome) -> Option<usize> {
+    match outcome {
+        Outcome::Placed { line, .. } | Outcome::AlreadyPresent { line } => Some(*line),
+        Outcome::Failed { .. } => None,
+    }
+}
+
+/// The levels shown per version are those of its first run's outer loop.
+fn show_levels(versions: &mut [VersionPlan], runs: &[RunReplay]) {
+    for r in runs {
+        let v = &mut versions[r.version];
+        let src = v.source.clone().unwrap_or_default();
+        for st in &mut v.statements {
+            if st.level.is_none() {
+                if let Some(line) = placed_line(&st.outcome) {
+                    let (level, note) = lang::level(&v.script, &src, line, r.forward.profile.outer_loop.as_deref());
+                    st.level = Some(level);
+                    st.note = note;
+                }
+            }
+        }
+    }
+}
+
+/// Propagates the newest statements into one old version of the script.
+fn version_plan(commit: &str, script: &str, newest: &Newest, old: &[u8]) -> VersionPlan {
+    let mut v = VersionPlan {
+        commit: commit.to_owned(),
+        script: script.to_owned(),
+        statements: Vec::new(),
+        source: None,
+        failure: None,
+        diff: String::new(),
+    };
+    let Ok(old) = std::str::from_utf8(old) else {
+        v.failure = Some(format!("{script} at {} is not UTF-8 text", short(commit)));
+        return v;
+    };
+    let lines: Vec<usize> = newest.statements.iter().map(|s| s.line).collect();
+    match lang::propagate(script, &newest.source, &lines, old) {
+        Ok(p) => {
+            let failed: Vec<String> = p
+                .outcomes
+                .iter()
+                .zip(&lines)
+                .filter_map(|(o, l)| match o {
+                    Outcome::Failed { reason } => Some(format!("line {l}: {reason}")),
+                    _ => None,
+                })
+                .collect();
+            v.statements = p
+                .outcomes
+                .into_iter()
+                .zip(&newest.statements)
+                .map(|(outcome, s)| StatementPlan {
+                    new_line: s.line,
+                    name: s.name.clone(),
+                    outcome,
+                    level: None,
+                    note: None,
+                })
+                .collect();
+            if failed.is_empty() {
+                v.diff = crate::render::excerpt(old, &p.source);
+                v.source = Some(p.source);
+            } else {
+                v.failure = Some(format!("propagation failed ({})", failed.join("; ")));
+            }
+        }
+        Err(e) => v.failure = Some(e.to_string()),
+    }
+    v
+}
+
+/// Seconds the run's interpreter takes to start and load flor's front end
+/// (the fixed cost of a replay process), or `None` when the language has
+/// no probe or the probe fails.
+fn process_start_secs(script: &str, interpreter: &str) -> Option<f64> {
+    let args = lang::startup_probe(script)?;
+    let started = Instant::now();
+    let ok = Command::new(interpreter)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?
+        .success();
+    ok.then(|| started.elapsed().as_secs_f64())
+}
+
+/// The first characters of a sha.
+pub(crate) fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(10)]
+}

@@ -1,0 +1,104 @@
+//! What a forward run recorded that replay needs: its [`RunProfile`] (outer
+//! iterations, their timings, which ended with a checkpoint), the
+//! checkpoints themselves, and where its loop iterations are.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use flor_core::layout::{records_path, ref_for};
+use flor_core::record::{parse_lines, Parsed, RecordKind};
+use flor_core::{RunMeta, Value};
+
+use crate::error::Result;
+use crate::segments::RunProfile;
+use crate::spec::{CheckpointRef, ContextSpan};
+
+/// A forward run, as replay sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Forward {
+    /// Timings and checkpointed iterations, for planning.
+    pub profile: RunProfile,
+    /// The objects of each checkpointed outer iteration (iterations that
+    /// lack an object the run checkpointed elsewhere are left out).
+    pub checkpoints: BTreeMap<u64, Vec<CheckpointRef>>,
+    /// Where its loop iterations are.
+    pub contexts: Vec<ContextSpan>,
+}
+
+impl Forward {
+    /// Reads run `run`'s forward record file from its git ref in the
+    /// repository at `root`.
+    pub fn read(root: &Path, run: &RunMeta) -> Result<Forward> {
+        let id = run.run_id();
+        let bytes = flor_git::read_file_at(root, &ref_for(&id), &records_path(&id))?;
+        Ok(Forward::of(&parse_lines(&bytes, 1)))
+    }
+
+    /// The replay view of parsed forward records.
+    pub fn of(parsed: &Parsed) -> Forward {
+        let (profile, checkpoints) = profile_of(parsed);
+        Forward { profile, checkpoints, contexts: ContextSpan::compress(&parsed.loops) }
+    }
+}
+
+/// The planning profile and checkpoints of a forward run's records.
+pub fn profile_of(parsed: &Parsed) -> (RunProfile, BTreeMap<u64, Vec<CheckpointRef>>) {
+    let mut profile = RunProfile::default();
+    let outer_loop = parsed.loops.iter().find(|l| l.parent.is_none()).map(|l| l.name.clone());
+    let mut outer_index: HashMap<u32, u64> = HashMap::new();
+    if let Some(name) = &outer_loop {
+        for l in parsed.loops.iter().filter(|l| l.parent.is_none() && &l.name == name) {
+            outer_index.insert(l.ctx, l.iteration);
+        }
+    }
+    let n = outer_index.values().copied().max().map_or(0, |m| m + 1) as usize;
+    profile.outer_loop = outer_loop.map(|n| n.to_string());
+    profile.iteration_secs = vec![0.0; n];
+    profile.nested_secs = vec![0.0; n];
+    for r in parsed.records.iter().filter(|r| r.kind == RecordKind::Timing) {
+        let secs = match r.value {
+            Value::Float(f) => f,
+            Value::Int(i) => i as f64,
+            _ => continue,
+        };
+        let at = r.ctx.and_then(|c| outer_index.get(&c)).map(|&i| i as usize);
+        match (&*r.name, at) {
+            ("setup", None) => profile.setup_secs = secs,
+            ("teardown", None) => profile.teardown_secs = secs,
+            ("iteration", Some(i)) => profile.iteration_secs[i] = secs,
+            (name, Some(i)) if name.starts_with("loop:") => profile.nested_secs[i] += secs,
+            _ => {}
+        }
+    }
+    let checkpoints = complete_checkpoints(parsed, &outer_index);
+    for (i, objs) in &checkpoints {
+        profile.checkpoints.insert(*i, objs.iter().map(|c| c.bytes).sum());
+    }
+    (profile, checkpoints)
+}
+
+/// The checkpoints per outer iteration, keeping only the iterations that
+/// have every object the run ever checkpointed (the last one of a name
+/// within an iteration wins).
+fn complete_checkpoints(parsed: &Parsed, outer_index: &HashMap<u32, u64>) -> BTreeMap<u64, Vec<CheckpointRef>> {
+    let mut ckpts: BTreeMap<u64, BTreeMap<String, CheckpointRef>> = BTreeMap::new();
+    for c in &parsed.checkpoints {
+        if let Some(&i) = c.ctx.and_then(|ctx| outer_index.get(&ctx)) {
+            ckpts.entry(i).or_default().insert(
+                c.name.clone(),
+                CheckpointRef {
+                    name: c.name.clone(),
+                    digest: c.digest.clone(),
+                    format: c.format.clone(),
+                    bytes: c.bytes,
+                },
+            );
+        }
+    }
+    let all: BTreeSet<&String> = ckpts.values().flat_map(|m| m.keys()).collect();
+    ckpts
+        .iter()
+        .filter(|(_, objs)| objs.len() == all.len())
+        .map(|(i, objs)| (*i, objs.values().cloned().collect()))
+        .collect()
+}

@@ -1,0 +1,238 @@
+//! Text for a terminal: the plan before a replay, the summary after it,
+//! and one progress bar per worker while it runs.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Write;
+
+use flor_core::propagate::Outcome;
+
+use crate::execute::Summary;
+use crate::executor::TaskProgress;
+use crate::plan::{short, Plan, RunReplay, StatementPlan};
+
+impl Plan {
+    /// The plan as text: per code version the statements' fate, where they
+    /// run, the propagated diff and the runs with their segments and
+    /// estimates; then the skipped runs and the totals.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "Replay plan for {}", self.names.join(", "));
+        for (i, v) in self.versions.iter().enumerate() {
+            let runs: Vec<&RunReplay> = self.runs.iter().filter(|r| r.version == i).collect();
+            let _ = writeln!(
+                s,
+                "\nversion {} of {} ({} run{})",
+                short(&v.commit),
+                v.script,
+                runs.len(),
+                plural(runs.len())
+            );
+            for st in &v.statements {
+                let _ = writeln!(s, "  line {} of the newest version: {}", st.new_line, statement_text(st));
+            }
+            if let Some(f) = &v.failure {
+                let _ = writeln!(s, "  skipped: {f}");
+            }
+            for l in v.diff.lines() {
+                let _ = writeln!(s, "    {l}");
+            }
+            for r in runs {
+                let steps: usize = r.plan.segments.iter().map(|s| s.steps.len()).sum();
+                let segs = r.plan.segments.len();
+                let _ = writeln!(
+                    s,
+                    "  run {} ({}): {} outer iteration{} to execute in {} segment{}; estimated {:.2} s (the original run took {:.2} s)",
+                    r.meta.tstamp,
+                    kwargs_text(&r.meta.argv),
+                    steps,
+                    plural(steps),
+                    segs,
+                    plural(segs),
+                    r.plan.estimate_secs,
+                    r.plan.forward_secs
+                );
+            }
+        }
+        for (t, why) in &self.skipped {
+            let _ = writeln!(s, "\nrun {t}: skipped: {why}");
+        }
+        let _ = writeln!(
+            s,
+            "\n{} run{} to replay; estimated {:.2} s of work, {:.2} s with {} worker{}",
+            self.runs.len(),
+            plural(self.runs.len()),
+            self.total_secs,
+            self.makespan_secs,
+            self.jobs,
+            plural(self.jobs)
+        );
+        s
+    }
+}
+
+/// One statement's line of the plan.
+fn statement_text(st: &StatementPlan) -> String {
+    let what = match &st.outcome {
+        Outcome::Placed { line, renames } if renames.is_empty() => format!("placed at line {line}"),
+        Outcome::Placed { line, renames } => format!(
+            "placed at line {line} (renamed {})",
+            renames.iter().map(|(a, b)| format!("{a} -> {b}")).collect::<Vec<_>>().join(", ")
+        ),
+        Outcome::AlreadyPresent { line } => format!("already present at line {line}"),
+        Outcome::Failed { reason } => format!("FAILED: {reason}"),
+    };
+    let level = st.level.map(|l| format!("; {}", l.describe())).unwrap_or_default();
+    let note = st.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+    format!("{what}{level}{note}")
+}
+
+impl Summary {
+    /// The summary as text: per run the values recovered and the time
+    /// against the estimate, or why it failed; then the plan's skipped runs.
+    pub fn render(&self, plan: &Plan) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\nReplay summary ({:.2} s wall clock; estimated {:.2} s with {} worker{}):",
+            self.wall_secs,
+            plan.makespan_secs,
+            plan.jobs,
+            plural(plan.jobs)
+        );
+        for r in &self.runs {
+            let _ = match &r.failure {
+                None => writeln!(
+                    s,
+                    "  run {}: {} value{} recovered; {:.2} s of work (estimated {:.2} s)",
+                    r.tstamp,
+                    r.values,
+                    plural(r.values as usize),
+                    r.actual_secs,
+                    r.estimate_secs
+                ),
+                Some(f) => writeln!(s, "  run {}: FAILED: {f}", r.tstamp),
+            };
+        }
+        for (t, why) in &plan.skipped {
+            let _ = writeln!(s, "  run {t}: skipped: {why}");
+        }
+        s
+    }
+}
+
+/// One progress bar per worker on a terminal, redrawn in place.
+#[derive(Debug, Default)]
+pub struct ProgressBars {
+    drawn: usize,
+}
+
+impl ProgressBars {
+    /// Bars that have drawn nothing yet.
+    pub fn new() -> ProgressBars {
+        ProgressBars::default()
+    }
+
+    /// Removes the bars drawn last (before printing a line above them).
+    pub fn erase(&mut self, err: &mut dyn Write) {
+        for _ in 0..self.drawn {
+            let _ = write!(err, "\x1b[1A\x1b[2K");
+        }
+        self.drawn = 0;
+    }
+
+    /// Draws one line per worker; `label` names a busy worker's segment.
+    pub fn draw(
+        &mut self,
+        err: &mut dyn Write,
+        workers: &[Option<TaskProgress>],
+        label: &dyn Fn(&TaskProgress) -> String,
+    ) {
+        for (w, slot) in workers.iter().enumerate() {
+            let line = match slot {
+                None => format!("worker {:>2}  idle", w + 1),
+                Some(p) => {
+                    let width = 20;
+                    let filled = (p.done * width).checked_div(p.total).unwrap_or(width);
+                    format!(
+                        "worker {:>2} [{}{}] {}/{} iterations  {}  {:.1} s",
+                        w + 1,
+                        "#".repeat(filled),
+                        ".".repeat(width - filled),
+                        p.done,
+                        p.total,
+                        label(p),
+                        p.secs
+                    )
+                }
+            };
+            let _ = writeln!(err, "{line}");
+        }
+        self.drawn = workers.len();
+    }
+}
+
+/// `""` for one, `"s"` otherwise.
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The `--kwargs` part of a command line, or "no arguments".
+fn kwargs_text(argv: &[String]) -> String {
+    let k: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    if k.is_empty() {
+        "no arguments".into()
+    } else {
+        k.join(" ")
+    }
+}
+
+/// The lines added by a propagation, with two lines of context.
+pub(crate) fn excerpt(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    // Inserted lines only: walk both, b has extra lines.
+    let mut added = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while j < b.len() {
+        if i < a.len() && a[i] == b[j] {
+            i += 1;
+        } else {
+            added.push(j);
+        }
+        j += 1;
+    }
+    let mut out = String::new();
+    let mut shown = BTreeSet::new();
+    for &k in &added {
+        for c in k.saturating_sub(2)..(k + 3).min(b.len()) {
+            shown.insert(c);
+        }
+    }
+    let mut prev: Option<usize> = None;
+    for k in shown {
+        if prev.is_some_and(|p| k > p + 1) {
+            out.push_str("...\n");
+        }
+        let mark = if added.contains(&k) { '+' } else { ' ' };
+        let _ = writeln!(out, "{mark} {:>4} | {}", k + 1, b[k]);
+        prev = Some(k);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_marks_inserted_lines() {
+        let e = excerpt("a\nb\nc\nd\n", "a\nb\nX\nc\nd\n");
+        assert!(e.contains("+    3 | X"), "{e}");
+        assert!(e.contains("     2 | b"), "{e}");
+    }
+}

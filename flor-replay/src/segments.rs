@@ -1,0 +1,413 @@
+//! Segments: which outer iterations of one run a replay executes, which it
+//! skips by restoring a checkpoint, how they split into independent pieces
+//! (each starts from the checkpoint before it) and what they should cost.
+//! Pure computation over a [`RunProfile`]; tested without processes or git.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a replayed statement sits in the script, in the order of how much
+/// of a run it makes execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Before the first loop: only the setup executes.
+    Setup,
+    /// After the loops: the last checkpoint is restored, then the teardown runs.
+    Teardown,
+    /// Inside the outer loop, outside nested loops: every outer iteration
+    /// runs, with its nested loops skipped by restoring the checkpoint taken
+    /// at the iteration's end.
+    Outer,
+    /// Inside a nested loop: every outer iteration runs in full.
+    Inner,
+}
+
+impl Level {
+    /// How the plan shows it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Level::Setup => "before the first loop (setup only)",
+            Level::Teardown => "after the loops (restore the last checkpoint, run the teardown)",
+            Level::Outer => "inside the outer loop (nested loops skipped by checkpoint restore)",
+            Level::Inner => "inside a nested loop (outer iterations run in full)",
+        }
+    }
+}
+
+/// What the forward run recorded that planning needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunProfile {
+    /// Name of the outermost loop (`None`: the run never entered a loop).
+    pub outer_loop: Option<String>,
+    /// Seconds of each outer iteration, by index (0..n).
+    pub iteration_secs: Vec<f64>,
+    /// Seconds spent in nested loops inside each outer iteration.
+    pub nested_secs: Vec<f64>,
+    /// Setup seconds (before the first loop).
+    pub setup_secs: f64,
+    /// Teardown seconds (after the last loop).
+    pub teardown_secs: f64,
+    /// Outer iterations with a checkpoint at their end, with the bytes
+    /// stored for them (all objects together).
+    pub checkpoints: BTreeMap<u64, u64>,
+}
+
+impl RunProfile {
+    /// Number of outer iterations.
+    pub fn iterations(&self) -> u64 {
+        self.iteration_secs.len() as u64
+    }
+}
+
+/// How one outer iteration is executed in a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Outer-loop iteration index.
+    pub iteration: u64,
+    /// Restore the checkpoint taken at the end of this iteration before
+    /// this one starts (the state the forward run had at that point).
+    pub restore: Option<u64>,
+    /// Record the applied names during this iteration (`false`: it only
+    /// rebuilds state for a later one).
+    pub record: bool,
+    /// Skip the nested loops, restoring this iteration's own end-of-iteration
+    /// checkpoint in their place.
+    pub skip_nested: bool,
+}
+
+/// A contiguous piece of one run's replay, executed by one process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Position of the segment within its run (0-based).
+    pub index: usize,
+    /// The outer iterations it executes, in order (the others are skipped).
+    pub steps: Vec<Step>,
+    /// Run the setup statements' records (the first segment only).
+    pub record_setup: bool,
+    /// Run past the loops: restore `final_restore` (when set) and execute
+    /// the teardown, recording its statements.
+    pub teardown: bool,
+    /// The checkpoint to restore when the outer loop ends, before the
+    /// teardown (`None`: the state the steps leave is already right).
+    pub final_restore: Option<u64>,
+    /// Estimated seconds.
+    pub estimate_secs: f64,
+}
+
+/// Assumptions of the cost model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostModel {
+    /// Seconds to start a replay process (interpreter, imports).
+    pub process_secs: f64,
+    /// Seconds per restored checkpoint, fixed part.
+    pub restore_secs: f64,
+    /// Bytes per second read, decompressed and loaded when restoring.
+    pub restore_bytes_per_sec: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel { process_secs: 0.15, restore_secs: 0.002, restore_bytes_per_sec: 200e6 }
+    }
+}
+
+impl CostModel {
+    fn restore(&self, profile: &RunProfile, iteration: u64) -> f64 {
+        let bytes = profile.checkpoints.get(&iteration).copied().unwrap_or(0);
+        self.restore_secs + bytes as f64 / self.restore_bytes_per_sec
+    }
+}
+
+/// Why a run cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The statements sit in a loop but the run never entered one.
+    #[error("the run recorded no loop iterations, so statements inside loops have nothing to replay")]
+    NoIterations,
+}
+
+/// The replay of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlan {
+    /// Where the statements sit (the deepest of them).
+    pub level: Level,
+    /// Whether any statement sits after the loops.
+    pub teardown: bool,
+    /// The segments, in iteration order.
+    pub segments: Vec<Segment>,
+    /// Estimated seconds, all segments together.
+    pub estimate_secs: f64,
+    /// Seconds the forward run took (setup + iterations + teardown).
+    pub forward_secs: f64,
+}
+
+/// Plans the replay of one run for statements at `levels`, split into at
+/// most `max_segments` segments (each boundary needs a checkpoint).
+pub fn plan_run(
+    profile: &RunProfile,
+    levels: &[Level],
+    max_segments: usize,
+    cost: &CostModel,
+) -> Result<RunPlan, PlanError> {
+    let teardown = levels.contains(&Level::Teardown);
+    let level = levels.iter().copied().max().unwrap_or(Level::Setup);
+    let forward_secs =
+        profile.setup_secs + profile.iteration_secs.iter().fold(0.0, |a, b| a + b) + profile.teardown_secs;
+    let segments = match level {
+        Level::Setup | Level::Teardown => vec![setup_segment(profile, teardown, cost)],
+        Level::Outer | Level::Inner => loop_segments(profile, level, teardown, max_segments, cost)?,
+    };
+    let estimate_secs = segments.iter().map(|s| s.estimate_secs).fold(0.0, |a, b| a + b);
+    Ok(RunPlan { level, teardown, segments, estimate_secs, forward_secs })
+}
+
+/// Seconds of outer iteration `i` in the forward run.
+fn full_secs(profile: &RunProfile, i: u64) -> f64 {
+    profile.iteration_secs.get(i as usize).copied().unwrap_or(0.0)
+}
+
+/// Seconds the nested loops of outer iteration `i` took.
+fn nested_secs(profile: &RunProfile, i: u64) -> f64 {
+    profile.nested_secs.get(i as usize).copied().unwrap_or(0.0)
+}
+
+/// The one segment of a replay whose statements sit before or after the
+/// loops: the setup, and for a teardown statement the iterations after the
+/// last checkpoint (from its restore) and the teardown.
+fn setup_segment(profile: &RunProfile, teardown: bool, cost: &CostModel) -> Segment {
+    let n = profile.iterations();
+    let full = |i: u64| full_secs(profile, i);
+    // No iteration records anything: restore the last checkpoint (or,
+    // without one, run every iteration silently to rebuild the state).
+    let mut seg = Segment {
+        index: 0,
+        steps: Vec::new(),
+        record_setup: true,
+        teardown,
+        final_restore: None,
+        estimate_secs: cost.process_secs + profile.setup_secs,
+    };
+    if teardown && n > 0 {
+        let last = n - 1;
+        // The latest checkpoint, then the iterations after it silently.
+        let from = profile.checkpoints.keys().next_back().copied();
+        let start = from.map_or(0, |c| c + 1);
+        for i in start..n {
+            seg.steps.push(Step {
+                iteration: i,
+                restore: if i == start { from } else { None },
+                record: false,
+                skip_nested: false,
+            });
+            seg.estimate_secs += full(i);
+        }
+        if seg.steps.is_empty() {
+            seg.final_restore = Some(last);
+            seg.estimate_secs += cost.restore(profile, last);
+        } else if let Some(c) = from {
+            seg.estimate_secs += cost.restore(profile, c);
+        }
+        seg.estimate_secs += profile.teardown_secs;
+    }
+    seg
+}
+
+/// The segments of a replay whose statements sit inside the loops: every
+/// outer iteration executes (nested loops skipped by restore at
+/// [`Level::Outer`]), cut after checkpointed iterations into at most
+/// `max_segments` pieces of balanced estimated cost.
+fn loop_segments(
+    profile: &RunProfile,
+    level: Level,
+    teardown: bool,
+    max_segments: usize,
+    cost: &CostModel,
+) -> Result<Vec<Segment>, PlanError> {
+    let n = profile.iterations();
+    let full = |i: u64| full_secs(profile, i);
+    let nested = |i: u64| nested_secs(profile, i);
+    let has_ckpt = |i: u64| profile.checkpoints.contains_key(&i);
+    let mut segments = Vec::new();
+    if n == 0 {
+        return Err(PlanError::NoIterations);
+    }
+    // Segment boundaries: iterations whose predecessor has a checkpoint.
+    let starts: Vec<u64> = (1..n).filter(|&i| has_ckpt(i - 1)).collect();
+    let step_cost = |i: u64| {
+        if level == Level::Outer && has_ckpt(i) {
+            (full(i) - nested(i)).max(0.0) + cost.restore(profile, i)
+        } else {
+            full(i)
+        }
+    };
+    // Cut where the running cost is closest to equal shares (a tiny
+    // weight per iteration balances by count when times are ~0).
+    let weight = |i: u64| step_cost(i) + 1e-9;
+    let mut prefix = vec![0.0; n as usize + 1];
+    for i in 0..n as usize {
+        prefix[i + 1] = prefix[i] + weight(i as u64);
+    }
+    let total = prefix[n as usize];
+    let wanted = max_segments.clamp(1, n as usize);
+    let mut cuts = BTreeSet::new();
+    let mut prev = 0;
+    for j in 1..wanted {
+        let target = total * j as f64 / wanted as f64;
+        let best = starts
+            .iter()
+            .copied()
+            .filter(|&s| s > prev)
+            .min_by(|&a, &b| (prefix[a as usize] - target).abs().total_cmp(&(prefix[b as usize] - target).abs()));
+        if let Some(s) = best {
+            cuts.insert(s);
+            prev = s;
+        }
+    }
+    let mut bounds: Vec<u64> = std::iter::once(0).chain(cuts.iter().copied()).collect();
+    bounds.push(n);
+    for (k, w) in bounds.windows(2).enumerate() {
+        let (a, b) = (w[0], w[1]);
+        let mut seg = Segment {
+            index: k,
+            steps: Vec::new(),
+            record_setup: k == 0,
+            teardown: teardown && b == n,
+            final_restore: None,
+            estimate_secs: cost.process_secs + profile.setup_secs,
+        };
+        for i in a..b {
+            let restore = if i == a && a > 0 { Some(a - 1) } else { None };
+            if let Some(r) = restore {
+                seg.estimate_secs += cost.restore(profile, r);
+            }
+            seg.steps.push(Step {
+                iteration: i,
+                restore,
+                record: true,
+                skip_nested: level == Level::Outer && has_ckpt(i),
+            });
+            seg.estimate_secs += step_cost(i);
+        }
+        if seg.teardown {
+            seg.estimate_secs += profile.teardown_secs;
+        }
+        segments.push(seg);
+    }
+    Ok(segments)
+}
+
+/// The time `jobs` workers need for tasks of these durations, longest first
+/// onto the least loaded worker.
+pub fn makespan(durations: &[f64], jobs: usize) -> f64 {
+    let mut sorted: Vec<f64> = durations.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut load = vec![0.0f64; jobs.max(1)];
+    for d in sorted {
+        if let Some(min) = load.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+            *min += d;
+        }
+    }
+    load.into_iter().fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(n: u64, ckpts: &[u64]) -> RunProfile {
+        RunProfile {
+            outer_loop: Some("epoch".into()),
+            iteration_secs: vec![1.0; n as usize],
+            nested_secs: vec![0.9; n as usize],
+            setup_secs: 0.5,
+            teardown_secs: 0.25,
+            checkpoints: ckpts.iter().map(|&i| (i, 1000)).collect(),
+        }
+    }
+
+    fn no_cost() -> CostModel {
+        CostModel { process_secs: 0.0, restore_secs: 0.0, restore_bytes_per_sec: f64::INFINITY }
+    }
+
+    #[test]
+    fn outer_level_skips_nested_loops_where_a_checkpoint_allows() {
+        let p = profile(4, &[0, 1, 3]);
+        let plan = plan_run(&p, &[Level::Outer], 1, &no_cost()).unwrap();
+        assert_eq!(plan.segments.len(), 1);
+        let s = &plan.segments[0];
+        assert_eq!(
+            s.steps.iter().map(|s| (s.iteration, s.skip_nested, s.record, s.restore)).collect::<Vec<_>>(),
+            vec![(0, true, true, None), (1, true, true, None), (2, false, true, None), (3, true, true, None)]
+        );
+        // setup + 3 × (1.0 - 0.9) + 1 full iteration
+        assert!((plan.estimate_secs - (0.5 + 0.3 + 1.0)).abs() < 1e-9, "{}", plan.estimate_secs);
+        assert!(!s.teardown);
+    }
+
+    #[test]
+    fn inner_level_splits_at_checkpoints_into_concurrent_segments() {
+        let p = profile(8, &[0, 1, 2, 3, 4, 5, 6, 7]);
+        let plan = plan_run(&p, &[Level::Inner, Level::Outer], 2, &no_cost()).unwrap();
+        assert_eq!(plan.level, Level::Inner);
+        assert_eq!(plan.segments.len(), 2);
+        let first: Vec<u64> = plan.segments[0].steps.iter().map(|s| s.iteration).collect();
+        let second: Vec<u64> = plan.segments[1].steps.iter().map(|s| s.iteration).collect();
+        assert_eq!(first, vec![0, 1, 2, 3]);
+        assert_eq!(second, vec![4, 5, 6, 7]);
+        assert_eq!(plan.segments[1].steps[0].restore, Some(3));
+        assert!(plan.segments[0].record_setup && !plan.segments[1].record_setup);
+        assert!(plan.segments.iter().flat_map(|s| &s.steps).all(|s| s.record && !s.skip_nested));
+    }
+
+    #[test]
+    fn segments_only_start_after_a_checkpoint() {
+        let p = profile(6, &[4]);
+        let plan = plan_run(&p, &[Level::Inner], 4, &no_cost()).unwrap();
+        let starts: Vec<u64> = plan.segments.iter().map(|s| s.steps[0].iteration).collect();
+        assert_eq!(starts, vec![0, 5]);
+        // Every iteration is executed exactly once across segments.
+        let all: Vec<u64> = plan.segments.iter().flat_map(|s| s.steps.iter().map(|s| s.iteration)).collect();
+        assert_eq!(all, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn teardown_restores_the_last_checkpoint_or_rebuilds_state() {
+        let p = profile(5, &[0, 1, 2, 3, 4]);
+        let plan = plan_run(&p, &[Level::Teardown], 2, &no_cost()).unwrap();
+        assert_eq!(plan.segments.len(), 1);
+        assert_eq!(plan.segments[0].final_restore, Some(4));
+        assert!(plan.segments[0].steps.is_empty() && plan.segments[0].teardown);
+
+        let p = profile(5, &[2]);
+        let plan = plan_run(&p, &[Level::Teardown], 2, &no_cost()).unwrap();
+        let s = &plan.segments[0];
+        assert_eq!(
+            s.steps.iter().map(|s| (s.iteration, s.restore, s.record)).collect::<Vec<_>>(),
+            vec![(3, Some(2), false), (4, None, false)]
+        );
+        assert_eq!(s.final_restore, None);
+    }
+
+    #[test]
+    fn setup_level_runs_no_iteration() {
+        let plan = plan_run(&profile(3, &[]), &[Level::Setup], 4, &no_cost()).unwrap();
+        assert_eq!(plan.segments.len(), 1);
+        assert!(plan.segments[0].steps.is_empty() && !plan.segments[0].teardown);
+        assert!((plan.estimate_secs - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn loops_without_iterations_are_an_error() {
+        assert_eq!(plan_run(&profile(0, &[]), &[Level::Inner], 1, &no_cost()), Err(PlanError::NoIterations));
+    }
+
+    #[test]
+    fn makespan_balances_longest_first() {
+        assert_eq!(makespan(&[4.0, 3.0, 3.0, 2.0], 2), 6.0);
+        assert_eq!(makespan(&[1.0, 1.0], 1), 2.0);
+        assert_eq!(makespan(&[], 3), 0.0);
+    }
+}
