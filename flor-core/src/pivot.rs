@@ -70,12 +70,34 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         }
     }
     let run_idx: HashMap<RunKey, u32> = runs.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
+    let vals = collect_values(store, &wanted, &run_idx)?;
+    let loops = Loops::scan(store, &runs, &run_idx, &vals)?;
+    let rows = Rows::of(&vals, &loops, runs.len());
+    let (loop_cols, loop_col_of) = loop_columns(&rows.rows, &loops);
 
-    // 1. The values, last one per (run, position, name).
+    let mut columns = head_columns(&runs, &rows.rows);
+    let loop_values = loop_cells(&rows.rows, &loops, &loop_col_of, loop_cols.len());
+    for (id, values) in loop_cols.iter().zip(loop_values) {
+        columns.push(Column { name: loops.names[*id as usize].to_string(), data: ColumnData::Int(values.into()) });
+    }
+    for (k, name) in wanted.iter().enumerate() {
+        let data = name_cells(k as u32, &vals, &rows, &loops);
+        columns.push(Column { name: (*name).to_owned(), data });
+    }
+    Ok(Table { columns })
+}
+
+/// Step 1: the values of the wanted names, sorted by (run, position, name),
+/// the last one per (run, position, name) kept.
+fn collect_values<S: Store + ?Sized>(
+    store: &S,
+    wanted: &[&str],
+    run_idx: &HashMap<RunKey, u32>,
+) -> StoreResult<Vec<Val>> {
     let mut vals: Vec<Val> = Vec::new();
     let mut last_run: Option<(RunKey, u32)> = None;
     let mut last_name: Option<(usize, u32)> = None; // (pointer of the &str, index)
-    store.scan_values(ValueFilter::Names(&wanted), &mut |row| {
+    store.scan_values(ValueFilter::Names(wanted), &mut |row| {
         let run = match last_run {
             Some((k, i)) if k == row.run => i,
             _ => match run_idx.get(&row.run) {
@@ -115,97 +137,131 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
             false
         }
     });
+    Ok(vals)
+}
 
-    // 2. Loop contexts of the runs that logged inside loops.
-    let mut loop_runs: Vec<RunKey> = Vec::new();
-    for v in &vals {
-        let key = runs[v.run() as usize].key;
-        if v.ctx() != NONE && loop_runs.last() != Some(&key) {
-            loop_runs.push(key);
+/// Step 2: the loop contexts of the runs that logged inside loops, as a
+/// dense table per run (indexed by context id).
+struct Loops {
+    names: Vec<Arc<str>>,
+    nodes: Vec<Vec<Node>>,
+}
+
+impl Loops {
+    fn scan<S: Store + ?Sized>(
+        store: &S,
+        runs: &[RunRow],
+        run_idx: &HashMap<RunKey, u32>,
+        vals: &[Val],
+    ) -> StoreResult<Loops> {
+        let mut loop_runs: Vec<RunKey> = Vec::new();
+        for v in vals {
+            let key = runs[v.run() as usize].key;
+            if v.ctx() != NONE && loop_runs.last() != Some(&key) {
+                loop_runs.push(key);
+            }
         }
-    }
-    let mut loop_names: Vec<Arc<str>> = Vec::new();
-    let mut loop_ids: HashMap<Arc<str>, u32> = HashMap::new();
-    let mut nodes: Vec<Vec<Node>> = vec![Vec::new(); runs.len()];
-    if !loop_runs.is_empty() {
-        store.scan_loops(&loop_runs, &mut |run, span| {
-            let Some(&ri) = run_idx.get(&run) else { return };
-            let id = match loop_ids.get(&span.name) {
-                Some(&id) => id,
-                None => {
-                    loop_names.push(span.name.clone());
-                    let id = (loop_names.len() - 1) as u32;
-                    loop_ids.insert(span.name.clone(), id);
-                    id
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut loop_ids: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut nodes: Vec<Vec<Node>> = vec![Vec::new(); runs.len()];
+        if !loop_runs.is_empty() {
+            store.scan_loops(&loop_runs, &mut |run, span| {
+                let Some(&ri) = run_idx.get(&run) else { return };
+                let id = match loop_ids.get(&span.name) {
+                    Some(&id) => id,
+                    None => {
+                        names.push(span.name.clone());
+                        let id = (names.len() - 1) as u32;
+                        loop_ids.insert(span.name.clone(), id);
+                        id
+                    }
+                };
+                let table = &mut nodes[ri as usize];
+                let end = span.first_ctx as usize + span.count as usize;
+                if table.len() < end {
+                    table.resize(end, EMPTY);
                 }
-            };
-            let table = &mut nodes[ri as usize];
-            let end = span.first_ctx as usize + span.count as usize;
-            if table.len() < end {
-                table.resize(end, EMPTY);
-            }
-            let parent = span.parent.unwrap_or(NONE);
-            for (i, slot) in table[span.first_ctx as usize..end].iter_mut().enumerate() {
-                *slot = Node { parent, loop_id: id, iteration: span.first_iteration + i as u64 };
-            }
-        })?;
-    }
-    let node = |run: u32, ctx: u32| -> Option<Node> {
-        nodes[run as usize].get(ctx as usize).copied().filter(|n| n.loop_id != NONE)
-    };
-
-    // 3. Rows: per run, the positions that are not an ancestor of another.
-    // Each row remembers where its run's values start and end in `vals`.
-    let mut rows: Vec<(u32, u32)> = Vec::new();
-    // For each row, the index in `vals` of its position's first value.
-    let mut row_first: Vec<u32> = Vec::new();
-    let mut spans: Vec<(u32, u32)> = Vec::with_capacity(runs.len());
-    let mut marked: Vec<bool> = Vec::new();
-    let mut start = 0;
-    while start < vals.len() {
-        let run = vals[start].run();
-        let end = start + vals[start..].partition_point(|v| v.run() == run);
-        let slice = &vals[start..end];
-        marked.clear();
-        marked.resize(nodes[run as usize].len(), false);
-        for v in slice.iter().filter(|v| v.ctx() != NONE) {
-            let mut p = node(run, v.ctx()).map_or(NONE, |n| n.parent);
-            while p != NONE && (p as usize) < marked.len() && !marked[p as usize] {
-                marked[p as usize] = true;
-                p = node(run, p).map_or(NONE, |n| n.parent);
-            }
+                let parent = span.parent.unwrap_or(NONE);
+                for (i, slot) in table[span.first_ctx as usize..end].iter_mut().enumerate() {
+                    *slot = Node { parent, loop_id: id, iteration: span.first_iteration + i as u64 };
+                }
+            })?;
         }
-        let before = rows.len();
-        let mut last = NONE;
-        for (i, v) in slice.iter().enumerate() {
-            if v.ctx() != NONE && v.ctx() != last && !marked.get(v.ctx() as usize).copied().unwrap_or(false) {
-                rows.push((run, v.ctx()));
-                row_first.push((start + i) as u32);
-                last = v.ctx();
-            }
-        }
-        if rows.len() == before {
-            rows.push((run, NONE));
-            row_first.push(NONE);
-        }
-        spans.push((start as u32, end as u32));
-        start = end;
+        Ok(Loops { names, nodes })
     }
 
-    // 4. Loop columns: by depth, then first appearance.
-    let mut loop_rank: Vec<Option<(usize, usize)>> = vec![None; loop_names.len()];
+    /// The iteration at context `ctx` of run `run`, if any.
+    fn node(&self, run: u32, ctx: u32) -> Option<Node> {
+        self.nodes[run as usize].get(ctx as usize).copied().filter(|n| n.loop_id != NONE)
+    }
+}
+
+/// Step 3: per run, the positions that are not an ancestor of another.
+struct Rows {
+    /// (run, position) of each row; position `NONE`: run level.
+    rows: Vec<(u32, u32)>,
+    /// For each row, the index in `vals` of its position's first value.
+    row_first: Vec<u32>,
+    /// Per run, where its values start and end in `vals`.
+    span_of_run: Vec<(u32, u32)>,
+}
+
+impl Rows {
+    fn of(vals: &[Val], loops: &Loops, runs: usize) -> Rows {
+        let mut rows: Vec<(u32, u32)> = Vec::new();
+        let mut row_first: Vec<u32> = Vec::new();
+        let mut span_of_run = vec![(0u32, 0u32); runs];
+        let mut marked: Vec<bool> = Vec::new();
+        let mut start = 0;
+        while start < vals.len() {
+            let run = vals[start].run();
+            let end = start + vals[start..].partition_point(|v| v.run() == run);
+            let slice = &vals[start..end];
+            marked.clear();
+            marked.resize(loops.nodes[run as usize].len(), false);
+            for v in slice.iter().filter(|v| v.ctx() != NONE) {
+                let mut p = loops.node(run, v.ctx()).map_or(NONE, |n| n.parent);
+                while p != NONE && (p as usize) < marked.len() && !marked[p as usize] {
+                    marked[p as usize] = true;
+                    p = loops.node(run, p).map_or(NONE, |n| n.parent);
+                }
+            }
+            let before = rows.len();
+            let mut last = NONE;
+            for (i, v) in slice.iter().enumerate() {
+                if v.ctx() != NONE && v.ctx() != last && !marked.get(v.ctx() as usize).copied().unwrap_or(false) {
+                    rows.push((run, v.ctx()));
+                    row_first.push((start + i) as u32);
+                    last = v.ctx();
+                }
+            }
+            if rows.len() == before {
+                rows.push((run, NONE));
+                row_first.push(NONE);
+            }
+            span_of_run[run as usize] = (start as u32, end as u32);
+            start = end;
+        }
+        Rows { rows, row_first, span_of_run }
+    }
+}
+
+/// Step 4: the loop columns, by depth then first appearance; returns their
+/// loop ids in column order and each loop id's column (`usize::MAX`: none).
+fn loop_columns(rows: &[(u32, u32)], loops: &Loops) -> (Vec<u32>, Vec<usize>) {
+    let mut loop_rank: Vec<Option<(usize, usize)>> = vec![None; loops.names.len()];
     let mut seen = 0usize;
     let mut chain: Vec<Node> = Vec::new();
     let mut last_seen = (NONE, NONE, NONE);
-    for &(run, ctx) in &rows {
+    for &(run, ctx) in rows {
         // Iterations of one loop under one parent share their chain of loop
         // names: look at each (run, parent, loop) once.
-        let here = node(run, ctx).map_or((run, NONE, NONE), |n| (run, n.parent, n.loop_id));
+        let here = loops.node(run, ctx).map_or((run, NONE, NONE), |n| (run, n.parent, n.loop_id));
         if here == last_seen && ctx != NONE {
             continue;
         }
         last_seen = here;
-        collect_chain(&node, run, ctx, &mut chain);
+        collect_chain(loops, run, ctx, &mut chain);
         for (depth, n) in chain.iter().rev().enumerate() {
             let slot = &mut loop_rank[n.loop_id as usize];
             match slot {
@@ -218,95 +274,92 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
             }
         }
     }
-    let mut loop_cols: Vec<u32> = (0..loop_names.len() as u32).filter(|&i| loop_rank[i as usize].is_some()).collect();
+    let mut loop_cols: Vec<u32> = (0..loops.names.len() as u32).filter(|&i| loop_rank[i as usize].is_some()).collect();
     loop_cols.sort_by_key(|&i| loop_rank[i as usize]);
-    let mut loop_col_of = vec![usize::MAX; loop_names.len()];
+    let mut loop_col_of = vec![usize::MAX; loops.names.len()];
     for (pos, &id) in loop_cols.iter().enumerate() {
         loop_col_of[id as usize] = pos;
     }
+    (loop_cols, loop_col_of)
+}
 
-    // 5. Cells.
-    let n = rows.len();
-    let mut loop_values: Vec<Vec<Option<i64>>> = vec![vec![None; n]; loop_cols.len()];
-    let mut name_values: Vec<ColumnData> = wanted.iter().map(|_| ColumnData::Values(Vec::new())).collect();
-    let mut typed = vec![false; wanted.len()];
-    let mut span_of_run = vec![(0u32, 0u32); runs.len()];
-    for &(s, e) in &spans {
-        span_of_run[vals[s as usize].run() as usize] = (s, e);
-    }
+/// Step 5a: the loop columns' cells (the iteration index of each row's
+/// enclosing iteration of that loop).
+fn loop_cells(rows: &[(u32, u32)], loops: &Loops, loop_col_of: &[usize], ncols: usize) -> Vec<Vec<Option<i64>>> {
+    let mut loop_values: Vec<Vec<Option<i64>>> = vec![vec![None; rows.len()]; ncols];
+    let mut chain: Vec<Node> = Vec::new();
     for (r, &(run, ctx)) in rows.iter().enumerate() {
-        collect_chain(&node, run, ctx, &mut chain);
+        collect_chain(loops, run, ctx, &mut chain);
         for n in &chain {
             loop_values[loop_col_of[n.loop_id as usize]][r] = Some(n.iteration as i64);
         }
-        let (s, e) = span_of_run[run as usize];
-        let slice = &vals[s as usize..e as usize];
-        for (k, col) in name_values.iter_mut().enumerate() {
-            // Fast path: the value sits at the row's own position.
-            let own = row_first[r];
-            let mut found = None;
-            if own != NONE {
-                let key = (u64::from(run) << 32) | u64::from(ctx);
-                for v in vals[own as usize..].iter().take_while(|v| v.key == key) {
-                    if v.name == k as u32 {
-                        found = Some(v.value.clone());
-                        break;
-                    }
-                }
-            }
-            let mut c = ctx;
-            let found = if found.is_some() {
-                found
-            } else {
-                loop {
-                    let key = (u64::from(run) << 32) | u64::from(c);
-                    if let Ok(hit) = slice.binary_search_by_key(&(key, k as u32), |v| (v.key, v.name)) {
-                        break Some(slice[hit].value.clone());
-                    }
-                    if c == NONE {
-                        break None;
-                    }
-                    c = node(run, c).map_or(NONE, |n| n.parent);
-                }
-            };
-            if !typed[k] {
-                // The first value decides the column's storage; `push` widens.
-                match &found {
-                    Some(Value::Float(_)) => *col = ColumnData::Float(Nullable::nulls(r)),
-                    Some(Value::Int(_)) => *col = ColumnData::Int(Nullable::nulls(r)),
-                    Some(_) => *col = ColumnData::Values(vec![None; r]),
-                    None => {}
-                }
-                typed[k] = found.is_some();
-                if !typed[k] {
-                    continue;
-                }
-            }
-            col.push(found);
-        }
     }
-    let mut columns = head_columns(&runs, &rows);
-    for (pos, id) in loop_cols.iter().enumerate() {
-        columns.push(Column {
-            name: loop_names[*id as usize].to_string(),
-            data: ColumnData::Int(std::mem::take(&mut loop_values[pos]).into()),
-        });
-    }
-    for (k, name) in wanted.iter().enumerate() {
-        let mut data = std::mem::take(&mut name_values[k]);
-        if !typed[k] {
-            data = ColumnData::Values(vec![None; n]);
-        }
-        columns.push(Column { name: (*name).to_owned(), data });
-    }
-    Ok(Table { columns })
+    loop_values
 }
 
-fn collect_chain(node: &impl Fn(u32, u32) -> Option<Node>, run: u32, ctx: u32, chain: &mut Vec<Node>) {
+/// Step 5b: the cells of name `k`: per row the value at its position, else
+/// at the nearest enclosing iteration, else at run level. The first value
+/// decides the column's storage (`push` widens).
+fn name_cells(k: u32, vals: &[Val], rows: &Rows, loops: &Loops) -> ColumnData {
+    let mut col = ColumnData::Values(Vec::new());
+    let mut typed = false;
+    for r in 0..rows.rows.len() {
+        let found = value_at(k, vals, rows, loops, r);
+        if !typed {
+            match &found {
+                Some(Value::Float(_)) => col = ColumnData::Float(Nullable::nulls(r)),
+                Some(Value::Int(_)) => col = ColumnData::Int(Nullable::nulls(r)),
+                Some(_) => col = ColumnData::Values(vec![None; r]),
+                None => {}
+            }
+            typed = found.is_some();
+            if !typed {
+                continue;
+            }
+        }
+        col.push(found);
+    }
+    if typed {
+        col
+    } else {
+        ColumnData::Values(vec![None; rows.rows.len()])
+    }
+}
+
+/// The value of name `k` for row `r` (see [`name_cells`]).
+fn value_at(k: u32, vals: &[Val], rows: &Rows, loops: &Loops, r: usize) -> Option<Value> {
+    let (run, ctx) = rows.rows[r];
+    // Fast path: the value sits at the row's own position.
+    let own = rows.row_first[r];
+    if own != NONE {
+        let key = (u64::from(run) << 32) | u64::from(ctx);
+        for v in vals[own as usize..].iter().take_while(|v| v.key == key) {
+            if v.name == k {
+                return Some(v.value.clone());
+            }
+        }
+    }
+    let (s, e) = rows.span_of_run[run as usize];
+    let slice = &vals[s as usize..e as usize];
+    let mut c = ctx;
+    loop {
+        let key = (u64::from(run) << 32) | u64::from(c);
+        if let Ok(hit) = slice.binary_search_by_key(&(key, k), |v| (v.key, v.name)) {
+            return Some(slice[hit].value.clone());
+        }
+        if c == NONE {
+            return None;
+        }
+        c = loops.node(run, c).map_or(NONE, |n| n.parent);
+    }
+}
+
+/// The iterations enclosing context `ctx` of run `run`, innermost first.
+fn collect_chain(loops: &Loops, run: u32, ctx: u32, chain: &mut Vec<Node>) {
     chain.clear();
     let mut c = ctx;
     while c != NONE {
-        let Some(n) = node(run, c) else { break };
+        let Some(n) = loops.node(run, c) else { break };
         chain.push(n);
         c = n.parent;
         if chain.len() > 10_000 {
