@@ -22,6 +22,7 @@ pub mod args;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
+pub mod formats;
 pub mod objects;
 pub mod pivot;
 pub mod plugin;
