@@ -210,7 +210,7 @@ impl CheckpointFormat for Safetensors {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::single_range_in_vec_init, clippy::reversed_empty_ranges)]
 
     use super::super::CheckpointFormatExt;
