@@ -8,7 +8,7 @@
 //! # Monolithic and chunked objects
 //!
 //! An object whose first bytes a registered
-//! [`CheckpointFormat`](crate::formats::CheckpointFormat) recognizes (the
+//! [`CheckpointFormat`] recognizes (the
 //! store's [`FormatRegistry`], [`FormatRegistry::native`] by default) is cut
 //! at the format's chunk boundaries (its tensors, by default) and stored as
 //! chunks plus a [`Manifest`]; each chunk is itself an object of the store,
