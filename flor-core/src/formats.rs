@@ -441,6 +441,11 @@ impl Layout {
 /// [`sniff`], [`layout`]; [`chunk_boundaries`] defaults to the tensor
 /// boundaries. [`CheckpointFormatExt`] adds checked conveniences.
 ///
+/// One format value serves every writer of a store, hence `Send + Sync`: a
+/// stateful implementation (a WebAssembly instance) keeps its state behind a
+/// lock. The host never trusts an answer blindly: layouts and boundaries are
+/// checked, and an object a format fails to describe is simply stored whole.
+///
 /// [`name`]: CheckpointFormat::name
 /// [`sniff`]: CheckpointFormat::sniff
 /// [`layout`]: CheckpointFormat::layout
@@ -490,7 +495,8 @@ pub trait CheckpointFormat: Send + Sync {
 
     /// Whether an object starting with `head` is of this format. `head` is
     /// the object's first [`SNIFF_LEN`] bytes (all of it when shorter). A
-    /// cheap guess: a wrong "yes" costs a failed [`CheckpointFormat::layout`].
+    /// cheap guess: a wrong "yes" costs a failed [`CheckpointFormat::layout`];
+    /// a format that cannot answer (a trapped plugin) says no.
     fn sniff(&self, head: &[u8]) -> bool;
 
     /// Where the tensors and metadata of the object in `src` lie. Every
