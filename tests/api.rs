@@ -279,3 +279,76 @@ fn many_runs_starting_at_the_same_instant_all_record_publish_and_query() {
     assert_eq!(seen, want);
     assert_eq!(std::fs::read_dir(project.runs_dir()).unwrap().count(), 0, "unpublished record files left");
 }
+
+/// Raw bytes that already are a safetensors file, checkpointed as they are.
+struct SafetensorsBytes;
+
+impl flor::core::checkpoint::CheckpointSerializer<Vec<u8>> for SafetensorsBytes {
+    fn format(&self) -> &'static str {
+        "safetensors"
+    }
+    fn save(
+        &self,
+        state: &Vec<u8>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), flor::core::checkpoint::CheckpointError> {
+        out.write_all(state).map_err(|e| flor::core::checkpoint::CheckpointError(e.to_string()))
+    }
+    fn load(
+        &self,
+        state: &mut Vec<u8>,
+        input: &mut dyn std::io::Read,
+    ) -> Result<(), flor::core::checkpoint::CheckpointError> {
+        state.clear();
+        input.read_to_end(state).map(|_| ()).map_err(|e| flor::core::checkpoint::CheckpointError(e.to_string()))
+    }
+}
+
+/// A safetensors file of two 128 KiB f32 tensors: `frozen` (the same every
+/// epoch) and `head` (a function of `epoch`).
+fn safetensors_model(epoch: u32) -> Vec<u8> {
+    let tensor =
+        |seed: u32| -> Vec<u8> { (0..32_768u32).flat_map(|i| (i.wrapping_mul(seed) as f32).to_le_bytes()).collect() };
+    let (frozen, head) = (tensor(7), tensor(100 + epoch));
+    let n = frozen.len();
+    let header = serde_json::json!({
+        "frozen": {"dtype": "F32", "shape": [256, 128], "data_offsets": [0, n]},
+        "head": {"dtype": "F32", "shape": [256, 128], "data_offsets": [n, 2 * n]},
+    })
+    .to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header.as_bytes());
+    out.extend(frozen);
+    out.extend(head);
+    out
+}
+
+#[test]
+fn a_safetensors_checkpoint_round_trips_through_a_run_stored_in_shared_chunks() {
+    let dir = repo();
+    let run = start(dir.path(), &[]);
+    let tstamp = run.tstamp();
+    for epoch in run.loop_over("epoch", 0..3u32) {
+        run.checkpoint_with("model", &safetensors_model(epoch), &SafetensorsBytes).unwrap();
+    }
+    run.finish().unwrap();
+
+    let mut project = Project::open(dir.path()).unwrap();
+    project.sync().unwrap();
+    let ckpts = project.checkpoints(&tstamp).unwrap();
+    assert_eq!(ckpts.len(), 3);
+    assert!(ckpts.iter().all(|c| c.format == "safetensors"));
+    let mut restored = Vec::new();
+    let meta = project.load_checkpoint_with(&tstamp, "model", &mut restored, &SafetensorsBytes).unwrap();
+    assert_eq!(restored, safetensors_model(2), "bit-identical");
+    assert_eq!(meta.bytes, restored.len() as u64);
+
+    // Stored as chunks; the unchanged tensor once for all three checkpoints.
+    let manifests: Vec<_> =
+        ckpts.iter().map(|c| project.objects().manifest(&c.digest).unwrap().expect("chunked")).collect();
+    assert!(manifests.iter().all(|m| m.format == "safetensors" && m.chunks.len() == 3));
+    let frozen = &manifests[0].chunks[1];
+    assert!(manifests.iter().all(|m| &m.chunks[1] == frozen));
+    let heads: std::collections::HashSet<_> = manifests.iter().map(|m| &m.chunks[2].digest).collect();
+    assert_eq!(heads.len(), 3);
+}

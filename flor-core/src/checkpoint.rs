@@ -1,6 +1,8 @@
-//! Checkpoint serializers: how a front end turns training state into bytes
-//! and back. The Rust API uses [`Bincode`] for `serde` types; the Python
-//! front brings its own (pickle, `state_dict`).
+//! Checkpoint serializers: how a front end turns typed training state into
+//! bytes and back. The Rust API uses [`Bincode`] for `serde` types; the Python
+//! front brings its own (pickle, `state_dict`). What those bytes look like
+//! (tensor layout, chunk boundaries), for the object store and for plugins,
+//! is a [`CheckpointFormat`](crate::formats::CheckpointFormat)'s business.
 
 use std::io::{Read, Write};
 
@@ -24,7 +26,9 @@ pub struct CheckpointError(pub String);
 /// assert_eq!(restored, weights);
 /// ```
 pub trait CheckpointSerializer<T: ?Sized> {
-    /// Format name recorded with each checkpoint (`bincode`, `pickle`, ...).
+    /// Format name recorded with each checkpoint (`bincode`, `pickle`, ...);
+    /// bytes of a [`CheckpointFormat`](crate::formats::CheckpointFormat)
+    /// should carry its name (`safetensors`).
     fn format(&self) -> &'static str;
     /// Writes `state` to `out`.
     fn save(&self, state: &T, out: &mut dyn Write) -> Result<(), CheckpointError>;

@@ -56,6 +56,45 @@ pub enum Error {
         /// Object-store folder.
         dir: PathBuf,
     },
+    /// A chunked object's manifest is unreadable or disagrees with the
+    /// object's name.
+    #[error("object {digest} in {}: its chunk manifest is corrupt ({what}); it cannot be used", path.display())]
+    CorruptManifest {
+        /// The object's digest.
+        digest: String,
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A chunk of a chunked object is missing.
+    #[error("object {object} is stored in {count} chunks, but chunk {index} ({chunk}) is not in the object store {}", dir.display())]
+    MissingChunk {
+        /// The object's digest.
+        object: String,
+        /// The chunk's digest.
+        chunk: String,
+        /// The chunk's position in the object (from 0).
+        index: usize,
+        /// How many chunks the object has.
+        count: usize,
+        /// Object-store folder.
+        dir: PathBuf,
+    },
+    /// A chunk of a chunked object does not match its digest or length.
+    #[error("object {object}: chunk {index} ({chunk}, {}) is corrupt ({what}); the object cannot be used", path.display())]
+    CorruptChunk {
+        /// The object's digest.
+        object: String,
+        /// The chunk's digest.
+        chunk: String,
+        /// The chunk's position in the object (from 0).
+        index: usize,
+        /// The chunk's file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// A digest string is not 64 hex characters.
     #[error("{0:?} is not a BLAKE3 digest (64 hex characters)")]
     BadDigest(String),

@@ -7,12 +7,18 @@
 //!   refs and of the record files inside a run's commits.
 //! * [`engine`], [`args`]: the recording engine (`arg`, `log`, loops,
 //!   timings, checkpoints, durability) and `--kwargs` handling.
-//! * [`objects`], [`checkpoint`]: the content-addressed checkpoint store and
-//!   the checkpoint-serializer trait.
+//! * [`objects`]: the content-addressed checkpoint store (objects named by
+//!   the BLAKE3 digest of their bytes; checkpoints a known format
+//!   recognizes stored as deduplicated chunks plus a manifest).
+//! * [`formats`], [`checkpoint`]: checkpoint formats at the byte level
+//!   ([`CheckpointFormat`]: name, sniff, tensor layout, chunk boundaries;
+//!   the native safetensors and `.npy`; [`FormatRegistry`]), which
+//!   WebAssembly plugins will implement too, and the typed
+//!   [`CheckpointSerializer`](checkpoint::CheckpointSerializer) that turns
+//!   Rust state into bytes.
 //! * [`store`], [`pivot`], [`table`]: the storage-backend trait, the shared
 //!   pivot ("dataframe") semantics, and result tables.
-//! * [`propagate`], [`plugin`]: the language-propagator and framework-plugin
-//!   traits.
+//! * [`propagate`]: the language-propagator trait.
 //!
 //! No heavy dependencies live here: git, SQLite, tree-sitter and wasmtime
 //! belong to the leaf crates.
@@ -23,10 +29,10 @@ pub mod args;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
+pub mod formats;
 pub mod layout;
 pub mod objects;
 pub mod pivot;
-pub mod plugin;
 pub mod propagate;
 pub mod record;
 pub mod store;
@@ -36,7 +42,8 @@ pub mod value;
 
 pub use engine::{ContextMap, Recorder};
 pub use error::{Error, Result};
-pub use objects::{ObjectId, ObjectStore, ObjectWriter};
+pub use formats::{CheckpointFormat, FormatRegistry};
+pub use objects::{ChunkRef, Manifest, ObjectId, ObjectStore, ObjectWriter};
 pub use record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source};
 pub use store::{Store, StoreError, StoreResult};
 pub use table::{Column, Nullable, Table};

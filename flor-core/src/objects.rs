@@ -1,20 +1,80 @@
 //! A content-addressed object store for checkpoint bytes.
 //!
-//! Each blob is named by the BLAKE3 digest of its uncompressed content and
-//! stored zstd-compressed at `<root>/<first 2 hex>/<remaining 62 hex>`.
-//! Identical blobs are stored once. Writes stream (hash and compress as the
-//! bytes arrive, then an atomic rename), so peak memory does not grow with the
-//! state's size; every read verifies the digest.
+//! Each object is named by the BLAKE3 digest of its whole, uncompressed
+//! bytes, and that name never depends on how it is stored. Writes stream
+//! (hash as the bytes arrive, then an atomic rename), so peak memory does not
+//! grow with the state's size; every read verifies the digest.
+//!
+//! # Monolithic and chunked objects
+//!
+//! An object whose first bytes a registered
+//! [`CheckpointFormat`] recognizes (the
+//! store's [`FormatRegistry`], [`FormatRegistry::native`] by default) is cut
+//! at the format's chunk boundaries (its tensors, by default) and stored as
+//! chunks plus a [`Manifest`]; each chunk is itself an object of the store,
+//! so a tensor that did not change since the last checkpoint is stored once.
+//! Runs of pieces shorter than [`MIN_CHUNK`] are kept together in one chunk
+//! (a large tensor always stands alone), so small tensors do not become
+//! thousands of tiny files. Any other object, one the format fails to
+//! describe, or one that would make a single chunk, is stored whole as
+//! before. Reading joins the chunks and checks the whole digest, so callers
+//! never see the difference.
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <root>/<first 2 hex of digest>/<remaining 62 hex>   one file per object, either
+//!     monolithic: one zstd stream (level 3) of the object's bytes, or
+//!     chunked:    "flor-chunks 1\n" + one line of JSON:
+//!                 {"format":"safetensors","bytes":N,"digest":"<64 hex>",
+//!                  "chunks":[{"digest":"<64 hex>","bytes":n},...]}
+//!                 (each chunk digest names a file of this same layout)
+//! <root>/tmp/<pid>-<n>.part                            writes in progress
+//! ```
+//!
+//! # Crashes and concurrent writers
+//!
+//! Every file appears by an atomic rename of a complete temporary file, and
+//! a chunked object's chunks are all in place before its manifest is renamed
+//! to the object's name: a writer killed at any point leaves either no
+//! object or a complete one (plus, at worst, orphan chunks and temporary
+//! files, which are never read). Nothing is fsynced, as before; after a power
+//! loss a damaged file is reported as corrupt by the digest checks, never
+//! read as valid. Writers of the same object or chunk each write their own
+//! temporary file; the contents are identical, so whichever rename lands
+//! last is as good as the first.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Cursor, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::formats::{
+    ByteSource, CheckpointFormat, CheckpointFormatExt, FileSource, FormatError, FormatRegistry, SNIFF_LEN,
+};
+
+mod manifest;
+#[cfg(test)]
+mod tests;
+
+pub use manifest::{ChunkRef, Manifest};
 
 /// zstd level: fast, still a good ratio on float arrays.
 const LEVEL: i32 = 3;
+
+/// Consecutive chunk pieces shorter than this are stored together in one
+/// chunk (64 KiB).
+pub const MIN_CHUNK: u64 = 64 << 10;
+
+/// How deep chunks may themselves be chunked objects (a chunk whose bytes
+/// happen to be a whole chunked object).
+const MAX_DEPTH: u8 = 4;
+
+/// Buffer size when copying ranges of a spooled object.
+const COPY_BUF: usize = 1 << 20;
 
 /// A stored object: its digest (hex) and uncompressed size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +89,33 @@ pub struct ObjectId {
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
     root: PathBuf,
+    formats: Arc<FormatRegistry>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+pub(crate) fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
 impl ObjectStore {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`, with the native
+    /// checkpoint formats ([`FormatRegistry::native`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<ObjectStore> {
         let root = root.into();
         fs::create_dir_all(root.join("tmp")).map_err(|e| Error::io("create", &root, e))?;
-        Ok(ObjectStore { root })
+        Ok(ObjectStore { root, formats: FormatRegistry::shared_native() })
+    }
+
+    /// The same store, recognizing `formats` when writing (an empty registry:
+    /// every object is stored whole). Reading needs no format.
+    pub fn with_formats(self, formats: Arc<FormatRegistry>) -> ObjectStore {
+        ObjectStore { formats, ..self }
+    }
+
+    /// The formats this store recognizes when writing.
+    pub fn formats(&self) -> &FormatRegistry {
+        &self.formats
     }
 
     /// The store's folder.
@@ -50,7 +127,7 @@ impl ObjectStore {
     pub fn put_with(&self, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<ObjectId> {
         let mut w = self.writer()?;
         if let Err(e) = write(&mut w) {
-            let tmp = w.tmp.clone();
+            let tmp = w.tmp.path.clone();
             drop(w);
             return Err(Error::io("write object", tmp, e));
         }
@@ -60,13 +137,21 @@ impl ObjectStore {
     /// A streaming writer for one object: write its bytes, then
     /// [`ObjectWriter::finish`]. Dropping it unfinished stores nothing.
     pub fn writer(&self) -> Result<ObjectWriter> {
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.root.join("tmp").join(format!("{}-{}.part", std::process::id(), n));
-        let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        let enc =
-            zstd::stream::write::Encoder::new(BufWriter::new(file), LEVEL).map_err(|e| Error::io("create", &tmp, e))?;
+        let tmp = self.temp()?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp.path)
+            .map_err(|e| Error::io("create", &tmp.path, e))?;
+        let sink = if self.formats.is_empty() {
+            Sink::Compress(encoder(file).map_err(|e| Error::io("create", &tmp.path, e))?)
+        } else {
+            Sink::Head { file, head: Vec::with_capacity(SNIFF_LEN) }
+        };
         Ok(ObjectWriter {
-            sink: Some(HashingWriter { hasher: blake3::Hasher::new(), inner: enc, bytes: 0 }),
+            state: Some(WriterState { hasher: blake3::Hasher::new(), bytes: 0, sink }),
             tmp,
             store: self.clone(),
         })
@@ -77,37 +162,33 @@ impl ObjectStore {
         self.put_with(|w| w.write_all(bytes))
     }
 
-    /// Whether a blob with this digest is stored.
+    /// Whether an object with this digest is stored (monolithic, or the
+    /// manifest of a chunked one).
     pub fn contains(&self, digest: &str) -> bool {
         self.path_of(digest).map(|p| p.is_file()).unwrap_or(false)
     }
 
-    /// Streams a blob's bytes into `read`, verifying the digest once all bytes
-    /// were read: a corrupt blob yields [`Error::CorruptObject`] (the reader
-    /// sees an `InvalidData` error at its end).
+    /// Streams an object's bytes into `read` (a chunked object's chunks
+    /// joined in order), verifying the digest once all bytes were read: a
+    /// corrupt object yields [`Error::CorruptObject`], a missing or corrupt
+    /// chunk [`Error::MissingChunk`] or [`Error::CorruptChunk`] (the reader
+    /// sees an `InvalidData` error at that point). An error of `read`'s own
+    /// on intact bytes is [`Error::Io`].
     pub fn get_with<T>(&self, digest: &str, read: impl FnOnce(&mut dyn Read) -> io::Result<T>) -> Result<T> {
-        let path = self.path_of(digest)?;
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::MissingObject { digest: digest.to_owned(), dir: self.root.clone() })
-            }
-            Err(e) => return Err(Error::io("open", &path, e)),
-        };
-        let corrupt = || Error::CorruptObject { digest: digest.to_owned(), path: path.clone() };
-        let dec = zstd::stream::read::Decoder::new(BufReader::new(file)).map_err(|_| corrupt())?;
-        let mut src =
-            VerifyingReader { inner: dec, hasher: blake3::Hasher::new(), expected: digest.to_owned(), done: false };
-        let out = read(&mut src).map_err(|_| corrupt())?;
+        let mut src = self.open_object(digest, 0)?;
+        let out = read(&mut src);
         // Drain whatever the caller did not read so the digest covers it all.
-        io::copy(&mut src, &mut io::sink()).map_err(|_| corrupt())?;
-        if !src.done {
-            return Err(corrupt());
+        let _ = io::copy(&mut src, &mut io::sink());
+        if let Some(e) = src.failure.take() {
+            return Err(e);
         }
-        Ok(out)
+        if !src.verified {
+            return Err(src.corrupt("the object ended early"));
+        }
+        out.map_err(|e| Error::io("read object", &src.path, e))
     }
 
-    /// Reads a whole blob, verified.
+    /// Reads a whole object, verified.
     pub fn get(&self, digest: &str) -> Result<Vec<u8>> {
         self.get_with(digest, |r| {
             let mut v = Vec::new();
@@ -116,31 +197,325 @@ impl ObjectStore {
         })
     }
 
+    /// The manifest of a chunked object; `None` for a monolithic one.
+    pub fn manifest(&self, digest: &str) -> Result<Option<Manifest>> {
+        let (path, file, head) = self.open_file(digest)?;
+        if head != manifest::MAGIC {
+            return Ok(None);
+        }
+        read_manifest(file, digest, &path).map(Some)
+    }
+
     fn path_of(&self, digest: &str) -> Result<PathBuf> {
-        if digest.len() != 64 || !digest.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        if !is_digest(digest) {
             return Err(Error::BadDigest(digest.to_owned()));
         }
         Ok(self.root.join(&digest[..2]).join(&digest[2..]))
     }
+
+    /// A fresh temporary file name, removed when the guard drops.
+    fn temp(&self) -> Result<TempFile> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        Ok(TempFile { path: dir.join(format!("{}-{}.part", std::process::id(), n)), keep: false })
+    }
+
+    /// Moves a complete temporary file to the name `digest`, unless an
+    /// object of that name is stored already (then the temporary file goes).
+    fn install(&self, mut tmp: TempFile, digest: &str) -> Result<()> {
+        let dest = self.path_of(digest)?;
+        if dest.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        }
+        match fs::rename(&tmp.path, &dest) {
+            Ok(()) => {
+                tmp.keep = true;
+                Ok(())
+            }
+            // Another writer installed the same bytes first (where a rename
+            // does not replace an existing file).
+            Err(_) if dest.exists() => Ok(()),
+            Err(e) => Err(Error::io("store object", &dest, e)),
+        }
+    }
+
+    /// Opens an object's file and reads its first bytes (enough to tell a
+    /// manifest from a zstd stream).
+    fn open_file(&self, digest: &str) -> Result<(PathBuf, File, Vec<u8>)> {
+        let path = self.path_of(digest)?;
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingObject { digest: digest.to_owned(), dir: self.root.clone() })
+            }
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let mut head = Vec::with_capacity(manifest::MAGIC.len());
+        (&mut file)
+            .take(manifest::MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io("read", &path, e))?;
+        Ok((path, file, head))
+    }
+
+    fn open_object(&self, digest: &str, depth: u8) -> Result<ObjectReader> {
+        let (path, file, head) = self.open_file(digest)?;
+        let kind = if head == manifest::MAGIC {
+            if depth >= MAX_DEPTH {
+                return Err(Error::CorruptManifest {
+                    digest: digest.to_owned(),
+                    path,
+                    what: format!("chunks nested more than {MAX_DEPTH} deep"),
+                });
+            }
+            let manifest = read_manifest(file, digest, &path)?;
+            Kind::Chunked(Box::new(Chunked {
+                store: self.clone(),
+                manifest,
+                next: 0,
+                current: None,
+                in_chunk: 0,
+                total: 0,
+                depth,
+            }))
+        } else {
+            let src = BufReader::new(Cursor::new(head).chain(file));
+            match zstd::stream::read::Decoder::with_buffer(src) {
+                Ok(dec) => Kind::Blob(dec),
+                Err(_) => return Err(Error::CorruptObject { digest: digest.to_owned(), path }),
+            }
+        };
+        Ok(ObjectReader {
+            digest: digest.to_owned(),
+            path,
+            kind,
+            hasher: blake3::Hasher::new(),
+            failure: None,
+            verified: false,
+        })
+    }
+
+    /// Stores a spooled object that `format` sniffed: chunked when the
+    /// format describes it and it makes at least two chunks, else whole.
+    fn store_spooled(
+        &self,
+        src: &FileSource,
+        spool: &Path,
+        format: &dyn CheckpointFormat,
+        id: &ObjectId,
+    ) -> Result<()> {
+        let pieces = match format.chunks(src) {
+            Ok(pieces) => pieces,
+            Err(FormatError::Read { source, .. }) => return Err(Error::io("read", spool, source)),
+            // Not what the format expects after all: stored whole.
+            Err(_) => Vec::new(),
+        };
+        let plan = coalesce(pieces, MIN_CHUNK);
+        if plan.len() < 2 {
+            let tmp = self.temp()?;
+            let digest = self.compress_range(src, spool, 0..id.bytes, &tmp)?;
+            debug_assert_eq!(digest, id.digest);
+            return self.install(tmp, &id.digest);
+        }
+        let mut chunks = Vec::with_capacity(plan.len());
+        for range in plan {
+            chunks.push(self.put_range(src, spool, range)?);
+        }
+        // Chunks first, the manifest last: its rename publishes the object.
+        let manifest =
+            Manifest { format: format.name().to_owned(), bytes: id.bytes, digest: id.digest.clone(), chunks };
+        let tmp = self.temp()?;
+        fs::write(&tmp.path, manifest.encode()).map_err(|e| Error::io("write", &tmp.path, e))?;
+        self.install(tmp, &id.digest)
+    }
+
+    /// Stores `range` of a spooled object as a chunk (hashed first, so a
+    /// chunk stored already is not compressed again).
+    fn put_range(&self, src: &FileSource, spool: &Path, range: Range<u64>) -> Result<ChunkRef> {
+        let bytes = range.end - range.start;
+        let mut hasher = blake3::Hasher::new();
+        copy_range(src, range.clone(), |b| {
+            hasher.update(b);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            CopyError::Read(e) | CopyError::Write(e) => Error::io("read", spool, e),
+        })?;
+        let digest = hasher.finalize().to_hex().to_string();
+        if !self.contains(&digest) {
+            let tmp = self.temp()?;
+            self.compress_range(src, spool, range, &tmp)?;
+            self.install(tmp, &digest)?;
+        }
+        Ok(ChunkRef { digest, bytes })
+    }
+
+    /// Compresses `range` of `src` into the file `tmp`; returns its digest.
+    fn compress_range(&self, src: &FileSource, spool: &Path, range: Range<u64>, tmp: &TempFile) -> Result<String> {
+        let file = File::create(&tmp.path).map_err(|e| Error::io("create", &tmp.path, e))?;
+        let mut enc = encoder(file).map_err(|e| Error::io("create", &tmp.path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        copy_range(src, range, |b| {
+            hasher.update(b);
+            enc.write_all(b)
+        })
+        .map_err(|e| match e {
+            CopyError::Read(e) => Error::io("read", spool, e),
+            CopyError::Write(e) => Error::io("write object", &tmp.path, e),
+        })?;
+        enc.finish().and_then(|mut w| w.flush()).map_err(|e| Error::io("write object", &tmp.path, e))?;
+        Ok(hasher.finalize().to_hex().to_string())
+    }
+}
+
+fn encoder(file: File) -> io::Result<zstd::stream::write::Encoder<'static, BufWriter<File>>> {
+    zstd::stream::write::Encoder::new(BufWriter::new(file), LEVEL)
+}
+
+/// Which side of [`copy_range`] failed.
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Reads `range` of `src` in pieces and hands each to `f`.
+fn copy_range(
+    src: &FileSource,
+    range: Range<u64>,
+    mut f: impl FnMut(&[u8]) -> io::Result<()>,
+) -> std::result::Result<(), CopyError> {
+    let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; COPY_BUF.min(len)];
+    let mut at = range.start;
+    while at < range.end {
+        let n = usize::try_from(range.end - at).map_or(buf.len(), |left| left.min(buf.len()));
+        src.read_at(at, &mut buf[..n]).map_err(CopyError::Read)?;
+        f(&buf[..n]).map_err(CopyError::Write)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Chunk ranges from the format's pieces: a piece of at least `min` bytes is
+/// a chunk of its own; runs of shorter pieces are joined until they reach
+/// `min`. A large tensor's chunk thus never depends on its neighbours.
+fn coalesce(pieces: Vec<Range<u64>>, min: u64) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(pieces.len());
+    let mut small: Option<Range<u64>> = None;
+    for p in pieces {
+        if p.end - p.start >= min {
+            out.extend(small.take());
+            out.push(p);
+        } else {
+            let group = match small.take() {
+                Some(g) => g.start..p.end,
+                None => p,
+            };
+            if group.end - group.start >= min {
+                out.push(group);
+            } else {
+                small = Some(group);
+            }
+        }
+    }
+    out.extend(small);
+    out
+}
+
+fn read_manifest(file: File, digest: &str, path: &Path) -> Result<Manifest> {
+    let mut json = Vec::new();
+    file.take(manifest::MAX_LEN + 1).read_to_end(&mut json).map_err(|e| Error::io("read", path, e))?;
+    if json.len() as u64 > manifest::MAX_LEN {
+        return Err(Error::CorruptManifest {
+            digest: digest.to_owned(),
+            path: path.to_owned(),
+            what: format!("longer than {} bytes", manifest::MAX_LEN),
+        });
+    }
+    Manifest::decode(&json, digest, path)
+}
+
+/// A temporary file in `<root>/tmp`, removed on drop unless installed.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Streams one object into an [`ObjectStore`]; see [`ObjectStore::writer`].
+///
+/// The first [`SNIFF_LEN`] bytes are held until the store's formats have
+/// seen them. An object no format claims is compressed as it arrives; one a
+/// format claims is spooled uncompressed to its temporary file and cut into
+/// chunks by [`ObjectWriter::finish`] (so it takes its raw size in temporary
+/// disk space meanwhile).
 pub struct ObjectWriter {
-    sink: Option<HashingWriter<zstd::stream::write::Encoder<'static, BufWriter<File>>>>,
-    tmp: PathBuf,
+    // Dropped before `tmp`: the file is closed before it is removed.
+    state: Option<WriterState>,
+    tmp: TempFile,
     store: ObjectStore,
+}
+
+struct WriterState {
+    hasher: blake3::Hasher,
+    bytes: u64,
+    sink: Sink,
+}
+
+enum Sink {
+    /// Fewer than [`SNIFF_LEN`] bytes so far, held in memory.
+    Head { file: File, head: Vec<u8> },
+    /// No format claims the object: compressed as it arrives.
+    Compress(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+    /// A format claims it: raw bytes, cut into chunks at the end.
+    Spool { file: BufWriter<File>, format: Arc<dyn CheckpointFormat> },
+    /// An earlier step failed.
+    Failed,
+}
+
+impl WriterState {
+    /// Picks the sink once the head is complete, and writes the head to it.
+    fn decide(&mut self, formats: &FormatRegistry) -> io::Result<()> {
+        let Sink::Head { file, head } = std::mem::replace(&mut self.sink, Sink::Failed) else {
+            return Ok(());
+        };
+        self.sink = match formats.sniff(&head) {
+            Some(format) => {
+                let mut file = BufWriter::new(file);
+                file.write_all(&head)?;
+                Sink::Spool { file, format: format.clone() }
+            }
+            None => {
+                let mut enc = encoder(file)?;
+                enc.write_all(&head)?;
+                Sink::Compress(enc)
+            }
+        };
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for ObjectWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectWriter").field("tmp", &self.tmp).finish()
+        f.debug_struct("ObjectWriter").field("tmp", &self.tmp.path).finish()
     }
 }
 
 impl ObjectWriter {
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.sink.as_ref().map_or(0, |s| s.bytes)
+        self.state.as_ref().map_or(0, |s| s.bytes)
     }
 
     /// Whether nothing was written yet.
@@ -148,155 +523,226 @@ impl ObjectWriter {
         self.len() == 0
     }
 
-    /// Completes the object: compresses the tail, names it by its digest
-    /// (an identical object already stored is kept, this copy dropped).
+    /// Completes the object and names it by its digest (an identical object
+    /// already stored is kept, this copy dropped). A spooled object is cut
+    /// into chunks here.
     pub fn finish(mut self) -> Result<ObjectId> {
-        let Some(HashingWriter { hasher, inner, bytes }) = self.sink.take() else {
-            return Err(Error::io("finish", &self.tmp, io::Error::other("object writer already finished")));
+        let tmp = &self.tmp.path;
+        let Some(WriterState { hasher, bytes, sink }) = self.state.take() else {
+            return Err(Error::io("finish", tmp, io::Error::other("object writer already finished")));
         };
-        let done = inner.finish().and_then(|mut buf| buf.flush());
-        if let Err(e) = done {
-            let _ = fs::remove_file(&self.tmp);
-            return Err(Error::io("write object", &self.tmp, e));
-        }
         let id = ObjectId { digest: hasher.finalize().to_hex().to_string(), bytes };
-        let dest = self.store.path_of(&id.digest)?;
-        if dest.exists() {
-            let _ = fs::remove_file(&self.tmp);
-        } else {
-            if let Some(dir) = dest.parent() {
-                fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let write_err = |e| Error::io("write object", tmp, e);
+        match sink {
+            Sink::Head { file, head } => {
+                // Shorter than a sniff: never worth chunking.
+                let mut enc = encoder(file).map_err(write_err)?;
+                enc.write_all(&head).map_err(write_err)?;
+                enc.finish().and_then(|mut w| w.flush()).map_err(write_err)?;
             }
-            fs::rename(&self.tmp, &dest).map_err(|e| Error::io("store object", &dest, e))?;
+            Sink::Compress(enc) => {
+                enc.finish().and_then(|mut w| w.flush()).map_err(write_err)?;
+            }
+            Sink::Spool { file, format } => {
+                let file = file.into_inner().map_err(|e| write_err(e.into_error()))?;
+                if !self.store.contains(&id.digest) {
+                    let src = FileSource::new(file).map_err(|e| Error::io("read", tmp, e))?;
+                    self.store.store_spooled(&src, tmp, &*format, &id)?;
+                }
+                // The spool itself is removed when `self.tmp` drops.
+                return Ok(id);
+            }
+            Sink::Failed => {
+                return Err(Error::io("finish", tmp, io::Error::other("an earlier write to this object failed")));
+            }
         }
+        let tmp = std::mem::replace(&mut self.tmp, TempFile { path: PathBuf::new(), keep: true });
+        self.store.install(tmp, &id.digest)?;
         Ok(id)
     }
 }
 
 impl Write for ObjectWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.sink {
-            Some(s) => s.write(buf),
-            None => Err(io::Error::other("object writer already finished")),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match &mut self.sink {
-            Some(s) => s.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for ObjectWriter {
-    fn drop(&mut self) {
-        if self.sink.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-struct HashingWriter<W> {
-    hasher: blake3::Hasher,
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
+        let Some(st) = &mut self.state else {
+            return Err(io::Error::other("object writer already finished"));
+        };
+        let n = match &mut st.sink {
+            Sink::Head { head, .. } => {
+                let n = buf.len().min(SNIFF_LEN - head.len());
+                head.extend_from_slice(&buf[..n]);
+                if head.len() == SNIFF_LEN {
+                    st.decide(&self.store.formats)?;
+                }
+                n
+            }
+            Sink::Compress(enc) => enc.write(buf)?,
+            Sink::Spool { file, .. } => file.write(buf)?,
+            Sink::Failed => return Err(io::Error::other("an earlier write to this object failed")),
+        };
+        st.hasher.update(&buf[..n]);
+        st.bytes += n as u64;
         Ok(n)
     }
+
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        match self.state.as_mut().map(|s| &mut s.sink) {
+            Some(Sink::Compress(enc)) => enc.flush(),
+            Some(Sink::Spool { file, .. }) => file.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
-struct VerifyingReader<R> {
-    inner: R,
+/// Reads one object, monolithic or chunked, and checks its digest at the end.
+/// Errors are kept in `failure` (the `Read` side sees `InvalidData`).
+struct ObjectReader {
+    digest: String,
+    path: PathBuf,
+    kind: Kind,
+    /// Hashes the bytes handed out (the whole object's, chunks joined).
     hasher: blake3::Hasher,
-    expected: String,
-    done: bool,
+    failure: Option<Error>,
+    verified: bool,
 }
 
-impl<R: Read> Read for VerifyingReader<R> {
+type BlobDecoder = zstd::stream::read::Decoder<'static, BufReader<io::Chain<Cursor<Vec<u8>>, File>>>;
+
+enum Kind {
+    Blob(BlobDecoder),
+    Chunked(Box<Chunked>),
+}
+
+struct Chunked {
+    store: ObjectStore,
+    manifest: Manifest,
+    /// Index of the chunk being read (or next to open).
+    next: usize,
+    current: Option<ObjectReader>,
+    /// Bytes read from the current chunk.
+    in_chunk: u64,
+    /// Bytes read from all chunks.
+    total: u64,
+    depth: u8,
+}
+
+impl ObjectReader {
+    fn corrupt(&self, what: &str) -> Error {
+        match &self.kind {
+            Kind::Blob(_) => Error::CorruptObject { digest: self.digest.clone(), path: self.path.clone() },
+            Kind::Chunked(_) => {
+                Error::CorruptManifest { digest: self.digest.clone(), path: self.path.clone(), what: what.to_owned() }
+            }
+        }
+    }
+
+    fn read_checked(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let corrupt_blob = || Error::CorruptObject { digest: self.digest.clone(), path: self.path.clone() };
+        match &mut self.kind {
+            Kind::Blob(dec) => {
+                let n = dec.read(buf).map_err(|_| corrupt_blob())?;
+                if n == 0 {
+                    if self.hasher.finalize().to_hex().as_str() != self.digest {
+                        return Err(corrupt_blob());
+                    }
+                    self.verified = true;
+                }
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Kind::Chunked(c) => loop {
+                let count = c.manifest.chunks.len();
+                if let Some(cur) = &mut c.current {
+                    let chunk = &c.manifest.chunks[c.next];
+                    let bad = |cur: &ObjectReader, what: String| Error::CorruptChunk {
+                        object: self.digest.clone(),
+                        chunk: chunk.digest.clone(),
+                        index: c.next,
+                        path: cur.path.clone(),
+                        what,
+                    };
+                    match cur.read(buf) {
+                        Ok(0) => {
+                            if c.in_chunk != chunk.bytes {
+                                return Err(bad(
+                                    cur,
+                                    format!("{} bytes, the manifest says {}", c.in_chunk, chunk.bytes),
+                                ));
+                            }
+                            c.current = None;
+                            c.next += 1;
+                        }
+                        Ok(n) => {
+                            c.in_chunk += n as u64;
+                            if c.in_chunk > chunk.bytes {
+                                return Err(bad(
+                                    cur,
+                                    format!("longer than the {} bytes the manifest says", chunk.bytes),
+                                ));
+                            }
+                            self.hasher.update(&buf[..n]);
+                            c.total += n as u64;
+                            return Ok(n);
+                        }
+                        Err(_) => {
+                            let inner = cur.failure.take();
+                            return Err(match inner {
+                                Some(Error::CorruptObject { .. }) | None => {
+                                    bad(cur, "its content does not match its digest".into())
+                                }
+                                Some(e) => bad(cur, e.to_string()),
+                            });
+                        }
+                    }
+                    continue;
+                }
+                if c.next == count {
+                    if c.total != c.manifest.bytes || self.hasher.finalize().to_hex().as_str() != self.digest {
+                        return Err(Error::CorruptManifest {
+                            digest: self.digest.clone(),
+                            path: self.path.clone(),
+                            what: "its chunks join into other bytes than the object's".into(),
+                        });
+                    }
+                    self.verified = true;
+                    return Ok(0);
+                }
+                let chunk = &c.manifest.chunks[c.next];
+                let reader = c.store.open_object(&chunk.digest, c.depth + 1).map_err(|e| match e {
+                    Error::MissingObject { dir, .. } => Error::MissingChunk {
+                        object: self.digest.clone(),
+                        chunk: chunk.digest.clone(),
+                        index: c.next,
+                        count,
+                        dir,
+                    },
+                    other => Error::CorruptChunk {
+                        object: self.digest.clone(),
+                        chunk: chunk.digest.clone(),
+                        index: c.next,
+                        path: c.store.path_of(&chunk.digest).unwrap_or_default(),
+                        what: other.to_string(),
+                    },
+                })?;
+                c.current = Some(reader);
+                c.in_chunk = 0;
+            },
+        }
+    }
+}
+
+impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() && !self.done {
-            if self.hasher.finalize().to_hex().as_str() != self.expected {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "digest mismatch"));
-            }
-            self.done = true;
+        if let Some(e) = &self.failure {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
         }
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dedupes_and_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ObjectStore::open(dir.path().join("objects")).unwrap();
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        let a = store.put(&data).unwrap();
-        let b = store.put(&data).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.bytes, data.len() as u64);
-        assert_eq!(store.get(&a.digest).unwrap(), data);
-        let files: Vec<_> = walk(dir.path());
-        assert_eq!(files.len(), 1, "one blob, no temp files: {files:?}");
-
-        // Corrupt the blob: a different valid zstd stream.
-        let path = store.path_of(&a.digest).unwrap();
-        fs::write(&path, zstd::encode_all(&b"evil"[..], 1).unwrap()).unwrap();
-        assert!(matches!(store.get(&a.digest), Err(Error::CorruptObject { .. })));
-        fs::write(&path, b"not zstd at all").unwrap();
-        assert!(matches!(store.get(&a.digest), Err(Error::CorruptObject { .. })));
-        assert!(matches!(store.get(&"0".repeat(64)), Err(Error::MissingObject { .. })));
-        assert!(matches!(store.get("../../etc/passwd"), Err(Error::BadDigest(_))));
-    }
-
-    #[test]
-    fn streaming_writer_and_abandoned_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ObjectStore::open(dir.path()).unwrap();
-        let mut w = store.writer().unwrap();
-        for chunk in [&b"abc"[..], b"def"] {
-            w.write_all(chunk).unwrap();
+        if self.verified || buf.is_empty() {
+            return Ok(0);
         }
-        assert_eq!(w.len(), 6);
-        let id = w.finish().unwrap();
-        assert_eq!(store.get(&id.digest).unwrap(), b"abcdef");
-        let mut w = store.writer().unwrap();
-        w.write_all(b"half").unwrap();
-        drop(w);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
-    }
-
-    #[test]
-    fn empty_blob() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ObjectStore::open(dir.path()).unwrap();
-        let id = store.put(b"").unwrap();
-        assert_eq!(store.get(&id.digest).unwrap(), b"");
-    }
-
-    fn walk(p: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(p).unwrap() {
-            let e = e.unwrap().path();
-            if e.is_dir() {
-                out.extend(walk(&e));
-            } else {
-                out.push(e);
-            }
-        }
-        out
+        self.read_checked(buf).map_err(|e| {
+            let io = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+            self.failure = Some(e);
+            io
+        })
     }
 }
