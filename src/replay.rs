@@ -563,7 +563,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
             Some(&i) => i,
             None => {
                 let (src, lines) = &scripts[&m.filename];
-                let v = version_plan(&root, &commit, &m.filename, src, lines);
+                let v = version_plan(&commit, &m.filename, src, lines, &old);
                 versions.push(v);
                 version_of.insert(key, versions.len() - 1);
                 versions.len() - 1
@@ -643,7 +643,7 @@ fn process_start_secs(interpreter: &str) -> Option<f64> {
     ok.then(|| started.elapsed().as_secs_f64())
 }
 
-fn version_plan(root: &Path, commit: &str, script: &str, new_src: &str, lines: &[usize]) -> VersionPlan {
+fn version_plan(commit: &str, script: &str, new_src: &str, lines: &[usize], old: &[u8]) -> VersionPlan {
     let mut v = VersionPlan {
         commit: commit.to_owned(),
         script: script.to_owned(),
@@ -652,9 +652,16 @@ fn version_plan(root: &Path, commit: &str, script: &str, new_src: &str, lines: &
         failure: None,
         diff: String::new(),
     };
-    match flor_propagate::propagate_at_commit(root, commit, script, new_src, lines) {
+    let Some(propagator) = flor_propagate::for_path(Path::new(script)) else {
+        v.failure = Some(format!("no propagator for {script}"));
+        return v;
+    };
+    let Ok(old) = std::str::from_utf8(old) else {
+        v.failure = Some(format!("{script} at {} is not UTF-8 text", short(commit)));
+        return v;
+    };
+    match propagator.propagate(new_src, lines, old) {
         Ok(p) => {
-            let old = flor_git::read_file_at(root, commit, script).ok().and_then(|b| String::from_utf8(b).ok());
             let failed: Vec<String> = p
                 .outcomes
                 .iter()
@@ -671,7 +678,7 @@ fn version_plan(root: &Path, commit: &str, script: &str, new_src: &str, lines: &
                 .map(|(outcome, &new_line)| StatementPlan { new_line, outcome, level: None })
                 .collect();
             if failed.is_empty() {
-                v.diff = old.map(|o| excerpt(&o, &p.source)).unwrap_or_default();
+                v.diff = excerpt(old, &p.source);
                 v.source = Some(p.source);
             } else {
                 v.failure = Some(format!("propagation failed ({})", failed.join("; ")));

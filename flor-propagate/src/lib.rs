@@ -2,8 +2,10 @@
 //! script into old versions of it that were edited, refactored and renamed
 //! since.
 //!
-//! The [`LanguagePropagator`] trait and its result types live in `flor-core`
-//! and are re-exported here. [`python()`] is the Python implementation:
+//! Propagation is code in, code out: no files, no git (a caller reads the
+//! old version from wherever it keeps it). The [`LanguagePropagator`] trait
+//! and its result types live in `flor-core` and are re-exported here.
+//! [`python()`] is the Python implementation:
 //!
 //! 1. both sources are parsed with tree-sitter-python and converted once
 //!    into arena trees with cached subtree shape, height and size (`tree`);
@@ -114,47 +116,4 @@ pub fn python() -> PythonPropagator {
 pub fn for_path(path: &Path) -> Option<Box<dyn LanguagePropagator>> {
     let all: [Box<dyn LanguagePropagator>; 1] = [Box::new(python())];
     all.into_iter().find(|p| p.handles(path))
-}
-
-/// Errors of [`propagate_at_commit`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The propagation itself failed (unparsable input, bad line, too large).
-    #[error(transparent)]
-    Propagate(#[from] PropagateError),
-    /// Reading the old version from git failed.
-    #[error(transparent)]
-    Git(#[from] flor_git::Error),
-    /// No propagator handles the file's extension.
-    #[error("no propagator for `{0}` (supported: .py)")]
-    Unsupported(String),
-    /// The old version is not UTF-8 text.
-    #[error("`{path}` at {commit} is not UTF-8 text")]
-    NotText {
-        /// Path in the repository.
-        path: String,
-        /// The commit.
-        commit: String,
-    },
-}
-
-/// Result with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Propagates the statements at `lines` (1-based) of `new_source` into the
-/// version of `file_path` (relative to the repository root) at
-/// `commit` of the repository containing `repo_path`.
-pub fn propagate_at_commit(
-    repo_path: &Path,
-    commit: &str,
-    file_path: &str,
-    new_source: &str,
-    lines: &[usize],
-) -> Result<Propagation> {
-    let propagator = for_path(Path::new(file_path)).ok_or_else(|| Error::Unsupported(file_path.to_string()))?;
-    let bytes = flor_git::read_file_at(repo_path, commit, file_path)?;
-    let old = String::from_utf8(bytes)
-        .map_err(|_| Error::NotText { path: file_path.to_string(), commit: commit.to_string() })?;
-    Ok(propagator.propagate(new_source, lines, &old)?)
 }

@@ -1,10 +1,8 @@
-//! The library API: propagation at a git commit, the registry, limits, errors.
+//! The library API: propagation, log statements, the registry, limits, errors.
 
 use std::path::Path;
 
-use flor_propagate::{
-    find_log_statements, for_path, propagate_at_commit, python, Error, LanguagePropagator, Outcome, PropagateError,
-};
+use flor_propagate::{find_log_statements, for_path, python, LanguagePropagator, Outcome, PropagateError};
 
 const NEW: &str = "\
 import flordb as flor
@@ -30,37 +28,13 @@ for epoch in flor.loop(\"epoch\", range(10)):
         optimizer.step()
 ";
 
-fn commit_file(repo: &git2::Repository, path: &str, content: &str) -> git2::Oid {
-    let root = repo.workdir().unwrap();
-    std::fs::write(root.join(path), content).unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new(path)).unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    let parents: Vec<git2::Commit> = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).into_iter().collect();
-    let parents: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &parents).unwrap()
-}
-
 #[test]
-fn propagates_into_the_version_at_a_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = git2::Repository::init(dir.path()).unwrap();
-    let old = commit_file(&repo, "train.py", OLD);
-    commit_file(&repo, "train.py", NEW);
+fn propagation_is_code_in_code_out() {
     let lines = find_log_statements(NEW, &["loss"]).unwrap();
     assert_eq!(lines, [8]);
-    let p = propagate_at_commit(dir.path(), &old.to_string(), "train.py", NEW, &lines).unwrap();
+    let p = python().propagate(NEW, &lines, OLD).unwrap();
     assert_eq!(p.outcomes, [Outcome::Placed { line: 8, renames: vec![] }]);
     assert_eq!(p.source, NEW.replace("    flor.log(\"epoch\", epoch)\n", ""));
-    // The working tree is not touched.
-    assert_eq!(std::fs::read_to_string(dir.path().join("train.py")).unwrap(), NEW);
-
-    let missing = propagate_at_commit(dir.path(), &old.to_string(), "nope.py", NEW, &lines).unwrap_err();
-    assert!(matches!(missing, Error::Git(_)), "{missing}");
-    let unsupported = propagate_at_commit(dir.path(), &old.to_string(), "train.rs", NEW, &lines).unwrap_err();
-    assert!(matches!(unsupported, Error::Unsupported(_)), "{unsupported}");
 }
 
 #[test]
