@@ -15,9 +15,10 @@ pub enum Outcome {
         /// Renames applied to the statement.
         renames: Vec<(String, String)>,
     },
-    /// The old version already has this statement at `line`; nothing added.
+    /// The old version already has this statement; nothing added.
     AlreadyPresent {
-        /// Line where it already is.
+        /// Line where it is in the output (its line in the old version,
+        /// moved down by the statements placed before it).
         line: usize,
     },
     /// Not placed; `reason` says why (no mapped context, ambiguous, ...).

@@ -134,3 +134,18 @@ fn repetitive_code_is_placed_right_or_reported() {
     eprintln!("repetitive code: {placed} placed, {reported} reported ambiguous");
     assert!(placed >= 1, "placed {placed}, reported {reported}");
 }
+
+/// Every outcome's line is a line of the output, also for a statement that
+/// was already there when others are inserted before it.
+#[test]
+fn lines_of_present_statements_are_lines_of_the_output() {
+    let new = "for e in xs:\n    a = f(e)\n    flor.log('a', a)\n    b = g(a)\n    flor.log('b', b)\n";
+    let old = "for e in xs:\n    a = f(e)\n    b = g(a)\n    flor.log('b', b)\n";
+    let p = python().propagate(new, &[3, 5], old).unwrap();
+    assert_eq!(p.outcomes, [Outcome::Placed { line: 3, renames: vec![] }, Outcome::AlreadyPresent { line: 5 }]);
+    assert_eq!(p.source, new);
+    for o in &p.outcomes {
+        let (Outcome::Placed { line, .. } | Outcome::AlreadyPresent { line }) = o else { panic!("{o:?}") };
+        assert!(p.source.lines().nth(line - 1).is_some_and(|l| l.trim_start().starts_with("flor.log(")));
+    }
+}
