@@ -34,7 +34,7 @@ use std::time::Instant;
 use flor_core::record::{parse_lines, Parsed, RecordKind};
 use flor_core::store::ValueFilter;
 use flor_core::{ContextMap, RunMeta, RunStatus, Value};
-use flor_propagate::Outcome;
+use flor_propagate::{LanguagePropagator, Outcome};
 pub use flor_replay::{CostModel, Level, RunPlan, RunProfile, Segment, Step};
 use serde::{Deserialize, Serialize};
 
@@ -450,7 +450,8 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     let names: Vec<&str> = opts.names.iter().map(String::as_str).collect();
 
     // The scripts whose newest version holds the statements.
-    let mut scripts: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
+    let registry = flor_propagate::registry();
+    let mut scripts: BTreeMap<String, (String, Vec<usize>, &dyn LanguagePropagator)> = BTreeMap::new();
     let mut unreadable = Vec::new();
     let recorded: BTreeSet<&str> = runs.iter().map(|r| r.meta.filename.as_str()).collect();
     for f in recorded {
@@ -458,9 +459,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
             continue;
         }
         // Only scripts a propagator handles (runs recorded from Rust are not replayable).
-        if flor_propagate::for_path(Path::new(f)).is_none() {
-            continue;
-        }
+        let Some(propagator) = registry.for_path(Path::new(f)) else { continue };
         let Ok(src) = fs::read_to_string(root.join(f)) else { continue };
         let lines = match flor_propagate::find_log_statements(&src, &names) {
             Ok(lines) => lines,
@@ -472,7 +471,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
             }
         };
         if !lines.is_empty() {
-            scripts.insert(f.to_owned(), (src, lines));
+            scripts.insert(f.to_owned(), (src, lines, propagator));
         }
     }
     if scripts.is_empty() {
@@ -485,7 +484,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         )));
     }
     for n in &names {
-        let found = scripts.values().any(|(src, lines)| {
+        let found = scripts.values().any(|(src, lines, _)| {
             lines.iter().any(|l| {
                 src.lines().nth(l - 1).is_some_and(|t| t.contains(&format!("\"{n}\"")) || t.contains(&format!("'{n}'")))
             })
@@ -562,8 +561,8 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         let vi = match version_of.get(&key) {
             Some(&i) => i,
             None => {
-                let (src, lines) = &scripts[&m.filename];
-                let v = version_plan(&commit, &m.filename, src, lines, &old);
+                let (src, lines, propagator) = &scripts[&m.filename];
+                let v = version_plan(*propagator, &commit, &m.filename, src, lines, &old);
                 versions.push(v);
                 version_of.insert(key, versions.len() - 1);
                 versions.len() - 1
@@ -643,7 +642,14 @@ fn process_start_secs(interpreter: &str) -> Option<f64> {
     ok.then(|| started.elapsed().as_secs_f64())
 }
 
-fn version_plan(commit: &str, script: &str, new_src: &str, lines: &[usize], old: &[u8]) -> VersionPlan {
+fn version_plan(
+    propagator: &dyn LanguagePropagator,
+    commit: &str,
+    script: &str,
+    new_src: &str,
+    lines: &[usize],
+    old: &[u8],
+) -> VersionPlan {
     let mut v = VersionPlan {
         commit: commit.to_owned(),
         script: script.to_owned(),
@@ -651,10 +657,6 @@ fn version_plan(commit: &str, script: &str, new_src: &str, lines: &[usize], old:
         source: None,
         failure: None,
         diff: String::new(),
-    };
-    let Some(propagator) = flor_propagate::for_path(Path::new(script)) else {
-        v.failure = Some(format!("no propagator for {script}"));
-        return v;
     };
     let Ok(old) = std::str::from_utf8(old) else {
         v.failure = Some(format!("{script} at {} is not UTF-8 text", short(commit)));

@@ -10,8 +10,8 @@
 //!   the checkpoint-serializer trait.
 //! * [`store`], [`pivot`], [`table`]: the storage-backend trait, the shared
 //!   pivot ("dataframe") semantics, and result tables.
-//! * [`propagate`], [`plugin`]: the language-propagator and framework-plugin
-//!   traits.
+//! * [`propagate`], [`plugin`]: the language-propagator trait (with its
+//!   registry by file type) and the framework-plugin trait.
 //!
 //! No heavy dependencies live here: git, SQLite, tree-sitter and wasmtime
 //! belong to the leaf crates.

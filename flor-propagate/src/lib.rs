@@ -3,9 +3,10 @@
 //! since.
 //!
 //! Propagation is code in, code out: no files, no git (a caller reads the
-//! old version from wherever it keeps it). The [`LanguagePropagator`] trait
-//! and its result types live in `flor-core` and are re-exported here.
-//! [`python()`] is the Python implementation:
+//! old version from wherever it keeps it). The [`LanguagePropagator`] trait,
+//! its result types and the [`Registry`] live in `flor-core` and are
+//! re-exported here; [`registry()`] is one with every propagator of this
+//! crate registered. [`python()`] is the Python implementation:
 //!
 //! 1. both sources are parsed with tree-sitter-python and converted once
 //!    into arena trees with cached subtree shape, height and size (`tree`);
@@ -55,9 +56,9 @@ mod place;
 mod python;
 mod tree;
 
-use std::path::Path;
+use std::sync::Arc;
 
-pub use flor_core::propagate::{LanguagePropagator, Outcome, PropagateError, Propagation};
+pub use flor_core::propagate::{LanguagePropagator, Outcome, PropagateError, Propagation, Registry};
 pub use gumtree::Params;
 pub use python::find_log_statements;
 pub use tree::{max_nodes, DEFAULT_MAX_NODES, MAX_NODES_ENV};
@@ -112,8 +113,17 @@ pub fn python() -> PythonPropagator {
     PythonPropagator::default()
 }
 
-/// The propagator for `path`, chosen by its extension.
-pub fn for_path(path: &Path) -> Option<Box<dyn LanguagePropagator>> {
-    let all: [Box<dyn LanguagePropagator>; 1] = [Box::new(python())];
-    all.into_iter().find(|p| p.handles(path))
+/// A registry with every propagator of this crate registered (today: Python,
+/// for `.py` and `.pyw`). Register your own on it to extend or override.
+///
+/// ```
+/// use std::path::Path;
+///
+/// let registry = flor_propagate::registry();
+/// assert_eq!(registry.for_path(Path::new("src/train.py")).map(|p| p.language()), Some("python"));
+/// assert!(registry.for_path(Path::new("train.rs")).is_none());
+/// assert_eq!(registry.extensions(), ["py", "pyw"]);
+/// ```
+pub fn registry() -> Registry {
+    Registry::new().with(Arc::new(python()))
 }

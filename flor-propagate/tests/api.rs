@@ -1,8 +1,9 @@
 //! The library API: propagation, log statements, the registry, limits, errors.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use flor_propagate::{find_log_statements, for_path, python, LanguagePropagator, Outcome, PropagateError};
+use flor_propagate::{find_log_statements, python, registry, LanguagePropagator, Outcome, PropagateError, Propagation};
 
 const NEW: &str = "\
 import flordb as flor
@@ -47,9 +48,34 @@ fn finds_log_statements_by_name() {
 
 #[test]
 fn registry_by_extension() {
-    assert_eq!(for_path(Path::new("a/train.py")).map(|p| p.language()), Some("python"));
-    assert!(for_path(Path::new("train.rs")).is_none());
+    let registry = registry();
+    assert_eq!(registry.for_path(Path::new("a/train.py")).map(|p| p.language()), Some("python"));
+    assert_eq!(registry.for_path(Path::new("gui.pyw")).map(|p| p.language()), Some("python"));
+    assert!(registry.for_path(Path::new("train.rs")).is_none());
     assert!(python().handles(Path::new("x.py")));
+}
+
+/// An SDK user's propagator: registered later, it wins for the extensions
+/// it shares with Python and adds its own.
+#[test]
+fn a_registered_propagator_extends_and_overrides() {
+    struct Stub;
+    impl LanguagePropagator for Stub {
+        fn language(&self) -> &'static str {
+            "stub"
+        }
+        fn extensions(&self) -> &'static [&'static str] {
+            &["pyw", "stub"]
+        }
+        fn propagate(&self, _: &str, _: &[usize], old: &str) -> Result<Propagation, PropagateError> {
+            Ok(Propagation { source: old.to_string(), outcomes: vec![] })
+        }
+    }
+    let mut registry = registry();
+    registry.register(Arc::new(Stub));
+    let lang = |p: &str| registry.for_path(Path::new(p)).map(|p| p.language());
+    assert_eq!((lang("a.py"), lang("a.pyw"), lang("a.stub")), (Some("python"), Some("stub"), Some("stub")));
+    assert_eq!(registry.languages().map(|p| p.language()).collect::<Vec<_>>(), ["python", "stub"]);
 }
 
 #[test]

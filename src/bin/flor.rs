@@ -412,9 +412,11 @@ fn propagate(
 ) -> Result<ExitCode, String> {
     use flor_propagate::Outcome;
     let usage = |msg: String| msg;
-    let propagator = flor_propagate::for_path(to)
-        .or_else(|| flor_propagate::for_path(from))
-        .ok_or_else(|| usage(format!("no propagator for `{}` (supported: .py)", to.display())))?;
+    let registry = flor_propagate::registry();
+    let propagator = registry.for_path(to).or_else(|| registry.for_path(from)).ok_or_else(|| {
+        let supported: Vec<String> = registry.extensions().iter().map(|e| format!(".{e}")).collect();
+        usage(format!("no propagator for `{}` (supported: {})", to.display(), supported.join(", ")))
+    })?;
     let new = read_text(from)?;
     let old = read_text(to)?;
     let mut wanted: Vec<usize> = lines.to_vec();
