@@ -34,7 +34,7 @@ use std::time::Instant;
 use flor_core::record::{parse_lines, Parsed, RecordKind};
 use flor_core::store::ValueFilter;
 use flor_core::{ContextMap, RunMeta, RunStatus, Value};
-use flor_propagate::{LanguagePropagator, Outcome};
+use flor_propagate::{LanguagePropagator, LoopScope, Outcome};
 pub use flor_replay::{CostModel, Level, RunPlan, RunProfile, Segment, Step};
 use serde::{Deserialize, Serialize};
 
@@ -166,68 +166,28 @@ pub fn profile_of(parsed: &Parsed) -> (RunProfile, BTreeMap<u64, Vec<CheckpointR
     (profile, out)
 }
 
-/// Where the statement at `line` (1-based) of `source` sits: inside the
-/// loop named `outer` ([`Level::Outer`]), inside another `flor.loop`
-/// ([`Level::Inner`]), inside a function (called from who knows where:
-/// [`Level::Inner`], the safe choice), or at module level before or after
-/// the first `flor.loop`.
-pub fn statement_level(source: &str, line: usize, outer: Option<&str>) -> Level {
-    let lines: Vec<&str> = source.lines().collect();
-    let Some(target) = line.checked_sub(1).and_then(|i| lines.get(i)) else { return Level::Inner };
-    let indent = |s: &str| s.len() - s.trim_start().len();
-    let mut cur = indent(target);
-    let mut innermost_loop: Option<String> = None;
-    let mut in_function = false;
-    for l in lines[..line - 1].iter().rev() {
-        let t = l.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let ind = indent(l);
-        if ind >= cur {
-            continue;
-        }
-        cur = ind;
-        if innermost_loop.is_none() {
-            if let Some(name) = loop_name(t) {
-                innermost_loop = Some(name);
-            }
-        }
-        if t.starts_with("def ") || t.starts_with("async def ") {
-            in_function = true;
-        }
-        if cur == 0 {
-            break;
-        }
-    }
-    match (innermost_loop, outer) {
-        (Some(name), Some(o)) if name == o && !in_function => Level::Outer,
-        (Some(_), _) => Level::Inner,
-        (None, _) if in_function => Level::Inner,
-        (None, _) => {
-            let first_loop = lines.iter().position(|l| loop_name(l.trim_start()).is_some());
-            match first_loop {
-                Some(p) if p < line - 1 => Level::Teardown,
-                _ => Level::Setup,
-            }
-        }
+/// The replay level of a statement whose loop scope (from the script's
+/// propagator, [`LanguagePropagator::loop_scope`]) is `scope`, in a run whose
+/// outermost loop is `outer`: inside exactly that loop [`Level::Outer`];
+/// inside other loops, or anywhere ([`LoopScope::Dynamic`]: replay every
+/// iteration in full), [`Level::Inner`]; outside every loop
+/// [`Level::Setup`] or [`Level::Teardown`] by whether a loop starts before it.
+pub fn level_of(scope: &LoopScope, outer: Option<&str>) -> Level {
+    match scope {
+        LoopScope::Static { loops, .. } if loops.len() == 1 && outer == Some(loops[0].as_str()) => Level::Outer,
+        LoopScope::Static { loops, .. } if !loops.is_empty() => Level::Inner,
+        LoopScope::Static { after_first_loop: true, .. } => Level::Teardown,
+        LoopScope::Static { .. } => Level::Setup,
+        LoopScope::Dynamic { .. } => Level::Inner,
     }
 }
 
-/// The loop name of a `for ... in flor.loop("NAME", ...)` or `with
-/// flor.iteration("NAME", ...)` header.
-fn loop_name(header: &str) -> Option<String> {
-    let rest = if header.starts_with("for ") {
-        header.split_once("flor.loop(")?.1
-    } else if header.starts_with("with ") {
-        header.split_once("flor.iteration(")?.1
-    } else {
-        return None;
-    };
-    let rest = rest.trim_start();
-    let q = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let body = &rest[1..];
-    body.find(q).map(|end| body[..end].to_owned())
+/// The loop scope of the statement at `line` of `source`; a scope that
+/// cannot be read counts as dynamic (replay everything), with the reason.
+fn scope_of(propagator: &dyn LanguagePropagator, source: &str, line: usize) -> LoopScope {
+    propagator
+        .loop_scope(source, line)
+        .unwrap_or_else(|e| LoopScope::Dynamic { reason: format!("its loops cannot be read: {e}") })
 }
 
 /// What `flor replay` was asked.
@@ -255,6 +215,10 @@ pub struct StatementPlan {
     pub outcome: Outcome,
     /// Where it sits in the old version.
     pub level: Option<Level>,
+    /// Where it runs in the old version as its syntax shows (placed or
+    /// already present statements); a [`LoopScope::Dynamic`] reason is
+    /// shown with the plan.
+    pub scope: Option<LoopScope>,
 }
 
 /// One code version (snapshot commit) of the script.
@@ -340,6 +304,9 @@ impl Plan {
                 };
                 let level = st.level.map(|l| format!("; {}", l.describe())).unwrap_or_default();
                 let _ = writeln!(s, "  line {} of the newest version: {what}{level}", st.new_line);
+                if let Some(LoopScope::Dynamic { reason }) = &st.scope {
+                    let _ = writeln!(s, "    (runs anywhere: {reason})");
+                }
             }
             if let Some(f) = &v.failure {
                 let _ = writeln!(s, "  skipped: {f}");
@@ -452,6 +419,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     // The scripts whose newest version holds the statements.
     let registry = flor_propagate::registry();
     let mut scripts: BTreeMap<String, (String, Vec<usize>, &dyn LanguagePropagator)> = BTreeMap::new();
+    let mut found_names: BTreeSet<String> = BTreeSet::new();
     let mut unreadable = Vec::new();
     let recorded: BTreeSet<&str> = runs.iter().map(|r| r.meta.filename.as_str()).collect();
     for f in recorded {
@@ -461,8 +429,13 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         // Only scripts a propagator handles (runs recorded from Rust are not replayable).
         let Some(propagator) = registry.for_path(Path::new(f)) else { continue };
         let Ok(src) = fs::read_to_string(root.join(f)) else { continue };
-        let lines = match flor_propagate::find_log_statements(&src, &names) {
-            Ok(lines) => lines,
+        let lines = match propagator.log_statements(&src, &names) {
+            Ok(found) => {
+                found_names.extend(found.iter().map(|s| s.name.clone()));
+                let mut lines: Vec<usize> = found.iter().map(|s| s.line).collect();
+                lines.dedup();
+                lines
+            }
             // The script named explicitly must parse; others are skipped.
             Err(e) if opts.script.is_some() => return Err(Error::Replay(format!("{f} in the working tree: {e}"))),
             Err(e) => {
@@ -484,12 +457,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         )));
     }
     for n in &names {
-        let found = scripts.values().any(|(src, lines, _)| {
-            lines.iter().any(|l| {
-                src.lines().nth(l - 1).is_some_and(|t| t.contains(&format!("\"{n}\"")) || t.contains(&format!("'{n}'")))
-            })
-        });
-        if !found {
+        if !found_names.contains(*n) {
             return Err(Error::Replay(format!("no flor.log(\"{n}\", ...) statement in the working tree's scripts")));
         }
     }
@@ -531,7 +499,8 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     // The cost of starting a replay process, measured with the runs' interpreter.
     let mut cost = *cost;
     if let Some(m) = selected.first() {
-        if let Some(secs) = process_start_secs(&m.interpreter) {
+        let probe = registry.for_path(Path::new(&m.filename)).and_then(|p| p.startup_probe());
+        if let Some(secs) = probe.and_then(|args| process_start_secs(&m.interpreter, &args)) {
             cost.process_secs = secs;
         }
     }
@@ -581,16 +550,10 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
             }
         };
         let (profile, checkpoints) = profile_of(&parsed);
-        let src = v.source.as_deref().unwrap_or_default();
         let levels: Vec<Level> = v
             .statements
             .iter()
-            .filter_map(|s| match s.outcome {
-                Outcome::Placed { line, .. } | Outcome::AlreadyPresent { line } => {
-                    Some(statement_level(src, line, profile.outer_loop.as_deref()))
-                }
-                Outcome::Failed { .. } => None,
-            })
+            .filter_map(|s| Some(level_of(s.scope.as_ref()?, profile.outer_loop.as_deref())))
             .collect();
         match flor_replay::plan_run(&profile, &levels, per_run_segments, cost) {
             Ok(plan) => out_runs.push(RunReplay {
@@ -605,13 +568,9 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     }
     // The levels shown per version are those of its first run's outer loop.
     for r in &out_runs {
-        let v = &mut versions[r.version];
-        let src = v.source.clone().unwrap_or_default();
-        for st in &mut v.statements {
+        for st in &mut versions[r.version].statements {
             if st.level.is_none() {
-                if let Outcome::Placed { line, .. } | Outcome::AlreadyPresent { line } = st.outcome {
-                    st.level = Some(statement_level(&src, line, r.outer_loop.as_deref()));
-                }
+                st.level = st.scope.as_ref().map(|scope| level_of(scope, r.outer_loop.as_deref()));
             }
         }
     }
@@ -627,12 +586,13 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     })
 }
 
-/// Seconds `interpreter` takes to start and import flordb (the fixed cost
-/// of a replay process), or `None` when it cannot.
-fn process_start_secs(interpreter: &str) -> Option<f64> {
+/// Seconds `interpreter` takes to run `probe` (the propagator's
+/// [`LanguagePropagator::startup_probe`]: start and load flor, the fixed
+/// cost of a replay process), or `None` when it cannot.
+fn process_start_secs(interpreter: &str, probe: &[String]) -> Option<f64> {
     let started = Instant::now();
     let ok = Command::new(interpreter)
-        .args(["-c", "import flordb"])
+        .args(probe)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -677,7 +637,15 @@ fn version_plan(
                 .outcomes
                 .into_iter()
                 .zip(lines)
-                .map(|(outcome, &new_line)| StatementPlan { new_line, outcome, level: None })
+                .map(|(outcome, &new_line)| {
+                    let scope = match outcome {
+                        Outcome::Placed { line, .. } | Outcome::AlreadyPresent { line } => {
+                            Some(scope_of(propagator, &p.source, line))
+                        }
+                        Outcome::Failed { .. } => None,
+                    };
+                    StatementPlan { new_line, outcome, level: None, scope }
+                })
                 .collect();
             if failed.is_empty() {
                 v.diff = excerpt(old, &p.source);
@@ -1169,13 +1137,20 @@ flor.log("final", 2)
     #[test]
     fn levels_from_the_enclosing_loops() {
         let line = |pat: &str| SCRIPT.lines().position(|l| l.contains(pat)).unwrap() + 1;
-        let lvl = |pat: &str| statement_level(SCRIPT, line(pat), Some("epoch"));
+        let py = flor_propagate::python();
+        let lvl = |pat: &str| level_of(&py.loop_scope(SCRIPT, line(pat)).unwrap(), Some("epoch"));
         assert_eq!(lvl("setup_stat"), Level::Setup);
         assert_eq!(lvl("in_fn"), Level::Inner);
         assert_eq!(lvl("epoch_stat"), Level::Outer);
         assert_eq!(lvl("\"loss\""), Level::Inner);
         assert_eq!(lvl("\"acc\""), Level::Outer);
         assert_eq!(lvl("final"), Level::Teardown);
+        // The run's outer loop decides which loop is `Outer`.
+        assert_eq!(level_of(&py.loop_scope(SCRIPT, line("epoch_stat")).unwrap(), Some("other")), Level::Inner);
+        assert_eq!(level_of(&py.loop_scope(SCRIPT, line("epoch_stat")).unwrap(), None), Level::Inner);
+        // Statements in a function holding the loop are placed by it.
+        let main = "import flordb as flor\ndef main():\n    for e in flor.loop('epoch', range(3)):\n        flor.log('a', e)\n";
+        assert_eq!(level_of(&py.loop_scope(main, 4).unwrap(), Some("epoch")), Level::Outer);
     }
 
     #[test]
@@ -1187,10 +1162,18 @@ flor.log("final", 2)
 
     #[test]
     fn loop_names_from_headers() {
-        assert_eq!(loop_name("for e in flor.loop(\"epoch\", range(3)):"), Some("epoch".into()));
-        assert_eq!(loop_name("for x in flor.loop('step', data):"), Some("step".into()));
-        assert_eq!(loop_name("with flor.iteration(\"epoch\", i, None):"), Some("epoch".into()));
-        assert_eq!(loop_name("for x in range(3):"), None);
+        let innermost = |header: &str| {
+            let src = format!("import flordb as flor\n{header}\n    flor.log('x', 1)\n");
+            flor_propagate::python().loop_scope(&src, 3).unwrap().innermost().map(str::to_owned)
+        };
+        assert_eq!(innermost("for e in flor.loop(\"epoch\", range(3)):"), Some("epoch".into()));
+        assert_eq!(innermost("for x in flor.loop('step', data):"), Some("step".into()));
+        assert_eq!(innermost("with flor.iteration(\"epoch\", i, None):"), Some("epoch".into()));
+        assert_eq!(innermost("for x in range(3):"), None);
+        // A helper's statement runs anywhere: every iteration in full, and the plan says why.
+        let scope = flor_propagate::python().loop_scope(SCRIPT, 6).unwrap();
+        assert!(matches!(&scope, LoopScope::Dynamic { reason } if reason.contains("`helper`")), "{scope:?}");
+        assert_eq!(level_of(&scope, Some("epoch")), Level::Inner);
     }
 
     #[test]

@@ -45,12 +45,35 @@
 //! assert_eq!(p.outcomes[0], Outcome::Placed { line: 7, renames: vec![("loss".into(), "err".into())] });
 //! ```
 //!
+//! Besides propagating, it answers what replay asks of a script from the
+//! syntax tree: its log statements ([`LanguagePropagator::log_statements`])
+//! and the flor loops a statement runs in ([`LanguagePropagator::loop_scope`]):
+//!
+//! ```
+//! use flor_propagate::{python, LanguagePropagator, LogStatement, LoopScope};
+//!
+//! let script = "\
+//! import flordb as flor
+//! for epoch in flor.loop(\"epoch\", range(3)):
+//!     for i, batch in enumerate(flor.loop(\"step\", loader)):
+//!         flor.log(\"loss\",
+//!                  train(batch))
+//! ";
+//! let logs = python().log_statements(script, &["loss"]).unwrap();
+//! assert_eq!(logs, [LogStatement { line: 4, name: "loss".into() }]);
+//! assert_eq!(
+//!     python().loop_scope(script, 4).unwrap(),
+//!     LoopScope::Static { loops: vec!["epoch".into(), "step".into()], after_first_loop: true }
+//! );
+//! ```
+//!
 //! Inputs are bounded: a tree with more than [`DEFAULT_MAX_NODES`] nodes (or
 //! the value of the [`MAX_NODES_ENV`] environment variable) is refused with
 //! [`PropagateError::TooLarge`].
 
 #![warn(missing_docs)]
 
+mod flor_api;
 mod gumtree;
 mod place;
 mod python;
@@ -58,12 +81,19 @@ mod tree;
 
 use std::sync::Arc;
 
-pub use flor_core::propagate::{LanguagePropagator, Outcome, PropagateError, Propagation, Registry};
+pub use flor_core::propagate::{
+    LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation, Registry,
+};
 pub use gumtree::Params;
-pub use python::find_log_statements;
 pub use tree::{max_nodes, DEFAULT_MAX_NODES, MAX_NODES_ENV};
 
 /// The Python propagator (tree-sitter-python, GumTree).
+///
+/// Besides [`propagate`](LanguagePropagator::propagate), it reads flor's
+/// Python API from the syntax tree: `flor.log`, `flor.loop` and
+/// `flor.iteration` called through the name the script imports flordb as
+/// (`import flordb as flor`, any other alias, `import flordb`, or `from
+/// flordb import log, loop`; `flor` when the script imports no flordb).
 #[derive(Clone, Debug)]
 pub struct PythonPropagator {
     params: Params,
@@ -105,6 +135,55 @@ impl LanguagePropagator for PythonPropagator {
 
     fn propagate(&self, new_source: &str, lines: &[usize], old_source: &str) -> Result<Propagation, PropagateError> {
         place::propagate(&python::Python::new(), self.params, self.max_nodes, new_source, lines, old_source)
+    }
+
+    /// `flor.log("NAME", value)` calls (also `flor.log(name="NAME",
+    /// value=...)`, single or triple quotes, over several lines) that are
+    /// part of a simple statement (`flor.log(...)`, `x = flor.log(...)`);
+    /// not those inside a lambda (they run when it is called) or in the
+    /// header of an `if`/`for`/`while`/`with`.
+    ///
+    /// ```
+    /// use flor_propagate::{python, LanguagePropagator, LogStatement};
+    ///
+    /// let script = "import flordb as fl\n# fl.log('loss', 0)\nfl.log(\n    'loss', 1)\ny = fl.log(name='acc', value=2)\n";
+    /// let found = python().log_statements(script, &[]).unwrap();
+    /// assert_eq!(found, [LogStatement { line: 3, name: "loss".into() }, LogStatement { line: 5, name: "acc".into() }]);
+    /// ```
+    fn log_statements(&self, source: &str, names: &[&str]) -> Result<Vec<LogStatement>, PropagateError> {
+        flor_api::log_statements(&python::Python::new(), source, names)
+    }
+
+    /// Enclosing flor loops are the `for` statements whose iterable calls
+    /// `flor.loop` (also inside `enumerate(...)`, `zip(...)`) and the `with
+    /// flor.iteration(...)` statements, named by their first positional
+    /// argument or `name=`, which must be a string literal. A statement in a
+    /// function (`def`, `async def`, `lambda`) is static only when the
+    /// function itself holds the enclosing loop; a class body runs where
+    /// the class statement does. `Dynamic` when the syntax cannot tell: a
+    /// statement in a function outside any loop of it, a loop named by a
+    /// non-literal, two loops in one header, or a `flor.loop` /
+    /// `flor.iteration` used anywhere other than a loop header (passed
+    /// around, consumed by `list(...)` or a comprehension).
+    ///
+    /// ```
+    /// use flor_propagate::{python, LanguagePropagator, LoopScope};
+    ///
+    /// let script = "import flordb as flor\ndef helper(x):\n    flor.log('x', x)\nfor e in flor.loop('epoch', range(3)):\n    helper(e)\n";
+    /// let LoopScope::Dynamic { reason } = python().loop_scope(script, 3).unwrap() else { panic!() };
+    /// assert!(reason.starts_with("inside function `helper`"), "{reason}");
+    /// assert_eq!(
+    ///     python().loop_scope(script, 5).unwrap(),
+    ///     LoopScope::Static { loops: vec!["epoch".into()], after_first_loop: true }
+    /// );
+    /// ```
+    fn loop_scope(&self, source: &str, line: usize) -> Result<LoopScope, PropagateError> {
+        flor_api::loop_scope(&python::Python::new(), source, line)
+    }
+
+    /// `python -c "import flordb"`.
+    fn startup_probe(&self) -> Option<Vec<String>> {
+        Some(vec!["-c".into(), "import flordb".into()])
     }
 }
 

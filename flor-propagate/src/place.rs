@@ -63,7 +63,7 @@ pub(crate) fn propagate(
     }
     let stmts = lines
         .iter()
-        .map(|&line| find_statement(py, &t1, line).ok_or(PropagateError::NoStatement(line)))
+        .map(|&line| find_statement(py, &t1, line).ok_or(PropagateError::NoStatement { which: "new", line }))
         .collect::<Result<Vec<_>, _>>()?;
     let mut requested = vec![false; t1.len()];
     for &s in &stmts {

@@ -422,8 +422,8 @@ fn propagate(
     let mut wanted: Vec<usize> = lines.to_vec();
     if !names.is_empty() {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let found = flor_propagate::find_log_statements(&new, &names)
-            .map_err(|e| usage(format!("`{}`: {e}", from.display())))?;
+        let found =
+            propagator.log_statement_lines(&new, &names).map_err(|e| usage(format!("`{}`: {e}", from.display())))?;
         if found.is_empty() {
             return Err(usage(format!("`{}` has no flor.log statement named {}", from.display(), names.join(", "))));
         }
