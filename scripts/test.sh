@@ -34,3 +34,6 @@ FLOR_TEST_PYTHON="$venv/bin/python" cargo test --workspace --locked
 # ...and with it: the crates that have the feature, DuckDB backend included.
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test -p flor -p flor-store --locked --features "$duckdb_features"
 "$venv/bin/python" -m pytest -q flor-python/tests
+# The SDK's extension examples, end to end: a propagator for another
+# language (records, propagates, replays, checks the recovered values).
+cargo run --quiet --locked --example custom_propagator > /dev/null

@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 
+use flor_core::propagate::Registry;
 use flor_core::store::ValueFilter;
 use flor_core::Value;
 pub use flor_replay::worker::SPEC_ENV;
@@ -34,6 +35,10 @@ pub struct ReplayOptions {
     /// Only this script (path relative to the repository root); default:
     /// every recorded script whose working-tree version has the statements.
     pub script: Option<String>,
+    /// The languages replay knows (`None`: [`flor_propagate::registry`],
+    /// Python). Register a [`LanguagePropagator`](flor_core::propagate::LanguagePropagator)
+    /// to replay scripts of another language.
+    pub propagators: Option<Registry>,
 }
 
 /// Builds the plan (nothing runs, nothing is written): syncs the query
@@ -59,7 +64,8 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     let runs = Runs { runs: rows.into_iter().map(|r| r.meta).collect(), logged, only };
     let request =
         Request { names: opts.names.clone(), jobs: opts.jobs, force: opts.force, script: opts.script.clone() };
-    Ok(flor_replay::plan(project.root(), &request, &runs, cost)?)
+    let propagators = opts.propagators.clone().unwrap_or_else(flor_propagate::registry);
+    Ok(flor_replay::plan(project.root(), &propagators, &request, &runs, cost)?)
 }
 
 /// The tstamps of the runs whose run-level columns (args) satisfy the SQL

@@ -18,7 +18,8 @@
 //!   Rust state into bytes.
 //! * [`store`], [`pivot`], [`table`]: the storage-backend trait, the shared
 //!   pivot ("dataframe") semantics, and result tables.
-//! * [`propagate`]: the language-propagator trait.
+//! * [`propagate`]: the language-propagator trait and its registry by file
+//!   type.
 //!
 //! No heavy dependencies live here: git, SQLite, tree-sitter and wasmtime
 //! belong to the leaf crates.

@@ -1,8 +1,20 @@
-//! The language-propagator trait: carry log statements written in the newest
-//! version of a script into an older version of it. Implementations live in
-//! `flor-propagate` (Python via tree-sitter).
+//! The language-propagator trait and its registry.
+//!
+//! A [`LanguagePropagator`] knows one language's syntax: it carries log
+//! statements written in the newest version of a script into an older
+//! version of it ([`LanguagePropagator::propagate`]), finds a script's log
+//! statements ([`LanguagePropagator::log_statements`]) and says in which of
+//! flor's loops a statement runs ([`LanguagePropagator::loop_scope`]), which
+//! is what hindsight replay needs to know to plan. Everything here is code
+//! in, answers out: no files, no git. A [`Registry`] picks the propagator of
+//! a file by its extension.
+//!
+//! Implementations live in `flor-propagate` (Python via tree-sitter, and
+//! `flor_propagate::registry()` with it registered).
 
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What happened to one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,9 +27,10 @@ pub enum Outcome {
         /// Renames applied to the statement.
         renames: Vec<(String, String)>,
     },
-    /// The old version already has this statement at `line`; nothing added.
+    /// The old version already has this statement; nothing added.
     AlreadyPresent {
-        /// Line where it already is.
+        /// Line where it is in the output (its line in the old version,
+        /// moved down by the statements placed before it).
         line: usize,
     },
     /// Not placed; `reason` says why (no mapped context, ambiguous, ...).
@@ -44,7 +57,8 @@ pub enum PropagateError {
     /// A source does not parse.
     #[error("{which} source does not parse at line {line}, column {column}: {message}")]
     Unparsable {
-        /// `new` or `old`.
+        /// `new` or `old` (the two sources of [`LanguagePropagator::propagate`]),
+        /// `input` (the one source of the other methods).
         which: &'static str,
         /// 1-based line.
         line: usize,
@@ -54,14 +68,168 @@ pub enum PropagateError {
         message: String,
     },
     /// A requested line holds no statement.
-    #[error("line {0} of the new source holds no statement")]
-    NoStatement(usize),
+    #[error("line {line} of the {which} source holds no statement")]
+    NoStatement {
+        /// `new` (a line given to [`LanguagePropagator::propagate`]) or
+        /// `input` (a line given to [`LanguagePropagator::loop_scope`]).
+        which: &'static str,
+        /// The 1-based line.
+        line: usize,
+    },
     /// An input exceeds the matcher's limits.
     #[error("input too large to match: {0}")]
     TooLarge(String),
 }
 
-/// A propagator for one language.
+/// A log statement of a script: a statement that logs a value under a
+/// name known from the syntax (for Python, `flor.log("loss", loss.item())`).
+///
+/// ```
+/// use flor_core::propagate::LogStatement;
+///
+/// let s = LogStatement { line: 12, name: "loss".into() };
+/// assert_eq!(s.to_string(), "line 12 logs `loss`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogStatement {
+    /// The 1-based first line of the statement (a multi-line call: the line
+    /// it starts on). This is the line to give
+    /// [`LanguagePropagator::propagate`].
+    pub line: usize,
+    /// The logged name.
+    pub name: String,
+}
+
+impl fmt::Display for LogStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {} logs `{}`", self.line, self.name)
+    }
+}
+
+/// Where a statement runs relative to flor's loops, as far as the syntax
+/// tree shows ([`LanguagePropagator::loop_scope`]).
+///
+/// Hindsight replay plans with it: a statement inside the outer loop only
+/// needs the outer iterations, one outside every loop only the setup (or
+/// the teardown), one inside a nested loop every iteration in full.
+///
+/// **Callers must treat [`LoopScope::Dynamic`] as "runs anywhere": replay
+/// every iteration in full.** It is what a propagator answers whenever the
+/// syntax alone cannot tell where the statement runs.
+///
+/// ```
+/// use flor_core::propagate::LoopScope;
+///
+/// // `flor.log("loss", l)` inside `for s in flor.loop("step", ...)` inside
+/// // `for e in flor.loop("epoch", ...)`:
+/// let inner = LoopScope::Static { loops: vec!["epoch".into(), "step".into()], after_first_loop: true };
+/// assert_eq!(inner.loops(), Some(&["epoch".to_string(), "step".to_string()][..]));
+/// assert_eq!(inner.innermost(), Some("step"));
+///
+/// // A statement in a helper function: it runs wherever the helper is called.
+/// let helper = LoopScope::Dynamic { reason: "inside function `helper`, which may be called from any loop".into() };
+/// assert!(helper.is_dynamic());
+/// assert_eq!(helper.loops(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LoopScope {
+    /// The syntax shows where the statement runs.
+    Static {
+        /// The flor loops enclosing the statement, outermost first (empty:
+        /// outside every loop). For a statement inside a function that
+        /// itself contains the enclosing loops, only the loops inside the
+        /// function: flor's outer loop is the outermost one, so a function
+        /// holding it is not called from inside another flor loop.
+        loops: Vec<String>,
+        /// Whether a flor loop header starts before the statement. With
+        /// `loops` empty, `false` means setup (before the first loop),
+        /// `true` teardown (after it). Always `true` when `loops` is not
+        /// empty.
+        after_first_loop: bool,
+    },
+    /// Where the statement runs depends on what happens at run time (it is
+    /// in a function that may be called from any loop, a loop's name is not
+    /// a literal, a loop is built in a way the syntax does not show, it is
+    /// in a plain loop that also runs a flor loop): replay every iteration
+    /// in full.
+    Dynamic {
+        /// Why, for the user (`inside function `helper`, which may be
+        /// called from any loop`).
+        reason: String,
+    },
+}
+
+impl LoopScope {
+    /// The enclosing loops, outermost first, when the syntax shows them
+    /// (`Some(&[])`: outside every loop); `None` when [`LoopScope::Dynamic`].
+    pub fn loops(&self) -> Option<&[String]> {
+        match self {
+            LoopScope::Static { loops, .. } => Some(loops),
+            LoopScope::Dynamic { .. } => None,
+        }
+    }
+
+    /// The innermost enclosing loop's name, when static and inside one.
+    pub fn innermost(&self) -> Option<&str> {
+        self.loops().and_then(|l| l.last()).map(String::as_str)
+    }
+
+    /// Whether the statement may run anywhere ([`LoopScope::Dynamic`]).
+    pub fn is_dynamic(&self) -> bool {
+        matches!(self, LoopScope::Dynamic { .. })
+    }
+}
+
+/// A propagator for one language: carries statements between versions of a
+/// script and answers the questions replay asks about a script's syntax.
+///
+/// All methods are pure: source text in, answers out. Register an
+/// implementation in a [`Registry`] to have flor use it for files with its
+/// [`extensions`](LanguagePropagator::extensions).
+///
+/// A minimal propagator for a toy language whose statements are lines and
+/// whose log statements read `log NAME` (a real one matches syntax trees):
+///
+/// ```
+/// use flor_core::propagate::{LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation};
+///
+/// struct Toy;
+///
+/// impl LanguagePropagator for Toy {
+///     fn language(&self) -> &'static str { "toy" }
+///     fn extensions(&self) -> &'static [&'static str] { &["toy"] }
+///
+///     fn propagate(&self, new: &str, lines: &[usize], old: &str) -> Result<Propagation, PropagateError> {
+///         // Appends each statement at the end of the old version.
+///         let mut source = old.to_string();
+///         let mut outcomes = Vec::new();
+///         for &line in lines {
+///             let text = new.lines().nth(line.wrapping_sub(1))
+///                 .ok_or(PropagateError::NoStatement { which: "new", line })?;
+///             source.push_str(text);
+///             source.push('\n');
+///             outcomes.push(Outcome::Placed { line: source.lines().count(), renames: vec![] });
+///         }
+///         Ok(Propagation { source, outcomes })
+///     }
+///
+///     fn log_statements(&self, source: &str, names: &[&str]) -> Result<Vec<LogStatement>, PropagateError> {
+///         Ok(source.lines().enumerate()
+///             .filter_map(|(i, l)| l.strip_prefix("log ").map(|n| LogStatement { line: i + 1, name: n.trim().into() }))
+///             .filter(|s| names.is_empty() || names.contains(&s.name.as_str()))
+///             .collect())
+///     }
+///
+///     fn loop_scope(&self, _source: &str, _line: usize) -> Result<LoopScope, PropagateError> {
+///         Ok(LoopScope::Dynamic { reason: "toy scripts have no loop syntax".into() })
+///     }
+/// }
+///
+/// let p = Toy.propagate("a\nlog x\n", &[2], "a\n").unwrap();
+/// assert_eq!(p.source, "a\nlog x\n");
+/// assert_eq!(Toy.log_statements("a\nlog x\n", &[]).unwrap(), [LogStatement { line: 2, name: "x".into() }]);
+/// assert!(Toy.handles(std::path::Path::new("train.toy")));
+/// ```
 pub trait LanguagePropagator: Send + Sync {
     /// Language name (`python`).
     fn language(&self) -> &'static str;
@@ -73,8 +241,223 @@ pub trait LanguagePropagator: Send + Sync {
     /// into `old_source`.
     fn propagate(&self, new_source: &str, lines: &[usize], old_source: &str) -> Result<Propagation, PropagateError>;
 
+    /// The log statements of `source` whose logged name is one of `names`
+    /// (empty `names`: all of them), in source order, found from the syntax
+    /// tree: a call in a comment or a string is not one, a call over several
+    /// lines is one statement at its first line. Statements whose name is
+    /// only known at run time (not a literal) are not listed. A statement
+    /// logging several names is listed once per name.
+    ///
+    /// For Python (`flor_propagate::python()`), with `names` = `["loss"]`:
+    ///
+    /// ```text
+    /// 1  import flordb as flor
+    /// 2  # flor.log("loss", 0)              not a statement: a comment
+    /// 3  flor.log(
+    /// 4      "loss", l)                     -> LogStatement { line: 3, name: "loss" }
+    /// 5  print('flor.log("loss", 1)')       not a statement: a string
+    /// 6  flor.log("acc", a)                 another name
+    /// ```
+    ///
+    /// A source that does not parse is [`PropagateError::Unparsable`] (with
+    /// `which` = `input`).
+    fn log_statements(&self, source: &str, names: &[&str]) -> Result<Vec<LogStatement>, PropagateError>;
+
+    /// The distinct lines of [`log_statements`](LanguagePropagator::log_statements),
+    /// ascending: the `lines` to give [`propagate`](LanguagePropagator::propagate)
+    /// to carry the statements logging `names`. Derived; not meant to be
+    /// overridden.
+    fn log_statement_lines(&self, source: &str, names: &[&str]) -> Result<Vec<usize>, PropagateError> {
+        let mut lines: Vec<usize> = self.log_statements(source, names)?.into_iter().map(|s| s.line).collect();
+        lines.sort_unstable();
+        lines.dedup();
+        Ok(lines)
+    }
+
+    /// Where the statement starting at `line` (1-based) of `source` runs
+    /// relative to flor's loops, as far as the syntax tree shows. Callers
+    /// must treat [`LoopScope::Dynamic`] as "runs anywhere: replay every
+    /// iteration in full".
+    ///
+    /// For Python (`flor_propagate::python()`):
+    ///
+    /// ```text
+    /// 1  import flordb as flor
+    /// 2  flor.log("lr", lr)                    Static { loops: [], after_first_loop: false }    (setup)
+    /// 3  def helper(x):
+    /// 4      flor.log("x", x)                  Dynamic { reason: "inside function `helper`, ..." }
+    /// 5  for e in flor.loop("epoch", range(3)):
+    /// 6      for i, b in enumerate(flor.loop("step", data)):
+    /// 7          flor.log("loss", f(b))        Static { loops: ["epoch", "step"], after_first_loop: true }
+    /// 8      flor.log("acc", acc)              Static { loops: ["epoch"], after_first_loop: true }
+    /// 9  flor.log("final", acc)                Static { loops: [], after_first_loop: true }     (teardown)
+    /// ```
+    ///
+    /// A line where no statement starts is [`PropagateError::NoStatement`]
+    /// (`which` = `input`); a source that does not parse is
+    /// [`PropagateError::Unparsable`].
+    fn loop_scope(&self, source: &str, line: usize) -> Result<LoopScope, PropagateError>;
+
+    /// Interpreter arguments that start a process and load flor's front end
+    /// for this language and nothing else, to measure the fixed cost of a
+    /// replay process (Python: `["-c", "import flordb"]`, run as
+    /// `python -c "import flordb"`). Default: `None`, no probe (the cost
+    /// model's default is used).
+    fn startup_probe(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// Whether this propagator handles `path` (by extension).
     fn handles(&self, path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()).is_some_and(|e| self.extensions().contains(&e))
+    }
+}
+
+/// The propagators flor knows, picked by file.
+///
+/// Start empty ([`Registry::new`]) or from `flor_propagate::registry()`
+/// (Python registered) and [`register`](Registry::register) your own: a
+/// later registration wins for a file both handle, and replaces an earlier
+/// propagator of the same [`language`](LanguagePropagator::language)
+/// outright.
+///
+/// ```
+/// use std::path::Path;
+/// use std::sync::Arc;
+/// # use flor_core::propagate::{LanguagePropagator, LogStatement, LoopScope, PropagateError, Propagation};
+/// use flor_core::propagate::Registry;
+///
+/// # struct Julia;
+/// # impl LanguagePropagator for Julia {
+/// #     fn language(&self) -> &'static str { "julia" }
+/// #     fn extensions(&self) -> &'static [&'static str] { &["jl"] }
+/// #     fn propagate(&self, _: &str, _: &[usize], old: &str) -> Result<Propagation, PropagateError> {
+/// #         Ok(Propagation { source: old.into(), outcomes: vec![] })
+/// #     }
+/// #     fn log_statements(&self, _: &str, _: &[&str]) -> Result<Vec<LogStatement>, PropagateError> { Ok(vec![]) }
+/// #     fn loop_scope(&self, _: &str, _: usize) -> Result<LoopScope, PropagateError> {
+/// #         Ok(LoopScope::Dynamic { reason: "unknown".into() })
+/// #     }
+/// # }
+/// let mut registry = Registry::new();
+/// registry.register(Arc::new(Julia));
+/// assert_eq!(registry.for_path(Path::new("src/train.jl")).map(|p| p.language()), Some("julia"));
+/// assert!(registry.for_path(Path::new("train.py")).is_none());
+/// assert_eq!(registry.extensions(), ["jl"]);
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    /// In registration order; searched from the end.
+    propagators: Vec<Arc<dyn LanguagePropagator>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds `propagator`. It wins over earlier ones for the files both
+    /// handle, and replaces an earlier propagator of the same language.
+    pub fn register(&mut self, propagator: Arc<dyn LanguagePropagator>) -> &mut Self {
+        self.propagators.retain(|p| p.language() != propagator.language());
+        self.propagators.push(propagator);
+        self
+    }
+
+    /// [`register`](Registry::register), by value: `Registry::new().with(a).with(b)`.
+    pub fn with(mut self, propagator: Arc<dyn LanguagePropagator>) -> Self {
+        self.register(propagator);
+        self
+    }
+
+    /// The propagator for `path` (the latest registered one that
+    /// [`handles`](LanguagePropagator::handles) it), if any.
+    pub fn for_path(&self, path: &Path) -> Option<&dyn LanguagePropagator> {
+        self.propagators.iter().rev().find(|p| p.handles(path)).map(|p| &**p)
+    }
+
+    /// The propagator registered for `language` (`python`), if any.
+    pub fn for_language(&self, language: &str) -> Option<&dyn LanguagePropagator> {
+        self.propagators.iter().find(|p| p.language() == language).map(|p| &**p)
+    }
+
+    /// The registered propagators, in registration order.
+    pub fn languages(&self) -> impl Iterator<Item = &dyn LanguagePropagator> + '_ {
+        self.propagators.iter().map(|p| &**p)
+    }
+
+    /// Every extension some propagator handles, without the dot, in
+    /// registration order, each once (for messages such as "supported:
+    /// .py, .pyw").
+    pub fn extensions(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for e in self.propagators.iter().flat_map(|p| p.extensions().iter().copied()) {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Whether no propagator is registered.
+    pub fn is_empty(&self) -> bool {
+        self.propagators.is_empty()
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.propagators.iter().map(|p| (p.language(), p.extensions()))).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake(&'static str, &'static [&'static str]);
+
+    impl LanguagePropagator for Fake {
+        fn language(&self) -> &'static str {
+            self.0
+        }
+        fn extensions(&self) -> &'static [&'static str] {
+            self.1
+        }
+        fn propagate(&self, _: &str, _: &[usize], old: &str) -> Result<Propagation, PropagateError> {
+            Ok(Propagation { source: old.into(), outcomes: vec![] })
+        }
+        fn log_statements(&self, _: &str, _: &[&str]) -> Result<Vec<LogStatement>, PropagateError> {
+            Ok(vec![])
+        }
+        fn loop_scope(&self, _: &str, _: usize) -> Result<LoopScope, PropagateError> {
+            Ok(LoopScope::Static { loops: vec![], after_first_loop: false })
+        }
+    }
+
+    #[test]
+    fn a_later_registration_wins_and_replaces_its_language() {
+        let mut r = Registry::new();
+        assert!(r.is_empty() && r.for_path(Path::new("a.py")).is_none());
+        r.register(Arc::new(Fake("python", &["py", "pyw"])));
+        r.register(Arc::new(Fake("mypy", &["py", "pyi"])));
+        assert_eq!(r.for_path(Path::new("a/b.py")).map(|p| p.language()), Some("mypy"));
+        assert_eq!(r.for_path(Path::new("b.pyw")).map(|p| p.language()), Some("python"));
+        assert!(r.for_path(Path::new("b.rs")).is_none() && r.for_path(Path::new("py")).is_none());
+        assert_eq!(r.extensions(), ["py", "pyw", "pyi"]);
+        // The same language again replaces the first.
+        r.register(Arc::new(Fake("python", &["py"])));
+        let langs: Vec<&str> = r.languages().map(|p| p.language()).collect();
+        assert_eq!(langs, ["mypy", "python"]);
+        assert_eq!(r.for_path(Path::new("a.py")).map(|p| p.language()), Some("python"));
+        assert!(r.for_path(Path::new("b.pyw")).is_none());
+        assert_eq!(r.for_language("mypy").map(|p| p.extensions()), Some(&["py", "pyi"][..]));
+        assert_eq!(format!("{r:?}"), r#"[("mypy", ["py", "pyi"]), ("python", ["py"])]"#);
+    }
+
+    #[test]
+    fn startup_probe_defaults_to_none() {
+        assert_eq!(Fake("x", &[]).startup_probe(), None);
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flor_propagate::{find_log_statements, python, LanguagePropagator, Outcome};
+use flor_propagate::{python, LanguagePropagator, Outcome};
 
 /// A training script of about `lines` lines: many stage functions, each
 /// with a PyTorch-style loop. The newest version (`new = true`) logs the
@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("propagate");
     for lines in [500, 3000] {
         let (new, old) = (script(lines, true), script(lines, false));
-        let at = find_log_statements(&new, &["grad_norm"]).expect("parses");
+        let at = python().log_statement_lines(&new, &["grad_norm"]).expect("parses");
         let p = python().propagate(&new, &at, &old).expect("propagates");
         let Outcome::Placed { line, .. } = p.outcomes[0] else { panic!("{:?}", p.outcomes) };
         assert_eq!(p.source.lines().nth(line - 2).map(str::trim), Some("loss.backward()"));

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use flor_propagate::{find_log_statements, python, LanguagePropagator, Outcome};
+use flor_propagate::{python, LanguagePropagator, Outcome};
 use serde_json::{json, Value};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_default();
         if let Some(names) = spec["names"].as_array() {
             let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
-            lines = find_log_statements(&new, &names)?;
+            lines = propagator.log_statement_lines(&new, &names)?;
         }
         let mut times = Vec::with_capacity(repeat);
         let mut result = None;

@@ -2,8 +2,11 @@
 //! script into old versions of it that were edited, refactored and renamed
 //! since.
 //!
-//! The [`LanguagePropagator`] trait and its result types live in `flor-core`
-//! and are re-exported here. [`python()`] is the Python implementation:
+//! Propagation is code in, code out: no files, no git (a caller reads the
+//! old version from wherever it keeps it). The [`LanguagePropagator`] trait,
+//! its result types and the [`Registry`] live in `flor-core` and are
+//! re-exported here; [`registry()`] is one with every propagator of this
+//! crate registered. [`python()`] is the Python implementation:
 //!
 //! 1. both sources are parsed with tree-sitter-python and converted once
 //!    into arena trees with cached subtree shape, height and size (`tree`);
@@ -42,25 +45,55 @@
 //! assert_eq!(p.outcomes[0], Outcome::Placed { line: 7, renames: vec![("loss".into(), "err".into())] });
 //! ```
 //!
+//! Besides propagating, it answers what replay asks of a script from the
+//! syntax tree: its log statements ([`LanguagePropagator::log_statements`])
+//! and the flor loops a statement runs in ([`LanguagePropagator::loop_scope`]):
+//!
+//! ```
+//! use flor_propagate::{python, LanguagePropagator, LogStatement, LoopScope};
+//!
+//! let script = "\
+//! import flordb as flor
+//! for epoch in flor.loop(\"epoch\", range(3)):
+//!     for i, batch in enumerate(flor.loop(\"step\", loader)):
+//!         flor.log(\"loss\",
+//!                  train(batch))
+//! ";
+//! let logs = python().log_statements(script, &["loss"]).unwrap();
+//! assert_eq!(logs, [LogStatement { line: 4, name: "loss".into() }]);
+//! assert_eq!(
+//!     python().loop_scope(script, 4).unwrap(),
+//!     LoopScope::Static { loops: vec!["epoch".into(), "step".into()], after_first_loop: true }
+//! );
+//! ```
+//!
 //! Inputs are bounded: a tree with more than [`DEFAULT_MAX_NODES`] nodes (or
 //! the value of the [`MAX_NODES_ENV`] environment variable) is refused with
 //! [`PropagateError::TooLarge`].
 
 #![warn(missing_docs)]
 
+mod flor_api;
 mod gumtree;
 mod place;
 mod python;
 mod tree;
 
-use std::path::Path;
+use std::sync::Arc;
 
-pub use flor_core::propagate::{LanguagePropagator, Outcome, PropagateError, Propagation};
+pub use flor_core::propagate::{
+    LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation, Registry,
+};
 pub use gumtree::Params;
-pub use python::find_log_statements;
 pub use tree::{max_nodes, DEFAULT_MAX_NODES, MAX_NODES_ENV};
 
 /// The Python propagator (tree-sitter-python, GumTree).
+///
+/// Besides [`propagate`](LanguagePropagator::propagate), it reads flor's
+/// Python API from the syntax tree: `flor.log`, `flor.loop` and
+/// `flor.iteration` called through the name the script imports flordb as
+/// (`import flordb as flor`, any other alias, `import flordb`, or `from
+/// flordb import log, loop`; `flor` when the script imports no flordb).
 #[derive(Clone, Debug)]
 pub struct PythonPropagator {
     params: Params,
@@ -103,6 +136,55 @@ impl LanguagePropagator for PythonPropagator {
     fn propagate(&self, new_source: &str, lines: &[usize], old_source: &str) -> Result<Propagation, PropagateError> {
         place::propagate(&python::Python::new(), self.params, self.max_nodes, new_source, lines, old_source)
     }
+
+    /// `flor.log("NAME", value)` calls (also `flor.log(name="NAME",
+    /// value=...)`, single or triple quotes, over several lines) that are
+    /// part of a simple statement (`flor.log(...)`, `x = flor.log(...)`);
+    /// not those inside a lambda (they run when it is called) or in the
+    /// header of an `if`/`for`/`while`/`with`.
+    ///
+    /// ```
+    /// use flor_propagate::{python, LanguagePropagator, LogStatement};
+    ///
+    /// let script = "import flordb as fl\n# fl.log('loss', 0)\nfl.log(\n    'loss', 1)\ny = fl.log(name='acc', value=2)\n";
+    /// let found = python().log_statements(script, &[]).unwrap();
+    /// assert_eq!(found, [LogStatement { line: 3, name: "loss".into() }, LogStatement { line: 5, name: "acc".into() }]);
+    /// ```
+    fn log_statements(&self, source: &str, names: &[&str]) -> Result<Vec<LogStatement>, PropagateError> {
+        flor_api::log_statements(&python::Python::new(), source, names)
+    }
+
+    /// Enclosing flor loops are the `for` statements whose iterable calls
+    /// `flor.loop` (also inside `enumerate(...)`, `zip(...)`) and the `with
+    /// flor.iteration(...)` statements, named by their first positional
+    /// argument or `name=`, which must be a string literal. A statement in a
+    /// function (`def`, `async def`, `lambda`) is static only when the
+    /// function itself holds the enclosing loop; a class body runs where
+    /// the class statement does. `Dynamic` when the syntax cannot tell: a
+    /// statement in a function outside any loop of it, a loop named by a
+    /// non-literal, two loops in one header, or a `flor.loop` /
+    /// `flor.iteration` used anywhere other than a loop header (passed
+    /// around, consumed by `list(...)` or a comprehension).
+    ///
+    /// ```
+    /// use flor_propagate::{python, LanguagePropagator, LoopScope};
+    ///
+    /// let script = "import flordb as flor\ndef helper(x):\n    flor.log('x', x)\nfor e in flor.loop('epoch', range(3)):\n    helper(e)\n";
+    /// let LoopScope::Dynamic { reason } = python().loop_scope(script, 3).unwrap() else { panic!() };
+    /// assert!(reason.starts_with("inside function `helper`"), "{reason}");
+    /// assert_eq!(
+    ///     python().loop_scope(script, 5).unwrap(),
+    ///     LoopScope::Static { loops: vec!["epoch".into()], after_first_loop: true }
+    /// );
+    /// ```
+    fn loop_scope(&self, source: &str, line: usize) -> Result<LoopScope, PropagateError> {
+        flor_api::loop_scope(&python::Python::new(), source, line)
+    }
+
+    /// `python -c "import flordb"`.
+    fn startup_probe(&self) -> Option<Vec<String>> {
+        Some(vec!["-c".into(), "import flordb".into()])
+    }
 }
 
 /// The Python propagator with default parameters.
@@ -110,51 +192,17 @@ pub fn python() -> PythonPropagator {
     PythonPropagator::default()
 }
 
-/// The propagator for `path`, chosen by its extension.
-pub fn for_path(path: &Path) -> Option<Box<dyn LanguagePropagator>> {
-    let all: [Box<dyn LanguagePropagator>; 1] = [Box::new(python())];
-    all.into_iter().find(|p| p.handles(path))
-}
-
-/// Errors of [`propagate_at_commit`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The propagation itself failed (unparsable input, bad line, too large).
-    #[error(transparent)]
-    Propagate(#[from] PropagateError),
-    /// Reading the old version from git failed.
-    #[error(transparent)]
-    Git(#[from] flor_git::Error),
-    /// No propagator handles the file's extension.
-    #[error("no propagator for `{0}` (supported: .py)")]
-    Unsupported(String),
-    /// The old version is not UTF-8 text.
-    #[error("`{path}` at {commit} is not UTF-8 text")]
-    NotText {
-        /// Path in the repository.
-        path: String,
-        /// The commit.
-        commit: String,
-    },
-}
-
-/// Result with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Propagates the statements at `lines` (1-based) of `new_source` into the
-/// version of `file_path` (relative to the repository root) at
-/// `commit` of the repository containing `repo_path`.
-pub fn propagate_at_commit(
-    repo_path: &Path,
-    commit: &str,
-    file_path: &str,
-    new_source: &str,
-    lines: &[usize],
-) -> Result<Propagation> {
-    let propagator = for_path(Path::new(file_path)).ok_or_else(|| Error::Unsupported(file_path.to_string()))?;
-    let bytes = flor_git::read_file_at(repo_path, commit, file_path)?;
-    let old = String::from_utf8(bytes)
-        .map_err(|_| Error::NotText { path: file_path.to_string(), commit: commit.to_string() })?;
-    Ok(propagator.propagate(new_source, lines, &old)?)
+/// A registry with every propagator of this crate registered (today: Python,
+/// for `.py` and `.pyw`). Register your own on it to extend or override.
+///
+/// ```
+/// use std::path::Path;
+///
+/// let registry = flor_propagate::registry();
+/// assert_eq!(registry.for_path(Path::new("src/train.py")).map(|p| p.language()), Some("python"));
+/// assert!(registry.for_path(Path::new("train.rs")).is_none());
+/// assert_eq!(registry.extensions(), ["py", "pyw"]);
+/// ```
+pub fn registry() -> Registry {
+    Registry::new().with(Arc::new(python()))
 }

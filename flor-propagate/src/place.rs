@@ -63,7 +63,7 @@ pub(crate) fn propagate(
     }
     let stmts = lines
         .iter()
-        .map(|&line| find_statement(py, &t1, line).ok_or(PropagateError::NoStatement(line)))
+        .map(|&line| find_statement(py, &t1, line).ok_or(PropagateError::NoStatement { which: "new", line }))
         .collect::<Result<Vec<_>, _>>()?;
     let mut requested = vec![false; t1.len()];
     for &s in &stmts {
@@ -369,11 +369,11 @@ fn apply(
                     *plan = Plan::Fail { reason: "the statements together would not parse".into() };
                 }
             }
-            return Ok(finish(old.to_string(), plans, &[]));
+            return Ok(finish(old.to_string(), old, plans, &[]));
         }
-        return Ok(finish(source, plans, &lines));
+        return Ok(finish(source, old, plans, &lines));
     };
-    Ok(finish(source, plans, &lines))
+    Ok(finish(source, old, plans, &lines))
 }
 
 /// The old source with every insertion applied, the output line of each
@@ -408,7 +408,20 @@ fn splice(old: &str, stmts: &[u32], plans: &[Plan]) -> (String, Vec<usize>, Vec<
     (out, lines, edits)
 }
 
-fn finish(source: String, plans: &mut [Plan], lines: &[usize]) -> Propagation {
+/// The outcomes. Every line is one of the output: a statement already
+/// present moves down by the lines inserted before it.
+fn finish(source: String, old: &str, plans: &mut [Plan], lines: &[usize]) -> Propagation {
+    let inserted: Vec<(usize, usize)> = plans
+        .iter()
+        .filter_map(|p| match p {
+            Plan::Insert { offset, text, .. } => Some((*offset, text.matches('\n').count())),
+            _ => None,
+        })
+        .collect();
+    let in_output = |line: usize| {
+        let start = old.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum::<usize>();
+        line + inserted.iter().filter(|&&(offset, _)| offset <= start).map(|&(_, n)| n).sum::<usize>()
+    };
     let outcomes = plans
         .iter_mut()
         .enumerate()
@@ -416,7 +429,7 @@ fn finish(source: String, plans: &mut [Plan], lines: &[usize]) -> Propagation {
             Plan::Insert { renames, .. } => {
                 Outcome::Placed { line: lines.get(k).copied().unwrap_or(0), renames: std::mem::take(renames) }
             }
-            Plan::Present { line } => Outcome::AlreadyPresent { line: *line },
+            Plan::Present { line } => Outcome::AlreadyPresent { line: in_output(*line) },
             Plan::Fail { reason } => Outcome::Failed { reason: std::mem::take(reason) },
         })
         .collect();

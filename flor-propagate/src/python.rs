@@ -1,6 +1,6 @@
 //! Python specifics: the tree-sitter-python grammar, which node kinds are
-//! statements and blocks, parse errors with positions, and finding
-//! `flor.log("NAME", ...)` statements.
+//! statements and blocks, parse errors with positions, the incremental
+//! reparse. (flor's own API in Python syntax is `flor_api`.)
 
 use flor_core::propagate::PropagateError;
 use tree_sitter::{InputEdit, Language, Node, Parser, Point};
@@ -212,56 +212,6 @@ fn first_error(root: Node) -> Option<(usize, usize, String)> {
             }
         }
     }
-}
-
-/// The 1-based lines of the `flor.log("NAME", ...)` statements of `source`
-/// whose NAME is in `names` (all of them when `names` is empty), in order.
-pub fn find_log_statements(source: &str, names: &[&str]) -> Result<Vec<usize>, PropagateError> {
-    let py = Python::new();
-    let tree = py.parse(source, "new")?;
-    let bytes = source.as_bytes();
-    let mut lines = Vec::new();
-    let mut cursor = tree.walk();
-    loop {
-        let node = cursor.node();
-        if node.kind() == "expression_statement" {
-            if let Some(name) = node.named_child(0).and_then(|call| log_name(call, bytes)) {
-                if names.is_empty() || names.contains(&name.as_str()) {
-                    lines.push(node.start_position().row + 1);
-                }
-            }
-        }
-        if cursor.goto_first_child() {
-            continue;
-        }
-        loop {
-            if cursor.goto_next_sibling() {
-                break;
-            }
-            if !cursor.goto_parent() {
-                return Ok(lines);
-            }
-        }
-    }
-}
-
-/// `NAME` when `call` is `flor.log("NAME", ...)`.
-fn log_name(call: Node, src: &[u8]) -> Option<String> {
-    if call.kind() != "call" {
-        return None;
-    }
-    let function = call.child_by_field_name("function")?;
-    if function.utf8_text(src).ok()?.split_whitespace().collect::<String>() != "flor.log" {
-        return None;
-    }
-    let first = call.child_by_field_name("arguments")?.named_child(0)?;
-    if first.kind() != "string" {
-        return None;
-    }
-    let text = first.utf8_text(src).ok()?;
-    let inner = text.trim_start_matches(|c: char| c.is_ascii_alphabetic());
-    let quote = inner.chars().next()?;
-    Some(inner.trim_matches(quote).to_string())
 }
 
 #[cfg(test)]

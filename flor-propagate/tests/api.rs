@@ -1,9 +1,10 @@
-//! The library API: propagation at a git commit, the registry, limits, errors.
+//! The library API: propagation, log statements, the registry, limits, errors.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use flor_propagate::{
-    find_log_statements, for_path, propagate_at_commit, python, Error, LanguagePropagator, Outcome, PropagateError,
+    python, registry, LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation,
 };
 
 const NEW: &str = "\
@@ -30,58 +31,69 @@ for epoch in flor.loop(\"epoch\", range(10)):
         optimizer.step()
 ";
 
-fn commit_file(repo: &git2::Repository, path: &str, content: &str) -> git2::Oid {
-    let root = repo.workdir().unwrap();
-    std::fs::write(root.join(path), content).unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new(path)).unwrap();
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    let parents: Vec<git2::Commit> = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).into_iter().collect();
-    let parents: Vec<&git2::Commit> = parents.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &parents).unwrap()
-}
-
 #[test]
-fn propagates_into_the_version_at_a_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = git2::Repository::init(dir.path()).unwrap();
-    let old = commit_file(&repo, "train.py", OLD);
-    commit_file(&repo, "train.py", NEW);
-    let lines = find_log_statements(NEW, &["loss"]).unwrap();
+fn propagation_is_code_in_code_out() {
+    let lines = python().log_statement_lines(NEW, &["loss"]).unwrap();
     assert_eq!(lines, [8]);
-    let p = propagate_at_commit(dir.path(), &old.to_string(), "train.py", NEW, &lines).unwrap();
+    let p = python().propagate(NEW, &lines, OLD).unwrap();
     assert_eq!(p.outcomes, [Outcome::Placed { line: 8, renames: vec![] }]);
     assert_eq!(p.source, NEW.replace("    flor.log(\"epoch\", epoch)\n", ""));
-    // The working tree is not touched.
-    assert_eq!(std::fs::read_to_string(dir.path().join("train.py")).unwrap(), NEW);
-
-    let missing = propagate_at_commit(dir.path(), &old.to_string(), "nope.py", NEW, &lines).unwrap_err();
-    assert!(matches!(missing, Error::Git(_)), "{missing}");
-    let unsupported = propagate_at_commit(dir.path(), &old.to_string(), "train.rs", NEW, &lines).unwrap_err();
-    assert!(matches!(unsupported, Error::Unsupported(_)), "{unsupported}");
 }
 
 #[test]
 fn finds_log_statements_by_name() {
-    assert_eq!(find_log_statements(NEW, &[]).unwrap(), [8, 10]);
-    assert_eq!(find_log_statements(NEW, &["epoch"]).unwrap(), [10]);
-    assert!(find_log_statements(NEW, &["other"]).unwrap().is_empty());
-    assert!(matches!(find_log_statements("for x in :\n", &[]), Err(PropagateError::Unparsable { .. })));
+    let s = |line: usize, name: &str| LogStatement { line, name: name.into() };
+    assert_eq!(python().log_statements(NEW, &[]).unwrap(), [s(8, "loss"), s(10, "epoch")]);
+    assert_eq!(python().log_statements(NEW, &["epoch"]).unwrap(), [s(10, "epoch")]);
+    assert_eq!(python().log_statement_lines(NEW, &["epoch", "loss"]).unwrap(), [8, 10]);
+    assert!(python().log_statements(NEW, &["other"]).unwrap().is_empty());
+    let e = python().log_statements("for x in :\n", &[]).unwrap_err();
+    assert!(matches!(e, PropagateError::Unparsable { which: "input", line: 1, .. }), "{e}");
 }
 
 #[test]
 fn registry_by_extension() {
-    assert_eq!(for_path(Path::new("a/train.py")).map(|p| p.language()), Some("python"));
-    assert!(for_path(Path::new("train.rs")).is_none());
+    let registry = registry();
+    assert_eq!(registry.for_path(Path::new("a/train.py")).map(|p| p.language()), Some("python"));
+    assert_eq!(registry.for_path(Path::new("gui.pyw")).map(|p| p.language()), Some("python"));
+    assert!(registry.for_path(Path::new("train.rs")).is_none());
     assert!(python().handles(Path::new("x.py")));
+    assert_eq!(python().startup_probe(), Some(vec!["-c".to_string(), "import flordb".to_string()]));
+}
+
+/// An SDK user's propagator: registered later, it wins for the extensions
+/// it shares with Python and adds its own.
+#[test]
+fn a_registered_propagator_extends_and_overrides() {
+    struct Stub;
+    impl LanguagePropagator for Stub {
+        fn language(&self) -> &'static str {
+            "stub"
+        }
+        fn extensions(&self) -> &'static [&'static str] {
+            &["pyw", "stub"]
+        }
+        fn propagate(&self, _: &str, _: &[usize], old: &str) -> Result<Propagation, PropagateError> {
+            Ok(Propagation { source: old.to_string(), outcomes: vec![] })
+        }
+        fn log_statements(&self, _: &str, _: &[&str]) -> Result<Vec<LogStatement>, PropagateError> {
+            Ok(vec![])
+        }
+        fn loop_scope(&self, _: &str, _: usize) -> Result<LoopScope, PropagateError> {
+            Ok(LoopScope::Dynamic { reason: "stub".into() })
+        }
+    }
+    let mut registry = registry();
+    registry.register(Arc::new(Stub));
+    let lang = |p: &str| registry.for_path(Path::new(p)).map(|p| p.language());
+    assert_eq!((lang("a.py"), lang("a.pyw"), lang("a.stub")), (Some("python"), Some("stub"), Some("stub")));
+    assert_eq!(registry.languages().map(|p| p.language()).collect::<Vec<_>>(), ["python", "stub"]);
 }
 
 #[test]
 fn bad_requests_are_errors() {
-    assert_eq!(python().propagate(NEW, &[2], OLD), Err(PropagateError::NoStatement(2)));
-    assert_eq!(python().propagate(NEW, &[0], OLD), Err(PropagateError::NoStatement(0)));
+    assert_eq!(python().propagate(NEW, &[2], OLD), Err(PropagateError::NoStatement { which: "new", line: 2 }));
+    assert_eq!(python().propagate(NEW, &[0], OLD), Err(PropagateError::NoStatement { which: "new", line: 0 }));
     let e = python().propagate(NEW, &[8], "def f(:\n    pass\n").unwrap_err();
     assert!(matches!(e, PropagateError::Unparsable { which: "old", line: 1, .. }), "{e}");
 }
@@ -140,7 +152,7 @@ fn repetitive_code_is_placed_right_or_reported() {
     let (mut placed, mut reported) = (0, 0);
     for stages in [20, 50, 100, 135, 140] {
         let (new, old) = (script(stages, true), script(stages, false));
-        let at = find_log_statements(&new, &["out"]).unwrap();
+        let at = python().log_statement_lines(&new, &["out"]).unwrap();
         let p = python().propagate(&new, &at, &old).unwrap();
         match &p.outcomes[0] {
             Outcome::Placed { line, .. } => {
@@ -159,4 +171,172 @@ fn repetitive_code_is_placed_right_or_reported() {
     }
     eprintln!("repetitive code: {placed} placed, {reported} reported ambiguous");
     assert!(placed >= 1, "placed {placed}, reported {reported}");
+}
+
+/// `log_statements` reads the syntax tree: what looks like a log call in a
+/// comment or a string is none, a call over several lines is one statement
+/// at its first line, the module is known by whatever name it is imported as.
+#[test]
+fn log_statements_from_the_syntax_tree() {
+    let names = |source: &str| -> Vec<(usize, String)> {
+        python().log_statements(source, &[]).unwrap().into_iter().map(|s| (s.line, s.name)).collect()
+    };
+    let at =
+        |pairs: &[(usize, &str)]| -> Vec<(usize, String)> { pairs.iter().map(|&(l, n)| (l, n.to_string())).collect() };
+    let script = r#"import flordb as flor
+# flor.log("in_comment", 1)
+s = 'flor.log("in_string", 1)'
+"""
+flor.log("in_docstring", 1)
+"""
+flor.log(
+    "multi",  # a comment inside the call
+    value,
+)
+flor.log('single', 1)
+flor.log("""triple""", 1)
+flor.log(name="keyword", value=1)
+flor.log(value=1, name="keyword_last")
+y = flor.log("assigned", f(x))
+flor.log("outer", flor.log("inner", 1))
+flor.log(f"dynamic_{i}", 1)
+flor.log(key, 1)
+cb = lambda v: flor.log("in_lambda", v)
+if flor.log("in_if_header", 1):
+    pass
+flor . log ( "spaced" , 1 )
+other.log("not_flor", 1)
+log("bare_without_import", 1)
+"#;
+    assert_eq!(
+        names(script),
+        at(&[
+            (7, "multi"),
+            (11, "single"),
+            (12, "triple"),
+            (13, "keyword"),
+            (14, "keyword_last"),
+            (15, "assigned"),
+            (16, "outer"),
+            (16, "inner"),
+            (22, "spaced"),
+        ])
+    );
+    assert_eq!(python().log_statement_lines(script, &["outer", "inner"]).unwrap(), [16]);
+
+    // Aliases: `import flordb as X`, `import flordb`, `from flordb import ...`;
+    // `flor` is only assumed when the script imports no flordb.
+    assert_eq!(names("import flordb as fl\nfl.log('a', 1)\nflor.log('b', 1)\n"), at(&[(2, "a")]));
+    assert_eq!(names("import flordb\nflordb.log('a', 1)\nflor.log('b', 1)\n"), at(&[(2, "a")]));
+    assert_eq!(names("import os, flordb as F\nif x:\n    F.log('a', 1)\n"), at(&[(3, "a")]));
+    assert_eq!(names("from flordb import log\nlog('a', 1)\n"), at(&[(2, "a")]));
+    assert_eq!(names("from flordb import log as L\nL('a', 1)\nlog('b', 1)\n"), at(&[(2, "a")]));
+    assert_eq!(names("from flordb import *\nlog('a', 1)\n"), at(&[(2, "a")]));
+    assert_eq!(names("from utils import flor\nflor.log('a', 1)\n"), at(&[(2, "a")]));
+    // Tabs and nesting do not matter.
+    assert_eq!(names("import flordb as flor\ndef f():\n\tfor x in y:\n\t\tflor.log('a', x)\n"), at(&[(4, "a")]));
+}
+
+#[test]
+fn loop_scope_errors_name_the_line() {
+    let script = "import flordb as flor\n\nfor e in flor.loop('epoch', range(3)):\n    flor.log('x', e)\n";
+    assert_eq!(python().loop_scope(script, 2), Err(PropagateError::NoStatement { which: "input", line: 2 }));
+    assert_eq!(python().loop_scope(script, 0), Err(PropagateError::NoStatement { which: "input", line: 0 }));
+    assert_eq!(python().loop_scope(script, 9), Err(PropagateError::NoStatement { which: "input", line: 9 }));
+    let e = python().loop_scope("for x in :\n    pass\n", 1).unwrap_err();
+    assert!(matches!(e, PropagateError::Unparsable { which: "input", line: 1, .. }), "{e}");
+    assert_eq!(e.to_string().split(" at ").next(), Some("input source does not parse"));
+}
+
+/// Scopes the data-driven cases (`tests/scope`) do not cover.
+#[test]
+fn loop_scope_corner_cases() {
+    let scope = |source: &str, line: usize| python().loop_scope(source, line).unwrap();
+    let fixed = |loops: &[&str], after: bool| LoopScope::Static {
+        loops: loops.iter().map(|l| l.to_string()).collect(),
+        after_first_loop: after,
+    };
+    let reason = |source: &str, line: usize| match scope(source, line) {
+        LoopScope::Dynamic { reason } => reason,
+        other => panic!("{other:?}"),
+    };
+    // `name=` keyword, `async for`, a header statement itself, `else` of a loop.
+    let s = "import flordb as flor\nasync def main():\n    async for e in flor.loop(name='epoch', iterable=xs):\n        flor.log('a', e)\n";
+    assert_eq!(scope(s, 4), fixed(&["epoch"], true));
+    let s = "import flordb as flor\nfor e in flor.loop('epoch', r):\n    pass\nelse:\n    flor.log('after', 1)\n";
+    assert_eq!(scope(s, 2), fixed(&[], false));
+    assert_eq!(scope(s, 5), fixed(&[], true));
+    // A class body runs where the class statement is; its methods do not.
+    let s = "import flordb as flor\nfor e in flor.loop('epoch', r):\n    class C:\n        flor.log('c', 1)\n        def m(self):\n            flor.log('m', 1)\n";
+    assert_eq!(scope(s, 4), fixed(&["epoch"], true));
+    assert!(reason(s, 6).starts_with("inside function `m`"));
+    // Two loops in one header, a loop consumed at once, a loop passed around.
+    let s = "import flordb as flor\nfor a, b in zip(flor.loop('x', r), flor.loop('y', r)):\n    flor.log('v', a)\n";
+    assert!(reason(s, 3).contains("more than once"), "{}", reason(s, 3));
+    let s = "import flordb as flor\nfor e in list(flor.loop('epoch', r)):\n    flor.log('v', e)\n";
+    assert!(reason(s, 3).contains("consumed at once"), "{}", reason(s, 3));
+    let s = "import flordb as flor\nfor e in [x for x in flor.loop('epoch', r)]:\n    flor.log('v', e)\n";
+    assert!(reason(s, 3).contains("comprehension"), "{}", reason(s, 3));
+    let s = "import flordb as flor\nL = flor.loop\nfor e in L('epoch', r):\n    flor.log('v', e)\n";
+    assert!(reason(s, 4).contains("`flor.loop` at line 2 is used other than called"), "{}", reason(s, 4));
+    // flor.iteration outside a `with` header.
+    let s = "import flordb as flor\nit = flor.iteration('epoch', 0)\nflor.log('v', 1)\n";
+    assert!(reason(s, 3).contains("not the context manager of a `with` statement"), "{}", reason(s, 3));
+    // A loop with no name at all.
+    let s = "import flordb as flor\nfor e in flor.loop():\n    flor.log('v', e)\n";
+    assert!(reason(s, 3).contains("has no name"), "{}", reason(s, 3));
+    // Something else's `loop` is no flor loop.
+    let s = "import flordb as flor\nfor e in asyncio.loop('epoch', r):\n    flor.log('v', e)\n";
+    assert_eq!(scope(s, 3), fixed(&[], false));
+    // A plain loop around a flor loop repeats it: statements of the plain
+    // loop outside it run between its iterations, those inside are static.
+    let s = "import flordb as flor\nfor run in runs:\n    flor.log('run', run)\n    for e in flor.loop('epoch', r):\n        flor.log('v', e)\n";
+    assert!(reason(s, 3).contains("`for` loop at line 2, which also runs a flor loop"), "{}", reason(s, 3));
+    assert_eq!(scope(s, 5), fixed(&["epoch"], true));
+    // A function holding the loop, nested in another function.
+    let s = "import flordb as flor\ndef outer():\n    def train():\n        for e in flor.loop('epoch', r):\n            flor.log('v', e)\n    train()\n";
+    assert_eq!(scope(s, 5), fixed(&["epoch"], true));
+}
+
+/// Every outcome's line is a line of the output, also for a statement that
+/// was already there when others are inserted before it.
+#[test]
+fn lines_of_present_statements_are_lines_of_the_output() {
+    let new = "for e in xs:\n    a = f(e)\n    flor.log('a', a)\n    b = g(a)\n    flor.log('b', b)\n";
+    let old = "for e in xs:\n    a = f(e)\n    b = g(a)\n    flor.log('b', b)\n";
+    let p = python().propagate(new, &[3, 5], old).unwrap();
+    assert_eq!(p.outcomes, [Outcome::Placed { line: 3, renames: vec![] }, Outcome::AlreadyPresent { line: 5 }]);
+    assert_eq!(p.source, new);
+    for o in &p.outcomes {
+        let (Outcome::Placed { line, .. } | Outcome::AlreadyPresent { line }) = o else { panic!("{o:?}") };
+        assert!(p.source.lines().nth(line - 1).is_some_and(|l| l.trim_start().starts_with("flor.log(")));
+    }
+}
+
+/// The examples in the trait's documentation (flor-core cannot run Python
+/// there) hold for the Python propagator.
+#[test]
+fn the_trait_documentation_examples_hold() {
+    let logs = "import flordb as flor\n# flor.log(\"loss\", 0)\nflor.log(\n    \"loss\", l)\nprint('flor.log(\"loss\", 1)')\nflor.log(\"acc\", a)\n";
+    assert_eq!(python().log_statements(logs, &["loss"]).unwrap(), [LogStatement { line: 3, name: "loss".into() }]);
+    let script = r#"import flordb as flor
+flor.log("lr", lr)
+def helper(x):
+    flor.log("x", x)
+for e in flor.loop("epoch", range(3)):
+    for i, b in enumerate(flor.loop("step", data)):
+        flor.log("loss", f(b))
+    flor.log("acc", acc)
+flor.log("final", acc)
+"#;
+    let fixed = |loops: &[&str], after_first_loop: bool| LoopScope::Static {
+        loops: loops.iter().map(|l| l.to_string()).collect(),
+        after_first_loop,
+    };
+    let scope = |line: usize| python().loop_scope(script, line).unwrap();
+    assert_eq!(scope(2), fixed(&[], false));
+    assert!(matches!(scope(4), LoopScope::Dynamic { reason } if reason.starts_with("inside function `helper`")));
+    assert_eq!(scope(7), fixed(&["epoch", "step"], true));
+    assert_eq!(scope(8), fixed(&["epoch"], true));
+    assert_eq!(scope(9), fixed(&[], true));
 }

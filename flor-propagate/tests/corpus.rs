@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use flor_propagate::{find_log_statements, python, LanguagePropagator, Outcome, PropagateError, Propagation};
+use flor_propagate::{python, LanguagePropagator, Outcome, PropagateError, Propagation};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -87,9 +87,9 @@ fn check(case: &Case) -> Vec<String> {
         spec.lines.clone()
     } else {
         let names: Vec<&str> = spec.names.iter().map(String::as_str).collect();
-        match find_log_statements(&case.new, &names) {
+        match python().log_statement_lines(&case.new, &names) {
             Ok(l) => l,
-            Err(e) => return vec![format!("find_log_statements: {e}")],
+            Err(e) => return vec![format!("log_statements: {e}")],
         }
     };
     let result = python().propagate(&case.new, &lines, &case.old);
@@ -221,7 +221,7 @@ fn identical_file_same_spot() {
     let mut report = String::new();
     let mut checked = 0;
     for case in load() {
-        let Ok(logs) = find_log_statements(&case.new, &[]) else { continue };
+        let Ok(logs) = python().log_statement_lines(&case.new, &[]) else { continue };
         for line in logs {
             let Some(old) = without_statement(&case.new, line) else { continue };
             if !parses(&old) {
@@ -260,7 +260,7 @@ fn output_always_parses() {
     let cases = load();
     let mut report = String::new();
     for (i, case) in cases.iter().enumerate() {
-        let Ok(logs) = find_log_statements(&case.new, &[]) else { continue };
+        let Ok(logs) = python().log_statement_lines(&case.new, &[]) else { continue };
         if logs.is_empty() {
             continue;
         }

@@ -34,7 +34,7 @@
 //! let root = Path::new("/path/to/repo");
 //! let runs = Runs { runs: vec![/* from the store */], ..Runs::default() };
 //! let request = Request { names: vec!["grad_norm".into()], jobs: 4, ..Request::default() };
-//! let plan = flor_replay::plan(root, &request, &runs, &CostModel::default())?;
+//! let plan = flor_replay::plan(root, &flor_propagate::registry(), &request, &runs, &CostModel::default())?;
 //! print!("{}", plan.render());
 //! let mut executor = LocalExecutor::new(LocalOptions {
 //!     root: root.into(),
@@ -52,7 +52,6 @@
 mod error;
 mod execute;
 mod executor;
-mod lang;
 mod local;
 mod plan;
 mod profile;
@@ -65,7 +64,7 @@ pub use error::{Error, Result};
 pub use execute::{attach_replay, execute, Observer, RunOutcome, Summary};
 pub use executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
 pub use local::{LocalExecutor, LocalOptions};
-pub use plan::{plan, Plan, Request, RunReplay, Runs, StatementPlan, VersionPlan};
+pub use plan::{level_of, plan, Plan, Request, RunReplay, Runs, StatementPlan, VersionPlan};
 pub use profile::{profile_of, Forward};
 pub use render::ProgressBars;
 pub use segments::{makespan, plan_run, CostModel, Level, PlanError, RunPlan, RunProfile, Segment, Step};

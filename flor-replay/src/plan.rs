@@ -8,11 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use flor_core::propagate::Outcome;
+use flor_core::propagate::{LanguagePropagator, LoopScope, Outcome, Registry};
 use flor_core::{RunMeta, RunStatus};
 
 use crate::error::{Error, Result};
-use crate::lang::{self, Found};
 use crate::profile::Forward;
 use crate::segments::{makespan, plan_run, CostModel, Level, RunPlan};
 use crate::spec::{CheckpointRef, CodeRef, SegmentSpec, SPEC_VERSION};
@@ -49,15 +48,14 @@ pub struct Runs {
 pub struct StatementPlan {
     /// Line in the newest version.
     pub new_line: usize,
-    /// The name it logs.
-    pub name: String,
     /// What propagation did.
     pub outcome: Outcome,
-    /// Where it runs in the old version.
+    /// Where it runs in the old version as its syntax shows (statements
+    /// placed or already present); a [`LoopScope::Dynamic`] reason is shown
+    /// with the plan.
+    pub scope: Option<LoopScope>,
+    /// Its replay level for the version's first run's outer loop.
     pub level: Option<Level>,
-    /// Why the level is the safe default (the statement's loop is not
-    /// known from the source), when it is.
-    pub note: Option<String>,
 }
 
 /// One code version (snapshot commit) of the script.
@@ -149,24 +147,31 @@ impl Plan {
     }
 }
 
-/// The newest version of a script and its statements.
-struct Newest {
+/// The newest version of a script, its statements' lines (distinct,
+/// ascending) and the propagator of its language.
+struct Newest<'r> {
     source: String,
-    statements: Vec<Found>,
+    lines: Vec<usize>,
+    propagator: &'r dyn LanguagePropagator,
 }
 
 /// Builds the plan for `request` over the runs recorded in the repository
-/// at `root` (see the module docs).
-pub fn plan(root: &Path, request: &Request, runs: &Runs, cost: &CostModel) -> Result<Plan> {
+/// at `root` (see the module docs); each script's language is the one
+/// `propagators` has for its file type (scripts of no known language, such
+/// as runs recorded from Rust programs, are not replayable).
+pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs, cost: &CostModel) -> Result<Plan> {
     if request.names.is_empty() {
         return Err(Error::NoNames);
     }
     let jobs = request.jobs.max(1);
-    let scripts = newest_statements(root, request, runs)?;
+    let scripts = newest_statements(root, propagators, request, runs)?;
     let selected = select_runs(request, runs, &scripts);
     let mut cost = *cost;
-    if let Some(secs) = selected.first().and_then(|m| process_start_secs(&m.filename, &m.interpreter)) {
-        cost.process_secs = secs;
+    if let Some(m) = selected.first() {
+        let probe = scripts.get(&m.filename).and_then(|s| s.propagator.startup_probe());
+        if let Some(secs) = probe.and_then(|args| process_start_secs(&m.interpreter, &args)) {
+            cost.process_secs = secs;
+        }
     }
 
     let mut versions: Vec<VersionPlan> = Vec::new();
@@ -194,21 +199,24 @@ pub fn plan(root: &Path, request: &Request, runs: &Runs, cost: &CostModel) -> Re
 }
 
 /// The recorded scripts whose working-tree version logs one of the names.
-fn newest_statements(root: &Path, request: &Request, runs: &Runs) -> Result<BTreeMap<String, Newest>> {
+fn newest_statements<'r>(
+    root: &Path,
+    propagators: &'r Registry,
+    request: &Request,
+    runs: &Runs,
+) -> Result<BTreeMap<String, Newest<'r>>> {
     let names: Vec<&str> = request.names.iter().map(String::as_str).collect();
     let mut scripts = BTreeMap::new();
+    let mut found: BTreeSet<String> = BTreeSet::new();
     let mut unreadable = Vec::new();
     let recorded: BTreeSet<&str> = runs.runs.iter().map(|r| r.filename.as_str()).collect();
     for f in recorded {
         if request.script.as_deref().is_some_and(|s| s != f) {
             continue;
         }
-        // Only scripts a propagator handles (runs recorded from Rust are not replayable).
-        if !lang::handles(f) {
-            continue;
-        }
+        let Some(propagator) = propagators.for_path(Path::new(f)) else { continue };
         let Ok(source) = std::fs::read_to_string(root.join(f)) else { continue };
-        let statements = match lang::log_statements(f, &source, &names) {
+        let statements = match propagator.log_statements(&source, &names) {
             Ok(s) => s,
             // The script named explicitly must parse; others are skipped.
             Err(e) if request.script.is_some() => return Err(Error::Unparsable { script: f.to_owned(), source: e }),
@@ -218,23 +226,25 @@ fn newest_statements(root: &Path, request: &Request, runs: &Runs) -> Result<BTre
             }
         };
         if !statements.is_empty() {
-            scripts.insert(f.to_owned(), Newest { source, statements });
+            found.extend(statements.iter().map(|s| s.name.clone()));
+            let mut lines: Vec<usize> = statements.iter().map(|s| s.line).collect();
+            lines.sort_unstable();
+            lines.dedup();
+            scripts.insert(f.to_owned(), Newest { source, lines, propagator });
         }
     }
     if scripts.is_empty() {
         return Err(Error::NoStatements { script: request.script.clone(), names: request.names.clone(), unreadable });
     }
-    for n in &request.names {
-        if !scripts.values().any(|s| s.statements.iter().any(|st| &st.name == n)) {
-            return Err(Error::NameNotFound { name: n.clone() });
-        }
+    if let Some(n) = request.names.iter().find(|n| !found.contains(*n)) {
+        return Err(Error::NameNotFound { name: n.clone() });
     }
     Ok(scripts)
 }
 
 /// The finished runs of those scripts that lack a name (all with
 /// `force`), narrowed by the caller's selection.
-fn select_runs<'r>(request: &Request, runs: &'r Runs, scripts: &BTreeMap<String, Newest>) -> Vec<&'r RunMeta> {
+fn select_runs<'r>(request: &Request, runs: &'r Runs, scripts: &BTreeMap<String, Newest<'_>>) -> Vec<&'r RunMeta> {
     runs.runs
         .iter()
         .filter(|m| scripts.contains_key(&m.filename) && m.status != RunStatus::Running)
@@ -251,7 +261,7 @@ fn select_runs<'r>(request: &Request, runs: &'r Runs, scripts: &BTreeMap<String,
 fn plan_one(
     root: &Path,
     m: &RunMeta,
-    scripts: &BTreeMap<String, Newest>,
+    scripts: &BTreeMap<String, Newest<'_>>,
     versions: &mut Vec<VersionPlan>,
     version_of: &mut HashMap<(Vec<u8>, String), usize>,
     max_segments: usize,
@@ -275,13 +285,8 @@ fn plan_one(
         return Err(format!("version {} cannot take the statements", short(&commit)));
     }
     let forward = Forward::read(root, m).map_err(|e| format!("its records cannot be read: {e}"))?;
-    let src = v.source.as_deref().unwrap_or_default();
-    let levels: Vec<Level> = v
-        .statements
-        .iter()
-        .filter_map(|s| placed_line(&s.outcome))
-        .map(|line| lang::level(&v.script, src, line, forward.profile.outer_loop.as_deref()).0)
-        .collect();
+    let outer = forward.profile.outer_loop.as_deref();
+    let levels: Vec<Level> = v.statements.iter().filter_map(|s| Some(level_of(s.scope.as_ref()?, outer))).collect();
     let plan = plan_run(&forward.profile, &levels, max_segments, cost).map_err(|e| e.to_string())?;
     Ok(RunReplay { meta: m.clone(), version: vi, plan, forward })
 }
@@ -297,22 +302,41 @@ fn placed_line(outcome: &Outcome) -> Option<usize> {
 /// The levels shown per version are those of its first run's outer loop.
 fn show_levels(versions: &mut [VersionPlan], runs: &[RunReplay]) {
     for r in runs {
-        let v = &mut versions[r.version];
-        let src = v.source.clone().unwrap_or_default();
-        for st in &mut v.statements {
+        for st in &mut versions[r.version].statements {
             if st.level.is_none() {
-                if let Some(line) = placed_line(&st.outcome) {
-                    let (level, note) = lang::level(&v.script, &src, line, r.forward.profile.outer_loop.as_deref());
-                    st.level = Some(level);
-                    st.note = note;
-                }
+                st.level = st.scope.as_ref().map(|s| level_of(s, r.forward.profile.outer_loop.as_deref()));
             }
         }
     }
 }
 
+/// The replay level of a statement whose loop scope (from the script's
+/// propagator, [`LanguagePropagator::loop_scope`]) is `scope`, in a run
+/// whose outermost loop is `outer`: inside exactly that loop
+/// [`Level::Outer`]; inside other loops, or anywhere
+/// ([`LoopScope::Dynamic`]: replay every iteration in full),
+/// [`Level::Inner`]; outside every loop [`Level::Setup`] or
+/// [`Level::Teardown`] by whether a loop starts before it.
+pub fn level_of(scope: &LoopScope, outer: Option<&str>) -> Level {
+    match scope {
+        LoopScope::Static { loops, .. } if loops.len() == 1 && outer == Some(loops[0].as_str()) => Level::Outer,
+        LoopScope::Static { loops, .. } if !loops.is_empty() => Level::Inner,
+        LoopScope::Static { after_first_loop: true, .. } => Level::Teardown,
+        LoopScope::Static { .. } => Level::Setup,
+        LoopScope::Dynamic { .. } => Level::Inner,
+    }
+}
+
+/// The loop scope of the statement at `line` of `source`; a scope that
+/// cannot be read counts as dynamic (replay everything), with the reason.
+fn scope_of(propagator: &dyn LanguagePropagator, source: &str, line: usize) -> LoopScope {
+    propagator
+        .loop_scope(source, line)
+        .unwrap_or_else(|e| LoopScope::Dynamic { reason: format!("its loops cannot be read: {e}") })
+}
+
 /// Propagates the newest statements into one old version of the script.
-fn version_plan(commit: &str, script: &str, newest: &Newest, old: &[u8]) -> VersionPlan {
+fn version_plan(commit: &str, script: &str, newest: &Newest<'_>, old: &[u8]) -> VersionPlan {
     let mut v = VersionPlan {
         commit: commit.to_owned(),
         script: script.to_owned(),
@@ -325,13 +349,13 @@ fn version_plan(commit: &str, script: &str, newest: &Newest, old: &[u8]) -> Vers
         v.failure = Some(format!("{script} at {} is not UTF-8 text", short(commit)));
         return v;
     };
-    let lines: Vec<usize> = newest.statements.iter().map(|s| s.line).collect();
-    match lang::propagate(script, &newest.source, &lines, old) {
+    let lines = &newest.lines;
+    match newest.propagator.propagate(&newest.source, lines, old) {
         Ok(p) => {
             let failed: Vec<String> = p
                 .outcomes
                 .iter()
-                .zip(&lines)
+                .zip(lines)
                 .filter_map(|(o, l)| match o {
                     Outcome::Failed { reason } => Some(format!("line {l}: {reason}")),
                     _ => None,
@@ -340,13 +364,10 @@ fn version_plan(commit: &str, script: &str, newest: &Newest, old: &[u8]) -> Vers
             v.statements = p
                 .outcomes
                 .into_iter()
-                .zip(&newest.statements)
-                .map(|(outcome, s)| StatementPlan {
-                    new_line: s.line,
-                    name: s.name.clone(),
-                    outcome,
-                    level: None,
-                    note: None,
+                .zip(lines)
+                .map(|(outcome, &new_line)| {
+                    let scope = placed_line(&outcome).map(|line| scope_of(newest.propagator, &p.source, line));
+                    StatementPlan { new_line, outcome, scope, level: None }
                 })
                 .collect();
             if failed.is_empty() {
@@ -361,14 +382,13 @@ fn version_plan(commit: &str, script: &str, newest: &Newest, old: &[u8]) -> Vers
     v
 }
 
-/// Seconds the run's interpreter takes to start and load flor's front end
-/// (the fixed cost of a replay process), or `None` when the language has
-/// no probe or the probe fails.
-fn process_start_secs(script: &str, interpreter: &str) -> Option<f64> {
-    let args = lang::startup_probe(script)?;
+/// Seconds `interpreter` takes to run `probe` (the propagator's
+/// [`LanguagePropagator::startup_probe`]: start and load flor's front end,
+/// the fixed cost of a replay process), or `None` when the probe fails.
+fn process_start_secs(interpreter: &str, probe: &[String]) -> Option<f64> {
     let started = Instant::now();
     let ok = Command::new(interpreter)
-        .args(&args)
+        .args(probe)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -381,4 +401,49 @@ fn process_start_secs(script: &str, interpreter: &str) -> Option<f64> {
 /// The first characters of a sha.
 pub(crate) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCRIPT: &str = r#"import flordb as flor
+lr = flor.arg("lr", 0.1)
+flor.log("setup_stat", 1)
+
+def helper(x):
+    flor.log("in_fn", x)
+
+with flor.checkpointing(w=w):
+    for epoch in flor.loop("epoch", range(3)):
+        flor.log("epoch_stat", epoch)
+        for step in flor.loop("step", range(4)):
+            flor.log("loss", step)
+
+        flor.log("acc", 1)
+flor.log("final", 2)
+"#;
+
+    #[test]
+    fn levels_from_the_enclosing_loops() {
+        let line = |pat: &str| SCRIPT.lines().position(|l| l.contains(pat)).unwrap() + 1;
+        let py = flor_propagate::python();
+        let lvl = |pat: &str| level_of(&py.loop_scope(SCRIPT, line(pat)).unwrap(), Some("epoch"));
+        assert_eq!(lvl("setup_stat"), Level::Setup);
+        assert_eq!(lvl("in_fn"), Level::Inner);
+        assert_eq!(lvl("epoch_stat"), Level::Outer);
+        assert_eq!(lvl("\"loss\""), Level::Inner);
+        assert_eq!(lvl("\"acc\""), Level::Outer);
+        assert_eq!(lvl("final"), Level::Teardown);
+        // The run's outer loop decides which loop is `Outer`.
+        assert_eq!(level_of(&py.loop_scope(SCRIPT, line("epoch_stat")).unwrap(), Some("other")), Level::Inner);
+        assert_eq!(level_of(&py.loop_scope(SCRIPT, line("epoch_stat")).unwrap(), None), Level::Inner);
+        // Statements in a function holding the loop are placed by it.
+        let main = "import flordb as flor\ndef main():\n    for e in flor.loop('epoch', range(3)):\n        flor.log('a', e)\n";
+        assert_eq!(level_of(&py.loop_scope(main, 4).unwrap(), Some("epoch")), Level::Outer);
+        // A helper's statement runs anywhere: every iteration in full, and the plan says why.
+        let scope = scope_of(&py, SCRIPT, line("in_fn"));
+        assert!(matches!(&scope, LoopScope::Dynamic { reason } if reason.contains("`helper`")), "{scope:?}");
+        assert_eq!(level_of(&scope, Some("epoch")), Level::Inner);
+    }
 }

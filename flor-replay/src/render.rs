@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write;
 
-use flor_core::propagate::Outcome;
+use flor_core::propagate::{LoopScope, Outcome};
 
 use crate::execute::Summary;
 use crate::executor::TaskProgress;
@@ -83,7 +83,10 @@ fn statement_text(st: &StatementPlan) -> String {
         Outcome::Failed { reason } => format!("FAILED: {reason}"),
     };
     let level = st.level.map(|l| format!("; {}", l.describe())).unwrap_or_default();
-    let note = st.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+    let note = match &st.scope {
+        Some(LoopScope::Dynamic { reason }) => format!("\n    (runs anywhere: {reason})"),
+        _ => String::new(),
+    };
     format!("{what}{level}{note}")
 }
 

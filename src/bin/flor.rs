@@ -218,6 +218,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             force: *force,
             script: script.clone(),
+            propagators: None,
         };
         return replay(&mut project, &opts, *yes, *dry_run);
     }
@@ -386,16 +387,18 @@ fn propagate(
 ) -> Result<ExitCode, String> {
     use flor_propagate::Outcome;
     let usage = |msg: String| msg;
-    let propagator = flor_propagate::for_path(to)
-        .or_else(|| flor_propagate::for_path(from))
-        .ok_or_else(|| usage(format!("no propagator for `{}` (supported: .py)", to.display())))?;
+    let registry = flor_propagate::registry();
+    let propagator = registry.for_path(to).or_else(|| registry.for_path(from)).ok_or_else(|| {
+        let supported: Vec<String> = registry.extensions().iter().map(|e| format!(".{e}")).collect();
+        usage(format!("no propagator for `{}` (supported: {})", to.display(), supported.join(", ")))
+    })?;
     let new = read_text(from)?;
     let old = read_text(to)?;
     let mut wanted: Vec<usize> = lines.to_vec();
     if !names.is_empty() {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let found = flor_propagate::find_log_statements(&new, &names)
-            .map_err(|e| usage(format!("`{}`: {e}", from.display())))?;
+        let found =
+            propagator.log_statement_lines(&new, &names).map_err(|e| usage(format!("`{}`: {e}", from.display())))?;
         if found.is_empty() {
             return Err(usage(format!("`{}` has no flor.log statement named {}", from.display(), names.join(", "))));
         }

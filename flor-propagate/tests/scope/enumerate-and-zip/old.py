@@ -1,0 +1,8 @@
+import flordb as flor
+crit = make_loss()
+for epoch in flor.loop("epoch", range(epochs)):
+    for i, (x, y) in enumerate(flor.loop("step", loader)):
+        out = model(x)
+        opt.step()
+    for a, b in zip(flor.loop("val", val_loader), targets):
+        pred = model(a)

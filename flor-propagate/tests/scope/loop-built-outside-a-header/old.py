@@ -1,0 +1,4 @@
+import flordb as flor
+epochs = flor.loop("epoch", range(3))
+for e in epochs:
+    z = e + 1
