@@ -12,7 +12,8 @@ pub enum Error {
     /// Git (repository discovery, snapshots, run refs).
     #[error(transparent)]
     Git(#[from] flor_git::Error),
-    /// The query database.
+    /// The query database: opening it (a kind this build lacks is
+    /// [`flor_store::Error::DuckdbNotBuilt`]), Parquet output.
     #[error(transparent)]
     Store(#[from] flor_store::Error),
     /// The query database (backend-level).
@@ -68,13 +69,6 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// Something needs DuckDB (the `duckdb` store, Parquet output) and this
-    /// flor was built without the `duckdb` feature.
-    #[error("{}", duckdb_not_built_message(what))]
-    DuckdbNotBuilt {
-        /// What was asked for (`the duckdb store`, `Parquet output`).
-        what: &'static str,
-    },
     /// A checkpoint that is not there.
     #[error("run {tstamp} has no checkpoint named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (it has: {})", available.join(", ")) })]
     NoCheckpoint {
@@ -85,14 +79,6 @@ pub enum Error {
         /// Names it has.
         available: Vec<String>,
     },
-}
-
-fn duckdb_not_built_message(what: &str) -> String {
-    format!(
-        "{what} needs DuckDB, and this flor was built without it: build flor with \
-         `export DUCKDB_LIB_DIR=\"$(bash scripts/fetch_duckdb.sh)\"; cargo install --path . --features duckdb` \
-         (see the README), or use the SQLite store (`store = \"sqlite\"` in .flor/config.toml, or `--store sqlite`)"
-    )
 }
 
 fn unknown_names_message(names: &[String], known: &[String]) -> String {

@@ -11,9 +11,9 @@ use flor_core::store::{
 };
 use flor_core::RunStatus;
 use flor_core::{CheckpointMeta, ObjectStore, Store, Table};
-use flor_store::SqliteStore;
+use flor_store::StoreKind;
 
-use crate::config::{Config, StoreKind, CONFIG_FILE};
+use crate::config::{Config, CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::ingest::{self, SyncReport};
 
@@ -37,39 +37,6 @@ pub struct Project {
 impl std::fmt::Debug for Project {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Project").field("root", &self.root).field("projid", &self.projid).finish()
-    }
-}
-
-/// Deletes the query database files of `kind` (the records stay in git).
-fn remove_database(flor_dir: &Path, kind: StoreKind) -> Result<()> {
-    for name in kind.files() {
-        let path = flor_dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", path, e)),
-        }
-    }
-    Ok(())
-}
-
-/// Opens the query database of `kind` in `flor_dir`.
-fn open_store(flor_dir: &Path, kind: StoreKind) -> Result<Box<dyn Store>> {
-    let db = flor_dir.join(kind.file_name());
-    match kind {
-        StoreKind::Sqlite => {
-            // The database is a cache: one written by an older flor is
-            // rebuilt from git rather than refused.
-            if flor_store::schema_version_of(&db).is_some_and(|v| v > 0 && v < flor_store::SCHEMA_VERSION) {
-                eprintln!("flor: note: the query database was written by an older flor; rebuilding it from git");
-                remove_database(flor_dir, kind)?;
-            }
-            Ok(Box::new(SqliteStore::open(&db)?))
-        }
-        #[cfg(feature = "duckdb")]
-        StoreKind::Duckdb => Ok(Box::new(flor_store::DuckStore::open(&db)?)),
-        #[cfg(not(feature = "duckdb"))]
-        StoreKind::Duckdb => Err(Error::DuckdbNotBuilt { what: "the duckdb store" }),
     }
 }
 
@@ -139,17 +106,10 @@ impl Store for Released {
 }
 
 /// Writes `table` as a Parquet file at `path` (through an in-memory DuckDB;
-/// needs the `duckdb` feature, whatever the project's store).
+/// needs the `duckdb` feature, whatever the project's store: else
+/// [`flor_store::Error::DuckdbNotBuilt`]).
 pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
-    #[cfg(feature = "duckdb")]
-    {
-        Ok(flor_store::write_parquet(table, path)?)
-    }
-    #[cfg(not(feature = "duckdb"))]
-    {
-        let _ = (table, path);
-        Err(Error::DuckdbNotBuilt { what: "Parquet output" })
-    }
+    Ok(flor_store::write_parquet(table, path)?)
 }
 
 impl Project {
@@ -171,7 +131,7 @@ impl Project {
             Some(k) => k,
             None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
         };
-        let mut store = open_store(&flor_dir, kind)?;
+        let mut store = kind.open(&flor_dir)?;
         // Switching engines: the other engine's cache may be stale; start
         // this one afresh (sync then ingests every run ref again).
         let marker = flor_dir.join(LAST_STORE_FILE);
@@ -224,7 +184,7 @@ impl Project {
             Some(k) => k,
             None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
         };
-        remove_database(&flor_dir, kind)?;
+        kind.remove_database(&flor_dir)?;
         Project::open_with(start, Some(kind))
     }
 
@@ -248,7 +208,7 @@ impl Project {
     /// while for another process that has it open).
     pub fn reacquire_store(&mut self) -> Result<()> {
         if self.store.backend() == Released::NAME {
-            self.store = open_store(&self.flor_dir, self.store_kind)?;
+            self.store = self.store_kind.open(&self.flor_dir)?;
         }
         Ok(())
     }

@@ -5,7 +5,10 @@
 //!
 //! * [`SqliteStore`], the SQLite implementation of [`flor_core::Store`],
 //! * `DuckStore`, the DuckDB implementation (cargo feature `duckdb`; see
-//!   "The DuckDB backend" below), and `write_parquet`, and
+//!   "The DuckDB backend" below), and [`write_parquet`],
+//! * [`StoreKind`], the built-in backends by name, and [`StoreKind::open`],
+//!   which opens a project's query database of a kind in its `.flor/`
+//!   folder (a missing engine is [`Error::DuckdbNotBuilt`]), and
 //! * [`conformance`] (cargo feature `conformance`), the test suite every
 //!   backend must pass: it pins down ingestion, value round trips, the pivot,
 //!   the SQL views and the read-only rule, independently of the engine.
@@ -37,6 +40,7 @@ fn create_parent(path: &std::path::Path) -> Result<()> {
 #[cfg(feature = "duckdb")]
 mod bigvec;
 mod filter;
+mod kind;
 mod readonly;
 mod rows;
 mod spans;
@@ -51,10 +55,20 @@ pub use crate::duckdb::{write_parquet, DuckStore, DUCKDB_SCHEMA_VERSION};
 pub use ::duckdb as duckdb_crate;
 mod sqlite;
 
+/// Writes `table` as a Parquet file at `path`. This build has no DuckDB (the
+/// `duckdb` feature writes it through an in-memory DuckDB), so this is
+/// always [`Error::DuckdbNotBuilt`].
+#[cfg(not(feature = "duckdb"))]
+pub fn write_parquet(table: &flor_core::Table, path: &std::path::Path) -> Result<()> {
+    let _ = (table, path);
+    Err(Error::DuckdbNotBuilt { what: "Parquet output" })
+}
+
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use filter::filter_rows;
+pub use kind::{StoreKind, UnknownStoreKind};
 pub use sqlite::{schema_version_of, SqliteStore, SCHEMA_VERSION, SPLIT_SCAN_MIN_RECORDS};
 
 /// Errors of this crate outside the [`flor_core::Store`] methods (which
@@ -76,6 +90,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Something needs DuckDB (the `duckdb` store, Parquet output) and this
+    /// build lacks the `duckdb` feature.
+    #[error("{}", duckdb_not_built_message(what))]
+    DuckdbNotBuilt {
+        /// What was asked for (`the duckdb store`, `Parquet output`).
+        what: &'static str,
+    },
+}
+
+fn duckdb_not_built_message(what: &str) -> String {
+    format!(
+        "{what} needs DuckDB, and this flor was built without it: build flor with \
+         `export DUCKDB_LIB_DIR=\"$(bash scripts/fetch_duckdb.sh)\"; cargo install --path . --features duckdb` \
+         (see the README), or use the SQLite store (`store = \"sqlite\"` in .flor/config.toml, or `--store sqlite`)"
+    )
 }
 
 /// Result alias for this crate.
@@ -89,6 +118,9 @@ impl From<Error> for StoreError {
             Error::Store(s) => s,
             Error::Io { .. } => {
                 StoreError::Backend { backend: "sqlite", message: e.to_string(), source: Some(Box::new(e)) }
+            }
+            Error::DuckdbNotBuilt { .. } => {
+                StoreError::Backend { backend: "duckdb", message: e.to_string(), source: None }
             }
         }
     }

@@ -48,7 +48,7 @@ enum Format {
 }
 
 fn parse_store(s: &str) -> Result<StoreKind, String> {
-    s.parse()
+    s.parse::<StoreKind>().map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
