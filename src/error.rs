@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::project::NoDatabaseReason;
+
 /// Errors of the `flor` SDK and command line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -69,6 +71,13 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The project holds no query database: opened for recording, or its
+    /// DuckDB database released while replay workers run.
+    #[error("{}", no_database_message(*reason))]
+    NoDatabase {
+        /// Why there is none.
+        reason: NoDatabaseReason,
+    },
     /// A checkpoint that is not there.
     #[error("run {tstamp} has no checkpoint named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (it has: {})", available.join(", ")) })]
     NoCheckpoint {
@@ -79,6 +88,18 @@ pub enum Error {
         /// Names it has.
         available: Vec<String>,
     },
+}
+
+fn no_database_message(reason: NoDatabaseReason) -> String {
+    match reason {
+        NoDatabaseReason::Released => "this project's query database is released while replay workers use it \
+             (`Project::release_store`): call `Project::reacquire_store` first"
+            .into(),
+        NoDatabaseReason::Recording => "this project was opened without its query database (for recording: \
+              `Project::open_for_recording`, `ProjectBuilder::without_database`); open it with `Project::open` \
+              or `Project::builder(..).open()` to query it"
+            .into(),
+    }
 }
 
 fn unknown_names_message(names: &[String], known: &[String]) -> String {

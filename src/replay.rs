@@ -498,7 +498,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     // Runs lacking a name.
     let mut has: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
     let keys: HashMap<_, _> = runs.iter().map(|r| (r.key, (r.meta.projid.clone(), r.meta.tstamp.clone()))).collect();
-    project.store().scan_values(ValueFilter::Names(&names), &mut |row| {
+    project.store()?.scan_values(ValueFilter::Names(&names), &mut |row| {
         if let Some(k) = keys.get(&row.run) {
             has.entry(k.clone()).or_default().insert(row.name.to_owned());
         }
