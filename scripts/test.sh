@@ -33,6 +33,8 @@ fi
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test --workspace --locked
 # ...and with it: the crates that have the feature, DuckDB backend included.
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test -p flor -p flor-store --locked --features "$duckdb_features"
+# The custom-store guide runs end to end (a store of the SDK user's own).
+cargo run --quiet --locked --example custom_store
 "$venv/bin/python" -m pytest -q flor-python/tests
 # The SDK's extension examples, end to end: a propagator for another
 # language (records, propagates, replays, checks the recovered values).

@@ -9,82 +9,21 @@
 //! comments (the subset of TOML flor writes and reads); unknown keys are
 //! kept for later versions and ignored.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
+use flor_store::StoreKind;
 
 use crate::error::{Error, Result};
 
 /// The config file's name inside `.flor/`.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// The engine behind a project's query database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StoreKind {
-    /// SQLite (`.flor/flor.db`): always built in.
-    #[default]
-    Sqlite,
-    /// DuckDB (`.flor/flor.duckdb`): needs flor built with the `duckdb`
-    /// feature.
-    Duckdb,
-}
-
-impl StoreKind {
-    /// The name used in the config file and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Sqlite => "sqlite",
-            StoreKind::Duckdb => "duckdb",
-        }
-    }
-
-    /// Whether this build of flor includes the engine.
-    pub fn available(self) -> bool {
-        match self {
-            StoreKind::Sqlite => true,
-            StoreKind::Duckdb => cfg!(feature = "duckdb"),
-        }
-    }
-
-    /// The database file's name inside `.flor/`.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            StoreKind::Sqlite => "flor.db",
-            StoreKind::Duckdb => "flor.duckdb",
-        }
-    }
-
-    /// The database file and the engine's side files (journals).
-    pub(crate) fn files(self) -> &'static [&'static str] {
-        match self {
-            StoreKind::Sqlite => &["flor.db", "flor.db-wal", "flor.db-shm"],
-            StoreKind::Duckdb => &["flor.duckdb", "flor.duckdb.wal"],
-        }
-    }
-}
-
-impl fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for StoreKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<StoreKind, String> {
-        match s {
-            "sqlite" => Ok(StoreKind::Sqlite),
-            "duckdb" => Ok(StoreKind::Duckdb),
-            other => Err(format!("unknown store {other:?} (expected \"sqlite\" or \"duckdb\")")),
-        }
-    }
-}
-
 /// The settings of `.flor/config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     /// `store`: the query database's engine (`None`: not set).
+    /// [`StoreKind`] lives in `flor-store`, re-exported as
+    /// `flor::StoreKind`.
     pub store: Option<StoreKind>,
 }
 
@@ -130,7 +69,8 @@ impl Config {
             let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
                 return Err(bad(i + 1, key, format!("expected a quoted string such as \"duckdb\", found {value}")));
             };
-            config.store = Some(text.parse().map_err(|m| bad(i + 1, key, m))?);
+            config.store =
+                Some(text.parse().map_err(|e: flor_store::UnknownStoreKind| bad(i + 1, key, e.to_string()))?);
         }
         Ok(config)
     }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::project::NoDatabaseReason;
+
 /// Errors of the `flor` SDK and command line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -12,7 +14,8 @@ pub enum Error {
     /// Git (repository discovery, snapshots, run refs).
     #[error(transparent)]
     Git(#[from] flor_git::Error),
-    /// The query database.
+    /// The query database: opening it (a kind this build lacks is
+    /// [`flor_store::Error::DuckdbNotBuilt`]), Parquet output.
     #[error(transparent)]
     Store(#[from] flor_store::Error),
     /// The query database (backend-level).
@@ -68,12 +71,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// Something needs DuckDB (the `duckdb` store, Parquet output) and this
-    /// flor was built without the `duckdb` feature.
-    #[error("{}", duckdb_not_built_message(what))]
-    DuckdbNotBuilt {
-        /// What was asked for (`the duckdb store`, `Parquet output`).
-        what: &'static str,
+    /// The project holds no query database: opened for recording, or its
+    /// DuckDB database released while replay workers run.
+    #[error("{}", no_database_message(*reason))]
+    NoDatabase {
+        /// Why there is none.
+        reason: NoDatabaseReason,
     },
     /// A checkpoint that is not there.
     #[error("run {tstamp} has no checkpoint named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (it has: {})", available.join(", ")) })]
@@ -87,12 +90,16 @@ pub enum Error {
     },
 }
 
-fn duckdb_not_built_message(what: &str) -> String {
-    format!(
-        "{what} needs DuckDB, and this flor was built without it: build flor with \
-         `export DUCKDB_LIB_DIR=\"$(bash scripts/fetch_duckdb.sh)\"; cargo install --path . --features duckdb` \
-         (see the README), or use the SQLite store (`store = \"sqlite\"` in .flor/config.toml, or `--store sqlite`)"
-    )
+fn no_database_message(reason: NoDatabaseReason) -> String {
+    match reason {
+        NoDatabaseReason::Released => "this project's query database is released while replay workers use it \
+             (`Project::release_store`): call `Project::reacquire_store` first"
+            .into(),
+        NoDatabaseReason::Recording => "this project was opened without its query database (for recording: \
+              `Project::open_for_recording`, `ProjectBuilder::without_database`); open it with `Project::open` \
+              or `Project::builder(..).open()` to query it"
+            .into(),
+    }
 }
 
 fn unknown_names_message(names: &[String], known: &[String]) -> String {

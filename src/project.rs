@@ -6,14 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
-use flor_core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, StoreError, StoreResult, ValueFilter, ValueRow,
-};
-use flor_core::RunStatus;
+use flor_core::store::{NameInfo, RunRow};
 use flor_core::{CheckpointMeta, ObjectStore, Store, Table};
-use flor_store::SqliteStore;
+use flor_store::StoreKind;
 
-use crate::config::{Config, StoreKind, CONFIG_FILE};
+use crate::config::{Config, CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::ingest::{self, SyncReport};
 
@@ -25,12 +22,18 @@ pub const FLOR_DIR: &str = ".flor";
 const LAST_STORE_FILE: &str = "store";
 
 /// An open project. See the module docs.
+///
+/// Open one with [`Project::open`] (the store `.flor/config.toml` names) or
+/// [`Project::builder`] (a store kind, a store of your own, a fresh
+/// database, or none for recording).
 pub struct Project {
-    store_kind: StoreKind,
     root: PathBuf,
     projid: String,
     flor_dir: PathBuf,
-    store: Box<dyn Store>,
+    /// The built-in engine behind `db` (`None`: a store handed in by the
+    /// caller). Projects opened without a database keep the configured one.
+    kind: Option<StoreKind>,
+    db: Database,
     objects: ObjectStore,
 }
 
@@ -40,36 +43,37 @@ impl std::fmt::Debug for Project {
     }
 }
 
-/// Deletes the query database files of `kind` (the records stay in git).
-fn remove_database(flor_dir: &Path, kind: StoreKind) -> Result<()> {
-    for name in kind.files() {
-        let path = flor_dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", path, e)),
-        }
-    }
-    Ok(())
+/// Why a [`Project`] holds no query database (see [`Error::NoDatabase`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoDatabaseReason {
+    /// Opened for recording ([`Project::open_for_recording`],
+    /// [`ProjectBuilder::without_database`]).
+    Recording,
+    /// Released while replay workers run ([`Project::release_store`]).
+    Released,
 }
 
-/// Opens the query database of `kind` in `flor_dir`.
-fn open_store(flor_dir: &Path, kind: StoreKind) -> Result<Box<dyn Store>> {
-    let db = flor_dir.join(kind.file_name());
-    match kind {
-        StoreKind::Sqlite => {
-            // The database is a cache: one written by an older flor is
-            // rebuilt from git rather than refused.
-            if flor_store::schema_version_of(&db).is_some_and(|v| v > 0 && v < flor_store::SCHEMA_VERSION) {
-                eprintln!("flor: note: the query database was written by an older flor; rebuilding it from git");
-                remove_database(flor_dir, kind)?;
-            }
-            Ok(Box::new(SqliteStore::open(&db)?))
+/// The project's query database, or why there is none. Every use goes
+/// through [`Database::get`] / [`Database::get_mut`], which say why.
+enum Database {
+    Open(Box<dyn Store>),
+    Missing(NoDatabaseReason),
+}
+
+impl Database {
+    fn get(&self) -> Result<&dyn Store> {
+        match self {
+            Database::Open(store) => Ok(store.as_ref()),
+            Database::Missing(reason) => Err(Error::NoDatabase { reason: *reason }),
         }
-        #[cfg(feature = "duckdb")]
-        StoreKind::Duckdb => Ok(Box::new(flor_store::DuckStore::open(&db)?)),
-        #[cfg(not(feature = "duckdb"))]
-        StoreKind::Duckdb => Err(Error::DuckdbNotBuilt { what: "the duckdb store" }),
+    }
+
+    fn get_mut(&mut self) -> Result<&mut dyn Store> {
+        match self {
+            Database::Open(store) => Ok(store.as_mut()),
+            Database::Missing(reason) => Err(Error::NoDatabase { reason: *reason }),
+        }
     }
 }
 
@@ -87,168 +91,213 @@ fn prepare(start: &Path) -> Result<(flor_git::RepoInfo, PathBuf)> {
     Ok((info, flor_dir))
 }
 
-/// The stand-in for a released store (see [`Project::release_store`]).
-struct Released;
-
-impl Released {
-    const NAME: &'static str = "released";
-
-    fn err<T>(&self) -> StoreResult<T> {
-        Err(StoreError::Backend {
-            backend: Self::NAME,
-            message: "this project was opened without its query database (for recording, or released: see Project::reacquire_store)".into(),
-            source: None,
-        })
-    }
+/// The engine `.flor/config.toml` names (SQLite when it names none).
+fn configured_kind(flor_dir: &Path) -> Result<StoreKind> {
+    Ok(Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default())
 }
 
-impl Store for Released {
-    fn backend(&self) -> &'static str {
-        Self::NAME
+/// Opens the query database of `kind` in `flor_dir` (deleted first when
+/// `fresh`). When the engine differs from the one used last in this
+/// project, its database is emptied, so that the next sync rebuilds it from
+/// the run records in git.
+fn open_kind(flor_dir: &Path, kind: StoreKind, fresh: bool) -> Result<Box<dyn Store>> {
+    if fresh {
+        kind.remove_database(flor_dir)?;
     }
-    fn ingest(&mut self, _: &IngestBatch<'_>) -> StoreResult<RunKey> {
-        self.err()
+    let mut store = kind.open(flor_dir)?;
+    // Switching engines: the other engine's cache may be stale; start this
+    // one afresh (sync then ingests every run ref again).
+    let marker = flor_dir.join(LAST_STORE_FILE);
+    let last = match fs::read_to_string(&marker) {
+        Ok(s) => s.trim().parse::<StoreKind>().ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("read", marker, e)),
+    };
+    if last.unwrap_or_default() != kind {
+        store.clear()?;
     }
-    fn file_progress(&self, _: &str) -> StoreResult<Option<FileProgress>> {
-        self.err()
+    if last != Some(kind) {
+        fs::write(&marker, format!("{kind}\n")).map_err(|e| Error::io("write", &marker, e))?;
     }
-    fn set_status(&mut self, _: &str, _: &str, _: RunStatus, _: Option<&str>) -> StoreResult<bool> {
-        self.err()
-    }
-    fn runs(&self) -> StoreResult<Vec<RunRow>> {
-        self.err()
-    }
-    fn names(&self) -> StoreResult<Vec<NameInfo>> {
-        self.err()
-    }
-    fn scan_values(&self, _: ValueFilter<'_>, _: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
-        self.err()
-    }
-    fn scan_loops(&self, _: &[RunKey], _: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
-        self.err()
-    }
-    fn checkpoints(&self, _: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
-        self.err()
-    }
-    fn query(&self, _: &str) -> StoreResult<Table> {
-        self.err()
-    }
-    fn clear(&mut self) -> StoreResult<()> {
-        self.err()
-    }
+    Ok(store)
 }
 
 /// Writes `table` as a Parquet file at `path` (through an in-memory DuckDB;
-/// needs the `duckdb` feature, whatever the project's store).
+/// needs the `duckdb` feature, whatever the project's store: else
+/// [`flor_store::Error::DuckdbNotBuilt`]).
 pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
-    #[cfg(feature = "duckdb")]
-    {
-        Ok(flor_store::write_parquet(table, path)?)
+    Ok(flor_store::write_parquet(table, path)?)
+}
+
+/// Which query database a [`ProjectBuilder`] opens.
+enum StoreChoice {
+    /// The kind `.flor/config.toml` names.
+    Configured,
+    /// A built-in kind.
+    Kind(StoreKind),
+    /// A store handed in by the caller.
+    Given(Box<dyn Store>),
+    /// None (recording).
+    Without,
+}
+
+/// Options for opening a [`Project`]; see [`Project::builder`].
+///
+/// ```no_run
+/// # fn main() -> flor::Result<()> {
+/// use flor::{Project, StoreKind};
+/// // The engine .flor/config.toml names (what `Project::open` does):
+/// let p = Project::builder(".").open()?;
+/// // DuckDB, with its database emptied first (what `flor rebuild` does):
+/// let p = Project::builder(".").store_kind(StoreKind::Duckdb).fresh_database(true).open()?;
+/// // A store of your own (any `flor_core::Store`):
+/// let mine: Box<dyn flor::core::Store> = Box::new(flor_store::SqliteStore::open_in_memory()?);
+/// let p = Project::builder(".").store(mine).open()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until `open`"]
+pub struct ProjectBuilder {
+    start: PathBuf,
+    choice: StoreChoice,
+    fresh: bool,
+}
+
+impl std::fmt::Debug for ProjectBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let choice = match &self.choice {
+            StoreChoice::Configured => "configured".to_owned(),
+            StoreChoice::Kind(k) => k.to_string(),
+            StoreChoice::Given(s) => format!("given ({})", s.backend()),
+            StoreChoice::Without => "none".to_owned(),
+        };
+        f.debug_struct("ProjectBuilder")
+            .field("start", &self.start)
+            .field("store", &choice)
+            .field("fresh", &self.fresh)
+            .finish()
     }
-    #[cfg(not(feature = "duckdb"))]
-    {
-        let _ = (table, path);
-        Err(Error::DuckdbNotBuilt { what: "Parquet output" })
+}
+
+impl ProjectBuilder {
+    /// Uses `store` as the project's query database: any implementation of
+    /// [`flor_core::Store`] (the primitives are enough; raw SQL is an
+    /// optional capability). [`Project::sync`] ingests the run records into
+    /// it; nothing is written under `.flor/` for it, and
+    /// [`Project::release_store`] leaves it alone.
+    pub fn store(mut self, store: Box<dyn Store>) -> ProjectBuilder {
+        self.choice = StoreChoice::Given(store);
+        self
+    }
+
+    /// Uses the built-in engine `kind` (its database file in `.flor/`);
+    /// `None` (the default): the engine `.flor/config.toml` names, SQLite
+    /// when it names none. When the engine differs from the one used last
+    /// in this project, its database is emptied, so that the next
+    /// [`Project::sync`] rebuilds it from the run records in git.
+    pub fn store_kind(mut self, kind: impl Into<Option<StoreKind>>) -> ProjectBuilder {
+        self.choice = match kind.into() {
+            Some(k) => StoreChoice::Kind(k),
+            None => StoreChoice::Configured,
+        };
+        self
+    }
+
+    /// With `true`, starts from an empty query database: a built-in
+    /// engine's database files are deleted before opening (even a file too
+    /// damaged to open), a store handed in is cleared. The run records live
+    /// in git and are untouched; `flor rebuild` opens this way. Ignored
+    /// without a database.
+    pub fn fresh_database(mut self, fresh: bool) -> ProjectBuilder {
+        self.fresh = fresh;
+        self
+    }
+
+    /// Opens no query database: git, `.flor/` and the checkpoint object
+    /// store only. A run writes only its record file (the next query
+    /// ingests it), so recording works whatever engine the project chose
+    /// and whichever features this build has, and holds no database open
+    /// (DuckDB allows one process per file). Store calls on such a project
+    /// fail with [`Error::NoDatabase`] until [`Project::reacquire_store`].
+    pub fn without_database(mut self) -> ProjectBuilder {
+        self.choice = StoreChoice::Without;
+        self
+    }
+
+    /// Opens the project of the git repository containing the start folder,
+    /// creating `.flor/` on first use, with the chosen query database.
+    pub fn open(self) -> Result<Project> {
+        let (info, flor_dir) = prepare(&self.start)?;
+        let (kind, db) = match self.choice {
+            StoreChoice::Configured => {
+                let kind = configured_kind(&flor_dir)?;
+                (Some(kind), Database::Open(open_kind(&flor_dir, kind, self.fresh)?))
+            }
+            StoreChoice::Kind(kind) => (Some(kind), Database::Open(open_kind(&flor_dir, kind, self.fresh)?)),
+            StoreChoice::Given(mut store) => {
+                if self.fresh {
+                    store.clear()?;
+                }
+                (None, Database::Open(store))
+            }
+            StoreChoice::Without => (Some(configured_kind(&flor_dir)?), Database::Missing(NoDatabaseReason::Recording)),
+        };
+        let objects = ObjectStore::open(flor_dir.join("objects"))?;
+        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects })
     }
 }
 
 impl Project {
+    /// Options for opening the project of the git repository containing
+    /// `start` (any folder inside it): which query database (the configured
+    /// engine by default), whether to start it afresh. See
+    /// [`ProjectBuilder`].
+    pub fn builder(start: impl AsRef<Path>) -> ProjectBuilder {
+        ProjectBuilder { start: start.as_ref().to_path_buf(), choice: StoreChoice::Configured, fresh: false }
+    }
+
     /// Opens the project of the git repository containing `start` (any
     /// folder inside it), creating `.flor/` on first use. The query
     /// database's engine is the one `.flor/config.toml` names (`store =
-    /// "sqlite" | "duckdb"`), SQLite by default.
+    /// "sqlite" | "duckdb"`), SQLite by default. Same as
+    /// `Project::builder(start).open()`.
     pub fn open(start: &Path) -> Result<Project> {
-        Project::open_with(start, None)
-    }
-
-    /// [`Project::open`] with the engine chosen by the caller (`None`: the
-    /// project's configuration). When the engine differs from the one used
-    /// last in this project, the new engine's database is emptied, so that
-    /// the next [`Project::sync`] rebuilds it from the run records in git.
-    pub fn open_with(start: &Path, store: Option<StoreKind>) -> Result<Project> {
-        let (info, flor_dir) = prepare(start)?;
-        let kind = match store {
-            Some(k) => k,
-            None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
-        };
-        let mut store = open_store(&flor_dir, kind)?;
-        // Switching engines: the other engine's cache may be stale; start
-        // this one afresh (sync then ingests every run ref again).
-        let marker = flor_dir.join(LAST_STORE_FILE);
-        let last = match fs::read_to_string(&marker) {
-            Ok(s) => s.trim().parse::<StoreKind>().ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io("read", marker, e)),
-        };
-        if last.unwrap_or_default() != kind {
-            store.clear()?;
-        }
-        if last != Some(kind) {
-            fs::write(&marker, format!("{kind}\n")).map_err(|e| Error::io("write", &marker, e))?;
-        }
-        let objects = ObjectStore::open(flor_dir.join("objects"))?;
-        Ok(Project { store_kind: kind, root: info.root, projid: info.projid, flor_dir, store, objects })
+        Project::builder(start).open()
     }
 
     /// Opens the project for recording: git, `.flor/`, the object store,
-    /// but not the query database (a run only writes its record file; the
-    /// next query ingests it). Works whatever engine the project chose and
-    /// whichever features this build has, and holds no database open.
+    /// but not the query database. Same as
+    /// `Project::builder(start).without_database().open()`; see
+    /// [`ProjectBuilder::without_database`].
     pub fn open_for_recording(start: &Path) -> Result<Project> {
-        let (info, flor_dir) = prepare(start)?;
-        let kind = Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default();
-        let objects = ObjectStore::open(flor_dir.join("objects"))?;
-        Ok(Project {
-            store_kind: kind,
-            root: info.root,
-            projid: info.projid,
-            flor_dir,
-            store: Box::new(Released),
-            objects,
-        })
+        Project::builder(start).without_database().open()
     }
 
-    /// Opens the project with an empty query database, deleting the old
-    /// database file first (even one too damaged to open). Used by
-    /// `flor rebuild`; the records themselves live in git and are untouched.
-    pub fn open_with_fresh_database(start: &Path) -> Result<Project> {
-        Project::open_fresh_with(start, None)
-    }
-
-    /// [`Project::open_with_fresh_database`] with the engine chosen by the
-    /// caller (`None`: the project's configuration).
-    pub fn open_fresh_with(start: &Path, store: Option<StoreKind>) -> Result<Project> {
-        let info = flor_git::discover(start)?;
-        let flor_dir = info.root.join(FLOR_DIR);
-        let kind = match store {
-            Some(k) => k,
-            None => Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default(),
-        };
-        remove_database(&flor_dir, kind)?;
-        Project::open_with(start, Some(kind))
-    }
-
-    /// The engine of the query database.
-    pub fn store_kind(&self) -> StoreKind {
-        self.store_kind
+    /// The built-in engine of the query database: `None` for a store handed
+    /// in with [`ProjectBuilder::store`]. A project opened without its
+    /// database reports the configured engine.
+    pub fn store_kind(&self) -> Option<StoreKind> {
+        self.kind
     }
 
     /// Closes a DuckDB query database until [`Project::reacquire_store`]
-    /// (a no-op for SQLite, which many processes share). DuckDB lets one
-    /// process at a time open a database file: `flor replay` releases it
-    /// while its workers run, so that they and other commands can use it.
-    /// Store calls in between fail with a message saying so.
+    /// (a no-op for SQLite, which many processes share, and for a store
+    /// handed in). DuckDB lets one process at a time open a database file:
+    /// `flor replay` releases it while its workers run, so that they and
+    /// other commands can use it. Store calls in between fail with
+    /// [`Error::NoDatabase`], saying so.
     pub fn release_store(&mut self) {
-        if self.store_kind == StoreKind::Duckdb {
-            self.store = Box::new(Released);
+        if self.kind == Some(StoreKind::Duckdb) && matches!(self.db, Database::Open(_)) {
+            self.db = Database::Missing(NoDatabaseReason::Released);
         }
     }
 
     /// Reopens a database closed by [`Project::release_store`] (waiting a
-    /// while for another process that has it open).
+    /// while for another process that has it open); on a project opened
+    /// without its database, opens the configured engine's. Does nothing
+    /// when the database is open.
     pub fn reacquire_store(&mut self) -> Result<()> {
-        if self.store.backend() == Released::NAME {
-            self.store = open_store(&self.flor_dir, self.store_kind)?;
+        if let (Database::Missing(_), Some(kind)) = (&self.db, self.kind) {
+            self.db = Database::Open(kind.open(&self.flor_dir)?);
         }
         Ok(())
     }
@@ -284,14 +333,16 @@ impl Project {
         &self.objects
     }
 
-    /// The query database.
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
+    /// The query database; [`Error::NoDatabase`] (saying why) when the
+    /// project holds none.
+    pub fn store(&self) -> Result<&dyn Store> {
+        self.db.get()
     }
 
-    /// The query database, mutably.
-    pub fn store_mut(&mut self) -> &mut dyn Store {
-        self.store.as_mut()
+    /// The query database, mutably; [`Error::NoDatabase`] when the project
+    /// holds none.
+    pub fn store_mut(&mut self) -> Result<&mut dyn Store> {
+        self.db.get_mut()
     }
 
     /// Brings the query database up to date: ingests new records of running
@@ -306,7 +357,7 @@ impl Project {
     /// ingested (for a progress display on long rebuilds).
     pub fn sync_with_progress(&mut self, progress: ingest::Progress<'_>) -> Result<SyncReport> {
         let runs_dir = self.runs_dir();
-        ingest::sync(&self.root, &runs_dir, self.store.as_mut(), progress)
+        ingest::sync(&self.root, &runs_dir, self.db.get_mut()?, progress)
     }
 
     /// Finalizes the record files of runs whose process died (marked
@@ -325,47 +376,51 @@ impl Project {
     /// [`Project::rebuild`] with a progress callback (see
     /// [`Project::sync_with_progress`]).
     pub fn rebuild_with_progress(&mut self, progress: ingest::Progress<'_>) -> Result<SyncReport> {
-        self.store.clear()?;
+        self.db.get_mut()?.clear()?;
         self.sync_with_progress(progress)
     }
 
     /// All runs, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRow>> {
-        Ok(self.store.runs()?)
+        Ok(self.store()?.runs()?)
     }
 
     /// Names of logged values and args.
     pub fn names(&self) -> Result<Vec<NameInfo>> {
-        Ok(self.store.names()?)
+        Ok(self.store()?.names()?)
     }
 
     /// The pivot view (see `flor_core::pivot`). Names no run logged are an
     /// error that lists the known names.
     pub fn dataframe(&self, names: &[&str]) -> Result<Table> {
+        let store = self.store()?;
         if !names.is_empty() {
-            let known = self.store.names()?;
+            let known = store.names()?;
             let unknown: Vec<String> =
                 names.iter().filter(|n| !known.iter().any(|k| k.name == **n)).map(|n| n.to_string()).collect();
             if !unknown.is_empty() {
                 return Err(Error::UnknownNames { names: unknown, known: known.into_iter().map(|k| k.name).collect() });
             }
         }
-        Ok(self.store.dataframe(names)?)
+        Ok(store.dataframe(names)?)
     }
 
     /// A read-only SQL query over the views `runs`, `logs`, `loops`,
-    /// `timings`, `outputs`, `checkpoints`.
+    /// `timings`, `outputs`, `checkpoints`. Raw SQL is an optional
+    /// capability of a store: one without an SQL engine answers
+    /// [`flor_core::StoreError::Unsupported`] (use [`Project::dataframe`]).
     pub fn query(&self, sql: &str) -> Result<Table> {
-        Ok(self.store.query(sql)?)
+        Ok(self.store()?.query(sql)?)
     }
 
     /// The checkpoints of the run started at `tstamp`, in order.
     pub fn checkpoints(&self, tstamp: &str) -> Result<Vec<CheckpointMeta>> {
-        let runs = self.store.runs()?;
+        let store = self.store()?;
+        let runs = store.runs()?;
         let Some(run) = runs.iter().find(|r| r.meta.tstamp == tstamp) else {
             return Err(Error::UnknownRun { projid: self.projid.clone(), tstamp: tstamp.to_owned() });
         };
-        Ok(self.store.checkpoints(run.key)?)
+        Ok(store.checkpoints(run.key)?)
     }
 
     /// Restores into `state` the last checkpoint named `name` of the run

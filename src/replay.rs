@@ -52,7 +52,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     let names: Vec<&str> = opts.names.iter().map(String::as_str).collect();
     let tstamps: HashMap<_, _> = rows.iter().map(|r| (r.key, r.meta.tstamp.clone())).collect();
     let mut logged: HashMap<String, BTreeSet<String>> = HashMap::new();
-    project.store().scan_values(ValueFilter::Names(&names), &mut |row| {
+    project.store()?.scan_values(ValueFilter::Names(&names), &mut |row| {
         if let Some(t) = tstamps.get(&row.run) {
             logged.entry(t.clone()).or_default().insert(row.name.to_owned());
         }

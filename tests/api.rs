@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use flor::{Project, Run, RunStatus, Value};
+use flor::{NoDatabaseReason, Project, Run, RunStatus, StoreKind, Value};
 use serde::{Deserialize, Serialize};
 
 fn repo() -> tempfile::TempDir {
@@ -351,4 +351,48 @@ fn a_safetensors_checkpoint_round_trips_through_a_run_stored_in_shared_chunks() 
     assert!(manifests.iter().all(|m| &m.chunks[1] == frozen));
     let heads: std::collections::HashSet<_> = manifests.iter().map(|m| &m.chunks[2].digest).collect();
     assert_eq!(heads.len(), 3);
+}
+
+/// The builder: a store handed in gets the runs at `sync`; a project
+/// without its database says why on every store use; `fresh_database`
+/// starts from an empty database; release and reacquire.
+#[test]
+fn builder_takes_any_store_and_says_when_there_is_none() {
+    let dir = repo();
+    let run = start(dir.path(), &[]);
+    for e in run.loop_over("epoch", 0..2) {
+        run.log("loss", 1.0 / (e + 1) as f64);
+    }
+    run.finish().unwrap();
+
+    let mine = flor_store::SqliteStore::open_in_memory().unwrap();
+    let mut given = Project::builder(dir.path()).store(Box::new(mine)).open().unwrap();
+    assert_eq!(given.store_kind(), None);
+    given.sync().unwrap();
+    assert_eq!(given.dataframe(&["loss"]).unwrap().row_count(), 2);
+    assert_eq!(given.store().unwrap().backend(), "sqlite");
+    given.release_store(); // a store handed in stays
+    assert_eq!(given.runs().unwrap().len(), 1);
+    assert!(!dir.path().join(".flor/flor.db").exists(), "a store handed in writes no database file");
+
+    let mut recording = Project::open_for_recording(dir.path()).unwrap();
+    assert_eq!(recording.store_kind(), Some(StoreKind::Sqlite));
+    for e in [recording.runs().unwrap_err(), recording.sync().unwrap_err(), recording.store().err().unwrap()] {
+        assert!(matches!(e, flor::Error::NoDatabase { reason: NoDatabaseReason::Recording }), "{e:?}");
+        let shown = e.to_string();
+        assert!(shown.contains("opened without its query database") && shown.contains("Project::open"), "{shown}");
+    }
+    recording.reacquire_store().unwrap();
+    recording.sync().unwrap();
+    assert_eq!(recording.runs().unwrap().len(), 1);
+
+    let mut fresh = Project::builder(dir.path()).store_kind(StoreKind::Sqlite).fresh_database(true).open().unwrap();
+    assert!(fresh.runs().unwrap().is_empty(), "a fresh database starts empty");
+    fresh.sync().unwrap();
+    assert_eq!(fresh.runs().unwrap().len(), 1);
+    let reopened = Project::builder(dir.path()).store_kind(None).open().unwrap();
+    assert_eq!(reopened.runs().unwrap().len(), 1, "the configured engine's database is kept");
+
+    let e = flor::Error::NoDatabase { reason: NoDatabaseReason::Released }.to_string();
+    assert!(e.contains("released") && e.contains("reacquire_store"), "{e}");
 }

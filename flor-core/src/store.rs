@@ -1,8 +1,26 @@
-//! The storage-backend trait: what every query database (SQLite, DuckDB, ...)
-//! must provide. Backends implement a few primitives; the pivot
-//! ([`Store::dataframe`]) has a shared default built on them, which a backend
-//! may replace with its own plan as long as the answers are identical (the
-//! conformance suite in `flor-store` checks that).
+//! The storage-backend trait: what every query database (SQLite, DuckDB, an
+//! SDK user's own backend, ...) must provide.
+//!
+//! [`Store`] has three tiers:
+//!
+//! * **Primitives** (required): [`Store::backend`], [`Store::ingest`],
+//!   [`Store::file_progress`], [`Store::set_status`], [`Store::runs`],
+//!   [`Store::names`], [`Store::scan_values`], [`Store::scan_loops`],
+//!   [`Store::checkpoints`], [`Store::clear`]. Ingestion, listings and two
+//!   scans: enough for flor to sync, pivot and replay.
+//! * **Derived** (provided, may be replaced): [`Store::dataframe`], the
+//!   pivot, has a shared default built on the scans
+//!   ([`crate::pivot::dataframe`]); a backend may answer it with its own plan
+//!   as long as the answers are identical.
+//! * **Optional capabilities** (defaulted): [`Store::query`] (raw SQL over
+//!   the views `runs`, `logs`, `loops`, ...) answers
+//!   [`StoreError::Unsupported`] unless the backend has an SQL engine;
+//!   [`Store::begin_group`] / [`Store::end_group`] (several ingestion steps
+//!   made durable together) default to every step being durable on its own.
+//!
+//! The conformance suite in `flor-store` (feature `conformance`) pins the
+//! contract down: its *core* checks use only the primitives and the pivot,
+//! its *SQL* checks the views and the read-only rule of [`Store::query`].
 //!
 //! The database is a cache: everything in it can be rebuilt from the run
 //! record files stored in git.
@@ -43,6 +61,17 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// An optional capability (see the module docs) this backend does not
+    /// have, such as raw SQL on a store without an SQL engine.
+    #[error("the {backend} store does not support {what}; {instead}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// What was asked for (`raw SQL queries (it has no SQL engine)`).
+        what: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
     /// Any other backend failure.
     #[error("{backend} store: {message}")]
     Backend {
@@ -54,6 +83,21 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+}
+
+impl StoreError {
+    /// The answer of a backend without an SQL engine to [`Store::query`]
+    /// (the trait's default): names the backend and what to use instead.
+    pub fn sql_unsupported(backend: &'static str) -> StoreError {
+        StoreError::Unsupported {
+            backend,
+            what: "raw SQL queries (it has no SQL engine)",
+            instead: "use the pivot instead (`flor dataframe NAME...`, `Project::dataframe`, \
+                      `flor.dataframe(...)`) or the run and name listings (`flor runs`, `flor names`); \
+                      for SQL, use a store with an SQL engine (`store = \"sqlite\"` or `\"duckdb\"` \
+                      in .flor/config.toml)",
+        }
+    }
 }
 
 /// Result alias for store operations.
@@ -204,9 +248,18 @@ pub struct NameInfo {
     pub count: u64,
 }
 
-/// A query database. See the module docs.
+/// A query database. See the module docs for the three tiers of methods.
 ///
-/// Required: the primitives below. Provided: [`Store::dataframe`] (the pivot).
+/// Required: the primitives ([`Store::backend`], [`Store::ingest`],
+/// [`Store::file_progress`], [`Store::set_status`], [`Store::runs`],
+/// [`Store::names`], [`Store::scan_values`], [`Store::scan_loops`],
+/// [`Store::checkpoints`], [`Store::clear`]). Provided: [`Store::dataframe`]
+/// (the pivot, built on the scans). Optional capabilities, defaulted:
+/// [`Store::query`] (raw SQL; "unsupported" by default) and
+/// [`Store::begin_group`] / [`Store::end_group`] (no grouping by default).
+///
+/// `flor-store` implements it with SQLite and DuckDB; the root crate's
+/// `examples/custom_store.rs` is a small backend of the primitives only.
 pub trait Store: Send {
     /// Short backend name (`sqlite`, `duckdb`).
     fn backend(&self) -> &'static str;
@@ -256,8 +309,16 @@ pub trait Store: Send {
     /// Checkpoints stored for a run, in file order.
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>>;
 
-    /// Runs one read-only SQL query; returns column names and rows.
-    fn query(&self, sql: &str) -> StoreResult<Table>;
+    /// Optional capability: runs one read-only SQL query over the views
+    /// (`runs`, `logs`, `loops`, `timings`, `outputs`, `checkpoints`);
+    /// returns column names and rows. A backend with an SQL engine refuses
+    /// anything that could write with [`StoreError::NotReadOnly`] and
+    /// reports engine errors as [`StoreError::Query`]. The default, for
+    /// backends without one, is [`StoreError::sql_unsupported`].
+    fn query(&self, sql: &str) -> StoreResult<Table> {
+        let _ = sql;
+        Err(StoreError::sql_unsupported(self.backend()))
+    }
 
     /// Deletes every run and record (the schema stays).
     fn clear(&mut self) -> StoreResult<()>;

@@ -1,4 +1,5 @@
-//! The DuckDB backend (feature `duckdb`): the conformance suite, and parity
+//! The DuckDB backend (feature `duckdb`): the conformance suites (one
+//! `#[test]` per check, in memory, on disk, grouped, sliced), and parity
 //! with SQLite: the same records ingested into both engines give the same
 //! answer to every `dataframe` and `query`.
 
@@ -9,20 +10,27 @@ use flor_core::store::{
     ValueRow,
 };
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Table, Value};
-use flor_store::{conformance, DuckStore, SqliteStore};
+use flor_store::{DuckStore, SqliteStore};
 
-#[test]
-fn conformance_in_memory() {
-    conformance::run_all(&mut || Box::new(DuckStore::open_in_memory().unwrap()));
+/// The conformance suites, one `#[test]` per check
+/// (`conformance_in_memory::runs_roundtrip`, ...).
+mod conformance_in_memory {
+    use flor_store::DuckStore;
+
+    flor_store::conformance_tests!(all, || Box::new(DuckStore::open_in_memory().unwrap()));
 }
 
-#[test]
-fn conformance_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut n = 0;
-    conformance::run_all(&mut || {
-        n += 1;
-        Box::new(DuckStore::open(&dir.path().join(format!("db{n}/flor.duckdb"))).unwrap())
+/// The suites on disk: each test's stores in its own temporary folder.
+mod conformance_on_disk {
+    use flor_store::DuckStore;
+
+    flor_store::conformance_tests!(all, {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        move || {
+            n += 1;
+            Box::new(DuckStore::open(&dir.path().join(format!("db{n}/flor.duckdb"))).unwrap())
+        }
     });
 }
 
@@ -87,22 +95,24 @@ impl Store for Grouped {
     }
 }
 
-/// The whole suite with ingestion steps grouped (held-back rows, reads
-/// inside groups).
-#[test]
-fn conformance_with_ingestion_groups() {
-    conformance::run_all(&mut || {
-        Box::new(Grouped {
-            store: std::cell::RefCell::new(DuckStore::open_in_memory().unwrap()),
-            open: std::cell::Cell::new(false),
-        })
-    });
+/// The suites with ingestion steps grouped (held-back rows, reads inside
+/// groups).
+mod conformance_with_ingestion_groups {
+    use flor_store::DuckStore;
+
+    use super::Grouped;
+
+    flor_store::conformance_tests!(all, || Box::new(Grouped {
+        store: std::cell::RefCell::new(DuckStore::open_in_memory().unwrap()),
+        open: std::cell::Cell::new(false),
+    }));
 }
 
-/// The whole suite again with every name scan cut into one query per run.
-#[test]
-fn conformance_with_sliced_scans() {
-    conformance::run_all(&mut || {
+/// The suites again with every name scan cut into one query per run.
+mod conformance_with_sliced_scans {
+    use flor_store::DuckStore;
+
+    flor_store::conformance_tests!(all, || {
         let mut store = DuckStore::open_in_memory().unwrap();
         store.set_scan_slice(1);
         Box::new(store)

@@ -1,5 +1,6 @@
-//! The SQLite backend: the conformance suite (in memory and on disk) and
-//! SQLite-specific behaviour (files, versions, concurrent writers).
+//! The SQLite backend: the conformance suites (in memory, on disk, with split
+//! scans; one `#[test]` per check) and SQLite-specific behaviour (files,
+//! versions, concurrent writers).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,32 +10,48 @@ use flor_core::table::ColumnData;
 use flor_core::{LoopCtx, Record, RecordKind, RunMeta, Source, Value};
 use flor_store::{conformance, SqliteStore, SCHEMA_VERSION};
 
+/// The conformance suites, one `#[test]` per check
+/// (`conformance_in_memory::runs_roundtrip`, ...).
+mod conformance_in_memory {
+    use flor_store::SqliteStore;
+
+    flor_store::conformance_tests!(all, || Box::new(SqliteStore::open_in_memory().unwrap()));
+}
+
+/// The suites on disk: each test's stores in its own temporary folder.
+mod conformance_on_disk {
+    use flor_store::SqliteStore;
+
+    flor_store::conformance_tests!(all, {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        move || {
+            n += 1;
+            Box::new(SqliteStore::open(&dir.path().join(format!("db{n}/flor.db"))).unwrap())
+        }
+    });
+}
+
+/// The suites again with every name scan split over two threads.
+mod conformance_on_disk_with_split_scans {
+    use flor_store::SqliteStore;
+
+    flor_store::conformance_tests!(all, {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        move || {
+            n += 1;
+            let mut store = SqliteStore::open(&dir.path().join(format!("db{n}/flor.db"))).unwrap();
+            store.set_split_scan_threshold(0);
+            Box::new(store)
+        }
+    });
+}
+
+/// `run_all` runs both suites in one test (for callers that want that).
 #[test]
-fn conformance_in_memory() {
+fn conformance_run_all() {
     conformance::run_all(&mut || Box::new(SqliteStore::open_in_memory().unwrap()));
-}
-
-#[test]
-fn conformance_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut n = 0;
-    conformance::run_all(&mut || {
-        n += 1;
-        Box::new(SqliteStore::open(&dir.path().join(format!("db{n}/flor.db"))).unwrap())
-    });
-}
-
-/// The whole suite again with every name scan split over two threads.
-#[test]
-fn conformance_on_disk_with_split_scans() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut n = 0;
-    conformance::run_all(&mut || {
-        n += 1;
-        let mut store = SqliteStore::open(&dir.path().join(format!("db{n}/flor.db"))).unwrap();
-        store.set_split_scan_threshold(0);
-        Box::new(store)
-    });
 }
 
 /// A split scan visits exactly the values a single-threaded scan does.

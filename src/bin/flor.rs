@@ -48,7 +48,7 @@ enum Format {
 }
 
 fn parse_store(s: &str) -> Result<StoreKind, String> {
-    s.parse()
+    s.parse::<StoreKind>().map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,10 +192,10 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             message: "Parquet is a binary file format: add `--output FILE`".into(),
         });
     }
-    let mut project = match cli.command {
-        Command::Rebuild => Project::open_fresh_with(&start, cli.store)?,
-        _ => Project::open_with(&start, cli.store)?,
-    };
+    let mut project = Project::builder(&start)
+        .store_kind(cli.store)
+        .fresh_database(matches!(cli.command, Command::Rebuild))
+        .open()?;
     let mut progress = progress_printer();
     let report = match cli.command {
         Command::Rebuild => {
@@ -239,9 +239,11 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         Command::Rebuild | Command::Propagate { .. } | Command::Replay { .. } => Table::default(),
         Command::Store => {
             let mut t = Table::with_columns(["store", "path"]);
-            let kind = project.store_kind();
-            let path = project.flor_dir().join(kind.file_name());
-            t.push_row(vec![Some(Value::from(kind.as_str())), Some(Value::from(path.display().to_string()))]);
+            // The command line always opens a built-in engine.
+            if let Some(kind) = project.store_kind() {
+                let path = kind.database_path(project.flor_dir());
+                t.push_row(vec![Some(Value::from(kind.as_str())), Some(Value::from(path.display().to_string()))]);
+            }
             t
         }
     };

@@ -1,10 +1,15 @@
-//! The SQLite backend. See the crate docs for the schema.
+//! The SQLite backend: [`SqliteStore`].
+//!
+//! `mod.rs` holds the store (opening, ingestion, scans, listings);
+//! `schema.rs` the tables, views and version checks; `query.rs` user
+//! queries under the read-only rule.
+#![doc = include_str!("SCHEMA.md")]
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,21 +18,21 @@ use flor_core::store::{
     FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
     ValueRow,
 };
-use flor_core::table::{Column, ColumnData, Dict, Nullable, Table};
+use flor_core::table::Table;
 use flor_core::value::{Value, ValueType};
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::hooks::AuthContext;
 use rusqlite::types::{Null, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::readonly;
 use crate::rows::{ctx_of, decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, CHECKPOINTS_SQL, RUNS_SQL};
 use crate::spans::{self, Span};
 
-/// The schema version this crate writes and reads (`PRAGMA user_version`).
-///
-/// Version 2 stores loop contexts as spans of consecutive iterations
-/// (`flor_loops`); version 1 stored one row per context.
-pub const SCHEMA_VERSION: i64 = 2;
+mod query;
+mod schema;
+
+use query::{authorize, hex};
+use schema::{check_layout, layout, SCHEMA};
+pub use schema::{schema_version_of, SCHEMA_VERSION};
 
 const BACKEND: &str = "sqlite";
 
@@ -59,128 +64,6 @@ const MAX_SPAN: u32 = 1 << 12;
 
 /// `flor_seq` grows in steps of this many rows.
 const SEQ_STEP: i64 = 1 << 12;
-
-const SCHEMA: &str = r#"
-CREATE TABLE flor_runs (
-    run         INTEGER PRIMARY KEY,
-    projid      TEXT NOT NULL,
-    tstamp      TEXT NOT NULL,
-    filename    TEXT NOT NULL,
-    argv        TEXT NOT NULL,
-    interpreter TEXT NOT NULL,
-    host        TEXT NOT NULL,
-    pid         INTEGER NOT NULL,
-    commit_sha  TEXT,
-    status      TEXT NOT NULL,
-    ended       TEXT,
-    nrecords    INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (projid, tstamp)
-);
-CREATE TABLE flor_names (
-    id   INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
-);
-CREATE TABLE flor_loops (
-    run             INTEGER NOT NULL,
-    first_ctx       INTEGER NOT NULL,
-    count           INTEGER NOT NULL,
-    parent          INTEGER,
-    loop_id         INTEGER NOT NULL,
-    first_iteration INTEGER NOT NULL,
-    value           TEXT,
-    PRIMARY KEY (run, first_ctx)
-) WITHOUT ROWID;
-CREATE TABLE flor_seq (
-    i INTEGER PRIMARY KEY
-);
-CREATE TABLE flor_meta (
-    key   TEXT PRIMARY KEY NOT NULL,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO flor_meta (key, value) VALUES ('max_span', 1);
-CREATE INDEX flor_runs_tstamp ON flor_runs (tstamp);
-CREATE TABLE flor_records (
-    name_id INTEGER NOT NULL,
-    run     INTEGER NOT NULL,
-    source  INTEGER NOT NULL,
-    line    INTEGER NOT NULL,
-    ctx     INTEGER,
-    kind    INTEGER NOT NULL,
-    vtype   INTEGER NOT NULL,
-    value,
-    PRIMARY KEY (name_id, run, source, line)
-) WITHOUT ROWID;
-CREATE INDEX flor_records_run_level ON flor_records (run) WHERE ctx IS NULL;
-CREATE TABLE flor_checkpoints (
-    run    INTEGER NOT NULL,
-    source INTEGER NOT NULL,
-    line   INTEGER NOT NULL,
-    ctx    INTEGER,
-    name   TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    bytes  INTEGER NOT NULL,
-    format TEXT NOT NULL,
-    PRIMARY KEY (run, source, line)
-) WITHOUT ROWID;
-CREATE TABLE flor_files (
-    file   TEXT PRIMARY KEY NOT NULL,
-    run    INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    lines  INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE VIEW runs AS
-SELECT projid, tstamp, filename, status, commit_sha, host, argv, ended
-FROM flor_runs;
-
-CREATE VIEW logs AS
-SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name, r.value AS value,
-       CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
-           AS value_type,
-       CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
-       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source
-FROM flor_records r
-JOIN flor_names n ON n.id = r.name_id
-JOIN flor_runs u ON u.run = r.run
-WHERE r.kind <= 1;
-
--- One row per iteration: each span joined with the context ids it covers.
--- `ctx_id` is a column of flor_seq (not an expression), so a lookup by
--- context (logs joined with loops) is a rowid search, and the span holding
--- it one short range search: it starts at most `max_span` contexts earlier.
--- The CASTs and the unary `+` keep the planner from indexing flor_loops on a
--- filtered column and then probing it once per flor_seq row (seconds):
--- flor_loops is read by run (tstamp filters) or in full, then expanded. (A
--- CAST keeps the column's affinity, so `parent_ctx_id = '3'` still matches.)
-CREATE VIEW loops AS
-SELECT u.projid, u.tstamp, u.filename, k.i AS ctx_id, CAST(l.parent AS INTEGER) AS parent_ctx_id,
-       n.name AS loop_name, l.first_iteration + (k.i - l.first_ctx) AS loop_iteration,
-       CAST(l.value AS TEXT) AS loop_value
-FROM flor_loops l
-JOIN flor_names n ON n.id = +l.loop_id
-JOIN flor_runs u ON u.run = l.run
-JOIN flor_seq k ON k.i >= l.first_ctx AND k.i < l.first_ctx + l.count
-    AND l.first_ctx > k.i - (SELECT value FROM flor_meta WHERE key = 'max_span');
-
-CREATE VIEW timings AS
-SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS name, r.value AS seconds
-FROM flor_records r
-JOIN flor_names n ON n.id = r.name_id
-JOIN flor_runs u ON u.run = r.run
-WHERE r.kind = 2;
-
-CREATE VIEW outputs AS
-SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS name, r.value AS value
-FROM flor_records r
-JOIN flor_names n ON n.id = r.name_id
-JOIN flor_runs u ON u.run = r.run
-WHERE r.kind = 3;
-
-CREATE VIEW checkpoints AS
-SELECT u.projid, u.tstamp, u.filename, c.ctx AS ctx_id, c.name, c.digest, c.bytes, c.format
-FROM flor_checkpoints c
-JOIN flor_runs u ON u.run = c.run;
-"#;
 
 const UPSERT_RUN: &str = "INSERT INTO flor_runs \
     (projid, tstamp, filename, argv, interpreter, host, pid, commit_sha, status, ended) \
@@ -464,18 +347,6 @@ struct ScannedValue {
     line: u64,
     name: usize,
     value: Value,
-}
-
-/// The schema version of the database file at `path` (`PRAGMA
-/// user_version`), `None` when it is missing or not a SQLite database.
-/// Opens the file read-only and changes nothing.
-pub fn schema_version_of(path: &Path) -> Option<i64> {
-    if !path.is_file() {
-        return None;
-    }
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).ok()?;
-    conn.query_row("SELECT user_version FROM pragma_user_version", [], |r| r.get(0)).ok()
 }
 
 /// Scans with fewer value records than this stay on one thread (see
@@ -815,33 +686,7 @@ impl Store for SqliteStore {
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
-        let shape = readonly::shape(sql);
-        if shape.empty {
-            return Err(StoreError::Query { backend: BACKEND, message: "the query is empty".into() });
-        }
-        if shape.writes {
-            return Err(StoreError::NotReadOnly { sql: sql.to_owned() });
-        }
-        if shape.trailing {
-            return Err(StoreError::Query {
-                backend: BACKEND,
-                message: "only one statement per query is allowed (remove the text after the first `;`)".into(),
-            });
-        }
-        let _guard = Restrict::new(&self.restricted);
-        let mut st = self.conn.prepare(sql).map_err(|e| self.query_error(sql, e))?;
-        if !st.readonly() {
-            return Err(StoreError::NotReadOnly { sql: sql.to_owned() });
-        }
-        let names: Vec<String> = st.column_names().map(str::to_owned).collect();
-        let mut cells: Vec<Cells> = names.iter().map(|_| Cells::Nulls(0)).collect();
-        let mut rows = st.query([]).map_err(|e| self.query_error(sql, e))?;
-        while let Some(r) = rows.next().map_err(|e| self.query_error(sql, e))? {
-            for (i, col) in cells.iter_mut().enumerate() {
-                col.push(r.get_ref(i).map_err(|e| self.query_error(sql, e))?);
-            }
-        }
-        Ok(Table { columns: names.into_iter().zip(cells).map(|(name, c)| Column { name, data: c.finish() }).collect() })
+        self.run_query(sql)
     }
 
     fn clear(&mut self) -> StoreResult<()> {
@@ -871,96 +716,6 @@ impl SqliteStore {
             .map_err(|e| self.fail("look up a name", e))?;
         name.ok_or_else(|| unusable(&self.label, &format!("name id {id} is missing")))
     }
-
-    fn query_error(&self, sql: &str, e: rusqlite::Error) -> StoreError {
-        match e {
-            rusqlite::Error::SqlInputError { error, msg, offset, .. } if error.code == ErrorCode::Unknown => {
-                StoreError::Query { backend: BACKEND, message: format!("{msg} (at byte {offset} of the query)") }
-            }
-            rusqlite::Error::SqliteFailure(error, _) if error.code == ErrorCode::AuthorizationForStatementDenied => {
-                StoreError::NotReadOnly { sql: sql.to_owned() }
-            }
-            rusqlite::Error::SqliteFailure(error, msg)
-                if matches!(
-                    error.code,
-                    ErrorCode::Unknown | ErrorCode::TypeMismatch | ErrorCode::TooBig | ErrorCode::ConstraintViolation
-                ) =>
-            {
-                StoreError::Query { backend: BACKEND, message: msg.unwrap_or_else(|| error.to_string()) }
-            }
-            rusqlite::Error::MultipleStatement => StoreError::Query {
-                backend: BACKEND,
-                message: "only one statement per query is allowed (remove the text after the first `;`)".into(),
-            },
-            rusqlite::Error::Empty => StoreError::Query { backend: BACKEND, message: "the query is empty".into() },
-            e => self.fail("run a query", e),
-        }
-    }
-}
-
-/// Sets the read-only flag for the authorizer while alive.
-struct Restrict<'a>(&'a AtomicBool);
-
-impl<'a> Restrict<'a> {
-    fn new(flag: &'a AtomicBool) -> Self {
-        flag.store(true, Ordering::SeqCst);
-        Restrict(flag)
-    }
-}
-
-impl Drop for Restrict<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
-
-/// The authorizer: everything while unrestricted; only reads while a user
-/// query is being compiled or run. SQLite calls it before a statement takes
-/// effect, even for pragmas that act at compile time.
-fn authorize(restricted: &AtomicBool, ctx: AuthContext<'_>) -> Authorization {
-    if !restricted.load(Ordering::SeqCst) {
-        return Authorization::Allow;
-    }
-    match ctx.action {
-        AuthAction::Select | AuthAction::Read { .. } | AuthAction::Function { .. } | AuthAction::Recursive => {
-            Authorization::Allow
-        }
-        AuthAction::Pragma { pragma_name, pragma_value }
-            if readonly::informational_pragma(pragma_name, pragma_value) =>
-        {
-            Authorization::Allow
-        }
-        _ => Authorization::Deny,
-    }
-}
-
-/// Reads `(user_version, number of schema objects)` in one snapshot.
-fn layout(conn: &Connection, label: &str) -> StoreResult<(i64, i64)> {
-    conn.query_row(
-        "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .map_err(|e| fail(label, "read the schema version", e))
-}
-
-fn check_layout(label: &str, version: i64, objects: i64) -> StoreResult<()> {
-    if version > SCHEMA_VERSION {
-        return Err(unusable(
-            label,
-            &format!(
-                "it was written by a newer flor (schema version {version}; this flor reads version \
-                 {SCHEMA_VERSION}); upgrade flor to use it as it is"
-            ),
-        ));
-    }
-    if version == 0 && objects > 0 {
-        return Err(unusable(label, "it is a SQLite database but not a flor query database"));
-    }
-    if version != 0 && version < SCHEMA_VERSION {
-        return Err(unusable(label, &format!("it has an older layout (schema version {version})")));
-    }
-    Ok(())
 }
 
 /// Maps an engine failure during `op` (a phrase like "store records").
@@ -1111,107 +866,4 @@ fn decode(label: &str, vtype: i64, v: ValueRef<'_>) -> StoreResult<Value> {
             ))
         }
     })
-}
-
-/// A query result cell: SQLite's storage class decides the type (blobs come
-/// back as hex text).
-fn cell(v: ValueRef<'_>) -> Option<Value> {
-    match v {
-        ValueRef::Null => None,
-        ValueRef::Integer(i) => Some(Value::Int(i)),
-        ValueRef::Real(f) => Some(Value::Float(f)),
-        ValueRef::Text(t) => Some(Value::Text(String::from_utf8_lossy(t).into())),
-        ValueRef::Blob(b) => Some(Value::Text(hex(b).into())),
-    }
-}
-
-/// Builds one column of a query result in the most compact form its cells
-/// allow: integers or floats as typed columns, text dictionary-encoded
-/// (query results repeat `tstamp`, names, ...), anything mixed as general
-/// values. Every form reads back exactly the cells [`cell`] gives.
-enum Cells {
-    /// Only NULLs so far.
-    Nulls(usize),
-    Int(Nullable<i64>),
-    Float(Nullable<f64>),
-    Text {
-        dict: Vec<Value>,
-        index: HashMap<Arc<str>, u32>,
-        codes: Vec<u32>,
-    },
-    Values(Vec<Option<Value>>),
-}
-
-impl Cells {
-    fn push(&mut self, v: ValueRef<'_>) {
-        loop {
-            match (&mut *self, v) {
-                (Cells::Nulls(n), ValueRef::Null) => *n += 1,
-                (Cells::Int(c), ValueRef::Null) => c.push(None),
-                (Cells::Int(c), ValueRef::Integer(i)) => c.push(Some(i)),
-                (Cells::Float(c), ValueRef::Null) => c.push(None),
-                (Cells::Float(c), ValueRef::Real(f)) => c.push(Some(f)),
-                (Cells::Text { codes, .. }, ValueRef::Null) => codes.push(Dict::NULL),
-                (Cells::Text { dict, index, codes }, ValueRef::Text(_) | ValueRef::Blob(_)) => {
-                    let text = match v {
-                        ValueRef::Blob(b) => Cow::Owned(hex(b)),
-                        _ => as_text(v),
-                    };
-                    let code = match index.get(&*text) {
-                        Some(&code) => code,
-                        None => {
-                            let s: Arc<str> = text.into();
-                            let code = dict.len() as u32;
-                            dict.push(Value::Text(Arc::clone(&s)));
-                            index.insert(s, code);
-                            code
-                        }
-                    };
-                    codes.push(code);
-                }
-                (Cells::Values(c), v) => c.push(cell(v)),
-                // The first non-NULL cell picks the form; then push it.
-                (Cells::Nulls(n), ValueRef::Integer(_)) => {
-                    *self = Cells::Int(Nullable::nulls(*n));
-                    continue;
-                }
-                (Cells::Nulls(n), ValueRef::Real(_)) => {
-                    *self = Cells::Float(Nullable::nulls(*n));
-                    continue;
-                }
-                (Cells::Nulls(n), ValueRef::Text(_) | ValueRef::Blob(_)) => {
-                    *self = Cells::Text { dict: Vec::new(), index: HashMap::new(), codes: vec![Dict::NULL; *n] };
-                    continue;
-                }
-                // A cell of another type: general values from here on.
-                (_, _) => {
-                    let data = std::mem::replace(self, Cells::Nulls(0)).finish();
-                    *self = Cells::Values((0..data.len()).map(|r| data.get(r)).collect());
-                    continue;
-                }
-            }
-            return;
-        }
-    }
-
-    fn finish(self) -> ColumnData {
-        match self {
-            Cells::Nulls(n) => ColumnData::Values(vec![None; n]),
-            Cells::Int(c) => ColumnData::Int(c),
-            Cells::Float(c) => ColumnData::Float(c),
-            Cells::Text { dict, codes, .. } => ColumnData::Dict { dict, codes: Arc::new(codes) },
-            Cells::Values(c) => ColumnData::Values(c),
-        }
-    }
-}
-
-/// Upper-case hex, like SQLite's `hex()`.
-fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut s = String::with_capacity(b.len() * 2);
-    for &c in b {
-        s.push(DIGITS[(c >> 4) as usize] as char);
-        s.push(DIGITS[(c & 15) as usize] as char);
-    }
-    s
 }
