@@ -11,8 +11,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
 use crate::convert::push_py_float;
+use crate::log::record_value;
 use crate::stdout::{current_stdout_ptr, flush_pending, BATCH_BYTES};
-use crate::{raw_state, record_value, state, State};
+use crate::{raw_state, state, State};
 
 /// A training step's call, kept for a moment instead of run at once.
 ///
