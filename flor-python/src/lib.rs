@@ -7,6 +7,7 @@
 mod convert;
 mod log;
 mod loops;
+mod query;
 mod stdout;
 mod steps;
 
@@ -14,12 +15,12 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use flor::{Project, Run, Table};
+use flor::{Project, Run};
 use flor_core::ObjectWriter;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::PyString;
 
 use crate::convert::{to_py, to_value};
 use crate::stdout::{stop_batching, Batch};
@@ -420,78 +421,6 @@ impl Writer {
     }
 }
 
-fn open_project(cwd: &str) -> PyResult<Project> {
-    let mut p = Project::open(Path::new(cwd)).map_err(err)?;
-    let report = p.sync().map_err(err)?;
-    for t in &report.marked_failed {
-        eprintln!("flor: run {t} stopped without finishing (its process is gone); marked failed");
-    }
-    for p in &report.problems {
-        eprintln!("flor: warning: unreadable record skipped: {p}");
-    }
-    Ok(p)
-}
-
-/// A table as `(columns, rows)`: column names and one list of cells per row.
-fn table_to_py(py: Python<'_>, t: &Table) -> PyResult<(Vec<String>, Py<PyList>)> {
-    let names = t.column_names().into_iter().map(String::from).collect();
-    let cols: Vec<Vec<Py<PyAny>>> = t
-        .columns
-        .iter()
-        .map(|c| c.cells().map(|v| v.map_or_else(|| Ok(py.None()), |v| to_py(py, &v))).collect::<PyResult<Vec<_>>>())
-        .collect::<PyResult<_>>()?;
-    let out = PyList::empty(py);
-    for c in cols {
-        out.append(PyList::new(py, c)?)?;
-    }
-    Ok((names, out.unbind()))
-}
-
-/// `flor.dataframe(*names)`: `(columns, column_values)`.
-#[pyfunction]
-fn dataframe(py: Python<'_>, cwd: String, names: Vec<String>) -> PyResult<(Vec<String>, Py<PyList>)> {
-    let table = py.detach(|| {
-        let p = open_project(&cwd)?;
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        p.dataframe(&names).map_err(err)
-    })?;
-    table_to_py(py, &table)
-}
-
-/// `flor.query(sql)`: `(columns, column_values)`.
-#[pyfunction]
-fn query(py: Python<'_>, cwd: String, sql: String) -> PyResult<(Vec<String>, Py<PyList>)> {
-    let table = py.detach(|| open_project(&cwd)?.query(&sql).map_err(err))?;
-    table_to_py(py, &table)
-}
-
-/// The checkpoints of a run: list of dicts (name, ctx, digest, bytes, format).
-#[pyfunction]
-fn checkpoints(py: Python<'_>, cwd: String, tstamp: String) -> PyResult<Py<PyList>> {
-    let list = py.detach(|| open_project(&cwd)?.checkpoints(&tstamp).map_err(err))?;
-    let out = PyList::empty(py);
-    for c in list {
-        let d = PyDict::new(py);
-        d.set_item("name", c.name)?;
-        d.set_item("ctx", c.ctx)?;
-        d.set_item("digest", c.digest)?;
-        d.set_item("bytes", c.bytes)?;
-        d.set_item("format", c.format)?;
-        out.append(d)?;
-    }
-    Ok(out.unbind())
-}
-
-/// The verified bytes of a stored object.
-#[pyfunction]
-fn object_bytes(py: Python<'_>, cwd: String, digest: String) -> PyResult<Py<PyBytes>> {
-    let bytes = py.detach(|| {
-        let p = Project::open_for_recording(Path::new(&cwd)).map_err(err)?;
-        p.objects().get(&digest).map_err(|e| err(e.into()))
-    })?;
-    Ok(PyBytes::new(py, &bytes).unbind())
-}
-
 #[pymodule]
 fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -519,10 +448,10 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(record_checkpoint, m)?,
         wrap_pyfunction!(finish, m)?,
         wrap_pyfunction!(convert::py_float_repr, m)?,
-        wrap_pyfunction!(dataframe, m)?,
-        wrap_pyfunction!(query, m)?,
-        wrap_pyfunction!(checkpoints, m)?,
-        wrap_pyfunction!(object_bytes, m)?,
+        wrap_pyfunction!(query::dataframe, m)?,
+        wrap_pyfunction!(query::query, m)?,
+        wrap_pyfunction!(query::checkpoints, m)?,
+        wrap_pyfunction!(query::object_bytes, m)?,
         wrap_pyfunction!(steps::_before_fork, m)?,
         wrap_pyfunction!(steps::_after_fork_in_child, m)?,
     ] {
