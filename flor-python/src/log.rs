@@ -9,9 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use crate::convert::{push_py_float_from_ryu, push_value_text, to_logged};
+use crate::run::ensure_run;
 use crate::stdout::{emit, hand_over, Sink, BATCH_BYTES};
 use crate::steps::{fast, quick_num, submit, Step, MAX_STEPS};
-use crate::{ensure_run, no_run, state};
+use crate::{no_run, state};
 
 /// Records `v` under `name` and, with `line`, appends how it prints there
 /// (`shown`, else Python's text of it). A finite float is formatted once,

@@ -4,9 +4,10 @@
 use pyo3::prelude::*;
 
 use crate::convert::item_text;
+use crate::run::ensure_run;
 use crate::stdout::flush_pending;
 use crate::steps::{fast, quick_item, submit, Step, MAX_STEPS};
-use crate::{ensure_run, err, state};
+use crate::{err, state};
 
 /// `flor.loop(name, iterable)` in Rust: each step is one call into the
 /// engine, with no Python generator frame.
