@@ -45,11 +45,7 @@ pub(crate) fn record_value(rec: &mut Recorder, name: &str, v: &Value, shown: Opt
 /// `flor.log(name, value)`: records `value` under `name` at the current loop
 /// position, prints it the way FlorDB does (`epoch: 0, step: 3, loss:
 /// 0.25`), and returns it.
-pub(crate) fn log<'py>(
-    py: Python<'py>,
-    name: &Bound<'py, PyString>,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(num) = quick_num(value) {
         let mut f = fast();
         if f.on {
@@ -125,16 +121,16 @@ pub(crate) static mut LOG_DEF: pyo3::ffi::PyMethodDef = pyo3::ffi::PyMethodDef {
 
 /// CPython's `METH_FASTCALL` (missing from pyo3's declarations for the
 /// stable ABI of 3.9, though every CPython since 3.7 implements it).
-pub(crate) const METH_FASTCALL: std::ffi::c_int = 0x0080;
+const METH_FASTCALL: std::ffi::c_int = 0x0080;
 
-pub(crate) type FastCallKw = unsafe extern "C" fn(
+type FastCallKw = unsafe extern "C" fn(
     *mut pyo3::ffi::PyObject,
     *const *mut pyo3::ffi::PyObject,
     pyo3::ffi::Py_ssize_t,
     *mut pyo3::ffi::PyObject,
 ) -> *mut pyo3::ffi::PyObject;
 
-pub(crate) unsafe extern "C" fn log_fastcall(
+unsafe extern "C" fn log_fastcall(
     _module: *mut pyo3::ffi::PyObject,
     args: *const *mut pyo3::ffi::PyObject,
     nargs: pyo3::ffi::Py_ssize_t,
@@ -171,7 +167,7 @@ pub(crate) unsafe extern "C" fn log_fastcall(
 /// # Safety
 /// `args` must hold `nargs` borrowed references followed by one for each
 /// entry of `kwnames`, a tuple of `str` (or null).
-pub(crate) unsafe fn log_arguments<'py>(
+unsafe fn log_arguments<'py>(
     py: Python<'py>,
     args: *const *mut pyo3::ffi::PyObject,
     nargs: pyo3::ffi::Py_ssize_t,

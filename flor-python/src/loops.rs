@@ -23,7 +23,7 @@ pub(crate) struct LoopIter {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+enum Phase {
     NotStarted,
     /// `open`: an iteration is open; `first`: none has begun yet.
     Running {

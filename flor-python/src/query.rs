@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::convert::to_py;
 use crate::err;
 
-pub(crate) fn open_project(cwd: &str) -> PyResult<Project> {
+fn open_project(cwd: &str) -> PyResult<Project> {
     let mut p = Project::open(Path::new(cwd)).map_err(err)?;
     let report = p.sync().map_err(err)?;
     for t in &report.marked_failed {
@@ -23,7 +23,7 @@ pub(crate) fn open_project(cwd: &str) -> PyResult<Project> {
 }
 
 /// A table as `(columns, rows)`: column names and one list of cells per row.
-pub(crate) fn table_to_py(py: Python<'_>, t: &Table) -> PyResult<(Vec<String>, Py<PyList>)> {
+fn table_to_py(py: Python<'_>, t: &Table) -> PyResult<(Vec<String>, Py<PyList>)> {
     let names = t.column_names().into_iter().map(String::from).collect();
     let cols: Vec<Vec<Py<PyAny>>> = t
         .columns

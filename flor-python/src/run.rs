@@ -54,7 +54,7 @@ pub(crate) fn start(
 }
 
 /// Makes `run` the process's active run, with a fresh loop position.
-pub(crate) fn install(run: Run) {
+fn install(run: Run) {
     let mut st = state();
     st.generation += 1;
     st.defer = !run.is_replay();

@@ -26,8 +26,8 @@ pub(crate) struct Batch {
     /// The stream.
     pub(crate) stream: Py<PyAny>,
     /// Its own bound `write` and `flush`.
-    pub(crate) write: Py<PyAny>,
-    pub(crate) flush: Py<PyAny>,
+    write: Py<PyAny>,
+    flush: Py<PyAny>,
 }
 
 /// Pending bytes that trigger a hand-over.
@@ -99,7 +99,7 @@ impl State {
 }
 
 /// Calls `write(text)`.
-pub(crate) fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
     // `PyObject_CallFunctionObjArgs` passes the argument on the stack
     // (vectorcall) instead of building a tuple, and is in the stable ABI.
     // SAFETY: both pointers are live references held here; the list of
@@ -141,7 +141,7 @@ pub(crate) fn hand_over(py: Python<'_>, mut text: String, write: &Py<PyAny>) -> 
 
 /// Starts batching on `out` when it is a plain `io.TextIOWrapper` that is
 /// not a terminal (and nothing is batched yet). Returns whether it did.
-pub(crate) fn start_batching(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<bool> {
+fn start_batching(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<bool> {
     if state().batch.is_some() {
         return Ok(false);
     }

@@ -120,12 +120,12 @@ pub(crate) struct Fast {
     /// The addresses of [`State::names`]' `str` objects (slot = position).
     pub(crate) names: Vec<usize>,
     /// The address of the batched stdout stream (0: none).
-    pub(crate) batched: usize,
+    batched: usize,
     /// Steps not yet sent to the worker.
     pub(crate) steps: Vec<Step>,
 }
 
-pub(crate) static FAST: Mutex<Fast> =
+static FAST: Mutex<Fast> =
     Mutex::new(Fast { on: false, generation: 0, names: Vec::new(), batched: 0, steps: Vec::new() });
 
 pub(crate) fn fast() -> MutexGuard<'static, Fast> {
@@ -153,11 +153,11 @@ impl Fast {
 }
 
 /// Batches sent to the worker and not yet applied.
-pub(crate) static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
+static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 /// Signalled when `OUTSTANDING` drops.
-pub(crate) static IDLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+static IDLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
 /// The worker's queue (started on the first batch).
-pub(crate) static WORKER: Mutex<Option<mpsc::Sender<Vec<Step>>>> = Mutex::new(None);
+static WORKER: Mutex<Option<mpsc::Sender<Vec<Step>>>> = Mutex::new(None);
 /// `State::pending.len()` as of the last batch applied.
 pub(crate) static PENDING_LEN: AtomicUsize = AtomicUsize::new(0);
 
@@ -175,11 +175,11 @@ pub(crate) fn wait_idle() {
 
 /// `FLOR_STEP_THREAD=0` applies batches of steps on the training thread
 /// itself (as with one CPU) instead of a worker thread.
-pub(crate) const STEP_THREAD_ENV: &str = "FLOR_STEP_THREAD";
+const STEP_THREAD_ENV: &str = "FLOR_STEP_THREAD";
 
 /// Sends a batch to the worker (starting it if needed); gives the batch
 /// back when there is no worker (one CPU, or it could not start).
-pub(crate) fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
+fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
     static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let parallel = || {
         std::env::var_os(STEP_THREAD_ENV).is_none_or(|v| v != "0")
@@ -208,7 +208,7 @@ pub(crate) fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
     }
 }
 
-pub(crate) fn worker_loop(rx: mpsc::Receiver<Vec<Step>>) {
+fn worker_loop(rx: mpsc::Receiver<Vec<Step>>) {
     for steps in rx {
         {
             let mut st = raw_state();
