@@ -63,93 +63,77 @@ impl LoopIter {
         let _ = py;
         Err(e)
     }
-}
 
-#[pymethods]
-impl LoopIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
+    /// The first call: starts the run if needed, enters the loop (engine
+    /// and printed position) with no iteration open yet.
+    fn enter(&mut self, py: Python<'_>) -> PyResult<Phase> {
+        ensure_run(py)?;
+        let mut st = state();
+        let generation = st.generation;
+        let run = st.run()?;
+        run.loop_begin(&self.name).map_err(err)?;
+        let outer = run.depth() == 1;
+        let layer = st.push_layer(&self.name);
+        if self.bar {
+            st.bars += 1;
+        }
+        self.phase = Phase::Running { generation, layer, outer, open: false };
+        Ok(self.phase)
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut phase = self.phase;
-        match phase {
-            Phase::Done => return Ok(None),
-            Phase::NotStarted => {
-                ensure_run(py)?;
-                let mut st = state();
-                let generation = st.generation;
-                let run = st.run()?;
-                run.loop_begin(&self.name).map_err(err)?;
-                let outer = run.depth() == 1;
-                let layer = st.push_layer(&self.name);
-                if self.bar {
-                    st.bars += 1;
-                }
-                phase = Phase::Running { generation, layer, outer, open: false };
-                self.phase = phase;
-            }
-            Phase::Running { generation, outer: true, open: true, layer } => {
-                // The end of an outermost iteration: checkpoints, then the
-                // engine writes the iteration's records durably.
-                if let Err(e) = state().step_result() {
-                    return self.end_with(py, e);
-                }
-                if let Err(e) = py.import("flordb").and_then(|m| m.getattr("_outer_iteration_end")?.call0()) {
-                    return self.end_with(py, e);
-                }
-                let mut st = state();
-                if st.generation == generation {
-                    if let Err(e) = st.run().and_then(|r| r.iteration_end().map_err(err)) {
-                        drop(st);
-                        return self.end_with(py, e);
-                    }
-                }
+    /// The end of an outermost iteration: checkpoints, then the engine
+    /// writes the iteration's records durably, then its printed lines go
+    /// out. An error leaves the loop.
+    fn end_outer_iteration(&mut self, py: Python<'_>, generation: u64, layer: usize) -> PyResult<Phase> {
+        if let Err(e) = state().step_result() {
+            return self.end_with(py, e);
+        }
+        if let Err(e) = py.import("flordb").and_then(|m| m.getattr("_outer_iteration_end")?.call0()) {
+            return self.end_with(py, e);
+        }
+        let mut st = state();
+        if st.generation == generation {
+            if let Err(e) = st.run().and_then(|r| r.iteration_end().map_err(err)) {
                 drop(st);
-                // The iteration's printed lines go out with its records.
-                if let Err(e) = flush_pending(py) {
-                    return self.end_with(py, e);
-                }
-                phase = Phase::Running { generation, layer, outer: true, open: false };
-                self.phase = phase;
-            }
-            Phase::Running { .. } => {}
-        }
-        let Some(iter) = &self.iter else { return Ok(None) };
-        // SAFETY: `iter` is an iterator (checked at construction); the
-        // result is a new reference or null.
-        let item = unsafe { Bound::from_owned_ptr_or_opt(py, pyo3::ffi::PyIter_Next(iter.as_ptr())) };
-        let Some(item) = item else {
-            let e = PyErr::take(py);
-            let ended = self.end();
-            self.iter = None;
-            let ended = ended.and_then(|()| flush_pending(py));
-            return match (e, ended) {
-                (Some(e), _) => Err(e),
-                (None, r) => r.map(|()| None),
-            };
-        };
-        let Phase::Running { generation, layer, outer, open } = phase else { return Ok(None) };
-        if open && !outer {
-            // A training step: deferred when it can be (see `Step`).
-            if let Some(item_now) = quick_item(&item) {
-                let mut f = fast();
-                if f.generation != generation {
-                    return Ok(Some(item.unbind()));
-                }
-                if f.on {
-                    f.steps.push(Step::Next { layer: layer as u32, item: item_now });
-                    let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
-                    drop(f);
-                    if let Some(batch) = batch {
-                        if let Err(e) = submit(py, batch) {
-                            return self.end_with(py, e);
-                        }
-                    }
-                    return Ok(Some(item.unbind()));
-                }
+                return self.end_with(py, e);
             }
         }
+        drop(st);
+        // The iteration's printed lines go out with its records.
+        if let Err(e) = flush_pending(py) {
+            return self.end_with(py, e);
+        }
+        self.phase = Phase::Running { generation, layer, outer: true, open: false };
+        Ok(self.phase)
+    }
+
+    /// The iterable is exhausted (or raised): leaves the loop and hands the
+    /// printed lines over; the iterable's error comes first.
+    fn exhausted(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let e = PyErr::take(py);
+        let ended = self.end();
+        self.iter = None;
+        let ended = ended.and_then(|()| flush_pending(py));
+        match (e, ended) {
+            (Some(e), _) => Err(e),
+            (None, r) => r.map(|()| None),
+        }
+    }
+
+    /// The immediate path of the next iteration (an outer loop, an item
+    /// that is not deferred, or deferral off): the item's text, the engine's
+    /// next iteration, the printed position. An error leaves the loop.
+    /// Inlined: it runs on every step when steps are not deferred.
+    #[inline]
+    fn begin_iteration(
+        &mut self,
+        py: Python<'_>,
+        item: Bound<'_, PyAny>,
+        generation: u64,
+        layer: usize,
+        outer: bool,
+        open: bool,
+    ) -> PyResult<Option<Py<PyAny>>> {
         let has_text = item_text(&item, &mut self.text);
         let text = has_text.then_some(self.text.as_str());
         let mut st = state();
@@ -175,6 +159,57 @@ impl LoopIter {
                 self.end_with(py, e)
             }
         }
+    }
+}
+
+#[pymethods]
+impl LoopIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// The next item. Steps: enter the loop on the first call
+    /// ([`LoopIter::enter`]); end an open outermost iteration
+    /// ([`LoopIter::end_outer_iteration`]); take the next item (none: leave
+    /// the loop, [`LoopIter::exhausted`]); then the next iteration: an inner
+    /// loop's next item is deferred as a [`Step`] when it can be, else it
+    /// begins at once ([`LoopIter::begin_iteration`]).
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let phase = match self.phase {
+            Phase::Done => return Ok(None),
+            Phase::NotStarted => self.enter(py)?,
+            Phase::Running { generation, outer: true, open: true, layer } => {
+                self.end_outer_iteration(py, generation, layer)?
+            }
+            running @ Phase::Running { .. } => running,
+        };
+        let Some(iter) = &self.iter else { return Ok(None) };
+        // SAFETY: `iter` is an iterator (checked at construction); the
+        // result is a new reference or null.
+        let item = unsafe { Bound::from_owned_ptr_or_opt(py, pyo3::ffi::PyIter_Next(iter.as_ptr())) };
+        let Some(item) = item else { return self.exhausted(py) };
+        let Phase::Running { generation, layer, outer, open } = phase else { return Ok(None) };
+        if open && !outer {
+            // A training step: deferred when it can be (see `Step`).
+            if let Some(item_now) = quick_item(&item) {
+                let mut f = fast();
+                if f.generation != generation {
+                    return Ok(Some(item.unbind()));
+                }
+                if f.on {
+                    f.steps.push(Step::Next { layer: layer as u32, item: item_now });
+                    let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
+                    drop(f);
+                    if let Some(batch) = batch {
+                        if let Err(e) = submit(py, batch) {
+                            return self.end_with(py, e);
+                        }
+                    }
+                    return Ok(Some(item.unbind()));
+                }
+            }
+        }
+        self.begin_iteration(py, item, generation, layer, outer, open)
     }
 }
 
