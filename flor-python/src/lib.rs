@@ -25,6 +25,8 @@ use crate::steps::{fast, wait_idle};
 
 create_exception!(_flor, FlorError, PyException, "An error reported by flor (names what failed and where).");
 
+/// A flor error as a Python `FlorError` (its message names what failed and
+/// where).
 fn err(e: flor::Error) -> PyErr {
     FlorError::new_err(e.to_string())
 }
@@ -34,7 +36,7 @@ fn err(e: flor::Error) -> PyErr {
 //
 // FlorDB's API is module-level (`flor.log`, `flor.loop`), so the run and the
 // loop position live in one process-wide state. The hot calls (`log` and the
-// iterations of `loop`) run entirely here, with no Python frame in between;
+// iterations of `loop`) run entirely in Rust, with no Python frame between;
 // the most common ones are deferred (see `Step`).
 //
 // Locking: `STATE` is only held in sections that run no Python code (no
@@ -48,15 +50,22 @@ fn err(e: flor::Error) -> PyErr {
 
 /// One open loop, for the printed position (`epoch: 0, step: 3, `).
 struct Layer {
+    /// The loop's name.
     name: Box<str>,
+    /// The iteration's index (printed when the value has no text).
     index: u64,
     /// The iteration's value when it prints as itself (numbers, text).
     /// Valid when `has_text` (kept allocated across iterations).
     text: String,
+    /// Whether `text` holds the iteration's value.
     has_text: bool,
 }
 
+/// The process's recording state (see the comment above): the run, the
+/// printed position, where printed lines go, and the error of applying
+/// deferred steps.
 struct State {
+    /// The active run (`None` before `start` and after `finish`).
     run: Option<Run>,
     /// Bumped at every start: loops opened in an earlier run leave the
     /// current one alone.
@@ -65,9 +74,11 @@ struct State {
     /// for Python 3.9 every `str` -> `&str` conversion allocates, and a
     /// training loop logs the same few (interned) names over and over.
     names: Vec<(Py<PyString>, Box<str>)>,
+    /// The open loops, outermost first.
     layers: Vec<Layer>,
     /// The printed position of `layers`, rebuilt when `prefix_stale`.
     prefix: String,
+    /// Whether `prefix` must be rebuilt (a layer changed).
     prefix_stale: bool,
     /// The line being printed (reused).
     line: String,
@@ -89,6 +100,7 @@ struct State {
     step_error: Option<String>,
 }
 
+/// The process's one [`State`] (see the locking rules above).
 static STATE: Mutex<State> = Mutex::new(State {
     run: None,
     generation: 0,
@@ -109,6 +121,8 @@ static STATE: Mutex<State> = Mutex::new(State {
 /// Names remembered by [`State::names`].
 const NAME_CACHE: usize = 32;
 
+/// The state as it is, deferred steps not applied: for applying them (the
+/// worker, [`steps::submit`]) and for [`state()`].
 fn raw_state() -> MutexGuard<'static, State> {
     // Every section leaves the state consistent, so a poisoned lock is used as is.
     STATE.lock().unwrap_or_else(|p| p.into_inner())
@@ -133,6 +147,8 @@ fn state() -> StateGuard {
     StateGuard(st)
 }
 
+/// [`State`], locked by [`state()`]; dropping it publishes
+/// [`Fast`](steps::Fast)'s view of the state ([`State::publish`]).
 struct StateGuard(MutexGuard<'static, State>);
 
 impl std::ops::Deref for StateGuard {
@@ -154,6 +170,7 @@ impl Drop for StateGuard {
     }
 }
 
+/// The error of a call that needs a run when none is active.
 fn no_run() -> PyErr {
     FlorError::new_err("no flor run is active (it was committed)")
 }
@@ -189,6 +206,8 @@ impl State {
         Ok(self.names.len() - 1)
     }
 
+    /// Rebuilds the printed position (`epoch: 0, step: 3, `) if a layer
+    /// changed since.
     fn refresh_prefix(&mut self) {
         if !self.prefix_stale {
             return;
@@ -207,12 +226,16 @@ impl State {
         self.prefix_stale = false;
     }
 
+    /// Opens a layer for loop `name`, at index 0 with no text; returns its
+    /// position.
     fn push_layer(&mut self, name: &str) -> usize {
         self.layers.push(Layer { name: name.into(), index: 0, text: String::new(), has_text: false });
         self.prefix_stale = true;
         self.layers.len() - 1
     }
 
+    /// Sets the layer at `at` to iteration `index`, printed as `text` (none:
+    /// as the index).
     fn set_layer(&mut self, at: usize, index: u64, text: Option<&str>) {
         if let Some(l) = self.layers.get_mut(at) {
             l.index = index;
@@ -223,6 +246,7 @@ impl State {
         }
     }
 
+    /// Closes the layers from `at` on.
     fn pop_layers(&mut self, at: usize) {
         if at < self.layers.len() {
             self.layers.truncate(at);
@@ -231,6 +255,8 @@ impl State {
     }
 }
 
+/// The `flordb._flor` module: `FlorError`, the classes and functions of the
+/// modules above, and `log` as a `METH_FASTCALL` C function.
 #[pymodule]
 fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();

@@ -123,6 +123,7 @@ pub(crate) static mut LOG_DEF: pyo3::ffi::PyMethodDef = pyo3::ffi::PyMethodDef {
 /// stable ABI of 3.9, though every CPython since 3.7 implements it).
 const METH_FASTCALL: std::ffi::c_int = 0x0080;
 
+/// The C signature of a `METH_FASTCALL | METH_KEYWORDS` function.
 type FastCallKw = unsafe extern "C" fn(
     *mut pyo3::ffi::PyObject,
     *const *mut pyo3::ffi::PyObject,
@@ -130,6 +131,8 @@ type FastCallKw = unsafe extern "C" fn(
     *mut pyo3::ffi::PyObject,
 ) -> *mut pyo3::ffi::PyObject;
 
+/// [`LOG_DEF`]'s function: [`log`] with its arguments read from the stack;
+/// a Rust panic is raised as Python's `PanicException`.
 unsafe extern "C" fn log_fastcall(
     _module: *mut pyo3::ffi::PyObject,
     args: *const *mut pyo3::ffi::PyObject,

@@ -13,25 +13,37 @@ use crate::{err, state};
 /// engine, with no Python generator frame.
 #[pyclass(module = "flordb._flor")]
 pub(crate) struct LoopIter {
+    /// The loop's name.
     name: Box<str>,
     /// The current item's text (reused).
     text: String,
+    /// The iterator over the iterable (`None` once exhausted or left).
     iter: Option<Py<PyAny>>,
+    /// Where the loop is.
     phase: Phase,
-    /// Counted in [`State::bars`] while open.
+    /// Counted in [`State::bars`](crate::State::bars) while open.
     bar: bool,
 }
 
+/// Where a [`LoopIter`] is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Not entered yet (no item asked for).
     NotStarted,
-    /// `open`: an iteration is open; `first`: none has begun yet.
+    /// Entered.
     Running {
+        /// The run's [`State::generation`](crate::State::generation) when
+        /// the loop was entered.
         generation: u64,
+        /// The loop's layer in the printed position.
         layer: usize,
+        /// Whether it is the outermost loop.
         outer: bool,
+        /// Whether an iteration is open (not before the first, nor after an
+        /// outermost iteration ended).
         open: bool,
     },
+    /// Left: no more items.
     Done,
 }
 
@@ -56,6 +68,8 @@ impl LoopIter {
         }
     }
 
+    /// Leaves the loop after error `e` (an error of leaving is dropped),
+    /// releases the iterator, and returns `e`.
     fn end_with<T>(&mut self, py: Python<'_>, e: PyErr) -> PyResult<T> {
         let _ = self.end();
         let it = self.iter.take();
@@ -164,6 +178,7 @@ impl LoopIter {
 
 #[pymethods]
 impl LoopIter {
+    /// `iter(loop)`: the loop itself.
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }

@@ -10,6 +10,9 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::convert::to_py;
 use crate::err;
 
+/// Opens the project at `cwd` and brings its query database up to date with
+/// the run refs; runs found dead and unreadable records are reported on
+/// stderr.
 fn open_project(cwd: &str) -> PyResult<Project> {
     let mut p = Project::open(Path::new(cwd)).map_err(err)?;
     let report = p.sync().map_err(err)?;

@@ -124,6 +124,8 @@ pub(crate) fn checkpoint_due() -> PyResult<bool> {
     Ok(state().run()?.checkpoint_due())
 }
 
+/// Sets the minimum time between checkpoints, in seconds (a non-negative
+/// number).
 #[pyfunction]
 pub(crate) fn set_checkpoint_interval(seconds: f64) -> PyResult<()> {
     if !(seconds.is_finite() && seconds >= 0.0) {
@@ -141,6 +143,8 @@ pub(crate) fn object_writer() -> PyResult<Writer> {
     Ok(Writer { inner: Some(state().run()?.object_writer().map_err(err)?) })
 }
 
+/// Records checkpoint `name` (in `format`), stored as object `digest` of
+/// `bytes` bytes, attached to the current outer iteration.
 #[pyfunction]
 pub(crate) fn record_checkpoint(name: &str, format: &str, digest: String, bytes: u64) -> PyResult<()> {
     let id = flor_core::ObjectId { digest, bytes };
@@ -179,13 +183,17 @@ pub(crate) fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
 /// Streams bytes into the object store (`pickle.dump(obj, writer)` works).
 #[pyclass(module = "flordb._flor")]
 pub(crate) struct Writer {
+    /// The object being written (`None` once finished or aborted).
     inner: Option<ObjectWriter>,
 }
 
 #[pymethods]
 impl Writer {
+    /// `flush()`: nothing to do (file-like API; the object is complete at
+    /// `finish`).
     fn flush(&self) {}
 
+    /// `write(data)`: appends `data` to the object; returns its length.
     fn write(&mut self, data: &[u8]) -> PyResult<usize> {
         use std::io::Write;
         let w = self.inner.as_mut().ok_or_else(|| FlorError::new_err("checkpoint writer already closed"))?;

@@ -25,8 +25,9 @@ use crate::{state, FlorError, State};
 pub(crate) struct Batch {
     /// The stream.
     pub(crate) stream: Py<PyAny>,
-    /// Its own bound `write` and `flush`.
+    /// Its own bound `write`.
     write: Py<PyAny>,
+    /// Its own bound `flush`.
     flush: Py<PyAny>,
 }
 
@@ -59,6 +60,8 @@ pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// `sys.stdout`, borrowed, only to compare identities (null: unset, or
+/// before module init).
 pub(crate) fn current_stdout_ptr(py: Python<'_>) -> *mut pyo3::ffi::PyObject {
     match SYS_STDOUT.get(py) {
         // Borrowed reference (or null); only compared, never used. The key is
@@ -69,6 +72,7 @@ pub(crate) fn current_stdout_ptr(py: Python<'_>) -> *mut pyo3::ffi::PyObject {
 }
 
 impl State {
+    /// Where a line printed now goes.
     pub(crate) fn sink(&self, py: Python<'_>) -> Sink {
         if self.bars > 0 {
             return Sink::Bar;

@@ -40,29 +40,47 @@ use crate::{raw_state, state, State};
 #[derive(Clone, Copy)]
 pub(crate) enum Step {
     /// The next iteration of the (inner) loop at `layer`, whose item is `item`.
-    Next { layer: u32, item: Item },
+    Next {
+        /// The loop's layer in the printed position.
+        layer: u32,
+        /// The iteration's item.
+        item: Item,
+    },
     /// `log(names[name].1, value)`; `print`: its line goes to `pending`.
-    Log { name: u32, print: bool, value: Num },
+    Log {
+        /// The name's slot in [`State::names`].
+        name: u32,
+        /// Whether the line is printed (to the batched stream).
+        print: bool,
+        /// The logged number.
+        value: Num,
+    },
 }
 
 /// A logged number.
 #[derive(Clone, Copy)]
 pub(crate) enum Num {
+    /// An `int`.
     Int(i64),
+    /// A `float`.
     Float(f64),
 }
 
 /// A deferred loop item, as it prints (`Hidden`: as its index).
 #[derive(Clone, Copy)]
 pub(crate) enum Item {
+    /// Prints as the iteration's index.
     Hidden,
+    /// An `int`.
     Int(i64),
+    /// A `float`.
     Float(f64),
+    /// A `bool`.
     Bool(bool),
 }
 
 impl Item {
-    /// The item's text into `out` (as [`item_text`] writes it); whether it
+    /// The item's text into `out` (as [`item_text`](crate::convert::item_text) writes it); whether it
     /// has one.
     fn write(self, out: &mut String) -> bool {
         match self {
@@ -125,9 +143,12 @@ pub(crate) struct Fast {
     pub(crate) steps: Vec<Step>,
 }
 
+/// The hot calls' state (see [`Fast`]).
 static FAST: Mutex<Fast> =
     Mutex::new(Fast { on: false, generation: 0, names: Vec::new(), batched: 0, steps: Vec::new() });
 
+/// Locks [`FAST`] (a poisoned lock is used as is: every section leaves it
+/// consistent).
 pub(crate) fn fast() -> MutexGuard<'static, Fast> {
     FAST.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -208,6 +229,9 @@ fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
     }
 }
 
+/// The `flor-steps` thread: applies each batch under `STATE` (a panic
+/// becomes the run's step error), then counts it applied and wakes
+/// [`wait_idle`].
 fn worker_loop(rx: mpsc::Receiver<Vec<Step>>) {
     for steps in rx {
         {
@@ -279,6 +303,8 @@ impl State {
         }
     }
 
+    /// [`State::apply_steps`] with the run's recorder: each step's records,
+    /// and its printed line appended to `pending`.
     fn apply(&mut self, rec: &mut Recorder, steps: &[Step]) -> flor_core::Result<()> {
         let mut text = String::new();
         for step in steps {
