@@ -4,62 +4,31 @@
 //! FlorDB's API on top. One implementation of the recording semantics is
 //! shared with the Rust API.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+mod convert;
+mod log;
+mod loops;
+mod query;
+mod run;
+mod stdout;
+mod steps;
 
-use flor::{Project, Run, Table, Value};
-use flor_core::{ObjectWriter, Recorder};
+use std::sync::{Mutex, MutexGuard};
+
+use flor::Run;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::PyString;
+
+use crate::stdout::Batch;
+use crate::steps::{fast, wait_idle};
 
 create_exception!(_flor, FlorError, PyException, "An error reported by flor (names what failed and where).");
 
+/// A flor error as a Python `FlorError` (its message names what failed and
+/// where).
 fn err(e: flor::Error) -> PyErr {
     FlorError::new_err(e.to_string())
-}
-
-/// Python value -> flor value. Numbers, bools and text map directly; other
-/// objects go through `flordb._coerce` (numpy/torch scalars, JSON, repr).
-fn to_value(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Value> {
-    if v.is_instance_of::<PyBool>() {
-        return Ok(Value::Bool(v.extract::<bool>()?));
-    }
-    if v.is_instance_of::<PyFloat>() {
-        return Ok(Value::Float(v.extract::<f64>()?));
-    }
-    if v.is_instance_of::<PyInt>() {
-        return Ok(match v.extract::<i64>() {
-            Ok(i) => Value::Int(i),
-            Err(_) => Value::Text(v.str()?.to_cow()?.as_ref().into()),
-        });
-    }
-    if let Ok(s) = v.cast::<PyString>() {
-        return Ok(Value::Text(s.to_cow()?.as_ref().into()));
-    }
-    // (kind, payload): ("json", text) or a plain Python scalar to retry.
-    let coerced = py.import("flordb")?.getattr("_coerce")?.call1((v,))?;
-    let (kind, payload): (String, Bound<'_, PyAny>) = coerced.extract()?;
-    match kind.as_str() {
-        "json" => Ok(Value::Json(payload.extract::<String>()?.into())),
-        "scalar" if !payload.is(v) => to_value(py, &payload),
-        _ => Ok(Value::Text(payload.str()?.to_cow()?.as_ref().into())),
-    }
-}
-
-/// flor value -> Python value.
-fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
-    Ok(match v {
-        Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
-        Value::Float(f) => f.into_pyobject(py)?.into_any().unbind(),
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
-        Value::Text(s) => PyString::new(py, s).into_any().unbind(),
-        Value::Json(s) => py.import("json")?.getattr("loads")?.call1((&**s,))?.unbind(),
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -67,7 +36,7 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 //
 // FlorDB's API is module-level (`flor.log`, `flor.loop`), so the run and the
 // loop position live in one process-wide state. The hot calls (`log` and the
-// iterations of `loop`) run entirely here, with no Python frame in between;
+// iterations of `loop`) run entirely in Rust, with no Python frame between;
 // the most common ones are deferred (see `Step`).
 //
 // Locking: `STATE` is only held in sections that run no Python code (no
@@ -81,15 +50,22 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 
 /// One open loop, for the printed position (`epoch: 0, step: 3, `).
 struct Layer {
+    /// The loop's name.
     name: Box<str>,
+    /// The iteration's index (printed when the value has no text).
     index: u64,
     /// The iteration's value when it prints as itself (numbers, text).
     /// Valid when `has_text` (kept allocated across iterations).
     text: String,
+    /// Whether `text` holds the iteration's value.
     has_text: bool,
 }
 
+/// The process's recording state (see the comment above): the run, the
+/// printed position, where printed lines go, and the error of applying
+/// deferred steps.
 struct State {
+    /// The active run (`None` before `start` and after `finish`).
     run: Option<Run>,
     /// Bumped at every start: loops opened in an earlier run leave the
     /// current one alone.
@@ -98,9 +74,11 @@ struct State {
     /// for Python 3.9 every `str` -> `&str` conversion allocates, and a
     /// training loop logs the same few (interned) names over and over.
     names: Vec<(Py<PyString>, Box<str>)>,
+    /// The open loops, outermost first.
     layers: Vec<Layer>,
     /// The printed position of `layers`, rebuilt when `prefix_stale`.
     prefix: String,
+    /// Whether `prefix` must be rebuilt (a layer changed).
     prefix_stale: bool,
     /// The line being printed (reused).
     line: String,
@@ -122,122 +100,7 @@ struct State {
     step_error: Option<String>,
 }
 
-/// A training step's call, kept for a moment instead of run at once.
-///
-/// The calls a training step makes most — the next iteration of an inner
-/// `flor.loop`, and `flor.log` of an `int` or `float` whose line goes to the
-/// batched stdout (or nowhere) — only append a `Step` of 24 bytes to
-/// [`Fast::steps`], under their own small lock. Every [`MAX_STEPS`] steps the
-/// batch goes to a worker thread, which applies it under the `STATE` lock:
-/// records to the engine, printed lines to [`State::pending`]
-/// ([`State::apply_steps`]). Everything else that reads or changes the run,
-/// the loop position or the printed output goes through [`state()`], which
-/// first waits for the worker and applies the steps still in `Fast`: loop
-/// entry and exit, the end of an outermost iteration, any other write to the
-/// batched stream, the end of the run. The record file and stdout receive
-/// byte for byte what immediate calls would have written, in the same order,
-/// and records still become durable at the end of every outermost iteration.
-///
-/// Why: a training step's own Python work evicts flor's code from the CPU's
-/// caches, so each step paid for reloading the whole path (formatting, JSON
-/// encoding, two locks) once per call. Deferred, a step runs a few dozen
-/// instructions on the training thread, and the formatting runs on another
-/// core for many steps at once, its code and data hot (see BENCHMARKS.md,
-/// issue 3). With one CPU the batch is applied on the calling thread.
-#[derive(Clone, Copy)]
-enum Step {
-    /// The next iteration of the (inner) loop at `layer`, whose item is `item`.
-    Next { layer: u32, item: Item },
-    /// `log(names[name].1, value)`; `print`: its line goes to `pending`.
-    Log { name: u32, print: bool, value: Num },
-}
-
-/// A logged number.
-#[derive(Clone, Copy)]
-enum Num {
-    Int(i64),
-    Float(f64),
-}
-
-/// A deferred loop item, as it prints (`Hidden`: as its index).
-#[derive(Clone, Copy)]
-enum Item {
-    Hidden,
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
-
-impl Item {
-    /// The item's text into `out` (as [`item_text`] writes it); whether it
-    /// has one.
-    fn write(self, out: &mut String) -> bool {
-        match self {
-            Item::Hidden => return false,
-            Item::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
-            Item::Float(f) => push_py_float(out, f),
-            Item::Bool(b) => out.push_str(if b { "True" } else { "False" }),
-        }
-        true
-    }
-}
-
-/// Deferred steps per batch (24 bytes each).
-const MAX_STEPS: usize = 256;
-
-/// An `int` (fitting `i64`) or `float`, not a subclass: the values a step may
-/// defer. Runs no Python code except on an `int` too large (its error).
-fn quick_num(v: &Bound<'_, PyAny>) -> Option<Num> {
-    if v.is_exact_instance_of::<PyFloat>() {
-        return v.extract::<f64>().ok().map(Num::Float);
-    }
-    if v.is_exact_instance_of::<PyInt>() {
-        return v.extract::<i64>().ok().map(Num::Int);
-    }
-    None
-}
-
-/// A loop item a step may defer: `int`, `float` and `bool` (not
-/// subclasses), and items that print as their index. `None` for text and
-/// number subclasses, whose text the immediate path makes.
-fn quick_item(item: &Bound<'_, PyAny>) -> Option<Item> {
-    if item.is_exact_instance_of::<PyInt>() {
-        return item.extract::<i64>().ok().map(Item::Int);
-    }
-    if item.is_exact_instance_of::<PyFloat>() {
-        return item.extract::<f64>().ok().map(Item::Float);
-    }
-    if item.is_exact_instance_of::<PyBool>() {
-        return Some(Item::Bool(item.is(&*PyBool::new(item.py(), true))));
-    }
-    if item.is_instance_of::<PyInt>() || item.is_instance_of::<PyFloat>() || item.is_instance_of::<PyString>() {
-        return None;
-    }
-    Some(Item::Hidden)
-}
-
-/// Batching of the printed lines. A `print` per log costs a Python-level
-/// `write` (most of a log call's time). When `sys.stdout` is a plain
-/// `io.TextIOWrapper` that is not a terminal, flor keeps its lines in
-/// [`State::pending`] and hands them over in blocks, and sets the stream's
-/// `write` and `flush` (instance attributes, which `print`, `writelines` and
-/// every other Python-level write look up first) to functions that hand the
-/// pending lines over before anything else is written: the order of lines in
-/// the output is exactly as if each had been printed at once. Pending lines
-/// are also handed over at the end of every outermost iteration (when records
-/// become durable), every [`BATCH_BYTES`], and when the run ends, where the
-/// stream is restored.
-struct Batch {
-    /// The stream.
-    stream: Py<PyAny>,
-    /// Its own bound `write` and `flush`.
-    write: Py<PyAny>,
-    flush: Py<PyAny>,
-}
-
-/// Pending bytes that trigger a hand-over.
-const BATCH_BYTES: usize = 1 << 16;
-
+/// The process's one [`State`] (see the locking rules above).
 static STATE: Mutex<State> = Mutex::new(State {
     run: None,
     generation: 0,
@@ -255,153 +118,11 @@ static STATE: Mutex<State> = Mutex::new(State {
     step_error: None,
 });
 
-/// What the hot calls read and append to, under a lock of its own so that
-/// they never wait for the worker (see [`Step`]). [`State::publish`] keeps
-/// it in step with `STATE`.
-struct Fast {
-    /// Steps may be deferred: a forward run records, no progress bar is open.
-    on: bool,
-    /// [`State::generation`].
-    generation: u64,
-    /// The addresses of [`State::names`]' `str` objects (slot = position).
-    names: Vec<usize>,
-    /// The address of the batched stdout stream (0: none).
-    batched: usize,
-    /// Steps not yet sent to the worker.
-    steps: Vec<Step>,
-}
-
-static FAST: Mutex<Fast> =
-    Mutex::new(Fast { on: false, generation: 0, names: Vec::new(), batched: 0, steps: Vec::new() });
-
-fn fast() -> MutexGuard<'static, Fast> {
-    FAST.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Fast {
-    /// The steps so far, leaving room for a whole batch.
-    fn take(&mut self) -> Vec<Step> {
-        std::mem::replace(&mut self.steps, Vec::with_capacity(MAX_STEPS))
-    }
-
-    /// Whether a line printed now goes to the batched stream (`Some(true)`),
-    /// nowhere (`Some(false)`), or elsewhere (`None`: not deferred).
-    fn print_now(&self, py: Python<'_>) -> Option<bool> {
-        let now = current_stdout_ptr(py);
-        if now.is_null() || now == unsafe { pyo3::ffi::Py_None() } {
-            Some(false)
-        } else if now as usize == self.batched {
-            Some(true)
-        } else {
-            None
-        }
-    }
-}
-
-/// Batches sent to the worker and not yet applied.
-static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
-/// Signalled when `OUTSTANDING` drops.
-static IDLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
-/// The worker's queue (started on the first batch).
-static WORKER: Mutex<Option<mpsc::Sender<Vec<Step>>>> = Mutex::new(None);
-/// `State::pending.len()` as of the last batch applied.
-static PENDING_LEN: AtomicUsize = AtomicUsize::new(0);
-
-/// Waits until the worker has applied every batch sent to it.
-fn wait_idle() {
-    if OUTSTANDING.load(Ordering::SeqCst) == 0 {
-        return;
-    }
-    let (lock, cv) = &IDLE;
-    let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
-    while OUTSTANDING.load(Ordering::SeqCst) > 0 {
-        g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
-    }
-}
-
-/// `FLOR_STEP_THREAD=0` applies batches of steps on the training thread
-/// itself (as with one CPU) instead of a worker thread.
-const STEP_THREAD_ENV: &str = "FLOR_STEP_THREAD";
-
-/// Sends a batch to the worker (starting it if needed); gives the batch
-/// back when there is no worker (one CPU, or it could not start).
-fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
-    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let parallel = || {
-        std::env::var_os(STEP_THREAD_ENV).is_none_or(|v| v != "0")
-            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
-    };
-    if !*PARALLEL.get_or_init(parallel) {
-        return Some(steps);
-    }
-    let mut worker = WORKER.lock().unwrap_or_else(|p| p.into_inner());
-    if worker.is_none() {
-        let (tx, rx) = mpsc::channel::<Vec<Step>>();
-        if std::thread::Builder::new().name("flor-steps".into()).spawn(move || worker_loop(rx)).is_err() {
-            return Some(steps);
-        }
-        *worker = Some(tx);
-    }
-    let Some(tx) = worker.as_ref() else { return Some(steps) };
-    OUTSTANDING.fetch_add(1, Ordering::SeqCst);
-    match tx.send(steps) {
-        Ok(()) => None,
-        Err(mpsc::SendError(steps)) => {
-            OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
-            *worker = None;
-            Some(steps)
-        }
-    }
-}
-
-fn worker_loop(rx: mpsc::Receiver<Vec<Step>>) {
-    for steps in rx {
-        {
-            let mut st = raw_state();
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.apply_steps(&steps)));
-            if applied.is_err() {
-                st.step_error.get_or_insert_with(|| "flor's step worker panicked; records may be missing".into());
-            }
-        }
-        let (lock, cv) = &IDLE;
-        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
-        cv.notify_all();
-    }
-}
-
-/// Sends a full batch of steps on, first handing the pending lines over
-/// when the worker is idle and they fill a block.
-fn submit(py: Python<'_>, steps: Vec<Step>) -> PyResult<()> {
-    if OUTSTANDING.load(Ordering::SeqCst) == 0 && PENDING_LEN.load(Ordering::Relaxed) >= BATCH_BYTES {
-        flush_pending(py)?;
-    }
-    if let Some(steps) = send_to_worker(steps) {
-        let mut st = raw_state();
-        st.apply_steps(&steps);
-        st.step_result()?;
-    }
-    Ok(())
-}
-
-/// `os.register_at_fork(before=...)`: nothing in flight while the process
-/// forks (the child has no worker thread).
-#[pyfunction]
-fn _before_fork() {
-    drop(state());
-}
-
-/// `os.register_at_fork(after_in_child=...)`: the child starts its own
-/// worker when it needs one.
-#[pyfunction]
-fn _after_fork_in_child() {
-    *WORKER.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    OUTSTANDING.store(0, Ordering::SeqCst);
-}
-
 /// Names remembered by [`State::names`].
 const NAME_CACHE: usize = 32;
 
+/// The state as it is, deferred steps not applied: for applying them (the
+/// worker, [`steps::submit`]) and for [`state()`].
 fn raw_state() -> MutexGuard<'static, State> {
     // Every section leaves the state consistent, so a poisoned lock is used as is.
     STATE.lock().unwrap_or_else(|p| p.into_inner())
@@ -426,6 +147,8 @@ fn state() -> StateGuard {
     StateGuard(st)
 }
 
+/// [`State`], locked by [`state()`]; dropping it publishes
+/// [`Fast`](steps::Fast)'s view of the state ([`State::publish`]).
 struct StateGuard(MutexGuard<'static, State>);
 
 impl std::ops::Deref for StateGuard {
@@ -447,6 +170,7 @@ impl Drop for StateGuard {
     }
 }
 
+/// The error of a call that needs a run when none is active.
 fn no_run() -> PyErr {
     FlorError::new_err("no flor run is active (it was committed)")
 }
@@ -466,67 +190,6 @@ impl State {
         }
     }
 
-    /// Hands deferred steps (see [`Step`]) to the engine and their printed
-    /// lines to `pending`, in order. An error is kept for [`State::step_result`].
-    fn apply_steps(&mut self, steps: &[Step]) {
-        if let Some(run) = self.run.clone() {
-            if let Err(e) = run.with_recorder(|rec| self.apply(rec, steps)) {
-                self.step_error.get_or_insert_with(|| flor::Error::from(e).to_string());
-            }
-        }
-        PENDING_LEN.store(self.pending.len(), Ordering::Relaxed);
-    }
-
-    /// Makes [`Fast`] agree with this state.
-    fn publish(&self) {
-        let mut f = fast();
-        f.on = self.defer && self.recording && self.bars == 0 && self.run.is_some();
-        f.generation = self.generation;
-        f.batched = self.batch.as_ref().map_or(0, |b| b.stream.as_ptr() as usize);
-        let same = f.names.len() == self.names.len()
-            && f.names.iter().zip(&self.names).all(|(a, (k, _))| *a == k.as_ptr() as usize);
-        if !same {
-            f.names.clear();
-            f.names.extend(self.names.iter().map(|(k, _)| k.as_ptr() as usize));
-        }
-    }
-
-    fn apply(&mut self, rec: &mut Recorder, steps: &[Step]) -> flor_core::Result<()> {
-        let mut text = String::new();
-        for step in steps {
-            match *step {
-                Step::Next { layer, item } => {
-                    text.clear();
-                    let shown = item.write(&mut text).then_some(text.as_str());
-                    rec.iteration_end()?;
-                    let index = rec.iteration_begin_at(None, shown)?;
-                    self.set_layer(layer as usize, index, shown);
-                }
-                Step::Log { name, print, value } => {
-                    if print {
-                        self.refresh_prefix();
-                    }
-                    let name = &self.names[name as usize].1;
-                    let value = match value {
-                        Num::Int(i) => Value::Int(i),
-                        Num::Float(f) => Value::Float(f),
-                    };
-                    if print {
-                        let out = &mut self.pending;
-                        out.push_str(&self.prefix);
-                        out.push_str(name);
-                        out.push_str(": ");
-                        record_value(rec, name, &value, None, Some(out));
-                        out.push('\n');
-                    } else {
-                        record_value(rec, name, &value, None, None);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The position of a logged name in the identity cache (added on a miss).
     fn name_index(&mut self, name: &Bound<'_, PyString>) -> PyResult<usize> {
         if let Some(i) = self.names.iter().position(|(k, _)| k.as_ptr() == name.as_ptr()) {
@@ -543,6 +206,8 @@ impl State {
         Ok(self.names.len() - 1)
     }
 
+    /// Rebuilds the printed position (`epoch: 0, step: 3, `) if a layer
+    /// changed since.
     fn refresh_prefix(&mut self) {
         if !self.prefix_stale {
             return;
@@ -561,12 +226,16 @@ impl State {
         self.prefix_stale = false;
     }
 
+    /// Opens a layer for loop `name`, at index 0 with no text; returns its
+    /// position.
     fn push_layer(&mut self, name: &str) -> usize {
         self.layers.push(Layer { name: name.into(), index: 0, text: String::new(), has_text: false });
         self.prefix_stale = true;
         self.layers.len() - 1
     }
 
+    /// Sets the layer at `at` to iteration `index`, printed as `text` (none:
+    /// as the index).
     fn set_layer(&mut self, at: usize, index: u64, text: Option<&str>) {
         if let Some(l) = self.layers.get_mut(at) {
             l.index = index;
@@ -577,6 +246,7 @@ impl State {
         }
     }
 
+    /// Closes the layers from `at` on.
     fn pop_layers(&mut self, at: usize) {
         if at < self.layers.len() {
             self.layers.truncate(at);
@@ -585,1101 +255,42 @@ impl State {
     }
 }
 
-/// Starts the run on first use, the way FlorDB defers its init: the Python
-/// side (`flordb._get`) knows the script, argv and interpreter.
-fn ensure_run(py: Python<'_>) -> PyResult<()> {
-    if state().run.is_some() {
-        return Ok(());
-    }
-    py.import("flordb")?.getattr("_get")?.call0()?;
-    if state().run.is_none() {
-        return Err(no_run());
-    }
-    Ok(())
-}
-
-/// Python's `repr` of a float (`0.1`, `1e-05`, `1e+16`, `inf`), which is
-/// what FlorDB prints. Both are the shortest text that reads back as the same
-/// float; they differ only in layout, so the digits come from `ryu`.
-fn push_py_float(out: &mut String, f: f64) {
-    if f.is_nan() {
-        out.push_str("nan");
-        return;
-    }
-    if f.is_infinite() {
-        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
-        return;
-    }
-    let mut buf = ryu::Buffer::new();
-    push_py_float_from_ryu(out, f, buf.format_finite(f));
-}
-
-/// [`push_py_float`] of a finite `f` from `ryu`'s text of it.
-fn push_py_float_from_ryu(out: &mut String, f: f64, ryu_text: &str) {
-    if prints_as_python(ryu_text) {
-        out.push_str(ryu_text);
-        return;
-    }
-    let s = ryu_text.strip_prefix('-').unwrap_or(ryu_text);
-    // ryu writes `123.45`, `0.0001`, `1e-7` or `1.5e20`: split into the
-    // significant digits and the position of the decimal point.
-    let (mantissa, exp) = match s.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (s, 0),
-    };
-    let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mut digits = [0u8; 40];
-    let mut n = 0;
-    let mut decpt = exp + int_part.len() as i32;
-    for &c in int_part.as_bytes().iter().chain(frac.as_bytes()) {
-        if n == 0 && c == b'0' {
-            decpt -= 1; // a leading zero
-            continue;
-        }
-        if n < digits.len() {
-            digits[n] = c;
-            n += 1;
-        }
-    }
-    while n > 0 && digits[n - 1] == b'0' {
-        n -= 1;
-    }
-    if f.is_sign_negative() {
-        out.push('-');
-    }
-    if n == 0 {
-        out.push_str("0.0");
-        return;
-    }
-    let digits = std::str::from_utf8(&digits[..n]).unwrap_or("0");
-    let n = n as i32;
-    // Python's rule (`float_repr_style` short): positional when the point
-    // falls in -4 < decpt <= 16, else exponent notation.
-    if decpt > -4 && decpt <= 16 {
-        if decpt <= 0 {
-            out.push_str("0.");
-            (0..-decpt).for_each(|_| out.push('0'));
-            out.push_str(digits);
-        } else if decpt >= n {
-            out.push_str(digits);
-            (0..decpt - n).for_each(|_| out.push('0'));
-            out.push_str(".0");
-        } else {
-            out.push_str(&digits[..decpt as usize]);
-            out.push('.');
-            out.push_str(&digits[decpt as usize..]);
-        }
-    } else {
-        out.push_str(&digits[..1]);
-        if n > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        let e = decpt - 1;
-        out.push_str(if e < 0 { "e-" } else { "e+" });
-        if e.abs() < 10 {
-            out.push('0');
-        }
-        out.push_str(itoa::Buffer::new().format(e.abs()));
-    }
-}
-
-/// Records `v` under `name` and, with `line`, appends how it prints there
-/// (`shown`, else Python's text of it). A finite float is formatted once,
-/// by `ryu`, for both. Both the immediate and the deferred `log` use this.
-fn record_value(rec: &mut Recorder, name: &str, v: &Value, shown: Option<&str>, line: Option<&mut String>) {
-    match (shown, v) {
-        (Some(text), _) => {
-            rec.log(name, v);
-            if let Some(line) = line {
-                line.push_str(text);
-            }
-        }
-        (None, Value::Float(f)) if f.is_finite() => {
-            let mut digits = ryu::Buffer::new();
-            let text = digits.format_finite(*f);
-            rec.log_float_text(name, text);
-            if let Some(line) = line {
-                push_py_float_from_ryu(line, *f, text);
-            }
-        }
-        (None, _) => {
-            rec.log(name, v);
-            if let Some(line) = line {
-                push_value_text(line, v);
-            }
-        }
-    }
-}
-
-/// Whether `ryu`'s text of a finite float is also Python's: positional
-/// (`123.45`, `0.00123`, `100.0`) with the decimal point where Python keeps
-/// positional notation (at most 16 digits before it, at most 3 zeros after
-/// `0.`). Most logged values are; the others are rewritten.
-fn prints_as_python(ryu_text: &str) -> bool {
-    let b = ryu_text.strip_prefix('-').unwrap_or(ryu_text).as_bytes();
-    if b.contains(&b'e') {
-        return false;
-    }
-    match b.iter().position(|&c| c == b'.') {
-        Some(1) if b[0] == b'0' => {
-            let frac = &b[2..];
-            let zeros = frac.iter().take_while(|&&c| c == b'0').count();
-            zeros <= 3 || zeros == frac.len()
-        }
-        Some(point) => point <= 16,
-        None => false,
-    }
-}
-
-/// How a value prints (`str(value)` in Python).
-fn push_value_text(out: &mut String, v: &Value) {
-    match v {
-        Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
-        Value::Float(f) => push_py_float(out, *f),
-        Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
-        Value::Text(s) => out.push_str(s),
-        Value::Json(s) => out.push_str(s),
-    }
-}
-
-/// A loop item's printed value, written into `out`: numbers, bools and
-/// text print as themselves; other items print as their index (`false`).
-fn item_text(item: &Bound<'_, PyAny>, out: &mut String) -> bool {
-    out.clear();
-    if item.is_instance_of::<PyBool>() {
-        out.push_str(if item.is_truthy().unwrap_or(false) { "True" } else { "False" });
-    } else if item.is_instance_of::<PyFloat>() {
-        let Ok(f) = item.extract::<f64>() else { return false };
-        push_py_float(out, f);
-    } else if item.is_instance_of::<PyInt>() {
-        match item.extract::<i64>() {
-            Ok(i) => out.push_str(itoa::Buffer::new().format(i)),
-            Err(_) => match item.str() {
-                Ok(t) => out.push_str(&t.to_cow().unwrap_or_default()),
-                Err(_) => return false,
-            },
-        }
-    } else if let Ok(t) = item.cast::<PyString>() {
-        let Ok(t) = t.to_cow() else { return false };
-        out.push_str(&t);
-    } else {
-        return false;
-    }
-    true
-}
-
-/// Where a printed line goes.
-enum Sink {
-    /// Appended to [`State::pending`] (`sys.stdout` is the batched stream).
-    Batched,
-    /// `sys.stdout.write`, bound.
-    Write(Py<PyAny>),
-    /// `sys.stdout` changed since last seen: look it up again.
-    Refresh,
-    /// A progress bar is open: `tqdm.write`.
-    Bar,
-    /// No `sys.stdout` (pythonw, closed): nothing printed.
-    Nowhere,
-}
-
-/// `sys.__dict__` and the interned key `"stdout"`, set at module init: the
-/// per-line check that `sys.stdout` is still the stream last seen is one
-/// dictionary lookup (`PySys_GetObject` would build the key string each time).
-static SYS_STDOUT: PyOnceLock<(Py<PyAny>, Py<PyString>)> = PyOnceLock::new();
-
-fn current_stdout_ptr(py: Python<'_>) -> *mut pyo3::ffi::PyObject {
-    match SYS_STDOUT.get(py) {
-        // Borrowed reference (or null); only compared, never used. The key is
-        // an interned str: the lookup runs no Python code.
-        Some((dict, key)) => unsafe { pyo3::ffi::PyDict_GetItemWithError(dict.as_ptr(), key.as_ptr()) },
-        None => std::ptr::null_mut(),
-    }
-}
-
-impl State {
-    fn sink(&self, py: Python<'_>) -> Sink {
-        if self.bars > 0 {
-            return Sink::Bar;
-        }
-        let now = current_stdout_ptr(py);
-        if now.is_null() || now == unsafe { pyo3::ffi::Py_None() } {
-            return Sink::Nowhere;
-        }
-        if self.batch.as_ref().is_some_and(|b| b.stream.as_ptr() == now) {
-            return Sink::Batched;
-        }
-        match &self.stdout {
-            Some((obj, write)) if obj.as_ptr() == now => Sink::Write(write.clone_ref(py)),
-            _ => Sink::Refresh,
-        }
-    }
-
-    /// The pending lines and the stream's own `write`, to hand them over
-    /// outside the lock.
-    fn take_pending(&mut self, py: Python<'_>) -> Option<(String, Py<PyAny>)> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let b = self.batch.as_ref()?;
-        PENDING_LEN.store(0, Ordering::Relaxed);
-        Some((std::mem::take(&mut self.pending), b.write.clone_ref(py)))
-    }
-}
-
-/// Calls `write(text)`.
-fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
-    // `PyObject_CallFunctionObjArgs` passes the argument on the stack
-    // (vectorcall) instead of building a tuple, and is in the stable ABI.
-    // SAFETY: both pointers are live references held here; the list of
-    // arguments ends with null; the result is a new reference or null.
-    let r = unsafe {
-        pyo3::ffi::PyObject_CallFunctionObjArgs(
-            write.as_ptr(),
-            text.as_ptr(),
-            std::ptr::null_mut::<pyo3::ffi::PyObject>(),
-        )
-    };
-    Ok(unsafe { Bound::from_owned_ptr_or_err(py, r) }?.unbind())
-}
-
-/// Hands the pending lines to the batched stream.
-fn flush_pending(py: Python<'_>) -> PyResult<()> {
-    let taken = {
-        let mut st = state();
-        st.step_result()?;
-        st.take_pending(py)
-    };
-    match taken {
-        Some((text, write)) => hand_over(py, text, &write),
-        None => Ok(()),
-    }
-}
-
-/// Writes a block of pending lines, then gives its buffer back (keeping its
-/// capacity: no regrowth per block).
-fn hand_over(py: Python<'_>, mut text: String, write: &Py<PyAny>) -> PyResult<()> {
-    let written = call_write(py, write, &PyString::new(py, &text));
-    text.clear();
-    let mut st = state();
-    if st.pending.is_empty() && st.pending.capacity() < text.capacity() {
-        st.pending = text;
-    }
-    written.map(drop)
-}
-
-/// Starts batching on `out` when it is a plain `io.TextIOWrapper` that is
-/// not a terminal (and nothing is batched yet). Returns whether it did.
-fn start_batching(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<bool> {
-    if state().batch.is_some() {
-        return Ok(false);
-    }
-    let textio = py.import("io")?.getattr("TextIOWrapper")?;
-    if !out.get_type().is(&textio) || out.call_method0("isatty")?.is_truthy()? {
-        return Ok(false);
-    }
-    let write = out.getattr("write")?;
-    let flush = out.getattr("flush")?;
-    let module = py.import("flordb._flor")?;
-    if out.setattr("write", module.getattr("_stdout_write")?).is_err() {
-        return Ok(false);
-    }
-    if out.setattr("flush", module.getattr("_stdout_flush")?).is_err() {
-        let _ = out.delattr("write");
-        return Ok(false);
-    }
-    state().batch = Some(Batch { stream: out.clone().unbind(), write: write.unbind(), flush: flush.unbind() });
-    Ok(true)
-}
-
-/// Hands the pending lines over and gives the stream its own `write` and
-/// `flush` back.
-fn stop_batching(py: Python<'_>) -> PyResult<()> {
-    let flushed = flush_pending(py);
-    let batch = state().batch.take();
-    if let Some(b) = batch {
-        let stream = b.stream.bind(py);
-        let _ = stream.delattr("write");
-        let _ = stream.delattr("flush");
-    }
-    flushed
-}
-
-/// The batched stream's `write`: hands flor's pending lines over first.
-#[pyfunction]
-fn _stdout_write(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    let (pending, write) = {
-        let mut st = state();
-        st.step_result()?;
-        let Some(b) = &st.batch else {
-            return Err(FlorError::new_err("flor's stdout wrapper called without a batched stream"));
-        };
-        let write = b.write.clone_ref(py);
-        (std::mem::take(&mut st.pending), write)
-    };
-    if !pending.is_empty() {
-        hand_over(py, pending, &write)?;
-    }
-    Ok(write.bind(py).call1((text,))?.unbind())
-}
-
-/// The batched stream's `flush`: hands flor's pending lines over first.
-#[pyfunction]
-fn _stdout_flush(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    flush_pending(py)?;
-    let flush = state().batch.as_ref().map(|b| b.flush.clone_ref(py));
-    match flush {
-        Some(f) => Ok(f.bind(py).call0()?.unbind()),
-        None => Ok(py.None()),
-    }
-}
-
-/// Prints `line` (with its newline) where FlorDB would.
-fn emit(py: Python<'_>, sink: Sink, line: Bound<'_, PyString>) -> PyResult<()> {
-    match sink {
-        Sink::Write(write) => {
-            call_write(py, &write, &line)?;
-        }
-        Sink::Batched | Sink::Nowhere => {}
-        Sink::Bar => {
-            py.import("flordb")?.getattr("_bar_write")?.call1((line,))?;
-        }
-        Sink::Refresh => {
-            let sys = py.import("sys")?;
-            let out = sys.getattr("stdout")?;
-            if out.is_none() {
-                return Ok(());
-            }
-            // Lines batched for another stream go out before this one's.
-            flush_pending(py)?;
-            if start_batching(py, &out)? {
-                state().pending.push_str(&line.to_cow()?);
-                return Ok(());
-            }
-            let write = out.getattr("write")?;
-            write.call1((line,))?;
-            let old = state().stdout.replace((out.unbind(), write.unbind()));
-            drop(old); // outside the lock: the old stream's dealloc may run Python code
-        }
-    }
-    Ok(())
-}
-
-/// `flor.log(name, value)`: records `value` under `name` at the current loop
-/// position, prints it the way FlorDB does (`epoch: 0, step: 3, loss:
-/// 0.25`), and returns it.
-fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(num) = quick_num(value) {
-        let mut f = fast();
-        if f.on {
-            let slot = f.names.iter().position(|&k| k == name.as_ptr() as usize);
-            if let (Some(slot), Some(print)) = (slot, f.print_now(py)) {
-                f.steps.push(Step::Log { name: slot as u32, print, value: num });
-                let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
-                drop(f);
-                if let Some(batch) = batch {
-                    submit(py, batch)?;
-                }
-                return Ok(value.clone());
-            }
-        }
-    }
-    let (v, shown) = to_logged(py, value)?;
-    let mut st = state();
-    if st.run.is_none() {
-        drop(st);
-        ensure_run(py)?;
-        st = state();
-    }
-    if !st.recording {
-        return Ok(value.clone());
-    }
-    st.step_result()?;
-    let i = st.name_index(name)?;
-    let s = &mut *st;
-    s.refresh_prefix();
-    let run = s.run.as_ref().ok_or_else(no_run)?;
-    s.line.clear();
-    s.line.push_str(&s.prefix);
-    s.line.push_str(&s.names[i].1);
-    s.line.push_str(": ");
-    let (name, line) = (&s.names[i].1, &mut s.line);
-    run.with_recorder(|rec| record_value(rec, name, &v, shown.as_deref(), Some(line)));
-    let sink = s.sink(py);
-    if !matches!(sink, Sink::Bar) {
-        s.line.push('\n');
-    }
-    if let Sink::Batched = sink {
-        s.pending.push_str(&s.line);
-        let due = if s.pending.len() >= BATCH_BYTES { s.take_pending(py) } else { None };
-        drop(st);
-        if let Some((text, write)) = due {
-            hand_over(py, text, &write)?;
-        }
-        return Ok(value.clone());
-    }
-    let line = PyString::new(py, &s.line);
-    drop(st);
-    emit(py, sink, line)?;
-    Ok(value.clone())
-}
-
-/// `flor.log` as CPython calls it: a `METH_FASTCALL | METH_KEYWORDS` C
-/// function, so that a call passes its arguments on the stack instead of in
-/// a new tuple. (pyo3 declares functions for the stable ABI of Python 3.9 as
-/// `METH_VARARGS`; the fast-call convention is implemented by every CPython
-/// since 3.7 and is part of the stable ABI since 3.10.) Arguments as in
-/// `log(name, value)`, positional or by keyword.
-static mut LOG_DEF: pyo3::ffi::PyMethodDef = pyo3::ffi::PyMethodDef {
-    ml_name: c"log".as_ptr(),
-    ml_meth: pyo3::ffi::PyMethodDefPointer {
-        // SAFETY: CPython calls the function with the fast-call signature
-        // that `ml_flags` declares; both are `extern "C"` function pointers.
-        PyCFunction: unsafe { std::mem::transmute::<FastCallKw, pyo3::ffi::PyCFunction>(log_fastcall as FastCallKw) },
-    },
-    ml_flags: METH_FASTCALL | pyo3::ffi::METH_KEYWORDS,
-    ml_doc: c"log(name, value)\n--\n\nRecords `value` under `name` at the current loop position, prints it\nthe way FlorDB does (`epoch: 0, step: 3, loss: 0.25`) and returns it."
-        .as_ptr(),
-};
-
-/// CPython's `METH_FASTCALL` (missing from pyo3's declarations for the
-/// stable ABI of 3.9, though every CPython since 3.7 implements it).
-const METH_FASTCALL: std::ffi::c_int = 0x0080;
-
-type FastCallKw = unsafe extern "C" fn(
-    *mut pyo3::ffi::PyObject,
-    *const *mut pyo3::ffi::PyObject,
-    pyo3::ffi::Py_ssize_t,
-    *mut pyo3::ffi::PyObject,
-) -> *mut pyo3::ffi::PyObject;
-
-unsafe extern "C" fn log_fastcall(
-    _module: *mut pyo3::ffi::PyObject,
-    args: *const *mut pyo3::ffi::PyObject,
-    nargs: pyo3::ffi::Py_ssize_t,
-    kwnames: *mut pyo3::ffi::PyObject,
-) -> *mut pyo3::ffi::PyObject {
-    // SAFETY: CPython calls C functions with the GIL held (the stable ABI
-    // excludes free-threaded builds).
-    let py = unsafe { Python::assume_attached() };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: `args` holds `nargs` positional arguments followed by one
-        // value per name in `kwnames` (a tuple, or null), all borrowed.
-        let (name, value) = unsafe { log_arguments(py, args, nargs, kwnames) }?;
-        log(py, &name, &value).map(Bound::into_ptr)
-    }));
-    let e = match outcome {
-        Ok(Ok(result)) => return result,
-        Ok(Err(e)) => e,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            pyo3::panic::PanicException::new_err(format!("flor.log panicked: {what}"))
-        }
-    };
-    e.restore(py);
-    std::ptr::null_mut()
-}
-
-/// `(name, value)` from a fast call's arguments, with Python's own errors
-/// for a wrong call.
-///
-/// # Safety
-/// `args` must hold `nargs` borrowed references followed by one for each
-/// entry of `kwnames`, a tuple of `str` (or null).
-unsafe fn log_arguments<'py>(
-    py: Python<'py>,
-    args: *const *mut pyo3::ffi::PyObject,
-    nargs: pyo3::ffi::Py_ssize_t,
-    kwnames: *mut pyo3::ffi::PyObject,
-) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyAny>)> {
-    use pyo3::exceptions::PyTypeError;
-    const NAMES: [&str; 2] = ["name", "value"];
-    let nargs = usize::try_from(nargs).unwrap_or(0);
-    if nargs > 2 {
-        return Err(PyTypeError::new_err(format!("log() takes 2 positional arguments but {nargs} were given")));
-    }
-    let mut slots: [Option<Bound<'py, PyAny>>; 2] = [None, None];
-    for (i, slot) in slots.iter_mut().enumerate().take(nargs) {
-        // SAFETY: i < nargs.
-        *slot = Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) });
-    }
-    if !kwnames.is_null() {
-        // SAFETY: a non-null `kwnames` is a live tuple.
-        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) }.cast_into::<pyo3::types::PyTuple>()?;
-        for (k, key) in names.iter().enumerate() {
-            let key = key.str()?;
-            let key = key.to_cow()?;
-            let Some(at) = NAMES.iter().position(|n| *n == key) else {
-                return Err(PyTypeError::new_err(format!("log() got an unexpected keyword argument '{key}'")));
-            };
-            if slots[at].is_some() {
-                return Err(PyTypeError::new_err(format!("log() got multiple values for argument '{}'", NAMES[at])));
-            }
-            // SAFETY: keyword values follow the positional ones.
-            slots[at] = Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + k)) });
-        }
-    }
-    let [name, value] = slots;
-    let name = name.ok_or_else(|| PyTypeError::new_err("log() missing required argument 'name' (pos 1)"))?;
-    let value = value.ok_or_else(|| PyTypeError::new_err("log() missing required argument 'value' (pos 2)"))?;
-    let name = name.cast_into::<PyString>().map_err(|e| {
-        let got = e.into_inner().get_type().name().map(|n| n.to_string()).unwrap_or_default();
-        PyTypeError::new_err(format!("log() argument 'name' must be str, not {got}"))
-    })?;
-    Ok((name, value))
-}
-
-/// A logged value and, for values that do not print as themselves, its
-/// `str()`.
-fn to_logged(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<(Value, Option<String>)> {
-    if v.is_instance_of::<PyFloat>() {
-        return Ok((Value::Float(v.extract::<f64>()?), None));
-    }
-    if v.is_instance_of::<PyBool>() || v.is_instance_of::<PyInt>() || v.is_instance_of::<PyString>() {
-        return Ok((to_value(py, v)?, None));
-    }
-    let shown = v.str()?.to_cow()?.into_owned();
-    Ok((to_value(py, v)?, Some(shown)))
-}
-
-/// `flor.loop(name, iterable)` in Rust: each step is one call into the
-/// engine, with no Python generator frame.
-#[pyclass(module = "flordb._flor")]
-struct LoopIter {
-    name: Box<str>,
-    /// The current item's text (reused).
-    text: String,
-    iter: Option<Py<PyAny>>,
-    phase: Phase,
-    /// Counted in [`State::bars`] while open.
-    bar: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    NotStarted,
-    /// `open`: an iteration is open; `first`: none has begun yet.
-    Running {
-        generation: u64,
-        layer: usize,
-        outer: bool,
-        open: bool,
-    },
-    Done,
-}
-
-impl LoopIter {
-    /// Leaves the loop (engine and printed position). Errors only matter
-    /// when the loop ends normally.
-    fn end(&mut self) -> PyResult<()> {
-        let Phase::Running { generation, layer, .. } = self.phase else { return Ok(()) };
-        self.phase = Phase::Done;
-        let mut st = state();
-        if st.generation != generation {
-            return Ok(());
-        }
-        st.step_result()?;
-        st.pop_layers(layer);
-        if self.bar {
-            st.bars = st.bars.saturating_sub(1);
-        }
-        match &st.run {
-            Some(run) => run.loop_end().map_err(err),
-            None => Ok(()),
-        }
-    }
-
-    fn end_with<T>(&mut self, py: Python<'_>, e: PyErr) -> PyResult<T> {
-        let _ = self.end();
-        let it = self.iter.take();
-        drop(it);
-        let _ = py;
-        Err(e)
-    }
-}
-
-#[pymethods]
-impl LoopIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut phase = self.phase;
-        match phase {
-            Phase::Done => return Ok(None),
-            Phase::NotStarted => {
-                ensure_run(py)?;
-                let mut st = state();
-                let generation = st.generation;
-                let run = st.run()?;
-                run.loop_begin(&self.name).map_err(err)?;
-                let outer = run.depth() == 1;
-                let layer = st.push_layer(&self.name);
-                if self.bar {
-                    st.bars += 1;
-                }
-                phase = Phase::Running { generation, layer, outer, open: false };
-                self.phase = phase;
-            }
-            Phase::Running { generation, outer: true, open: true, layer } => {
-                // The end of an outermost iteration: checkpoints, then the
-                // engine writes the iteration's records durably.
-                if let Err(e) = state().step_result() {
-                    return self.end_with(py, e);
-                }
-                if let Err(e) = py.import("flordb").and_then(|m| m.getattr("_outer_iteration_end")?.call0()) {
-                    return self.end_with(py, e);
-                }
-                let mut st = state();
-                if st.generation == generation {
-                    if let Err(e) = st.run().and_then(|r| r.iteration_end().map_err(err)) {
-                        drop(st);
-                        return self.end_with(py, e);
-                    }
-                }
-                drop(st);
-                // The iteration's printed lines go out with its records.
-                if let Err(e) = flush_pending(py) {
-                    return self.end_with(py, e);
-                }
-                phase = Phase::Running { generation, layer, outer: true, open: false };
-                self.phase = phase;
-            }
-            Phase::Running { .. } => {}
-        }
-        let Some(iter) = &self.iter else { return Ok(None) };
-        // SAFETY: `iter` is an iterator (checked at construction); the
-        // result is a new reference or null.
-        let item = unsafe { Bound::from_owned_ptr_or_opt(py, pyo3::ffi::PyIter_Next(iter.as_ptr())) };
-        let Some(item) = item else {
-            let e = PyErr::take(py);
-            let ended = self.end();
-            self.iter = None;
-            let ended = ended.and_then(|()| flush_pending(py));
-            return match (e, ended) {
-                (Some(e), _) => Err(e),
-                (None, r) => r.map(|()| None),
-            };
-        };
-        let Phase::Running { generation, layer, outer, open } = phase else { return Ok(None) };
-        if open && !outer {
-            // A training step: deferred when it can be (see `Step`).
-            if let Some(item_now) = quick_item(&item) {
-                let mut f = fast();
-                if f.generation != generation {
-                    return Ok(Some(item.unbind()));
-                }
-                if f.on {
-                    f.steps.push(Step::Next { layer: layer as u32, item: item_now });
-                    let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
-                    drop(f);
-                    if let Some(batch) = batch {
-                        if let Err(e) = submit(py, batch) {
-                            return self.end_with(py, e);
-                        }
-                    }
-                    return Ok(Some(item.unbind()));
-                }
-            }
-        }
-        let has_text = item_text(&item, &mut self.text);
-        let text = has_text.then_some(self.text.as_str());
-        let mut st = state();
-        if st.generation != generation {
-            return Ok(Some(item.unbind()));
-        }
-        let r = st.run().and_then(|run| {
-            if open && !outer {
-                run.next_iteration(text).map_err(err)
-            } else {
-                run.iteration_begin_at(None, text).map_err(err)
-            }
-        });
-        match r {
-            Ok(index) => {
-                st.set_layer(layer, index, text);
-                drop(st);
-                self.phase = Phase::Running { generation, layer, outer, open: true };
-                Ok(Some(item.unbind()))
-            }
-            Err(e) => {
-                drop(st);
-                self.end_with(py, e)
-            }
-        }
-    }
-}
-
-impl Drop for LoopIter {
-    fn drop(&mut self) {
-        // A loop left by `break`, `return` or an exception.
-        let _ = self.end();
-    }
-}
-
-/// `flor.loop(name, iterable)` for the Python layer: `bar` when `iterable`
-/// is a progress bar (log lines then print through it).
-#[pyfunction]
-#[pyo3(signature = (name, iterable, bar=false))]
-fn loop_iter(name: &str, iterable: &Bound<'_, PyAny>, bar: bool) -> PyResult<LoopIter> {
-    let iter = iterable.try_iter()?;
-    Ok(LoopIter {
-        name: name.into(),
-        text: String::new(),
-        iter: Some(iter.into_any().unbind()),
-        phase: Phase::NotStarted,
-        bar,
-    })
-}
-
-/// `flor.iteration`'s entry: enters loop `name` and begins one iteration;
-/// returns `(index, outer, token)` (the token goes to [`iteration_exit`]).
-#[pyfunction]
-#[pyo3(signature = (name, index=None, value=None))]
-fn iteration_enter(
-    py: Python<'_>,
-    name: &str,
-    index: Option<u64>,
-    value: Option<&str>,
-) -> PyResult<(u64, bool, usize)> {
-    ensure_run(py)?;
-    let mut st = state();
-    let run = st.run()?;
-    run.loop_begin(name).map_err(err)?;
-    let outer = run.depth() == 1;
-    let i = match run.iteration_begin_at(index, value) {
-        Ok(i) => i,
-        Err(e) => {
-            let _ = run.loop_end();
-            return Err(err(e));
-        }
-    };
-    let layer = st.push_layer(name);
-    st.set_layer(layer, i, value);
-    Ok((i, outer, layer))
-}
-
-/// `flor.iteration`'s exit: ends the iteration and leaves the loop.
-#[pyfunction]
-fn iteration_exit(py: Python<'_>, token: usize) -> PyResult<()> {
-    let ended = {
-        let mut st = state();
-        st.step_result()?;
-        st.pop_layers(token);
-        match &st.run {
-            Some(run) => run.loop_end().map_err(err),
-            None => Ok(()),
-        }
-    };
-    if token == 0 {
-        flush_pending(py)?; // an outermost iteration ended
-    }
-    ended
-}
-
-/// Starts a run for the script at `filename` (made relative to the
-/// repository root when it is an absolute path inside it); returns its
-/// timestamp.
-#[pyfunction]
-fn start(py: Python<'_>, argv: Vec<String>, filename: String, interpreter: String, cwd: String) -> PyResult<String> {
-    if state().run.is_some() {
-        return Err(FlorError::new_err("a flor run is already active in this process"));
-    }
-    let root = py.detach(|| Project::open_for_recording(Path::new(&cwd)).map(|p| p.root().to_owned())).map_err(err)?;
-    let filename = match Path::new(&filename).strip_prefix(&root) {
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => filename,
-    };
-    let run = py
-        .detach(|| Run::builder().dir(cwd).filename(filename).argv(argv).interpreter(interpreter).start())
-        .map_err(err)?;
-    let tstamp = run.tstamp();
-    install(run);
-    Ok(tstamp)
-}
-
-/// Makes `run` the process's active run, with a fresh loop position.
-fn install(run: Run) {
-    let mut st = state();
-    st.generation += 1;
-    st.defer = !run.is_replay();
-    st.run = Some(run);
-    st.layers.clear();
-    st.prefix_stale = true;
-    st.bars = 0;
-    st.recording = true;
-}
-
-/// Starts replaying the segment described by the spec file at `spec`
-/// (written by `flor replay`); `argv` is the script's command line.
-#[pyfunction]
-fn start_replay(py: Python<'_>, spec: String, argv: Vec<String>) -> PyResult<()> {
-    if state().run.is_some() {
-        return Err(FlorError::new_err("a flor run is already active in this process"));
-    }
-    let run = py.detach(|| Run::start_replay(Path::new(&spec), &argv)).map_err(err)?;
-    install(run);
-    Ok(())
-}
-
-/// Turns recording (and printing) of `log` on or off (replay).
-#[pyfunction]
-fn set_recording(on: bool) -> PyResult<()> {
-    let mut st = state();
-    st.step_result()?;
-    st.recording = on;
-    Ok(())
-}
-
-/// Whether a run is active.
-#[pyfunction]
-fn active() -> bool {
-    state().run.is_some()
-}
-
-/// The active run's timestamp.
-#[pyfunction]
-fn tstamp() -> PyResult<String> {
-    Ok(state().run()?.tstamp())
-}
-
-/// The active run's repository root (`None` while replaying a segment).
-#[pyfunction]
-fn root() -> PyResult<Option<String>> {
-    Ok(state().run()?.root().map(|r| r.display().to_string()))
-}
-
-/// The verified bytes of checkpoint object `digest` from the active run's
-/// object store (a replay segment's: the one its executor named).
-#[pyfunction]
-fn run_object_bytes(py: Python<'_>, digest: String) -> PyResult<Py<PyBytes>> {
-    let run = state().run()?.clone();
-    let bytes = py.detach(|| run.object_bytes(&digest)).map_err(err)?;
-    Ok(PyBytes::new(py, &bytes).unbind())
-}
-
-/// `flor.arg`: the `--kwargs` value coerced to `default`'s type, else `default`.
-#[pyfunction]
-fn arg(py: Python<'_>, name: &str, default: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    let d = to_value(py, default)?;
-    let v = state().run()?.arg_value(name, d).map_err(err)?;
-    to_py(py, &v)
-}
-
-/// Loop nesting depth (0 outside loops or without a run).
-#[pyfunction]
-fn depth() -> usize {
-    state().run.as_ref().map_or(0, Run::depth)
-}
-
-/// Whether a checkpoint taken now respects the checkpoint interval.
-#[pyfunction]
-fn checkpoint_due() -> PyResult<bool> {
-    Ok(state().run()?.checkpoint_due())
-}
-
-#[pyfunction]
-fn set_checkpoint_interval(seconds: f64) -> PyResult<()> {
-    if !(seconds.is_finite() && seconds >= 0.0) {
-        return Err(FlorError::new_err(format!(
-            "checkpoint interval must be a non-negative number of seconds, got {seconds}"
-        )));
-    }
-    state().run()?.set_checkpoint_interval(Duration::from_secs_f64(seconds));
-    Ok(())
-}
-
-/// A file-like writer into the checkpoint object store.
-#[pyfunction]
-fn object_writer() -> PyResult<Writer> {
-    Ok(Writer { inner: Some(state().run()?.object_writer().map_err(err)?) })
-}
-
-#[pyfunction]
-fn record_checkpoint(name: &str, format: &str, digest: String, bytes: u64) -> PyResult<()> {
-    let id = flor_core::ObjectId { digest, bytes };
-    state().run()?.record_checkpoint(name, format, &id).map_err(err)
-}
-
-/// Ends the active run (`failed=True`: as failed) and publishes its
-/// records; nothing happens without one.
-#[pyfunction]
-#[pyo3(signature = (failed=false))]
-fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
-    let printed = stop_batching(py);
-    let run = {
-        let mut st = state();
-        let drained = st.step_result();
-        st.defer = false;
-        st.layers.clear();
-        st.prefix_stale = true;
-        st.bars = 0;
-        st.recording = true;
-        (st.run.take(), drained)
-    };
-    // Deferred steps were handed over by `stop_batching` (or just above).
-    let (run, drained) = run;
-    let printed = printed.and(drained);
-    let Some(run) = run else { return printed };
-    let result = py.detach(|| if failed { run.fail() } else { run.finish() });
-    let summary = result.map_err(err)?;
-    printed?;
-    for p in &summary.report.problems {
-        eprintln!("flor: warning: {p}");
-    }
-    Ok(())
-}
-
-/// Python's `repr` of a float as flor prints it (exposed for tests).
-#[pyfunction]
-fn py_float_repr(f: f64) -> String {
-    let mut s = String::new();
-    push_py_float(&mut s, f);
-    s
-}
-
-/// Streams bytes into the object store (`pickle.dump(obj, writer)` works).
-#[pyclass(module = "flordb._flor")]
-struct Writer {
-    inner: Option<ObjectWriter>,
-}
-
-#[pymethods]
-impl Writer {
-    fn flush(&self) {}
-
-    fn write(&mut self, data: &[u8]) -> PyResult<usize> {
-        use std::io::Write;
-        let w = self.inner.as_mut().ok_or_else(|| FlorError::new_err("checkpoint writer already closed"))?;
-        w.write_all(data).map_err(|e| FlorError::new_err(format!("cannot write checkpoint bytes: {e}")))?;
-        Ok(data.len())
-    }
-
-    /// Completes the object; returns `(digest, size)`.
-    fn finish(&mut self) -> PyResult<(String, u64)> {
-        let w = self.inner.take().ok_or_else(|| FlorError::new_err("checkpoint writer already closed"))?;
-        let id = w.finish().map_err(|e| err(e.into()))?;
-        Ok((id.digest, id.bytes))
-    }
-
-    /// Drops the partial object.
-    fn abort(&mut self) {
-        self.inner = None;
-    }
-}
-
-fn open_project(cwd: &str) -> PyResult<Project> {
-    let mut p = Project::open(Path::new(cwd)).map_err(err)?;
-    let report = p.sync().map_err(err)?;
-    for t in &report.marked_failed {
-        eprintln!("flor: run {t} stopped without finishing (its process is gone); marked failed");
-    }
-    for p in &report.problems {
-        eprintln!("flor: warning: unreadable record skipped: {p}");
-    }
-    Ok(p)
-}
-
-/// A table as `(columns, rows)`: column names and one list of cells per row.
-fn table_to_py(py: Python<'_>, t: &Table) -> PyResult<(Vec<String>, Py<PyList>)> {
-    let names = t.column_names().into_iter().map(String::from).collect();
-    let cols: Vec<Vec<Py<PyAny>>> = t
-        .columns
-        .iter()
-        .map(|c| c.cells().map(|v| v.map_or_else(|| Ok(py.None()), |v| to_py(py, &v))).collect::<PyResult<Vec<_>>>())
-        .collect::<PyResult<_>>()?;
-    let out = PyList::empty(py);
-    for c in cols {
-        out.append(PyList::new(py, c)?)?;
-    }
-    Ok((names, out.unbind()))
-}
-
-/// `flor.dataframe(*names)`: `(columns, column_values)`.
-#[pyfunction]
-fn dataframe(py: Python<'_>, cwd: String, names: Vec<String>) -> PyResult<(Vec<String>, Py<PyList>)> {
-    let table = py.detach(|| {
-        let p = open_project(&cwd)?;
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        p.dataframe(&names).map_err(err)
-    })?;
-    table_to_py(py, &table)
-}
-
-/// `flor.query(sql)`: `(columns, column_values)`.
-#[pyfunction]
-fn query(py: Python<'_>, cwd: String, sql: String) -> PyResult<(Vec<String>, Py<PyList>)> {
-    let table = py.detach(|| open_project(&cwd)?.query(&sql).map_err(err))?;
-    table_to_py(py, &table)
-}
-
-/// The checkpoints of a run: list of dicts (name, ctx, digest, bytes, format).
-#[pyfunction]
-fn checkpoints(py: Python<'_>, cwd: String, tstamp: String) -> PyResult<Py<PyList>> {
-    let list = py.detach(|| open_project(&cwd)?.checkpoints(&tstamp).map_err(err))?;
-    let out = PyList::empty(py);
-    for c in list {
-        let d = PyDict::new(py);
-        d.set_item("name", c.name)?;
-        d.set_item("ctx", c.ctx)?;
-        d.set_item("digest", c.digest)?;
-        d.set_item("bytes", c.bytes)?;
-        d.set_item("format", c.format)?;
-        out.append(d)?;
-    }
-    Ok(out.unbind())
-}
-
-/// The verified bytes of a stored object.
-#[pyfunction]
-fn object_bytes(py: Python<'_>, cwd: String, digest: String) -> PyResult<Py<PyBytes>> {
-    let bytes = py.detach(|| {
-        let p = Project::open_for_recording(Path::new(&cwd)).map_err(err)?;
-        p.objects().get(&digest).map_err(|e| err(e.into()))
-    })?;
-    Ok(PyBytes::new(py, &bytes).unbind())
-}
-
+/// The `flordb._flor` module: `FlorError`, the classes and functions of the
+/// modules above, and `log` as a `METH_FASTCALL` C function.
 #[pymodule]
 fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("FlorError", py.get_type::<FlorError>())?;
-    let sys_dict = py.import("sys")?.getattr("__dict__")?.unbind();
-    let _ = SYS_STDOUT.set(py, (sys_dict, PyString::intern(py, "stdout").unbind()));
-    m.add_class::<LoopIter>()?;
-    m.add_class::<Writer>()?;
+    stdout::init(py)?;
+    m.add_class::<loops::LoopIter>()?;
+    m.add_class::<run::Writer>()?;
     for f in [
-        wrap_pyfunction!(_stdout_write, m)?,
-        wrap_pyfunction!(_stdout_flush, m)?,
-        wrap_pyfunction!(loop_iter, m)?,
-        wrap_pyfunction!(iteration_enter, m)?,
-        wrap_pyfunction!(iteration_exit, m)?,
-        wrap_pyfunction!(start, m)?,
-        wrap_pyfunction!(start_replay, m)?,
-        wrap_pyfunction!(set_recording, m)?,
-        wrap_pyfunction!(active, m)?,
-        wrap_pyfunction!(tstamp, m)?,
-        wrap_pyfunction!(root, m)?,
-        wrap_pyfunction!(arg, m)?,
-        wrap_pyfunction!(depth, m)?,
-        wrap_pyfunction!(checkpoint_due, m)?,
-        wrap_pyfunction!(set_checkpoint_interval, m)?,
-        wrap_pyfunction!(object_writer, m)?,
-        wrap_pyfunction!(record_checkpoint, m)?,
-        wrap_pyfunction!(finish, m)?,
-        wrap_pyfunction!(py_float_repr, m)?,
-        wrap_pyfunction!(dataframe, m)?,
-        wrap_pyfunction!(query, m)?,
-        wrap_pyfunction!(checkpoints, m)?,
-        wrap_pyfunction!(object_bytes, m)?,
-        wrap_pyfunction!(run_object_bytes, m)?,
-        wrap_pyfunction!(_before_fork, m)?,
-        wrap_pyfunction!(_after_fork_in_child, m)?,
+        wrap_pyfunction!(stdout::_stdout_write, m)?,
+        wrap_pyfunction!(stdout::_stdout_flush, m)?,
+        wrap_pyfunction!(loops::loop_iter, m)?,
+        wrap_pyfunction!(loops::iteration_enter, m)?,
+        wrap_pyfunction!(loops::iteration_exit, m)?,
+        wrap_pyfunction!(run::start, m)?,
+        wrap_pyfunction!(run::start_replay, m)?,
+        wrap_pyfunction!(run::set_recording, m)?,
+        wrap_pyfunction!(run::active, m)?,
+        wrap_pyfunction!(run::tstamp, m)?,
+        wrap_pyfunction!(run::root, m)?,
+        wrap_pyfunction!(run::arg, m)?,
+        wrap_pyfunction!(run::depth, m)?,
+        wrap_pyfunction!(run::checkpoint_due, m)?,
+        wrap_pyfunction!(run::set_checkpoint_interval, m)?,
+        wrap_pyfunction!(run::object_writer, m)?,
+        wrap_pyfunction!(run::record_checkpoint, m)?,
+        wrap_pyfunction!(run::finish, m)?,
+        wrap_pyfunction!(convert::py_float_repr, m)?,
+        wrap_pyfunction!(query::dataframe, m)?,
+        wrap_pyfunction!(query::query, m)?,
+        wrap_pyfunction!(query::checkpoints, m)?,
+        wrap_pyfunction!(query::object_bytes, m)?,
+        wrap_pyfunction!(run::run_object_bytes, m)?,
+        wrap_pyfunction!(steps::_before_fork, m)?,
+        wrap_pyfunction!(steps::_after_fork_in_child, m)?,
     ] {
         m.add_function(f)?;
     }
@@ -1688,7 +299,7 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let log = unsafe {
         Bound::from_owned_ptr_or_err(
             m.py(),
-            pyo3::ffi::PyCFunction_NewEx(&raw mut LOG_DEF, m.as_ptr(), m.name()?.as_ptr()),
+            pyo3::ffi::PyCFunction_NewEx(&raw mut log::LOG_DEF, m.as_ptr(), m.name()?.as_ptr()),
         )
     }?;
     m.add("log", log)?;
