@@ -3,6 +3,9 @@
 //! (one `#[test]` per check: `memory_store::runs_roundtrip`, ...), plus the
 //! example's own end-to-end `main` and its answer to raw SQL.
 
+// The example's items are its public API as a program; here they sit in a
+// private module of the test crate.
+#[allow(unreachable_pub)]
 #[path = "../examples/custom_store.rs"]
 mod custom_store;
 

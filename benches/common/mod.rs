@@ -7,7 +7,7 @@ use flor_core::{RecordKind, RunMeta, RunStatus, Source, Value};
 
 /// A finished run's record file: `epochs` × `steps` iterations, one `loss`
 /// per step, an `arg` and an epoch-level value.
-pub fn record_file(run: usize, epochs: usize, steps: usize) -> (RunMeta, Vec<u8>) {
+pub(crate) fn record_file(run: usize, epochs: usize, steps: usize) -> (RunMeta, Vec<u8>) {
     let meta = RunMeta {
         status: RunStatus::Finished,
         ..RunMeta::new("bench", flor_core::time::iso_from_micros(1_800_000_000_000_000 + run as i64), "train.py")
@@ -31,12 +31,12 @@ pub fn record_file(run: usize, epochs: usize, steps: usize) -> (RunMeta, Vec<u8>
 }
 
 /// Parses a whole record file and ingests it as one batch under `label`.
-pub fn ingest(store: &mut dyn Store, label: &str, bytes: &[u8]) {
+pub(crate) fn ingest(store: &mut dyn Store, label: &str, bytes: &[u8]) {
     ingest_parsed(store, label, &parse_lines(bytes, 1));
 }
 
 /// Ingests a parsed record file as one batch under `label`.
-pub fn ingest_parsed(store: &mut dyn Store, label: &str, p: &Parsed) {
+pub(crate) fn ingest_parsed(store: &mut dyn Store, label: &str, p: &Parsed) {
     let (meta, source) = p.header.clone().expect("header");
     store
         .ingest(&IngestBatch {
@@ -54,7 +54,7 @@ pub fn ingest_parsed(store: &mut dyn Store, label: &str, p: &Parsed) {
 /// Ingests parsed files as `0.jsonl`, `1.jsonl`, ..., one batch each, in
 /// one ingestion group when `grouped` (as `flor`'s sync does).
 #[allow(dead_code)] // not every bench that includes this module uses it
-pub fn ingest_files(store: &mut dyn Store, parsed: &[Parsed], grouped: bool) {
+pub(crate) fn ingest_files(store: &mut dyn Store, parsed: &[Parsed], grouped: bool) {
     if grouped {
         store.begin_group().expect("begin a group");
     }
@@ -68,7 +68,7 @@ pub fn ingest_files(store: &mut dyn Store, parsed: &[Parsed], grouped: bool) {
 
 /// This process's peak resident memory (VmHWM) in MiB; NaN where unknown.
 #[allow(dead_code)] // not every bench that includes this module uses it
-pub fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()

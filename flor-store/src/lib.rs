@@ -9,7 +9,7 @@
 //! * [`StoreKind`], the built-in backends by name, and [`StoreKind::open`],
 //!   which opens a project's query database of a kind in its `.flor/`
 //!   folder (a missing engine is [`Error::DuckdbNotBuilt`]), and
-//! * [`conformance`] (cargo feature `conformance`), the test suite every
+//! * `conformance` (cargo feature `conformance`), the test suite every
 //!   backend must pass: it pins down ingestion, value round trips, the pivot,
 //!   the SQL views and the read-only rule, independently of the engine.
 //!

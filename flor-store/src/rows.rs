@@ -55,7 +55,7 @@ pub(crate) use raw_run;
 impl RawRun {
     /// The run, or an "unusable database" error naming the bad column of the
     /// database `label`.
-    pub fn decode(self, label: &str) -> StoreResult<RunRow> {
+    pub(crate) fn decode(self, label: &str) -> StoreResult<RunRow> {
         let tstamp = self.tstamp;
         let argv: Vec<String> = serde_json::from_str(&self.argv)
             .map_err(|e| unusable(label, &format!("run {tstamp} has a malformed argv ({e})")))?;

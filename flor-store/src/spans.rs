@@ -19,7 +19,7 @@ pub(crate) struct Span {
 
 impl Span {
     /// A batch's span with its loop name interned as `loop_id`.
-    pub fn of(l: &LoopSpan, loop_id: i64) -> Span {
+    pub(crate) fn of(l: &LoopSpan, loop_id: i64) -> Span {
         Span {
             count: i64::from(l.count),
             parent: l.parent.map(i64::from),
@@ -30,7 +30,7 @@ impl Span {
     }
 
     /// The part of the span that starts `skip` iterations in.
-    pub fn tail(&self, skip: i64) -> Span {
+    pub(crate) fn tail(&self, skip: i64) -> Span {
         Span { count: self.count - skip, first_iteration: self.first_iteration + skip, ..self.clone() }
     }
 
