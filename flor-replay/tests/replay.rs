@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flor_core::layout::{ref_for, replay_label, RECORDS_DIR};
+use flor_core::propagate::{LoopScope, Outcome};
 use flor_core::RunMeta;
 use flor_replay::{
     attach_replay, execute, CodeRef, ContextSpan, Event, Executor, Finished, Forward, Level, LocalExecutor,
-    LocalOptions, Plan, RunPlan, RunReplay, Segment, SegmentSpec, SegmentTask, Step, TaskId, TaskProgress, VersionPlan,
-    SPEC_VERSION,
+    LocalOptions, Plan, RunPlan, RunReplay, Segment, SegmentSpec, SegmentTask, StatementPlan, Step, TaskId,
+    TaskProgress, VersionPlan, SPEC_VERSION,
 };
 
 /// A repository with one committed file, and a run ref on it.
@@ -294,6 +295,39 @@ fn execute_attaches_a_run_once_all_its_segments_are_in_and_keeps_failed_runs_out
     assert!(lines.iter().any(|l| l.contains("2 values attached as replay 1")), "{lines:?}");
     let text = summary.render(&plan);
     assert!(text.contains("2 values recovered") && text.contains("FAILED: the script crashed"), "{text}");
+}
+
+#[test]
+fn the_plan_says_why_a_statement_replays_every_iteration() {
+    let mut plan = Plan {
+        names: vec!["grad".into()],
+        versions: vec![VersionPlan {
+            commit: "0123456789abcdef".into(),
+            script: "train.py".into(),
+            statements: vec![StatementPlan {
+                new_line: 7,
+                outcome: Outcome::Placed { line: 6, renames: vec![] },
+                scope: Some(LoopScope::Dynamic {
+                    reason: "inside function `helper`, which may be called from any loop".into(),
+                }),
+                level: Some(Level::Inner),
+            }],
+            source: Some(String::new()),
+            failure: None,
+            diff: String::new(),
+        }],
+        runs: vec![],
+        skipped: vec![],
+        jobs: 1,
+        total_secs: 0.0,
+        makespan_secs: 0.0,
+    };
+    let text = plan.render();
+    assert!(text.contains("line 7 of the newest version: placed at line 6; inside a nested loop"), "{text}");
+    assert!(text.contains("(runs anywhere: inside function `helper`"), "{text}");
+    plan.versions[0].statements[0].scope =
+        Some(LoopScope::Static { loops: vec!["epoch".into()], after_first_loop: true });
+    assert!(!plan.render().contains("runs anywhere"));
 }
 
 #[test]
