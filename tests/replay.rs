@@ -419,3 +419,120 @@ fn replayed_scripts_see_the_data_git_ignores() {
         rows.iter().filter(|r| r["filename"] == "train.py").map(|r| r["x2"].as_f64().expect("x2")).collect();
     assert_eq!(got, [3.0, 5.0, 3.0, 5.0]);
 }
+
+/// The epoch loop every entry-point script shares (indented for inside a
+/// `with flor.checkpointing(...)` block): it traces what runs to `$TRACE`.
+const ENTRY_LOOP: &str = r#"    for epoch in LOOP("epoch", range(4)):
+        trace(f"epoch {epoch}")
+        for step in LOOP("step", range(3)):
+            trace(f"step {epoch} {step}")
+            state["w"] = state["w"] * 0.9 + step * scale
+            LOG("loss", state["w"])
+        LOG("acc", state["w"] * 2)
+"#;
+
+const ENTRY_PRELUDE: &str = r#"import os
+state = {"w": 1.0}
+def trace(what):
+    with open(os.environ["TRACE"], "a") as f:
+        f.write(what + "\n")
+"#;
+
+/// A script whose first flor call is `entry`.
+fn entry_script(entry: &str) -> String {
+    let flor_loop = ENTRY_LOOP.replace("LOOP", "flor.loop").replace("LOG", "flor.log");
+    let body = match entry {
+        "arg" => format!(
+            "import flordb as flor\n{ENTRY_PRELUDE}scale = flor.arg(\"scale\", 1.0)\nwith flor.checkpointing(state=state):\n{flor_loop}"
+        ),
+        "checkpointing" => format!(
+            "import flordb as flor\n{ENTRY_PRELUDE}scale = 1.0\nwith flor.checkpointing(state=state):\n{flor_loop}"
+        ),
+        "log" => format!(
+            "import flordb as flor\n{ENTRY_PRELUDE}scale = 1.0\nflor.log(\"scale\", scale)\nwith flor.checkpointing(state=state):\n{flor_loop}"
+        ),
+        "import" => format!(
+            "from flordb import checkpointing, log, loop\n{ENTRY_PRELUDE}scale = 1.0\nwith checkpointing(state=state):\n{}",
+            ENTRY_LOOP.replace("LOOP", "loop").replace("LOG", "log")
+        ),
+        // No checkpoints: a replay runs every iteration, once.
+        "loop" => format!(
+            "import flordb as flor\n{ENTRY_PRELUDE}scale = 1.0\nif True:\n{flor_loop}"
+        ),
+        "iteration" => format!(
+            "import flordb as flor\n{ENTRY_PRELUDE}scale = 1.0\nif True:\n{}",
+            ENTRY_LOOP
+                .replacen("for epoch in LOOP(\"epoch\", range(4)):", "for epoch in range(4):\n      with flor.iteration(\"epoch\", epoch, None):", 1)
+                .replace("LOOP", "flor.loop")
+                .replace("LOG", "flor.log")
+                .replace("\n        ", "\n          ")
+        ),
+        other => panic!("no entry {other}"),
+    };
+    body
+}
+
+#[test]
+fn a_replay_does_what_its_plan_says_whatever_the_scripts_first_flor_call() {
+    // A replay worker must know it replays before the script's first flor
+    // call, whichever it is: the plan's segments, restores and skipped
+    // nested loops then happen, and nothing runs twice.
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    for entry in ["arg", "checkpointing", "log", "import", "loop", "iteration"] {
+        let script = entry_script(entry);
+        let dir = new_repo(home, "flor-entry", Some(&script));
+        let repo = dir.path();
+        let forward_trace = home.join(format!("{entry}-forward.trace"));
+        let out = Command::new(&py)
+            .arg("train.py")
+            .current_dir(repo)
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("TRACE", &forward_trace)
+            .output()
+            .expect("run python");
+        ok(out, &format!("{entry}: forward run"));
+        // The newest version logs the weight at the end of every epoch.
+        let newest = script.replacen("\"acc\", state[\"w\"] * 2)\n", "\"acc\", state[\"w\"] * 2)\n        LOGW\n", 1);
+        let indent = if entry == "iteration" { "          " } else { "        " };
+        let log = if entry == "import" { "log" } else { "flor.log" };
+        let newest = newest.replace("        LOGW", &format!("{indent}{log}(\"w_epoch\", state[\"w\"])"));
+        assert_ne!(newest, script, "{entry}: the statement was added");
+        fs::write(repo.join("train.py"), &newest).unwrap();
+
+        let checkpointed = !matches!(entry, "loop" | "iteration");
+        let plan = ok(flor(repo, home, &["replay", "--apply", "w_epoch", "--jobs", "2", "--dry-run"]), "plan");
+        let segments = if checkpointed { "in 2 segments" } else { "in 1 segment" };
+        assert!(plan.contains(segments), "{entry}: {plan}");
+        let trace = home.join(format!("{entry}-replay.trace"));
+        let out = Command::new(env!("CARGO_BIN_EXE_flor"))
+            .args(["replay", "--apply", "w_epoch", "--yes", "--jobs", "2"])
+            .current_dir(repo)
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("TRACE", &trace)
+            .output()
+            .expect("run flor");
+        let summary = ok(out, &format!("{entry}: flor replay"));
+        assert!(summary.contains("4 values recovered"), "{entry}: {summary}");
+
+        // What ran: each epoch once; nested loops only without checkpoints.
+        let ran = fs::read_to_string(&trace).unwrap_or_default();
+        let mut epochs: Vec<&str> = ran.lines().filter(|l| l.starts_with("epoch")).collect();
+        epochs.sort();
+        assert_eq!(epochs, ["epoch 0", "epoch 1", "epoch 2", "epoch 3"], "{entry}: {ran}");
+        let steps = ran.lines().filter(|l| l.starts_with("step")).count();
+        assert_eq!(steps, if checkpointed { 0 } else { 12 }, "{entry}: nested steps run\n{ran}");
+
+        // The values: w_epoch is acc / 2 at every epoch, bit for bit.
+        let text = ok(flor(repo, home, &["--format", "json", "dataframe", "acc", "w_epoch"]), "dataframe");
+        let rows: Vec<Json> = serde_json::from_str(&text).expect("json");
+        assert_eq!(rows.len(), 4, "{entry}: {text}");
+        for r in &rows {
+            let (acc, w) = (r["acc"].as_f64(), r["w_epoch"].as_f64());
+            assert!(acc.is_some() && w.map(|w| w * 2.0) == acc, "{entry}: {r}");
+        }
+    }
+}

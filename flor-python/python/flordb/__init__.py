@@ -67,10 +67,13 @@ def _cwd():
 def _get():
     """Starts the run on first use (FlorDB's deferred init)."""
     if not _flor.active():
-        spec = os.environ.get(_REPLAY_ENV)
-        if spec:
-            _start_replay(spec)
-            return
+        if _replay is not None:
+            # The segment's run ended (flor.commit() in the script): a replay
+            # process records one segment of one run, never a new run.
+            raise FlorError(
+                f"replay of run {_replay['run']['tstamp']}: the script called flor again after "
+                "its run was committed; a replay records only the run it replays"
+            )
         path = _script_path()
         filename = path if path else "interactive"
         argv = list(sys.argv) if sys.argv and sys.argv[0] else [filename]
@@ -335,14 +338,16 @@ _PROGRESS_ENV = "FLOR_REPLAY_PROGRESS"  # optional: where to write "done total"
 # The executor also sets FLOR_REPLAY_OUTPUT (the record file) and
 # FLOR_REPLAY_OBJECTS (the checkpoint store); the engine reads those.
 _replay = None  # the segment spec while this process replays
+_replay_progress = None  # the progress file its executor named, if any
 _skip_nested = None  # outer iteration whose nested loops are skipped
 _skip_restored = False
 
 
 def _start_replay(spec_path):
-    global _replay
+    global _replay, _replay_progress
     with open(spec_path) as f:
         _replay = json.load(f)
+    _replay_progress = os.environ.get(_PROGRESS_ENV)
     _flor.start_replay(spec_path, list(sys.argv))
     _flor.set_recording(bool(_replay["segment"]["record_setup"]))
 
@@ -378,7 +383,7 @@ def _replay_outer(name, iterable):
     seg = _replay["segment"]
     steps = {s["iteration"]: s for s in seg["steps"]}
     last = max(steps) if steps else -1
-    progress = os.environ.get(_PROGRESS_ENV)  # "done total", read by flor replay's progress bars
+    progress = _replay_progress  # "done total", read by flor replay's progress bars
     done = 0
     items = list(iterable)  # which iterations run depends on how many there are
     for i, item in enumerate(items):
@@ -484,3 +489,15 @@ _ipython = sys.modules.get("IPython")
 _ip = _ipython.get_ipython() if _ipython is not None and hasattr(_ipython, "get_ipython") else None
 if _ip is not None:
     _ip.events.register("post_run_cell", lambda *_: commit())
+
+# A replay worker (started by `flor replay` with FLOR_REPLAY naming its
+# segment spec) replays from its first line: every entry point -- `loop`,
+# `iteration`, `checkpointing`, `log`, `arg`, or none before the loop --
+# must already see the spec, so the replay starts at import rather than at
+# the first flor call. The variables are then removed from the environment,
+# so a process this one starts (a data-loader worker that imports flordb)
+# does not take itself for the same segment.
+if os.environ.get(_REPLAY_ENV):
+    _start_replay(os.environ[_REPLAY_ENV])
+    for _var in (_REPLAY_ENV, "FLOR_REPLAY_OUTPUT", "FLOR_REPLAY_OBJECTS", _PROGRESS_ENV):
+        os.environ.pop(_var, None)
