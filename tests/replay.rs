@@ -431,7 +431,9 @@ const ENTRY_LOOP: &str = r#"    for epoch in LOOP("epoch", range(4)):
         LOG("acc", state["w"] * 2)
 "#;
 
-const ENTRY_PRELUDE: &str = r#"import os
+const ENTRY_PRELUDE: &str = r#"import os, subprocess, sys
+# A child that imports flordb (a data-loader worker) is not the segment.
+subprocess.run([sys.executable, "-c", "import flordb"], check=True)
 state = {"w": 1.0}
 def trace(what):
     with open(os.environ["TRACE"], "a") as f:
