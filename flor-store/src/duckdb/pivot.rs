@@ -243,11 +243,24 @@ impl Builder {
     }
 
     /// Emits the rows of run `run` (its index in `runs()`) from its records
-    /// (ordered by winner key).
+    /// (ordered by winner key): its positions, the ancestors among them,
+    /// then the rows, a group at a time.
     fn run(&mut self, run: u32, recs: &[Rec], spans: &Spans, texts: &[Arc<str>]) {
         if recs.is_empty() {
             return;
         }
+        self.positions(recs);
+        self.ancestors(spans);
+        let first_row = self.codes.len();
+        self.row_groups(run, spans, texts);
+        if self.codes.len() == first_row {
+            // No positions in loops: one run-level row.
+            self.run_level_row(run, texts);
+        }
+    }
+
+    /// Fills `self.pos` from a run's records.
+    fn positions(&mut self, recs: &[Rec]) {
         // Positions: the distinct contexts, ascending, numbered through a
         // dense map over the run's context range (records come in winner
         // order, so the last write of a (context, name) wins).
@@ -291,12 +304,16 @@ impl Builder {
             };
             pos.vals[p * nk + r.k as usize] = Some(r.v);
         }
+    }
 
+    /// Fills `self.ancestors` (sorted) with the contexts enclosing the
+    /// run's positions.
+    fn ancestors(&mut self, spans: &Spans) {
         // Ancestors of any position are no rows.
         self.ancestors.clear();
         let mut last_parent = NONE;
         let mut span_at = 0usize;
-        for &ctx in pos.ctxs.iter().filter(|&&c| c != NONE) {
+        for &ctx in self.pos.ctxs.iter().filter(|&&c| c != NONE) {
             let Some(s) = span_of(spans, &mut span_at, ctx) else { continue };
             let mut p = spans.0[s].parent;
             if p == last_parent {
@@ -312,23 +329,22 @@ impl Builder {
         }
         self.ancestors.sort_unstable();
         self.ancestors.dedup();
+    }
 
-        // Rows, in groups of consecutive positions in one span.
-        let first_row = self.codes.len();
+    /// Emits the run's rows in loops: its positions that are no ancestor,
+    /// in groups of consecutive positions in one span.
+    fn row_groups(&mut self, run: u32, spans: &Spans, texts: &[Arc<str>]) {
         let mut span_at = 0usize;
         let mut anc_at = 0usize;
         let mut i = 0;
-        let n = pos.ctxs.len();
+        let n = self.pos.ctxs.len();
         let mut group: Vec<u32> = Vec::new();
         while i < n {
             let ctx = self.pos.ctxs[i];
             if ctx == NONE {
                 break;
             }
-            while anc_at < self.ancestors.len() && self.ancestors[anc_at] < ctx {
-                anc_at += 1;
-            }
-            if self.ancestors.get(anc_at) == Some(&ctx) {
+            if is_ancestor(&self.ancestors, &mut anc_at, ctx) {
                 i += 1;
                 continue;
             }
@@ -340,11 +356,7 @@ impl Builder {
             if let Some(s) = s {
                 let end = spans.0[s].first_ctx as u64 + spans.0[s].count as u64;
                 while j < n && (self.pos.ctxs[j] as u64) < end {
-                    let c = self.pos.ctxs[j];
-                    while anc_at < self.ancestors.len() && self.ancestors[anc_at] < c {
-                        anc_at += 1;
-                    }
-                    if self.ancestors.get(anc_at) != Some(&c) {
+                    if !is_ancestor(&self.ancestors, &mut anc_at, self.pos.ctxs[j]) {
                         group.push(j as u32);
                     }
                     j += 1;
@@ -353,14 +365,16 @@ impl Builder {
             self.rows(run, s, &group, spans, texts);
             i = j;
         }
-        if self.codes.len() == first_row {
-            // No positions in loops: one run-level row.
-            let own = (self.pos.ctxs.last() == Some(&NONE)).then(|| self.pos.ctxs.len() - 1);
-            self.codes.push(run);
-            for k in 0..nk {
-                let v = own.and_then(|p| self.pos.get(p, k));
-                self.push_value(k, v, texts, 1);
-            }
+    }
+
+    /// Emits the run's one row when none of its positions is in a loop:
+    /// its run-level values.
+    fn run_level_row(&mut self, run: u32, texts: &[Arc<str>]) {
+        let own = (self.pos.ctxs.last() == Some(&NONE)).then(|| self.pos.ctxs.len() - 1);
+        self.codes.push(run);
+        for k in 0..self.names.len() {
+            let v = own.and_then(|p| self.pos.get(p, k));
+            self.push_value(k, v, texts, 1);
         }
     }
 
@@ -494,6 +508,16 @@ impl Builder {
         }
         None
     }
+}
+
+/// Whether `ctx` is one of the sorted `ancestors`, searching forward from
+/// `*at` (contexts come in ascending order); `*at` keeps the place.
+#[inline]
+fn is_ancestor(ancestors: &[u32], at: &mut usize, ctx: u32) -> bool {
+    while *at < ancestors.len() && ancestors[*at] < ctx {
+        *at += 1;
+    }
+    ancestors.get(*at) == Some(&ctx)
 }
 
 /// The span holding `ctx`, searching forward from `*at` (contexts come in
