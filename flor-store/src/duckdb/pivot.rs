@@ -385,34 +385,23 @@ impl Builder {
     }
 
     /// Emits rows for positions `group` (indices into `self.pos`), all in
-    /// span `s` (or one position outside any span).
+    /// span `s` (or one position outside any span): the loop chain, its
+    /// loop columns, then the values.
     fn rows(&mut self, run: u32, s: Option<usize>, group: &[u32], spans: &Spans, texts: &[Arc<str>]) {
         let r0 = self.codes.len();
-        let len = group.len();
-        self.codes.extend(std::iter::repeat_n(run, len));
-        // The chain: the span's own loop, then its ancestors' (innermost first).
+        self.codes.extend(std::iter::repeat_n(run, group.len()));
         let mut chain = std::mem::take(&mut self.chain);
-        chain.clear();
-        let mut parent = NONE;
-        if let Some(s) = s {
-            let node = spans.0[s];
-            chain.push(node);
-            parent = node.parent;
-            let mut p = parent;
-            while let Some(a) = spans.find(p) {
-                let a = spans.0[a];
-                chain.push(Node {
-                    first_ctx: p,
-                    count: 1,
-                    first_iteration: a.first_iteration + u64::from(p - a.first_ctx),
-                    ..a
-                });
-                p = a.parent;
-                if chain.len() > MAX_DEPTH {
-                    break;
-                }
-            }
-        }
+        let parent = loop_chain(&mut chain, s, spans);
+        self.rank_loops(&chain);
+        self.loop_columns(r0, group, &chain);
+        self.chain = chain;
+        self.values(group, parent, spans, texts);
+    }
+
+    /// Ranks the loops of a group's `chain` (innermost first) for the
+    /// column order.
+    #[inline]
+    fn rank_loops(&mut self, chain: &[Node]) {
         // Loop columns: ranks as the shared pivot computes them.
         for (depth, n) in chain.iter().rev().enumerate() {
             let slot = &mut self.loop_rank[n.loop_id as usize];
@@ -425,6 +414,13 @@ impl Builder {
                 }
             }
         }
+    }
+
+    /// Fills the loop columns of the group's rows (the first at row `r0`)
+    /// from its `chain` (innermost first).
+    #[inline]
+    fn loop_columns(&mut self, r0: usize, group: &[u32], chain: &[Node]) {
+        let len = group.len();
         // Values per loop column: the outermost of two same-named loops
         // wins, as in the shared pivot. `None` marks the row's own loop
         // (its iteration varies by row).
@@ -450,7 +446,13 @@ impl Builder {
                 }
             }
         }
-        self.chain = chain;
+    }
+
+    /// Fills the value columns of the group's rows (`parent`: the context
+    /// enclosing the group's span).
+    #[inline]
+    fn values(&mut self, group: &[u32], parent: u32, spans: &Spans, texts: &[Arc<str>]) {
+        let len = group.len();
         // Values: at the position, else the nearest enclosing position
         // that has one, else run level; the inherited one is the same for
         // the whole group.
@@ -518,6 +520,35 @@ fn is_ancestor(ancestors: &[u32], at: &mut usize, ctx: u32) -> bool {
         *at += 1;
     }
     ancestors.get(*at) == Some(&ctx)
+}
+
+/// Fills `chain` with span `s`'s loop chain: the span's own loop, then its
+/// ancestors' (innermost first), each as the one iteration enclosing the
+/// span; returns the span's parent context (`NONE` without a span).
+#[inline]
+fn loop_chain(chain: &mut Vec<Node>, s: Option<usize>, spans: &Spans) -> u32 {
+    chain.clear();
+    let mut parent = NONE;
+    if let Some(s) = s {
+        let node = spans.0[s];
+        chain.push(node);
+        parent = node.parent;
+        let mut p = parent;
+        while let Some(a) = spans.find(p) {
+            let a = spans.0[a];
+            chain.push(Node {
+                first_ctx: p,
+                count: 1,
+                first_iteration: a.first_iteration + u64::from(p - a.first_ctx),
+                ..a
+            });
+            p = a.parent;
+            if chain.len() > MAX_DEPTH {
+                break;
+            }
+        }
+    }
+    parent
 }
 
 /// The span holding `ctx`, searching forward from `*at` (contexts come in
