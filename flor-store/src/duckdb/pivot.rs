@@ -230,6 +230,31 @@ struct Builder {
 }
 
 impl Builder {
+    /// An empty result for names whose values are stored as `forms` (`None`:
+    /// no records), with room for `rows` rows.
+    fn new(rows: usize, forms: Vec<Option<Form>>) -> Builder {
+        Builder {
+            rows,
+            codes: bigvec::with_capacity(rows),
+            loop_names: Vec::new(),
+            loop_ids: HashMap::new(),
+            loop_values: Vec::new(),
+            loop_rank: Vec::new(),
+            seen: 0,
+            names: forms
+                .iter()
+                .map(|f| Cells::for_form(f.unwrap_or(Form::Int), if f.is_some() { rows } else { 0 }))
+                .collect(),
+            found: vec![false; forms.len()],
+            forms,
+            slot: Vec::new(),
+            pos: Positions::default(),
+            ancestors: Vec::new(),
+            chain: Vec::new(),
+            assigned: Vec::new(),
+        }
+    }
+
     fn loop_id(&mut self, name: &Arc<str>) -> u32 {
         if let Some(&id) = self.loop_ids.get(name) {
             return id;
@@ -564,7 +589,8 @@ fn span_of(spans: &Spans, at: &mut usize, ctx: u32) -> Option<usize> {
 
 impl DuckStore {
     /// The pivot for `names` (not empty), or `None` where the shared pivot
-    /// must answer (see the module docs).
+    /// must answer (see the module docs): the names' types, their loop
+    /// spans, then the records, a slice of runs at a time.
     pub(super) fn pivot(&self, names: &[&str]) -> StoreResult<Option<Table>> {
         let runs = self.runs()?;
         let mut wanted: Vec<&str> = Vec::new();
@@ -575,8 +601,24 @@ impl DuckStore {
         }
         // The names with records, and the one type of each.
         let ids: Vec<Option<i32>> = wanted.iter().map(|n| self.names.get(*n).copied()).collect();
+        let Some((forms, rows)) = self.pivot_forms(&ids)? else {
+            return Ok(None);
+        };
+        let mut b = Builder::new(rows, forms);
+        if b.forms.iter().any(Option::is_some) && !runs.is_empty() {
+            let spans = self.pivot_spans(&runs, &mut b)?;
+            let plan = ScanPlan::new(&ids, &b.forms);
+            self.pivot_scans(&runs, &plan, &spans, &mut b)?;
+        }
+        Ok(Some(finish(&runs, &wanted, b)))
+    }
+
+    /// How the values of each name (by id, `None` where it has no records)
+    /// are stored and how many records they are, or `None` when some
+    /// name's stored values differ in type.
+    fn pivot_forms(&self, ids: &[Option<i32>]) -> StoreResult<Option<(Vec<Option<Form>>, usize)>> {
         let present: Vec<i32> = ids.iter().flatten().copied().collect();
-        let mut forms: Vec<Option<Form>> = vec![None; wanted.len()];
+        let mut forms: Vec<Option<Form>> = vec![None; ids.len()];
         let mut rows = 0usize;
         if !present.is_empty() {
             let marks = vec!["?"; present.len()].join(", ");
@@ -606,65 +648,44 @@ impl DuckStore {
                 return Ok(None);
             }
         }
-        let mut b = Builder {
-            rows,
-            forms: forms.clone(),
-            codes: bigvec::with_capacity(rows),
-            loop_names: Vec::new(),
-            loop_ids: HashMap::new(),
-            loop_values: Vec::new(),
-            loop_rank: Vec::new(),
-            seen: 0,
-            names: forms
-                .iter()
-                .map(|f| Cells::for_form(f.unwrap_or(Form::Int), if f.is_some() { rows } else { 0 }))
-                .collect(),
-            found: vec![false; wanted.len()],
-            slot: Vec::new(),
-            pos: Positions::default(),
-            ancestors: Vec::new(),
-            chain: Vec::new(),
-            assigned: Vec::new(),
-        };
-        if forms.iter().any(Option::is_some) && !runs.is_empty() {
-            let spans = self.pivot_spans(&runs, &mut b)?;
-            let slices = self.pivot_slices(&runs);
-            let plan = ScanPlan::new(&ids, &forms);
-            let label = self.label.as_str();
-            if slices.len() == 1 {
-                let mut buf = SliceRecs::default();
-                scan_slice(&self.conn, label, &plan, &runs, slices[0], &mut buf)?;
-                b.slice(&buf, &spans);
-            } else {
-                // DuckDB scans (and the batches are decoded) on a second
-                // connection and thread while this one pivots the slice
-                // before; buffers go back to be reused.
-                let conn = self.conn.try_clone().map_err(|e| self.fail("open a second connection", e))?;
-                let runs = &runs;
-                std::thread::scope(|scope| -> StoreResult<()> {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<SliceRecs>>(1);
-                    let (back, reuse) = std::sync::mpsc::channel::<SliceRecs>();
-                    let plan = &plan;
-                    scope.spawn(move || {
-                        for slice in slices {
-                            let mut buf = reuse.try_recv().unwrap_or_default();
-                            let r = scan_slice(&conn, label, plan, runs, slice, &mut buf).map(|()| buf);
-                            let failed = r.is_err();
-                            if tx.send(r).is_err() || failed {
-                                break;
-                            }
-                        }
-                    });
-                    for r in rx {
-                        let buf = r?;
-                        b.slice(&buf, &spans);
-                        let _ = back.send(buf);
-                    }
-                    Ok(())
-                })?;
-            }
+        Ok(Some((forms, rows)))
+    }
+
+    /// Scans the records of `runs` a slice at a time and pivots each slice
+    /// into `b`.
+    fn pivot_scans(&self, runs: &[RunRow], plan: &ScanPlan, spans: &[Spans], b: &mut Builder) -> StoreResult<()> {
+        let slices = self.pivot_slices(runs);
+        let label = self.label.as_str();
+        if slices.len() == 1 {
+            let mut buf = SliceRecs::default();
+            scan_slice(&self.conn, label, plan, runs, slices[0], &mut buf)?;
+            b.slice(&buf, spans);
+            return Ok(());
         }
-        Ok(Some(finish(&runs, &wanted, b)))
+        // DuckDB scans (and the batches are decoded) on a second
+        // connection and thread while this one pivots the slice
+        // before; buffers go back to be reused.
+        let conn = self.conn.try_clone().map_err(|e| self.fail("open a second connection", e))?;
+        std::thread::scope(|scope| -> StoreResult<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<SliceRecs>>(1);
+            let (back, reuse) = std::sync::mpsc::channel::<SliceRecs>();
+            scope.spawn(move || {
+                for slice in slices {
+                    let mut buf = reuse.try_recv().unwrap_or_default();
+                    let r = scan_slice(&conn, label, plan, runs, slice, &mut buf).map(|()| buf);
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            for r in rx {
+                let buf = r?;
+                b.slice(&buf, spans);
+                let _ = back.send(buf);
+            }
+            Ok(())
+        })
     }
 
     /// Every run's loop spans (by index in `runs`), loop names interned in
