@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flor_core::record::{CheckpointMeta, LoopCtx, RecordKind, RunStatus, Source};
+use flor_core::record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source};
 use flor_core::store::{
     FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
     ValueRow,
@@ -219,6 +219,8 @@ impl SqliteStore {
         fail(&self.label, op, e)
     }
 
+    /// Ingests one batch in one transaction: the run's row, its loop spans,
+    /// records, record count, checkpoints and the file's progress.
     fn ingest_tx(&mut self, b: &IngestBatch<'_>) -> StoreResult<RunKey> {
         let label = self.label.as_str();
         let err = |op: &'static str| move |e: rusqlite::Error| fail(label, op, e);
@@ -237,97 +239,22 @@ impl SqliteStore {
             self.data_version = Some(dv);
         }
         let names = &mut self.names;
-        let m = b.run;
-        let argv = serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
-            backend: BACKEND,
-            message: format!("encode the argv of run {}: {e}", m.tstamp),
-            source: Some(Box::new(e)),
-        })?;
-        let run: i64 = tx
-            .prepare_cached(UPSERT_RUN)
-            .and_then(|mut s| {
-                s.query_row(
-                    rusqlite::params![
-                        m.projid,
-                        m.tstamp,
-                        m.filename,
-                        argv,
-                        m.interpreter,
-                        m.host,
-                        i64::from(m.pid),
-                        m.commit,
-                        m.status.as_str(),
-                        m.ended
-                    ],
-                    |r| r.get(0),
-                )
-            })
-            .map_err(err("store the run"))?;
+        let argv = argv_json(b.run)?;
+        let run = upsert_run(&tx, b.run, &argv).map_err(err("store the run"))?;
         let source = b.source.code();
 
         if !b.loops.is_empty() {
             store_loops(&tx, names, run, b.loops).map_err(err("store loop iterations"))?;
         }
 
-        let mut added = 0i64;
-        if !b.records.is_empty() {
-            let mut ins = tx.prepare_cached(INSERT_RECORD).map_err(err("store records"))?;
-            ins.raw_bind_parameter(2, run).map_err(err("store records"))?;
-            ins.raw_bind_parameter(3, source).map_err(err("store records"))?;
-            for r in b.records {
-                let id = intern(&tx, names, &r.name).map_err(err("intern a value name"))?;
-                let inserted = (|| {
-                    ins.raw_bind_parameter(1, id)?;
-                    ins.raw_bind_parameter(4, r.line as i64)?;
-                    ins.raw_bind_parameter(5, r.ctx.map(i64::from))?;
-                    ins.raw_bind_parameter(6, r.kind.code())?;
-                    ins.raw_bind_parameter(7, r.value.value_type().code())?;
-                    bind_value(&mut ins, 8, &r.value)?;
-                    ins.raw_execute()
-                })()
-                .map_err(err("store records"))?;
-                if inserted > 0 {
-                    added += 1;
-                } else {
-                    // Re-ingestion of a stored line: replace it (rare).
-                    (|| {
-                        let mut up = tx.prepare_cached(REPLACE_RECORD)?;
-                        up.raw_bind_parameter(1, id)?;
-                        up.raw_bind_parameter(2, run)?;
-                        up.raw_bind_parameter(3, source)?;
-                        up.raw_bind_parameter(4, r.line as i64)?;
-                        up.raw_bind_parameter(5, r.ctx.map(i64::from))?;
-                        up.raw_bind_parameter(6, r.kind.code())?;
-                        up.raw_bind_parameter(7, r.value.value_type().code())?;
-                        bind_value(&mut up, 8, &r.value)?;
-                        up.raw_execute()
-                    })()
-                    .map_err(err("replace records"))?;
-                }
-            }
-        }
+        let added = store_records(&tx, label, names, run, source, b.records)?;
         if added > 0 {
             tx.prepare_cached("UPDATE flor_runs SET nrecords = nrecords + ?1 WHERE run = ?2")
                 .and_then(|mut s| s.execute([added, run]))
                 .map_err(err("count records"))?;
         }
 
-        if !b.checkpoints.is_empty() {
-            let mut st = tx.prepare_cached(INSERT_CHECKPOINT).map_err(err("store checkpoints"))?;
-            for c in b.checkpoints {
-                st.execute(rusqlite::params![
-                    run,
-                    source,
-                    c.line as i64,
-                    c.ctx.map(i64::from),
-                    c.name,
-                    c.digest,
-                    c.bytes as i64,
-                    c.format
-                ])
-                .map_err(err("store checkpoints"))?;
-            }
-        }
+        store_checkpoints(&tx, run, source, b.checkpoints).map_err(err("store checkpoints"))?;
 
         tx.prepare_cached(UPSERT_FILE)
             .and_then(|mut s| {
@@ -754,6 +681,112 @@ fn intern(conn: &Connection, cache: &mut HashMap<Box<str>, i64>, name: &str) -> 
 
 fn source_of(label: &str, code: i64) -> StoreResult<Source> {
     Source::from_code(code).ok_or_else(|| unusable(label, &format!("a record has an unknown source code {code}")))
+}
+
+/// `argv` as stored: JSON.
+fn argv_json(m: &RunMeta) -> StoreResult<String> {
+    serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
+        backend: BACKEND,
+        message: format!("encode the argv of run {}: {e}", m.tstamp),
+        source: Some(Box::new(e)),
+    })
+}
+
+/// Inserts the run's row, or replaces its metadata; returns its key.
+fn upsert_run(tx: &Connection, m: &RunMeta, argv: &str) -> rusqlite::Result<i64> {
+    tx.prepare_cached(UPSERT_RUN).and_then(|mut s| {
+        s.query_row(
+            rusqlite::params![
+                m.projid,
+                m.tstamp,
+                m.filename,
+                argv,
+                m.interpreter,
+                m.host,
+                i64::from(m.pid),
+                m.commit,
+                m.status.as_str(),
+                m.ended
+            ],
+            |r| r.get(0),
+        )
+    })
+}
+
+/// Stores a batch's records (names interned through `names`), a stored
+/// line replaced; returns how many records are new.
+fn store_records(
+    tx: &Connection,
+    label: &str,
+    names: &mut HashMap<Box<str>, i64>,
+    run: i64,
+    source: i64,
+    records: &[Record],
+) -> StoreResult<i64> {
+    let err = |op: &'static str| move |e: rusqlite::Error| fail(label, op, e);
+    let mut added = 0i64;
+    if records.is_empty() {
+        return Ok(added);
+    }
+    let mut ins = tx.prepare_cached(INSERT_RECORD).map_err(err("store records"))?;
+    ins.raw_bind_parameter(2, run).map_err(err("store records"))?;
+    ins.raw_bind_parameter(3, source).map_err(err("store records"))?;
+    for r in records {
+        let id = intern(tx, names, &r.name).map_err(err("intern a value name"))?;
+        let inserted = (|| {
+            bind_record(&mut ins, id, r)?;
+            ins.raw_execute()
+        })()
+        .map_err(err("store records"))?;
+        if inserted > 0 {
+            added += 1;
+        } else {
+            // Re-ingestion of a stored line: replace it (rare).
+            (|| {
+                let mut up = tx.prepare_cached(REPLACE_RECORD)?;
+                up.raw_bind_parameter(2, run)?;
+                up.raw_bind_parameter(3, source)?;
+                bind_record(&mut up, id, r)?;
+                up.raw_execute()
+            })()
+            .map_err(err("replace records"))?;
+        }
+    }
+    Ok(added)
+}
+
+/// Binds record `r` (name id `id`) to parameters 1 and 4..=8 of
+/// [`INSERT_RECORD`] or [`REPLACE_RECORD`] (2 and 3, run and source, are
+/// the batch's).
+#[inline]
+fn bind_record(st: &mut CachedStatement<'_>, id: i64, r: &Record) -> rusqlite::Result<()> {
+    st.raw_bind_parameter(1, id)?;
+    st.raw_bind_parameter(4, r.line as i64)?;
+    st.raw_bind_parameter(5, r.ctx.map(i64::from))?;
+    st.raw_bind_parameter(6, r.kind.code())?;
+    st.raw_bind_parameter(7, r.value.value_type().code())?;
+    bind_value(st, 8, &r.value)
+}
+
+/// Stores a batch's checkpoints (a stored line's replaced).
+fn store_checkpoints(tx: &Connection, run: i64, source: i64, checkpoints: &[CheckpointMeta]) -> rusqlite::Result<()> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx.prepare_cached(INSERT_CHECKPOINT)?;
+    for c in checkpoints {
+        st.execute(rusqlite::params![
+            run,
+            source,
+            c.line as i64,
+            c.ctx.map(i64::from),
+            c.name,
+            c.digest,
+            c.bytes as i64,
+            c.format
+        ])?;
+    }
+    Ok(())
 }
 
 /// Stores a batch's loop iterations as spans. Iterations already stored for
