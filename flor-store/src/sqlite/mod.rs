@@ -354,6 +354,124 @@ fn scan_names_range(
     Ok(())
 }
 
+impl SqliteStore {
+    /// [`Store::scan_values`] of `names`: their ids, then one scan, or two
+    /// halves on two threads for a large database file.
+    fn scan_names(&self, names: &[&str], visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        let op = "scan values";
+        let ids = self.name_ids(names)?;
+        // A large scan of a database file is split in two by run: a
+        // second read connection scans the upper runs on another
+        // thread while this one scans and visits the lower runs.
+        let split = self.split_point(&ids).map_err(|e| self.fail(op, e))?;
+        let Some(mid) = split else {
+            return scan_names_range(&self.label, &self.conn, &ids, i64::MIN, i64::MAX, visit);
+        };
+        let path = self.label.as_str();
+        std::thread::scope(|scope| {
+            let upper = scope.spawn(|| scan_upper(path, &ids, mid));
+            scan_names_range(&self.label, &self.conn, &ids, i64::MIN, mid, visit)?;
+            let rows = match upper.join() {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(StoreError::Backend {
+                        backend: "sqlite",
+                        message: format!("{}: the second scan thread panicked", self.label),
+                        source: None,
+                    })
+                }
+            };
+            for r in rows {
+                visit(ValueRow {
+                    run: r.run,
+                    ctx: r.ctx,
+                    source: r.source,
+                    line: r.line,
+                    name: ids[r.name].1,
+                    value: r.value,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// The ids of the stored names among `names` (each id once), with the
+    /// name.
+    fn name_ids<'n>(&self, names: &[&'n str]) -> StoreResult<Vec<(i64, &'n str)>> {
+        let op = "scan values";
+        let mut lookup =
+            self.conn.prepare_cached("SELECT id FROM flor_names WHERE name = ?1").map_err(|e| self.fail(op, e))?;
+        let mut ids: Vec<(i64, &str)> = Vec::with_capacity(names.len());
+        for &name in names {
+            let id: Option<i64> = lookup.query_row([name], |r| r.get(0)).optional().map_err(|e| self.fail(op, e))?;
+            if let Some(id) = id.filter(|id| !ids.iter().any(|(i, _)| i == id)) {
+                ids.push((id, name));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// [`Store::scan_values`] of the run-level values.
+    fn scan_run_level(&self, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        let op = "scan values";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT run, source, line, name_id, vtype, value FROM flor_records \
+                 INDEXED BY flor_records_run_level WHERE ctx IS NULL AND kind <= 1",
+            )
+            .map_err(|e| self.fail(op, e))?;
+        let mut names: HashMap<i64, String> = HashMap::new();
+        let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
+        while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
+            let (run, source, line, name_id, vtype) = (|| -> rusqlite::Result<_> {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })()
+            .map_err(|e| self.fail(op, e))?;
+            if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(name_id) {
+                slot.insert(self.name_of(name_id)?);
+            }
+            let value = r.get_ref(5).map_err(|e| self.fail(op, e))?;
+            let value = decode(&self.label, vtype, value)?;
+            visit(ValueRow {
+                run,
+                ctx: None,
+                source: source_of(&self.label, source)?,
+                line: line as u64,
+                name: names.get(&name_id).map_or("", String::as_str),
+                value,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The upper half of a split name scan (runs from `mid` on), read on a
+/// second read connection (`path`: the database file).
+fn scan_upper(path: &str, ids: &[(i64, &str)], mid: i64) -> StoreResult<Vec<ScannedValue>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| fail(path, "open a second read connection", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(path, "set the busy timeout", e))?;
+    let mut out = Vec::new();
+    scan_names_range(path, &conn, ids, mid, i64::MAX, &mut |row| {
+        out.push(ScannedValue {
+            run: row.run,
+            ctx: row.ctx,
+            source: row.source,
+            line: row.line,
+            name: ids.iter().position(|(_, n)| *n == row.name).unwrap_or(0),
+            value: row.value,
+        })
+    })?;
+    Ok(out)
+}
+
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -430,113 +548,10 @@ impl Store for SqliteStore {
     }
 
     fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
-        let op = "scan values";
         match filter {
-            ValueFilter::Names(names) => {
-                let mut lookup = self
-                    .conn
-                    .prepare_cached("SELECT id FROM flor_names WHERE name = ?1")
-                    .map_err(|e| self.fail(op, e))?;
-                let mut ids: Vec<(i64, &str)> = Vec::with_capacity(names.len());
-                for &name in names {
-                    let id: Option<i64> =
-                        lookup.query_row([name], |r| r.get(0)).optional().map_err(|e| self.fail(op, e))?;
-                    if let Some(id) = id.filter(|id| !ids.iter().any(|(i, _)| i == id)) {
-                        ids.push((id, name));
-                    }
-                }
-                drop(lookup);
-                // A large scan of a database file is split in two by run: a
-                // second read connection scans the upper runs on another
-                // thread while this one scans and visits the lower runs.
-                let split = self.split_point(&ids).map_err(|e| self.fail(op, e))?;
-                let Some(mid) = split else {
-                    return scan_names_range(&self.label, &self.conn, &ids, i64::MIN, i64::MAX, visit);
-                };
-                let path = self.label.clone();
-                std::thread::scope(|scope| {
-                    let upper = scope.spawn(|| -> StoreResult<Vec<ScannedValue>> {
-                        let conn = Connection::open_with_flags(
-                            &path,
-                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                        )
-                        .map_err(|e| fail(&path, "open a second read connection", e))?;
-                        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&path, "set the busy timeout", e))?;
-                        let mut out = Vec::new();
-                        scan_names_range(&path, &conn, &ids, mid, i64::MAX, &mut |row| {
-                            out.push(ScannedValue {
-                                run: row.run,
-                                ctx: row.ctx,
-                                source: row.source,
-                                line: row.line,
-                                name: ids.iter().position(|(_, n)| *n == row.name).unwrap_or(0),
-                                value: row.value,
-                            })
-                        })?;
-                        Ok(out)
-                    });
-                    scan_names_range(&self.label, &self.conn, &ids, i64::MIN, mid, visit)?;
-                    let rows = match upper.join() {
-                        Ok(r) => r?,
-                        Err(_) => {
-                            return Err(StoreError::Backend {
-                                backend: "sqlite",
-                                message: format!("{}: the second scan thread panicked", self.label),
-                                source: None,
-                            })
-                        }
-                    };
-                    for r in rows {
-                        visit(ValueRow {
-                            run: r.run,
-                            ctx: r.ctx,
-                            source: r.source,
-                            line: r.line,
-                            name: ids[r.name].1,
-                            value: r.value,
-                        });
-                    }
-                    Ok(())
-                })?;
-            }
-            ValueFilter::RunLevel => {
-                let mut st = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT run, source, line, name_id, vtype, value FROM flor_records \
-                         INDEXED BY flor_records_run_level WHERE ctx IS NULL AND kind <= 1",
-                    )
-                    .map_err(|e| self.fail(op, e))?;
-                let mut names: HashMap<i64, String> = HashMap::new();
-                let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
-                while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
-                    let (run, source, line, name_id, vtype) = (|| -> rusqlite::Result<_> {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, i64>(4)?,
-                        ))
-                    })()
-                    .map_err(|e| self.fail(op, e))?;
-                    if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(name_id) {
-                        slot.insert(self.name_of(name_id)?);
-                    }
-                    let value = r.get_ref(5).map_err(|e| self.fail(op, e))?;
-                    let value = decode(&self.label, vtype, value)?;
-                    visit(ValueRow {
-                        run,
-                        ctx: None,
-                        source: source_of(&self.label, source)?,
-                        line: line as u64,
-                        name: names.get(&name_id).map_or("", String::as_str),
-                        value,
-                    });
-                }
-            }
+            ValueFilter::Names(names) => self.scan_names(names, visit),
+            ValueFilter::RunLevel => self.scan_run_level(visit),
         }
-        Ok(())
     }
 
     fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
