@@ -151,6 +151,24 @@ impl HeightList {
     }
 }
 
+/// The candidate pairs of a top-down pass (new, old), and which nodes are
+/// in any (those are not opened).
+struct Candidates {
+    pairs: Vec<(u32, u32)>,
+    in1: Vec<bool>,
+    in2: Vec<bool>,
+}
+
+impl Candidates {
+    /// Adds the pair of `a` (new) and `b` (old).
+    #[inline]
+    fn add(&mut self, a: u32, b: u32) {
+        self.pairs.push((a, b));
+        self.in1[a as usize] = true;
+        self.in2[b as usize] = true;
+    }
+}
+
 impl Matcher<'_> {
     fn map_subtree(&mut self, a: u32, b: u32) {
         let size = self.t1.node(a).size;
@@ -196,14 +214,20 @@ impl Matcher<'_> {
     /// too (unique in the remainder is weaker evidence than unique overall),
     /// and candidates whose context points elsewhere are never taken.
     fn topdown(&mut self, last: bool) {
+        let candidates = self.topdown_candidates(last);
+        self.decide(&candidates, last);
+    }
+
+    /// Opens both trees level by level from the highest subtrees down,
+    /// matching each level by shape ([`Matcher::match_shapes`]); returns
+    /// the candidate pairs left to decide.
+    fn topdown_candidates(&mut self, last: bool) -> Vec<(u32, u32)> {
         let (t1, t2) = (self.t1, self.t2);
         let mut l1 = HeightList(Default::default());
         let mut l2 = HeightList(Default::default());
         l1.push(t1, 0);
         l2.push(t2, 0);
-        let mut candidates: Vec<(u32, u32)> = Vec::new();
-        let mut in_candidates1 = vec![false; t1.len()];
-        let mut in_candidates2 = vec![false; t2.len()];
+        let mut c = Candidates { pairs: Vec::new(), in1: vec![false; t1.len()], in2: vec![false; t2.len()] };
         loop {
             let (h1, h2) = (l1.peek(), l2.peek());
             if h1.max(h2) < self.p.min_height {
@@ -228,60 +252,72 @@ impl Matcher<'_> {
             // Subtrees matched whole (in an earlier pass) are done.
             let hs1: Vec<u32> = l1.pop_height().into_iter().filter(|&a| self.m.free1(a)).collect();
             let hs2: Vec<u32> = l2.pop_height().into_iter().filter(|&b| self.m.free2(b)).collect();
-            let mut groups: BTreeMap<u32, (Vec<u32>, Vec<u32>)> = BTreeMap::new();
-            for &a in &hs1 {
-                groups.entry(t1.node(a).shape).or_default().0.push(a);
-            }
-            for &b in &hs2 {
-                if let Some(g) = groups.get_mut(&t2.node(b).shape) {
-                    g.1.push(b);
-                }
-            }
-            for (v1, v2) in groups.values() {
-                if v2.is_empty() {
-                    continue;
-                }
-                if v1.len() == 1 && v2.len() == 1 && !last {
-                    self.map_subtree(v1[0], v2[0]);
-                } else {
-                    // Every pair when there are few; otherwise each new
-                    // subtree against the old ones nearest its relative
-                    // position only (bounded work on repetitive code).
-                    let all = v1.len() * v2.len() <= MAX_AMBIGUOUS_PAIRS;
-                    for &a in v1 {
-                        let near: &[u32] = if all {
-                            v2
-                        } else {
-                            let at =
-                                v2.partition_point(|&b| (b as f64 / t2.len() as f64) < (a as f64 / t1.len() as f64));
-                            let lo = at.saturating_sub(NEAREST / 2);
-                            &v2[lo..(lo + NEAREST).min(v2.len())]
-                        };
-                        for &b in near {
-                            candidates.push((a, b));
-                            in_candidates1[a as usize] = true;
-                            in_candidates2[b as usize] = true;
-                        }
-                    }
-                }
-            }
+            self.match_shapes(&hs1, &hs2, last, &mut c);
             for a in hs1 {
-                if self.m.free1(a) && !in_candidates1[a as usize] {
+                if self.m.free1(a) && !c.in1[a as usize] {
                     l1.open(t1, a);
                 }
             }
             for b in hs2 {
-                if self.m.free2(b) && !in_candidates2[b as usize] {
+                if self.m.free2(b) && !c.in2[b as usize] {
                     l2.open(t2, b);
                 }
             }
         }
+        c.pairs
+    }
+
+    /// Matches the free subtrees of one height (`hs1` new, `hs2` old) by
+    /// shape: a shape once on each side is mapped (unless `last`); pairs of
+    /// a shape repeated on either side go to `c`.
+    fn match_shapes(&mut self, hs1: &[u32], hs2: &[u32], last: bool, c: &mut Candidates) {
+        let (t1, t2) = (self.t1, self.t2);
+        let mut groups: BTreeMap<u32, (Vec<u32>, Vec<u32>)> = BTreeMap::new();
+        for &a in hs1 {
+            groups.entry(t1.node(a).shape).or_default().0.push(a);
+        }
+        for &b in hs2 {
+            if let Some(g) = groups.get_mut(&t2.node(b).shape) {
+                g.1.push(b);
+            }
+        }
+        for (v1, v2) in groups.values() {
+            if v2.is_empty() {
+                continue;
+            }
+            if v1.len() == 1 && v2.len() == 1 && !last {
+                self.map_subtree(v1[0], v2[0]);
+            } else {
+                // Every pair when there are few; otherwise each new
+                // subtree against the old ones nearest its relative
+                // position only (bounded work on repetitive code).
+                let all = v1.len() * v2.len() <= MAX_AMBIGUOUS_PAIRS;
+                for &a in v1 {
+                    let near: &[u32] = if all {
+                        v2
+                    } else {
+                        let at = v2.partition_point(|&b| (b as f64 / t2.len() as f64) < (a as f64 / t1.len() as f64));
+                        let lo = at.saturating_sub(NEAREST / 2);
+                        &v2[lo..(lo + NEAREST).min(v2.len())]
+                    };
+                    for &b in near {
+                        c.add(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides the top-down `candidates` by the similarity of their
+    /// context, then by position; a pair still tied with another free one
+    /// is recorded as a tie.
+    fn decide(&mut self, candidates: &[(u32, u32)], last: bool) {
         // Decide the ambiguous candidates: best parent similarity first,
         // then grandparent and so on (the loop around a repeated statement
         // is often told apart only by its own header), then position.
         let mut cache: FxHashMap<(u32, u32), (f64, bool)> = FxHashMap::default();
         let mut scored: Vec<([f64; CONTEXT_LEVELS], f64, u32, u32)> = Vec::with_capacity(candidates.len());
-        for &(a, b) in &candidates {
+        for &(a, b) in candidates {
             let (score, contradicted) = self.context_score(a, b, &mut cache);
             if !contradicted {
                 scored.push((score, self.position_gap(a, b), a, b));

@@ -463,17 +463,69 @@ impl DuckStore {
         Ok(())
     }
 
+    /// Ingests one batch, in its own transaction or the open group's, step
+    /// by step: name ids, the run's key, held-back rows the batch reads, new
+    /// names, loop spans, records, the run row, checkpoints, file progress;
+    /// the caches learn what was stored once the transaction commits.
     fn ingest_tx(&mut self, b: &IngestBatch<'_>) -> StoreResult<RunKey> {
         let label = self.label.as_str();
         let err = |op: &'static str| move |e: duckdb::Error| fail(label, op, e);
         let m = b.run;
-        let argv = serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
-            backend: BACKEND,
-            message: format!("encode the argv of run {}: {e}", m.tstamp),
-            source: Some(Box::new(e)),
-        })?;
-        // Name ids: known ones from the cache, new ones numbered here and
-        // inserted in the transaction (this connection is the only writer).
+        let argv = argv_json(m)?;
+        let names = self.batch_names(b);
+
+        // Few statements, prepared once per connection: each DuckDB
+        // statement costs about a millisecond to plan on a small machine.
+        let existing = self.runs_by_key.get(&(m.projid.clone(), m.tstamp.clone())).copied();
+        let run = existing.unwrap_or(self.next_run);
+        let source = b.source.code() as i8;
+        // Its own transaction, or the open group's.
+        let own = match &self.group {
+            Some(g) if g.failed.get() => {
+                return Err(StoreError::Backend {
+                    backend: BACKEND,
+                    message: format!("{label}: an earlier step of this ingestion group failed; end the group"),
+                    source: None,
+                })
+            }
+            Some(_) => None,
+            None => Some(self.conn.unchecked_transaction().map_err(err("start an ingestion transaction"))?),
+        };
+        let tx: &Connection = match &own {
+            Some(t) => t,
+            None => &self.conn,
+        };
+        // Inside a group, a new run's rows are held back (see `Pending`); a
+        // step that reads a held-back run's rows flushes them first.
+        let pending = self.group.as_ref().map(|g| &g.pending);
+        let step = IngestStep {
+            tx,
+            label,
+            run,
+            source,
+            stored: existing.is_some(),
+            pending,
+            defer: pending.filter(|_| existing.is_none()),
+        };
+        step.flush_held(!names.spans.is_empty() || !b.records.is_empty())?;
+        step.intern(&names.new)?;
+        step.loops(names.spans)?;
+        let added = step.records(b.records, &names.records)?;
+        // The run: metadata replaced, record count grown.
+        step.run_row(RunRowOut::of(run, m, argv, added))?;
+        step.checkpoints(b.checkpoints)?;
+        let known = self.files.contains(b.file);
+        step.progress(b, known)?;
+        // (Consumed whole, so that the caches below can be updated.)
+        own.map(|t| t.commit()).transpose().map_err(err("commit an ingestion transaction"))?;
+        self.remember(b, run, existing.is_none(), known, names.new);
+        Ok(run)
+    }
+
+    /// The batch's name ids: known ones from the cache, new ones numbered
+    /// here and inserted in the transaction (this connection is the only
+    /// writer).
+    fn batch_names(&self, b: &IngestBatch<'_>) -> BatchNames {
         let mut new_names: Vec<(i32, Box<str>)> = Vec::new();
         let mut next_id = self.by_id.keys().max().map_or(1, |m| m + 1);
         let known = &self.names;
@@ -500,191 +552,34 @@ impl DuckStore {
             last = Some((ptr, id));
             record_ids.push(id);
         }
-        let spans_new: Vec<(i64, Span)> = LoopSpan::compress(b.loops)
+        let spans: Vec<(i64, Span)> = LoopSpan::compress(b.loops)
             .iter()
             .map(|l| (i64::from(l.first_ctx), Span::of(l, i64::from(id_of(&l.name)))))
             .collect();
+        BatchNames { records: record_ids, spans, new: new_names }
+    }
 
-        // Few statements, prepared once per connection: each DuckDB
-        // statement costs about a millisecond to plan on a small machine.
-        let existing = self.runs_by_key.get(&(m.projid.clone(), m.tstamp.clone())).copied();
-        let run = existing.unwrap_or(self.next_run);
-        let source = b.source.code() as i8;
-        // Its own transaction, or the open group's.
-        let own = match &self.group {
-            Some(g) if g.failed.get() => {
-                return Err(StoreError::Backend {
-                    backend: BACKEND,
-                    message: format!("{label}: an earlier step of this ingestion group failed; end the group"),
-                    source: None,
-                })
-            }
-            Some(_) => None,
-            None => Some(self.conn.unchecked_transaction().map_err(err("start an ingestion transaction"))?),
-        };
-        let tx: &Connection = match &own {
-            Some(t) => t,
-            None => &self.conn,
-        };
-        // Inside a group, a new run's rows are held back (see `Pending`); a
-        // step that reads a held-back run's rows flushes them first.
-        let pending = self.group.as_ref().map(|g| &g.pending);
-        let defer = pending.filter(|_| existing.is_none());
-        if let (Some(p), Some(run)) = (pending, existing) {
-            let reads = !spans_new.is_empty() || !b.records.is_empty();
-            if reads && p.borrow().run_at.contains_key(&run) {
-                p.borrow_mut().flush(tx).map_err(err("store held-back rows"))?;
-            }
-        }
-        if !new_names.is_empty() {
-            let mut ins = tx.prepare_cached("INSERT INTO flor_names VALUES (?, ?)").map_err(err("intern a name"))?;
-            for (id, name) in &new_names {
-                ins.execute(params![id, &**name]).map_err(err("intern a name"))?;
-            }
-        }
-
-        if !spans_new.is_empty() {
-            match defer {
-                Some(p) => {
-                    let merged = spans::merge(BTreeMap::new(), spans::split_long(spans_new, MAX_SPAN), MAX_SPAN);
-                    p.borrow_mut().loops.extend(merged.into_iter().map(|(first, s)| (run, first, s)));
-                }
-                None => store_loops(tx, run, spans_new, existing.is_some()).map_err(err("store loop iterations"))?,
-            }
-        }
-
-        let mut added = b.records.len() as i64;
-        if !b.records.is_empty() {
-            if existing.is_some() {
-                let lo = b.records.iter().map(|r| r.line).min().unwrap_or(0) as i64;
-                let hi = b.records.iter().map(|r| r.line).max().unwrap_or(0) as i64;
-                let overlap: i64 = tx
-                    .prepare_cached(
-                        "SELECT count(*) FROM flor_records WHERE run = ? AND source = ? AND line BETWEEN ? AND ?",
-                    )
-                    .and_then(|mut st| st.query_row(params![run, source, lo, hi], |r| r.get(0)))
-                    .map_err(err("store records"))?;
-                if overlap > 0 {
-                    // Re-ingestion of stored lines (rare): replace them.
-                    let mut del = tx
-                        .prepare_cached(
-                            "DELETE FROM flor_records WHERE name_id = ? AND run = ? AND source = ? AND line = ?",
-                        )
-                        .map_err(err("replace records"))?;
-                    for (r, id) in b.records.iter().zip(&record_ids) {
-                        let n = del.execute(params![id, run, source, r.line as i64]).map_err(err("replace records"))?;
-                        added -= n as i64;
-                    }
-                }
-            }
-            // One Arrow batch, appended column-wise (DuckDB data chunks).
-            let batch = records_batch(b.records, &record_ids, run, source).map_err(|e| StoreError::Backend {
-                backend: BACKEND,
-                message: format!("{label}: cannot store records: {e}"),
-                source: Some(Box::new(e)),
-            })?;
-            match defer {
-                Some(p) => p.borrow_mut().records.push(batch),
-                None => {
-                    let mut app = tx.appender("flor_records").map_err(err("store records"))?;
-                    app.append_record_batch(batch).map_err(err("store records"))?;
-                    app.flush().map_err(err("store records"))?;
-                }
-            }
-        }
-
-        // The run: metadata replaced, record count grown.
-        let row = RunRowOut::of(run, m, argv, added);
-        let held = pending.and_then(|p| p.borrow().run_at.get(&run).copied());
-        if let (Some(p), Some(i)) = (pending, held) {
-            // A run new in this group, its row held back: updated in place.
-            p.borrow_mut().runs[i].update(row);
-        } else if let (Some(p), None) = (defer, existing) {
-            let mut p = p.borrow_mut();
-            let i = p.runs.len();
-            p.run_at.insert(run, i);
-            p.runs.push(row);
-        } else if existing.is_some() {
-            tx.prepare_cached(
-                "UPDATE flor_runs SET filename = ?, argv = ?, interpreter = ?, host = ?, pid = ?, commit_sha = ?, \
-                 status = ?, ended = ?, nrecords = nrecords + ? WHERE run = ?",
-            )
-            .and_then(|mut st| {
-                let c = row.cells();
-                st.execute([c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[0]])
-            })
-            .map_err(err("store the run"))?;
-        } else {
-            tx.prepare_cached("INSERT INTO flor_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .and_then(|mut st| st.execute(row.cells()))
-                .map_err(err("store the run"))?;
-        }
-
-        if !b.checkpoints.is_empty() {
-            let mut del = tx
-                .prepare_cached("DELETE FROM flor_checkpoints WHERE run = ? AND source = ? AND line = ?")
-                .map_err(err("store checkpoints"))?;
-            let mut ins = tx
-                .prepare_cached("INSERT INTO flor_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-                .map_err(err("store checkpoints"))?;
-            for c in b.checkpoints {
-                if existing.is_some() {
-                    del.execute(params![run, source, c.line as i64]).map_err(err("store checkpoints"))?;
-                }
-                ins.execute(params![
-                    run,
-                    source,
-                    c.line as i64,
-                    c.ctx.map(i64::from),
-                    c.name,
-                    c.digest,
-                    c.bytes as i64,
-                    c.format
-                ])
-                .map_err(err("store checkpoints"))?;
-            }
-        }
-
-        let (offset, lines) = (b.progress.offset as i64, b.progress.lines as i64);
-        let known = self.files.contains(b.file);
-        let held = pending.and_then(|p| p.borrow().file_at.get(b.file).copied());
-        let updated = if let (Some(p), Some(i)) = (pending, held) {
-            let f = &mut p.borrow_mut().files[i];
-            (f.1, f.2, f.3) = (run, offset, lines);
-            1
-        } else if let (Some(p), false) = (pending, known) {
-            let mut p = p.borrow_mut();
-            let i = p.files.len();
-            p.file_at.insert(b.file.into(), i);
-            p.files.push((b.file.into(), run, offset, lines));
-            1
-        } else if known {
-            tx.prepare_cached("UPDATE flor_files SET run = ?, done_bytes = ?, done_lines = ? WHERE file = ?")
-                .and_then(|mut st| st.execute(params![run, offset, lines, b.file]))
-                .map_err(err("store file progress"))?
-        } else {
-            0
-        };
-        if updated == 0 {
-            tx.prepare_cached("INSERT INTO flor_files VALUES (?, ?, ?, ?)")
-                .and_then(|mut st| st.execute(params![b.file, run, offset, lines]))
-                .map_err(err("store file progress"))?;
-        }
-        if let Some(t) = own {
-            t.commit().map_err(err("commit an ingestion transaction"))?;
-        }
-        if !known {
+    /// The caches after a committed step: the file has stored progress, a
+    /// new run its key, new names their ids.
+    fn remember(
+        &mut self,
+        b: &IngestBatch<'_>,
+        run: i64,
+        new_run: bool,
+        known_file: bool,
+        new_names: Vec<(i32, Box<str>)>,
+    ) {
+        if !known_file {
             self.files.insert(b.file.into());
         }
-        if existing.is_none() {
-            self.runs_by_key.insert((m.projid.clone(), m.tstamp.clone()), run);
+        if new_run {
+            self.runs_by_key.insert((b.run.projid.clone(), b.run.tstamp.clone()), run);
             self.next_run = run + 1;
         }
         for (id, name) in new_names {
             self.by_id.insert(id, Arc::from(&*name));
             self.names.insert(name, id);
         }
-        Ok(run)
     }
 
     /// Run key ranges `(lo, hi)` covering every run, each holding about
@@ -777,6 +672,245 @@ impl DuckStore {
         };
         v.ok_or_else(|| unusable(&self.label, &format!("a stored value does not match its type code {vtype}")))
     }
+}
+
+/// A batch's name ids (see [`DuckStore::batch_names`]).
+struct BatchNames {
+    /// Per record.
+    records: Vec<i32>,
+    /// The batch's loop spans, compressed, by first context.
+    spans: Vec<(i64, Span)>,
+    /// Names not interned yet, with the ids numbered for them.
+    new: Vec<(i32, Box<str>)>,
+}
+
+/// Where one ingestion step writes (its transaction, or the open group's
+/// held-back rows) and the run it writes; its methods are the steps of
+/// [`DuckStore::ingest_tx`], in order.
+struct IngestStep<'a> {
+    tx: &'a Connection,
+    label: &'a str,
+    run: i64,
+    source: i8,
+    /// The run was stored before this step (its key was known).
+    stored: bool,
+    /// The open group's held-back rows.
+    pending: Option<&'a RefCell<Pending>>,
+    /// The same where this step's rows are held back too (a new run inside
+    /// a group).
+    defer: Option<&'a RefCell<Pending>>,
+}
+
+impl IngestStep<'_> {
+    /// Maps an engine failure during `op`.
+    fn err(&self, op: &'static str) -> impl Fn(duckdb::Error) -> StoreError + '_ {
+        move |e| fail(self.label, op, e)
+    }
+
+    /// Appends the group's held-back rows first when this step `reads` its
+    /// run's stored rows (loop spans to merge, records to replace) and the
+    /// run's rows are held back.
+    fn flush_held(&self, reads: bool) -> StoreResult<()> {
+        if let (Some(p), true) = (self.pending, self.stored) {
+            if reads && p.borrow().run_at.contains_key(&self.run) {
+                p.borrow_mut().flush(self.tx).map_err(self.err("store held-back rows"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the names new in this batch.
+    fn intern(&self, new_names: &[(i32, Box<str>)]) -> StoreResult<()> {
+        if !new_names.is_empty() {
+            let mut ins =
+                self.tx.prepare_cached("INSERT INTO flor_names VALUES (?, ?)").map_err(self.err("intern a name"))?;
+            for (id, name) in new_names {
+                ins.execute(params![id, &**name]).map_err(self.err("intern a name"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the batch's loop spans: held back (merged among themselves)
+    /// for a new run inside a group, else merged with the stored ones
+    /// ([`store_loops`]).
+    fn loops(&self, spans_new: Vec<(i64, Span)>) -> StoreResult<()> {
+        if !spans_new.is_empty() {
+            match self.defer {
+                Some(p) => {
+                    let merged = spans::merge(BTreeMap::new(), spans::split_long(spans_new, MAX_SPAN), MAX_SPAN);
+                    let run = self.run;
+                    p.borrow_mut().loops.extend(merged.into_iter().map(|(first, s)| (run, first, s)));
+                }
+                None => {
+                    store_loops(self.tx, self.run, spans_new, self.stored).map_err(self.err("store loop iterations"))?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the batch's records (`ids`: their name ids), lines stored
+    /// already replaced, and returns how many records the run gained.
+    fn records(&self, records: &[flor_core::Record], ids: &[i32]) -> StoreResult<i64> {
+        let mut added = records.len() as i64;
+        if !records.is_empty() {
+            if self.stored {
+                added -= self.delete_stored(records, ids)?;
+            }
+            // One Arrow batch, appended column-wise (DuckDB data chunks).
+            let batch = records_batch(records, ids, self.run, self.source).map_err(|e| StoreError::Backend {
+                backend: BACKEND,
+                message: format!("{}: cannot store records: {e}", self.label),
+                source: Some(Box::new(e)),
+            })?;
+            match self.defer {
+                Some(p) => p.borrow_mut().records.push(batch),
+                None => {
+                    let mut app = self.tx.appender("flor_records").map_err(self.err("store records"))?;
+                    app.append_record_batch(batch).map_err(self.err("store records"))?;
+                    app.flush().map_err(self.err("store records"))?;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Deletes the stored records of the lines `records` holds again and
+    /// returns how many there were; a count over the batch's line range
+    /// decides whether there are any.
+    fn delete_stored(&self, records: &[flor_core::Record], ids: &[i32]) -> StoreResult<i64> {
+        let (run, source) = (self.run, self.source);
+        let lo = records.iter().map(|r| r.line).min().unwrap_or(0) as i64;
+        let hi = records.iter().map(|r| r.line).max().unwrap_or(0) as i64;
+        let overlap: i64 = self
+            .tx
+            .prepare_cached("SELECT count(*) FROM flor_records WHERE run = ? AND source = ? AND line BETWEEN ? AND ?")
+            .and_then(|mut st| st.query_row(params![run, source, lo, hi], |r| r.get(0)))
+            .map_err(self.err("store records"))?;
+        let mut deleted = 0i64;
+        if overlap > 0 {
+            // Re-ingestion of stored lines (rare): replace them.
+            let mut del = self
+                .tx
+                .prepare_cached("DELETE FROM flor_records WHERE name_id = ? AND run = ? AND source = ? AND line = ?")
+                .map_err(self.err("replace records"))?;
+            for (r, id) in records.iter().zip(ids) {
+                let n = del.execute(params![id, run, source, r.line as i64]).map_err(self.err("replace records"))?;
+                deleted += n as i64;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Stores the run's row: a held-back row updated in place, a new run's
+    /// held back inside a group, else updated or inserted.
+    fn run_row(&self, row: RunRowOut) -> StoreResult<()> {
+        let held = self.pending.and_then(|p| p.borrow().run_at.get(&self.run).copied());
+        if let (Some(p), Some(i)) = (self.pending, held) {
+            // A run new in this group, its row held back: updated in place.
+            p.borrow_mut().runs[i].update(row);
+        } else if let Some(p) = self.defer {
+            let mut p = p.borrow_mut();
+            let i = p.runs.len();
+            p.run_at.insert(self.run, i);
+            p.runs.push(row);
+        } else if self.stored {
+            self.tx
+                .prepare_cached(
+                    "UPDATE flor_runs SET filename = ?, argv = ?, interpreter = ?, host = ?, pid = ?, commit_sha = ?, \
+                     status = ?, ended = ?, nrecords = nrecords + ? WHERE run = ?",
+                )
+                .and_then(|mut st| {
+                    let c = row.cells();
+                    st.execute([c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[0]])
+                })
+                .map_err(self.err("store the run"))?;
+        } else {
+            self.tx
+                .prepare_cached("INSERT INTO flor_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .and_then(|mut st| st.execute(row.cells()))
+                .map_err(self.err("store the run"))?;
+        }
+        Ok(())
+    }
+
+    /// Stores the batch's checkpoints (those of a stored run's re-ingested
+    /// lines replaced).
+    fn checkpoints(&self, checkpoints: &[CheckpointMeta]) -> StoreResult<()> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        let (run, source) = (self.run, self.source);
+        let mut del = self
+            .tx
+            .prepare_cached("DELETE FROM flor_checkpoints WHERE run = ? AND source = ? AND line = ?")
+            .map_err(self.err("store checkpoints"))?;
+        let mut ins = self
+            .tx
+            .prepare_cached("INSERT INTO flor_checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .map_err(self.err("store checkpoints"))?;
+        for c in checkpoints {
+            if self.stored {
+                del.execute(params![run, source, c.line as i64]).map_err(self.err("store checkpoints"))?;
+            }
+            ins.execute(params![
+                run,
+                source,
+                c.line as i64,
+                c.ctx.map(i64::from),
+                c.name,
+                c.digest,
+                c.bytes as i64,
+                c.format
+            ])
+            .map_err(self.err("store checkpoints"))?;
+        }
+        Ok(())
+    }
+
+    /// Stores the file's progress (`known`: the file has a stored row): a
+    /// held-back row updated in place, a new file's held back inside a
+    /// group, else updated or inserted.
+    fn progress(&self, b: &IngestBatch<'_>, known: bool) -> StoreResult<()> {
+        let run = self.run;
+        let (offset, lines) = (b.progress.offset as i64, b.progress.lines as i64);
+        let held = self.pending.and_then(|p| p.borrow().file_at.get(b.file).copied());
+        let updated = if let (Some(p), Some(i)) = (self.pending, held) {
+            let f = &mut p.borrow_mut().files[i];
+            (f.1, f.2, f.3) = (run, offset, lines);
+            1
+        } else if let (Some(p), false) = (self.pending, known) {
+            let mut p = p.borrow_mut();
+            let i = p.files.len();
+            p.file_at.insert(b.file.into(), i);
+            p.files.push((b.file.into(), run, offset, lines));
+            1
+        } else if known {
+            self.tx
+                .prepare_cached("UPDATE flor_files SET run = ?, done_bytes = ?, done_lines = ? WHERE file = ?")
+                .and_then(|mut st| st.execute(params![run, offset, lines, b.file]))
+                .map_err(self.err("store file progress"))?
+        } else {
+            0
+        };
+        if updated == 0 {
+            self.tx
+                .prepare_cached("INSERT INTO flor_files VALUES (?, ?, ?, ?)")
+                .and_then(|mut st| st.execute(params![b.file, run, offset, lines]))
+                .map_err(self.err("store file progress"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `argv` as stored: JSON.
+fn argv_json(m: &flor_core::RunMeta) -> StoreResult<String> {
+    serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
+        backend: BACKEND,
+        message: format!("encode the argv of run {}: {e}", m.tstamp),
+        source: Some(Box::new(e)),
+    })
 }
 
 /// A batch's records as an Arrow batch with `flor_records`'s columns.

@@ -230,6 +230,31 @@ struct Builder {
 }
 
 impl Builder {
+    /// An empty result for names whose values are stored as `forms` (`None`:
+    /// no records), with room for `rows` rows.
+    fn new(rows: usize, forms: Vec<Option<Form>>) -> Builder {
+        Builder {
+            rows,
+            codes: bigvec::with_capacity(rows),
+            loop_names: Vec::new(),
+            loop_ids: HashMap::new(),
+            loop_values: Vec::new(),
+            loop_rank: Vec::new(),
+            seen: 0,
+            names: forms
+                .iter()
+                .map(|f| Cells::for_form(f.unwrap_or(Form::Int), if f.is_some() { rows } else { 0 }))
+                .collect(),
+            found: vec![false; forms.len()],
+            forms,
+            slot: Vec::new(),
+            pos: Positions::default(),
+            ancestors: Vec::new(),
+            chain: Vec::new(),
+            assigned: Vec::new(),
+        }
+    }
+
     fn loop_id(&mut self, name: &Arc<str>) -> u32 {
         if let Some(&id) = self.loop_ids.get(name) {
             return id;
@@ -243,11 +268,24 @@ impl Builder {
     }
 
     /// Emits the rows of run `run` (its index in `runs()`) from its records
-    /// (ordered by winner key).
+    /// (ordered by winner key): its positions, the ancestors among them,
+    /// then the rows, a group at a time.
     fn run(&mut self, run: u32, recs: &[Rec], spans: &Spans, texts: &[Arc<str>]) {
         if recs.is_empty() {
             return;
         }
+        self.positions(recs);
+        self.ancestors(spans);
+        let first_row = self.codes.len();
+        self.row_groups(run, spans, texts);
+        if self.codes.len() == first_row {
+            // No positions in loops: one run-level row.
+            self.run_level_row(run, texts);
+        }
+    }
+
+    /// Fills `self.pos` from a run's records.
+    fn positions(&mut self, recs: &[Rec]) {
         // Positions: the distinct contexts, ascending, numbered through a
         // dense map over the run's context range (records come in winner
         // order, so the last write of a (context, name) wins).
@@ -291,12 +329,16 @@ impl Builder {
             };
             pos.vals[p * nk + r.k as usize] = Some(r.v);
         }
+    }
 
+    /// Fills `self.ancestors` (sorted) with the contexts enclosing the
+    /// run's positions.
+    fn ancestors(&mut self, spans: &Spans) {
         // Ancestors of any position are no rows.
         self.ancestors.clear();
         let mut last_parent = NONE;
         let mut span_at = 0usize;
-        for &ctx in pos.ctxs.iter().filter(|&&c| c != NONE) {
+        for &ctx in self.pos.ctxs.iter().filter(|&&c| c != NONE) {
             let Some(s) = span_of(spans, &mut span_at, ctx) else { continue };
             let mut p = spans.0[s].parent;
             if p == last_parent {
@@ -312,23 +354,22 @@ impl Builder {
         }
         self.ancestors.sort_unstable();
         self.ancestors.dedup();
+    }
 
-        // Rows, in groups of consecutive positions in one span.
-        let first_row = self.codes.len();
+    /// Emits the run's rows in loops: its positions that are no ancestor,
+    /// in groups of consecutive positions in one span.
+    fn row_groups(&mut self, run: u32, spans: &Spans, texts: &[Arc<str>]) {
         let mut span_at = 0usize;
         let mut anc_at = 0usize;
         let mut i = 0;
-        let n = pos.ctxs.len();
+        let n = self.pos.ctxs.len();
         let mut group: Vec<u32> = Vec::new();
         while i < n {
             let ctx = self.pos.ctxs[i];
             if ctx == NONE {
                 break;
             }
-            while anc_at < self.ancestors.len() && self.ancestors[anc_at] < ctx {
-                anc_at += 1;
-            }
-            if self.ancestors.get(anc_at) == Some(&ctx) {
+            if is_ancestor(&self.ancestors, &mut anc_at, ctx) {
                 i += 1;
                 continue;
             }
@@ -340,11 +381,7 @@ impl Builder {
             if let Some(s) = s {
                 let end = spans.0[s].first_ctx as u64 + spans.0[s].count as u64;
                 while j < n && (self.pos.ctxs[j] as u64) < end {
-                    let c = self.pos.ctxs[j];
-                    while anc_at < self.ancestors.len() && self.ancestors[anc_at] < c {
-                        anc_at += 1;
-                    }
-                    if self.ancestors.get(anc_at) != Some(&c) {
+                    if !is_ancestor(&self.ancestors, &mut anc_at, self.pos.ctxs[j]) {
                         group.push(j as u32);
                     }
                     j += 1;
@@ -353,14 +390,16 @@ impl Builder {
             self.rows(run, s, &group, spans, texts);
             i = j;
         }
-        if self.codes.len() == first_row {
-            // No positions in loops: one run-level row.
-            let own = (self.pos.ctxs.last() == Some(&NONE)).then(|| self.pos.ctxs.len() - 1);
-            self.codes.push(run);
-            for k in 0..nk {
-                let v = own.and_then(|p| self.pos.get(p, k));
-                self.push_value(k, v, texts, 1);
-            }
+    }
+
+    /// Emits the run's one row when none of its positions is in a loop:
+    /// its run-level values.
+    fn run_level_row(&mut self, run: u32, texts: &[Arc<str>]) {
+        let own = (self.pos.ctxs.last() == Some(&NONE)).then(|| self.pos.ctxs.len() - 1);
+        self.codes.push(run);
+        for k in 0..self.names.len() {
+            let v = own.and_then(|p| self.pos.get(p, k));
+            self.push_value(k, v, texts, 1);
         }
     }
 
@@ -371,34 +410,23 @@ impl Builder {
     }
 
     /// Emits rows for positions `group` (indices into `self.pos`), all in
-    /// span `s` (or one position outside any span).
+    /// span `s` (or one position outside any span): the loop chain, its
+    /// loop columns, then the values.
     fn rows(&mut self, run: u32, s: Option<usize>, group: &[u32], spans: &Spans, texts: &[Arc<str>]) {
         let r0 = self.codes.len();
-        let len = group.len();
-        self.codes.extend(std::iter::repeat_n(run, len));
-        // The chain: the span's own loop, then its ancestors' (innermost first).
+        self.codes.extend(std::iter::repeat_n(run, group.len()));
         let mut chain = std::mem::take(&mut self.chain);
-        chain.clear();
-        let mut parent = NONE;
-        if let Some(s) = s {
-            let node = spans.0[s];
-            chain.push(node);
-            parent = node.parent;
-            let mut p = parent;
-            while let Some(a) = spans.find(p) {
-                let a = spans.0[a];
-                chain.push(Node {
-                    first_ctx: p,
-                    count: 1,
-                    first_iteration: a.first_iteration + u64::from(p - a.first_ctx),
-                    ..a
-                });
-                p = a.parent;
-                if chain.len() > MAX_DEPTH {
-                    break;
-                }
-            }
-        }
+        let parent = loop_chain(&mut chain, s, spans);
+        self.rank_loops(&chain);
+        self.loop_columns(r0, group, &chain);
+        self.chain = chain;
+        self.values(group, parent, spans, texts);
+    }
+
+    /// Ranks the loops of a group's `chain` (innermost first) for the
+    /// column order.
+    #[inline]
+    fn rank_loops(&mut self, chain: &[Node]) {
         // Loop columns: ranks as the shared pivot computes them.
         for (depth, n) in chain.iter().rev().enumerate() {
             let slot = &mut self.loop_rank[n.loop_id as usize];
@@ -411,6 +439,13 @@ impl Builder {
                 }
             }
         }
+    }
+
+    /// Fills the loop columns of the group's rows (the first at row `r0`)
+    /// from its `chain` (innermost first).
+    #[inline]
+    fn loop_columns(&mut self, r0: usize, group: &[u32], chain: &[Node]) {
+        let len = group.len();
         // Values per loop column: the outermost of two same-named loops
         // wins, as in the shared pivot. `None` marks the row's own loop
         // (its iteration varies by row).
@@ -436,7 +471,13 @@ impl Builder {
                 }
             }
         }
-        self.chain = chain;
+    }
+
+    /// Fills the value columns of the group's rows (`parent`: the context
+    /// enclosing the group's span).
+    #[inline]
+    fn values(&mut self, group: &[u32], parent: u32, spans: &Spans, texts: &[Arc<str>]) {
+        let len = group.len();
         // Values: at the position, else the nearest enclosing position
         // that has one, else run level; the inherited one is the same for
         // the whole group.
@@ -496,6 +537,45 @@ impl Builder {
     }
 }
 
+/// Whether `ctx` is one of the sorted `ancestors`, searching forward from
+/// `*at` (contexts come in ascending order); `*at` keeps the place.
+#[inline]
+fn is_ancestor(ancestors: &[u32], at: &mut usize, ctx: u32) -> bool {
+    while *at < ancestors.len() && ancestors[*at] < ctx {
+        *at += 1;
+    }
+    ancestors.get(*at) == Some(&ctx)
+}
+
+/// Fills `chain` with span `s`'s loop chain: the span's own loop, then its
+/// ancestors' (innermost first), each as the one iteration enclosing the
+/// span; returns the span's parent context (`NONE` without a span).
+#[inline]
+fn loop_chain(chain: &mut Vec<Node>, s: Option<usize>, spans: &Spans) -> u32 {
+    chain.clear();
+    let mut parent = NONE;
+    if let Some(s) = s {
+        let node = spans.0[s];
+        chain.push(node);
+        parent = node.parent;
+        let mut p = parent;
+        while let Some(a) = spans.find(p) {
+            let a = spans.0[a];
+            chain.push(Node {
+                first_ctx: p,
+                count: 1,
+                first_iteration: a.first_iteration + u64::from(p - a.first_ctx),
+                ..a
+            });
+            p = a.parent;
+            if chain.len() > MAX_DEPTH {
+                break;
+            }
+        }
+    }
+    parent
+}
+
 /// The span holding `ctx`, searching forward from `*at` (contexts come in
 /// ascending order); `*at` keeps the place.
 fn span_of(spans: &Spans, at: &mut usize, ctx: u32) -> Option<usize> {
@@ -509,7 +589,8 @@ fn span_of(spans: &Spans, at: &mut usize, ctx: u32) -> Option<usize> {
 
 impl DuckStore {
     /// The pivot for `names` (not empty), or `None` where the shared pivot
-    /// must answer (see the module docs).
+    /// must answer (see the module docs): the names' types, their loop
+    /// spans, then the records, a slice of runs at a time.
     pub(super) fn pivot(&self, names: &[&str]) -> StoreResult<Option<Table>> {
         let runs = self.runs()?;
         let mut wanted: Vec<&str> = Vec::new();
@@ -520,8 +601,24 @@ impl DuckStore {
         }
         // The names with records, and the one type of each.
         let ids: Vec<Option<i32>> = wanted.iter().map(|n| self.names.get(*n).copied()).collect();
+        let Some((forms, rows)) = self.pivot_forms(&ids)? else {
+            return Ok(None);
+        };
+        let mut b = Builder::new(rows, forms);
+        if b.forms.iter().any(Option::is_some) && !runs.is_empty() {
+            let spans = self.pivot_spans(&runs, &mut b)?;
+            let plan = ScanPlan::new(&ids, &b.forms);
+            self.pivot_scans(&runs, &plan, &spans, &mut b)?;
+        }
+        Ok(Some(finish(&runs, &wanted, b)))
+    }
+
+    /// How the values of each name (by id, `None` where it has no records)
+    /// are stored and how many records they are, or `None` when some
+    /// name's stored values differ in type.
+    fn pivot_forms(&self, ids: &[Option<i32>]) -> StoreResult<Option<(Vec<Option<Form>>, usize)>> {
         let present: Vec<i32> = ids.iter().flatten().copied().collect();
-        let mut forms: Vec<Option<Form>> = vec![None; wanted.len()];
+        let mut forms: Vec<Option<Form>> = vec![None; ids.len()];
         let mut rows = 0usize;
         if !present.is_empty() {
             let marks = vec!["?"; present.len()].join(", ");
@@ -551,65 +648,44 @@ impl DuckStore {
                 return Ok(None);
             }
         }
-        let mut b = Builder {
-            rows,
-            forms: forms.clone(),
-            codes: bigvec::with_capacity(rows),
-            loop_names: Vec::new(),
-            loop_ids: HashMap::new(),
-            loop_values: Vec::new(),
-            loop_rank: Vec::new(),
-            seen: 0,
-            names: forms
-                .iter()
-                .map(|f| Cells::for_form(f.unwrap_or(Form::Int), if f.is_some() { rows } else { 0 }))
-                .collect(),
-            found: vec![false; wanted.len()],
-            slot: Vec::new(),
-            pos: Positions::default(),
-            ancestors: Vec::new(),
-            chain: Vec::new(),
-            assigned: Vec::new(),
-        };
-        if forms.iter().any(Option::is_some) && !runs.is_empty() {
-            let spans = self.pivot_spans(&runs, &mut b)?;
-            let slices = self.pivot_slices(&runs);
-            let plan = ScanPlan::new(&ids, &forms);
-            let label = self.label.as_str();
-            if slices.len() == 1 {
-                let mut buf = SliceRecs::default();
-                scan_slice(&self.conn, label, &plan, &runs, slices[0], &mut buf)?;
-                b.slice(&buf, &spans);
-            } else {
-                // DuckDB scans (and the batches are decoded) on a second
-                // connection and thread while this one pivots the slice
-                // before; buffers go back to be reused.
-                let conn = self.conn.try_clone().map_err(|e| self.fail("open a second connection", e))?;
-                let runs = &runs;
-                std::thread::scope(|scope| -> StoreResult<()> {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<SliceRecs>>(1);
-                    let (back, reuse) = std::sync::mpsc::channel::<SliceRecs>();
-                    let plan = &plan;
-                    scope.spawn(move || {
-                        for slice in slices {
-                            let mut buf = reuse.try_recv().unwrap_or_default();
-                            let r = scan_slice(&conn, label, plan, runs, slice, &mut buf).map(|()| buf);
-                            let failed = r.is_err();
-                            if tx.send(r).is_err() || failed {
-                                break;
-                            }
-                        }
-                    });
-                    for r in rx {
-                        let buf = r?;
-                        b.slice(&buf, &spans);
-                        let _ = back.send(buf);
-                    }
-                    Ok(())
-                })?;
-            }
+        Ok(Some((forms, rows)))
+    }
+
+    /// Scans the records of `runs` a slice at a time and pivots each slice
+    /// into `b`.
+    fn pivot_scans(&self, runs: &[RunRow], plan: &ScanPlan, spans: &[Spans], b: &mut Builder) -> StoreResult<()> {
+        let slices = self.pivot_slices(runs);
+        let label = self.label.as_str();
+        if slices.len() == 1 {
+            let mut buf = SliceRecs::default();
+            scan_slice(&self.conn, label, plan, runs, slices[0], &mut buf)?;
+            b.slice(&buf, spans);
+            return Ok(());
         }
-        Ok(Some(finish(&runs, &wanted, b)))
+        // DuckDB scans (and the batches are decoded) on a second
+        // connection and thread while this one pivots the slice
+        // before; buffers go back to be reused.
+        let conn = self.conn.try_clone().map_err(|e| self.fail("open a second connection", e))?;
+        std::thread::scope(|scope| -> StoreResult<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<SliceRecs>>(1);
+            let (back, reuse) = std::sync::mpsc::channel::<SliceRecs>();
+            scope.spawn(move || {
+                for slice in slices {
+                    let mut buf = reuse.try_recv().unwrap_or_default();
+                    let r = scan_slice(&conn, label, plan, runs, slice, &mut buf).map(|()| buf);
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            for r in rx {
+                let buf = r?;
+                b.slice(&buf, spans);
+                let _ = back.send(buf);
+            }
+            Ok(())
+        })
     }
 
     /// Every run's loop spans (by index in `runs`), loop names interned in

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flor_core::record::{CheckpointMeta, LoopCtx, RecordKind, RunStatus, Source};
+use flor_core::record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source};
 use flor_core::store::{
     FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
     ValueRow,
@@ -219,6 +219,8 @@ impl SqliteStore {
         fail(&self.label, op, e)
     }
 
+    /// Ingests one batch in one transaction: the run's row, its loop spans,
+    /// records, record count, checkpoints and the file's progress.
     fn ingest_tx(&mut self, b: &IngestBatch<'_>) -> StoreResult<RunKey> {
         let label = self.label.as_str();
         let err = |op: &'static str| move |e: rusqlite::Error| fail(label, op, e);
@@ -237,97 +239,22 @@ impl SqliteStore {
             self.data_version = Some(dv);
         }
         let names = &mut self.names;
-        let m = b.run;
-        let argv = serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
-            backend: BACKEND,
-            message: format!("encode the argv of run {}: {e}", m.tstamp),
-            source: Some(Box::new(e)),
-        })?;
-        let run: i64 = tx
-            .prepare_cached(UPSERT_RUN)
-            .and_then(|mut s| {
-                s.query_row(
-                    rusqlite::params![
-                        m.projid,
-                        m.tstamp,
-                        m.filename,
-                        argv,
-                        m.interpreter,
-                        m.host,
-                        i64::from(m.pid),
-                        m.commit,
-                        m.status.as_str(),
-                        m.ended
-                    ],
-                    |r| r.get(0),
-                )
-            })
-            .map_err(err("store the run"))?;
+        let argv = argv_json(b.run)?;
+        let run = upsert_run(&tx, b.run, &argv).map_err(err("store the run"))?;
         let source = b.source.code();
 
         if !b.loops.is_empty() {
             store_loops(&tx, names, run, b.loops).map_err(err("store loop iterations"))?;
         }
 
-        let mut added = 0i64;
-        if !b.records.is_empty() {
-            let mut ins = tx.prepare_cached(INSERT_RECORD).map_err(err("store records"))?;
-            ins.raw_bind_parameter(2, run).map_err(err("store records"))?;
-            ins.raw_bind_parameter(3, source).map_err(err("store records"))?;
-            for r in b.records {
-                let id = intern(&tx, names, &r.name).map_err(err("intern a value name"))?;
-                let inserted = (|| {
-                    ins.raw_bind_parameter(1, id)?;
-                    ins.raw_bind_parameter(4, r.line as i64)?;
-                    ins.raw_bind_parameter(5, r.ctx.map(i64::from))?;
-                    ins.raw_bind_parameter(6, r.kind.code())?;
-                    ins.raw_bind_parameter(7, r.value.value_type().code())?;
-                    bind_value(&mut ins, 8, &r.value)?;
-                    ins.raw_execute()
-                })()
-                .map_err(err("store records"))?;
-                if inserted > 0 {
-                    added += 1;
-                } else {
-                    // Re-ingestion of a stored line: replace it (rare).
-                    (|| {
-                        let mut up = tx.prepare_cached(REPLACE_RECORD)?;
-                        up.raw_bind_parameter(1, id)?;
-                        up.raw_bind_parameter(2, run)?;
-                        up.raw_bind_parameter(3, source)?;
-                        up.raw_bind_parameter(4, r.line as i64)?;
-                        up.raw_bind_parameter(5, r.ctx.map(i64::from))?;
-                        up.raw_bind_parameter(6, r.kind.code())?;
-                        up.raw_bind_parameter(7, r.value.value_type().code())?;
-                        bind_value(&mut up, 8, &r.value)?;
-                        up.raw_execute()
-                    })()
-                    .map_err(err("replace records"))?;
-                }
-            }
-        }
+        let added = store_records(&tx, label, names, run, source, b.records)?;
         if added > 0 {
             tx.prepare_cached("UPDATE flor_runs SET nrecords = nrecords + ?1 WHERE run = ?2")
                 .and_then(|mut s| s.execute([added, run]))
                 .map_err(err("count records"))?;
         }
 
-        if !b.checkpoints.is_empty() {
-            let mut st = tx.prepare_cached(INSERT_CHECKPOINT).map_err(err("store checkpoints"))?;
-            for c in b.checkpoints {
-                st.execute(rusqlite::params![
-                    run,
-                    source,
-                    c.line as i64,
-                    c.ctx.map(i64::from),
-                    c.name,
-                    c.digest,
-                    c.bytes as i64,
-                    c.format
-                ])
-                .map_err(err("store checkpoints"))?;
-            }
-        }
+        store_checkpoints(&tx, run, source, b.checkpoints).map_err(err("store checkpoints"))?;
 
         tx.prepare_cached(UPSERT_FILE)
             .and_then(|mut s| {
@@ -427,6 +354,124 @@ fn scan_names_range(
     Ok(())
 }
 
+impl SqliteStore {
+    /// [`Store::scan_values`] of `names`: their ids, then one scan, or two
+    /// halves on two threads for a large database file.
+    fn scan_names(&self, names: &[&str], visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        let op = "scan values";
+        let ids = self.name_ids(names)?;
+        // A large scan of a database file is split in two by run: a
+        // second read connection scans the upper runs on another
+        // thread while this one scans and visits the lower runs.
+        let split = self.split_point(&ids).map_err(|e| self.fail(op, e))?;
+        let Some(mid) = split else {
+            return scan_names_range(&self.label, &self.conn, &ids, i64::MIN, i64::MAX, visit);
+        };
+        let path = self.label.as_str();
+        std::thread::scope(|scope| {
+            let upper = scope.spawn(|| scan_upper(path, &ids, mid));
+            scan_names_range(&self.label, &self.conn, &ids, i64::MIN, mid, visit)?;
+            let rows = match upper.join() {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(StoreError::Backend {
+                        backend: "sqlite",
+                        message: format!("{}: the second scan thread panicked", self.label),
+                        source: None,
+                    })
+                }
+            };
+            for r in rows {
+                visit(ValueRow {
+                    run: r.run,
+                    ctx: r.ctx,
+                    source: r.source,
+                    line: r.line,
+                    name: ids[r.name].1,
+                    value: r.value,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// The ids of the stored names among `names` (each id once), with the
+    /// name.
+    fn name_ids<'n>(&self, names: &[&'n str]) -> StoreResult<Vec<(i64, &'n str)>> {
+        let op = "scan values";
+        let mut lookup =
+            self.conn.prepare_cached("SELECT id FROM flor_names WHERE name = ?1").map_err(|e| self.fail(op, e))?;
+        let mut ids: Vec<(i64, &str)> = Vec::with_capacity(names.len());
+        for &name in names {
+            let id: Option<i64> = lookup.query_row([name], |r| r.get(0)).optional().map_err(|e| self.fail(op, e))?;
+            if let Some(id) = id.filter(|id| !ids.iter().any(|(i, _)| i == id)) {
+                ids.push((id, name));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// [`Store::scan_values`] of the run-level values.
+    fn scan_run_level(&self, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
+        let op = "scan values";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT run, source, line, name_id, vtype, value FROM flor_records \
+                 INDEXED BY flor_records_run_level WHERE ctx IS NULL AND kind <= 1",
+            )
+            .map_err(|e| self.fail(op, e))?;
+        let mut names: HashMap<i64, String> = HashMap::new();
+        let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
+        while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
+            let (run, source, line, name_id, vtype) = (|| -> rusqlite::Result<_> {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })()
+            .map_err(|e| self.fail(op, e))?;
+            if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(name_id) {
+                slot.insert(self.name_of(name_id)?);
+            }
+            let value = r.get_ref(5).map_err(|e| self.fail(op, e))?;
+            let value = decode(&self.label, vtype, value)?;
+            visit(ValueRow {
+                run,
+                ctx: None,
+                source: source_of(&self.label, source)?,
+                line: line as u64,
+                name: names.get(&name_id).map_or("", String::as_str),
+                value,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The upper half of a split name scan (runs from `mid` on), read on a
+/// second read connection (`path`: the database file).
+fn scan_upper(path: &str, ids: &[(i64, &str)], mid: i64) -> StoreResult<Vec<ScannedValue>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| fail(path, "open a second read connection", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(path, "set the busy timeout", e))?;
+    let mut out = Vec::new();
+    scan_names_range(path, &conn, ids, mid, i64::MAX, &mut |row| {
+        out.push(ScannedValue {
+            run: row.run,
+            ctx: row.ctx,
+            source: row.source,
+            line: row.line,
+            name: ids.iter().position(|(_, n)| *n == row.name).unwrap_or(0),
+            value: row.value,
+        })
+    })?;
+    Ok(out)
+}
+
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -503,113 +548,10 @@ impl Store for SqliteStore {
     }
 
     fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
-        let op = "scan values";
         match filter {
-            ValueFilter::Names(names) => {
-                let mut lookup = self
-                    .conn
-                    .prepare_cached("SELECT id FROM flor_names WHERE name = ?1")
-                    .map_err(|e| self.fail(op, e))?;
-                let mut ids: Vec<(i64, &str)> = Vec::with_capacity(names.len());
-                for &name in names {
-                    let id: Option<i64> =
-                        lookup.query_row([name], |r| r.get(0)).optional().map_err(|e| self.fail(op, e))?;
-                    if let Some(id) = id.filter(|id| !ids.iter().any(|(i, _)| i == id)) {
-                        ids.push((id, name));
-                    }
-                }
-                drop(lookup);
-                // A large scan of a database file is split in two by run: a
-                // second read connection scans the upper runs on another
-                // thread while this one scans and visits the lower runs.
-                let split = self.split_point(&ids).map_err(|e| self.fail(op, e))?;
-                let Some(mid) = split else {
-                    return scan_names_range(&self.label, &self.conn, &ids, i64::MIN, i64::MAX, visit);
-                };
-                let path = self.label.clone();
-                std::thread::scope(|scope| {
-                    let upper = scope.spawn(|| -> StoreResult<Vec<ScannedValue>> {
-                        let conn = Connection::open_with_flags(
-                            &path,
-                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                        )
-                        .map_err(|e| fail(&path, "open a second read connection", e))?;
-                        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&path, "set the busy timeout", e))?;
-                        let mut out = Vec::new();
-                        scan_names_range(&path, &conn, &ids, mid, i64::MAX, &mut |row| {
-                            out.push(ScannedValue {
-                                run: row.run,
-                                ctx: row.ctx,
-                                source: row.source,
-                                line: row.line,
-                                name: ids.iter().position(|(_, n)| *n == row.name).unwrap_or(0),
-                                value: row.value,
-                            })
-                        })?;
-                        Ok(out)
-                    });
-                    scan_names_range(&self.label, &self.conn, &ids, i64::MIN, mid, visit)?;
-                    let rows = match upper.join() {
-                        Ok(r) => r?,
-                        Err(_) => {
-                            return Err(StoreError::Backend {
-                                backend: "sqlite",
-                                message: format!("{}: the second scan thread panicked", self.label),
-                                source: None,
-                            })
-                        }
-                    };
-                    for r in rows {
-                        visit(ValueRow {
-                            run: r.run,
-                            ctx: r.ctx,
-                            source: r.source,
-                            line: r.line,
-                            name: ids[r.name].1,
-                            value: r.value,
-                        });
-                    }
-                    Ok(())
-                })?;
-            }
-            ValueFilter::RunLevel => {
-                let mut st = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT run, source, line, name_id, vtype, value FROM flor_records \
-                         INDEXED BY flor_records_run_level WHERE ctx IS NULL AND kind <= 1",
-                    )
-                    .map_err(|e| self.fail(op, e))?;
-                let mut names: HashMap<i64, String> = HashMap::new();
-                let mut rows = st.query([]).map_err(|e| self.fail(op, e))?;
-                while let Some(r) = rows.next().map_err(|e| self.fail(op, e))? {
-                    let (run, source, line, name_id, vtype) = (|| -> rusqlite::Result<_> {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, i64>(4)?,
-                        ))
-                    })()
-                    .map_err(|e| self.fail(op, e))?;
-                    if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(name_id) {
-                        slot.insert(self.name_of(name_id)?);
-                    }
-                    let value = r.get_ref(5).map_err(|e| self.fail(op, e))?;
-                    let value = decode(&self.label, vtype, value)?;
-                    visit(ValueRow {
-                        run,
-                        ctx: None,
-                        source: source_of(&self.label, source)?,
-                        line: line as u64,
-                        name: names.get(&name_id).map_or("", String::as_str),
-                        value,
-                    });
-                }
-            }
+            ValueFilter::Names(names) => self.scan_names(names, visit),
+            ValueFilter::RunLevel => self.scan_run_level(visit),
         }
-        Ok(())
     }
 
     fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
@@ -754,6 +696,112 @@ fn intern(conn: &Connection, cache: &mut HashMap<Box<str>, i64>, name: &str) -> 
 
 fn source_of(label: &str, code: i64) -> StoreResult<Source> {
     Source::from_code(code).ok_or_else(|| unusable(label, &format!("a record has an unknown source code {code}")))
+}
+
+/// `argv` as stored: JSON.
+fn argv_json(m: &RunMeta) -> StoreResult<String> {
+    serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
+        backend: BACKEND,
+        message: format!("encode the argv of run {}: {e}", m.tstamp),
+        source: Some(Box::new(e)),
+    })
+}
+
+/// Inserts the run's row, or replaces its metadata; returns its key.
+fn upsert_run(tx: &Connection, m: &RunMeta, argv: &str) -> rusqlite::Result<i64> {
+    tx.prepare_cached(UPSERT_RUN).and_then(|mut s| {
+        s.query_row(
+            rusqlite::params![
+                m.projid,
+                m.tstamp,
+                m.filename,
+                argv,
+                m.interpreter,
+                m.host,
+                i64::from(m.pid),
+                m.commit,
+                m.status.as_str(),
+                m.ended
+            ],
+            |r| r.get(0),
+        )
+    })
+}
+
+/// Stores a batch's records (names interned through `names`), a stored
+/// line replaced; returns how many records are new.
+fn store_records(
+    tx: &Connection,
+    label: &str,
+    names: &mut HashMap<Box<str>, i64>,
+    run: i64,
+    source: i64,
+    records: &[Record],
+) -> StoreResult<i64> {
+    let err = |op: &'static str| move |e: rusqlite::Error| fail(label, op, e);
+    let mut added = 0i64;
+    if records.is_empty() {
+        return Ok(added);
+    }
+    let mut ins = tx.prepare_cached(INSERT_RECORD).map_err(err("store records"))?;
+    ins.raw_bind_parameter(2, run).map_err(err("store records"))?;
+    ins.raw_bind_parameter(3, source).map_err(err("store records"))?;
+    for r in records {
+        let id = intern(tx, names, &r.name).map_err(err("intern a value name"))?;
+        let inserted = (|| {
+            bind_record(&mut ins, id, r)?;
+            ins.raw_execute()
+        })()
+        .map_err(err("store records"))?;
+        if inserted > 0 {
+            added += 1;
+        } else {
+            // Re-ingestion of a stored line: replace it (rare).
+            (|| {
+                let mut up = tx.prepare_cached(REPLACE_RECORD)?;
+                up.raw_bind_parameter(2, run)?;
+                up.raw_bind_parameter(3, source)?;
+                bind_record(&mut up, id, r)?;
+                up.raw_execute()
+            })()
+            .map_err(err("replace records"))?;
+        }
+    }
+    Ok(added)
+}
+
+/// Binds record `r` (name id `id`) to parameters 1 and 4..=8 of
+/// [`INSERT_RECORD`] or [`REPLACE_RECORD`] (2 and 3, run and source, are
+/// the batch's).
+#[inline]
+fn bind_record(st: &mut CachedStatement<'_>, id: i64, r: &Record) -> rusqlite::Result<()> {
+    st.raw_bind_parameter(1, id)?;
+    st.raw_bind_parameter(4, r.line as i64)?;
+    st.raw_bind_parameter(5, r.ctx.map(i64::from))?;
+    st.raw_bind_parameter(6, r.kind.code())?;
+    st.raw_bind_parameter(7, r.value.value_type().code())?;
+    bind_value(st, 8, &r.value)
+}
+
+/// Stores a batch's checkpoints (a stored line's replaced).
+fn store_checkpoints(tx: &Connection, run: i64, source: i64, checkpoints: &[CheckpointMeta]) -> rusqlite::Result<()> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx.prepare_cached(INSERT_CHECKPOINT)?;
+    for c in checkpoints {
+        st.execute(rusqlite::params![
+            run,
+            source,
+            c.line as i64,
+            c.ctx.map(i64::from),
+            c.name,
+            c.digest,
+            c.bytes as i64,
+            c.format
+        ])?;
+    }
+    Ok(())
 }
 
 /// Stores a batch's loop iterations as spans. Iterations already stored for
