@@ -110,3 +110,12 @@ pub(crate) fn ctx_of(label: &str, ctx: Option<i64>) -> StoreResult<Option<u32>> 
 pub(crate) fn unusable(label: &str, message: &str) -> StoreError {
     StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
 }
+
+/// A run's command line as the JSON array both engines store in `argv`.
+pub(crate) fn argv_json(backend: &'static str, m: &RunMeta) -> StoreResult<String> {
+    serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
+        backend,
+        message: format!("encode the argv of run {}: {e}", m.tstamp),
+        source: Some(Box::new(e)),
+    })
+}

@@ -471,7 +471,7 @@ impl DuckStore {
         let label = self.label.as_str();
         let err = |op: &'static str| move |e: duckdb::Error| fail(label, op, e);
         let m = b.run;
-        let argv = argv_json(m)?;
+        let argv = crate::rows::argv_json(BACKEND, m)?;
         let names = self.batch_names(b);
 
         // Few statements, prepared once per connection: each DuckDB
@@ -905,14 +905,6 @@ impl IngestStep<'_> {
 }
 
 /// `argv` as stored: JSON.
-fn argv_json(m: &flor_core::RunMeta) -> StoreResult<String> {
-    serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
-        backend: BACKEND,
-        message: format!("encode the argv of run {}: {e}", m.tstamp),
-        source: Some(Box::new(e)),
-    })
-}
-
 /// A batch's records as an Arrow batch with `flor_records`'s columns.
 fn records_batch(
     records: &[flor_core::Record],

@@ -239,7 +239,7 @@ impl SqliteStore {
             self.data_version = Some(dv);
         }
         let names = &mut self.names;
-        let argv = argv_json(b.run)?;
+        let argv = crate::rows::argv_json(BACKEND, b.run)?;
         let run = upsert_run(&tx, b.run, &argv).map_err(err("store the run"))?;
         let source = b.source.code();
 
@@ -699,14 +699,6 @@ fn source_of(label: &str, code: i64) -> StoreResult<Source> {
 }
 
 /// `argv` as stored: JSON.
-fn argv_json(m: &RunMeta) -> StoreResult<String> {
-    serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {
-        backend: BACKEND,
-        message: format!("encode the argv of run {}: {e}", m.tstamp),
-        source: Some(Box::new(e)),
-    })
-}
-
 /// Inserts the run's row, or replaces its metadata; returns its key.
 fn upsert_run(tx: &Connection, m: &RunMeta, argv: &str) -> rusqlite::Result<i64> {
     tx.prepare_cached(UPSERT_RUN).and_then(|mut s| {
