@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use flor_core::store::LoopSpan;
 use flor_core::{ContextMap, LoopCtx, RunMeta};
 use serde::{Deserialize, Serialize};
 
@@ -83,28 +84,17 @@ impl ContextSpan {
     /// The spans of `loops` (iterated values are not needed to place values
     /// and are left out, so consecutive iterations always merge).
     pub fn compress(loops: &[LoopCtx]) -> Vec<ContextSpan> {
-        let mut out: Vec<ContextSpan> = Vec::new();
-        for l in loops {
-            if let Some(last) = out.last_mut() {
-                if last.parent == l.parent
-                    && *last.name == *l.name
-                    && u64::from(last.first_ctx) + u64::from(last.count) == u64::from(l.ctx)
-                    && last.first_iteration + u64::from(last.count) == l.iteration
-                    && last.count < u32::MAX
-                {
-                    last.count += 1;
-                    continue;
-                }
-            }
-            out.push(ContextSpan {
-                first_ctx: l.ctx,
-                count: 1,
-                parent: l.parent,
-                name: l.name.to_string(),
-                first_iteration: l.iteration,
-            });
-        }
-        out
+        let unvalued: Vec<LoopCtx> = loops.iter().map(|l| LoopCtx { value: None, ..l.clone() }).collect();
+        LoopSpan::compress(&unvalued)
+            .into_iter()
+            .map(|s| ContextSpan {
+                first_ctx: s.first_ctx,
+                count: s.count,
+                parent: s.parent,
+                name: s.name.to_string(),
+                first_iteration: s.first_iteration,
+            })
+            .collect()
     }
 }
 
