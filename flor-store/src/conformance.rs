@@ -1086,30 +1086,62 @@ pub fn names_listing(make: &mut MakeStore<'_>) {
     assert_eq!(got, vec![("acc", "log", 2), ("loss", "log", 6), ("lr", "arg", 3)]);
 }
 
+/// The ingestion steps the group checks share: run A, a replay of it, run B.
+struct GroupFixture {
+    a: Run,
+    replay: Run,
+    b: Run,
+    files: [String; 3],
+}
+
+impl GroupFixture {
+    fn new() -> GroupFixture {
+        let (a, b) = (run_a(), run_b());
+        let mut replay = Run::replay_of(&a);
+        replay.log(Some(0), "loss", 0.125);
+        let files = [
+            format!("{}.forward", a.meta.tstamp),
+            format!("{}.replay", a.meta.tstamp),
+            format!("{}.forward", b.meta.tstamp),
+        ];
+        GroupFixture { a, replay, b, files }
+    }
+
+    fn steps(&self) -> [IngestBatch<'_>; 3] {
+        [
+            self.a.batch(Source::Forward, &self.files[0]),
+            self.replay.batch(Source::Replay, &self.files[1]),
+            self.b.batch(Source::Forward, &self.files[2]),
+        ]
+    }
+}
+
+/// Two fresh stores: one that ingested `steps` one by one, one that
+/// ingested them in one committed group (file progress checked inside it).
+fn ingest_alone_and_grouped(make: &mut MakeStore<'_>, steps: &[IngestBatch<'_>]) -> (Box<dyn Store>, Box<dyn Store>) {
+    let mut one = make();
+    for s in steps {
+        ok(one.ingest(s), "ingest");
+    }
+    let mut grouped = make();
+    ok(grouped.begin_group(), "begin a group");
+    for s in steps {
+        ok(grouped.ingest(s), "ingest in a group");
+        assert_eq!(ok(grouped.file_progress(s.file), "progress in a group"), Some(s.progress), "{}", s.file);
+    }
+    ok(grouped.end_group(true), "commit a group");
+    (one, grouped)
+}
+
 /// Steps ingested in a group give the same store as the same steps one by
 /// one; inside a group, file progress follows the steps; a discarded group
 /// leaves each file either fully stored with its progress or absent with
 /// none (backends without groups store every step at once).
 pub fn ingestion_groups(make: &mut MakeStore<'_>) {
-    let (a, b, c) = (run_a(), run_b(), run_c());
-    let mut replay = Run::replay_of(&a);
-    replay.log(Some(0), "loss", 0.125);
-    let fa = format!("{}.forward", a.meta.tstamp);
-    let fr = format!("{}.replay", a.meta.tstamp);
-    let fb = format!("{}.forward", b.meta.tstamp);
-    let steps = [a.batch(Source::Forward, &fa), replay.batch(Source::Replay, &fr), b.batch(Source::Forward, &fb)];
-
-    let mut one = make();
-    for s in &steps {
-        ok(one.ingest(s), "ingest");
-    }
-    let mut grouped = make();
-    ok(grouped.begin_group(), "begin a group");
-    for s in &steps {
-        ok(grouped.ingest(s), "ingest in a group");
-        assert_eq!(ok(grouped.file_progress(s.file), "progress in a group"), Some(s.progress), "{}", s.file);
-    }
-    ok(grouped.end_group(true), "commit a group");
+    let c = run_c();
+    let fx = GroupFixture::new();
+    let steps = fx.steps();
+    let (one, mut grouped) = ingest_alone_and_grouped(make, &steps);
     assert_eq!(ok(grouped.runs(), "runs"), ok(one.runs(), "runs"), "runs after a group");
     assert_eq!(ok(grouped.names(), "names"), ok(one.names(), "names"), "names after a group");
     let names = ["loss", "acc", "lr"];
@@ -1417,23 +1449,8 @@ pub fn runs_view_status(make: &mut MakeStore<'_>) {
 /// Steps ingested in a group give the same views as the same steps one by
 /// one.
 pub fn views_after_group(make: &mut MakeStore<'_>) {
-    let (a, b) = (run_a(), run_b());
-    let mut replay = Run::replay_of(&a);
-    replay.log(Some(0), "loss", 0.125);
-    let fa = format!("{}.forward", a.meta.tstamp);
-    let fr = format!("{}.replay", a.meta.tstamp);
-    let fb = format!("{}.forward", b.meta.tstamp);
-    let steps = [a.batch(Source::Forward, &fa), replay.batch(Source::Replay, &fr), b.batch(Source::Forward, &fb)];
-    let mut one = make();
-    for s in &steps {
-        ok(one.ingest(s), "ingest");
-    }
-    let mut grouped = make();
-    ok(grouped.begin_group(), "begin a group");
-    for s in &steps {
-        ok(grouped.ingest(s), "ingest in a group");
-    }
-    ok(grouped.end_group(true), "commit a group");
+    let fx = GroupFixture::new();
+    let (one, grouped) = ingest_alone_and_grouped(make, &fx.steps());
     assert_eq!(view_counts(&*grouped), view_counts(&*one), "rows per view ({VIEWS:?})");
     let q = "SELECT tstamp, ctx_id, value_name, value, source FROM logs ORDER BY tstamp, source, ctx_id, value_name";
     assert_tables_equal(&ok(grouped.query(q), q), &ok(one.query(q), q), "logs after a group");
