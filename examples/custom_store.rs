@@ -11,7 +11,8 @@
 //! * **The primitives** (required): `backend`, `ingest` (one span of one
 //!   record file, applied atomically, together with that file's progress),
 //!   `file_progress`, `set_status`, `runs`, `names`, `scan_values`,
-//!   `scan_loops`, `checkpoints`, `clear`.
+//!   `scan_loops`, `checkpoints`, `checks` (replays' divergence checks,
+//!   which flag values `diverged`), `clear`.
 //! * **The pivot** (`dataframe`) comes for free: the trait's default builds
 //!   it from `scan_values` and `scan_loops` (a backend may replace it with
 //!   its own plan if the answers stay identical).
@@ -39,9 +40,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 
+use flor::core::check::ReplayCheck;
+use flor::core::layout::replay_of_line;
 use flor::core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
-    ValueRow,
+    CheckRow, FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult,
+    ValueFilter, ValueRow,
 };
 use flor::core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source};
 use flor::{Project, Run};
@@ -83,6 +86,8 @@ struct StoredRun {
     loops: BTreeMap<u32, LoopCtx>,
     /// Checkpoints, in file order.
     checkpoints: BTreeMap<Pos, CheckpointMeta>,
+    /// Replays' divergence checks, by line.
+    checks: BTreeMap<u64, ReplayCheck>,
 }
 
 /// A query store in memory maps. See the module docs.
@@ -137,6 +142,7 @@ impl Store for MemoryStore {
             records: BTreeMap::new(),
             loops: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
+            checks: BTreeMap::new(),
         });
         run.meta = batch.run.clone();
         for r in batch.records {
@@ -147,6 +153,9 @@ impl Store for MemoryStore {
         }
         for c in batch.checkpoints {
             run.checkpoints.insert(Pos::new(batch.source, c.line), c.clone());
+        }
+        for c in batch.checks {
+            run.checks.insert(c.line, c.clone());
         }
         self.files.insert(batch.file.to_owned(), batch.progress);
         Ok(key)
@@ -228,6 +237,16 @@ impl Store for MemoryStore {
 
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
         Ok(self.runs.get(&run).map(|r| r.checkpoints.values().cloned().collect()).unwrap_or_default())
+    }
+
+    fn checks(&self) -> StoreResult<Vec<CheckRow>> {
+        let mut out = Vec::new();
+        for (key, run) in &self.runs {
+            for c in run.checks.values() {
+                out.push(CheckRow { run: *key, replay: replay_of_line(c.line), check: c.clone() });
+            }
+        }
+        Ok(out)
     }
 
     fn clear(&mut self) -> StoreResult<()> {

@@ -56,12 +56,11 @@ pub(crate) use flor_core::layout::{label_for, ref_for};
 use flor_core::layout::{replay_number, replay_segment};
 
 /// Line numbers of a run's records must be unique per source: the records
-/// of each replay file get their own range, `(n * 1024 + k) << 32` (replay
-/// `n`, segment `k`), so later replays order after earlier ones.
+/// of each replay file get their own range
+/// ([`flor_core::layout::replay_line_base`]).
 fn replay_line_base(label: &str) -> u64 {
     let Some(n) = replay_number(label) else { return 0 };
-    let k = replay_segment(label).unwrap_or(0);
-    (((n & 0xF_FFFF) << 10) | (k & 0x3FF)) << 32
+    flor_core::layout::replay_line_base(n, replay_segment(label).unwrap_or(0))
 }
 
 /// Ingests the not yet ingested whole lines of one record file.
@@ -127,6 +126,7 @@ pub(crate) fn ingest_bytes(
             loops: &parsed.loops,
             records: &parsed.records,
             checkpoints: &parsed.checkpoints,
+            checks: &parsed.checks,
         })?;
         report.records += parsed.records.len() as u64;
         offset = next.offset as usize;
@@ -160,6 +160,7 @@ fn mark_commit(store: &mut dyn Store, sha: &str, meta: &RunMeta) -> Result<()> {
         loops: &[],
         records: &[],
         checkpoints: &[],
+        checks: &[],
     })?;
     Ok(())
 }

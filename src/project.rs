@@ -2,12 +2,13 @@
 //! `.flor/` folder (query database, checkpoint objects, live record files),
 //! and the operations the CLI and the SDK offer on it.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
 use flor_core::store::{NameInfo, RunRow};
-use flor_core::{CheckpointMeta, ObjectStore, Store, Table};
+use flor_core::{CheckpointMeta, ObjectStore, Store, Table, Value};
 use flor_store::StoreKind;
 
 use crate::config::{Config, CONFIG_FILE};
@@ -403,6 +404,48 @@ impl Project {
             }
         }
         Ok(store.dataframe(names)?)
+    }
+
+    /// [`Project::dataframe`] with one more column, `diverged`: whether a
+    /// value of the row was recovered by a replay whose divergence check
+    /// found a difference (its recomputation of a recorded value differed;
+    /// see [`flor_core::check`]). Rows of values the forward run logged, or
+    /// a replay recovered without a difference, say `false`.
+    pub fn dataframe_diverged(&self, names: &[&str]) -> Result<Table> {
+        let mut table = self.dataframe(names)?;
+        let store = self.store()?;
+        let runs: HashMap<i64, String> = store.runs()?.into_iter().map(|r| (r.key, r.meta.tstamp)).collect();
+        // Per run, the names its diverged replays recovered.
+        let mut by_replay: HashMap<(i64, u64), flor_core::check::ReplayCheck> = HashMap::new();
+        for c in store.checks()? {
+            by_replay.entry((c.run, c.replay)).or_default().merge(&c.check);
+        }
+        let mut flagged: HashMap<&str, HashSet<String>> = HashMap::new();
+        for ((run, _), check) in &by_replay {
+            if let (true, Some(t)) = (check.diverged(), runs.get(run)) {
+                flagged.entry(t.as_str()).or_default().extend(check.recovered.iter().cloned());
+            }
+        }
+        let tcol = table.column_names().iter().position(|c| *c == "tstamp");
+        let name_cols: Vec<(usize, &str)> = table
+            .column_names()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| names.iter().find(|n| **n == *c).map(|n| (i, *n)))
+            .collect();
+        let mut cells = Vec::with_capacity(table.row_count());
+        for row in 0..table.row_count() {
+            let tstamp = match tcol.and_then(|c| table.cell(row, c)) {
+                Some(Value::Text(t)) => Some(t),
+                _ => None,
+            };
+            let names_flagged = tstamp.as_deref().and_then(|t| flagged.get(t));
+            let diverged = names_flagged
+                .is_some_and(|set| name_cols.iter().any(|(c, n)| set.contains(*n) && table.cell(row, *c).is_some()));
+            cells.push(Some(Value::Bool(diverged)));
+        }
+        table.columns.push(flor_core::table::Column::new("diverged", cells));
+        Ok(table)
     }
 
     /// A read-only SQL query over the views `runs`, `logs`, `loops`,

@@ -39,6 +39,12 @@ pub struct ReplayOptions {
     /// Python). Register a [`LanguagePropagator`](flor_core::propagate::LanguagePropagator)
     /// to replay scripts of another language.
     pub propagators: Option<Registry>,
+    /// Recorded names the divergence check leaves out (`--no-check`):
+    /// values that cannot repeat by nature, such as times or timestamps.
+    pub no_check: Vec<String>,
+    /// A divergence fails the run's replay (`--strict`) instead of flagging
+    /// its values.
+    pub strict: bool,
 }
 
 /// Builds the plan (nothing runs, nothing is written): syncs the query
@@ -62,8 +68,14 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         None => None,
     };
     let runs = Runs { runs: rows.into_iter().map(|r| r.meta).collect(), logged, only };
-    let request =
-        Request { names: opts.names.clone(), jobs: opts.jobs, force: opts.force, script: opts.script.clone() };
+    let request = Request {
+        names: opts.names.clone(),
+        jobs: opts.jobs,
+        force: opts.force,
+        script: opts.script.clone(),
+        no_check: opts.no_check.clone(),
+        strict: opts.strict,
+    };
     let propagators = opts.propagators.clone().unwrap_or_else(flor_propagate::registry);
     Ok(flor_replay::plan(project.root(), &propagators, &request, &runs, cost)?)
 }

@@ -211,6 +211,7 @@ impl Run {
             Some(objects.clone()),
             spec.context_map(),
             spec.names.clone(),
+            spec.check.clone(),
         )?;
         let inner = Inner { rec: recorder, project: None, objects, deferred: None, early: SyncReport::default() };
         Ok(Run { inner: Arc::new(Mutex::new(inner)) })

@@ -186,6 +186,11 @@ fn replay_recovers_every_value_of_every_version_bit_for_bit() {
     let out = ok(flor(repo, home, &["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "2"]), "flor replay");
     assert!(out.contains("Replay summary"), "{out}");
     assert!(!out.contains("FAILED"), "{out}");
+    // Divergence check: the old `loss` and `w` statements re-ran along with
+    // the new ones and recomputed exactly what each run recorded.
+    assert!(!out.contains("DIVERGED"), "{out}");
+    assert_eq!(out.matches("match the recorded ones bit for bit").count(), RUNS.len(), "{out}");
+    assert!(out.contains("of loss, w match"), "{out}");
 
     // Git untouched.
     assert_eq!(git(repo, home, &["rev-parse", "HEAD"]), head);
@@ -207,6 +212,12 @@ fn replay_recovers_every_value_of_every_version_bit_for_bit() {
             v + 1
         );
     }
+
+    let flagged = ok(
+        flor(repo, home, &["--format", "csv", "query", "SELECT count(*) AS n FROM logs WHERE diverged = 1"]),
+        "query diverged",
+    );
+    assert_eq!(flagged.trim(), "n\n0", "no value is flagged diverged");
 
     // Again: nothing to do.
     let again = ok(flor(repo, home, &["replay", "--apply", "abs_err,b_sq", "--yes", "--jobs", "2"]), "second replay");
@@ -261,6 +272,81 @@ fn skipped_inner_loops_and_parallel_segments_reproduce_forward_values() {
     let want = one_name(s, home, "abs_err");
     assert_eq!(want.len(), 6 * 6);
     assert_eq!(one_name(repo, home, "abs_err"), want);
+}
+
+/// A script whose momentum state is not checkpointed: a replay that skips
+/// the inner loop by restoring the checkpoint cannot recompute the recorded
+/// `speed`, and says so.
+#[test]
+fn a_replay_that_recomputes_a_recorded_value_differently_is_flagged_diverged() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let script = include_str!("replay/diverge.py");
+    let dir = new_repo(home, "flor-replay", Some(script));
+    let repo = dir.path();
+    train(&py, repo, home, &[]);
+    let newest = script.replace(
+        "        flor.log(\"speed\", velocity[\"w\"])\n",
+        "        flor.log(\"speed\", velocity[\"w\"])\n        flor.log(\"b_abs\", abs(params[\"b\"]))\n",
+    );
+    assert_ne!(newest, script);
+    fs::write(repo.join("train.py"), newest).unwrap();
+
+    let plan = ok(flor(repo, home, &["replay", "--apply", "b_abs", "--dry-run"]), "plan");
+    assert!(plan.contains("divergence check: recomputed values of loss, speed are compared"), "{plan}");
+
+    // --strict: a divergence fails the run and nothing is attached.
+    let strict = flor(repo, home, &["replay", "--apply", "b_abs", "--yes", "--strict"]);
+    let out = String::from_utf8_lossy(&strict.stdout);
+    assert_eq!(strict.status.code(), Some(5), "{out}");
+    assert!(out.contains("FAILED: its replay diverged"), "{out}");
+    let none = flor(repo, home, &["dataframe", "b_abs"]);
+    assert!(!none.status.success(), "no b_abs value was stored: {none:?}");
+
+    // By default the values are kept, flagged, and the first difference named.
+    let out = ok(flor(repo, home, &["replay", "--apply", "b_abs", "--yes"]), "replay");
+    assert!(out.contains("check: DIVERGED: 3 of 3 recomputed values of speed differ"), "{out}");
+    assert!(out.contains("first: speed at epoch 0: recorded "), "{out}");
+    assert!(out.contains("replayed 0.0"), "the momentum never moved in replay:\n{out}");
+    assert!(out.contains("not checkpointed") || out.contains("does not hold"), "the usual causes:\n{out}");
+    let rows = ok(
+        flor(
+            repo,
+            home,
+            &["--format", "csv", "query", "SELECT value_name, source, diverged FROM logs WHERE value_name IN ('b_abs', 'speed') ORDER BY value_name, ctx_id"],
+        ),
+        "query logs",
+    );
+    let lines: Vec<&str> = rows.lines().collect();
+    assert_eq!(lines[0], "value_name,source,diverged");
+    assert_eq!(lines[1..4], ["b_abs,replay,1", "b_abs,replay,1", "b_abs,replay,1"], "{rows}");
+    assert_eq!(lines[4..], ["speed,forward,0", "speed,forward,0", "speed,forward,0"], "{rows}");
+    let checks = ok(
+        flor(
+            repo,
+            home,
+            &[
+                "--format",
+                "csv",
+                "query",
+                "SELECT replay, sum(compared), sum(differing), min(first_at) FROM replay_checks GROUP BY replay",
+            ],
+        ),
+        "query replay_checks",
+    );
+    assert_eq!(checks.lines().nth(1), Some("1,3,3,epoch 0"), "one row per segment, summed:\n{checks}");
+    let df = ok(flor(repo, home, &["--format", "json", "dataframe", "--diverged", "b_abs"]), "dataframe --diverged");
+    let rows: Vec<Json> = serde_json::from_str(&df).expect("json");
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["diverged"] == Json::Bool(true)), "{df}");
+
+    // Leaving `speed` out of the check: nothing else is recomputed (the
+    // inner loops are skipped), and the summary says nothing could be checked.
+    let out =
+        ok(flor(repo, home, &["replay", "--apply", "b_abs", "--yes", "--force", "--no-check", "speed"]), "replay");
+    assert!(out.contains("nothing could be checked"), "{out}");
+    assert!(!out.contains("DIVERGED"), "{out}");
 }
 
 #[test]

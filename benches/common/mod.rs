@@ -47,6 +47,7 @@ pub(crate) fn ingest_parsed(store: &mut dyn Store, label: &str, p: &Parsed) {
             loops: &p.loops,
             records: &p.records,
             checkpoints: &p.checkpoints,
+            checks: &[],
         })
         .expect("ingest");
 }

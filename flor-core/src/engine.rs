@@ -57,10 +57,14 @@ pub struct Recorder {
 }
 
 /// A replay recorder's state: iterations take the context ids the forward
-/// run gave them, and only the applied names are recorded.
+/// run gave them, and only the applied names (and those to check) are
+/// recorded.
 struct Replay {
     contexts: ContextMap,
     names: HashSet<Box<str>>,
+    /// Names the forward run recorded, recorded again so that the replay's
+    /// orchestrator can compare them ([`crate::check`]).
+    check: HashSet<Box<str>>,
     /// Values logged at positions the forward run never reached (not recorded).
     unmatched: u64,
 }
@@ -129,9 +133,11 @@ impl Recorder {
 
     /// Creates the record file of a hindsight replay of the run `meta`
     /// (its identity and final metadata): iterations are placed with
-    /// `contexts` (the forward run's), only `names` are recorded (source
-    /// `replay`), and no args, timings, checkpoints or `end` line are
-    /// written: the forward file keeps those.
+    /// `contexts` (the forward run's), only `names` and `check` are
+    /// recorded (source `replay`), and no args, timings, checkpoints or
+    /// `end` line are written: the forward file keeps those. `check` names
+    /// values the forward run recorded: the orchestrator compares the
+    /// recomputed ones with them and keeps only `names` ([`crate::check`]).
     pub fn create_replay(
         path: &Path,
         meta: RunMeta,
@@ -139,9 +145,11 @@ impl Recorder {
         objects: Option<ObjectStore>,
         contexts: ContextMap,
         names: impl IntoIterator<Item = String>,
+        check: impl IntoIterator<Item = String>,
     ) -> Result<Recorder> {
         let names = names.into_iter().map(String::into_boxed_str).collect();
-        Recorder::create_with(path, meta, kwargs, objects, Some(Replay { contexts, names, unmatched: 0 }))
+        let check = check.into_iter().map(String::into_boxed_str).collect();
+        Recorder::create_with(path, meta, kwargs, objects, Some(Replay { contexts, names, check, unmatched: 0 }))
     }
 
     fn create_with(
@@ -258,7 +266,7 @@ impl Recorder {
     fn log_position(&mut self, name: &str) -> Option<Option<u32>> {
         let ctx = self.current_ctx();
         if let Some(r) = &mut self.replay {
-            if !r.names.contains(name) {
+            if !r.names.contains(name) && !r.check.contains(name) {
                 return None;
             }
             if ctx == Some(UNMATCHED) {
@@ -670,7 +678,8 @@ mod tests {
         let contexts = ContextMap::new(forward.loops.clone());
         assert_eq!(contexts.len(), 3 + 6);
 
-        // Replay epoch 2 only (its inner loop in full) and log two names, one applied.
+        // Replay epoch 2 only (its inner loop in full) and log three names:
+        // one applied, one to check, one neither.
         let rp = dir.path().join("r.jsonl");
         let mut r = Recorder::create_replay(
             &rp,
@@ -679,6 +688,7 @@ mod tests {
             None,
             contexts,
             vec!["grad".to_owned()],
+            vec!["loss".to_owned()],
         )
         .unwrap();
         assert!(r.is_replay());
@@ -687,6 +697,7 @@ mod tests {
         r.iteration_begin_at(Some(2), None).unwrap();
         r.log("grad", &Value::Float(7.0));
         r.log("loss", &Value::Float(9.0));
+        r.log("acc", &Value::Float(0.5));
         r.loop_begin("step").unwrap();
         for _ in 0..3 {
             // One iteration more than the forward run had: not recorded.
@@ -715,6 +726,7 @@ mod tests {
             got,
             vec![
                 (RecordKind::Log, Some(e2), "grad", Value::Float(7.0)),
+                (RecordKind::Log, Some(e2), "loss", Value::Float(9.0)),
                 (RecordKind::Log, Some(ctx_of(Some(e2), "step", 0)), "grad", Value::Float(8.0)),
                 (RecordKind::Log, Some(ctx_of(Some(e2), "step", 1)), "grad", Value::Float(8.0)),
             ]

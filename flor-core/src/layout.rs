@@ -53,3 +53,25 @@ pub fn replay_number(label: &str) -> Option<u64> {
 pub fn replay_segment(label: &str) -> Option<u64> {
     label.rsplit_once(".replay-")?.1.strip_suffix(".jsonl")?.rsplit('-').next()?.parse().ok()
 }
+
+/// The first line number of the records of replay `n`'s segment `k`: line
+/// numbers order a run's records within a source, so each replay file gets
+/// its own range, `(n * 1024 + k) << 32` (later replays order after earlier
+/// ones). Forward files start at 0.
+///
+/// ```
+/// use flor_core::layout::{replay_line_base, replay_of_line};
+/// let base = replay_line_base(3, 1);
+/// assert_eq!(replay_of_line(base + 17), 3);
+/// assert_eq!(replay_of_line(17), 0, "a forward record");
+/// ```
+pub fn replay_line_base(n: u64, k: u64) -> u64 {
+    (((n & 0xF_FFFF) << 10) | (k & 0x3FF)) << 32
+}
+
+/// The replay number of a record's line number ([`replay_line_base`]);
+/// 0 for forward records. Stores use it to tie records to their replay's
+/// divergence check (in SQL: `line >> 42`).
+pub fn replay_of_line(line: u64) -> u64 {
+    line >> 42
+}

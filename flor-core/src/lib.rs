@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod args;
+pub mod check;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;

@@ -13,6 +13,7 @@
 //! | `out`  | captured output                          | `c`, `n` (`stdout`/`stderr`), `vs` |
 //! | `ckpt` | a checkpoint was stored                  | `c`, `n`, `digest`, `bytes`, `fmt` |
 //! | `end`  | the run ended                            | `status`, `ended` |
+//! | `check`| a replay segment's divergence check (last line of a replay file) | [`ReplayCheck`] fields: `compared`, `differing`, `names`, `recovered`, `excluded`, `first` |
 //!
 //! Typed value keys: `vi` integer, `vf` float, `vx` non-finite float
 //! (`"NaN"`, `"inf"`, `"-inf"`), `vb` bool, `vs` text, `vj` JSON.
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::check::ReplayCheck;
 use crate::value::{nonfinite_name, Value};
 
 /// Version of the record-file format written by this crate.
@@ -311,6 +313,13 @@ struct HeaderLine {
 }
 
 #[derive(Serialize, Deserialize)]
+struct CheckLine {
+    k: String,
+    #[serde(flatten)]
+    check: ReplayCheck,
+}
+
+#[derive(Serialize, Deserialize)]
 struct EndLine {
     k: String,
     #[serde(flatten)]
@@ -430,6 +439,15 @@ impl LineEncoder {
         }
     }
 
+    /// A `check` line: what a replay segment's divergence check found
+    /// ([`crate::check`]).
+    pub fn check(&mut self, check: &ReplayCheck) {
+        let line = CheckLine { k: "check".into(), check: check.clone() };
+        if serde_json::to_writer(&mut self.buf, &line).is_ok() {
+            self.buf.push(b'\n');
+        }
+    }
+
     /// The `end` line.
     pub fn end(&mut self, end: &RunEnd) {
         let line = EndLine { k: "end".into(), end: end.clone() };
@@ -495,6 +513,8 @@ pub struct Parsed {
     pub checkpoints: Vec<CheckpointMeta>,
     /// The `end` line, when present.
     pub end: Option<RunEnd>,
+    /// Divergence checks (`check` lines of replay files), in file order.
+    pub checks: Vec<ReplayCheck>,
     /// Lines that could not be read (the others are kept).
     pub errors: Vec<LineError>,
     /// Bytes consumed: only whole lines (ending in `\n`) are read.
@@ -678,6 +698,10 @@ fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> R
                 return Err("a second run header in one file".into());
             }
             out.header = Some((h.meta, h.source));
+        }
+        "check" => {
+            let c: CheckLine = serde_json::from_slice(raw).map_err(|e| format!("bad check record: {e}"))?;
+            out.checks.push(ReplayCheck { line, ..c.check });
         }
         "end" => {
             let e: EndLine = serde_json::from_slice(raw).map_err(|e| format!("bad end record: {e}"))?;

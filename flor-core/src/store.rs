@@ -25,6 +25,7 @@
 //! The database is a cache: everything in it can be rebuilt from the run
 //! record files stored in git.
 
+use crate::check::ReplayCheck;
 use crate::record::{CheckpointMeta, LoopCtx, Record, RunMeta, RunStatus, Source};
 use std::sync::Arc;
 
@@ -134,6 +135,22 @@ pub struct IngestBatch<'a> {
     pub records: &'a [Record],
     /// Checkpoints.
     pub checkpoints: &'a [CheckpointMeta],
+    /// Divergence checks of a replay file ([`crate::check`]); a store keeps
+    /// them ([`Store::checks`]) and flags the values of a replay whose check
+    /// found a difference.
+    pub checks: &'a [ReplayCheck],
+}
+
+/// A stored divergence check ([`Store::checks`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRow {
+    /// Its run.
+    pub run: RunKey,
+    /// Which of the run's replays it checked ([`crate::layout::replay_of_line`]
+    /// of its line).
+    pub replay: u64,
+    /// The check (its `line` as ingested).
+    pub check: ReplayCheck,
 }
 
 /// A run as listed by [`Store::runs`].
@@ -308,6 +325,10 @@ pub trait Store: Send {
 
     /// Checkpoints stored for a run, in file order.
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>>;
+
+    /// Every stored divergence check ([`IngestBatch::checks`]), ordered by
+    /// run and line.
+    fn checks(&self) -> StoreResult<Vec<CheckRow>>;
 
     /// Optional capability: runs one read-only SQL query over the views
     /// (`runs`, `logs`, `loops`, `timings`, `outputs`, `checkpoints`);

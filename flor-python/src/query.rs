@@ -42,11 +42,21 @@ fn table_to_py(py: Python<'_>, t: &Table) -> PyResult<(Vec<String>, Py<PyList>)>
 
 /// `flor.dataframe(*names)`: `(columns, column_values)`.
 #[pyfunction]
-pub(crate) fn dataframe(py: Python<'_>, cwd: String, names: Vec<String>) -> PyResult<(Vec<String>, Py<PyList>)> {
+#[pyo3(signature = (cwd, names, diverged = false))]
+pub(crate) fn dataframe(
+    py: Python<'_>,
+    cwd: String,
+    names: Vec<String>,
+    diverged: bool,
+) -> PyResult<(Vec<String>, Py<PyList>)> {
     let table = py.detach(|| {
         let p = open_project(&cwd)?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        p.dataframe(&names).map_err(err)
+        if diverged {
+            p.dataframe_diverged(&names).map_err(err)
+        } else {
+            p.dataframe(&names).map_err(err)
+        }
     })?;
     table_to_py(py, &table)
 }

@@ -75,6 +75,15 @@ def test_readme_dataframe_columns_rows_and_values(repo):
     assert all(len(v) == 1 for v in w_by_epoch.values()) and len(w_by_epoch) == 3
 
 
+def test_dataframe_can_add_the_diverged_flag(repo):
+    run_script(repo, README_SCRIPT, "--kwargs", "lr=0.5", "epochs=2")
+    cols = flor_eval(repo, "list(flor.dataframe('w', diverged=True).columns)", pandas=True)
+    assert cols == ["projid", "tstamp", "filename", "epoch", "w", "diverged"]
+    flags = flor_eval(repo, "[bool(x) for x in flor.dataframe('w', diverged=True)['diverged']]", pandas=True)
+    assert flags == [False, False], "forward values never diverge"
+    assert "diverged" not in flor_eval(repo, "list(flor.dataframe('w').columns)", pandas=True)
+
+
 def test_dataframe_without_names_is_one_row_per_run(repo):
     run_script(repo, README_SCRIPT, "--kwargs", "lr=0.5", "epochs=1")
     run_script(repo, README_SCRIPT, "--kwargs", "epochs=2")

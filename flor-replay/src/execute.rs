@@ -9,8 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flor_core::check::ReplayCheck;
 use flor_core::layout::{ref_for, replay_label, replay_number, RECORDS_DIR};
 use flor_core::record::parse_lines;
+
+use crate::check::{check_run, replayed_values};
 
 use crate::error::{Error, Result};
 use crate::executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
@@ -37,6 +40,9 @@ pub struct RunOutcome {
     pub actual_secs: f64,
     /// Why it failed, if it did.
     pub failure: Option<String>,
+    /// What the divergence check found (all segments together), once the
+    /// run's segments are in.
+    pub check: Option<ReplayCheck>,
 }
 
 /// What a replay did.
@@ -92,6 +98,7 @@ pub fn execute(
             estimate_secs: r.plan.estimate_secs,
             actual_secs: 0.0,
             failure: None,
+            check: None,
         })
         .collect();
     let mut runs = Vec::with_capacity(plan.runs.len());
@@ -175,7 +182,8 @@ fn finished_line(plan: &Plan, done: &Finished) -> String {
     match &done.result {
         Ok(_) if done.resumed => format!("{which}: done by an earlier replay"),
         Ok(bytes) => {
-            let values = parse_lines(bytes, 1).records.len();
+            let compared = plan.check_names(done.id.run).unwrap_or_default().compared;
+            let values = replayed_values(bytes, &compared);
             format!(
                 "{which}: {values} value{} in {:.2} s (estimated {:.2} s)",
                 plural(values),
@@ -200,12 +208,28 @@ fn publish(
 ) -> Result<()> {
     let r = &plan.runs[ri];
     let segments: Vec<Vec<u8>> = run.segments.iter_mut().map(|s| s.take().unwrap_or_default()).collect();
+    let names = plan.check_names(ri).unwrap_or_default();
+    let (segments, checks) = check_run(root, &r.meta, &names, &plan.names, segments)?;
+    let mut check = ReplayCheck::default();
+    for c in &checks {
+        check.merge(c);
+    }
     outcome.values = segments.iter().map(|b| parse_lines(b, 1).records.len() as u64).sum();
+    let diverged = check.diverged();
+    outcome.check = Some(check);
+    if diverged && plan.strict {
+        outcome.failure = Some("its replay diverged from the recorded run (--strict); nothing was attached".into());
+        executor.forget_run(&r.meta.run_id())?;
+        run.lock = None;
+        observer.line(&format!("run {}: replay diverged; not attached (--strict)", r.meta.tstamp));
+        return Ok(());
+    }
     let msg = format!("flor: replay of {} for run {}", plan.names.join(", "), r.meta.tstamp);
     let n = attach_replay(root, &r.meta.run_id(), &segments, &msg)?;
     executor.forget_run(&r.meta.run_id())?;
     run.lock = None;
-    observer.line(&format!("run {}: {} values attached as replay {n}", r.meta.tstamp, outcome.values));
+    let flag = if diverged { " (flagged diverged)" } else { "" };
+    observer.line(&format!("run {}: {} values attached as replay {n}{flag}", r.meta.tstamp, outcome.values));
     Ok(())
 }
 

@@ -21,6 +21,10 @@
 //!    machine, resuming what an interrupted replay finished), each run's
 //!    record files attached to its ref as soon as all its segments are in
 //!    ([`attach_replay`]), and a [`Summary`] against the estimates.
+//! 4. **Divergence checks** ([`check`]): the old `flor.log`s a replayed
+//!    iteration re-executes are compared, bit for bit, with what the
+//!    forward run recorded; a difference flags the replay's values
+//!    `diverged` (or, with [`Request::strict`], fails the run).
 //!
 //! This crate reads git (old code, forward records, run refs) and the
 //! working tree; it knows nothing of the query database (the caller syncs
@@ -49,6 +53,7 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 mod error;
 mod execute;
 mod executor;

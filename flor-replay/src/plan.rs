@@ -11,6 +11,7 @@ use std::time::Instant;
 use flor_core::propagate::{LanguagePropagator, LoopScope, Outcome, Registry};
 use flor_core::{RunMeta, RunStatus};
 
+use crate::check::CheckNames;
 use crate::error::{Error, Result};
 use crate::profile::Forward;
 use crate::segments::{makespan, plan_run, CostModel, Level, RunPlan};
@@ -28,6 +29,12 @@ pub struct Request {
     /// Only this script (path relative to the repository root); default:
     /// every recorded script whose working-tree version has the statements.
     pub script: Option<String>,
+    /// Recorded names left out of the divergence check (`--no-check`):
+    /// values that cannot repeat by nature, such as times.
+    pub no_check: Vec<String>,
+    /// Whether a divergence fails the run's replay (`--strict`) instead of
+    /// flagging its values.
+    pub strict: bool,
 }
 
 /// What the caller knows of the recorded runs (from its query database):
@@ -105,9 +112,20 @@ pub struct Plan {
     pub total_secs: f64,
     /// Estimated wall-clock seconds with `jobs` workers.
     pub makespan_secs: f64,
+    /// Recorded names left out of the divergence check.
+    pub no_check: Vec<String>,
+    /// Whether a divergence fails a run's replay.
+    pub strict: bool,
 }
 
 impl Plan {
+    /// The names run `run`'s replay compares with its records (see
+    /// [`crate::check`]).
+    pub fn check_names(&self, run: usize) -> Option<CheckNames> {
+        let r = self.runs.get(run)?;
+        Some(CheckNames::of(&r.forward.logged, &self.names, &self.no_check))
+    }
+
     /// Whether there is nothing to replay.
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
@@ -143,6 +161,7 @@ impl Plan {
             segment: seg.clone(),
             checkpoints,
             contexts: r.forward.contexts.clone(),
+            check: self.check_names(run)?.compared,
         })
     }
 }
@@ -194,6 +213,8 @@ pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs,
         versions,
         runs: out_runs,
         skipped,
+        no_check: request.no_check.clone(),
+        strict: request.strict,
         jobs,
     })
 }

@@ -23,6 +23,8 @@ pub struct Forward {
     pub checkpoints: BTreeMap<u64, Vec<CheckpointRef>>,
     /// Where its loop iterations are.
     pub contexts: Vec<ContextSpan>,
+    /// The names it logged (`log` records), which a replay can check.
+    pub logged: BTreeSet<String>,
 }
 
 impl Forward {
@@ -37,7 +39,8 @@ impl Forward {
     /// The replay view of parsed forward records.
     pub fn of(parsed: &Parsed) -> Forward {
         let (profile, checkpoints) = profile_of(parsed);
-        Forward { profile, checkpoints, contexts: ContextSpan::compress(&parsed.loops) }
+        let logged = parsed.records.iter().filter(|r| r.kind == RecordKind::Log).map(|r| r.name.to_string()).collect();
+        Forward { profile, checkpoints, contexts: ContextSpan::compress(&parsed.loops), logged }
     }
 }
 

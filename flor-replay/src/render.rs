@@ -7,6 +7,9 @@ use std::io::Write;
 
 use flor_core::propagate::{LoopScope, Outcome};
 
+use flor_core::check::ReplayCheck;
+
+use crate::check::CAUSES;
 use crate::execute::Summary;
 use crate::executor::TaskProgress;
 use crate::plan::{short, Plan, RunReplay, StatementPlan};
@@ -57,6 +60,7 @@ impl Plan {
         for (t, why) in &self.skipped {
             let _ = writeln!(s, "\nrun {t}: skipped: {why}");
         }
+        s.push_str(&self.check_text());
         let _ = writeln!(
             s,
             "\n{} run{} to replay; estimated {:.2} s of work, {:.2} s with {} worker{}",
@@ -67,6 +71,44 @@ impl Plan {
             self.jobs,
             plural(self.jobs)
         );
+        s
+    }
+}
+
+impl Plan {
+    /// The plan's divergence-check paragraph.
+    fn check_text(&self) -> String {
+        let mut compared = BTreeSet::new();
+        let mut excluded = BTreeSet::new();
+        for i in 0..self.runs.len() {
+            let names = self.check_names(i).unwrap_or_default();
+            compared.extend(names.compared);
+            excluded.extend(names.excluded);
+        }
+        if self.runs.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("\ndivergence check: ");
+        if compared.is_empty() {
+            s.push_str("the runs recorded no other value to compare with");
+        } else {
+            let names: Vec<String> = compared.into_iter().collect();
+            let _ = write!(
+                s,
+                "recomputed values of {} are compared with the recorded ones, bit for bit; a difference {}",
+                names.join(", "),
+                if self.strict {
+                    "fails the run's replay (--strict)"
+                } else {
+                    "flags the run's replayed values `diverged`"
+                }
+            );
+        }
+        if !excluded.is_empty() {
+            let names: Vec<String> = excluded.into_iter().collect();
+            let _ = write!(s, " (not compared: {})", names.join(", "));
+        }
+        s.push('\n');
         s
     }
 }
@@ -116,11 +158,49 @@ impl Summary {
                 ),
                 Some(f) => writeln!(s, "  run {}: FAILED: {f}", r.tstamp),
             };
+            if let Some(c) = &r.check {
+                s.push_str(&check_line(c));
+            }
         }
         for (t, why) in &plan.skipped {
             let _ = writeln!(s, "  run {t}: skipped: {why}");
         }
+        if self.runs.iter().any(|r| r.check.as_ref().is_some_and(ReplayCheck::diverged)) {
+            let _ = writeln!(
+                s,
+                "\nA diverged replay recomputed a recorded value differently, so its new values may not be what \
+                 the run would have logged; they are kept and flagged (`diverged` in the logs view, \
+                 `flor dataframe --diverged`). {}. `--strict` makes a divergence fail the run; \
+                 `--no-check NAME` leaves out values that cannot repeat (times, timestamps).",
+                CAUSES
+            );
+        }
         s
+    }
+}
+
+/// A run's divergence-check line of the summary.
+fn check_line(c: &ReplayCheck) -> String {
+    if c.compared == 0 {
+        return "    check: nothing could be checked (the replayed iterations recomputed no recorded value)\n".into();
+    }
+    let names = c.names.join(", ");
+    match &c.first {
+        Some(d) if c.diverged() => format!(
+            "    check: DIVERGED: {} of {} recomputed value{} of {names} differ from the recorded ones; first: {} at {}: recorded {}, replayed {}\n",
+            c.differing,
+            c.compared,
+            plural(c.compared as usize),
+            d.name,
+            d.at,
+            d.recorded,
+            d.replayed
+        ),
+        _ => format!(
+            "    check: {} recomputed value{} of {names} match the recorded ones bit for bit\n",
+            c.compared,
+            plural(c.compared as usize)
+        ),
     }
 }
 

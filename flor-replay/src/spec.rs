@@ -21,7 +21,8 @@
 //!   "segment": { "index": 0, "steps": [{ "iteration": 0, "restore": null, "record": true, "skip_nested": true }],
 //!                "record_setup": true, "teardown": false, "final_restore": null, "estimate_secs": 1.2 },
 //!   "checkpoints": { "0": [{ "name": "model", "digest": "<blake3>", "format": "pickle", "bytes": 1024 }] },
-//!   "contexts": [{ "first_ctx": 0, "count": 1, "parent": null, "name": "epoch", "first_iteration": 0 }]
+//!   "contexts": [{ "first_ctx": 0, "count": 1, "parent": null, "name": "epoch", "first_iteration": 0 }],
+//!   "check": ["loss"]
 //! }
 //! ```
 
@@ -118,6 +119,11 @@ pub struct SegmentSpec {
     pub checkpoints: BTreeMap<u64, Vec<CheckpointRef>>,
     /// The forward run's loop iterations.
     pub contexts: Vec<ContextSpan>,
+    /// Names the forward run recorded that this segment records again, for
+    /// the orchestrator to compare with the recorded values (divergence
+    /// detection, [`crate::check`]).
+    #[serde(default)]
+    pub check: Vec<String>,
 }
 
 impl SegmentSpec {
@@ -212,6 +218,7 @@ mod tests {
             },
             checkpoints: BTreeMap::new(),
             contexts: spans,
+            check: vec![],
         };
         let map = spec.context_map();
         let want = ContextMap::new(loops.iter().cloned());

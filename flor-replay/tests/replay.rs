@@ -65,6 +65,7 @@ fn spec(commit: &str, index: usize, source: &str) -> Arc<SegmentSpec> {
         segment: segment(index, 2),
         checkpoints: BTreeMap::new(),
         contexts: vec![ContextSpan { first_ctx: 0, count: 2, parent: None, name: "epoch".into(), first_iteration: 0 }],
+        check: vec![],
     })
 }
 
@@ -264,6 +265,8 @@ fn execute_attaches_a_run_once_all_its_segments_are_in_and_keeps_failed_runs_out
         jobs: 1,
         total_secs: 2.0,
         makespan_secs: 2.0,
+        no_check: vec![],
+        strict: false,
     };
     let id = |run, segment| TaskId { run, segment };
     let mut ex = Canned {
@@ -288,13 +291,17 @@ fn execute_attaches_a_run_once_all_its_segments_are_in_and_keeps_failed_runs_out
         let bytes =
             flor_git::read_file_at(root, &ref_for(&first), &format!("{RECORDS_DIR}/{}", replay_label(&first, 1, k)))
                 .unwrap();
-        assert_eq!(bytes, RECORD);
+        assert!(bytes.starts_with(RECORD), "the segment's records, then its check line");
+        let checks = flor_core::record::parse_lines(&bytes[RECORD.len()..], 2).checks;
+        assert_eq!(checks.len(), 1);
+        assert_eq!((checks[0].compared, checks[0].recovered.as_slice()), (0, &["grad".to_owned()][..]));
     }
     let files = flor_git::list_dir_at(root, &ref_for(&other.run_id()), RECORDS_DIR).unwrap();
     assert!(files.is_empty(), "a failed run attaches nothing: {files:?}");
     assert!(lines.iter().any(|l| l.contains("2 values attached as replay 1")), "{lines:?}");
     let text = summary.render(&plan);
     assert!(text.contains("2 values recovered") && text.contains("FAILED: the script crashed"), "{text}");
+    assert!(text.contains("nothing could be checked"), "{text}");
 }
 
 #[test]
@@ -321,6 +328,8 @@ fn the_plan_says_why_a_statement_replays_every_iteration() {
         jobs: 1,
         total_secs: 0.0,
         makespan_secs: 0.0,
+        no_check: vec![],
+        strict: false,
     };
     let text = plan.render();
     assert!(text.contains("line 7 of the newest version: placed at line 6; inside a nested loop"), "{text}");

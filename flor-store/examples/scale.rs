@@ -69,6 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 loops,
                 records,
                 checkpoints: &[],
+                checks: &[],
             })?;
         }
         let dt = t0.elapsed().as_secs_f64();

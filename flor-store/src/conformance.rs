@@ -42,6 +42,8 @@
 //! conformance::run_all(&mut || Box::new(SqliteStore::open_in_memory().unwrap()));
 //! ```
 
+use flor_core::check::ReplayCheck;
+use flor_core::layout::replay_line_base;
 use flor_core::record::{parse_lines, LineEncoder, Parsed};
 use flor_core::store::{FileProgress, IngestBatch, LoopSpan, RunKey, Store, StoreError, StoreResult, ValueFilter};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source, Table, Value};
@@ -99,6 +101,7 @@ macro_rules! conformance_tests {
             checkpoints_roundtrip,
             names_listing,
             ingestion_groups,
+            checks_roundtrip,
         ]}
     };
     (@sql $($then:tt)*) => {
@@ -111,6 +114,7 @@ macro_rules! conformance_tests {
             views_after_clear,
             runs_view_status,
             views_after_group,
+            diverged_flag,
         ]}
     };
     (@tests $make:expr, [$($check:ident),* $(,)?]) => {
@@ -215,6 +219,7 @@ struct Run {
     loops: Vec<LoopCtx>,
     records: Vec<Record>,
     checkpoints: Vec<CheckpointMeta>,
+    checks: Vec<ReplayCheck>,
     line: u64,
     next_ctx: u32,
 }
@@ -225,7 +230,35 @@ impl Run {
     }
 
     fn with_meta(meta: RunMeta) -> Run {
-        Run { meta, loops: Vec::new(), records: Vec::new(), checkpoints: Vec::new(), line: 1, next_ctx: 0 }
+        Run {
+            meta,
+            loops: Vec::new(),
+            records: Vec::new(),
+            checkpoints: Vec::new(),
+            checks: Vec::new(),
+            line: 1,
+            next_ctx: 0,
+        }
+    }
+
+    /// Replay `n`'s file of `forward` (lines numbered in its range, as
+    /// ingestion numbers them), its records `(ctx, name, value)` ended by a
+    /// check that found `differing` differences.
+    fn replay_n(forward: &Run, n: u64, records: &[(Option<u32>, &str, f64)], differing: u64) -> Run {
+        let mut r = Run { line: replay_line_base(n, 0) + 1, ..Run::with_meta(forward.meta.clone()) };
+        for (ctx, name, v) in records {
+            r.log(*ctx, name, *v);
+        }
+        r.line += 1;
+        r.checks.push(ReplayCheck {
+            line: r.line,
+            compared: 3,
+            differing,
+            names: vec!["loss".into()],
+            recovered: records.iter().map(|(_, n, _)| n.to_string()).collect(),
+            ..ReplayCheck::default()
+        });
+        r
     }
 
     /// A replay file of `forward`: the same loop contexts, new records.
@@ -280,6 +313,7 @@ impl Run {
             loops: &self.loops,
             records: &self.records,
             checkpoints: &self.checkpoints,
+            checks: &self.checks,
         }
     }
 
@@ -560,6 +594,7 @@ pub fn incremental_ingestion(make: &mut MakeStore<'_>) {
             loops: &p.loops,
             records: &p.records,
             checkpoints: &p.checkpoints,
+            checks: &[],
         };
         ok(store.ingest(&batch), "ingest a span");
         if p.end.is_some() {
@@ -1072,6 +1107,26 @@ pub fn checkpoints_roundtrip(make: &mut MakeStore<'_>) {
     assert_eq!(ok(store.checkpoints(ka), "checkpoints"), a.checkpoints, "no duplicates on re-ingest");
 }
 
+/// Replays' divergence checks come back from `checks` with their run and
+/// replay number, once each however often they are ingested; `clear`
+/// empties them.
+pub fn checks_roundtrip(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let a = run_a();
+    let ka = a.ingest(&mut *store);
+    let r1 = Run::replay_n(&a, 1, &[(Some(0), "grad", 1.0)], 0);
+    let r2 = Run::replay_n(&a, 2, &[(Some(0), "gnorm", 2.0)], 2);
+    for r in [&r1, &r2, &r1] {
+        ok(store.ingest(&r.batch(Source::Replay, &format!("replay-{}", r.checks[0].line))), "ingest a replay");
+    }
+    let got = ok(store.checks(), "checks");
+    let want: Vec<(RunKey, u64, ReplayCheck)> = vec![(ka, 1, r1.checks[0].clone()), (ka, 2, r2.checks[0].clone())];
+    let got: Vec<(RunKey, u64, ReplayCheck)> = got.into_iter().map(|c| (c.run, c.replay, c.check)).collect();
+    assert_eq!(got, want);
+    ok(store.clear(), "clear");
+    assert!(ok(store.checks(), "checks").is_empty(), "clear empties the checks");
+}
+
 /// `names` lists log/arg names, sorted, with their kind and count.
 pub fn names_listing(make: &mut MakeStore<'_>) {
     let mut store = make();
@@ -1261,7 +1316,21 @@ pub fn query_views(make: &mut MakeStore<'_>) {
     let q = |sql: &str| ok(store.query(sql), sql);
     let views: [(&str, &[&str]); 6] = [
         ("runs", &["projid", "tstamp", "filename", "status", "commit_sha", "host", "argv", "ended"]),
-        ("logs", &["projid", "tstamp", "filename", "ctx_id", "value_name", "value", "value_type", "kind", "source"]),
+        (
+            "logs",
+            &[
+                "projid",
+                "tstamp",
+                "filename",
+                "ctx_id",
+                "value_name",
+                "value",
+                "value_type",
+                "kind",
+                "source",
+                "diverged",
+            ],
+        ),
         (
             "loops",
             &["projid", "tstamp", "filename", "ctx_id", "parent_ctx_id", "loop_name", "loop_iteration", "loop_value"],
@@ -1400,7 +1469,47 @@ fn view_counts(store: &dyn Store) -> Vec<Vec<Option<Value>>> {
 }
 
 /// The views every SQL backend provides.
-const VIEWS: [&str; 6] = ["runs", "logs", "loops", "timings", "outputs", "checkpoints"];
+const VIEWS: [&str; 7] = ["runs", "logs", "loops", "timings", "outputs", "checkpoints", "replay_checks"];
+
+/// The `logs` view's `diverged` column: 1 on the values of a replay whose
+/// check found a difference, 0 on forward values and on the values of a
+/// replay that checked out; `replay_checks` lists the checks.
+pub fn diverged_flag(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let a = run_a();
+    a.ingest(&mut *store);
+    let r1 = Run::replay_n(&a, 1, &[(Some(0), "grad", 1.0), (Some(1), "grad", 1.5)], 0);
+    let r2 = Run::replay_n(&a, 2, &[(Some(0), "gnorm", 2.0)], 2);
+    ok(store.ingest(&r1.batch(Source::Replay, "r1")), "ingest replay 1");
+    ok(store.ingest(&r2.batch(Source::Replay, "r2")), "ingest replay 2");
+    let tb = ok(
+        store.query(
+            "SELECT value_name, source, diverged, count(*) AS n FROM logs \
+             GROUP BY value_name, source, diverged ORDER BY value_name, source",
+        ),
+        "query",
+    );
+    let loss_rows = run_a().records.iter().filter(|r| &*r.name == "loss").count() as i64;
+    assert_table(
+        &tb,
+        &["value_name", "source", "diverged", "n"],
+        &[
+            vec![t("acc"), t("forward"), i(0), i(2)],
+            vec![t("gnorm"), t("replay"), i(1), i(1)],
+            vec![t("grad"), t("replay"), i(0), i(2)],
+            vec![t("loss"), t("forward"), i(0), i(loss_rows)],
+            vec![t("lr"), t("forward"), i(0), i(1)],
+        ],
+        "logs.diverged",
+    );
+    let tb = ok(store.query("SELECT tstamp, replay, compared, differing FROM replay_checks ORDER BY replay"), "query");
+    assert_table(
+        &tb,
+        &["tstamp", "replay", "compared", "differing"],
+        &[vec![t(T1), i(1), i(3), i(0)], vec![t(T1), i(2), i(3), i(2)]],
+        "replay_checks",
+    );
+}
 
 /// Ingesting the same span twice adds no row to any view.
 pub fn views_after_reingest(make: &mut MakeStore<'_>) {
@@ -1411,7 +1520,7 @@ pub fn views_after_reingest(make: &mut MakeStore<'_>) {
     a.ckpt(Some(0), "model", DIGEST_A, 100);
     a.ingest(&mut *store);
     let before = view_counts(&*store);
-    assert_eq!(before, [1, 8, 6, 1, 1, 1].map(|n| vec![i(n)]), "rows per view ({VIEWS:?})");
+    assert_eq!(before, [1, 8, 6, 1, 1, 1, 0].map(|n| vec![i(n)]), "rows per view ({VIEWS:?})");
     a.ingest(&mut *store);
     assert_eq!(view_counts(&*store), before, "rows per view after re-ingest ({VIEWS:?})");
 }

@@ -39,6 +39,7 @@ fn create_parent(path: &std::path::Path) -> Result<()> {
 
 #[cfg(feature = "duckdb")]
 mod bigvec;
+mod checks;
 mod filter;
 mod kind;
 mod readonly;

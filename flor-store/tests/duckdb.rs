@@ -81,6 +81,9 @@ impl Store for Grouped {
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
         self.store.borrow().checkpoints(run)
     }
+    fn checks(&self) -> StoreResult<Vec<flor_core::store::CheckRow>> {
+        self.store.borrow().checks()
+    }
     fn query(&self, sql: &str) -> StoreResult<Table> {
         self.close();
         self.store.borrow().query(sql)
@@ -193,6 +196,7 @@ fn ingest_run(store: &mut dyn Store, run: usize) {
             loops: &loops,
             records: &records,
             checkpoints: &checkpoints,
+            checks: &[],
         })
         .unwrap();
     if run % 2 == 1 {
@@ -211,6 +215,7 @@ fn ingest_run(store: &mut dyn Store, run: usize) {
                 loops: &loops[..2],
                 records: &replay,
                 checkpoints: &[],
+                checks: &[],
             })
             .unwrap();
     }
@@ -384,4 +389,38 @@ fn ingestion_group_refuses_queries_and_is_durable_at_its_end() {
     let store = DuckStore::open(&path).unwrap();
     assert_eq!(store.runs().unwrap().len(), 2);
     assert!(store.dataframe(&["loss"]).unwrap().row_count() > 0);
+}
+
+/// A database written before divergence checks existed (schema version 1:
+/// no `flor_checks`, a `logs` view without `diverged`) is upgraded in place
+/// when opened, its rows kept.
+#[test]
+fn a_version_1_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.duckdb");
+    {
+        let mut store = DuckStore::open(&path).unwrap();
+        ingest_run(&mut store, 0);
+    }
+    {
+        // Back to version 1's layout.
+        let conn = flor_store::duckdb_crate::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP VIEW replay_checks; DROP TABLE flor_checks; \
+             CREATE OR REPLACE VIEW logs AS SELECT 1 AS value_name; \
+             UPDATE flor_meta SET value = 1 WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let store = DuckStore::open(&path).unwrap();
+    let tb = store.query("SELECT count(*) AS n, sum(diverged) AS d FROM logs").unwrap();
+    let n = match tb.cell(0, 0) {
+        Some(Value::Int(n)) => n,
+        other => panic!("count: {other:?}"),
+    };
+    assert!(n > 0, "the rows are kept");
+    assert_eq!(tb.cell(0, 1), Some(Value::Int(0)), "nothing is flagged diverged");
+    assert!(store.checks().unwrap().is_empty());
+    let v = store.query("SELECT value FROM flor_meta WHERE key = 'schema_version'");
+    assert!(v.is_err() || v.unwrap().cell(0, 0) == Some(Value::Int(flor_store::DUCKDB_SCHEMA_VERSION)));
 }

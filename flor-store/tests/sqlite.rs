@@ -128,6 +128,7 @@ fn ingest_synthetic(store: &mut dyn Store, run: usize, epochs: u32, steps: u32) 
             loops: &loops,
             records: &records,
             checkpoints: &[],
+            checks: &[],
         })
         .unwrap();
 }
@@ -269,6 +270,7 @@ fn spans_merge_across_batches_and_split_long_loops() {
             loops,
             records: &[],
             checkpoints: &[],
+            checks: &[],
         })
         .unwrap();
     };
@@ -465,6 +467,7 @@ fn concurrent_writers_on_one_file() {
                         loops: &loops,
                         records: &records,
                         checkpoints: &[],
+                        checks: &[],
                     })
                     .unwrap();
                 }
@@ -515,6 +518,7 @@ fn nan_is_stored_as_null() {
         loops: &[],
         records: &records,
         checkpoints: &[],
+        checks: &[],
     })
     .unwrap();
     let t = s.query("SELECT value, value_type FROM logs").unwrap();

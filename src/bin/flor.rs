@@ -62,8 +62,12 @@ enum Command {
     Dataframe {
         /// Names given to `log`/`arg`.
         names: Vec<String>,
+        /// Add a `diverged` column: true where a value was recovered by a
+        /// replay that recomputed a recorded value differently.
+        #[arg(long)]
+        diverged: bool,
     },
-    /// Run a read-only SQL query over the views runs, logs, loops, timings, outputs, checkpoints.
+    /// Run a read-only SQL query over the views runs, logs, loops, timings, outputs, checkpoints, replay_checks.
     Query {
         /// The SQL text (one statement).
         sql: String,
@@ -134,6 +138,14 @@ enum Command {
         /// Only this script (path relative to the repository root).
         #[arg(long, value_name = "SCRIPT")]
         script: Option<String>,
+        /// Fail a run's replay when a recomputed recorded value differs from
+        /// the recorded one (default: keep its values, flagged `diverged`).
+        #[arg(long)]
+        strict: bool,
+        /// Leave NAME out of the divergence check (values that cannot
+        /// repeat, such as times); repeatable or comma-separated.
+        #[arg(long = "no-check", value_name = "NAME", value_delimiter = ',')]
+        no_check: Vec<String>,
     },
     /// Show which engine holds the query database, and where.
     Store,
@@ -211,7 +223,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         }
         _ => project.sync_with_progress(&mut progress)?,
     };
-    if let Command::Replay { names, where_clause, jobs, yes, dry_run, force, script } = &cli.command {
+    if let Command::Replay { names, where_clause, jobs, yes, dry_run, force, script, strict, no_check } = &cli.command {
         let opts = flor::replay::ReplayOptions {
             names: names.clone(),
             where_clause: where_clause.clone(),
@@ -219,14 +231,20 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             force: *force,
             script: script.clone(),
             propagators: None,
+            no_check: no_check.clone(),
+            strict: *strict,
         };
         return replay(&mut project, &opts, *yes, *dry_run);
     }
     let table = match &cli.command {
         Command::Runs => runs_table(&project)?,
-        Command::Dataframe { names } => {
+        Command::Dataframe { names, diverged } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            project.dataframe(&names)?
+            if *diverged {
+                project.dataframe_diverged(&names)?
+            } else {
+                project.dataframe(&names)?
+            }
         }
         Command::Query { sql } => project.query(sql)?,
         Command::Names => {

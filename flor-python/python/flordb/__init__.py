@@ -447,16 +447,18 @@ def _frame(columns, values):
     return pd.DataFrame({c: v for c, v in zip(columns, values)}, columns=columns)
 
 
-def dataframe(*names):
+def dataframe(*names, diverged=False):
     """The pivot of logged values: one row per run and loop position, one
     column per name (a pandas DataFrame when pandas is installed, else a list
-    of dicts)."""
-    return _frame(*_flor.dataframe(_cwd(), [str(n) for n in names]))
+    of dicts). With ``diverged=True``, a boolean ``diverged`` column says
+    which rows hold a value recovered by a replay that recomputed a recorded
+    value differently (see ``flor replay``'s divergence check)."""
+    return _frame(*_flor.dataframe(_cwd(), [str(n) for n in names], bool(diverged)))
 
 
 def query(sql):
     """A read-only SQL query over the views runs, logs, loops, timings,
-    outputs, checkpoints."""
+    outputs, checkpoints, replay_checks."""
     return _frame(*_flor.query(_cwd(), str(sql)))
 
 

@@ -26,7 +26,11 @@ use crate::rows::{decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, C
 use crate::spans::{self, Span};
 
 /// The schema version this backend writes and reads (`flor_meta`).
-pub const DUCKDB_SCHEMA_VERSION: i64 = 1;
+///
+/// Version 2 adds replays' divergence checks (`flor_checks`, the `logs`
+/// view's `diverged` column, the `replay_checks` view); a version 1 file is
+/// upgraded in place when opened ([`MIGRATE_1_TO_2`]).
+pub const DUCKDB_SCHEMA_VERSION: i64 = 2;
 
 mod pivot;
 mod query;
@@ -45,7 +49,55 @@ const MAX_SPAN: i64 = 1 << 12;
 
 /// The tables holding data (emptied by [`Store::clear`]).
 const DATA_TABLES: &[&str] =
-    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_files"];
+    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_checks", "flor_files"];
+
+/// The divergence-check table and the views that read it (also what
+/// [`MIGRATE_1_TO_2`] adds to a version 1 file).
+const CHECKS_SCHEMA: &str = r#"
+CREATE TABLE flor_checks (
+    run       BIGINT NOT NULL,
+    line      BIGINT NOT NULL,
+    replay    BIGINT NOT NULL,
+    compared  BIGINT NOT NULL,
+    differing BIGINT NOT NULL,
+    names     VARCHAR NOT NULL,
+    recovered VARCHAR NOT NULL,
+    first_name     VARCHAR,
+    first_at       VARCHAR,
+    first_recorded VARCHAR,
+    first_replayed VARCHAR,
+    body      VARCHAR NOT NULL
+);
+
+CREATE OR REPLACE VIEW logs AS
+SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name,
+       CASE WHEN r.vtype IN (0, 2) THEN CAST(r.ival AS UNION(i BIGINT, f DOUBLE, t VARCHAR))
+            WHEN r.vtype = 1 THEN CASE WHEN isnan(r.fval) THEN NULL
+                                       ELSE CAST(r.fval AS UNION(i BIGINT, f DOUBLE, t VARCHAR)) END
+            ELSE CAST(r.tval AS UNION(i BIGINT, f DOUBLE, t VARCHAR)) END AS value,
+       CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
+           AS value_type,
+       CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
+       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source,
+       CASE WHEN r.source = 0 THEN 0
+            WHEN EXISTS (SELECT 1 FROM flor_checks c
+                         WHERE c.run = r.run AND c.replay = (r.line >> 42) AND c.differing > 0) THEN 1
+            ELSE 0 END AS diverged
+FROM flor_records r
+JOIN flor_names n ON n.id = r.name_id
+JOIN flor_runs u ON u.run = r.run
+WHERE r.kind <= 1;
+
+CREATE OR REPLACE VIEW replay_checks AS
+SELECT u.projid, u.tstamp, u.filename, c.replay, (c.line >> 32) & 1023 AS segment, c.compared, c.differing,
+       c.names AS names_compared, c.recovered AS names_recovered,
+       c.first_name, c.first_at, c.first_recorded, c.first_replayed
+FROM flor_checks c
+JOIN flor_runs u ON u.run = c.run;
+"#;
+
+/// Upgrades a version 1 file (no divergence checks) to version 2.
+const MIGRATE_1_TO_2: &str = "UPDATE flor_meta SET value = 2 WHERE key = 'schema_version';";
 
 const SCHEMA: &str = r#"
 CREATE TABLE flor_meta (key VARCHAR NOT NULL, value BIGINT NOT NULL);
@@ -99,21 +151,6 @@ CREATE TABLE flor_files (file VARCHAR NOT NULL, run BIGINT NOT NULL, done_bytes 
 
 CREATE VIEW runs AS
 SELECT projid, tstamp, filename, status, commit_sha, host, argv, ended FROM flor_runs;
-
-CREATE VIEW logs AS
-SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name,
-       CASE WHEN r.vtype IN (0, 2) THEN CAST(r.ival AS UNION(i BIGINT, f DOUBLE, t VARCHAR))
-            WHEN r.vtype = 1 THEN CASE WHEN isnan(r.fval) THEN NULL
-                                       ELSE CAST(r.fval AS UNION(i BIGINT, f DOUBLE, t VARCHAR)) END
-            ELSE CAST(r.tval AS UNION(i BIGINT, f DOUBLE, t VARCHAR)) END AS value,
-       CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
-           AS value_type,
-       CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
-       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source
-FROM flor_records r
-JOIN flor_names n ON n.id = r.name_id
-JOIN flor_runs u ON u.run = r.run
-WHERE r.kind <= 1;
 
 CREATE VIEW loops AS
 SELECT u.projid, u.tstamp, u.filename, l.ctx_id, l.parent AS parent_ctx_id, n.name AS loop_name,
@@ -364,13 +401,13 @@ impl DuckStore {
 
     fn init(conn: Connection, label: String) -> StoreResult<DuckStore> {
         let l = label.as_str();
-        let tables: Vec<String> = conn
+        let mut tables: Vec<String> = conn
             .prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(|e| fail(l, "read the schema", e))?;
         if tables.is_empty() {
             conn.execute_batch(&format!(
-                "BEGIN TRANSACTION; {SCHEMA} INSERT INTO flor_meta VALUES ('schema_version', {DUCKDB_SCHEMA_VERSION}); COMMIT;"
+                "BEGIN TRANSACTION; {SCHEMA} {CHECKS_SCHEMA} INSERT INTO flor_meta VALUES ('schema_version', {DUCKDB_SCHEMA_VERSION}); COMMIT;"
             ))
             .map_err(|e| fail(l, "create the schema", e))?;
         } else {
@@ -383,6 +420,11 @@ impl DuckStore {
                 .map_err(|e| fail(l, "read the schema version", e))?;
             match version {
                 Some(DUCKDB_SCHEMA_VERSION) => {}
+                Some(1) => {
+                    conn.execute_batch(&format!("BEGIN TRANSACTION; {CHECKS_SCHEMA} {MIGRATE_1_TO_2} COMMIT;"))
+                        .map_err(|e| fail(l, "upgrade the schema to version 2", e))?;
+                    tables.push("flor_checks".into());
+                }
                 Some(v) if v > DUCKDB_SCHEMA_VERSION => {
                     return Err(unusable(
                         l,
@@ -514,6 +556,7 @@ impl DuckStore {
         // The run: metadata replaced, record count grown.
         step.run_row(RunRowOut::of(run, m, argv, added))?;
         step.checkpoints(b.checkpoints)?;
+        step.checks(b.checks)?;
         let known = self.files.contains(b.file);
         step.progress(b, known)?;
         // (Consumed whole, so that the caches below can be updated.)
@@ -865,6 +908,41 @@ impl IngestStep<'_> {
                 c.format
             ])
             .map_err(self.err("store checkpoints"))?;
+        }
+        Ok(())
+    }
+
+    /// Stores the batch's divergence checks (a check at a stored line
+    /// replaced).
+    fn checks(&self, checks: &[flor_core::check::ReplayCheck]) -> StoreResult<()> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let op = "store replay checks";
+        let mut del =
+            self.tx.prepare_cached("DELETE FROM flor_checks WHERE run = ? AND line = ?").map_err(self.err(op))?;
+        let sql =
+            format!("INSERT INTO flor_checks ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", crate::checks::COLUMNS);
+        let mut ins = self.tx.prepare_cached(&sql).map_err(self.err(op))?;
+        for c in checks {
+            let x = crate::checks::cells(self.label, c)?;
+            del.execute(params![self.run, x.line]).map_err(self.err(op))?;
+            let [a, b, cc, d] = &x.first;
+            ins.execute(params![
+                self.run,
+                x.line,
+                x.replay,
+                x.compared,
+                x.differing,
+                x.names,
+                x.recovered,
+                a,
+                b,
+                cc,
+                d,
+                x.body
+            ])
+            .map_err(self.err(op))?;
         }
         Ok(())
     }
@@ -1285,6 +1363,20 @@ impl Store for DuckStore {
             .and_then(|rows| rows.collect::<duckdb::Result<Vec<RawCheckpoint>>>())
             .map_err(|e| self.fail(op, e))?;
         rows.into_iter().map(|raw| decode_checkpoint(&self.label, raw)).collect()
+    }
+
+    fn checks(&self) -> StoreResult<Vec<flor_core::store::CheckRow>> {
+        self.settle()?;
+        let op = "list replay checks";
+        let mut st = self
+            .conn
+            .prepare("SELECT run, line, body FROM flor_checks ORDER BY run, line")
+            .map_err(|e| self.fail(op, e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+            .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
+            .map_err(|e| self.fail(op, e))?;
+        rows.into_iter().map(|(run, line, body)| crate::checks::row(&self.label, run, line, &body)).collect()
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {

@@ -1025,6 +1025,7 @@ mod tests {
                 loops: &loops,
                 records: &records,
                 checkpoints: &[],
+                checks: &[],
             };
             if rng.below(3) == 0 && records.len() > 1 {
                 // Ingested in two batches, the later lines first: the
@@ -1139,6 +1140,7 @@ mod tests {
             loops: &[],
             records: &records,
             checkpoints: &[],
+            checks: &[],
         };
         store.ingest(&batch).unwrap();
         assert!(store.pivot(&["m"]).unwrap().is_none());

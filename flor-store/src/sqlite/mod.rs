@@ -27,6 +27,7 @@ use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtens
 use crate::rows::{ctx_of, decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, CHECKPOINTS_SQL, RUNS_SQL};
 use crate::spans::{self, Span};
 
+mod checks;
 mod query;
 mod schema;
 
@@ -41,7 +42,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tables holding data (emptied by [`Store::clear`]).
 const DATA_TABLES: &[&str] =
-    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_files"];
+    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_checks", "flor_files"];
 
 /// Every internal table: the data tables and the two helpers of the `loops`
 /// view.
@@ -51,6 +52,7 @@ const INTERNAL_TABLES: &[&str] = &[
     "flor_loops",
     "flor_records",
     "flor_checkpoints",
+    "flor_checks",
     "flor_files",
     "flor_seq",
     "flor_meta",
@@ -255,6 +257,7 @@ impl SqliteStore {
         }
 
         store_checkpoints(&tx, run, source, b.checkpoints).map_err(err("store checkpoints"))?;
+        checks::store(&tx, label, run, b.checks)?;
 
         tx.prepare_cached(UPSERT_FILE)
             .and_then(|mut s| {
@@ -625,6 +628,10 @@ impl Store for SqliteStore {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<RawCheckpoint>>>())
             .map_err(|e| self.fail(op, e))?;
         rows.into_iter().map(|raw| decode_checkpoint(&self.label, raw)).collect()
+    }
+
+    fn checks(&self) -> StoreResult<Vec<flor_core::store::CheckRow>> {
+        checks::list(&self.conn, &self.label)
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {

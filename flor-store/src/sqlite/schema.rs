@@ -11,9 +11,11 @@ use crate::rows::unusable;
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
 ///
-/// Version 2 stores loop contexts as spans of consecutive iterations
-/// (`flor_loops`); version 1 stored one row per context.
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version 3 keeps replays' divergence checks (`flor_checks`, the `logs`
+/// view's `diverged` column, the `replay_checks` view); version 2 stored
+/// loop contexts as spans of consecutive iterations (`flor_loops`);
+/// version 1 stored one row per context.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The tables and views, created in one transaction on a new file.
 pub(super) const SCHEMA: &str = r#"
@@ -78,6 +80,22 @@ CREATE TABLE flor_checkpoints (
     format TEXT NOT NULL,
     PRIMARY KEY (run, source, line)
 ) WITHOUT ROWID;
+CREATE TABLE flor_checks (
+    run       INTEGER NOT NULL,
+    line      INTEGER NOT NULL,
+    replay    INTEGER NOT NULL,
+    compared  INTEGER NOT NULL,
+    differing INTEGER NOT NULL,
+    names     TEXT NOT NULL,
+    recovered TEXT NOT NULL,
+    first_name     TEXT,
+    first_at       TEXT,
+    first_recorded TEXT,
+    first_replayed TEXT,
+    body      TEXT NOT NULL,
+    PRIMARY KEY (run, line)
+) WITHOUT ROWID;
+CREATE INDEX flor_checks_replay ON flor_checks (run, replay) WHERE differing > 0;
 CREATE TABLE flor_files (
     file   TEXT PRIMARY KEY NOT NULL,
     run    INTEGER NOT NULL,
@@ -94,7 +112,10 @@ SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name, r.
        CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
            AS value_type,
        CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
-       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source
+       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source,
+       CASE WHEN r.source = 0 THEN 0 ELSE EXISTS (
+           SELECT 1 FROM flor_checks c WHERE c.run = r.run AND c.replay = (r.line >> 42) AND c.differing > 0
+       ) END AS diverged
 FROM flor_records r
 JOIN flor_names n ON n.id = r.name_id
 JOIN flor_runs u ON u.run = r.run
@@ -131,6 +152,13 @@ FROM flor_records r
 JOIN flor_names n ON n.id = r.name_id
 JOIN flor_runs u ON u.run = r.run
 WHERE r.kind = 3;
+
+CREATE VIEW replay_checks AS
+SELECT u.projid, u.tstamp, u.filename, c.replay, c.line >> 32 & 1023 AS segment, c.compared, c.differing,
+       c.names AS names_compared, c.recovered AS names_recovered,
+       c.first_name, c.first_at, c.first_recorded, c.first_replayed
+FROM flor_checks c
+JOIN flor_runs u ON u.run = c.run;
 
 CREATE VIEW checkpoints AS
 SELECT u.projid, u.tstamp, u.filename, c.ctx AS ctx_id, c.name, c.digest, c.bytes, c.format
