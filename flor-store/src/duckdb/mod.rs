@@ -326,9 +326,9 @@ impl DuckStore {
     /// Opens (creating it and its parent folders if needed) the database at
     /// `path`.
     ///
-    /// Fails with [`StoreError::Unusable`] (leaving the file untouched)
-    /// when the file is not a DuckDB database, or not a flor query database
-    /// of this version; with [`StoreError::Backend`] when another process
+    /// Fails (leaving the file untouched) with [`StoreError::Damaged`]
+    /// when the file is not a DuckDB database, with [`StoreError::Unusable`]
+    /// when it is not a flor query database of this version; with [`StoreError::Backend`] when another process
     /// has it open.
     pub fn open(path: &Path) -> crate::Result<DuckStore> {
         crate::create_parent(path)?;
@@ -1368,7 +1368,7 @@ fn open_error(label: &str, e: duckdb::Error) -> StoreError {
         };
     }
     if text.contains("not a valid DuckDB database") || text.contains("database file") {
-        return unusable(label, &format!("the file is not a DuckDB database ({text})"));
+        return crate::rows::damaged(label, format!("the file is not a DuckDB database: {text}"));
     }
     fail(label, "open the database", e)
 }
