@@ -203,6 +203,7 @@ fn publish(
     outcome.values = segments.iter().map(|b| parse_lines(b, 1).records.len() as u64).sum();
     let msg = format!("flor: replay of {} for run {}", plan.names.join(", "), r.meta.tstamp);
     let n = attach_replay(root, &r.meta.run_id(), &segments, &msg)?;
+    flor_core::pause::point(flor_core::pause::REPLAY_AFTER_ATTACH);
     executor.forget_run(&r.meta.run_id())?;
     run.lock = None;
     observer.line(&format!("run {}: {} values attached as replay {n}", r.meta.tstamp, outcome.values));
