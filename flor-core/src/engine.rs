@@ -709,6 +709,36 @@ mod tests {
     }
 
     #[test]
+    fn os_durability_writes_the_same_file() {
+        // `os` only adds fsyncs: the same records, in the same lines.
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for d in Durability::ALL {
+            let path = dir.path().join(format!("{d}.jsonl"));
+            let mut r = Recorder::create(&path, meta(), Kwargs::default(), None).unwrap();
+            r.set_durability(d).unwrap();
+            assert_eq!(r.durability(), d);
+            r.loop_begin("epoch").unwrap();
+            for e in 0..3 {
+                r.iteration_begin(None).unwrap();
+                r.log("loss", &Value::Int(e));
+                r.iteration_end().unwrap();
+                let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
+                assert_eq!(p.records.iter().filter(|r| &*r.name == "loss").count(), e as usize + 1);
+            }
+            r.loop_end().unwrap();
+            r.finish(RunStatus::Finished).unwrap();
+            drop(r);
+            let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
+            assert!(p.errors.is_empty());
+            files.push(
+                p.records.iter().filter(|r| r.kind == RecordKind::Log).map(|r| r.value.clone()).collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(files[0], files[1]);
+    }
+
+    #[test]
     fn misuse_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).unwrap();
