@@ -471,6 +471,42 @@ fn a_damaged_query_database_is_rebuilt_from_git() {
     }
 }
 
+/// The same for DuckDB: a file that is not a DuckDB database, one cut
+/// short, one with a block that fails its checksum.
+#[cfg(feature = "duckdb")]
+#[test]
+fn a_damaged_duckdb_database_is_rebuilt_from_git() {
+    let repo = sgd_repo();
+    let dir = repo.path();
+    fs::create_dir_all(dir.join(".flor")).unwrap();
+    fs::write(dir.join(".flor/config.toml"), "store = \"duckdb\"\n").unwrap();
+    record(dir, &["epochs=3", "samples=2048"]);
+    record(dir, &["epochs=2", "lr=0.3"]);
+    let before = answers(dir);
+    let db = dir.join(".flor/flor.duckdb");
+    let good = fs::read(&db).unwrap();
+    type Damage = fn(&Path, &[u8]);
+    let damages: [(&str, Damage); 3] = [
+        ("junk", |db, _| fs::write(db, vec![b'x'; 65536]).unwrap()),
+        ("truncated", |db, good| fs::write(db, &good[..good.len() / 2]).unwrap()),
+        ("a block that fails its checksum", |db, good| {
+            let mut bytes = good.to_vec();
+            let at = 3 * 4096; // past the headers: the first data block
+            bytes[at..at + 4096].fill(0xA5);
+            fs::write(db, bytes).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let _ = fs::remove_file(dir.join(".flor/flor.duckdb.wal"));
+        damage(&db, &good);
+        let out = flor(dir, &["dataframe", "loss", "--format", "json"]);
+        let stderr = stderr_of(&out);
+        assert!(out.status.success(), "{what}: {stderr}");
+        assert!(stderr.contains("is damaged") && stderr.contains("rebuilding it"), "{what}: {stderr}");
+        assert_eq!(answers(dir), before, "{what}");
+    }
+}
+
 // ------------------------------------------------------- killed processes
 
 /// A run killed while publishing (before its records reach git, or after,

@@ -1367,13 +1367,30 @@ fn open_error(label: &str, e: duckdb::Error) -> StoreError {
             source: Some(Box::new(e)),
         };
     }
-    if text.contains("not a valid DuckDB database") || text.contains("database file") {
+    if text.contains("not a valid DuckDB database") {
         return crate::rows::damaged(label, format!("the file is not a DuckDB database: {text}"));
+    }
+    if text.contains("database file") && !is_damage(&text) {
+        return unusable(label, &format!("the file is not a DuckDB database ({text})"));
     }
     fail(label, "open the database", e)
 }
 
+/// Whether DuckDB's message says the file is damaged (a block's checksum,
+/// a file shorter than its blocks).
+fn is_damage(text: &str) -> bool {
+    text.contains("Corrupt database file") || text.contains("Could not read enough bytes from file")
+}
+
 /// Maps an engine failure during `op` (a phrase like "store records").
 fn fail(label: &str, op: &str, e: duckdb::Error) -> StoreError {
-    StoreError::Backend { backend: BACKEND, message: format!("{label}: cannot {op}: {e}"), source: Some(Box::new(e)) }
+    let text = e.to_string();
+    if is_damage(&text) {
+        return crate::rows::damaged(label, format!("cannot {op}: {text}"));
+    }
+    StoreError::Backend {
+        backend: BACKEND,
+        message: format!("{label}: cannot {op}: {text}"),
+        source: Some(Box::new(e)),
+    }
 }
