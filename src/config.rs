@@ -1,8 +1,11 @@
-//! `.flor/config.toml`: per-project settings. Today one key:
+//! `.flor/config.toml`: per-project settings:
 //!
 //! ```toml
 //! # Which engine holds the query database (a cache rebuilt from git).
 //! store = "duckdb"   # or "sqlite" (the default)
+//! # What survives a crash: "process" (the default) or "os" (fsync; see
+//! # flor_core::durability).
+//! durability = "os"
 //! ```
 //!
 //! The file is optional. A small reader for `key = "value"` lines and `#`
@@ -11,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use flor_core::Durability;
 use flor_store::StoreKind;
 
 use crate::error::{Error, Result};
@@ -25,6 +29,9 @@ pub struct Config {
     /// [`StoreKind`] lives in `flor-store`, re-exported as
     /// `flor::StoreKind`.
     pub store: Option<StoreKind>,
+    /// `durability`: what of a run survives a crash (`None`: not set,
+    /// [`Durability::Process`]).
+    pub durability: Option<Durability>,
 }
 
 impl Config {
@@ -63,14 +70,23 @@ impl Config {
             };
             let key = key.trim();
             let value = value.trim();
-            if key != "store" {
-                continue;
-            }
-            let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
-                return Err(bad(i + 1, key, format!("expected a quoted string such as \"duckdb\", found {value}")));
+            let example = match key {
+                "store" => "\"duckdb\"",
+                "durability" => "\"os\"",
+                _ => continue,
             };
-            config.store =
-                Some(text.parse().map_err(|e: flor_store::UnknownStoreKind| bad(i + 1, key, e.to_string()))?);
+            let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+                return Err(bad(i + 1, key, format!("expected a quoted string such as {example}, found {value}")));
+            };
+            if key == "store" {
+                config.store =
+                    Some(text.parse().map_err(|e: flor_store::UnknownStoreKind| bad(i + 1, key, e.to_string()))?);
+            } else {
+                config.durability = Some(
+                    text.parse()
+                        .map_err(|e: flor_core::durability::UnknownDurability| bad(i + 1, key, e.to_string()))?,
+                );
+            }
         }
         Ok(config)
     }
@@ -100,6 +116,20 @@ mod tests {
         let c = Config::parse("# engine\nstore = \"duckdb\"  # fast\nother = 3\n", p).unwrap();
         assert_eq!(c.store, Some(StoreKind::Duckdb));
         assert_eq!(Config::parse("store=\"sqlite\"", p).unwrap().store, Some(StoreKind::Sqlite));
+    }
+
+    #[test]
+    fn parses_durability() {
+        let p = Path::new(".flor/config.toml");
+        assert_eq!(Config::parse("store = \"sqlite\"", p).unwrap().durability, None);
+        let c = Config::parse("durability = \"os\" # fsync\nstore = \"sqlite\"\n", p).unwrap();
+        assert_eq!((c.durability, c.store), (Some(Durability::Os), Some(StoreKind::Sqlite)));
+        assert_eq!(Config::parse("durability=\"process\"", p).unwrap().durability, Some(Durability::Process));
+        let e = Config::parse("\n\ndurability = \"always\"", p).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("durability") && e.contains("always"), "{e}");
+        assert!(e.contains("\"process\"") && e.contains("\"os\""), "{e}");
+        let e = Config::parse("durability = os", p).unwrap_err().to_string();
+        assert!(e.contains("quoted") && e.contains("\"os\""), "{e}");
     }
 
     #[test]

@@ -32,6 +32,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// flor's folder cannot be written (a read-only file system or mount,
+    /// permissions): found when an operation there failed.
+    #[error("{} is not writable ({source}): flor keeps its record files, checkpoints and query database there; make it writable and try again", path.display())]
+    NotWritable {
+        /// The folder (`.flor/` or one inside it).
+        path: PathBuf,
+        /// What the OS said when flor tried to write there.
+        #[source]
+        source: std::io::Error,
+    },
     /// No run with this timestamp.
     #[error("no run with tstamp {tstamp} in project {projid} (see `flor runs`)")]
     UnknownRun {

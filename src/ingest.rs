@@ -7,6 +7,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use flor_core::pause;
 use flor_core::record::{parse_lines, LineEncoder};
 use flor_core::store::{FileProgress, IngestBatch};
 use flor_core::{RunEnd, RunMeta, RunStatus, Source, Store};
@@ -188,8 +189,10 @@ pub(crate) fn publish(root: &Path, path: &Path) -> Result<()> {
     // do not make this fail: `attach_files` rebuilds on their tip.
     let there = flor_git::read_file_at(root, &refname, &tree_path).ok();
     if there.as_deref() != Some(bytes.as_slice()) {
+        pause::point(pause::PUBLISH_BEFORE_ATTACH);
         flor_git::attach_files(root, &refname, &[(tree_path.as_str(), bytes.as_slice())], &message)?;
     }
+    pause::point(pause::PUBLISH_AFTER_ATTACH);
     fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
     Ok(())
 }
@@ -316,6 +319,9 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         }
     }
     let total = pending.len();
+    if total > 0 {
+        pause::point(pause::SYNC_BEFORE_REFS);
+    }
     // Runs are ingested in groups (one transaction each where the store
     // groups: DuckDB's transactions cost milliseconds each). An error
     // discards the open group; its runs are ingested again next time.
@@ -339,6 +345,7 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
             if let Some(meta) = forward {
                 mark_commit(store, &sha, &meta)?;
             }
+            pause::point(pause::SYNC_AFTER_RUN);
             group_runs += 1;
             if group_runs >= GROUP_RUNS || report.records - group_start >= GROUP_RECORDS {
                 store.end_group(true)?;

@@ -17,10 +17,10 @@ mod run;
 
 pub use config::{Config, CONFIG_FILE};
 pub use error::{Error, Result};
-pub use flor_core::{self as core, RunMeta, RunStatus, Table, Value};
+pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};
 pub use flor_store::StoreKind;
 pub use ingest::{Problem, SyncReport};
-pub use project::{write_parquet, NoDatabaseReason, Project, ProjectBuilder, FLOR_DIR};
+pub use project::{write_parquet, NoDatabaseReason, Project, ProjectBuilder, DURABILITY_ENV, FLOR_DIR};
 pub use run::{Loop, Run, RunBuilder, RunSummary};
 
 /// The README's code examples, compiled as doc tests.

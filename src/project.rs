@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
 use flor_core::store::{NameInfo, RunRow};
-use flor_core::{CheckpointMeta, ObjectStore, Store, Table, Value};
+use flor_core::{CheckpointMeta, Durability, ObjectStore, Store, StoreError, Table, Value};
 use flor_store::StoreKind;
 
 use crate::config::{Config, CONFIG_FILE};
@@ -21,6 +21,10 @@ pub const FLOR_DIR: &str = ".flor";
 /// Inside `.flor/`: the engine of the last query database opened, so that
 /// switching engines rebuilds the new one from git.
 const LAST_STORE_FILE: &str = "store";
+
+/// The environment variable that overrides `durability` of
+/// `.flor/config.toml` (`process` or `os`).
+pub const DURABILITY_ENV: &str = "FLOR_DURABILITY";
 
 /// An open project. See the module docs.
 ///
@@ -36,6 +40,7 @@ pub struct Project {
     kind: Option<StoreKind>,
     db: Database,
     objects: ObjectStore,
+    durability: Durability,
 }
 
 impl std::fmt::Debug for Project {
@@ -83,18 +88,51 @@ impl Database {
 fn prepare(start: &Path) -> Result<(flor_git::RepoInfo, PathBuf)> {
     let info = flor_git::discover(start)?;
     let flor_dir = info.root.join(FLOR_DIR);
-    fs::create_dir_all(flor_dir.join("runs")).map_err(|e| Error::io("create", &flor_dir, e))?;
+    fs::create_dir_all(flor_dir.join("runs")).map_err(|e| writable_or(&flor_dir, Error::io("create", &flor_dir, e)))?;
     let ignore = flor_dir.join(".gitignore");
     if !ignore.exists() {
         fs::write(&ignore, "# flor's local data: query cache, checkpoints, live record files.\n*\n")
-            .map_err(|e| Error::io("write", &ignore, e))?;
+            .map_err(|e| writable_or(&flor_dir, Error::io("write", &ignore, e)))?;
     }
     Ok((info, flor_dir))
 }
 
-/// The engine `.flor/config.toml` names (SQLite when it names none).
-fn configured_kind(flor_dir: &Path) -> Result<StoreKind> {
-    Ok(Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default())
+/// Whether flor can create files in `dir`: `Err` with what the OS said when
+/// it tried (a file created and removed at once).
+pub(crate) fn check_writable(dir: &Path) -> Result<()> {
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".write-check-{}-{n}", std::process::id()));
+    match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()), // a missing folder is another error
+        Err(source) => Err(Error::NotWritable { path: dir.to_owned(), source }),
+    }
+}
+
+/// `err`, or [`Error::NotWritable`] when `dir` cannot be written (which
+/// then explains it better).
+pub(crate) fn writable_or(dir: &Path, err: Error) -> Error {
+    check_writable(dir).err().unwrap_or(err)
+}
+
+/// The durability the environment asks for ([`DURABILITY_ENV`]), else the
+/// config's, else the default.
+fn durability_of(config: &Config) -> Result<Durability> {
+    match std::env::var(DURABILITY_ENV) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e: flor_core::durability::UnknownDurability| Error::Config {
+                path: PathBuf::from(format!("the environment variable {DURABILITY_ENV}")),
+                line: 0,
+                key: String::new(),
+                message: e.to_string(),
+            })
+        }
+        _ => Ok(config.durability.unwrap_or_default()),
+    }
 }
 
 /// Opens the query database of `kind` in `flor_dir` (deleted first when
@@ -103,9 +141,17 @@ fn configured_kind(flor_dir: &Path) -> Result<StoreKind> {
 /// the run records in git.
 fn open_kind(flor_dir: &Path, kind: StoreKind, fresh: bool) -> Result<Box<dyn Store>> {
     if fresh {
-        kind.remove_database(flor_dir)?;
+        kind.remove_database(flor_dir).map_err(|e| writable_or(flor_dir, e.into()))?;
     }
-    let mut store = kind.open(flor_dir)?;
+    let mut store = match kind.open(flor_dir) {
+        Ok(store) => store,
+        Err(flor_store::Error::Store(StoreError::Damaged { path, message })) => {
+            note_rebuild(&path, &message);
+            kind.remove_database(flor_dir).map_err(|e| writable_or(flor_dir, e.into()))?;
+            kind.open(flor_dir)?
+        }
+        Err(e) => return Err(writable_or(flor_dir, e.into())),
+    };
     // Switching engines: the other engine's cache may be stale; start this
     // one afresh (sync then ingests every run ref again).
     let marker = flor_dir.join(LAST_STORE_FILE);
@@ -121,6 +167,11 @@ fn open_kind(flor_dir: &Path, kind: StoreKind, fresh: bool) -> Result<Box<dyn St
         fs::write(&marker, format!("{kind}\n")).map_err(|e| Error::io("write", &marker, e))?;
     }
     Ok(store)
+}
+
+/// Says on stderr that a damaged query database is being rebuilt.
+fn note_rebuild(path: &str, why: &str) {
+    eprintln!("flor: note: the query database {path} is damaged ({why}); rebuilding it from the run records in git");
 }
 
 /// Writes `table` as a Parquet file at `path` (through an in-memory DuckDB;
@@ -228,10 +279,16 @@ impl ProjectBuilder {
     /// creating `.flor/` on first use, with the chosen query database.
     pub fn open(self) -> Result<Project> {
         let (info, flor_dir) = prepare(&self.start)?;
+        let config = Config::load(&flor_dir.join(CONFIG_FILE))?;
+        let durability = durability_of(&config)?;
+        if durability.syncs() {
+            // Publishing (this process's run, or a dead run's) writes git.
+            flor_git::set_fsync(true);
+        }
+        let configured = config.store.unwrap_or_default();
         let (kind, db) = match self.choice {
             StoreChoice::Configured => {
-                let kind = configured_kind(&flor_dir)?;
-                (Some(kind), Database::Open(open_kind(&flor_dir, kind, self.fresh)?))
+                (Some(configured), Database::Open(open_kind(&flor_dir, configured, self.fresh)?))
             }
             StoreChoice::Kind(kind) => (Some(kind), Database::Open(open_kind(&flor_dir, kind, self.fresh)?)),
             StoreChoice::Given(mut store) => {
@@ -240,10 +297,12 @@ impl ProjectBuilder {
                 }
                 (None, Database::Open(store))
             }
-            StoreChoice::Without => (Some(configured_kind(&flor_dir)?), Database::Missing(NoDatabaseReason::Recording)),
+            StoreChoice::Without => (Some(configured), Database::Missing(NoDatabaseReason::Recording)),
         };
-        let objects = ObjectStore::open(flor_dir.join("objects"))?;
-        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects })
+        let objects_dir = flor_dir.join("objects");
+        let objects =
+            ObjectStore::open(&objects_dir).map_err(|e| writable_or(&flor_dir, e.into()))?.with_durability(durability);
+        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects, durability })
     }
 }
 
@@ -334,6 +393,15 @@ impl Project {
         &self.objects
     }
 
+    /// What of a run survives a crash: `durability` of
+    /// `.flor/config.toml`, overridden by [`DURABILITY_ENV`]; runs started
+    /// in this project record with it unless
+    /// [`RunBuilder::durability`](crate::RunBuilder::durability) says
+    /// otherwise. See [`flor_core::durability`].
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
     /// The query database; [`Error::NoDatabase`] (saying why) when the
     /// project holds none.
     pub fn store(&self) -> Result<&dyn Store> {
@@ -356,9 +424,30 @@ impl Project {
 
     /// [`Project::sync`], calling `progress(done, total)` as run refs are
     /// ingested (for a progress display on long rebuilds).
+    ///
+    /// A built-in engine's database found damaged on the way
+    /// ([`StoreError::Damaged`]) is rebuilt from git at once, with a note on
+    /// stderr (it is a cache).
     pub fn sync_with_progress(&mut self, progress: ingest::Progress<'_>) -> Result<SyncReport> {
         let runs_dir = self.runs_dir();
-        ingest::sync(&self.root, &runs_dir, self.db.get_mut()?, progress)
+        match ingest::sync(&self.root, &runs_dir, self.db.get_mut()?, progress) {
+            Err(Error::Query(StoreError::Damaged { path, message })) if self.kind.is_some() => {
+                note_rebuild(&path, &message);
+                self.reopen_fresh()?;
+                ingest::sync(&self.root, &runs_dir, self.db.get_mut()?, progress)
+            }
+            other => other,
+        }
+    }
+
+    /// Closes the built-in engine's database, deletes its files and opens
+    /// it empty.
+    fn reopen_fresh(&mut self) -> Result<()> {
+        let Some(kind) = self.kind else { return Ok(()) };
+        self.db = Database::Missing(NoDatabaseReason::Released);
+        kind.remove_database(&self.flor_dir).map_err(|e| writable_or(&self.flor_dir, e.into()))?;
+        self.db = Database::Open(kind.open(&self.flor_dir)?);
+        Ok(())
     }
 
     /// Finalizes the record files of runs whose process died (marked
@@ -376,8 +465,15 @@ impl Project {
 
     /// [`Project::rebuild`] with a progress callback (see
     /// [`Project::sync_with_progress`]).
+    ///
+    /// A built-in engine's database files are deleted and created afresh
+    /// (so a damaged file is no obstacle); a store handed in is cleared.
     pub fn rebuild_with_progress(&mut self, progress: ingest::Progress<'_>) -> Result<SyncReport> {
-        self.db.get_mut()?.clear()?;
+        self.db.get()?; // none held: say why
+        match self.kind {
+            Some(_) => self.reopen_fresh()?,
+            None => self.db.get_mut()?.clear()?,
+        }
         self.sync_with_progress(progress)
     }
 

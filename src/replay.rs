@@ -105,6 +105,8 @@ fn selected_by(project: &Project, pred: &str) -> Result<BTreeSet<String>> {
 pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dyn FnMut(&str)) -> Result<Summary> {
     let root = project.root().to_owned();
     let flor_dir = project.flor_dir().to_owned();
+    // Work folders a killed `flor replay` left after attaching its records.
+    flor_replay::remove_published(&root, &flor_dir.join("replay"))?;
     // Workers open the project too: a DuckDB database is released meanwhile.
     project.release_store();
     let mut executor = LocalExecutor::new(LocalOptions {

@@ -25,11 +25,11 @@ use flor_core::args::{ArgValue, Kwargs};
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
 use flor_core::record::run_id_of;
 use flor_core::time::now_iso;
-use flor_core::{Recorder, RunMeta, RunStatus, Value};
+use flor_core::{Durability, Recorder, RunMeta, RunStatus, Value};
 
 use crate::error::{Error, Result};
 use crate::ingest::{self, ref_for, SyncReport};
-use crate::project::Project;
+use crate::project::{check_writable, Project};
 
 /// Options for starting a run; see [`Run::builder`].
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,7 @@ pub struct RunBuilder {
     filename: Option<String>,
     argv: Option<Vec<String>>,
     interpreter: Option<String>,
+    durability: Option<Durability>,
 }
 
 impl RunBuilder {
@@ -66,6 +67,15 @@ impl RunBuilder {
         self
     }
 
+    /// What of the run survives a crash (default: the project's,
+    /// [`Project::durability`]): [`Durability::Os`] fsyncs the record file
+    /// at the end of every outer iteration and each checkpoint before its
+    /// record is written. See [`flor_core::durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
     /// Starts the run: snapshots the working tree under
     /// `refs/flor/runs/<run id>` (HEAD, branch, index and files untouched)
     /// and opens its record file.
@@ -77,6 +87,13 @@ impl RunBuilder {
         // No query database: a run only writes its record file (the next
         // query ingests it), so no engine is held open while training.
         let project = Project::open_for_recording(&dir)?;
+        // Nothing is written (no snapshot ref either) when the record file
+        // could not be.
+        check_writable(&project.runs_dir())?;
+        let durability = self.durability.unwrap_or(project.durability());
+        if durability.syncs() {
+            flor_git::set_fsync(true);
+        }
         // Mark runs whose process died; a failure here must not stop training.
         let early = project.finalize_dead_runs().unwrap_or_else(|e| {
             eprintln!("flor: warning: could not publish the records of a run that died: {e}");
@@ -130,8 +147,25 @@ impl RunBuilder {
             ended: None,
         };
         let path = project.runs_dir().join(format!("{}.jsonl", meta.run_id()));
-        let recorder = Recorder::create(&path, meta, kwargs, Some(project.objects().clone()))?;
-        let objects = project.objects().clone();
+        let objects = project.objects().clone().with_durability(durability);
+        let run_ref = ref_for(&meta.run_id());
+        // A run that cannot record leaves nothing behind: no record file,
+        // no snapshot ref.
+        let recorder = match Recorder::create(&path, meta, kwargs, Some(objects.clone())) {
+            Ok(mut r) => match r.set_durability(durability) {
+                Ok(()) => r,
+                Err(e) => {
+                    drop(r);
+                    let _ = std::fs::remove_file(&path);
+                    let _ = flor_git::delete_ref(project.root(), &run_ref);
+                    return Err(e.into());
+                }
+            },
+            Err(e) => {
+                let _ = flor_git::delete_ref(project.root(), &run_ref);
+                return Err(e.into());
+            }
+        };
         let inner = Inner { rec: recorder, project: Some(project), objects, deferred: None, early };
         Ok(Run { inner: Arc::new(Mutex::new(inner)) })
     }
@@ -320,6 +354,11 @@ impl Run {
             if self.lock().rec.checkpoint_due() {
                 self.checkpoint(ckpt_name, state)?;
             }
+            // A failed write (a full disk) stops training here rather than
+            // at the end: its records could not be kept anyway.
+            if let Some(e) = self.lock().deferred.take() {
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -489,7 +528,13 @@ impl Run {
 
 fn end_inner(g: &mut Inner, status: RunStatus) -> Result<RunSummary> {
     if let Some(e) = g.deferred.take() {
-        let _ = g.rec.finish(RunStatus::Failed);
+        // Recorded as failed and published when the file could be ended;
+        // else the next `flor` command ends and publishes it.
+        if g.rec.finish(RunStatus::Failed).is_ok() {
+            if let Some(project) = &g.project {
+                let _ = ingest::publish(project.root(), g.rec.path());
+            }
+        }
         return Err(e);
     }
     let unused = g.rec.unused_kwargs();

@@ -53,6 +53,11 @@ pub struct ReplayCheck {
     /// The first difference, if any.
     #[serde(default)]
     pub first: Option<Difference>,
+    /// BLAKE3 digest (hex) of the segment's file as its worker wrote it,
+    /// before the check: how a replay's leftover work files are recognized
+    /// as already attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 impl ReplayCheck {

@@ -5,9 +5,21 @@
 //! buffer as they happen and written to the file (one `write` of whole
 //! lines) at the end of every outer-loop iteration, when the buffer passes
 //! 1 MiB, and at the end. A process killed with SIGKILL therefore keeps every
-//! record up to its last completed outer iteration. While recording, the
-//! file is exclusively locked: a lock that can be taken means the process
-//! is gone (see [`is_record_file_live`]).
+//! record up to its last completed outer iteration; with
+//! [`Durability::Os`] the file is also fsynced at the end of every outer
+//! iteration, so an OS crash or power loss keeps as much (see
+//! [`crate::durability`]). While recording, the file is exclusively locked:
+//! a lock that can be taken means the process is gone (see
+//! [`is_record_file_live`]).
+//!
+//! A failed write (a full disk, a file system gone read-only) cuts the file
+//! back to its length after the last complete write, so it always ends with
+//! a whole line, and keeps the unwritten records: the error is returned by
+//! that flush, and the next flush tries them again from there. When even
+//! the cut fails, or an fsync fails (the OS may then have dropped the
+//! written pages), no more writes are tried: the file holds whole lines up
+//! to the last good flush, plus at most a partial one that the next `flor`
+//! command drops.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -17,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::args::{ArgValue, Kwargs};
+use crate::durability::{sync_dir, Durability};
 use crate::error::{Error, Result};
 use crate::objects::{ObjectId, ObjectStore};
 use crate::record::{LineEncoder, RecordKind, RunEnd, RunMeta, RunStatus, Source};
@@ -51,6 +64,13 @@ pub struct Recorder {
     ckpt_interval: Option<Duration>,
     last_ckpt: Option<Instant>,
     write_error: Option<std::io::Error>,
+    /// Bytes of the file that are whole, written lines.
+    written: u64,
+    /// Set when the file's end is no longer known to be a whole line (a
+    /// cut after a failed write failed) or an fsync failed: nothing more is
+    /// written.
+    poisoned: bool,
+    durability: Durability,
     finished: bool,
     /// Set when this recorder writes a hindsight replay of an earlier run.
     replay: Option<Replay>,
@@ -203,11 +223,33 @@ impl Recorder {
             ckpt_interval: None,
             last_ckpt: None,
             write_error: None,
+            written: 0,
+            poisoned: false,
+            durability: Durability::Process,
             finished: false,
             replay,
         };
         r.flush()?;
         Ok(r)
+    }
+
+    /// Sets how far records are made durable (see [`crate::durability`]).
+    /// Switching to [`Durability::Os`] syncs the file and its folder at
+    /// once, so the run's creation survives a power loss too.
+    pub fn set_durability(&mut self, durability: Durability) -> Result<()> {
+        self.durability = durability;
+        if durability.syncs() {
+            self.flush()?;
+            if let Some(dir) = self.path.parent() {
+                sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How far records are made durable.
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// The run being recorded.
@@ -496,22 +538,51 @@ impl Recorder {
         self.objects.as_ref()
     }
 
-    /// Writes buffered records to the record file.
+    /// Writes buffered records to the record file (and, with
+    /// [`Durability::Os`], fsyncs it). See the module docs for failures.
     pub fn flush(&mut self) -> Result<()> {
         self.write_buffer();
-        match self.write_error.take() {
-            Some(e) => Err(Error::io("write", &self.path, e)),
-            None => Ok(()),
+        if let Some(e) = self.write_error.take() {
+            return Err(Error::io("write", &self.path, e));
         }
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
+        if self.durability.syncs() {
+            if let Err(e) = self.file.sync_data() {
+                self.poisoned = true;
+                return Err(Error::io("sync", &self.path, e));
+            }
+        }
+        Ok(())
+    }
+
+    fn poisoned_error(&self) -> Error {
+        Error::io(
+            "write",
+            &self.path,
+            std::io::Error::other("an earlier write or sync failed; the file keeps the records written before it"),
+        )
     }
 
     fn write_buffer(&mut self) {
-        if self.enc.buf.is_empty() || self.write_error.is_some() {
+        if self.enc.buf.is_empty() || self.write_error.is_some() || self.poisoned {
             return;
         }
         match self.file.write_all(&self.enc.buf) {
-            Ok(()) => self.enc.buf.clear(),
-            Err(e) => self.write_error = Some(e),
+            Ok(()) => {
+                self.written += self.enc.buf.len() as u64;
+                self.enc.buf.clear();
+            }
+            Err(e) => {
+                // Part of the buffer may have reached the file: cut it back
+                // so the file ends with a whole line and a retry of the same
+                // buffer duplicates nothing.
+                if self.file.set_len(self.written).is_err() {
+                    self.poisoned = true;
+                }
+                self.write_error = Some(e);
+            }
         }
     }
 
@@ -555,7 +626,10 @@ impl Recorder {
             self.meta.ended = Some(ended);
         }
         self.flush()?;
-        self.file.sync_all().map_err(|e| Error::io("sync", &self.path, e))?;
+        if !self.durability.syncs() {
+            // `os` synced in `flush`; both settings sync before publishing.
+            self.file.sync_all().map_err(|e| Error::io("sync", &self.path, e))?;
+        }
         Ok(self.meta.clone())
     }
 }
@@ -640,6 +714,36 @@ mod tests {
         fn log_after_finish_is_error(&mut self) -> bool {
             matches!(self.loop_begin("x"), Err(Error::Finished(_)))
         }
+    }
+
+    #[test]
+    fn os_durability_writes_the_same_file() {
+        // `os` only adds fsyncs: the same records, in the same lines.
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for d in Durability::ALL {
+            let path = dir.path().join(format!("{d}.jsonl"));
+            let mut r = Recorder::create(&path, meta(), Kwargs::default(), None).unwrap();
+            r.set_durability(d).unwrap();
+            assert_eq!(r.durability(), d);
+            r.loop_begin("epoch").unwrap();
+            for e in 0..3 {
+                r.iteration_begin(None).unwrap();
+                r.log("loss", &Value::Int(e));
+                r.iteration_end().unwrap();
+                let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
+                assert_eq!(p.records.iter().filter(|r| &*r.name == "loss").count(), e as usize + 1);
+            }
+            r.loop_end().unwrap();
+            r.finish(RunStatus::Finished).unwrap();
+            drop(r);
+            let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
+            assert!(p.errors.is_empty());
+            files.push(
+                p.records.iter().filter(|r| r.kind == RecordKind::Log).map(|r| r.value.clone()).collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(files[0], files[1]);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!   and the JSON-lines record file format; [`layout`]: the names of flor's
 //!   refs and of the record files inside a run's commits.
 //! * [`engine`], [`args`]: the recording engine (`arg`, `log`, loops,
-//!   timings, checkpoints, durability) and `--kwargs` handling.
+//!   timings, checkpoints, durability) and `--kwargs` handling;
+//!   [`durability`]: what survives a killed process or a power loss.
+//! * [`pause`]: named points where a test can hold a process (to kill it
+//!   there, or to release many at once).
 //! * [`objects`]: the content-addressed checkpoint store (objects named by
 //!   the BLAKE3 digest of their bytes; checkpoints a known format
 //!   recognizes stored as deduplicated chunks plus a manifest).
@@ -29,11 +32,13 @@
 pub mod args;
 pub mod check;
 pub mod checkpoint;
+pub mod durability;
 pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod layout;
 pub mod objects;
+pub mod pause;
 pub mod pivot;
 pub mod propagate;
 pub mod record;
@@ -42,6 +47,7 @@ pub mod table;
 pub mod time;
 pub mod value;
 
+pub use durability::Durability;
 pub use engine::{ContextMap, Recorder};
 pub use error::{Error, Result};
 pub use formats::{CheckpointFormat, FormatRegistry};

@@ -38,9 +38,14 @@
 //! a chunked object's chunks are all in place before its manifest is renamed
 //! to the object's name: a writer killed at any point leaves either no
 //! object or a complete one (plus, at worst, orphan chunks and temporary
-//! files, which are never read). Nothing is fsynced, as before; after a power
-//! loss a damaged file is reported as corrupt by the digest checks, never
-//! read as valid. Writers of the same object or chunk each write their own
+//! files, which are never read). With [`Durability::Process`] (the default)
+//! nothing is fsynced: after a power loss a damaged file is reported as
+//! corrupt by the digest checks, never read as valid. With
+//! [`Durability::Os`] ([`ObjectStore::with_durability`]) every file is
+//! fsynced before its rename and its folder after it (and the store's root
+//! when the folder is new), so an object whose id was returned survives a
+//! power loss, and so do the chunks of a chunked object before its manifest
+//! is written. Writers of the same object or chunk each write their own
 //! temporary file; the contents are identical, so whichever rename lands
 //! last is as good as the first.
 
@@ -51,6 +56,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::durability::{sync_dir, Durability};
 use crate::error::{Error, Result};
 use crate::formats::{
     ByteSource, CheckpointFormat, CheckpointFormatExt, FileSource, FormatError, FormatRegistry, SNIFF_LEN,
@@ -90,6 +96,7 @@ pub struct ObjectId {
 pub struct ObjectStore {
     root: PathBuf,
     formats: Arc<FormatRegistry>,
+    durability: Durability,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -104,7 +111,18 @@ impl ObjectStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<ObjectStore> {
         let root = root.into();
         fs::create_dir_all(root.join("tmp")).map_err(|e| Error::io("create", &root, e))?;
-        Ok(ObjectStore { root, formats: FormatRegistry::shared_native() })
+        Ok(ObjectStore { root, formats: FormatRegistry::shared_native(), durability: Durability::Process })
+    }
+
+    /// The same store, making each object it writes durable as
+    /// `durability` says (see the module docs).
+    pub fn with_durability(self, durability: Durability) -> ObjectStore {
+        ObjectStore { durability, ..self }
+    }
+
+    /// How far written objects are made durable.
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// The same store, recognizing `formats` when writing (an empty registry:
@@ -225,22 +243,43 @@ impl ObjectStore {
     /// object of that name is stored already (then the temporary file goes).
     fn install(&self, mut tmp: TempFile, digest: &str) -> Result<()> {
         let dest = self.path_of(digest)?;
+        let sync = self.durability.syncs();
         if dest.exists() {
-            return Ok(());
+            // Stored already, perhaps by a writer that did not sync it.
+            return if sync { self.sync_installed(&dest, false) } else { Ok(()) };
         }
+        let mut new_dir = false;
         if let Some(dir) = dest.parent() {
+            new_dir = !dir.is_dir();
             fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         }
+        if sync {
+            File::open(&tmp.path).and_then(|f| f.sync_all()).map_err(|e| Error::io("sync", &tmp.path, e))?;
+        }
         match fs::rename(&tmp.path, &dest) {
-            Ok(()) => {
-                tmp.keep = true;
-                Ok(())
-            }
+            Ok(()) => tmp.keep = true,
             // Another writer installed the same bytes first (where a rename
             // does not replace an existing file).
-            Err(_) if dest.exists() => Ok(()),
-            Err(e) => Err(Error::io("store object", &dest, e)),
+            Err(_) if dest.exists() => {}
+            Err(e) => return Err(Error::io("store object", &dest, e)),
         }
+        if sync {
+            self.sync_installed(&dest, new_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Makes an installed object durable: the file, its folder's entry and,
+    /// when the folder is new, the root's entry for it.
+    fn sync_installed(&self, dest: &Path, new_dir: bool) -> Result<()> {
+        File::open(dest).and_then(|f| f.sync_all()).map_err(|e| Error::io("sync", dest, e))?;
+        if let Some(dir) = dest.parent() {
+            sync_dir(dir).map_err(|e| Error::io("sync", dir, e))?;
+        }
+        if new_dir {
+            sync_dir(&self.root).map_err(|e| Error::io("sync", &self.root, e))?;
+        }
+        Ok(())
     }
 
     /// Opens an object's file and reads its first bytes (enough to tell a

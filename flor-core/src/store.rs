@@ -62,6 +62,17 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The database file is damaged: not a database of its engine at all,
+    /// or corrupt pages. A project's query database is a cache, so the
+    /// `flor` SDK rebuilds it from git when it finds this on opening or
+    /// syncing; found later, the message says how.
+    #[error("the query database {path} is damaged ({message}). It only caches the run records in git: run `flor rebuild` to recreate it")]
+    Damaged {
+        /// Database path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An optional capability (see the module docs) this backend does not
     /// have, such as raw SQL on a store without an SQL engine.
     #[error("the {backend} store does not support {what}; {instead}")]

@@ -12,7 +12,8 @@
 //! - [`attach_files`] adds files (e.g. records) on top of such a commit;
 //! - [`list_refs`], [`read_dir_at`], [`read_file_at`] read them back;
 //! - [`materialize`] exports a commit into a plain folder for replay;
-//! - [`delete_ref`] removes a ref.
+//! - [`delete_ref`] removes a ref;
+//! - [`set_fsync`] makes this process's git writes durable (fsynced).
 //!
 //! Every ref write is a compare-and-swap checked under git's lock file, so
 //! processes writing the same refs at the same instant never overwrite each
@@ -37,7 +38,7 @@ pub use materialize::materialize;
 pub use objects::{
     attach_files, attach_files_expecting, delete_ref, list_dir_at, list_refs, read_dir_at, read_file_at, ref_tip,
 };
-pub use repo::{discover, RepoInfo};
+pub use repo::{discover, set_fsync, RepoInfo};
 pub use snapshot::{
     snapshot_worktree, snapshot_worktree_unique, Snapshot, SnapshotOptions, DEFAULT_MAX_FILE_MB, MAX_FILE_MB_ENV,
     MAX_NAME_ATTEMPTS,

@@ -21,6 +21,26 @@ pub struct RepoInfo {
     pub branch: Option<String>,
 }
 
+/// Makes the git writes of this process that follow durable (`true`):
+/// libgit2 then fsyncs every object, ref and packed-refs file it writes, and
+/// their folders, before the rename that publishes them. A setting of the
+/// whole process (libgit2 has no per-repository switch that leaves the
+/// user's config alone); off by default, as in libgit2. flor turns it on
+/// for a project whose `durability` is `os`, so that a run's records,
+/// published to git just before the local file is removed, survive a power
+/// loss.
+pub fn set_fsync(enabled: bool) {
+    libgit2_sys::init();
+    // SAFETY: libgit2 is initialized (above); GIT_OPT_ENABLE_FSYNC_GITDIR
+    // takes exactly one `int` argument and only sets a global flag.
+    unsafe {
+        libgit2_sys::git_libgit2_opts(
+            libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int,
+            std::ffi::c_int::from(enabled),
+        );
+    }
+}
+
 /// Find the repository containing `start` (any folder inside it).
 ///
 /// Bare repositories are refused ([`Error::BareRepository`]): flor needs a

@@ -132,6 +132,7 @@ fn check_segment(
         names: Vec::new(),
         recovered: recovered.to_vec(),
         excluded: names.excluded.clone(),
+        output: Some(output_digest(bytes)),
         ..ReplayCheck::default()
     };
     let mut drop_lines: BTreeSet<u64> = BTreeSet::new();
@@ -174,6 +175,11 @@ fn check_segment(
     enc.check(&check);
     out.extend_from_slice(&enc.buf);
     (out, check)
+}
+
+/// The digest [`ReplayCheck::output`] holds for a worker's file.
+pub fn output_digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 /// A value as the summary shows it: floats always with their point

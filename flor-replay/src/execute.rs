@@ -226,6 +226,7 @@ fn publish(
     }
     let msg = format!("flor: replay of {} for run {}", plan.names.join(", "), r.meta.tstamp);
     let n = attach_replay(root, &r.meta.run_id(), &segments, &msg)?;
+    flor_core::pause::point(flor_core::pause::REPLAY_AFTER_ATTACH);
     executor.forget_run(&r.meta.run_id())?;
     run.lock = None;
     let flag = if diverged { " (flagged diverged)" } else { "" };

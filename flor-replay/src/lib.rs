@@ -68,7 +68,7 @@ pub mod worker;
 pub use error::{Error, Result};
 pub use execute::{attach_replay, execute, Observer, RunOutcome, Summary};
 pub use executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
-pub use local::{LocalExecutor, LocalOptions};
+pub use local::{remove_published, LocalExecutor, LocalOptions};
 pub use plan::{level_of, plan, Plan, Request, RunReplay, Runs, StatementPlan, VersionPlan};
 pub use profile::{profile_of, Forward};
 pub use render::ProgressBars;

@@ -23,6 +23,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use flor_core::layout::{ref_for, RECORDS_DIR};
+
 use crate::error::{Error, Result};
 use crate::executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
 use crate::worker::Binding;
@@ -382,4 +384,70 @@ fn link_untracked(root: &Path, code: &Path) -> Result<()> {
         let _ = target;
     }
     Ok(())
+}
+
+/// Removes the work folders (under `work_dir`, a [`LocalExecutor`]'s) of
+/// replays that are already attached to their runs' refs: a `flor replay`
+/// killed between attaching a run's records and removing its folder leaves
+/// it behind. A request folder goes when every segment it planned is done
+/// and each one's records are, byte for byte, a replay file of the run in
+/// git; anything else (an interrupted replay that can still resume) stays.
+/// Safe while other replays run: what it removes is in git already. Returns
+/// the run ids whose folders were removed.
+pub fn remove_published(root: &Path, work_dir: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for run_dir in list_dirs(work_dir)? {
+        let Some(run_id) = run_dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        let Ok(published_files) = flor_git::read_dir_at(root, &ref_for(&run_id), RECORDS_DIR) else { continue };
+        // An attached file is the worker's file checked (`crate::check`): its
+        // check line names the worker's file by digest. (Files attached
+        // before checks existed are the worker's bytes themselves.)
+        let mut published: HashSet<Vec<u8>> = HashSet::new();
+        for (_, bytes) in published_files {
+            for c in flor_core::record::parse_lines(&bytes, 1).checks {
+                published.extend(c.output.map(String::into_bytes));
+            }
+            published.insert(bytes);
+        }
+        for request in list_dirs(&run_dir)? {
+            if is_published(&request, &published) {
+                fs::remove_dir_all(&request).map_err(|e| Error::io("remove", &request, e))?;
+            }
+        }
+        if fs::remove_dir(&run_dir).is_ok() {
+            removed.push(run_id);
+        }
+    }
+    let _ = fs::remove_dir(work_dir); // when empty
+    Ok(removed)
+}
+
+/// Whether every segment planned in a request folder (a `seg-<k>.json`) is
+/// done and its records are among `published`.
+fn is_published(request: &Path, published: &HashSet<Vec<u8>>) -> bool {
+    let Ok(entries) = fs::read_dir(request) else { return false };
+    let mut segments = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(k) = name.to_str().and_then(|n| n.strip_prefix("seg-")).and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let done = request.join(format!("seg-{k}.done")).exists();
+        let in_git = fs::read(request.join(format!("seg-{k}.jsonl"))).is_ok_and(|b| {
+            published.contains(crate::check::output_digest(&b).as_bytes()) || published.contains(&b)
+        });
+        if !(done && in_git) {
+            return false;
+        }
+        segments += 1;
+    }
+    segments > 0
+}
+
+fn list_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("list", dir, e)),
+    }
 }

@@ -111,6 +111,11 @@ pub(crate) fn unusable(label: &str, message: &str) -> StoreError {
     StoreError::Unusable { path: label.to_owned(), message: message.to_owned() }
 }
 
+/// A damaged database file (see [`StoreError::Damaged`]).
+pub(crate) fn damaged(label: &str, message: String) -> StoreError {
+    StoreError::Damaged { path: label.to_owned(), message }
+}
+
 /// A run's command line as the JSON array both engines store in `argv`.
 pub(crate) fn argv_json(backend: &'static str, m: &RunMeta) -> StoreResult<String> {
     serde_json::to_string(&m.argv).map_err(|e| StoreError::Backend {

@@ -328,14 +328,15 @@ fn union_values_aggregate_by_member() {
 }
 
 #[test]
-fn not_a_duckdb_file_is_unusable() {
+fn not_a_duckdb_file_is_damaged_and_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flor.duckdb");
     std::fs::write(&path, vec![b'x'; 8192]).unwrap();
     match DuckStore::open(&path) {
-        Err(flor_store::Error::Store(StoreError::Unusable { .. })) => {}
-        other => panic!("expected Unusable, got {other:?}"),
+        Err(flor_store::Error::Store(StoreError::Damaged { .. })) => {}
+        other => panic!("expected Damaged, got {other:?}"),
     }
+    assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 8192]);
 }
 
 #[test]

@@ -168,12 +168,18 @@ fn assert_unusable(path: &Path, what: &str) {
 }
 
 #[test]
-fn not_a_database_is_unusable_and_untouched() {
+fn not_a_database_is_damaged_and_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flor.db");
     let junk = b"this is not a database, and it must stay exactly like this.\n".repeat(100);
     std::fs::write(&path, &junk).unwrap();
-    assert_unusable(&path, "a text file");
+    match SqliteStore::open(&path) {
+        Err(flor_store::Error::Store(e @ StoreError::Damaged { .. })) => {
+            let shown = e.to_string();
+            assert!(shown.contains("not a SQLite database") && shown.contains("flor rebuild"), "{shown}");
+        }
+        other => panic!("a text file: expected Damaged, got {other:?}"),
+    }
     assert_eq!(std::fs::read(&path).unwrap(), junk);
     assert!(!dir.path().join("flor.db-wal").exists());
 }

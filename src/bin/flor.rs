@@ -236,8 +236,41 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         };
         return replay(&mut project, &opts, *yes, *dry_run);
     }
-    let table = match &cli.command {
-        Command::Runs => runs_table(&project)?,
+    let table = match command_table(&project, &cli.command) {
+        // Damage the sync did not touch: the database is a cache, rebuild it
+        // from git and answer from the new one.
+        Err(flor::Error::Query(flor::core::StoreError::Damaged { path, message })) => {
+            eprintln!("flor: note: the query database {path} is damaged ({message}); rebuilding it from the run records in git");
+            project.rebuild_with_progress(&mut progress)?;
+            command_table(&project, &cli.command)?
+        }
+        other => other?,
+    };
+    if !table.columns.is_empty() {
+        match &cli.output {
+            Some(path) if cli.format == Format::Parquet => flor::write_parquet(&table, path)?,
+            Some(path) => {
+                let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
+                    action: "create",
+                    path: path.clone(),
+                    source: e,
+                })?;
+                write_table(&table, cli.format, file, false).map_err(|e| flor::Error::Io {
+                    action: "write",
+                    path: path.clone(),
+                    source: e,
+                })?;
+            }
+            None => print_table(&table, cli.format)?,
+        }
+    }
+    Ok(report_problems(&report))
+}
+
+/// The answer of a query command (empty for the others).
+fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
+    Ok(match command {
+        Command::Runs => runs_table(project)?,
         Command::Dataframe { names, diverged } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             if *diverged {
@@ -264,26 +297,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             }
             t
         }
-    };
-    if !table.columns.is_empty() {
-        match &cli.output {
-            Some(path) if cli.format == Format::Parquet => flor::write_parquet(&table, path)?,
-            Some(path) => {
-                let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
-                    action: "create",
-                    path: path.clone(),
-                    source: e,
-                })?;
-                write_table(&table, cli.format, file, false).map_err(|e| flor::Error::Io {
-                    action: "write",
-                    path: path.clone(),
-                    source: e,
-                })?;
-            }
-            None => print_table(&table, cli.format)?,
-        }
-    }
-    Ok(report_problems(&report))
+    })
 }
 
 fn replay(

@@ -459,3 +459,24 @@ fn small_pieces_are_joined_big_ones_stand_alone() {
     assert_eq!(coalesce(vec![r(0, 60)], 50), vec![r(0, 60)]);
     assert_eq!(coalesce(vec![], 50), Vec::<Range<u64>>::new());
 }
+
+#[test]
+fn an_os_durable_store_writes_the_same_objects() {
+    // Same names, same layout, same bytes back: `os` only adds fsyncs.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = ObjectStore::open(dir.path().join("a")).unwrap();
+    let synced = ObjectStore::open(dir.path().join("b")).unwrap().with_durability(Durability::Os);
+    assert_eq!(synced.durability(), Durability::Os);
+    let ckpt = checkpoint(5);
+    let small = b"a small object".to_vec();
+    for bytes in [&ckpt, &small] {
+        let a = put_streamed(&plain, bytes);
+        let b = put_streamed(&synced, bytes);
+        assert_eq!(a, b);
+        assert_eq!(synced.get(&b.digest).unwrap(), *bytes);
+        // Stored already: synced again, still one copy.
+        assert_eq!(synced.put(bytes).unwrap(), b);
+    }
+    assert_eq!(stored(&plain), stored(&synced));
+    assert_eq!(tmp_files(&synced), 0);
+}

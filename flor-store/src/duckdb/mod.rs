@@ -363,9 +363,9 @@ impl DuckStore {
     /// Opens (creating it and its parent folders if needed) the database at
     /// `path`.
     ///
-    /// Fails with [`StoreError::Unusable`] (leaving the file untouched)
-    /// when the file is not a DuckDB database, or not a flor query database
-    /// of this version; with [`StoreError::Backend`] when another process
+    /// Fails (leaving the file untouched) with [`StoreError::Damaged`]
+    /// when the file is not a DuckDB database, with [`StoreError::Unusable`]
+    /// when it is not a flor query database of this version; with [`StoreError::Backend`] when another process
     /// has it open.
     pub fn open(path: &Path) -> crate::Result<DuckStore> {
         crate::create_parent(path)?;
@@ -1459,13 +1459,30 @@ fn open_error(label: &str, e: duckdb::Error) -> StoreError {
             source: Some(Box::new(e)),
         };
     }
-    if text.contains("not a valid DuckDB database") || text.contains("database file") {
+    if text.contains("not a valid DuckDB database") {
+        return crate::rows::damaged(label, format!("the file is not a DuckDB database: {text}"));
+    }
+    if text.contains("database file") && !is_damage(&text) {
         return unusable(label, &format!("the file is not a DuckDB database ({text})"));
     }
     fail(label, "open the database", e)
 }
 
+/// Whether DuckDB's message says the file is damaged (a block's checksum,
+/// a file shorter than its blocks).
+fn is_damage(text: &str) -> bool {
+    text.contains("Corrupt database file") || text.contains("Could not read enough bytes from file")
+}
+
 /// Maps an engine failure during `op` (a phrase like "store records").
 fn fail(label: &str, op: &str, e: duckdb::Error) -> StoreError {
-    StoreError::Backend { backend: BACKEND, message: format!("{label}: cannot {op}: {e}"), source: Some(Box::new(e)) }
+    let text = e.to_string();
+    if is_damage(&text) {
+        return crate::rows::damaged(label, format!("cannot {op}: {text}"));
+    }
+    StoreError::Backend {
+        backend: BACKEND,
+        message: format!("{label}: cannot {op}: {text}"),
+        source: Some(Box::new(e)),
+    }
 }

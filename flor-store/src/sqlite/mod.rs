@@ -24,7 +24,9 @@ use rusqlite::hooks::AuthContext;
 use rusqlite::types::{Null, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::rows::{ctx_of, decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, CHECKPOINTS_SQL, RUNS_SQL};
+use crate::rows::{
+    ctx_of, damaged, decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, CHECKPOINTS_SQL, RUNS_SQL,
+};
 use crate::spans::{self, Span};
 
 mod checks;
@@ -121,9 +123,10 @@ impl SqliteStore {
     /// Opens (creating it and its parent folders if needed) the database at
     /// `path`.
     ///
-    /// Fails with [`StoreError::Unusable`] (and leaves the file untouched)
-    /// when the file is not a SQLite database, was written by a newer flor,
-    /// or has an older or foreign layout.
+    /// Fails with [`StoreError::Damaged`] when the file is not a SQLite
+    /// database or is corrupt, and with [`StoreError::Unusable`] when it was
+    /// written by a newer flor or has an older or foreign layout; either
+    /// way the file is left untouched.
     pub fn open(path: &Path) -> crate::Result<SqliteStore> {
         crate::create_parent(path)?;
         let label = path.display().to_string();
@@ -670,8 +673,8 @@ impl SqliteStore {
 /// Maps an engine failure during `op` (a phrase like "store records").
 fn fail(label: &str, op: &str, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => unusable(label, "the file is not a SQLite database"),
-        Some(ErrorCode::DatabaseCorrupt) => unusable(label, &format!("the database is corrupt ({e})")),
+        Some(ErrorCode::NotADatabase) => damaged(label, "the file is not a SQLite database".into()),
+        Some(ErrorCode::DatabaseCorrupt) => damaged(label, format!("the database is corrupt: {e}")),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Backend {
             backend: BACKEND,
             message: format!(
