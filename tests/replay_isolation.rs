@@ -1,3 +1,4 @@
+#![cfg(unix)]
 //! Replay never writes into the user's files: old scripts read the
 //! project as it is now (data sets and other files git ignores, nested ones
 //! in tracked folders too, and folders outside the project that top-level
