@@ -1,7 +1,8 @@
 //! Building a [`Plan`]: which scripts hold the statements, which runs lack
 //! the names, which code version each run has and what propagation makes
 //! of it, where each statement runs, and the segments and cost of each run.
-//! Nothing runs and nothing is written (except a measured interpreter start).
+//! Nothing runs and nothing is written (except a measured interpreter start
+//! and the isolation probe, which leaves nothing behind).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
