@@ -486,6 +486,18 @@ pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Gives the owner back the work folders overlayfs left in segment folder
+/// `seg` without permissions, so `rm -r` (and [`remove_tree`]) can remove
+/// them once the segment ended.
+pub(crate) fn unlock_work_dirs(seg: &Path) {
+    open_up(&seg.join("work"));
+    if let Ok(outside) = fs::read_dir(seg.join("outside")) {
+        for layer in outside.flatten() {
+            open_up(&layer.path().join("work"));
+        }
+    }
+}
+
 /// Gives the owner access to every folder below `dir` (no symlink followed).
 fn open_up(dir: &Path) {
     if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
-use crate::isolate::{copy_visible, remove_tree, Isolation, IsolationSettings, TreeView, View};
+use crate::isolate::{copy_visible, remove_tree, unlock_work_dirs, Isolation, IsolationSettings, TreeView, View};
 use crate::worker::Binding;
 
 /// How often a worker checks its process for an exit or a cancel.
@@ -79,8 +79,9 @@ enum Prepared {
 struct Launch {
     script: PathBuf,
     cwd: PathBuf,
-    /// The overlay view it enters (its `cwd` is inside).
-    view: Option<Arc<View>>,
+    /// The overlay view it enters (its `cwd` is inside) and the segment's
+    /// folder holding its layers.
+    view: Option<(Arc<View>, PathBuf)>,
 }
 
 /// What a busy worker runs.
@@ -211,7 +212,7 @@ impl LocalExecutor {
                 let seg = dir.join(format!("seg-{k}"));
                 let view = crate::isolate::overlay_view(&tree, Some(base), newer, &seg, &real, parent)?;
                 let (script, cwd) = (tree.root.join(script), tree.root.join(parent));
-                Ok(Launch { script, cwd, view: Some(Arc::new(view)) })
+                Ok(Launch { script, cwd, view: Some((Arc::new(view), seg)) })
             }
             #[cfg(not(target_os = "linux"))]
             Prepared::Overlay { .. } => {
@@ -363,7 +364,7 @@ fn run_job(job: &Job, shared: &Shared) -> Finished {
     let mut cmd = Command::new(&job.interpreter);
     cmd.arg(&job.launch.script).args(&job.args).stdin(Stdio::null()).stdout(out).stderr(err);
     match &job.launch.view {
-        Some(view) => view.apply(&mut cmd),
+        Some((view, _)) => view.apply(&mut cmd),
         None => {
             cmd.current_dir(&job.launch.cwd);
         }
@@ -378,6 +379,9 @@ fn run_job(job: &Job, shared: &Shared) -> Finished {
         Err(e) => return Finished::failed(job.id, format!("cannot start {}: {e}", job.interpreter), 0.0),
     };
     let status = wait(child, job.generation, shared);
+    if let Some((_, seg)) = &job.launch.view {
+        unlock_work_dirs(seg);
+    }
     let secs = started.elapsed().as_secs_f64();
     match status {
         None => Finished::failed(job.id, "cancelled", secs),
