@@ -101,8 +101,8 @@ fn escaped(path: &Path) -> Result<String, String> {
 /// An overlay mount of `layer`: extended attributes in the `user.`
 /// namespace (the only ones a user namespace may write) and `volatile` (no
 /// sync of the upper layer's filesystem when the namespace goes: what a
-/// replay writes is scratch, and a sync of a busy disk costs tens of
-/// milliseconds per segment).
+/// replay writes is scratch, and syncing a busy disk would delay the end
+/// of every segment).
 fn overlay(layer: &Layer) -> Result<(Mount, String), String> {
     let options = format!(
         "userxattr,volatile,lowerdir={},upperdir={},workdir={}",
