@@ -297,9 +297,11 @@ fn probe_overlay(tree: &TreeView, scratch: &Path) -> std::result::Result<(), Str
     let created = !scratch.exists();
     fs::create_dir_all(scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
     let dir = scratch.join(format!("probe-{}", std::process::id()));
-    let result = overlay_view(tree, None, &[], &dir, &[scratch.to_path_buf()], Path::new(""))
-        .map_err(|e| e.to_string())
-        .and_then(|view| view.probe());
+    let result = match overlay_view(tree, None, &[], &dir, &[scratch.to_path_buf()], Path::new("")) {
+        Ok(view) => view.probe(),
+        Err(Error::OverlayUnavailable { why }) => Err(why),
+        Err(e) => Err(e.to_string()),
+    };
     let _ = remove_tree(&dir);
     if created {
         let _ = fs::remove_dir(scratch);
