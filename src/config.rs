@@ -1,4 +1,4 @@
-//! `.flor/config.toml`: per-project settings:
+//! `.flor/config.toml`: per-project settings.
 //!
 //! ```toml
 //! # Which engine holds the query database (a cache rebuilt from git).
@@ -6,15 +6,22 @@
 //! # What survives a crash: "process" (the default) or "os" (fsync; see
 //! # flor_core::durability).
 //! durability = "os"
+//!
+//! [replay]
+//! # How replay keeps old scripts' writes out of the project's files.
+//! isolation = "auto" # or "overlay" or "copy"
+//! # The most a run's copies may take where replay copies (mebibytes).
+//! copy_limit_mb = 1024
 //! ```
 //!
-//! The file is optional. A small reader for `key = "value"` lines and `#`
-//! comments (the subset of TOML flor writes and reads); unknown keys are
-//! kept for later versions and ignored.
+//! The file is optional. A small reader for `key = value` lines, `[table]`
+//! headers and `#` comments (the subset of TOML flor writes and reads);
+//! unknown keys are kept for later versions and ignored.
 
 use std::path::{Path, PathBuf};
 
 use flor_core::Durability;
+use flor_replay::{IsolationMode, IsolationSettings};
 use flor_store::StoreKind;
 
 use crate::error::{Error, Result};
@@ -32,6 +39,12 @@ pub struct Config {
     /// `durability`: what of a run survives a crash (`None`: not set,
     /// [`Durability::Process`]).
     pub durability: Option<Durability>,
+    /// `[replay] isolation`: how replay keeps old scripts' writes out of
+    /// the project's files (`None`: not set, `auto`).
+    pub replay_isolation: Option<IsolationMode>,
+    /// `[replay] copy_limit_mb`: the most one run's copies may take where
+    /// replay copies (`None`: not set, 1024).
+    pub replay_copy_limit_mb: Option<u64>,
 }
 
 impl Config {
@@ -53,42 +66,70 @@ impl Config {
             message,
         };
         let mut config = Config::default();
+        let mut table = "";
         for (i, raw) in text.lines().enumerate() {
             let line = strip_comment(raw).trim();
             if line.is_empty() {
                 continue;
             }
-            if line.starts_with('[') {
-                return Err(bad(
-                    i + 1,
-                    "",
-                    "tables are not used in flor's config; write `store = \"...\"` at the top".into(),
-                ));
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                table = match name.trim() {
+                    "replay" => "replay",
+                    other => {
+                        return Err(bad(
+                            i + 1,
+                            "",
+                            format!(
+                                "unknown table [{other}]; flor's config has `store` at the top and a [replay] table"
+                            ),
+                        ))
+                    }
+                };
+                continue;
             }
             let Some((key, value)) = line.split_once('=') else {
                 return Err(bad(i + 1, "", format!("expected `key = \"value\"`, found {:?}", raw.trim())));
             };
-            let key = key.trim();
-            let value = value.trim();
-            let example = match key {
-                "store" => "\"duckdb\"",
-                "durability" => "\"os\"",
-                _ => continue,
+            let (key, value) = (key.trim(), value.trim());
+            let quoted = |example: &str| {
+                value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or_else(|| {
+                    bad(i + 1, key, format!("expected a quoted string such as \"{example}\", found {value}"))
+                })
             };
-            let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
-                return Err(bad(i + 1, key, format!("expected a quoted string such as {example}, found {value}")));
-            };
-            if key == "store" {
-                config.store =
-                    Some(text.parse().map_err(|e: flor_store::UnknownStoreKind| bad(i + 1, key, e.to_string()))?);
-            } else {
-                config.durability = Some(
-                    text.parse()
-                        .map_err(|e: flor_core::durability::UnknownDurability| bad(i + 1, key, e.to_string()))?,
-                );
+            match (table, key) {
+                ("", "store") => {
+                    let kind = quoted("duckdb")?.parse();
+                    config.store =
+                        Some(kind.map_err(|e: flor_store::UnknownStoreKind| bad(i + 1, key, e.to_string()))?);
+                }
+                ("", "durability") => {
+                    let d = quoted("os")?.parse();
+                    config.durability =
+                        Some(d.map_err(|e: flor_core::durability::UnknownDurability| bad(i + 1, key, e.to_string()))?);
+                }
+                ("replay", "isolation") => {
+                    config.replay_isolation = Some(quoted("auto")?.parse().map_err(|e| bad(i + 1, key, e))?);
+                }
+                ("replay", "copy_limit_mb") => {
+                    let mb = value.parse::<u64>().ok().filter(|mb| mb.checked_mul(1024 * 1024).is_some());
+                    let mb = mb.ok_or_else(|| {
+                        bad(i + 1, key, format!("expected a whole number of mebibytes, found {value}"))
+                    })?;
+                    config.replay_copy_limit_mb = Some(mb);
+                }
+                _ => {}
             }
         }
         Ok(config)
+    }
+
+    /// The replay isolation settings (defaults for what is not set).
+    pub fn isolation(&self) -> IsolationSettings {
+        let default = IsolationSettings::default();
+        IsolationSettings {
+            mode: self.replay_isolation.unwrap_or(default.mode),
+            copy_limit_bytes: self.replay_copy_limit_mb.map_or(default.copy_limit_bytes, |mb| mb * 1024 * 1024),
+        }
     }
 }
 
@@ -142,5 +183,22 @@ mod tests {
         assert!(e.contains("quoted"), "{e}");
         assert!(Config::parse("store", p).is_err());
         assert!(Config::parse("[store]", p).is_err());
+    }
+
+    #[test]
+    fn parses_the_replay_table() {
+        let p = Path::new(".flor/config.toml");
+        let c = Config::parse("store = \"sqlite\"\n[replay]\nisolation = \"copy\" # forced\ncopy_limit_mb = 5\n", p)
+            .unwrap();
+        assert_eq!(c.store, Some(StoreKind::Sqlite));
+        assert_eq!(c.isolation(), IsolationSettings { mode: IsolationMode::Copy, copy_limit_bytes: 5 * 1024 * 1024 });
+        assert_eq!(Config::parse("", p).unwrap().isolation(), IsolationSettings::default());
+        // `store` inside [replay] is not the store.
+        assert_eq!(Config::parse("[replay]\nstore = \"duckdb\"\n", p).unwrap().store, None);
+        let e = Config::parse("[replay]\nisolation = \"cow\"\n", p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("isolation") && e.contains("\"overlay\""), "{e}");
+        let e = Config::parse("[replay]\ncopy_limit_mb = \"big\"\n", p).unwrap_err().to_string();
+        assert!(e.contains("copy_limit_mb") && e.contains("mebibytes"), "{e}");
+        assert!(Config::parse("[replay]\ncopy_limit_mb = 99999999999999999\n", p).is_err());
     }
 }

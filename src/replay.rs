@@ -18,6 +18,7 @@ pub use flor_replay::{
 };
 use flor_replay::{LocalExecutor, LocalOptions, Observer, ProgressBars, Request, Runs};
 
+use crate::config::{Config, CONFIG_FILE};
 use crate::error::Result;
 use crate::project::Project;
 
@@ -48,7 +49,8 @@ pub struct ReplayOptions {
 }
 
 /// Builds the plan (nothing runs, nothing is written): syncs the query
-/// database, then asks [`flor_replay::plan`].
+/// database, then asks [`flor_replay::plan`] with the isolation settings
+/// of `.flor/config.toml` (`[replay]`).
 pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Result<Plan> {
     if opts.names.is_empty() {
         return Err(flor_replay::Error::NoNames.into());
@@ -68,6 +70,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         None => None,
     };
     let runs = Runs { runs: rows.into_iter().map(|r| r.meta).collect(), logged, only };
+    let isolation = Config::load(&project.flor_dir().join(CONFIG_FILE))?.isolation();
     let request = Request {
         names: opts.names.clone(),
         jobs: opts.jobs,
@@ -75,6 +78,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         script: opts.script.clone(),
         no_check: opts.no_check.clone(),
         strict: opts.strict,
+        isolation,
     };
     let propagators = opts.propagators.clone().unwrap_or_else(flor_propagate::registry);
     Ok(flor_replay::plan(project.root(), &propagators, &request, &runs, cost)?)
@@ -114,6 +118,7 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
         work_dir: flor_dir.join("replay"),
         objects: flor_dir.join("objects"),
         jobs: plan.jobs,
+        isolation: plan.isolation.clone(),
     });
     let mut observer = Terminal { plan, progress, bars: bars.then(ProgressBars::new), last: Vec::new() };
     let summary = flor_replay::execute(&root, &flor_dir.join("locks"), plan, &mut executor, &mut observer);

@@ -12,6 +12,7 @@
 //! - [`attach_files`] adds files (e.g. records) on top of such a commit;
 //! - [`list_refs`], [`read_dir_at`], [`read_file_at`] read them back;
 //! - [`materialize`] exports a commit into a plain folder for replay;
+//! - [`unignored_files`] lists the working tree's files git does not ignore;
 //! - [`delete_ref`] removes a ref;
 //! - [`set_fsync`] makes this process's git writes durable (fsynced).
 //!
@@ -32,6 +33,7 @@ mod objects;
 mod refs;
 mod repo;
 mod snapshot;
+mod worktree;
 
 pub use error::{Error, Result};
 pub use materialize::materialize;
@@ -43,3 +45,4 @@ pub use snapshot::{
     snapshot_worktree, snapshot_worktree_unique, Snapshot, SnapshotOptions, DEFAULT_MAX_FILE_MB, MAX_FILE_MB_ENV,
     MAX_NAME_ATTEMPTS,
 };
+pub use worktree::unignored_files;

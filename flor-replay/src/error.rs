@@ -107,6 +107,37 @@ pub enum Error {
         attempts: usize,
     },
 
+    /// The settings ask for the overlay view and this machine cannot mount
+    /// it.
+    #[error(
+        "replay cannot give the old scripts a private overlay view of the project: {why}. Nothing was run. \
+         To copy the files git does not track into the replay's folder instead, set `isolation = \"auto\"` \
+         (or \"copy\") under [replay] in .flor/config.toml"
+    )]
+    OverlayUnavailable {
+        /// What the kernel refused.
+        why: String,
+    },
+
+    /// Copies of the files the old scripts see would exceed the limit (and
+    /// the overlay is unavailable or not wanted).
+    #[error(
+        "replay refused before running anything: {}copying the {bytes} of files git does not track \
+         (data sets, outputs) into each replayed run's private folder exceeds the copy limit of {limit}. \
+         To proceed, raise the limit (`copy_limit_mb = ...` under [replay] in .flor/config.toml; each run \
+         gets its own copy), or replay where the kernel allows overlay mounts in user namespaces (Linux 5.11 \
+         or later, no mount points inside the project)",
+        overlay_refused.as_ref().map(|w| format!("overlay mounts are unavailable here ({w}), and ")).unwrap_or_default()
+    )]
+    CopyTooLarge {
+        /// What copies would take, for people.
+        bytes: String,
+        /// The limit, for people.
+        limit: String,
+        /// Why not the overlay, when the settings let replay choose.
+        overlay_refused: Option<String>,
+    },
+
     /// The executor failed as a whole (not one segment).
     #[error("replay executor `{executor}`: {message}")]
     Executor {

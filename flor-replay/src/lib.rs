@@ -20,7 +20,9 @@
 //!    submitted to an [`Executor`] ([`LocalExecutor`]: processes on this
 //!    machine, resuming what an interrupted replay finished), each run's
 //!    record files attached to its ref as soon as all its segments are in
-//!    ([`attach_replay`]), and a [`Summary`] against the estimates.
+//!    ([`attach_replay`]), and a [`Summary`] against the estimates. An old
+//!    script reads the project as it is now and writes only into the
+//!    replay's own folder ([`Isolation`], decided with the plan).
 //! 4. **Divergence checks** ([`check`]): the old `flor.log`s a replayed
 //!    iteration re-executes are compared, bit for bit, with what the
 //!    forward run recorded; a difference flags the replay's values
@@ -45,6 +47,7 @@
 //!     work_dir: root.join(".flor/replay"),
 //!     objects: root.join(".flor/objects"),
 //!     jobs: plan.jobs,
+//!     isolation: plan.isolation.clone(),
 //! });
 //! let summary = flor_replay::execute(root, &root.join(".flor/locks"), &plan, &mut executor, &mut |line: &str| eprintln!("{line}"))?;
 //! print!("{}", summary.render(&plan));
@@ -57,7 +60,10 @@ pub mod check;
 mod error;
 mod execute;
 mod executor;
+mod isolate;
 mod local;
+#[cfg(target_os = "linux")]
+mod overlay;
 mod plan;
 mod profile;
 mod render;
@@ -68,6 +74,7 @@ pub mod worker;
 pub use error::{Error, Result};
 pub use execute::{attach_replay, execute, Observer, RunOutcome, Summary};
 pub use executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
+pub use isolate::{Isolation, IsolationMode, IsolationSettings, DEFAULT_COPY_LIMIT_MB};
 pub use local::{remove_published, LocalExecutor, LocalOptions};
 pub use plan::{level_of, plan, Plan, Request, RunReplay, Runs, StatementPlan, VersionPlan};
 pub use profile::{profile_of, Forward};

@@ -2,17 +2,22 @@
 //! worker thread.
 //!
 //! Each run's code version is exported from git into
-//! `<work>/<run id>/<tag>/code` (never the user's checkout; `<tag>` hashes
+//! `<work>/<run id>/<tag>/base` (never the user's checkout; `<tag>` hashes
 //! the names and the propagated script, so different requests never mix),
 //! the propagated script is written over the old one, and each segment runs
 //! as the run's interpreter and command line with the [`Binding`] in its
-//! environment. A segment that ends well leaves `seg-<k>.jsonl` and a
-//! `seg-<k>.done` marker, so a replay that was interrupted resumes where it
-//! stopped: a resubmitted segment with a marker is answered at once.
+//! environment, isolated as [`LocalOptions::isolation`] says
+//! ([`crate::isolate`]): with the overlay, in its own view of the project
+//! root whose private layer is `<work>/<run id>/<tag>/seg-<k>/upper`; with
+//! copies, in `<work>/<run id>/<tag>/code`. Either stays until the run's
+//! values are attached (for a failed run: until the next replay of it). A
+//! segment that ends well leaves `seg-<k>.jsonl` and a `seg-<k>.done`
+//! marker, so a replay that was interrupted resumes where it stopped: a
+//! resubmitted segment with a marker is answered at once.
 //! Stdout and stderr of each segment are kept beside it (`seg-<k>.out`,
 //! `seg-<k>.err`) until the run's records are attached.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,7 @@ use flor_core::layout::{ref_for, RECORDS_DIR};
 
 use crate::error::{Error, Result};
 use crate::executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
+use crate::isolate::{copy_visible, remove_tree, unlock_work_dirs, Isolation, IsolationSettings, TreeView, View};
 use crate::worker::Binding;
 
 /// How often a worker checks its process for an exit or a cancel.
@@ -36,8 +42,8 @@ const POLL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
     /// The user's repository (code versions are exported from its git
-    /// objects; its untracked top-level entries, such as data sets, are
-    /// made reachable from the exported code).
+    /// objects; the old code reads the rest of its tree, such as data sets,
+    /// and never writes into it).
     pub root: PathBuf,
     /// The executor's own folder (`.flor/replay`).
     pub work_dir: PathBuf,
@@ -45,18 +51,39 @@ pub struct LocalOptions {
     pub objects: PathBuf,
     /// Worker processes at once (at least 1).
     pub jobs: usize,
+    /// How segments are kept from writing into `root` (the plan's
+    /// [`Plan::isolation`](crate::Plan::isolation)); `None`: decided at the
+    /// first segment with the default [`IsolationSettings`].
+    pub isolation: Option<Isolation>,
 }
 
 /// A segment waiting for, or running on, a worker.
 struct Job {
     id: TaskId,
     dir: PathBuf,
-    script: PathBuf,
+    launch: Launch,
     interpreter: String,
     args: Vec<String>,
     binding: Binding,
     steps: usize,
     generation: u64,
+}
+
+/// How one run's code version was set up (once per run folder).
+enum Prepared {
+    /// `base` holds the old version; each segment's view hides `newer`.
+    Overlay { base: PathBuf, newer: Vec<PathBuf> },
+    /// `code` holds the old version and copies of what it sees.
+    Copy { code: PathBuf },
+}
+
+/// Where and how a segment's process starts.
+struct Launch {
+    script: PathBuf,
+    cwd: PathBuf,
+    /// The overlay view it enters (its `cwd` is inside) and the segment's
+    /// folder holding its layers.
+    view: Option<(Arc<View>, PathBuf)>,
 }
 
 /// What a busy worker runs.
@@ -84,7 +111,8 @@ pub struct LocalExecutor {
     events: Receiver<Event>,
     sender: Sender<Event>,
     threads: Vec<JoinHandle<()>>,
-    prepared: HashSet<PathBuf>,
+    prepared: HashMap<PathBuf, Prepared>,
+    tree: Option<Arc<TreeView>>,
 }
 
 impl std::fmt::Debug for LocalExecutor {
@@ -119,7 +147,15 @@ impl LocalExecutor {
             })
             .filter_map(std::result::Result::ok)
             .collect();
-        LocalExecutor { opts: LocalOptions { jobs, ..opts }, shared, events, sender, threads, prepared: HashSet::new() }
+        LocalExecutor {
+            opts: LocalOptions { jobs, ..opts },
+            shared,
+            events,
+            sender,
+            threads,
+            prepared: HashMap::new(),
+            tree: None,
+        }
     }
 
     /// The folder holding run `run_id`'s work for the request in `spec`.
@@ -127,22 +163,65 @@ impl LocalExecutor {
         self.opts.work_dir.join(task.spec.run.run_id()).join(tag(&task.spec.names, &task.spec.code.source))
     }
 
-    /// Exports the run's code version and writes the propagated script, once
-    /// per run folder and executor.
-    fn prepare(&mut self, dir: &Path, task: &SegmentTask) -> Result<PathBuf> {
-        let code = dir.join("code");
-        let script = code.join(&task.spec.code.script);
-        if self.prepared.contains(dir) {
-            return Ok(script);
+    /// The isolation, decided at the first call when the options have none.
+    fn isolation(&mut self) -> Result<Isolation> {
+        if let Some(i) = &self.opts.isolation {
+            return Ok(i.clone());
         }
-        if code.exists() {
-            fs::remove_dir_all(&code).map_err(|e| Error::io("remove", &code, e))?;
+        let i = Isolation::decide(&self.opts.root, &self.opts.work_dir, &IsolationSettings::default())?;
+        self.opts.isolation = Some(i.clone());
+        Ok(i)
+    }
+
+    /// What of the user's tree the old versions see, scanned once.
+    fn tree(&mut self) -> Result<Arc<TreeView>> {
+        if let Some(t) = &self.tree {
+            return Ok(Arc::clone(t));
         }
-        flor_git::materialize(&self.opts.root, &task.spec.code.commit, &code)?;
-        link_untracked(&self.opts.root, &code)?;
-        fs::write(&script, &task.spec.code.source).map_err(|e| Error::io("write", &script, e))?;
-        self.prepared.insert(dir.to_owned());
-        Ok(script)
+        let t = Arc::new(TreeView::scan(&self.opts.root)?);
+        self.tree = Some(Arc::clone(&t));
+        Ok(t)
+    }
+
+    /// Exports the run's code version and writes the propagated script (and
+    /// with copies, copies what it sees of the user's tree), once per run
+    /// folder and executor; then prepares segment `k`'s start.
+    fn prepare(&mut self, dir: &Path, task: &SegmentTask, k: usize) -> Result<Launch> {
+        let tree = self.tree()?;
+        if !self.prepared.contains_key(dir) {
+            let isolation = self.isolation()?;
+            let copy = matches!(isolation, Isolation::Copy { .. });
+            let base = dir.join(if copy { "code" } else { "base" });
+            remove_tree(&base).map_err(|e| Error::io("remove", &base, e))?;
+            flor_git::materialize(&self.opts.root, &task.spec.code.commit, &base)?;
+            let script = base.join(&task.spec.code.script);
+            fs::write(&script, &task.spec.code.source).map_err(|e| Error::io("write", &script, e))?;
+            let prepared = if copy {
+                copy_visible(&tree, Some(&base))?;
+                Prepared::Copy { code: base }
+            } else {
+                Prepared::Overlay { newer: tree.newer_than(&base), base }
+            };
+            self.prepared.insert(dir.to_owned(), prepared);
+        }
+        let script = Path::new(&task.spec.code.script);
+        let parent = script.parent().unwrap_or(Path::new(""));
+        match &self.prepared[dir] {
+            Prepared::Copy { code } => Ok(Launch { script: code.join(script), cwd: code.join(parent), view: None }),
+            #[cfg(target_os = "linux")]
+            Prepared::Overlay { base, newer } => {
+                let real = [self.opts.work_dir.clone(), self.opts.objects.clone()];
+                let seg = dir.join(format!("seg-{k}"));
+                let view = crate::isolate::overlay_view(&tree, Some(base), newer, &seg, &real, parent)?;
+                let (script, cwd) = (tree.root.join(script), tree.root.join(parent));
+                Ok(Launch { script, cwd, view: Some((Arc::new(view), seg)) })
+            }
+            #[cfg(not(target_os = "linux"))]
+            Prepared::Overlay { .. } => {
+                let _ = k;
+                Err(Error::OverlayUnavailable { why: "overlay mounts in a user namespace need Linux".into() })
+            }
+        }
     }
 }
 
@@ -166,7 +245,7 @@ impl Executor for LocalExecutor {
                 return Ok(());
             }
         }
-        let script = self.prepare(&dir, &task)?;
+        let launch = self.prepare(&dir, &task, k)?;
         if output.exists() {
             fs::remove_file(&output).map_err(|e| Error::io("remove", &output, e))?;
         }
@@ -181,7 +260,7 @@ impl Executor for LocalExecutor {
         let job = Job {
             id: task.id,
             dir,
-            script,
+            launch,
             interpreter: task.spec.run.interpreter.clone(),
             args: task.spec.run.argv.iter().skip(1).cloned().collect(),
             binding,
@@ -229,12 +308,8 @@ impl Executor for LocalExecutor {
 
     fn forget_run(&mut self, run_id: &str) -> Result<()> {
         let dir = self.opts.work_dir.join(run_id);
-        self.prepared.retain(|p| !p.starts_with(&dir));
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", dir, e)),
-        }
+        self.prepared.retain(|p, _| !p.starts_with(&dir));
+        remove_tree(&dir).map_err(|e| Error::io("remove", &dir, e))?;
         let _ = fs::remove_dir(&self.opts.work_dir); // when empty
         Ok(())
     }
@@ -289,18 +364,26 @@ fn run_job(job: &Job, shared: &Shared) -> Finished {
         return Finished::failed(job.id, format!("cannot create log files in {}", job.dir.display()), 0.0);
     };
     let mut cmd = Command::new(&job.interpreter);
-    cmd.arg(&job.script)
-        .args(&job.args)
-        .current_dir(job.script.parent().unwrap_or(&job.dir))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+    cmd.arg(&job.launch.script).args(&job.args).stdin(Stdio::null()).stdout(out).stderr(err);
+    match &job.launch.view {
+        Some((view, _)) => view.apply(&mut cmd),
+        None => {
+            cmd.current_dir(&job.launch.cwd);
+        }
+    }
     job.binding.apply(&mut cmd);
     let child = match cmd.spawn() {
         Ok(c) => c,
+        Err(e) if job.launch.view.is_some() => {
+            let why = format!("cannot start {} in the replay's private view of the project: {e}", job.interpreter);
+            return Finished::failed(job.id, why, 0.0);
+        }
         Err(e) => return Finished::failed(job.id, format!("cannot start {}: {e}", job.interpreter), 0.0),
     };
     let status = wait(child, job.generation, shared);
+    if let Some((_, seg)) = &job.launch.view {
+        unlock_work_dirs(seg);
+    }
     let secs = started.elapsed().as_secs_f64();
     match status {
         None => Finished::failed(job.id, "cancelled", secs),
@@ -363,29 +446,6 @@ fn tag(names: &[String], source: &str) -> String {
     format!("{h:016x}")
 }
 
-/// Makes what the snapshot lacks at the top of the working tree (data sets,
-/// caches: files git ignores) reachable from the materialized code, as
-/// symbolic links to the user's copies; the code itself stays the old version.
-fn link_untracked(root: &Path, code: &Path) -> Result<()> {
-    let entries = fs::read_dir(root).map_err(|e| Error::io("list", root, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", root, e))?;
-        let name = entry.file_name();
-        if name == ".git" || name == ".flor" {
-            continue;
-        }
-        let target = code.join(&name);
-        if target.symlink_metadata().is_ok() {
-            continue;
-        }
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(entry.path(), &target).map_err(|e| Error::io("link", &target, e))?;
-        #[cfg(not(unix))]
-        let _ = target;
-    }
-    Ok(())
-}
-
 /// Removes the work folders (under `work_dir`, a [`LocalExecutor`]'s) of
 /// replays that are already attached to their runs' refs: a `flor replay`
 /// killed between attaching a run's records and removing its folder leaves
@@ -433,9 +493,8 @@ fn is_published(request: &Path, published: &HashSet<Vec<u8>>) -> bool {
             continue;
         };
         let done = request.join(format!("seg-{k}.done")).exists();
-        let in_git = fs::read(request.join(format!("seg-{k}.jsonl"))).is_ok_and(|b| {
-            published.contains(crate::check::output_digest(&b).as_bytes()) || published.contains(&b)
-        });
+        let in_git = fs::read(request.join(format!("seg-{k}.jsonl")))
+            .is_ok_and(|b| published.contains(crate::check::output_digest(&b).as_bytes()) || published.contains(&b));
         if !(done && in_git) {
             return false;
         }

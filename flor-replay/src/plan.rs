@@ -1,7 +1,8 @@
 //! Building a [`Plan`]: which scripts hold the statements, which runs lack
 //! the names, which code version each run has and what propagation makes
 //! of it, where each statement runs, and the segments and cost of each run.
-//! Nothing runs and nothing is written (except a measured interpreter start).
+//! Nothing runs and nothing is written (except a measured interpreter start
+//! and the isolation probe, which leaves nothing behind).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -13,6 +14,7 @@ use flor_core::{RunMeta, RunStatus};
 
 use crate::check::CheckNames;
 use crate::error::{Error, Result};
+use crate::isolate::{Isolation, IsolationSettings};
 use crate::profile::Forward;
 use crate::segments::{makespan, plan_run, CostModel, Level, RunPlan};
 use crate::spec::{CheckpointRef, CodeRef, SegmentSpec, SPEC_VERSION};
@@ -35,6 +37,9 @@ pub struct Request {
     /// Whether a divergence fails the run's replay (`--strict`) instead of
     /// flagging its values.
     pub strict: bool,
+    /// How the replay may keep the old scripts' writes out of the user's
+    /// files ([`Isolation::decide`]).
+    pub isolation: IsolationSettings,
 }
 
 /// What the caller knows of the recorded runs (from its query database):
@@ -116,6 +121,9 @@ pub struct Plan {
     pub no_check: Vec<String>,
     /// Whether a divergence fails a run's replay.
     pub strict: bool,
+    /// How the old scripts' writes are kept out of the user's files
+    /// (`None` when there is nothing to replay).
+    pub isolation: Option<Isolation>,
 }
 
 impl Plan {
@@ -177,7 +185,11 @@ struct Newest<'r> {
 /// Builds the plan for `request` over the runs recorded in the repository
 /// at `root` (see the module docs); each script's language is the one
 /// `propagators` has for its file type (scripts of no known language, such
-/// as runs recorded from Rust programs, are not replayable).
+/// as runs recorded from Rust programs, are not replayable). When there is
+/// something to replay, the plan says how it will be isolated; a replay
+/// that cannot be isolated the way `request.isolation` allows fails here,
+/// before anything runs ([`Error::OverlayUnavailable`],
+/// [`Error::CopyTooLarge`]).
 pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs, cost: &CostModel) -> Result<Plan> {
     if request.names.is_empty() {
         return Err(Error::NoNames);
@@ -205,6 +217,11 @@ pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs,
         }
     }
     show_levels(&mut versions, &out_runs);
+    let isolation = if out_runs.is_empty() {
+        None
+    } else {
+        Some(Isolation::decide(root, &root.join(".flor").join("replay"), &request.isolation)?)
+    };
     let durations: Vec<f64> = out_runs.iter().flat_map(|r| r.plan.segments.iter().map(|s| s.estimate_secs)).collect();
     Ok(Plan {
         names: request.names.clone(),
@@ -216,6 +233,7 @@ pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs,
         no_check: request.no_check.clone(),
         strict: request.strict,
         jobs,
+        isolation,
     })
 }
 

@@ -61,6 +61,9 @@ impl Plan {
             let _ = writeln!(s, "\nrun {t}: skipped: {why}");
         }
         s.push_str(&self.check_text());
+        if let Some(i) = &self.isolation {
+            let _ = writeln!(s, "\nisolation: {}", i.describe());
+        }
         let _ = writeln!(
             s,
             "\n{} run{} to replay; estimated {:.2} s of work, {:.2} s with {} worker{}",

@@ -84,6 +84,7 @@ fn executor(root: &Path, jobs: usize) -> LocalExecutor {
         work_dir: root.join(".flor/replay"),
         objects: root.join(".flor/objects"),
         jobs,
+        isolation: None,
     })
 }
 
@@ -267,6 +268,7 @@ fn execute_attaches_a_run_once_all_its_segments_are_in_and_keeps_failed_runs_out
         makespan_secs: 2.0,
         no_check: vec![],
         strict: false,
+        isolation: None,
     };
     let id = |run, segment| TaskId { run, segment };
     let mut ex = Canned {
@@ -330,6 +332,7 @@ fn the_plan_says_why_a_statement_replays_every_iteration() {
         makespan_secs: 0.0,
         no_check: vec![],
         strict: false,
+        isolation: None,
     };
     let text = plan.render();
     assert!(text.contains("line 7 of the newest version: placed at line 6; inside a nested loop"), "{text}");
