@@ -1,13 +1,15 @@
-//! `.flor/config.toml`: per-project settings. Today one key:
+//! `.flor/config.toml`: per-project settings:
 //!
 //! ```toml
 //! # Which engine holds the query database (a cache rebuilt from git).
 //! store = "duckdb"   # or "sqlite" (the default)
+//! # Show the script's source checks when a run starts (once per version).
+//! lint_on_run = false   # default: true
 //! ```
 //!
-//! The file is optional. A small reader for `key = "value"` lines and `#`
-//! comments (the subset of TOML flor writes and reads); unknown keys are
-//! kept for later versions and ignored.
+//! The file is optional. A small reader for `key = "value"` and `key =
+//! true|false` lines and `#` comments (the subset of TOML flor writes and
+//! reads); unknown keys are kept for later versions and ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,9 @@ pub struct Config {
     /// [`StoreKind`] lives in `flor-store`, re-exported as
     /// `flor::StoreKind`.
     pub store: Option<StoreKind>,
+    /// `lint_on_run`: whether a starting run shows its script's source
+    /// checks (`None`: not set, which means yes).
+    pub lint_on_run: Option<bool>,
 }
 
 impl Config {
@@ -63,8 +68,17 @@ impl Config {
             };
             let key = key.trim();
             let value = value.trim();
-            if key != "store" {
-                continue;
+            match key {
+                "store" => {}
+                "lint_on_run" => {
+                    config.lint_on_run = Some(match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(i + 1, key, format!("expected true or false, found {value}"))),
+                    });
+                    continue;
+                }
+                _ => continue,
             }
             let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
                 return Err(bad(i + 1, key, format!("expected a quoted string such as \"duckdb\", found {value}")));
@@ -100,6 +114,16 @@ mod tests {
         let c = Config::parse("# engine\nstore = \"duckdb\"  # fast\nother = 3\n", p).unwrap();
         assert_eq!(c.store, Some(StoreKind::Duckdb));
         assert_eq!(Config::parse("store=\"sqlite\"", p).unwrap().store, Some(StoreKind::Sqlite));
+    }
+
+    #[test]
+    fn parses_lint_on_run() {
+        let p = Path::new(".flor/config.toml");
+        assert_eq!(Config::parse("", p).unwrap().lint_on_run, None);
+        assert_eq!(Config::parse("lint_on_run = false # quiet\n", p).unwrap().lint_on_run, Some(false));
+        assert_eq!(Config::parse("lint_on_run=true", p).unwrap().lint_on_run, Some(true));
+        let e = Config::parse("lint_on_run = \"no\"", p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("lint_on_run") && e.contains("true or false"), "{e}");
     }
 
     #[test]
