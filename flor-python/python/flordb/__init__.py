@@ -289,6 +289,12 @@ def _restore(obj, state, fmt):
     """Puts ``state`` into ``obj`` in place, so references stay valid."""
     if fmt.endswith("state_dict"):
         obj.load_state_dict(state)
+    elif isinstance(obj, random.Random):  # its state lives in C, not in __dict__
+        obj.setstate(state.getstate())
+    elif hasattr(obj, "bit_generator") and hasattr(state, "bit_generator"):  # numpy's Generator
+        obj.bit_generator.state = state.bit_generator.state
+    elif callable(getattr(obj, "set_state", None)) and callable(getattr(state, "get_state", None)):
+        obj.set_state(state.get_state())  # numpy's RandomState, torch.Generator
     elif type(obj).__module__ == "numpy" and hasattr(obj, "shape"):
         obj[...] = state
     elif isinstance(obj, dict):
