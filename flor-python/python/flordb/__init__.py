@@ -80,6 +80,21 @@ def _get():
         _flor.start(argv, filename, sys.executable, _cwd())
         if _ckpt_interval is not None:
             _flor.set_checkpoint_interval(_ckpt_interval)
+        _show_source_checks()
+
+
+def _show_source_checks():
+    """Prints the script's source checks (code replay cannot reproduce) on
+    stderr, the first time a run of this version of the script starts;
+    never fails the run. FLOR_LINT_ON_RUN=0 or ``lint_on_run = false`` in
+    .flor/config.toml silences it."""
+    try:
+        text = _flor.source_checks()
+    except Exception:  # a check that cannot run must not stop training
+        return
+    if text:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def _kwargs_names():
