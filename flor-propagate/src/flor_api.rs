@@ -445,7 +445,13 @@ pub(crate) fn flor_loops<'t>(
 /// Whether an identifier or attribute naming a flordb function is a use of
 /// it (not an import, an attribute name of something else, a keyword).
 pub(crate) fn is_reference(node: Node) -> bool {
-    let Some(parent) = node.parent() else { return true };
+    is_reference_under(node, node.parent())
+}
+
+/// [`is_reference`] with `node`'s parent known (tree-sitter's
+/// `Node::parent` walks down from the root each time).
+pub(crate) fn is_reference_under(node: Node, parent: Option<Node>) -> bool {
+    let Some(parent) = parent else { return true };
     if matches!(parent.kind(), "dotted_name" | "aliased_import" | "import_from_statement" | "import_statement") {
         return false;
     }

@@ -27,12 +27,14 @@
 //! return their object (`model = model.to(device)`) do not count, and code
 //! the syntax cannot follow (calls into other modules) is not guessed at.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
 
 use flor_core::propagate::{Finding, PropagateError, Severity};
 use tree_sitter::Node;
 
-use crate::flor_api::{flor_loops, is_reference, preorder, text, with_header, Api, Bindings, WHICH};
+use crate::flor_api::{flor_loops, is_reference_under, text, with_header, Api, Bindings, WHICH};
 use crate::python::Python;
 use crate::tree::max_nodes;
 
@@ -231,16 +233,147 @@ const TORCH_NN_DRAWS: &[&str] = &[
     "FeatureAlphaDropout",
 ];
 
+/// Every node of a syntax tree in preorder, with its parent (tree-sitter's
+/// `Node::parent` walks down from the root each time it is asked).
+struct Tree<'t> {
+    nodes: Vec<Node<'t>>,
+    /// Index of each node's parent in `nodes` (`usize::MAX`: the root).
+    parents: Vec<usize>,
+    /// Node id → index in `nodes`.
+    at: HashMap<usize, usize>,
+}
+
+impl<'t> Tree<'t> {
+    fn new(root: Node<'t>) -> Tree<'t> {
+        let (mut nodes, mut parents, mut stack) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cursor = root.walk();
+        'walk: loop {
+            let index = nodes.len();
+            nodes.push(cursor.node());
+            parents.push(stack.last().copied().unwrap_or(usize::MAX));
+            if cursor.goto_first_child() {
+                stack.push(index);
+                continue;
+            }
+            while !cursor.goto_next_sibling() {
+                if !cursor.goto_parent() {
+                    break 'walk;
+                }
+                stack.pop();
+            }
+        }
+        let at = nodes.iter().enumerate().map(|(i, n)| (n.id(), i)).collect();
+        Tree { nodes, parents, at }
+    }
+
+    fn parent(&self, node: Node) -> Option<Node<'t>> {
+        let &i = self.at.get(&node.id())?;
+        self.nodes.get(self.parents[i]).copied()
+    }
+
+    /// The scope `node` binds names in: the nearest enclosing function,
+    /// lambda or class (not `node` itself), else the module.
+    fn scope_of(&self, node: Node<'t>) -> Node<'t> {
+        let mut n = node;
+        while let Some(p) = self.parent(n) {
+            if matches!(p.kind(), "function_definition" | "lambda" | "class_definition") {
+                return p;
+            }
+            n = p;
+        }
+        n
+    }
+
+    /// Whether identifier `node` refers to a variable (not an attribute's
+    /// name, a keyword, a definition's name or a parameter).
+    fn is_reference(&self, node: Node) -> bool {
+        is_reference_under(node, self.parent(node))
+    }
+}
+
 /// The script as the checks see it.
 struct Script<'t, 's> {
     src: &'s [u8],
     source: &'s str,
-    nodes: Vec<Node<'t>>,
+    tree: Tree<'t>,
     imports: Imports,
-    /// Flor loop headers (`for` / `with` statements) and their names.
-    loops: Vec<(Node<'t>, Option<String>)>,
+    /// The flor loops, in source order.
+    loops: Vec<Loop<'t>>,
+    /// What carries whatever a name holds ([`carrier_index`]).
+    carrying: HashMap<String, Vec<(Node<'t>, String)>>,
     /// Every `flor.checkpointing(...)` call.
     checkpoints: Vec<Checkpointing<'t>>,
+    /// Sets of names per subtree, computed once: the checks ask about the
+    /// same loops and functions for every generator.
+    memo: RefCell<HashMap<(Names, usize), Rc<HashSet<String>>>>,
+}
+
+/// Which names of a subtree [`Script::names`] gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Names {
+    /// The identifiers it refers to.
+    Referenced,
+    /// The names and attributes it binds, in any scope.
+    Bound,
+    /// A function's own variables: its parameters and what it binds in its
+    /// own scope.
+    Locals,
+}
+
+impl Script<'_, '_> {
+    /// The `which` names of the subtree at `root`.
+    fn names(&self, which: Names, root: Node) -> Rc<HashSet<String>> {
+        if let Some(found) = self.memo.borrow().get(&(which, root.id())) {
+            return found.clone();
+        }
+        let names: HashSet<String> = match which {
+            Names::Referenced => under(&self.tree.nodes, root)
+                .filter(|n| n.kind() == "identifier" && self.tree.is_reference(*n))
+                .map(|n| text(n, self.src).to_string())
+                .collect(),
+            Names::Bound => bindings_in(&self.tree.nodes, root).iter().map(|(t, _)| squeeze(*t, self.src)).collect(),
+            Names::Locals => {
+                let mut own: HashSet<String> = bindings_in(&self.tree.nodes, root)
+                    .iter()
+                    .filter(|(t, _)| self.tree.scope_of(*t) == root)
+                    .map(|(t, _)| squeeze(*t, self.src))
+                    .collect();
+                if let Some(params) = root.child_by_field_name("parameters") {
+                    let mut c = params.walk();
+                    for p in params.named_children(&mut c) {
+                        let id = if p.kind() == "identifier" { Some(p) } else { p.child_by_field_name("name") };
+                        own.extend(id.map(|id| text(id, self.src).to_string()));
+                    }
+                }
+                own
+            }
+        };
+        let names = Rc::new(names);
+        self.memo.borrow_mut().insert((which, root.id()), names.clone());
+        names
+    }
+}
+
+/// A flor loop.
+struct Loop<'t> {
+    /// Its header statement (`for` or `with`).
+    header: Node<'t>,
+    /// Its name, when the syntax shows it.
+    name: Option<String>,
+    /// The statements it repeats.
+    body: Node<'t>,
+    /// The scope it runs in.
+    scope: Node<'t>,
+}
+
+impl Loop<'_> {
+    /// `loop `epoch` (line 12)`, or `the flor loop at line 12`.
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("loop `{n}` (line {})", line(self.header)),
+            None => format!("the flor loop at line {}", line(self.header)),
+        }
+    }
 }
 
 /// One `flor.checkpointing(name=value, ...)` call.
@@ -253,21 +386,26 @@ struct Checkpointing<'t> {
 
 /// See [`LanguagePropagator::lint`](flor_core::propagate::LanguagePropagator::lint).
 pub(crate) fn lint(py: &Python, source: &str) -> Result<Vec<Finding>, PropagateError> {
-    let tree = py.parse(source, WHICH)?;
+    let parsed = py.parse(source, WHICH)?;
     let src = source.as_bytes();
-    let nodes = preorder(tree.root_node());
+    let tree = Tree::new(parsed.root_node());
     let limit = max_nodes();
-    if nodes.len() > limit {
+    if tree.nodes.len() > limit {
         return Err(PropagateError::TooLarge(format!(
             "the {WHICH} source has more than {limit} syntax nodes (limit set by {})",
             crate::tree::MAX_NODES_ENV
         )));
     }
-    let bindings = Bindings::of(&nodes, src);
-    let imports = Imports::of(&nodes, src);
-    let loops = flor_loops(py, &nodes, src, &bindings);
-    let checkpoints = checkpointing_calls(&nodes, src, &bindings);
-    let script = Script { src, source, nodes, imports, loops, checkpoints };
+    let bindings = Bindings::of(&tree.nodes, src);
+    let imports = Imports::of(&tree.nodes, src);
+    let loops: Vec<Loop> = flor_loops(py, &tree.nodes, src, &bindings)
+        .into_iter()
+        .map(|(header, name)| Loop { header, name, body: body(header), scope: tree.scope_of(header) })
+        .collect();
+    let checkpoints = checkpointing_calls(&tree.nodes, src, &bindings);
+    let carrying = carrier_index(&tree, &loops, src);
+    let memo = RefCell::new(HashMap::new());
+    let script = Script { src, source, tree, imports, loops, carrying, checkpoints, memo };
     let mut out = rebound_checkpoints(&script);
     out.extend(uncheckpointed_generators(&script));
     out.extend(unseeded_randomness(&script));
@@ -283,22 +421,17 @@ fn squeeze(node: Node, src: &[u8]) -> String {
     text(node, src).split_whitespace().collect()
 }
 
+/// The nodes within `root` (and it), found by the start bytes, which
+/// preorder keeps in order: the cost is the subtree's, not the file's.
+fn under<'a, 't>(nodes: &'a [Node<'t>], root: Node<'t>) -> impl Iterator<Item = Node<'t>> + 'a {
+    let from = nodes.partition_point(|n| n.start_byte() < root.start_byte());
+    let to = nodes.partition_point(|n| n.start_byte() < root.end_byte().max(root.start_byte() + 1));
+    nodes[from..to.max(from)].iter().copied().filter(move |n| within(*n, root))
+}
+
 /// Whether `inner` lies within `outer` (or is it).
 fn within(inner: Node, outer: Node) -> bool {
     outer.start_byte() <= inner.start_byte() && inner.end_byte() <= outer.end_byte()
-}
-
-/// The scope `node` binds names in: the nearest enclosing function, lambda
-/// or class (not `node` itself), else the module.
-fn scope_of(node: Node) -> Node {
-    let mut n = node;
-    while let Some(p) = n.parent() {
-        if matches!(p.kind(), "function_definition" | "lambda" | "class_definition") {
-            return p;
-        }
-        n = p;
-    }
-    n
 }
 
 /// A finding at `node`: 1-based line and column (in characters).
@@ -319,17 +452,9 @@ fn body(header: Node) -> Node {
     header.child_by_field_name("body").unwrap_or(header)
 }
 
-/// The innermost flor loop whose body holds `node`: its header and name.
-fn enclosing_loop<'a, 't>(script: &'a Script<'t, '_>, node: Node) -> Option<&'a (Node<'t>, Option<String>)> {
-    script.loops.iter().filter(|(h, _)| within(node, body(*h))).max_by_key(|(h, _)| h.start_byte())
-}
-
-/// `loop `epoch` (line 12)`, or `the flor loop at line 12`.
-fn loop_text(header: Node, name: &Option<String>) -> String {
-    match name {
-        Some(n) => format!("loop `{n}` (line {})", line(header)),
-        None => format!("the flor loop at line {}", line(header)),
-    }
+/// The innermost flor loop whose body holds `node`.
+fn enclosing_loop<'a, 't>(script: &'a Script<'t, '_>, node: Node) -> Option<&'a Loop<'t>> {
+    script.loops.iter().filter(|l| within(node, l.body)).max_by_key(|l| l.header.start_byte())
 }
 
 /// The names and attributes an assignment-like node binds: the leaves of
@@ -359,7 +484,7 @@ fn targets<'t>(target: Node<'t>, out: &mut Vec<Node<'t>>) {
 /// or expression that binds it).
 fn bindings_in<'t>(nodes: &[Node<'t>], root: Node<'t>) -> Vec<(Node<'t>, Node<'t>)> {
     let mut out = Vec::new();
-    for &n in nodes.iter().filter(|n| within(**n, root)) {
+    for n in under(nodes, root) {
         let target = match n.kind() {
             "assignment" if n.child_by_field_name("right").is_some() => n.child_by_field_name("left"),
             "augmented_assignment" | "for_statement" => n.child_by_field_name("left"),
@@ -379,15 +504,12 @@ fn bindings_in<'t>(nodes: &[Node<'t>], root: Node<'t>) -> Vec<(Node<'t>, Node<'t
 /// Identifiers named `name` under `root` that refer to a variable (not an
 /// attribute's name, a keyword, a definition's name or a parameter).
 fn references<'a, 't>(
-    nodes: &'a [Node<'t>],
+    tree: &'a Tree<'t>,
     root: Node<'t>,
     name: &'a str,
     src: &'a [u8],
 ) -> impl Iterator<Item = Node<'t>> + 'a {
-    nodes
-        .iter()
-        .copied()
-        .filter(move |n| n.kind() == "identifier" && within(*n, root) && text(*n, src) == name && is_reference(*n))
+    under(&tree.nodes, root).filter(move |n| n.kind() == "identifier" && text(*n, src) == name && tree.is_reference(*n))
 }
 
 /// The keyword arguments' values of every `flor.checkpointing(...)` call,
@@ -503,13 +625,13 @@ fn rebound_checkpoints(script: &Script) -> Vec<Finding> {
     for cp in &script.checkpoints {
         let Some(with) = cp.with else { continue };
         let block = body(with);
-        let scope = scope_of(with);
+        let scope = script.tree.scope_of(with);
         let loops: Vec<Node> =
-            script.loops.iter().map(|(h, _)| body(*h)).filter(|b| within(*b, block) && scope_of(*b) == scope).collect();
+            script.loops.iter().filter(|l| within(l.body, block) && l.scope == scope).map(|l| l.body).collect();
         if loops.is_empty() {
             continue;
         }
-        let bound = bindings_in(&script.nodes, block);
+        let bound = bindings_in(&script.tree.nodes, block);
         for &value in &cp.values {
             if !matches!(value.kind(), "identifier" | "attribute") {
                 continue; // a call, a literal, a subscript: no name to rebind
@@ -517,7 +639,7 @@ fn rebound_checkpoints(script: &Script) -> Vec<Finding> {
             let name = squeeze(value, script.src);
             let first = bound.iter().find(|(t, stmt)| {
                 squeeze(*t, script.src) == name
-                    && scope_of(*t) == scope
+                    && script.tree.scope_of(*t) == scope
                     && loops.iter().any(|l| within(*t, *l))
                     && rebinds(script, &name, value, *stmt, with)
             });
@@ -555,12 +677,11 @@ fn returns_itself(script: &Script, name: &str, right: Option<Node>) -> bool {
 /// Whether the last assignment to `name` before `with`, in its scope, binds
 /// an immutable value (a number, string, tuple, `None`, a jax array).
 fn bound_to_immutable(script: &Script, name: &str, with: Node) -> bool {
-    let scope = scope_of(with);
-    let last = script
-        .nodes
-        .iter()
-        .filter(|n| n.kind() == "assignment" && n.end_byte() <= with.start_byte() && scope_of(**n) == scope)
+    let scope = script.tree.scope_of(with);
+    let last = under(&script.tree.nodes, scope)
+        .filter(|n| n.kind() == "assignment" && n.end_byte() <= with.start_byte())
         .filter(|n| n.child_by_field_name("left").is_some_and(|l| squeeze(l, script.src) == name))
+        .filter(|n| script.tree.scope_of(*n) == scope)
         .last();
     last.and_then(|a| a.child_by_field_name("right")).is_some_and(|r| immutable(script, r))
 }
@@ -590,7 +711,7 @@ fn rebound(script: &Script, name: &str, value: Node, target: Node, stmt: Node) -
         "for_statement" => "rebinds it as a loop variable",
         _ => "rebinds it",
     };
-    let where_ = enclosing_loop(script, target).map(|(h, n)| loop_text(*h, n)).unwrap_or_else(|| "the loop".into());
+    let where_ = enclosing_loop(script, target).map(Loop::describe).unwrap_or_else(|| "the loop".into());
     at(
         script,
         target,
@@ -658,7 +779,7 @@ fn uncheckpointed_generators(script: &Script) -> Vec<Finding> {
 /// `NAME = <generator constructor>(...)` outside every flor loop.
 fn generator_defs<'t>(script: &Script<'t, '_>) -> Vec<GeneratorDef<'t>> {
     let mut out = Vec::new();
-    for &n in &script.nodes {
+    for &n in &script.tree.nodes {
         if n.kind() != "assignment" || enclosing_loop(script, n).is_some() {
             continue;
         }
@@ -669,7 +790,12 @@ fn generator_defs<'t>(script: &Script<'t, '_>) -> Vec<GeneratorDef<'t>> {
             continue;
         }
         let Some(kind) = callee(script, right).and_then(|q| Generator::of(&q)) else { continue };
-        out.push(GeneratorDef { name: text(left, script.src).to_string(), kind, stmt: n, scope: scope_of(n) });
+        out.push(GeneratorDef {
+            name: text(left, script.src).to_string(),
+            kind,
+            stmt: n,
+            scope: script.tree.scope_of(n),
+        });
     }
     out
 }
@@ -677,33 +803,17 @@ fn generator_defs<'t>(script: &Script<'t, '_>) -> Vec<GeneratorDef<'t>> {
 /// The flor loops that can see `def`'s binding: in its scope (or any
 /// scope, for a module-level one, unless that scope binds the name
 /// itself), not around the definition.
-fn loops_seeing<'a, 't>(script: &'a Script<'t, '_>, def: &GeneratorDef<'t>) -> Vec<&'a (Node<'t>, Option<String>)> {
+fn loops_seeing<'a, 't>(script: &'a Script<'t, '_>, def: &GeneratorDef<'t>) -> Vec<&'a Loop<'t>> {
     let module = def.scope.parent().is_none();
     script
         .loops
         .iter()
-        .filter(|(h, _)| !within(def.stmt, *h))
-        .filter(|(h, _)| {
-            let scope = scope_of(*h);
-            scope == def.scope || (module && within(*h, def.scope) && !binds_locally(script, scope, &def.name))
+        .filter(|l| !within(def.stmt, l.header))
+        .filter(|l| {
+            l.scope == def.scope
+                || (module && within(l.header, def.scope) && !script.names(Names::Locals, l.scope).contains(&def.name))
         })
         .collect()
-}
-
-/// Whether function `scope` binds `name` itself (a parameter, or an
-/// assignment in its own body).
-fn binds_locally(script: &Script, scope: Node, name: &str) -> bool {
-    if let Some(params) = scope.child_by_field_name("parameters") {
-        let mut c = params.walk();
-        let named = |p: Node| {
-            let id = if p.kind() == "identifier" { Some(p) } else { p.child_by_field_name("name") };
-            id.is_some_and(|id| text(id, script.src) == name)
-        };
-        if params.named_children(&mut c).any(named) {
-            return true;
-        }
-    }
-    bindings_in(&script.nodes, scope).iter().any(|(t, _)| scope_of(*t) == scope && squeeze(*t, script.src) == name)
 }
 
 /// A numpy / `random` / torch generator: the first use inside a loop that
@@ -711,14 +821,14 @@ fn binds_locally(script: &Script, scope: Node, name: &str) -> bool {
 /// own.
 fn drawn_in_loop(script: &Script, def: &GeneratorDef) -> Option<Finding> {
     let carriers = carriers(script, def);
-    for (header, name) in loops_seeing(script, def) {
-        let b = body(*header);
-        let rebound = bindings_in(&script.nodes, b).iter().any(|(t, _)| squeeze(*t, script.src) == def.name);
-        if rebound {
+    for l in loops_seeing(script, def) {
+        let b = l.body;
+        if script.names(Names::Bound, b).contains(&def.name) {
             continue; // a new generator every iteration
         }
-        for (carrier, through) in &carriers {
-            let Some(usage) = references(&script.nodes, b, carrier, script.src).next() else { continue };
+        let referenced = script.names(Names::Referenced, b);
+        for (carrier, through) in carriers.iter().filter(|(c, _)| referenced.contains(*c)) {
+            let Some(usage) = references(&script.tree, b, carrier, script.src).next() else { continue };
             let via = through.as_ref().map(|t| format!(" (through `{t}`)")).unwrap_or_default();
             let message = format!(
                 "`{}` ({} created at line {}) is drawn from in {} at line {}{via} but is not passed to \
@@ -727,7 +837,7 @@ fn drawn_in_loop(script: &Script, def: &GeneratorDef) -> Option<Finding> {
                 def.name,
                 def.kind.describe(),
                 line(def.stmt),
-                loop_text(*header, name),
+                l.describe(),
                 line(usage),
             );
             let hint = format!(
@@ -743,79 +853,96 @@ fn drawn_in_loop(script: &Script, def: &GeneratorDef) -> Option<Finding> {
 }
 
 /// The names that carry `def`'s generator into a loop: itself, then
-/// (outside every flor loop, in scopes that see it) functions and classes
-/// whose body uses a carrier and objects built by a class-like constructor
-/// (`DataLoader(ds, generator=g)`) from one. `None`: the generator itself;
-/// `Some(name)`: the carrier.
+/// (outside every flor loop, in its scope) functions and classes whose body
+/// uses a carrier and objects built from one (see [`carrier_index`]), to a
+/// fixed point. `None`: the generator itself; `Some(name)`: the carrier.
 fn carriers(script: &Script, def: &GeneratorDef) -> BTreeMap<String, Option<String>> {
     let mut out: BTreeMap<String, Option<String>> = BTreeMap::from([(def.name.clone(), None)]);
-    let visible = |n: Node| within(n, def.scope) && enclosing_loop(script, n).is_none();
-    for _ in 0..4 {
-        let before = out.len();
-        for &n in script.nodes.iter().filter(|n| visible(**n)) {
-            let new = match n.kind() {
-                // Methods are reached through their class.
-                "function_definition" if scope_of(n).kind() == "class_definition" => None,
-                "function_definition" | "class_definition" => {
-                    let uses = out
-                        .keys()
-                        .any(|c| body(n) != n && references(&script.nodes, body(n), c, script.src).next().is_some());
-                    n.child_by_field_name("name").filter(|_| uses)
-                }
-                "assignment" => {
-                    let (left, right) = (n.child_by_field_name("left"), n.child_by_field_name("right"));
-                    left.filter(|l| l.kind() == "identifier" && right.is_some_and(|r| builds_from(script, r, &out)))
-                }
-                _ => None,
-            };
-            if let Some(name) = new {
-                out.entry(text(name, script.src).to_string())
-                    .or_insert_with(|| Some(text(name, script.src).to_string()));
+    let mut queue = vec![def.name.clone()];
+    while let Some(name) = queue.pop() {
+        for (node, carrier) in script.carrying.get(&name).into_iter().flatten() {
+            if within(*node, def.scope) && !out.contains_key(carrier) {
+                out.insert(carrier.clone(), Some(carrier.clone()));
+                queue.push(carrier.clone());
             }
-        }
-        if out.len() == before {
-            break;
         }
     }
     out
 }
 
-/// Whether `value` is a call of a carrier class, or of a class-like name
-/// (capitalized: an object that keeps its arguments) with a carrier among
-/// its arguments.
-fn builds_from(script: &Script, value: Node, carriers: &BTreeMap<String, Option<String>>) -> bool {
-    if value.kind() != "call" {
-        return false;
+/// Name → the bindings outside every flor loop that carry whatever that
+/// name holds (node, the name it binds): functions (not methods: they are
+/// reached through their class) and classes whose body refers to it, and
+/// assignments of a call of it (an instance of a class that uses it) or of
+/// a class-like name (capitalized: an object that keeps its arguments,
+/// `DataLoader(ds, generator=g)`) with it among the arguments.
+fn carrier_index<'t>(tree: &Tree<'t>, loops: &[Loop<'t>], src: &[u8]) -> HashMap<String, Vec<(Node<'t>, String)>> {
+    let mut index: HashMap<String, Vec<(Node<'t>, String)>> = HashMap::new();
+    for &n in &tree.nodes {
+        let (name, uses): (Option<Node>, Vec<String>) = match n.kind() {
+            "function_definition" if tree.scope_of(n).kind() == "class_definition" => continue,
+            "function_definition" | "class_definition" if body(n) != n => {
+                let uses = under(&tree.nodes, body(n))
+                    .filter(|i| i.kind() == "identifier" && tree.is_reference(*i))
+                    .map(|i| text(i, src).to_string())
+                    .collect::<HashSet<String>>();
+                (n.child_by_field_name("name"), uses.into_iter().collect())
+            }
+            "assignment" => {
+                let left = n.child_by_field_name("left").filter(|l| l.kind() == "identifier");
+                (left, n.child_by_field_name("right").map(|r| built_from(r, src)).unwrap_or_default())
+            }
+            _ => continue,
+        };
+        let Some(name) = name else { continue };
+        if uses.is_empty() || loops.iter().any(|l| within(n, l.body)) {
+            continue;
+        }
+        let name = text(name, src).to_string();
+        for u in uses {
+            index.entry(u).or_default().push((n, name.clone()));
+        }
     }
-    let Some(f) = value.child_by_field_name("function") else { return false };
+    index
+}
+
+/// The names whose objects a value built by `value` keeps: the class
+/// called by name, and for a class-like (capitalized) callee the
+/// identifiers among its arguments.
+fn built_from(value: Node, src: &[u8]) -> Vec<String> {
+    let Some(f) = value.child_by_field_name("function").filter(|_| value.kind() == "call") else { return Vec::new() };
     let last = match f.kind() {
         "attribute" => f.child_by_field_name("attribute"),
         "identifier" => Some(f),
         _ => None,
     };
-    let Some(last) = last.map(|l| text(l, script.src)) else { return false };
-    if f.kind() == "identifier" && carriers.contains_key(last) {
-        return true; // an instance of a class that uses the generator
+    let Some(last) = last.map(|l| text(l, src)) else { return Vec::new() };
+    let mut out = Vec::new();
+    if f.kind() == "identifier" {
+        out.push(last.to_string());
     }
-    if !last.starts_with(|c: char| c.is_ascii_uppercase()) {
-        return false;
+    if last.starts_with(|c: char| c.is_ascii_uppercase()) {
+        for a in arguments(value) {
+            let v = if a.kind() == "keyword_argument" { a.child_by_field_name("value") } else { Some(a) };
+            out.extend(v.filter(|v| v.kind() == "identifier").map(|v| text(v, src).to_string()));
+        }
     }
-    arguments(value).into_iter().any(|a| {
-        let v = if a.kind() == "keyword_argument" { a.child_by_field_name("value") } else { Some(a) };
-        v.is_some_and(|v| v.kind() == "identifier" && carriers.contains_key(text(v, script.src)))
-    })
+    out
 }
 
 /// A jax key: the first rebinding inside a loop that can see it whose value
 /// derives from the key itself (`key, sub = jax.random.split(key)`).
 fn carried_key(script: &Script, def: &GeneratorDef) -> Option<Finding> {
-    for (header, name) in loops_seeing(script, def) {
-        let found = bindings_in(&script.nodes, body(*header)).into_iter().find(|(t, stmt)| {
+    for l in loops_seeing(script, def) {
+        if !script.names(Names::Bound, l.body).contains(&def.name) {
+            continue;
+        }
+        let found = bindings_in(&script.tree.nodes, l.body).into_iter().find(|(t, stmt)| {
             squeeze(*t, script.src) == def.name
-                && scope_of(*t) == scope_of(*header)
+                && script.tree.scope_of(*t) == l.scope
                 && stmt
                     .child_by_field_name("right")
-                    .is_some_and(|r| references(&script.nodes, r, &def.name, script.src).next().is_some())
+                    .is_some_and(|r| references(&script.tree, r, &def.name, script.src).next().is_some())
         });
         let Some((target, _)) = found else { continue };
         let message = format!(
@@ -824,9 +951,9 @@ fn carried_key(script: &Script, def: &GeneratorDef) -> Option<Finding> {
             def.name,
             def.kind.describe(),
             line(def.stmt),
-            loop_text(*header, name),
+            l.describe(),
         );
-        let index = name.as_deref().unwrap_or("i");
+        let index = l.name.as_deref().unwrap_or("i");
         let hint = format!(
             "derive each iteration's key from the loop position instead of carrying it: `{0} = \
              jax.random.fold_in(base_key, {index})`",
@@ -847,7 +974,7 @@ fn unseeded_randomness(script: &Script) -> Vec<Finding> {
     let mut first_draw: BTreeMap<Global, Node> = BTreeMap::new();
     let mut seeded: Vec<Global> = Vec::new();
     let mut seeds_all = false;
-    for &call in script.nodes.iter().filter(|n| n.kind() == "call") {
+    for &call in script.tree.nodes.iter().filter(|n| n.kind() == "call") {
         let qualified = callee(script, call);
         if let Some(f) = unseeded_generator(script, call, qualified.as_deref()) {
             out.push(f);

@@ -101,3 +101,22 @@ fn columns_count_characters_and_bad_input_is_an_error() {
     assert!(python().lint("def (:\n").is_err());
     assert_eq!(python().lint("").unwrap(), []);
 }
+
+#[test]
+fn every_script_of_the_other_suites_is_checked_without_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut checked = 0;
+    for suite in ["corpus", "scope"] {
+        for case in std::fs::read_dir(root.join(suite)).unwrap().filter_map(Result::ok) {
+            for file in ["new.py", "old.py", "expected.py"] {
+                let Ok(source) = std::fs::read_to_string(case.path().join(file)) else { continue };
+                if let Err(e) = python().lint(&source) {
+                    // Only sources that do not parse may fail, as propagation does.
+                    assert!(python().log_statements(&source, &[]).is_err(), "{}/{file}: {e}", case.path().display());
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 100, "only {checked} scripts");
+}
