@@ -182,7 +182,7 @@ impl LanguagePropagator for PythonPropagator {
         flor_api::loop_scope(&python::Python::new(), source, line)
     }
 
-    /// flor's source checks for Python (see [`lint`](crate::lint) for each
+    /// flor's source checks for Python (see [`lint`] for each
     /// code): a name passed to `flor.checkpointing` that a flor loop of the
     /// block rebinds, a random generator created outside the loop that the
     /// loop draws from and no checkpoint holds, and randomness no seed

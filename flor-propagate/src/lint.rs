@@ -6,9 +6,9 @@
 //! from one iteration to the next outside those objects comes back wrong.
 //!
 //! - `flor::rebound-checkpoint` (warning): a name passed to
-//!   `flor.checkpointing` that a flor loop inside the block rebinds (`w = w
-//!   - lr * g`): the checkpoint keeps saving the object the name had when
-//!   the block began.
+//!   `flor.checkpointing` that a flor loop inside the block rebinds
+//!   (`w = w - lr * g`): the checkpoint keeps saving the object the name
+//!   had when the block began.
 //! - `flor::uncheckpointed-generator` (warning, only in scripts that
 //!   checkpoint): a random generator object created outside the loop
 //!   (`np.random.default_rng`, `np.random.RandomState`, `random.Random`,
@@ -305,8 +305,11 @@ struct Script<'t, 's> {
     checkpoints: Vec<Checkpointing<'t>>,
     /// Sets of names per subtree, computed once: the checks ask about the
     /// same loops and functions for every generator.
-    memo: RefCell<HashMap<(Names, usize), Rc<HashSet<String>>>>,
+    memo: RefCell<HashMap<(Names, usize), NameSet>>,
 }
+
+/// A set of names, shared between the memo and its users.
+type NameSet = Rc<HashSet<String>>;
 
 /// Which names of a subtree [`Script::names`] gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -322,7 +325,7 @@ enum Names {
 
 impl Script<'_, '_> {
     /// The `which` names of the subtree at `root`.
-    fn names(&self, which: Names, root: Node) -> Rc<HashSet<String>> {
+    fn names(&self, which: Names, root: Node) -> NameSet {
         if let Some(found) = self.memo.borrow().get(&(which, root.id())) {
             return found.clone();
         }
