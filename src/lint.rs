@@ -102,9 +102,11 @@ pub fn render(script: &str, findings: &[Finding], at_run_start: bool) -> String 
 /// propagator of `registry` for its file type; `Ok(None)` when none
 /// handles it.
 pub fn lint_file(path: &Path, registry: &Registry) -> Result<Option<Vec<Finding>>> {
-    let Some(propagator) = registry.for_path(path) else { return Ok(None) };
+    if registry.for_path(path).is_none() {
+        return Ok(None);
+    }
     let source = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    let findings = propagator.lint(&source).map_err(|e| Error::Lint { path: path.to_owned(), source: e })?;
+    let findings = registry.lint(path, &source).map_err(|e| Error::Lint { path: path.to_owned(), source: e })?;
     Ok(Some(findings))
 }
 
