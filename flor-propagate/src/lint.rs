@@ -823,8 +823,12 @@ fn loops_seeing<'a, 't>(script: &'a Script<'t, '_>, def: &GeneratorDef<'t>) -> V
 /// can see it, directly or through a carrier, unless that loop makes its
 /// own.
 fn drawn_in_loop(script: &Script, def: &GeneratorDef) -> Option<Finding> {
+    let loops = loops_seeing(script, def);
+    if loops.iter().any(|l| reseeds(script, l.body, &def.name)) {
+        return None; // seeded again every iteration: a restart draws the same
+    }
     let carriers = carriers(script, def);
-    for l in loops_seeing(script, def) {
+    for l in loops {
         let b = l.body;
         if script.names(Names::Bound, b).contains(&def.name) {
             continue; // a new generator every iteration
@@ -853,6 +857,19 @@ fn drawn_in_loop(script: &Script, def: &GeneratorDef) -> Option<Finding> {
         }
     }
     None
+}
+
+/// Whether `body` seeds the generator `name` again (`g.manual_seed(s)`,
+/// `r.seed(s)`).
+fn reseeds(script: &Script, body: Node, name: &str) -> bool {
+    under(&script.tree.nodes, body).any(|call| {
+        let f = call.child_by_field_name("function").filter(|f| call.kind() == "call" && f.kind() == "attribute");
+        f.is_some_and(|f| {
+            let object = f.child_by_field_name("object").map(|o| text(o, script.src));
+            let method = f.child_by_field_name("attribute").map(|a| text(a, script.src));
+            object == Some(name) && matches!(method, Some("seed" | "manual_seed"))
+        })
+    })
 }
 
 /// The names that carry `def`'s generator into a loop: itself, then
@@ -1050,11 +1067,30 @@ fn seed_of(script: &Script, call: Node, qualified: Option<&str>) -> Option<Optio
     }
     let f = call.child_by_field_name("function")?;
     let last = match f.kind() {
+        // A generator object's own seed (`g.manual_seed(0)`) seeds no global one.
+        "attribute" if f.child_by_field_name("object").is_some_and(|o| generator_object(script, o)) => return None,
         "attribute" => f.child_by_field_name("attribute")?,
         "identifier" => f,
         _ => return None,
     };
     text(last, script.src).to_ascii_lowercase().contains("seed").then_some(None)
+}
+
+/// Whether `object` names a generator object: a name some assignment binds
+/// to a generator constructor, or such a call itself
+/// (`torch.Generator().manual_seed(0)`).
+fn generator_object(script: &Script, object: Node) -> bool {
+    if callee(script, object).is_some_and(|q| Generator::of(&q).is_some()) {
+        return true;
+    }
+    object.kind() == "identifier"
+        && script.tree.nodes.iter().any(|n| {
+            n.kind() == "assignment"
+                && n.child_by_field_name("left")
+                    .is_some_and(|l| l.kind() == "identifier" && text(l, script.src) == text(object, script.src))
+                && n.child_by_field_name("right")
+                    .is_some_and(|r| callee(script, r).is_some_and(|q| Generator::of(&q).is_some()))
+        })
 }
 
 /// Which global generator `call` (of `qualified`) draws from, if any.
