@@ -27,7 +27,7 @@
 //! return their object (`model = model.to(device)`) do not count, and code
 //! the syntax cannot follow (calls into other modules) is not guessed at.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
@@ -299,6 +299,8 @@ struct Script<'t, 's> {
     imports: Imports,
     /// The flor loops, in source order.
     loops: Vec<Loop<'t>>,
+    /// Calls that seed a named object again inside a flor loop ([`reseeding`]).
+    reseeding: HashMap<String, Vec<Node<'t>>>,
     /// What carries whatever a name holds ([`carrier_index`]).
     carrying: HashMap<String, Vec<(Node<'t>, String)>>,
     /// Every `flor.checkpointing(...)` call.
@@ -306,6 +308,8 @@ struct Script<'t, 's> {
     /// Sets of names per subtree, computed once: the checks ask about the
     /// same loops and functions for every generator.
     memo: RefCell<HashMap<(Names, usize), NameSet>>,
+    /// The names some assignment binds to a generator constructor.
+    generator_names: OnceCell<HashSet<String>>,
 }
 
 /// A set of names, shared between the memo and its users.
@@ -407,8 +411,10 @@ pub(crate) fn lint(py: &Python, source: &str) -> Result<Vec<Finding>, PropagateE
         .collect();
     let checkpoints = checkpointing_calls(&tree.nodes, src, &bindings);
     let carrying = carrier_index(&tree, &loops, src);
+    let reseeding = reseeding(&tree, &loops, src);
     let memo = RefCell::new(HashMap::new());
-    let script = Script { src, source, tree, imports, loops, carrying, checkpoints, memo };
+    let generator_names = OnceCell::new();
+    let script = Script { src, source, tree, imports, loops, reseeding, carrying, checkpoints, memo, generator_names };
     let mut out = rebound_checkpoints(&script);
     out.extend(uncheckpointed_generators(&script));
     out.extend(unseeded_randomness(&script));
@@ -640,11 +646,16 @@ fn rebound_checkpoints(script: &Script) -> Vec<Finding> {
                 continue; // a call, a literal, a subscript: no name to rebind
             }
             let name = squeeze(value, script.src);
+            // Looked up once, at the first augmented assignment.
+            let immutable = OnceCell::new();
             let first = bound.iter().find(|(t, stmt)| {
                 squeeze(*t, script.src) == name
                     && script.tree.scope_of(*t) == scope
                     && loops.iter().any(|l| within(*t, *l))
-                    && rebinds(script, &name, value, *stmt, with)
+                    && rebinds(script, &name, *stmt, || {
+                        *immutable
+                            .get_or_init(|| value.kind() == "identifier" && bound_to_immutable(script, &name, with))
+                    })
             });
             if let Some(&(target, stmt)) = first {
                 out.push(rebound(script, &name, value, target, stmt));
@@ -654,12 +665,13 @@ fn rebound_checkpoints(script: &Script) -> Vec<Finding> {
     out
 }
 
-/// Whether the binding statement `stmt` of `name` gives it another object.
-fn rebinds(script: &Script, name: &str, value: Node, stmt: Node, with: Node) -> bool {
+/// Whether the binding statement `stmt` of `name` gives it another object;
+/// `immutable` says whether the name holds an immutable value.
+fn rebinds(script: &Script, name: &str, stmt: Node, immutable: impl FnOnce() -> bool) -> bool {
     match stmt.kind() {
         // `w -= x` changes a mutable object in place; only immutable ones
         // are rebound.
-        "augmented_assignment" => value.kind() == "identifier" && bound_to_immutable(script, name, with),
+        "augmented_assignment" => immutable(),
         "assignment" => !returns_itself(script, name, stmt.child_by_field_name("right")),
         _ => true,
     }
@@ -824,7 +836,8 @@ fn loops_seeing<'a, 't>(script: &'a Script<'t, '_>, def: &GeneratorDef<'t>) -> V
 /// own.
 fn drawn_in_loop(script: &Script, def: &GeneratorDef) -> Option<Finding> {
     let loops = loops_seeing(script, def);
-    if loops.iter().any(|l| reseeds(script, l.body, &def.name)) {
+    let mut reseeded = script.reseeding.get(&def.name).into_iter().flatten();
+    if reseeded.any(|call| loops.iter().any(|l| within(*call, l.body))) {
         return None; // seeded again every iteration: a restart draws the same
     }
     let carriers = carriers(script, def);
@@ -859,17 +872,21 @@ fn drawn_in_loop(script: &Script, def: &GeneratorDef) -> Option<Finding> {
     None
 }
 
-/// Whether `body` seeds the generator `name` again (`g.manual_seed(s)`,
-/// `r.seed(s)`).
-fn reseeds(script: &Script, body: Node, name: &str) -> bool {
-    under(&script.tree.nodes, body).any(|call| {
-        let f = call.child_by_field_name("function").filter(|f| call.kind() == "call" && f.kind() == "attribute");
-        f.is_some_and(|f| {
-            let object = f.child_by_field_name("object").map(|o| text(o, script.src));
-            let method = f.child_by_field_name("attribute").map(|a| text(a, script.src));
-            object == Some(name) && matches!(method, Some("seed" | "manual_seed"))
-        })
-    })
+/// Name → the calls that seed the object it names again inside a flor loop
+/// (`g.manual_seed(s)`, `r.seed(s)`).
+fn reseeding<'t>(tree: &Tree<'t>, loops: &[Loop<'t>], src: &[u8]) -> HashMap<String, Vec<Node<'t>>> {
+    let mut out: HashMap<String, Vec<Node<'t>>> = HashMap::new();
+    for &call in tree.nodes.iter().filter(|n| n.kind() == "call") {
+        let Some(f) = call.child_by_field_name("function").filter(|f| f.kind() == "attribute") else { continue };
+        let method = f.child_by_field_name("attribute").map(|a| text(a, src));
+        let object = f.child_by_field_name("object").filter(|o| o.kind() == "identifier");
+        if let (Some("seed" | "manual_seed"), Some(object)) = (method, object) {
+            if loops.iter().any(|l| within(call, l.body)) {
+                out.entry(text(object, src).to_string()).or_default().push(call);
+            }
+        }
+    }
+    out
 }
 
 /// The names that carry `def`'s generator into a loop: itself, then
@@ -1067,13 +1084,16 @@ fn seed_of(script: &Script, call: Node, qualified: Option<&str>) -> Option<Optio
     }
     let f = call.child_by_field_name("function")?;
     let last = match f.kind() {
-        // A generator object's own seed (`g.manual_seed(0)`) seeds no global one.
-        "attribute" if f.child_by_field_name("object").is_some_and(|o| generator_object(script, o)) => return None,
         "attribute" => f.child_by_field_name("attribute")?,
         "identifier" => f,
         _ => return None,
     };
-    text(last, script.src).to_ascii_lowercase().contains("seed").then_some(None)
+    if !text(last, script.src).to_ascii_lowercase().contains("seed") {
+        return None;
+    }
+    // A generator object's own seed (`g.manual_seed(0)`) seeds no global one.
+    let own = f.kind() == "attribute" && f.child_by_field_name("object").is_some_and(|o| generator_object(script, o));
+    (!own).then_some(None)
 }
 
 /// Whether `object` names a generator object: a name some assignment binds
@@ -1083,14 +1103,16 @@ fn generator_object(script: &Script, object: Node) -> bool {
     if callee(script, object).is_some_and(|q| Generator::of(&q).is_some()) {
         return true;
     }
-    object.kind() == "identifier"
-        && script.tree.nodes.iter().any(|n| {
-            n.kind() == "assignment"
-                && n.child_by_field_name("left")
-                    .is_some_and(|l| l.kind() == "identifier" && text(l, script.src) == text(object, script.src))
-                && n.child_by_field_name("right")
-                    .is_some_and(|r| callee(script, r).is_some_and(|q| Generator::of(&q).is_some()))
-        })
+    let names = script.generator_names.get_or_init(|| {
+        let generator = |r: Node| callee(script, r).is_some_and(|q| Generator::of(&q).is_some());
+        let assigned = script.tree.nodes.iter().filter(|n| n.kind() == "assignment");
+        assigned
+            .filter(|n| n.child_by_field_name("right").is_some_and(generator))
+            .filter_map(|n| n.child_by_field_name("left").filter(|l| l.kind() == "identifier"))
+            .map(|l| text(l, script.src).to_string())
+            .collect()
+    });
+    object.kind() == "identifier" && names.contains(text(object, script.src))
 }
 
 /// Which global generator `call` (of `qualified`) draws from, if any.
