@@ -6,6 +6,8 @@
 //! # What survives a crash: "process" (the default) or "os" (fsync; see
 //! # flor_core::durability).
 //! durability = "os"
+//! # Show the script's source checks when a run starts (once per version).
+//! lint_on_run = false   # default: true
 //!
 //! [replay]
 //! # How replay keeps old scripts' writes out of the project's files.
@@ -14,9 +16,10 @@
 //! copy_limit_mb = 1024
 //! ```
 //!
-//! The file is optional. A small reader for `key = value` lines, `[table]`
-//! headers and `#` comments (the subset of TOML flor writes and reads);
-//! unknown keys are kept for later versions and ignored.
+//! The file is optional. A small reader for `key = "value"`, `key = true|false`
+//! and `key = number` lines, `[table]` headers and `#` comments (the subset
+//! of TOML flor writes and reads); unknown keys are kept for later versions
+//! and ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,9 @@ pub struct Config {
     /// `[replay] copy_limit_mb`: the most one run's copies may take where
     /// replay copies (`None`: not set, 1024).
     pub replay_copy_limit_mb: Option<u64>,
+    /// `lint_on_run`: whether a starting run shows its script's source
+    /// checks (`None`: not set, which means yes).
+    pub lint_on_run: Option<bool>,
 }
 
 impl Config {
@@ -106,6 +112,13 @@ impl Config {
                     let d = quoted("os")?.parse();
                     config.durability =
                         Some(d.map_err(|e: flor_core::durability::UnknownDurability| bad(i + 1, key, e.to_string()))?);
+                }
+                ("", "lint_on_run") => {
+                    config.lint_on_run = Some(match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(i + 1, key, format!("expected true or false, found {value}"))),
+                    });
                 }
                 ("replay", "isolation") => {
                     config.replay_isolation = Some(quoted("auto")?.parse().map_err(|e| bad(i + 1, key, e))?);
@@ -171,6 +184,16 @@ mod tests {
         assert!(e.contains("\"process\"") && e.contains("\"os\""), "{e}");
         let e = Config::parse("durability = os", p).unwrap_err().to_string();
         assert!(e.contains("quoted") && e.contains("\"os\""), "{e}");
+    }
+
+    #[test]
+    fn parses_lint_on_run() {
+        let p = Path::new(".flor/config.toml");
+        assert_eq!(Config::parse("", p).unwrap().lint_on_run, None);
+        assert_eq!(Config::parse("lint_on_run = false # quiet\n", p).unwrap().lint_on_run, Some(false));
+        assert_eq!(Config::parse("lint_on_run=true", p).unwrap().lint_on_run, Some(true));
+        let e = Config::parse("lint_on_run = \"no\"", p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("lint_on_run") && e.contains("true or false"), "{e}");
     }
 
     #[test]

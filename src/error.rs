@@ -69,6 +69,15 @@ pub enum Error {
     /// A replay that cannot go on (what and why in the message).
     #[error("replay: {0}")]
     Replay(#[from] flor_replay::Error),
+    /// A script the source checks cannot read (it does not parse).
+    #[error("cannot check {}: {source}", path.display())]
+    Lint {
+        /// The script.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: flor_core::propagate::PropagateError,
+    },
     /// A bad setting in `.flor/config.toml` (or an override).
     #[error("{}{}: {key}{}{message}", path.display(), if *line > 0 { format!(", line {line}") } else { String::new() }, if key.is_empty() { "" } else { ": " })]
     Config {

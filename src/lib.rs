@@ -11,6 +11,7 @@
 mod config;
 mod error;
 pub mod ingest;
+pub mod lint;
 mod project;
 pub mod replay;
 mod run;

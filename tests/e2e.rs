@@ -464,6 +464,78 @@ fn propagate_exits_4_when_a_statement_cannot_be_placed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no flor.log statement named nope"));
 }
 
+// --------------------------------------------------------------------- lint
+
+const LINT_REBOUND: &str = "import numpy as np\nimport flordb as flor\nnp.random.seed(0)\nw = np.zeros(3)\n\
+with flor.checkpointing(w=w):\n    for epoch in flor.loop(\"epoch\", range(3)):\n        w = w - 0.1 * \
+np.random.rand(3)\n        flor.log(\"w0\", float(w[0]))\n";
+
+#[test]
+fn lint_prints_findings_and_exits_6_on_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("train.py"), LINT_REBOUND).unwrap();
+    fs::write(dir.path().join("fixed.py"), LINT_REBOUND.replace("w = w - 0.1", "w -= 0.1")).unwrap();
+    let noted = "import random\nimport flordb as flor\nfor e in flor.loop('epoch', range(2)):\n    flor.log('x', random.random())\n";
+    fs::write(dir.path().join("noted.py"), noted).unwrap();
+
+    // Needs no repository; a warning sets the exit status.
+    let out = flor(dir.path(), &["lint", "train.py", "fixed.py"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{stdout}");
+    assert!(
+        stdout
+            .contains("train.py:7:9: warning[flor::rebound-checkpoint]: `w` is passed to flor.checkpointing at line 5"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    hint: ") && stdout.contains("fixed.py: no findings"), "{stdout}");
+    // Notes alone do not.
+    let out = flor(dir.path(), &["lint", "noted.py"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("noted.py:4:19: note[flor::unseeded-randomness]"));
+
+    // One JSON row per finding; -C resolves the scripts.
+    let out = Command::new(env!("CARGO_BIN_EXE_flor"))
+        .args(["-C"])
+        .arg(dir.path())
+        .args(["lint", "--format", "json", "train.py", "noted.py"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    let rows: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<(String, i64, String, String)> = rows
+        .iter()
+        .map(|r| {
+            let script = Path::new(r["script"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+            (
+                script,
+                r["line"].as_i64().unwrap(),
+                r["severity"].as_str().unwrap().into(),
+                r["code"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("train.py".to_string(), 7, "warning".to_string(), "flor::rebound-checkpoint".to_string()),
+            ("noted.py".to_string(), 4, "note".to_string(), "flor::unseeded-randomness".to_string()),
+        ]
+    );
+    assert!(rows.iter().all(|r| r["hint"].as_str().is_some_and(|h| !h.is_empty())));
+
+    // Scripts that cannot be checked are errors; the others are still checked.
+    fs::write(dir.path().join("broken.py"), "def (:\n").unwrap();
+    let out = flor(dir.path(), &["lint", "broken.py", "missing.py", "train.rs", "train.py"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot check broken.py: input source does not parse at line 1"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read missing.py") && stderr.contains("no source checks for `train.rs`"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("train.py:7:9: warning"));
+}
+
 /// Every answer of `queries`, as JSON text.
 fn answers(dir: &Path, queries: &[Vec<&str>]) -> Vec<String> {
     queries.iter().map(|q| flor_ok(dir, &[q.as_slice(), &["--format", "json"]].concat())).collect()

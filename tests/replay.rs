@@ -624,3 +624,31 @@ fn a_replay_does_what_its_plan_says_whatever_the_scripts_first_flor_call() {
         }
     }
 }
+
+/// The plan shows each replayed version's source checks: here a
+/// checkpointed name the loop rebinds, so replay would restore stale state.
+#[test]
+fn the_plan_shows_what_the_source_checks_find_in_each_version() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let script = "import flordb as flor\n\nw = [0.0, 0.0]\nwith flor.checkpointing(w=w):\n    for epoch in \
+                  flor.loop(\"epoch\", range(3)):\n        w = [x + 0.5 for x in w]\n        flor.log(\"w0\", w[0])\n";
+    let dir = new_repo(home, "flor-replay-lint", Some(script));
+    let repo = dir.path();
+    train(&py, repo, home, &[]);
+    let newest = script.replace(
+        "        flor.log(\"w0\", w[0])\n",
+        "        flor.log(\"w0\", w[0])\n        flor.log(\"w1\", w[1])\n",
+    );
+    fs::write(repo.join("train.py"), newest).unwrap();
+
+    let stdout = ok(flor(repo, home, &["replay", "--apply", "w1", "--dry-run"]), "flor replay --dry-run");
+    assert!(
+        stdout.contains(
+            "  source checks (replayed values may differ from the recorded ones):\n    line 6: \
+             warning[flor::rebound-checkpoint]: `w` is passed to flor.checkpointing at line 4"
+        ),
+        "{stdout}"
+    );
+}

@@ -5,9 +5,10 @@
 //! version of it ([`LanguagePropagator::propagate`]), finds a script's log
 //! statements ([`LanguagePropagator::log_statements`]) and says in which of
 //! flor's loops a statement runs ([`LanguagePropagator::loop_scope`]), which
-//! is what hindsight replay needs to know to plan. Everything here is code
-//! in, answers out: no files, no git. A [`Registry`] picks the propagator of
-//! a file by its extension.
+//! is what hindsight replay needs to know to plan. It may also check a
+//! script for code that replay cannot reproduce ([`LanguagePropagator::lint`],
+//! [`Finding`]). Everything here is code in, answers out: no files, no git.
+//! A [`Registry`] picks the propagator of a file by its extension.
 //!
 //! Implementations live in `flor-propagate` (Python via tree-sitter, and
 //! `flor_propagate::registry()` with it registered).
@@ -15,6 +16,8 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+
+use serde::Serialize;
 
 /// What happened to one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +183,109 @@ impl LoopScope {
     }
 }
 
+/// How much a [`Finding`] matters, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Severity {
+    /// Worth knowing: replayed values may differ from the recorded ones in
+    /// some runs (unseeded randomness).
+    Note,
+    /// Replay cannot reproduce the recorded run as written (state it does
+    /// not restore); `flor lint` exits with a non-zero status.
+    Warning,
+}
+
+impl Severity {
+    /// `note` or `warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Note => "note",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One source check's finding: code at a position of a script that replay
+/// cannot reproduce, or may not ([`LanguagePropagator::lint`]).
+///
+/// Codes are namespaced by who checks: `flor::...` for flor's own checks
+/// (`flor::rebound-checkpoint`, `flor::uncheckpointed-generator`,
+/// `flor::unseeded-randomness`); a framework plugin uses its own prefix.
+/// The struct is `#[non_exhaustive]` (fields may be added): build one with
+/// [`Finding::new`].
+///
+/// ```
+/// use flor_core::propagate::{Finding, Severity};
+///
+/// let f = Finding::new(12, 9, "flor::rebound-checkpoint", Severity::Warning, "`w` is rebound")
+///     .with_hint("update it in place");
+/// assert_eq!(f.to_string(), "12:9: warning[flor::rebound-checkpoint]: `w` is rebound");
+/// assert_eq!(
+///     f.render("train.py"),
+///     "train.py:12:9: warning[flor::rebound-checkpoint]: `w` is rebound\n    hint: update it in place\n"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub struct Finding {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What was found, namespaced (`flor::rebound-checkpoint`).
+    pub code: String,
+    /// How much it matters.
+    pub severity: Severity,
+    /// What is wrong and what it does to a replay, in one sentence.
+    pub message: String,
+    /// How to fix it, when there is a usual way.
+    pub hint: Option<String>,
+}
+
+impl Finding {
+    /// A finding without a hint.
+    pub fn new(
+        line: usize,
+        column: usize,
+        code: impl Into<String>,
+        severity: Severity,
+        message: impl Into<String>,
+    ) -> Finding {
+        Finding { line, column, code: code.into(), severity, message: message.into(), hint: None }
+    }
+
+    /// The same finding with `hint`.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Finding {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// `path:line:column: severity[code]: message`, then the hint on an
+    /// indented line; ends with a newline.
+    pub fn render(&self, path: &str) -> String {
+        let mut s = format!("{path}:{self}\n");
+        if let Some(h) = &self.hint {
+            s.push_str("    hint: ");
+            s.push_str(h);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}[{}]: {}", self.line, self.column, self.severity, self.code, self.message)
+    }
+}
+
 /// A propagator for one language: carries statements between versions of a
 /// script and answers the questions replay asks about a script's syntax.
 ///
@@ -298,6 +404,24 @@ pub trait LanguagePropagator: Send + Sync {
     /// [`PropagateError::Unparsable`].
     fn loop_scope(&self, source: &str, line: usize) -> Result<LoopScope, PropagateError>;
 
+    /// Source checks: code in `source` that replay cannot reproduce as
+    /// written (state a checkpoint does not capture, randomness a restore
+    /// does not rewind), in source order. Default: no checks.
+    ///
+    /// For Python (`flor_propagate::python()`), among others:
+    ///
+    /// ```text
+    /// 1  with flor.checkpointing(w=w):
+    /// 2      for epoch in flor.loop("epoch", range(5)):
+    /// 3          w = w - lr * grad(w)         warning[flor::rebound-checkpoint]: the checkpoint keeps the first `w`
+    /// ```
+    ///
+    /// A source that does not parse is [`PropagateError::Unparsable`].
+    fn lint(&self, source: &str) -> Result<Vec<Finding>, PropagateError> {
+        let _ = source;
+        Ok(Vec::new())
+    }
+
     /// Interpreter arguments that start a process and load flor's front end
     /// for this language and nothing else, to measure the fixed cost of a
     /// replay process (Python: `["-c", "import flordb"]`, run as
@@ -400,6 +524,16 @@ impl Registry {
         out
     }
 
+    /// The source checks of the script at `path` (the findings of its
+    /// propagator's [`lint`](LanguagePropagator::lint)); empty when no
+    /// propagator handles the file.
+    pub fn lint(&self, path: &Path, source: &str) -> Result<Vec<Finding>, PropagateError> {
+        match self.for_path(path) {
+            Some(p) => p.lint(source),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Whether no propagator is registered.
     pub fn is_empty(&self) -> bool {
         self.propagators.is_empty()
@@ -459,5 +593,20 @@ mod tests {
     #[test]
     fn startup_probe_defaults_to_none() {
         assert_eq!(Fake("x", &[]).startup_probe(), None);
+    }
+
+    #[test]
+    fn lint_defaults_to_no_findings_and_the_registry_asks_the_files_propagator() {
+        assert_eq!(Fake("x", &["x"]).lint("anything"), Ok(vec![]));
+        let r = Registry::new().with(Arc::new(Fake("x", &["x"])));
+        assert_eq!(r.lint(Path::new("a.x"), "s"), Ok(vec![]));
+        assert_eq!(r.lint(Path::new("a.unknown"), "s"), Ok(vec![]));
+        assert!(Severity::Note < Severity::Warning);
+        let f = Finding::new(3, 1, "flor::x", Severity::Note, "m");
+        assert_eq!(f.render("a.py"), "a.py:3:1: note[flor::x]: m\n");
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            serde_json::json!({"line": 3, "column": 1, "code": "flor::x", "severity": "note", "message": "m", "hint": null})
+        );
     }
 }

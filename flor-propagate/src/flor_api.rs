@@ -20,7 +20,7 @@ use tree_sitter::Node;
 use crate::python::Python;
 
 /// How the single source of these questions is named in errors.
-const WHICH: &str = "input";
+pub(crate) const WHICH: &str = "input";
 
 /// The module flor's Python front end is imported as.
 const MODULE: &str = "flordb";
@@ -49,32 +49,32 @@ const COMPOUND: &[&str] = &[
     "match_statement",
 ];
 
-/// The functions of flordb this module looks at.
+/// The functions of flordb this crate looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Api {
+pub(crate) enum Api {
     Log,
     Loop,
     Iteration,
+    Checkpointing,
 }
 
 impl Api {
+    /// Every function, by its name in flordb.
+    const ALL: [(&'static str, Api); 4] =
+        [("log", Api::Log), ("loop", Api::Loop), ("iteration", Api::Iteration), ("checkpointing", Api::Checkpointing)];
+
     fn named(name: &str) -> Option<Api> {
-        match name {
-            "log" => Some(Api::Log),
-            "loop" => Some(Api::Loop),
-            "iteration" => Some(Api::Iteration),
-            _ => None,
-        }
+        Api::ALL.iter().find(|(n, _)| *n == name).map(|&(_, api)| api)
     }
 }
 
 /// Source text of `node`, or empty.
-fn text<'s>(node: Node, src: &'s [u8]) -> &'s str {
+pub(crate) fn text<'s>(node: Node, src: &'s [u8]) -> &'s str {
     node.utf8_text(src).unwrap_or("")
 }
 
 /// Every node of the tree under `root`, in preorder.
-fn preorder(root: Node) -> Vec<Node> {
+pub(crate) fn preorder(root: Node) -> Vec<Node> {
     let mut out = Vec::new();
     let mut cursor = root.walk();
     loop {
@@ -95,13 +95,13 @@ fn preorder(root: Node) -> Vec<Node> {
 
 /// The names a script binds to flordb: module aliases (`import flordb as
 /// flor`, `import flordb`) and imported functions (`from flordb import log`).
-struct Bindings {
+pub(crate) struct Bindings {
     modules: Vec<String>,
     functions: Vec<(String, Api)>,
 }
 
 impl Bindings {
-    fn of(nodes: &[Node], src: &[u8]) -> Bindings {
+    pub(crate) fn of(nodes: &[Node], src: &[u8]) -> Bindings {
         let squeeze = |n: Node| text(n, src).split_whitespace().collect::<String>();
         let mut b = Bindings { modules: Vec::new(), functions: Vec::new() };
         let mut imported = false;
@@ -136,9 +136,7 @@ impl Bindings {
                     let mut c = node.walk();
                     for child in node.named_children(&mut c) {
                         if child.kind() == "wildcard_import" {
-                            for api in ["log", "loop", "iteration"] {
-                                b.functions.extend(Api::named(api).map(|a| (api.to_string(), a)));
-                            }
+                            b.functions.extend(Api::ALL.iter().map(|&(name, api)| (name.to_string(), api)));
                         }
                     }
                     let mut c = node.walk();
@@ -185,7 +183,7 @@ impl Bindings {
     }
 
     /// Which flordb function `call` calls.
-    fn called(&self, call: Node, src: &[u8]) -> Option<Api> {
+    pub(crate) fn called(&self, call: Node, src: &[u8]) -> Option<Api> {
         if call.kind() != "call" {
             return None;
         }
@@ -431,10 +429,29 @@ impl Loops {
     }
 }
 
+/// The flor loops of a script (see [`Loops`]): each header statement (`for`
+/// or `with`) with its loop's name when the syntax shows it, in source
+/// order.
+pub(crate) fn flor_loops<'t>(
+    py: &Python,
+    nodes: &[Node<'t>],
+    src: &[u8],
+    bindings: &Bindings,
+) -> Vec<(Node<'t>, Option<String>)> {
+    let loops = Loops::of(py, nodes, src, bindings);
+    nodes.iter().filter_map(|n| loops.headers.get(&n.id()).map(|h| (*n, h.name.as_ref().ok().cloned()))).collect()
+}
+
 /// Whether an identifier or attribute naming a flordb function is a use of
 /// it (not an import, an attribute name of something else, a keyword).
-fn is_reference(node: Node) -> bool {
-    let Some(parent) = node.parent() else { return true };
+pub(crate) fn is_reference(node: Node) -> bool {
+    is_reference_under(node, node.parent())
+}
+
+/// [`is_reference`] with `node`'s parent known (tree-sitter's
+/// `Node::parent` walks down from the root each time).
+pub(crate) fn is_reference_under(node: Node, parent: Option<Node>) -> bool {
+    let Some(parent) = parent else { return true };
     if matches!(parent.kind(), "dotted_name" | "aliased_import" | "import_from_statement" | "import_statement") {
         return false;
     }
@@ -478,7 +495,7 @@ fn for_header<'t>(py: &Python, call: Node<'t>, src: &[u8]) -> Result<Node<'t>, &
 
 /// The `with` statement whose context manager is `call` (`with
 /// flor.iteration(...)`, `... as it`), or how the call is used instead.
-fn with_header(call: Node) -> Result<Node, &'static str> {
+pub(crate) fn with_header(call: Node) -> Result<Node, &'static str> {
     const HOW: &str = "not the context manager of a `with` statement";
     let mut n = call;
     loop {

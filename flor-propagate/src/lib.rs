@@ -75,6 +75,7 @@
 
 mod flor_api;
 mod gumtree;
+pub mod lint;
 mod place;
 mod python;
 mod tree;
@@ -82,7 +83,7 @@ mod tree;
 use std::sync::Arc;
 
 pub use flor_core::propagate::{
-    LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation, Registry,
+    Finding, LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation, Registry, Severity,
 };
 pub use gumtree::Params;
 pub use tree::{max_nodes, DEFAULT_MAX_NODES, MAX_NODES_ENV};
@@ -179,6 +180,34 @@ impl LanguagePropagator for PythonPropagator {
     /// ```
     fn loop_scope(&self, source: &str, line: usize) -> Result<LoopScope, PropagateError> {
         flor_api::loop_scope(&python::Python::new(), source, line)
+    }
+
+    /// flor's source checks for Python (see [`lint`] for each
+    /// code): a name passed to `flor.checkpointing` that a flor loop of the
+    /// block rebinds, a random generator created outside the loop that the
+    /// loop draws from and no checkpoint holds, and randomness no seed
+    /// fixes.
+    ///
+    /// ```
+    /// use flor_propagate::{python, LanguagePropagator, Severity};
+    ///
+    /// let script = "\
+    /// import flordb as flor
+    /// w = [0.0]
+    /// with flor.checkpointing(w=w):
+    ///     for epoch in flor.loop(\"epoch\", range(3)):
+    ///         w = [x - 0.1 for x in w]
+    /// ";
+    /// let found = python().lint(script).unwrap();
+    /// assert_eq!(found.len(), 1);
+    /// assert_eq!((found[0].line, found[0].column), (5, 9));
+    /// assert_eq!(found[0].code, "flor::rebound-checkpoint");
+    /// assert_eq!(found[0].severity, Severity::Warning);
+    /// // In place is fine.
+    /// assert!(python().lint(&script.replace("w = [x - 0.1 for x in w]", "w[0] -= 0.1")).unwrap().is_empty());
+    /// ```
+    fn lint(&self, source: &str) -> Result<Vec<Finding>, PropagateError> {
+        lint::lint(&python::Python::new(), source)
     }
 
     /// `python -c "import flordb"`.

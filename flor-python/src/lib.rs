@@ -276,6 +276,7 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(run::active, m)?,
         wrap_pyfunction!(run::tstamp, m)?,
         wrap_pyfunction!(run::root, m)?,
+        wrap_pyfunction!(run::source_checks, m)?,
         wrap_pyfunction!(run::arg, m)?,
         wrap_pyfunction!(run::depth, m)?,
         wrap_pyfunction!(run::checkpoint_due, m)?,

@@ -105,6 +105,18 @@ pub(crate) fn root() -> PyResult<Option<String>> {
     Ok(state().run()?.root().map(|r| r.display().to_string()))
 }
 
+/// The source checks to show now that the active run has started: its
+/// script's findings the first time a run of this version of the script
+/// starts (`flor::lint::findings_at_run_start`), else `None` (also for a
+/// replay segment).
+#[pyfunction]
+pub(crate) fn source_checks(py: Python<'_>) -> PyResult<Option<String>> {
+    let run = state().run()?.clone();
+    let Some(root) = run.root() else { return Ok(None) };
+    let script = run.meta().filename;
+    py.detach(|| flor::lint::findings_at_run_start(&root, &script, &flor_propagate::registry())).map_err(err)
+}
+
 /// The verified bytes of checkpoint object `digest` from the active run's
 /// object store (a replay segment's: the one its executor named).
 #[pyfunction]

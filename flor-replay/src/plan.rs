@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use flor_core::propagate::{LanguagePropagator, LoopScope, Outcome, Registry};
+use flor_core::propagate::{Finding, LanguagePropagator, LoopScope, Outcome, Registry};
 use flor_core::{RunMeta, RunStatus};
 
 use crate::check::CheckNames;
@@ -85,6 +85,10 @@ pub struct VersionPlan {
     pub failure: Option<String>,
     /// A unified-style excerpt of the change.
     pub diff: String,
+    /// The source checks of the version as replayed (the propagated
+    /// source; [`LanguagePropagator::lint`]): code whose replayed values
+    /// may differ from the recorded ones.
+    pub findings: Vec<Finding>,
 }
 
 /// One run to replay.
@@ -383,6 +387,7 @@ fn version_plan(commit: &str, script: &str, newest: &Newest<'_>, old: &[u8]) -> 
         source: None,
         failure: None,
         diff: String::new(),
+        findings: Vec::new(),
     };
     let Ok(old) = std::str::from_utf8(old) else {
         v.failure = Some(format!("{script} at {} is not UTF-8 text", short(commit)));
@@ -411,6 +416,8 @@ fn version_plan(commit: &str, script: &str, newest: &Newest<'_>, old: &[u8]) -> 
                 .collect();
             if failed.is_empty() {
                 v.diff = crate::render::excerpt(old, &p.source);
+                // A source the checks cannot read has no findings to show.
+                v.findings = newest.propagator.lint(&p.source).unwrap_or_default();
                 v.source = Some(p.source);
             } else {
                 v.failure = Some(format!("propagation failed ({})", failed.join("; ")));
@@ -462,6 +469,44 @@ with flor.checkpointing(w=w):
         flor.log("acc", 1)
 flor.log("final", 2)
 "#;
+
+    #[test]
+    fn the_plan_shows_the_source_checks_of_each_version_as_replayed() {
+        let newest = "import flordb as flor\nw = [0.0]\nwith flor.checkpointing(w=w):\n    for e in \
+                      flor.loop('epoch', range(3)):\n        w = [x + 1 for x in w]\n        flor.log('w0', w[0])\n";
+        let old = newest.replace("        flor.log('w0', w[0])\n", "");
+        let py = flor_propagate::python();
+        let newest = Newest { source: newest.into(), lines: vec![6], propagator: &py };
+        let v = version_plan("0123456789abcdef", "train.py", &newest, old.as_bytes());
+        assert!(v.failure.is_none(), "{:?}", v.failure);
+        let [f] = &v.findings[..] else { panic!("one finding expected: {:?}", v.findings) };
+        assert_eq!((f.line, f.code.as_str()), (5, "flor::rebound-checkpoint"));
+        let plan = Plan {
+            names: vec!["w0".into()],
+            versions: vec![v],
+            runs: vec![],
+            skipped: vec![],
+            jobs: 1,
+            total_secs: 0.0,
+            makespan_secs: 0.0,
+            no_check: vec![],
+            strict: false,
+            isolation: None,
+        };
+        let text = plan.render();
+        assert!(
+            text.contains(
+                "  source checks (replayed values may differ from the recorded ones):\n    line 5: \
+                 warning[flor::rebound-checkpoint]: `w` is passed to flor.checkpointing at line 3"
+            ),
+            "{text}"
+        );
+        // A version in place has none, and the plan says nothing.
+        let fixed = old.replace("w = [x + 1 for x in w]", "w[0] += 1");
+        let newest = Newest { source: newest.source.replace("w = [x + 1 for x in w]", "w[0] += 1"), ..newest };
+        let v = version_plan("0123456789abcdef", "train.py", &newest, fixed.as_bytes());
+        assert!(v.findings.is_empty(), "{:?}", v.findings);
+    }
 
     #[test]
     fn levels_from_the_enclosing_loops() {

@@ -16,8 +16,9 @@ use crate::plan::{short, Plan, RunReplay, StatementPlan};
 
 impl Plan {
     /// The plan as text: per code version the statements' fate, where they
-    /// run, the propagated diff and the runs with their segments and
-    /// estimates; then the skipped runs and the totals.
+    /// run, its source checks' findings, the propagated diff and the runs
+    /// with their segments and estimates; then the skipped runs and the
+    /// totals.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "Replay plan for {}", self.names.join(", "));
@@ -36,6 +37,12 @@ impl Plan {
             }
             if let Some(f) = &v.failure {
                 let _ = writeln!(s, "  skipped: {f}");
+            }
+            if !v.findings.is_empty() {
+                let _ = writeln!(s, "  source checks (replayed values may differ from the recorded ones):");
+                for f in &v.findings {
+                    let _ = writeln!(s, "    line {}: {}[{}]: {}", f.line, f.severity, f.code, f.message);
+                }
             }
             for l in v.diff.lines() {
                 let _ = writeln!(s, "    {l}");

@@ -1,5 +1,6 @@
-//! The `flor` command line: list runs, pivot logged values, run SQL, and
-//! rebuild the query database from git.
+//! The `flor` command line: list runs, pivot logged values, run SQL,
+//! rebuild the query database from git, carry statements between script
+//! versions, replay, and check scripts.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -149,6 +150,21 @@ enum Command {
     },
     /// Show which engine holds the query database, and where.
     Store,
+    /// Check scripts for code that replay cannot reproduce as written.
+    ///
+    /// Prints each finding as `SCRIPT:LINE:COLUMN: SEVERITY[CODE]: message`
+    /// with a hint: warnings (`flor::rebound-checkpoint`: a name passed to
+    /// `flor.checkpointing` that the loop rebinds; `flor::uncheckpointed-generator`:
+    /// a random generator the loop draws from that no checkpoint holds) and
+    /// notes (`flor::unseeded-randomness`). `--format json` or `csv` gives
+    /// one row per finding. Needs no repository. Exit status 6 when some
+    /// script has a warning.
+    #[command(after_help = "Examples:\n  flor lint train.py\n  flor lint --format json src/*.py")]
+    Lint {
+        /// The scripts to check.
+        #[arg(value_name = "SCRIPT", required = true)]
+        scripts: Vec<PathBuf>,
+    },
 }
 
 /// Exit status when the command worked but some records could not be read.
@@ -162,6 +178,10 @@ const EXIT_NOT_PROPAGATED: u8 = 4;
 /// others were, and their values are stored).
 const EXIT_REPLAY_INCOMPLETE: u8 = 5;
 
+/// Exit status of `flor lint` when some script has a finding of warning
+/// severity (and no script failed to be checked).
+const EXIT_LINT_WARNINGS: u8 = 6;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Propagate { from, lines, names, to, out } = &cli.command {
@@ -169,6 +189,11 @@ fn main() -> ExitCode {
             eprintln!("flor: error: {e}");
             ExitCode::FAILURE
         });
+    }
+    if let Command::Lint { scripts } = &cli.command {
+        let scripts: Vec<PathBuf> =
+            scripts.iter().map(|s| cli.dir.as_deref().unwrap_or(Path::new("")).join(s)).collect();
+        return lint(&scripts, cli.format, cli.output.as_deref());
     }
     match run(cli) {
         Ok(code) => code,
@@ -287,7 +312,9 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
             }
             t
         }
-        Command::Rebuild | Command::Propagate { .. } | Command::Replay { .. } => Table::default(),
+        Command::Rebuild | Command::Propagate { .. } | Command::Replay { .. } | Command::Lint { .. } => {
+            Table::default()
+        }
         Command::Store => {
             let mut t = Table::with_columns(["store", "path"]);
             // The command line always opens a built-in engine.
@@ -467,14 +494,7 @@ fn propagate(
         Some(path) => {
             std::fs::write(path, &result.source).map_err(|e| format!("cannot write {}: {e}", path.display()))?
         }
-        None => {
-            let mut stdout = io::stdout().lock();
-            match stdout.write_all(result.source.as_bytes()).and_then(|_| stdout.flush()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-                Err(e) => return Err(format!("cannot write standard output: {e}")),
-            }
-        }
+        None => write_stdout(result.source.as_bytes())?,
     }
     if failed > 0 {
         eprintln!(
@@ -484,6 +504,80 @@ fn propagate(
         Ok(ExitCode::from(EXIT_NOT_PROPAGATED))
     } else {
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `flor lint`: no repository involved. Scripts that cannot be checked are
+/// reported and the others checked; the exit status is a failure then.
+fn lint(scripts: &[PathBuf], format: Format, output: Option<&Path>) -> ExitCode {
+    let registry = flor_propagate::registry();
+    let mut text = String::new();
+    let mut table = Table::with_columns(["script", "line", "column", "severity", "code", "message", "hint"]);
+    let (mut warnings, mut failed) = (0, 0);
+    for path in scripts {
+        let shown = path.display().to_string();
+        let findings = match flor::lint::lint_file(path, &registry) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                let supported: Vec<String> = registry.extensions().iter().map(|e| format!(".{e}")).collect();
+                eprintln!("flor: error: no source checks for `{shown}` (supported: {})", supported.join(", "));
+                failed += 1;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("flor: error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        warnings += findings.iter().filter(|f| f.severity == flor::core::propagate::Severity::Warning).count();
+        if findings.is_empty() {
+            text.push_str(&format!("{shown}: no findings\n"));
+        } else {
+            text.push_str(&flor::lint::render(&shown, &findings, false));
+        }
+        for f in findings {
+            table.push_row(vec![
+                Some(Value::from(shown.clone())),
+                Some(Value::from(f.line)),
+                Some(Value::from(f.column)),
+                Some(Value::from(f.severity.as_str())),
+                Some(Value::from(f.code)),
+                Some(Value::from(f.message)),
+                f.hint.map(Value::from),
+            ]);
+        }
+    }
+    let written = match (format, output) {
+        (Format::Table, None) => write_stdout(text.as_bytes()),
+        (Format::Table, Some(path)) => {
+            std::fs::write(path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        (Format::Parquet, Some(path)) => flor::write_parquet(&table, path).map_err(|e| e.to_string()),
+        (_, Some(path)) => std::fs::File::create(path)
+            .and_then(|file| write_table(&table, format, file, false))
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        (_, None) => print_table(&table, format).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = written {
+        eprintln!("flor: error: {e}");
+        return ExitCode::FAILURE;
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else if warnings > 0 {
+        ExitCode::from(EXIT_LINT_WARNINGS)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Writes `bytes` to standard output; a closed pipe is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), String> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(format!("cannot write standard output: {e}")),
+        _ => Ok(()),
     }
 }
 

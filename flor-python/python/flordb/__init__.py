@@ -80,6 +80,21 @@ def _get():
         _flor.start(argv, filename, sys.executable, _cwd())
         if _ckpt_interval is not None:
             _flor.set_checkpoint_interval(_ckpt_interval)
+        _show_source_checks()
+
+
+def _show_source_checks():
+    """Prints the script's source checks (code replay cannot reproduce) on
+    stderr, the first time a run of this version of the script starts;
+    never fails the run. FLOR_LINT_ON_RUN=0 or ``lint_on_run = false`` in
+    .flor/config.toml silences it."""
+    try:
+        text = _flor.source_checks()
+    except Exception:  # a check that cannot run must not stop training
+        return
+    if text:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def _kwargs_names():
@@ -289,6 +304,12 @@ def _restore(obj, state, fmt):
     """Puts ``state`` into ``obj`` in place, so references stay valid."""
     if fmt.endswith("state_dict"):
         obj.load_state_dict(state)
+    elif isinstance(obj, random.Random):  # its state lives in C, not in __dict__
+        obj.setstate(state.getstate())
+    elif hasattr(obj, "bit_generator") and hasattr(state, "bit_generator"):  # numpy's Generator
+        obj.bit_generator.state = state.bit_generator.state
+    elif callable(getattr(obj, "set_state", None)) and callable(getattr(state, "get_state", None)):
+        obj.set_state(state.get_state())  # numpy's RandomState, torch.Generator
     elif type(obj).__module__ == "numpy" and hasattr(obj, "shape"):
         obj[...] = state
     elif isinstance(obj, dict):
