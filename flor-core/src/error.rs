@@ -98,6 +98,17 @@ pub enum Error {
     /// A digest string is not 64 hex characters.
     #[error("{0:?} is not a BLAKE3 digest (64 hex characters)")]
     BadDigest(String),
+    /// A name longer than record files allow (see
+    /// [`crate::record::MAX_NAME_BYTES`]).
+    #[error("{what} of {len} bytes is longer than record files allow ({max} bytes)")]
+    NameTooLong {
+        /// What kind of name (`a loop name`, `an argument name`).
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Loops or iterations were closed in the wrong order.
     #[error("loop misuse: {0}")]
     LoopMisuse(String),

@@ -42,7 +42,7 @@
 //! conformance::run_all(&mut || Box::new(SqliteStore::open_in_memory().unwrap()));
 //! ```
 
-use flor_core::record::{parse_lines, LineEncoder, Parsed};
+use flor_core::record::{parse_lines, LineEncoder, Parsed, RecordReader};
 use flor_core::store::{FileProgress, IngestBatch, LoopSpan, RunKey, Store, StoreError, StoreResult, ValueFilter};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source, Table, Value};
 
@@ -576,8 +576,11 @@ pub fn incremental_ingestion(make: &mut MakeStore<'_>) {
     assert_eq!(ok(spans.file_progress(file), "file_progress"), None);
     let mut h = None;
     let mut done = FileProgress::default();
+    // One reader for the whole file: later spans use contexts declared in
+    // earlier ones.
+    let mut reader = RecordReader::new();
     for cut in cut_points {
-        let p = parse_lines(&bytes[done.offset as usize..cut], done.lines + 1);
+        let p = reader.read(&bytes[done.offset as usize..cut]);
         done = FileProgress { offset: done.offset + p.consumed as u64, lines: done.lines + p.lines };
         ingest_span(&mut *spans, &mut h, &p, done);
         assert_eq!(ok(spans.file_progress(file), "file_progress"), Some(done));
