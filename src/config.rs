@@ -1,15 +1,22 @@
-//! `.flor/config.toml`: per-project settings. Today one key:
+//! `.flor/config.toml`: per-project settings.
 //!
 //! ```toml
 //! # Which engine holds the query database (a cache rebuilt from git).
-//! store = "duckdb"   # or "sqlite" (the default)
+//! store = "duckdb"     # or "sqlite" (the default)
+//! # Seconds a user SQL query (`flor query`, `--where`) may run before it is
+//! # stopped; 0: no limit. Default 60.
+//! query_timeout = 30
 //! ```
 //!
-//! The file is optional. A small reader for `key = "value"` lines and `#`
-//! comments (the subset of TOML flor writes and reads); unknown keys are
-//! kept for later versions and ignored.
+//! The file is optional. A small reader for `key = value` lines and `#`
+//! comments (the subset of TOML flor writes and reads). The file is input
+//! like any other: at most [`MAX_CONFIG_BYTES`]; an unknown key, a key set
+//! twice or a value of the wrong type is an error naming the file, the line
+//! and the key.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use flor_store::StoreKind;
 
@@ -18,6 +25,16 @@ use crate::error::{Error, Result};
 /// The config file's name inside `.flor/`.
 pub const CONFIG_FILE: &str = "config.toml";
 
+/// The largest config file read (64 KiB).
+pub const MAX_CONFIG_BYTES: usize = 64 << 10;
+
+/// How long a user SQL query may run when the config sets no
+/// `query_timeout`.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The keys a config file may set.
+const KEYS: &[&str] = &["store", "query_timeout"];
+
 /// The settings of `.flor/config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
@@ -25,16 +42,28 @@ pub struct Config {
     /// [`StoreKind`] lives in `flor-store`, re-exported as
     /// `flor::StoreKind`.
     pub store: Option<StoreKind>,
+    /// `query_timeout`: how long a user SQL query may run (`None`: not
+    /// set, [`DEFAULT_QUERY_TIMEOUT`] applies; zero: no limit).
+    pub query_timeout: Option<Duration>,
 }
 
 impl Config {
     /// Reads `path`; a missing file is the default configuration.
     pub fn load(path: &Path) -> Result<Config> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(Error::io("read", path, e)),
-        }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Config {
+            path: path.to_owned(),
+            line: 0,
+            key: String::new(),
+            message: "the file is not UTF-8 text".into(),
+        })?;
+        Config::parse(&text, path)
     }
 
     /// Parses the text of `path` (named in errors).
@@ -45,7 +74,15 @@ impl Config {
             key: key.to_owned(),
             message,
         };
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(bad(
+                0,
+                "",
+                format!("the file is larger than {MAX_CONFIG_BYTES} bytes; flor's config is a few lines"),
+            ));
+        }
         let mut config = Config::default();
+        let mut seen: Vec<&str> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = strip_comment(raw).trim();
             if line.is_empty() {
@@ -55,24 +92,67 @@ impl Config {
                 return Err(bad(
                     i + 1,
                     "",
-                    "tables are not used in flor's config; write `store = \"...\"` at the top".into(),
+                    "tables are not used in flor's config; write `key = value` lines at the top".into(),
                 ));
             }
             let Some((key, value)) = line.split_once('=') else {
-                return Err(bad(i + 1, "", format!("expected `key = \"value\"`, found {:?}", raw.trim())));
+                return Err(bad(i + 1, "", format!("expected `key = value`, found {}", shorten(raw.trim()))));
             };
-            let key = key.trim();
-            let value = value.trim();
-            if key != "store" {
-                continue;
+            let (key, value) = (key.trim(), value.trim());
+            let Some(&known) = KEYS.iter().find(|k| **k == key) else {
+                return Err(bad(
+                    i + 1,
+                    &shorten(key),
+                    format!(
+                        "unknown setting (flor reads {})",
+                        KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            if seen.contains(&known) {
+                return Err(bad(i + 1, known, "set twice".into()));
             }
-            let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
-                return Err(bad(i + 1, key, format!("expected a quoted string such as \"duckdb\", found {value}")));
-            };
-            config.store =
-                Some(text.parse().map_err(|e: flor_store::UnknownStoreKind| bad(i + 1, key, e.to_string()))?);
+            seen.push(known);
+            config.set(known, value).map_err(|m| bad(i + 1, known, m))?;
         }
         Ok(config)
+    }
+
+    /// Sets `key` (a known one) from its value text.
+    fn set(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
+        match key {
+            "store" => {
+                let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+                    return Err(format!("expected a quoted string such as \"duckdb\", found {}", shorten(value)));
+                };
+                self.store = Some(text.parse().map_err(|e: flor_store::UnknownStoreKind| e.to_string())?);
+            }
+            _ => {
+                let secs: u64 = value.replace('_', "").parse().map_err(|_| {
+                    format!("expected a whole number of seconds such as 60 (0: no limit), found {}", shorten(value))
+                })?;
+                self.query_timeout = Some(Duration::from_secs(secs));
+            }
+        }
+        Ok(())
+    }
+
+    /// The time limit of user SQL queries: `query_timeout`, else
+    /// [`DEFAULT_QUERY_TIMEOUT`]; `None`: no limit (`query_timeout = 0`).
+    pub fn query_limit(&self) -> Option<Duration> {
+        match self.query_timeout {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(DEFAULT_QUERY_TIMEOUT),
+        }
+    }
+}
+
+/// `s` for an error message: at most 60 characters.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((cut, _)) => format!("{:?}...", &s[..cut]),
+        None => format!("{s:?}"),
     }
 }
 
@@ -94,12 +174,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_store() {
+    fn parses_store_and_query_timeout() {
         let p = Path::new(".flor/config.toml");
-        assert_eq!(Config::parse("", p).unwrap().store, None);
-        let c = Config::parse("# engine\nstore = \"duckdb\"  # fast\nother = 3\n", p).unwrap();
+        assert_eq!(Config::parse("", p).unwrap(), Config::default());
+        let c = Config::parse("# engine\nstore = \"duckdb\"  # fast\nquery_timeout = 30\n", p).unwrap();
         assert_eq!(c.store, Some(StoreKind::Duckdb));
+        assert_eq!(c.query_limit(), Some(Duration::from_secs(30)));
         assert_eq!(Config::parse("store=\"sqlite\"", p).unwrap().store, Some(StoreKind::Sqlite));
+        assert_eq!(Config::default().query_limit(), Some(DEFAULT_QUERY_TIMEOUT));
+        assert_eq!(Config::parse("query_timeout = 0", p).unwrap().query_limit(), None);
+        assert_eq!(Config::parse("query_timeout = 1_200", p).unwrap().query_limit(), Some(Duration::from_secs(1200)));
     }
 
     #[test]
@@ -112,5 +196,32 @@ mod tests {
         assert!(e.contains("quoted"), "{e}");
         assert!(Config::parse("store", p).is_err());
         assert!(Config::parse("[store]", p).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_repeats_are_refused() {
+        let p = Path::new("/repo/.flor/config.toml");
+        let e = Config::parse("store = \"sqlite\"\nstroe = \"duckdb\"\n", p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("stroe") && e.contains("unknown setting"), "{e}");
+        assert!(e.contains("`store`") && e.contains("`query_timeout`"), "{e}");
+        for bad in ["query_timeout = \"60\"", "query_timeout = -1", "query_timeout = 1.5", "query_timeout ="] {
+            let e = Config::parse(bad, p).unwrap_err().to_string();
+            assert!(e.contains("query_timeout") && e.contains("whole number of seconds"), "{bad}: {e}");
+        }
+        let e = Config::parse("query_timeout = 5\nquery_timeout = 6", p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("set twice"), "{e}");
+    }
+
+    #[test]
+    fn a_large_or_binary_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "# padding\n".repeat(MAX_CONFIG_BYTES / 5)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("larger than"), "{e}");
+        std::fs::write(&path, b"store = \"\xff\"\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
+        assert_eq!(Config::load(&dir.path().join("missing.toml")).unwrap(), Config::default());
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
 use flor_core::store::{NameInfo, RunRow};
@@ -35,6 +36,8 @@ pub struct Project {
     kind: Option<StoreKind>,
     db: Database,
     objects: ObjectStore,
+    /// The time limit of user SQL (`None`: none).
+    query_limit: Option<Duration>,
 }
 
 impl std::fmt::Debug for Project {
@@ -89,11 +92,6 @@ fn prepare(start: &Path) -> Result<(flor_git::RepoInfo, PathBuf)> {
             .map_err(|e| Error::io("write", &ignore, e))?;
     }
     Ok((info, flor_dir))
-}
-
-/// The engine `.flor/config.toml` names (SQLite when it names none).
-fn configured_kind(flor_dir: &Path) -> Result<StoreKind> {
-    Ok(Config::load(&flor_dir.join(CONFIG_FILE))?.store.unwrap_or_default())
 }
 
 /// Opens the query database of `kind` in `flor_dir` (deleted first when
@@ -227,10 +225,11 @@ impl ProjectBuilder {
     /// creating `.flor/` on first use, with the chosen query database.
     pub fn open(self) -> Result<Project> {
         let (info, flor_dir) = prepare(&self.start)?;
+        let config = Config::load(&flor_dir.join(CONFIG_FILE))?;
+        let configured_kind = config.store.unwrap_or_default();
         let (kind, db) = match self.choice {
             StoreChoice::Configured => {
-                let kind = configured_kind(&flor_dir)?;
-                (Some(kind), Database::Open(open_kind(&flor_dir, kind, self.fresh)?))
+                (Some(configured_kind), Database::Open(open_kind(&flor_dir, configured_kind, self.fresh)?))
             }
             StoreChoice::Kind(kind) => (Some(kind), Database::Open(open_kind(&flor_dir, kind, self.fresh)?)),
             StoreChoice::Given(mut store) => {
@@ -239,10 +238,11 @@ impl ProjectBuilder {
                 }
                 (None, Database::Open(store))
             }
-            StoreChoice::Without => (Some(configured_kind(&flor_dir)?), Database::Missing(NoDatabaseReason::Recording)),
+            StoreChoice::Without => (Some(configured_kind), Database::Missing(NoDatabaseReason::Recording)),
         };
         let objects = ObjectStore::open(flor_dir.join("objects"))?;
-        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects })
+        let query_limit = config.query_limit();
+        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects, query_limit })
     }
 }
 
@@ -406,11 +406,26 @@ impl Project {
     }
 
     /// A read-only SQL query over the views `runs`, `logs`, `loops`,
-    /// `timings`, `outputs`, `checkpoints`. Raw SQL is an optional
+    /// `timings`, `outputs`, `checkpoints`, stopped after the project's
+    /// time limit ([`Project::query_limit`]) with
+    /// [`flor_core::StoreError::TimedOut`]. Raw SQL is an optional
     /// capability of a store: one without an SQL engine answers
     /// [`flor_core::StoreError::Unsupported`] (use [`Project::dataframe`]).
     pub fn query(&self, sql: &str) -> Result<Table> {
-        Ok(self.store()?.query(sql)?)
+        Ok(self.store()?.query_within(sql, self.query_limit)?)
+    }
+
+    /// How long a user SQL query ([`Project::query`], a `--where`
+    /// predicate) may run: `query_timeout` of `.flor/config.toml`, else
+    /// [`crate::DEFAULT_QUERY_TIMEOUT`]; `None`: no limit.
+    pub fn query_limit(&self) -> Option<Duration> {
+        self.query_limit
+    }
+
+    /// Sets the time limit of user SQL queries (`None`: no limit), such as
+    /// `flor query --timeout`.
+    pub fn set_query_limit(&mut self, limit: Option<Duration>) {
+        self.query_limit = limit;
     }
 
     /// The checkpoints of the run started at `tstamp`, in order.

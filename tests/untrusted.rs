@@ -208,3 +208,56 @@ fn a_pushed_refs_replay_and_stray_files_are_checked() {
     let runs = json_rows(&flor(dir, &["runs", "--format", "json"]));
     assert_eq!(runs.len(), 1, "the stray file's run is not ingested: {runs:?}");
 }
+
+/// A runaway user query stops at its time limit: `--timeout SECS`, else
+/// `query_timeout` in `.flor/config.toml`; `--timeout 0` lifts it.
+#[test]
+fn user_sql_stops_at_its_time_limit() {
+    let repo = new_repo();
+    let dir = repo.path();
+    let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let started = Instant::now();
+    let out = flor(dir, &["query", endless, "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("time limit (1 s)") && stderr.contains("--timeout"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    fs::write(dir.join(".flor/config.toml"), "query_timeout = 1\n").unwrap();
+    let out = flor(dir, &["query", endless]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("time limit (1 s)"), "{out:?}");
+    let finite =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) SELECT count(*) AS n FROM c";
+    let out = flor(dir, &["query", finite, "--timeout", "0", "--format", "json"]);
+    assert_eq!(json_rows(&out), vec![serde_json::json!({"n": 1000})]);
+}
+
+/// `.flor/config.toml` is input too: an unknown key, a wrong type or an
+/// oversized file is an error naming the file, the line and the key.
+#[test]
+fn a_bad_config_names_file_line_and_key() {
+    let repo = new_repo();
+    let dir = repo.path();
+    fs::create_dir_all(dir.join(".flor")).unwrap();
+    let config = dir.join(".flor/config.toml");
+    for (text, wants) in [
+        (
+            "store = \"sqlite\"\nquery_timout = 5\n",
+            &["line 2", "query_timout", "unknown setting", "`query_timeout`"][..],
+        ),
+        ("query_timeout = \"soon\"\n", &["line 1", "query_timeout", "whole number of seconds"][..]),
+        ("store = \"sqlite\"\nstore = \"duckdb\"\n", &["line 2", "store", "set twice"][..]),
+    ] {
+        fs::write(&config, text).unwrap();
+        let out = flor(dir, &["runs"]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(".flor/config.toml"), "{stderr}");
+        for w in wants {
+            assert!(stderr.contains(w), "{text}: wants {w:?} in {stderr}");
+        }
+    }
+    fs::write(&config, "# x\n".repeat(20_000)).unwrap();
+    let stderr = String::from_utf8_lossy(&flor(dir, &["runs"]).stderr).into_owned();
+    assert!(stderr.contains("larger than 65536 bytes"), "{stderr}");
+}

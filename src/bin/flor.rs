@@ -67,6 +67,9 @@ enum Command {
     Query {
         /// The SQL text (one statement).
         sql: String,
+        /// Stop the query after SECS seconds (0: no limit; default: `query_timeout` in .flor/config.toml, else 60).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
     },
     /// List the names of logged values and args.
     Names,
@@ -228,7 +231,12 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             project.dataframe(&names)?
         }
-        Command::Query { sql } => project.query(sql)?,
+        Command::Query { sql, timeout } => {
+            if let Some(secs) = timeout {
+                project.set_query_limit((*secs > 0).then(|| std::time::Duration::from_secs(*secs)));
+            }
+            project.query(sql)?
+        }
         Command::Names => {
             let mut t = Table::with_columns(["name", "kind", "count"]);
             for n in project.names()? {
