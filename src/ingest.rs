@@ -433,7 +433,15 @@ fn ingest_commit(
     sha: &str,
     report: &mut SyncReport,
 ) -> Result<Option<RunMeta>> {
-    let files = flor_git::read_dir_at(root, sha, RECORDS_DIR)?;
+    // A ref whose records cannot be read (someone else's, damaged) is
+    // reported, not a reason to stop syncing the others.
+    let files = match flor_git::read_dir_at(root, sha, RECORDS_DIR) {
+        Ok(files) => files,
+        Err(e) => {
+            report.problems.push(Problem { file: refname.to_owned(), line: None, message: e.to_string() });
+            return Ok(None);
+        }
+    };
     let run_id = refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(refname);
     let own = label_for(run_id);
     let name_of = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();

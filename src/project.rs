@@ -453,7 +453,7 @@ impl Project {
             available.dedup();
             return Err(Error::NoCheckpoint { tstamp: tstamp.to_owned(), name: name.to_owned(), available });
         };
-        let bytes = self.objects.get(&meta.digest)?;
+        let bytes = self.objects.get_sized(&meta.digest, meta.bytes)?;
         serializer
             .load(state, &mut bytes.as_slice())
             .map_err(|e| flor_core::Error::Checkpoint { name: name.to_owned(), message: e.0 })?;

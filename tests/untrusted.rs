@@ -261,3 +261,33 @@ fn a_bad_config_names_file_line_and_key() {
     let stderr = String::from_utf8_lossy(&flor(dir, &["runs"]).stderr).into_owned();
     assert!(stderr.contains("larger than 65536 bytes"), "{stderr}");
 }
+
+/// A ref whose records cannot be read (here folders nested past flor's
+/// limit under `.flor/records`) is reported; the other runs still sync.
+#[test]
+fn an_unreadable_ref_does_not_stop_the_others() {
+    let repo = new_repo();
+    let dir = repo.path();
+    let (tstamp, id) = ("2030-01-04T00:00:00.000001", "2030-01-04T00-00-00.000001");
+    let forward = [header(tstamp, "forward"), r#"{"k":"arg","n":"lr","vf":0.5}"#.into()];
+    pushed_ref(dir, id, &[(format!("{id}.jsonl"), forward.join("\n") + "\n")]);
+    let blob = git_in(dir, &["hash-object", "-w", "--stdin"], Some("x\n"));
+    let mut tree = git_in(dir, &["mktree"], Some(&format!("100644 blob {blob}\tdeep.jsonl\n")));
+    for _ in 0..260 {
+        tree = git_in(dir, &["mktree"], Some(&format!("040000 tree {tree}\td\n")));
+    }
+    let flor_tree = git_in(dir, &["mktree"], Some(&format!("040000 tree {tree}\trecords\n")));
+    let root = git_in(dir, &["mktree"], Some(&format!("040000 tree {flor_tree}\t.flor\n")));
+    let commit = git(dir, &["commit-tree", &root, "-m", "deep"]);
+    git(dir, &["update-ref", "refs/flor/runs/2030-01-05T00-00-00.000001", &commit]);
+    let out = flor(dir, &["runs", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refs/flor/runs/2030-01-05T00-00-00.000001") && stderr.contains("more than 256 deep"),
+        "{stderr}"
+    );
+    let runs = json_rows(&out);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["tstamp"], tstamp);
+}

@@ -48,6 +48,19 @@ pub enum Error {
         /// Blob file.
         path: PathBuf,
     },
+    /// A stored object's length is not the one its record (or the manifest
+    /// that names it as a chunk) says.
+    #[error("object {digest} in {} is not the {expected} bytes its record says ({found}); it cannot be used", path.display())]
+    WrongSize {
+        /// The object's digest.
+        digest: String,
+        /// Its file.
+        path: PathBuf,
+        /// The length recorded.
+        expected: u64,
+        /// What was found.
+        found: String,
+    },
     /// An object-store blob is missing.
     #[error("object {digest} is not in the object store {}", dir.display())]
     MissingObject {
