@@ -506,8 +506,8 @@ fn a_read_of_known_size_stops_at_that_size() {
 fn nested_manifests_must_agree_on_lengths() {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStore::open(dir.path()).unwrap();
-    let a = store.put(&vec![1u8; 100]).unwrap();
-    let b = store.put(&vec![2u8; 50]).unwrap();
+    let a = store.put(&[1u8; 100]).unwrap();
+    let b = store.put(&[2u8; 50]).unwrap();
     let whole: Vec<u8> = [vec![1u8; 100], vec![2u8; 50]].concat();
     let digest = blake3::hash(&whole).to_hex().to_string();
     let inner = Manifest {
