@@ -309,17 +309,15 @@ fn finalize_dead(root: &Path, path: &Path, report: &mut SyncReport) -> Result<()
     }
     let bytes = &bytes[..keep];
     let header = bytes.iter().position(|&b| b == b'\n').and_then(|nl| parse_lines(&bytes[..=nl], 1).header);
-    let Some((meta, _)) = header else {
-        let broken = root.join(".flor").join("broken");
-        fs::create_dir_all(&broken).map_err(|e| Error::io("create", &broken, e))?;
-        let dest = broken.join(path.file_name().unwrap_or_default());
-        fs::rename(path, &dest).map_err(|e| Error::io("move", path, e))?;
-        report.problems.push(Problem {
-            file: path.display().to_string(),
-            line: Some(1),
-            message: format!("no run header; the file was moved to {}", dest.display()),
-        });
-        return Ok(());
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let meta = match header {
+        Some((meta, source)) if label_fits(name, &meta.run_id(), source) && source == Source::Forward => meta,
+        // Published, it would land in the ref of the run its header names.
+        Some((meta, source)) => {
+            let why = format!("its header names {} records of run {}, not this file's", source.as_str(), meta.tstamp);
+            return move_to_broken(root, path, &why, report);
+        }
+        None => return move_to_broken(root, path, "no run header", report),
     };
     if last_line_end(bytes).is_none() {
         let mut enc = LineEncoder::new();
@@ -329,6 +327,21 @@ fn finalize_dead(root: &Path, path: &Path, report: &mut SyncReport) -> Result<()
         report.marked_failed.push(meta.tstamp.clone());
     }
     publish(root, path)
+}
+
+/// Moves a dead run's record file that cannot be published to
+/// `.flor/broken/`, reporting `why`.
+fn move_to_broken(root: &Path, path: &Path, why: &str, report: &mut SyncReport) -> Result<()> {
+    let broken = root.join(".flor").join("broken");
+    fs::create_dir_all(&broken).map_err(|e| Error::io("create", &broken, e))?;
+    let dest = broken.join(path.file_name().unwrap_or_default());
+    fs::rename(path, &dest).map_err(|e| Error::io("move", path, e))?;
+    report.problems.push(Problem {
+        file: path.display().to_string(),
+        line: Some(1),
+        message: format!("{why}; the file was moved to {}", dest.display()),
+    });
+    Ok(())
 }
 
 /// Progress of a long sync: `(done, total)` record files or run refs.

@@ -291,3 +291,22 @@ fn an_unreadable_ref_does_not_stop_the_others() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["tstamp"], tstamp);
 }
+
+/// A dead run's file whose header names another run is not published
+/// into that run's ref: it is moved to `.flor/broken/` and reported.
+#[test]
+fn a_dead_file_naming_another_run_is_set_aside() {
+    let repo = new_repo();
+    let dir = repo.path();
+    fs::create_dir_all(dir.join(".flor/runs")).unwrap();
+    let id = "2030-01-06T00-00-00.000001";
+    let body = [header("2030-01-07T00:00:00.000001", "forward"), r#"{"k":"arg","n":"lr","vf":0.5}"#.into()];
+    fs::write(dir.join(format!(".flor/runs/{id}.jsonl")), body.join("\n") + "\n").unwrap();
+    let out = flor(dir, &["runs", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not this file's") && stderr.contains(".flor/broken"), "{stderr}");
+    assert!(dir.join(format!(".flor/broken/{id}.jsonl")).exists());
+    assert!(json_rows(&out).is_empty());
+    assert_eq!(git(dir, &["for-each-ref", "refs/flor/"]), "", "nothing published");
+}
