@@ -2,7 +2,10 @@
 //!
 //! ```toml
 //! # Which engine holds the query database (a cache rebuilt from git).
-//! store = "duckdb"   # or "sqlite" (the default)
+//! store = "duckdb"     # or "sqlite" (the default)
+//! # Seconds a user SQL query (`flor query`, `--where`) may run before it is
+//! # stopped; 0: no limit. Default 60.
+//! query_timeout = 30
 //! # What survives a crash: "process" (the default) or "os" (fsync; see
 //! # flor_core::durability).
 //! durability = "os"
@@ -16,12 +19,15 @@
 //! copy_limit_mb = 1024
 //! ```
 //!
-//! The file is optional. A small reader for `key = "value"`, `key = true|false`
-//! and `key = number` lines, `[table]` headers and `#` comments (the subset
-//! of TOML flor writes and reads); unknown keys are kept for later versions
-//! and ignored.
+//! The file is optional. A small reader for `key = value` lines, `[table]`
+//! headers and `#` comments (the subset of TOML flor writes and reads). The
+//! file is input like any other: at most [`MAX_CONFIG_BYTES`]; an unknown
+//! table or key, a key set twice or a value of the wrong type is an error
+//! naming the file, the line and the key.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use flor_core::Durability;
 use flor_replay::{IsolationMode, IsolationSettings};
@@ -32,6 +38,23 @@ use crate::error::{Error, Result};
 /// The config file's name inside `.flor/`.
 pub const CONFIG_FILE: &str = "config.toml";
 
+/// The largest config file read (64 KiB).
+pub const MAX_CONFIG_BYTES: usize = 64 << 10;
+
+/// How long a user SQL query may run when the config sets no
+/// `query_timeout`.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The keys a config file may set, by table (`""`: the top).
+const KEYS: &[(&str, &str)] = &[
+    ("", "store"),
+    ("", "query_timeout"),
+    ("", "durability"),
+    ("", "lint_on_run"),
+    ("replay", "isolation"),
+    ("replay", "copy_limit_mb"),
+];
+
 /// The settings of `.flor/config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
@@ -39,28 +62,40 @@ pub struct Config {
     /// [`StoreKind`] lives in `flor-store`, re-exported as
     /// `flor::StoreKind`.
     pub store: Option<StoreKind>,
+    /// `query_timeout`: how long a user SQL query may run (`None`: not
+    /// set, [`DEFAULT_QUERY_TIMEOUT`] applies; zero: no limit).
+    pub query_timeout: Option<Duration>,
     /// `durability`: what of a run survives a crash (`None`: not set,
     /// [`Durability::Process`]).
     pub durability: Option<Durability>,
+    /// `lint_on_run`: whether a starting run shows its script's source
+    /// checks (`None`: not set, which means yes).
+    pub lint_on_run: Option<bool>,
     /// `[replay] isolation`: how replay keeps old scripts' writes out of
     /// the project's files (`None`: not set, `auto`).
     pub replay_isolation: Option<IsolationMode>,
     /// `[replay] copy_limit_mb`: the most one run's copies may take where
     /// replay copies (`None`: not set, 1024).
     pub replay_copy_limit_mb: Option<u64>,
-    /// `lint_on_run`: whether a starting run shows its script's source
-    /// checks (`None`: not set, which means yes).
-    pub lint_on_run: Option<bool>,
 }
 
 impl Config {
     /// Reads `path`; a missing file is the default configuration.
     pub fn load(path: &Path) -> Result<Config> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(Error::io("read", path, e)),
-        }
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Config {
+            path: path.to_owned(),
+            line: 0,
+            key: String::new(),
+            message: "the file is not UTF-8 text".into(),
+        })?;
+        Config::parse(&text, path)
     }
 
     /// Parses the text of `path` (named in errors).
@@ -71,8 +106,16 @@ impl Config {
             key: key.to_owned(),
             message,
         };
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(bad(
+                0,
+                "",
+                format!("the file is larger than {MAX_CONFIG_BYTES} bytes; flor's config is a few lines"),
+            ));
+        }
         let mut config = Config::default();
         let mut table = "";
+        let mut seen: Vec<(&str, &str)> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = strip_comment(raw).trim();
             if line.is_empty() {
@@ -86,7 +129,8 @@ impl Config {
                             i + 1,
                             "",
                             format!(
-                                "unknown table [{other}]; flor's config has `store` at the top and a [replay] table"
+                                "unknown table [{}]; flor's config has settings at the top and a [replay] table",
+                                shorten(other)
                             ),
                         ))
                     }
@@ -94,46 +138,75 @@ impl Config {
                 continue;
             }
             let Some((key, value)) = line.split_once('=') else {
-                return Err(bad(i + 1, "", format!("expected `key = \"value\"`, found {:?}", raw.trim())));
+                return Err(bad(i + 1, "", format!("expected `key = value`, found {}", shorten(raw.trim()))));
             };
             let (key, value) = (key.trim(), value.trim());
-            let quoted = |example: &str| {
-                value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or_else(|| {
-                    bad(i + 1, key, format!("expected a quoted string such as \"{example}\", found {value}"))
-                })
+            let Some(&known) = KEYS.iter().find(|(t, k)| *t == table && *k == key) else {
+                let here: Vec<String> =
+                    KEYS.iter().filter(|(t, _)| *t == table).map(|(_, k)| format!("`{k}`")).collect();
+                let place = if table.is_empty() { "at the top".to_owned() } else { format!("in [{table}]") };
+                return Err(bad(
+                    i + 1,
+                    &shorten(key),
+                    format!("unknown setting (flor reads {} {place})", here.join(", ")),
+                ));
             };
-            match (table, key) {
-                ("", "store") => {
-                    let kind = quoted("duckdb")?.parse();
-                    config.store =
-                        Some(kind.map_err(|e: flor_store::UnknownStoreKind| bad(i + 1, key, e.to_string()))?);
-                }
-                ("", "durability") => {
-                    let d = quoted("os")?.parse();
-                    config.durability =
-                        Some(d.map_err(|e: flor_core::durability::UnknownDurability| bad(i + 1, key, e.to_string()))?);
-                }
-                ("", "lint_on_run") => {
-                    config.lint_on_run = Some(match value {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(bad(i + 1, key, format!("expected true or false, found {value}"))),
-                    });
-                }
-                ("replay", "isolation") => {
-                    config.replay_isolation = Some(quoted("auto")?.parse().map_err(|e| bad(i + 1, key, e))?);
-                }
-                ("replay", "copy_limit_mb") => {
-                    let mb = value.parse::<u64>().ok().filter(|mb| mb.checked_mul(1024 * 1024).is_some());
-                    let mb = mb.ok_or_else(|| {
-                        bad(i + 1, key, format!("expected a whole number of mebibytes, found {value}"))
-                    })?;
-                    config.replay_copy_limit_mb = Some(mb);
-                }
-                _ => {}
+            if seen.contains(&known) {
+                return Err(bad(i + 1, known.1, "set twice".into()));
             }
+            seen.push(known);
+            config.set(known, value).map_err(|m| bad(i + 1, known.1, m))?;
         }
         Ok(config)
+    }
+
+    /// Sets `key` (a known one) from its value text.
+    fn set(&mut self, key: (&str, &str), value: &str) -> std::result::Result<(), String> {
+        let quoted = |example: &str| {
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or_else(|| format!("expected a quoted string such as \"{example}\", found {}", shorten(value)))
+        };
+        match key {
+            ("", "store") => {
+                self.store = Some(quoted("duckdb")?.parse().map_err(|e: flor_store::UnknownStoreKind| e.to_string())?);
+            }
+            ("", "durability") => {
+                let d = quoted("os")?.parse();
+                self.durability = Some(d.map_err(|e: flor_core::durability::UnknownDurability| e.to_string())?);
+            }
+            ("", "lint_on_run") => {
+                self.lint_on_run = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("expected true or false, found {}", shorten(value))),
+                });
+            }
+            ("replay", "isolation") => self.replay_isolation = Some(quoted("auto")?.parse()?),
+            ("replay", "copy_limit_mb") => {
+                let mb = value.parse::<u64>().ok().filter(|mb| mb.checked_mul(1024 * 1024).is_some());
+                self.replay_copy_limit_mb =
+                    Some(mb.ok_or_else(|| format!("expected a whole number of mebibytes, found {}", shorten(value)))?);
+            }
+            _ => {
+                let secs: u64 = value.replace('_', "").parse().map_err(|_| {
+                    format!("expected a whole number of seconds such as 60 (0: no limit), found {}", shorten(value))
+                })?;
+                self.query_timeout = Some(Duration::from_secs(secs));
+            }
+        }
+        Ok(())
+    }
+
+    /// The time limit of user SQL queries: `query_timeout`, else
+    /// [`DEFAULT_QUERY_TIMEOUT`]; `None`: no limit (`query_timeout = 0`).
+    pub fn query_limit(&self) -> Option<Duration> {
+        match self.query_timeout {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(DEFAULT_QUERY_TIMEOUT),
+        }
     }
 
     /// The replay isolation settings (defaults for what is not set).
@@ -143,6 +216,14 @@ impl Config {
             mode: self.replay_isolation.unwrap_or(default.mode),
             copy_limit_bytes: self.replay_copy_limit_mb.map_or(default.copy_limit_bytes, |mb| mb * 1024 * 1024),
         }
+    }
+}
+
+/// `s` for an error message: at most 60 characters.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((cut, _)) => format!("{:?}...", &s[..cut]),
+        None => format!("{s:?}"),
     }
 }
 
@@ -164,12 +245,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_store() {
+    fn parses_store_and_query_timeout() {
         let p = Path::new(".flor/config.toml");
-        assert_eq!(Config::parse("", p).unwrap().store, None);
-        let c = Config::parse("# engine\nstore = \"duckdb\"  # fast\nother = 3\n", p).unwrap();
+        assert_eq!(Config::parse("", p).unwrap(), Config::default());
+        let c = Config::parse("# engine\nstore = \"duckdb\"  # fast\nquery_timeout = 30\n", p).unwrap();
         assert_eq!(c.store, Some(StoreKind::Duckdb));
+        assert_eq!(c.query_limit(), Some(Duration::from_secs(30)));
         assert_eq!(Config::parse("store=\"sqlite\"", p).unwrap().store, Some(StoreKind::Sqlite));
+        assert_eq!(Config::default().query_limit(), Some(DEFAULT_QUERY_TIMEOUT));
+        assert_eq!(Config::parse("query_timeout = 0", p).unwrap().query_limit(), None);
+        assert_eq!(Config::parse("query_timeout = 1_200", p).unwrap().query_limit(), Some(Duration::from_secs(1200)));
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let p = Path::new("/repo/.flor/config.toml");
+        let e = Config::parse("\nstore = \"postgres\"\n", p).unwrap_err().to_string();
+        assert!(e.contains("/repo/.flor/config.toml") && e.contains("line 2") && e.contains("store"), "{e}");
+        assert!(e.contains("postgres") && e.contains("duckdb"), "{e}");
+        let e = Config::parse("store = duckdb", p).unwrap_err().to_string();
+        assert!(e.contains("quoted"), "{e}");
+        assert!(Config::parse("store", p).is_err());
+        assert!(Config::parse("[store]", p).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_repeats_are_refused() {
+        let p = Path::new("/repo/.flor/config.toml");
+        let e = Config::parse("store = \"sqlite\"\nstroe = \"duckdb\"\n", p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("stroe") && e.contains("unknown setting"), "{e}");
+        assert!(e.contains("`store`") && e.contains("`query_timeout`"), "{e}");
+        for bad in ["query_timeout = \"60\"", "query_timeout = -1", "query_timeout = 1.5", "query_timeout ="] {
+            let e = Config::parse(bad, p).unwrap_err().to_string();
+            assert!(e.contains("query_timeout") && e.contains("whole number of seconds"), "{bad}: {e}");
+        }
+        let e = Config::parse("query_timeout = 5\nquery_timeout = 6", p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("set twice"), "{e}");
+    }
+
+    #[test]
+    fn a_large_or_binary_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "# padding\n".repeat(MAX_CONFIG_BYTES / 5)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("larger than"), "{e}");
+        std::fs::write(&path, b"store = \"\xff\"\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
+        assert_eq!(Config::load(&dir.path().join("missing.toml")).unwrap(), Config::default());
     }
 
     #[test]
@@ -197,18 +321,6 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_name_file_line_and_key() {
-        let p = Path::new("/repo/.flor/config.toml");
-        let e = Config::parse("\nstore = \"postgres\"\n", p).unwrap_err().to_string();
-        assert!(e.contains("/repo/.flor/config.toml") && e.contains("line 2") && e.contains("store"), "{e}");
-        assert!(e.contains("postgres") && e.contains("duckdb"), "{e}");
-        let e = Config::parse("store = duckdb", p).unwrap_err().to_string();
-        assert!(e.contains("quoted"), "{e}");
-        assert!(Config::parse("store", p).is_err());
-        assert!(Config::parse("[store]", p).is_err());
-    }
-
-    #[test]
     fn parses_the_replay_table() {
         let p = Path::new(".flor/config.toml");
         let c = Config::parse("store = \"sqlite\"\n[replay]\nisolation = \"copy\" # forced\ncopy_limit_mb = 5\n", p)
@@ -216,8 +328,11 @@ mod tests {
         assert_eq!(c.store, Some(StoreKind::Sqlite));
         assert_eq!(c.isolation(), IsolationSettings { mode: IsolationMode::Copy, copy_limit_bytes: 5 * 1024 * 1024 });
         assert_eq!(Config::parse("", p).unwrap().isolation(), IsolationSettings::default());
-        // `store` inside [replay] is not the store.
-        assert_eq!(Config::parse("[replay]\nstore = \"duckdb\"\n", p).unwrap().store, None);
+        // `store` inside [replay] is not a setting.
+        let e = Config::parse("[replay]\nstore = \"duckdb\"\n", p).unwrap_err().to_string();
+        assert!(e.contains("unknown setting") && e.contains("in [replay]"), "{e}");
+        let e = Config::parse("[replaay]\n", p).unwrap_err().to_string();
+        assert!(e.contains("unknown table"), "{e}");
         let e = Config::parse("[replay]\nisolation = \"cow\"\n", p).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("isolation") && e.contains("\"overlay\""), "{e}");
         let e = Config::parse("[replay]\ncopy_limit_mb = \"big\"\n", p).unwrap_err().to_string();

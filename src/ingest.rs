@@ -6,9 +6,10 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use flor_core::pause;
-use flor_core::record::{parse_lines, LineEncoder};
+use flor_core::record::{parse_lines, Contexts, LineEncoder, RecordReader};
 use flor_core::store::{FileProgress, IngestBatch};
 use flor_core::{RunEnd, RunMeta, RunStatus, Source, Store};
 
@@ -64,31 +65,61 @@ fn replay_line_base(label: &str) -> u64 {
     flor_core::layout::replay_line_base(n, replay_segment(label).unwrap_or(0))
 }
 
-/// Ingests the not yet ingested whole lines of one record file.
-/// Returns the run's metadata as of the file's end (status from its `end`
-/// line when present), or `None` when the file has no readable header.
+/// A forward record file's contexts, learned from its bytes when a replay
+/// file of its run first needs them (or handed over by its ingestion).
+pub(crate) struct ForwardContexts<'a> {
+    bytes: &'a [u8],
+    known: Option<Arc<Contexts>>,
+}
+
+impl<'a> ForwardContexts<'a> {
+    /// The contexts of the forward file `bytes` (none when the run has no
+    /// forward file: its replays' contexts are then all refused).
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        ForwardContexts { bytes, known: None }
+    }
+
+    fn get(&mut self) -> Arc<Contexts> {
+        let bytes = self.bytes;
+        Arc::clone(self.known.get_or_insert_with(|| {
+            let mut reader = RecordReader::new();
+            reader.skip(bytes);
+            Arc::new(reader.into_contexts())
+        }))
+    }
+}
+
+/// Whether `label` can hold `source` records of run `run_id`: its forward
+/// file's label, or one of its replay files'.
+fn label_fits(label: &str, run_id: &str, source: Source) -> bool {
+    match source {
+        Source::Forward => label == label_for(run_id),
+        Source::Replay => {
+            label.strip_prefix(run_id).is_some_and(|rest| rest.starts_with(".replay-"))
+                && replay_number(label).is_some()
+        }
+    }
+}
+
+/// Ingests the not yet ingested whole lines of one record file, each line
+/// checked by a [`RecordReader`]. `run`: the contexts of the run's forward
+/// file; a replay file's lines are checked against them, and a forward
+/// file read to its end hands its own over. Returns the run's metadata as
+/// of the file's end (status from its `end` line when present), or `None`
+/// when the file has no readable header or its header does not fit its
+/// name.
 pub(crate) fn ingest_bytes(
     store: &mut dyn Store,
     label: &str,
     display: &str,
     bytes: &[u8],
+    run: Option<&mut ForwardContexts<'_>>,
     report: &mut SyncReport,
 ) -> Result<Option<RunMeta>> {
-    let Some(first_nl) = bytes.iter().position(|&b| b == b'\n') else { return Ok(None) };
-    let head = parse_lines(&bytes[..=first_nl], 1);
-    let Some((mut meta, source)) = head.header else {
-        let message = match head.errors.first() {
-            Some(e) => format!("the first line is not a run header ({})", e.message),
-            None => "the first line is not a run header".to_owned(),
-        };
-        report.problems.push(Problem { file: display.to_owned(), line: Some(1), message });
-        return Ok(None);
-    };
+    let Some((mut meta, source)) = read_header(label, display, bytes, report) else { return Ok(None) };
     apply_end(&mut meta, last_line_end(bytes));
-    let base = replay_line_base(label);
     let progress = store.file_progress(label)?.unwrap_or_default();
     let mut offset = progress.offset as usize;
-    let mut lines = progress.lines;
     if offset > bytes.len() {
         report.problems.push(Problem {
             file: display.to_owned(),
@@ -100,25 +131,28 @@ pub(crate) fn ingest_bytes(
         });
         return Ok(Some(meta));
     }
+    if offset == bytes.len() {
+        report.files += 1;
+        return Ok(Some(meta));
+    }
+    let mut reader = RecordReader::new().with_line_keys(replay_line_base(label));
+    let mut run = run;
+    if source == Source::Replay {
+        reader = reader.with_forward(run.as_deref_mut().map(ForwardContexts::get).unwrap_or_default());
+    }
+    // What the lines ingested before declared (quick: only the lines that
+    // can declare a context are parsed).
+    reader.skip(&bytes[..offset]);
     while offset < bytes.len() {
-        let mut end = (offset + CHUNK_BYTES).min(bytes.len());
-        if end < bytes.len() {
-            end = match bytes[offset..end].iter().rposition(|&b| b == b'\n') {
-                Some(p) => offset + p + 1,
-                None => match bytes[end..].iter().position(|&b| b == b'\n') {
-                    Some(p) => end + p + 1,
-                    None => bytes.len(),
-                },
-            };
-        }
-        let parsed = parse_lines(&bytes[offset..end], base + lines + 1);
+        let end = chunk_end(bytes, offset);
+        let parsed = reader.read(&bytes[offset..end]);
         if parsed.consumed == 0 {
             break;
         }
         for e in &parsed.errors {
             report.problems.push(Problem { file: display.to_owned(), line: Some(e.line), message: e.message.clone() });
         }
-        let next = FileProgress { offset: (offset + parsed.consumed) as u64, lines: lines + parsed.lines };
+        let next = FileProgress { offset: (offset + parsed.consumed) as u64, lines: reader.next_line() - 1 };
         store.ingest(&IngestBatch {
             run: &meta,
             source,
@@ -131,10 +165,49 @@ pub(crate) fn ingest_bytes(
         })?;
         report.records += parsed.records.len() as u64;
         offset = next.offset as usize;
-        lines = next.lines;
+    }
+    if let (Source::Forward, Some(run)) = (source, run) {
+        run.known = Some(Arc::new(reader.into_contexts()));
     }
     report.files += 1;
     Ok(Some(meta))
+}
+
+/// The end of the span read from `offset`: about [`CHUNK_BYTES`], at a line
+/// boundary (or the file's end).
+fn chunk_end(bytes: &[u8], offset: usize) -> usize {
+    let end = (offset + CHUNK_BYTES).min(bytes.len());
+    if end == bytes.len() {
+        return end;
+    }
+    match bytes[offset..end].iter().rposition(|&b| b == b'\n') {
+        Some(p) => offset + p + 1,
+        None => match bytes[end..].iter().position(|&b| b == b'\n') {
+            Some(p) => end + p + 1,
+            None => bytes.len(),
+        },
+    }
+}
+
+/// The header of a record file, when it has one that fits the file's name
+/// (`label`); else a problem is reported.
+fn read_header(label: &str, display: &str, bytes: &[u8], report: &mut SyncReport) -> Option<(RunMeta, Source)> {
+    let first_nl = bytes.iter().position(|&b| b == b'\n')?;
+    let head = parse_lines(&bytes[..=first_nl], 1);
+    let message = match head.header {
+        Some((meta, source)) if label_fits(label, &meta.run_id(), source) => return Some((meta, source)),
+        Some((meta, source)) => format!(
+            "its header names {} records of run {}, which a file named {label} cannot hold; the file is skipped",
+            source.as_str(),
+            meta.tstamp
+        ),
+        None => match head.errors.first() {
+            Some(e) => format!("the first line is not a run header ({})", e.message),
+            None => "the first line is not a run header".to_owned(),
+        },
+    };
+    report.problems.push(Problem { file: display.to_owned(), line: Some(1), message });
+    None
 }
 
 fn apply_end(meta: &mut RunMeta, end: Option<RunEnd>) {
@@ -240,17 +313,15 @@ fn finalize_dead(root: &Path, path: &Path, report: &mut SyncReport) -> Result<()
     }
     let bytes = &bytes[..keep];
     let header = bytes.iter().position(|&b| b == b'\n').and_then(|nl| parse_lines(&bytes[..=nl], 1).header);
-    let Some((meta, _)) = header else {
-        let broken = root.join(".flor").join("broken");
-        fs::create_dir_all(&broken).map_err(|e| Error::io("create", &broken, e))?;
-        let dest = broken.join(path.file_name().unwrap_or_default());
-        fs::rename(path, &dest).map_err(|e| Error::io("move", path, e))?;
-        report.problems.push(Problem {
-            file: path.display().to_string(),
-            line: Some(1),
-            message: format!("no run header; the file was moved to {}", dest.display()),
-        });
-        return Ok(());
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let meta = match header {
+        Some((meta, source)) if label_fits(name, &meta.run_id(), source) && source == Source::Forward => meta,
+        // Published, it would land in the ref of the run its header names.
+        Some((meta, source)) => {
+            let why = format!("its header names {} records of run {}, not this file's", source.as_str(), meta.tstamp);
+            return move_to_broken(root, path, &why, report);
+        }
+        None => return move_to_broken(root, path, "no run header", report),
     };
     if last_line_end(bytes).is_none() {
         let mut enc = LineEncoder::new();
@@ -260,6 +331,21 @@ fn finalize_dead(root: &Path, path: &Path, report: &mut SyncReport) -> Result<()
         report.marked_failed.push(meta.tstamp.clone());
     }
     publish(root, path)
+}
+
+/// Moves a dead run's record file that cannot be published to
+/// `.flor/broken/`, reporting `why`.
+fn move_to_broken(root: &Path, path: &Path, why: &str, report: &mut SyncReport) -> Result<()> {
+    let broken = root.join(".flor").join("broken");
+    fs::create_dir_all(&broken).map_err(|e| Error::io("create", &broken, e))?;
+    let dest = broken.join(path.file_name().unwrap_or_default());
+    fs::rename(path, &dest).map_err(|e| Error::io("move", path, e))?;
+    report.problems.push(Problem {
+        file: path.display().to_string(),
+        line: Some(1),
+        message: format!("{why}; the file was moved to {}", dest.display()),
+    });
+    Ok(())
 }
 
 /// Progress of a long sync: `(done, total)` record files or run refs.
@@ -305,7 +391,7 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
                 Err(e) => return Err(Error::io("read", path, e)),
             };
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            ingest_bytes(store, name, &path.display().to_string(), &bytes, &mut report)?;
+            ingest_bytes(store, name, &path.display().to_string(), &bytes, None, &mut report)?;
         } else if path.exists() {
             if let Err(e) = finalize_dead(root, path, &mut report) {
                 report.problems.push(Problem { file: path.display().to_string(), line: None, message: e.to_string() });
@@ -331,18 +417,7 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         let mut group_runs = 0;
         for (done, (refname, sha)) in pending.into_iter().enumerate() {
             progress(done, total);
-            let files = flor_git::read_dir_at(root, &sha, RECORDS_DIR)?;
-            let own = label_for(refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(&refname));
-            let mut forward: Option<RunMeta> = None;
-            for (path, bytes) in &files {
-                let name = path.rsplit('/').next().unwrap_or(path);
-                let display = format!("{refname}:{path}");
-                let meta = ingest_bytes(store, name, &display, bytes, &mut report)?;
-                if name == own {
-                    forward = meta;
-                }
-            }
-            if let Some(meta) = forward {
+            if let Some(meta) = ingest_commit(root, store, &refname, &sha, &mut report)? {
                 mark_commit(store, &sha, &meta)?;
             }
             pause::point(pause::SYNC_AFTER_RUN);
@@ -366,6 +441,52 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         progress(total, total);
     }
     Ok(report)
+}
+
+/// Ingests the record files of commit `sha` of run ref `refname`: the
+/// forward file first (its contexts check the replay files'), then the
+/// replay files. A file that is not one of this run's is reported and
+/// skipped. Returns the forward file's metadata, when it has one.
+fn ingest_commit(
+    root: &Path,
+    store: &mut dyn Store,
+    refname: &str,
+    sha: &str,
+    report: &mut SyncReport,
+) -> Result<Option<RunMeta>> {
+    // A ref whose records cannot be read (someone else's, damaged) is
+    // reported, not a reason to stop syncing the others.
+    let files = match flor_git::read_dir_at(root, sha, RECORDS_DIR) {
+        Ok(files) => files,
+        Err(e) => {
+            report.problems.push(Problem { file: refname.to_owned(), line: None, message: e.to_string() });
+            return Ok(None);
+        }
+    };
+    let run_id = refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(refname);
+    let own = label_for(run_id);
+    let name_of = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
+    let forward_file = files.iter().find(|(p, _)| name_of(p) == own);
+    let mut contexts = ForwardContexts::new(forward_file.map_or(&[][..], |(_, b)| b.as_slice()));
+    let mut forward = None;
+    if let Some((path, bytes)) = forward_file {
+        let display = format!("{refname}:{path}");
+        forward = ingest_bytes(store, &own, &display, bytes, Some(&mut contexts), report)?;
+    }
+    for (path, bytes) in &files {
+        let name = name_of(path);
+        let display = format!("{refname}:{path}");
+        if name == own {
+            continue;
+        }
+        if !label_fits(&name, run_id, Source::Replay) {
+            let message = format!("not a record file of run {run_id} (whose ref holds it); skipped");
+            report.problems.push(Problem { file: display, line: None, message });
+            continue;
+        }
+        ingest_bytes(store, &name, &display, bytes, Some(&mut contexts), report)?;
+    }
+    Ok(forward)
 }
 
 /// At most this many runs, and about this many records, per ingestion

@@ -16,7 +16,7 @@ mod project;
 pub mod replay;
 mod run;
 
-pub use config::{Config, CONFIG_FILE};
+pub use config::{Config, CONFIG_FILE, DEFAULT_QUERY_TIMEOUT, MAX_CONFIG_BYTES};
 pub use error::{Error, Result};
 pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};
 pub use flor_store::StoreKind;

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
 use flor_core::store::{NameInfo, RunRow};
@@ -41,6 +42,8 @@ pub struct Project {
     db: Database,
     objects: ObjectStore,
     durability: Durability,
+    /// The time limit of user SQL (`None`: none).
+    query_limit: Option<Duration>,
 }
 
 impl std::fmt::Debug for Project {
@@ -285,10 +288,10 @@ impl ProjectBuilder {
             // Publishing (this process's run, or a dead run's) writes git.
             flor_git::set_fsync(true);
         }
-        let configured = config.store.unwrap_or_default();
+        let configured_kind = config.store.unwrap_or_default();
         let (kind, db) = match self.choice {
             StoreChoice::Configured => {
-                (Some(configured), Database::Open(open_kind(&flor_dir, configured, self.fresh)?))
+                (Some(configured_kind), Database::Open(open_kind(&flor_dir, configured_kind, self.fresh)?))
             }
             StoreChoice::Kind(kind) => (Some(kind), Database::Open(open_kind(&flor_dir, kind, self.fresh)?)),
             StoreChoice::Given(mut store) => {
@@ -297,12 +300,13 @@ impl ProjectBuilder {
                 }
                 (None, Database::Open(store))
             }
-            StoreChoice::Without => (Some(configured), Database::Missing(NoDatabaseReason::Recording)),
+            StoreChoice::Without => (Some(configured_kind), Database::Missing(NoDatabaseReason::Recording)),
         };
         let objects_dir = flor_dir.join("objects");
         let objects =
             ObjectStore::open(&objects_dir).map_err(|e| writable_or(&flor_dir, e.into()))?.with_durability(durability);
-        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects, durability })
+        let query_limit = config.query_limit();
+        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects, durability, query_limit })
     }
 }
 
@@ -545,11 +549,26 @@ impl Project {
     }
 
     /// A read-only SQL query over the views `runs`, `logs`, `loops`,
-    /// `timings`, `outputs`, `checkpoints`. Raw SQL is an optional
+    /// `timings`, `outputs`, `checkpoints`, stopped after the project's
+    /// time limit ([`Project::query_limit`]) with
+    /// [`flor_core::StoreError::TimedOut`]. Raw SQL is an optional
     /// capability of a store: one without an SQL engine answers
     /// [`flor_core::StoreError::Unsupported`] (use [`Project::dataframe`]).
     pub fn query(&self, sql: &str) -> Result<Table> {
-        Ok(self.store()?.query(sql)?)
+        Ok(self.store()?.query_within(sql, self.query_limit)?)
+    }
+
+    /// How long a user SQL query ([`Project::query`], a `--where`
+    /// predicate) may run: `query_timeout` of `.flor/config.toml`, else
+    /// [`crate::DEFAULT_QUERY_TIMEOUT`]; `None`: no limit.
+    pub fn query_limit(&self) -> Option<Duration> {
+        self.query_limit
+    }
+
+    /// Sets the time limit of user SQL queries (`None`: no limit), such as
+    /// `flor query --timeout`.
+    pub fn set_query_limit(&mut self, limit: Option<Duration>) {
+        self.query_limit = limit;
     }
 
     /// The checkpoints of the run started at `tstamp`, in order.
@@ -577,7 +596,7 @@ impl Project {
             available.dedup();
             return Err(Error::NoCheckpoint { tstamp: tstamp.to_owned(), name: name.to_owned(), available });
         };
-        let bytes = self.objects.get(&meta.digest)?;
+        let bytes = self.objects.get_sized(&meta.digest, meta.bytes)?;
         serializer
             .load(state, &mut bytes.as_slice())
             .map_err(|e| flor_core::Error::Checkpoint { name: name.to_owned(), message: e.0 })?;

@@ -90,7 +90,7 @@ fn selected_by(project: &Project, pred: &str) -> Result<BTreeSet<String>> {
     let args: Vec<String> = project.names()?.into_iter().filter(|n| n.kind == "arg").map(|n| n.name).collect();
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let table = project.dataframe(&arg_refs)?;
-    let keep = flor_store::filter_rows(&table, pred)?;
+    let keep = flor_store::filter_rows_within(&table, pred, project.query_limit())?;
     let tcol = table.column_names().iter().position(|c| *c == "tstamp");
     let mut ok = BTreeSet::new();
     for (r, k) in keep.iter().enumerate() {

@@ -32,7 +32,10 @@ use crate::args::{ArgValue, Kwargs};
 use crate::durability::{sync_dir, Durability};
 use crate::error::{Error, Result};
 use crate::objects::{ObjectId, ObjectStore};
-use crate::record::{LineEncoder, RecordKind, RunEnd, RunMeta, RunStatus, Source};
+use crate::record::{
+    LineEncoder, RecordKind, RunEnd, RunMeta, RunStatus, Source, LOOP_TIMING_PREFIX, MAX_DEPTH, MAX_LOOP_NAME_BYTES,
+    MAX_NAME_BYTES,
+};
 use crate::time::now_iso;
 use crate::value::Value;
 
@@ -265,6 +268,9 @@ impl Recorder {
     /// The hyper-parameter `name`: from `--kwargs name=value` when given
     /// (coerced to the default's type), else `default`. Recorded as an `arg`.
     pub fn arg_value(&mut self, name: &str, default: Value) -> Result<Value> {
+        if name.len() > MAX_NAME_BYTES {
+            return Err(Error::NameTooLong { what: "an argument name", len: name.len(), max: MAX_NAME_BYTES });
+        }
         let v = self.kwargs.resolve(name, default)?;
         if self.replay.is_none() {
             self.enc.record(RecordKind::Arg, None, name, &v);
@@ -353,6 +359,15 @@ impl Recorder {
     /// Enters a loop named `name` (nested inside the current iteration).
     pub fn loop_begin(&mut self, name: &str) -> Result<()> {
         self.check_open()?;
+        if name.len() > MAX_LOOP_NAME_BYTES {
+            return Err(Error::NameTooLong { what: "a loop name", len: name.len(), max: MAX_LOOP_NAME_BYTES });
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(Error::LoopMisuse(format!(
+                "loop `{name}` would nest {} deep; record files allow {MAX_DEPTH}",
+                self.stack.len() + 1
+            )));
+        }
         let now = Instant::now();
         if self.stack.is_empty() && !self.setup_recorded {
             self.setup_recorded = true;
@@ -457,7 +472,7 @@ impl Recorder {
         };
         let secs = frame.loop_start.elapsed().as_secs_f64();
         if self.replay.is_none() {
-            let name = format!("loop:{}", frame.name);
+            let name = format!("{LOOP_TIMING_PREFIX}{}", frame.name);
             self.timing(frame.parent, &name, secs);
         }
         if self.stack.is_empty() {
@@ -756,6 +771,32 @@ mod tests {
         assert!(matches!(r.checkpoint("x", "raw", |_| Ok(())), Err(Error::Checkpoint { .. })));
         // Existing file: refused.
         assert!(Recorder::create(&dir.path().join("r.jsonl"), meta(), Kwargs::default(), None).is_err());
+    }
+
+    /// The recorder never writes what a reader refuses: loop and argument
+    /// names, and loop nesting, within the record files' limits.
+    #[test]
+    fn names_and_nesting_stay_within_the_readers_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut r = Recorder::create(&path, meta(), Kwargs::default(), None).unwrap();
+        let long = "x".repeat(crate::record::MAX_NAME_BYTES + 1);
+        assert!(matches!(r.arg_value(&long, Value::Int(1)), Err(Error::NameTooLong { .. })));
+        let long_loop = "l".repeat(MAX_LOOP_NAME_BYTES + 1);
+        assert!(matches!(r.loop_begin(&long_loop), Err(Error::NameTooLong { .. })));
+        for d in 0..MAX_DEPTH {
+            r.loop_begin(&format!("l{d}")).unwrap();
+            r.iteration_begin(None).unwrap();
+        }
+        let e = r.loop_begin("deeper").unwrap_err();
+        assert!(e.to_string().contains("would nest 65 deep"), "{e}");
+        r.log("x", &Value::Int(1));
+        r.finish(RunStatus::Finished).unwrap();
+        drop(r);
+        let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.loops.len(), MAX_DEPTH);
+        assert_eq!(p.records.iter().filter(|r| &*r.name == "x").count(), 1);
     }
 
     #[test]

@@ -48,6 +48,19 @@ pub enum Error {
         /// Blob file.
         path: PathBuf,
     },
+    /// A stored object's length is not the one its record (or the manifest
+    /// that names it as a chunk) says.
+    #[error("object {digest} in {} is not the {expected} bytes its record says ({found}); it cannot be used", path.display())]
+    WrongSize {
+        /// The object's digest.
+        digest: String,
+        /// Its file.
+        path: PathBuf,
+        /// The length recorded.
+        expected: u64,
+        /// What was found.
+        found: String,
+    },
     /// An object-store blob is missing.
     #[error("object {digest} is not in the object store {}", dir.display())]
     MissingObject {
@@ -98,6 +111,17 @@ pub enum Error {
     /// A digest string is not 64 hex characters.
     #[error("{0:?} is not a BLAKE3 digest (64 hex characters)")]
     BadDigest(String),
+    /// A name longer than record files allow (see
+    /// [`crate::record::MAX_NAME_BYTES`]).
+    #[error("{what} of {len} bytes is longer than record files allow ({max} bytes)")]
+    NameTooLong {
+        /// What kind of name (`a loop name`, `an argument name`).
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Loops or iterations were closed in the wrong order.
     #[error("loop misuse: {0}")]
     LoopMisuse(String),

@@ -193,7 +193,40 @@ impl ObjectStore {
     /// sees an `InvalidData` error at that point). An error of `read`'s own
     /// on intact bytes is [`Error::Io`].
     pub fn get_with<T>(&self, digest: &str, read: impl FnOnce(&mut dyn Read) -> io::Result<T>) -> Result<T> {
-        let mut src = self.open_object(digest, 0)?;
+        self.read_object(digest, None, read)
+    }
+
+    /// [`ObjectStore::get_with`] of an object whose size is known (a
+    /// checkpoint record's `bytes`): reading stops with
+    /// [`Error::WrongSize`] as soon as the stored bytes run past it (a
+    /// damaged or hostile file cannot make a read take more time or memory
+    /// than the record says), or when they end short of it.
+    pub fn get_with_size<T>(
+        &self,
+        digest: &str,
+        bytes: u64,
+        read: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+    ) -> Result<T> {
+        self.read_object(digest, Some(bytes), read)
+    }
+
+    /// Reads a whole object whose size is known, verified (see
+    /// [`ObjectStore::get_with_size`]).
+    pub fn get_sized(&self, digest: &str, bytes: u64) -> Result<Vec<u8>> {
+        self.get_with_size(digest, bytes, |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v)?;
+            Ok(v)
+        })
+    }
+
+    fn read_object<T>(
+        &self,
+        digest: &str,
+        expected: Option<u64>,
+        read: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+    ) -> Result<T> {
+        let mut src = self.open_object(digest, 0, expected)?;
         let out = read(&mut src);
         // Drain whatever the caller did not read so the digest covers it all.
         let _ = io::copy(&mut src, &mut io::sink());
@@ -301,7 +334,9 @@ impl ObjectStore {
         Ok((path, file, head))
     }
 
-    fn open_object(&self, digest: &str, depth: u8) -> Result<ObjectReader> {
+    /// Opens object `digest` for reading; `expected`: its length when
+    /// known (a chunked object's manifest must say the same).
+    fn open_object(&self, digest: &str, depth: u8, expected: Option<u64>) -> Result<ObjectReader> {
         let (path, file, head) = self.open_file(digest)?;
         let kind = if head == manifest::MAGIC {
             if depth >= MAX_DEPTH {
@@ -312,6 +347,14 @@ impl ObjectStore {
                 });
             }
             let manifest = read_manifest(file, digest, &path)?;
+            if let Some(want) = expected.filter(|&want| want != manifest.bytes) {
+                return Err(Error::WrongSize {
+                    digest: digest.to_owned(),
+                    path,
+                    expected: want,
+                    found: format!("its manifest says {} bytes", manifest.bytes),
+                });
+            }
             Kind::Chunked(Box::new(Chunked {
                 store: self.clone(),
                 manifest,
@@ -335,6 +378,8 @@ impl ObjectStore {
             hasher: blake3::Hasher::new(),
             failure: None,
             verified: false,
+            expected,
+            produced: 0,
         })
     }
 
@@ -643,6 +688,10 @@ struct ObjectReader {
     hasher: blake3::Hasher,
     failure: Option<Error>,
     verified: bool,
+    /// The length the object must have, when known.
+    expected: Option<u64>,
+    /// Bytes handed out so far.
+    produced: u64,
 }
 
 type BlobDecoder = zstd::stream::read::Decoder<'static, BufReader<io::Chain<Cursor<Vec<u8>>, File>>>;
@@ -747,22 +796,25 @@ impl ObjectReader {
                     return Ok(0);
                 }
                 let chunk = &c.manifest.chunks[c.next];
-                let reader = c.store.open_object(&chunk.digest, c.depth + 1).map_err(|e| match e {
-                    Error::MissingObject { dir, .. } => Error::MissingChunk {
-                        object: self.digest.clone(),
-                        chunk: chunk.digest.clone(),
-                        index: c.next,
-                        count,
-                        dir,
-                    },
-                    other => Error::CorruptChunk {
-                        object: self.digest.clone(),
-                        chunk: chunk.digest.clone(),
-                        index: c.next,
-                        path: c.store.path_of(&chunk.digest).unwrap_or_default(),
-                        what: other.to_string(),
-                    },
-                })?;
+                // A chunk that is itself chunked must say the length this
+                // manifest gives it: no nesting makes a read longer.
+                let reader =
+                    c.store.open_object(&chunk.digest, c.depth + 1, Some(chunk.bytes)).map_err(|e| match e {
+                        Error::MissingObject { dir, .. } => Error::MissingChunk {
+                            object: self.digest.clone(),
+                            chunk: chunk.digest.clone(),
+                            index: c.next,
+                            count,
+                            dir,
+                        },
+                        other => Error::CorruptChunk {
+                            object: self.digest.clone(),
+                            chunk: chunk.digest.clone(),
+                            index: c.next,
+                            path: c.store.path_of(&chunk.digest).unwrap_or_default(),
+                            what: other.to_string(),
+                        },
+                    })?;
                 c.current = Some(reader);
                 c.in_chunk = 0;
             },
@@ -778,7 +830,26 @@ impl Read for ObjectReader {
         if self.verified || buf.is_empty() {
             return Ok(0);
         }
-        self.read_checked(buf).map_err(|e| {
+        let read = self.read_checked(buf).and_then(|n| {
+            self.produced += n as u64;
+            match self.expected {
+                Some(want) if self.produced > want || (n == 0 && self.produced != want) => {
+                    self.verified = false;
+                    Err(Error::WrongSize {
+                        digest: self.digest.clone(),
+                        path: self.path.clone(),
+                        expected: want,
+                        found: if n == 0 {
+                            format!("it holds {} bytes", self.produced)
+                        } else {
+                            format!("it holds more than {want} bytes")
+                        },
+                    })
+                }
+                _ => Ok(n),
+            }
+        });
+        read.map_err(|e| {
             let io = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
             self.failure = Some(e);
             io

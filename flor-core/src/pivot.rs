@@ -21,7 +21,7 @@
 //! With no names: one row per run with all of its run-level values, columns
 //! ordered by first appearance in the record file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::store::{RunKey, RunRow, Store, StoreResult, ValueFilter};
@@ -140,12 +140,40 @@ fn collect_values<S: Store + ?Sized>(
     Ok(vals)
 }
 
-/// Step 2: the loop contexts of the runs that logged inside loops, as a
-/// dense table per run (indexed by context id).
+/// Step 2: the loop contexts of the runs that logged inside loops: per
+/// run, a table indexed by context id where the ids are dense next to the
+/// values read, else the spans themselves (looked up by binary search), so
+/// memory follows what the store holds, never the size of an id.
 struct Loops {
     names: Vec<Arc<str>>,
-    nodes: Vec<Vec<Node>>,
+    runs: Vec<RunLoops>,
 }
+
+/// One run's loop contexts (see [`Loops`]).
+enum RunLoops {
+    /// Indexed by context id (`EMPTY` where none).
+    Dense(Vec<Node>),
+    /// Spans sorted by first context: `(first_ctx, count, node of the first)`.
+    Spans(Vec<(u32, u32, Node)>),
+}
+
+impl RunLoops {
+    fn node(&self, ctx: u32) -> Option<Node> {
+        match self {
+            RunLoops::Dense(nodes) => nodes.get(ctx as usize).copied().filter(|n| n.loop_id != NONE),
+            RunLoops::Spans(spans) => {
+                let i = spans.partition_point(|s| s.0 <= ctx).checked_sub(1)?;
+                let (first, count, n) = spans[i];
+                (ctx - first < count).then_some(Node { iteration: n.iteration + u64::from(ctx - first), ..n })
+            }
+        }
+    }
+}
+
+/// A dense table may be this many times longer than the values it serves,
+/// plus [`DENSE_SLACK`] entries.
+const DENSE_FACTOR: u64 = 4;
+const DENSE_SLACK: u64 = 4096;
 
 impl Loops {
     fn scan<S: Store + ?Sized>(
@@ -155,18 +183,23 @@ impl Loops {
         vals: &[Val],
     ) -> StoreResult<Loops> {
         let mut loop_runs: Vec<RunKey> = Vec::new();
+        let mut values_of: Vec<u64> = vec![0; runs.len()];
         for v in vals {
             let key = runs[v.run() as usize].key;
+            values_of[v.run() as usize] += 1;
             if v.ctx() != NONE && loop_runs.last() != Some(&key) {
                 loop_runs.push(key);
             }
         }
         let mut names: Vec<Arc<str>> = Vec::new();
         let mut loop_ids: HashMap<Arc<str>, u32> = HashMap::new();
-        let mut nodes: Vec<Vec<Node>> = vec![Vec::new(); runs.len()];
+        let mut spans: Vec<Vec<(u32, u32, Node)>> = vec![Vec::new(); runs.len()];
         if !loop_runs.is_empty() {
             store.scan_loops(&loop_runs, &mut |run, span| {
                 let Some(&ri) = run_idx.get(&run) else { return };
+                if span.count == 0 {
+                    return;
+                }
                 let id = match loop_ids.get(&span.name) {
                     Some(&id) => id,
                     None => {
@@ -176,23 +209,60 @@ impl Loops {
                         id
                     }
                 };
-                let table = &mut nodes[ri as usize];
-                let end = span.first_ctx as usize + span.count as usize;
-                if table.len() < end {
-                    table.resize(end, EMPTY);
-                }
-                let parent = span.parent.unwrap_or(NONE);
-                for (i, slot) in table[span.first_ctx as usize..end].iter_mut().enumerate() {
-                    *slot = Node { parent, loop_id: id, iteration: span.first_iteration + i as u64 };
-                }
+                let node = Node { parent: span.parent.unwrap_or(NONE), loop_id: id, iteration: span.first_iteration };
+                spans[ri as usize].push((span.first_ctx, span.count, node));
             })?;
         }
-        Ok(Loops { names, nodes })
+        let runs = spans.into_iter().zip(values_of).map(|(s, values)| RunLoops::of(s, values)).collect();
+        Ok(Loops { names, runs })
     }
 
     /// The iteration at context `ctx` of run `run`, if any.
     fn node(&self, run: u32, ctx: u32) -> Option<Node> {
-        self.nodes[run as usize].get(ctx as usize).copied().filter(|n| n.loop_id != NONE)
+        self.runs[run as usize].node(ctx)
+    }
+}
+
+impl RunLoops {
+    /// A run's contexts from its spans, dense when the ids are, next to
+    /// the run's `values` and spans.
+    fn of(mut spans: Vec<(u32, u32, Node)>, values: u64) -> RunLoops {
+        let end = spans.iter().map(|s| u64::from(s.0) + u64::from(s.1)).max().unwrap_or(0);
+        if end <= DENSE_FACTOR * (values + spans.len() as u64) + DENSE_SLACK {
+            let mut table = vec![EMPTY; end as usize];
+            for (first, count, n) in spans {
+                let first = first as usize;
+                for (i, slot) in table[first..first + count as usize].iter_mut().enumerate() {
+                    *slot = Node { iteration: n.iteration + i as u64, ..n };
+                }
+            }
+            return RunLoops::Dense(table);
+        }
+        spans.sort_unstable_by_key(|s| s.0);
+        // Overlapping spans (never written by flor): the later one wins
+        // from its start, as in the dense table.
+        let mut out: Vec<(u32, u32, Node)> = Vec::with_capacity(spans.len());
+        for s in spans {
+            if let Some(last) = out.last_mut() {
+                if u64::from(last.0) + u64::from(last.1) > u64::from(s.0) {
+                    last.1 = s.0 - last.0;
+                    if last.1 == 0 {
+                        out.pop();
+                    }
+                }
+            }
+            out.push(s);
+        }
+        RunLoops::Spans(out)
+    }
+
+    /// The number of context ids a dense marking table needs (0: use a
+    /// set).
+    fn dense_len(&self) -> usize {
+        match self {
+            RunLoops::Dense(nodes) => nodes.len(),
+            RunLoops::Spans(_) => 0,
+        }
     }
 }
 
@@ -211,25 +281,25 @@ impl Rows {
         let mut rows: Vec<(u32, u32)> = Vec::new();
         let mut row_first: Vec<u32> = Vec::new();
         let mut span_of_run = vec![(0u32, 0u32); runs];
-        let mut marked: Vec<bool> = Vec::new();
+        let mut marked = Marks::default();
         let mut start = 0;
         while start < vals.len() {
             let run = vals[start].run();
             let end = start + vals[start..].partition_point(|v| v.run() == run);
             let slice = &vals[start..end];
-            marked.clear();
-            marked.resize(loops.nodes[run as usize].len(), false);
+            marked.reset(loops.runs[run as usize].dense_len());
             for v in slice.iter().filter(|v| v.ctx() != NONE) {
                 let mut p = loops.node(run, v.ctx()).map_or(NONE, |n| n.parent);
-                while p != NONE && (p as usize) < marked.len() && !marked[p as usize] {
-                    marked[p as usize] = true;
+                let mut depth = 0;
+                while p != NONE && depth < MAX_CHAIN && marked.mark(p) {
                     p = loops.node(run, p).map_or(NONE, |n| n.parent);
+                    depth += 1;
                 }
             }
             let before = rows.len();
             let mut last = NONE;
             for (i, v) in slice.iter().enumerate() {
-                if v.ctx() != NONE && v.ctx() != last && !marked.get(v.ctx() as usize).copied().unwrap_or(false) {
+                if v.ctx() != NONE && v.ctx() != last && !marked.has(v.ctx()) {
                     rows.push((run, v.ctx()));
                     row_first.push((start + i) as u32);
                     last = v.ctx();
@@ -245,6 +315,50 @@ impl Rows {
         Rows { rows, row_first, span_of_run }
     }
 }
+
+/// The contexts of one run that are an ancestor of a position: a table by
+/// context id when the run's contexts are dense, else a set.
+#[derive(Default)]
+struct Marks {
+    dense: Vec<bool>,
+    sparse: HashSet<u32>,
+    use_dense: bool,
+}
+
+impl Marks {
+    fn reset(&mut self, dense_len: usize) {
+        self.dense.clear();
+        self.sparse.clear();
+        self.use_dense = dense_len > 0;
+        self.dense.resize(dense_len, false);
+    }
+
+    /// Marks `ctx`; `false` when it was marked already.
+    fn mark(&mut self, ctx: u32) -> bool {
+        if !self.use_dense {
+            return self.sparse.insert(ctx);
+        }
+        match self.dense.get_mut(ctx as usize) {
+            Some(m) if !*m => {
+                *m = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn has(&self, ctx: u32) -> bool {
+        if self.use_dense {
+            self.dense.get(ctx as usize).copied().unwrap_or(false)
+        } else {
+            self.sparse.contains(&ctx)
+        }
+    }
+}
+
+/// The longest parent chain followed (a cycle in corrupt data; record
+/// files nest at most [`crate::record::MAX_DEPTH`] deep).
+const MAX_CHAIN: usize = 10_000;
 
 /// Step 4: the loop columns, by depth then first appearance; returns their
 /// loop ids in column order and each loop id's column (`usize::MAX`: none).
@@ -362,7 +476,7 @@ fn collect_chain(loops: &Loops, run: u32, ctx: u32, chain: &mut Vec<Node>) {
         let Some(n) = loops.node(run, c) else { break };
         chain.push(n);
         c = n.parent;
-        if chain.len() > 10_000 {
+        if chain.len() > MAX_CHAIN {
             break; // a cycle in corrupt data; never in recorded runs
         }
     }

@@ -18,16 +18,27 @@
 //! Typed value keys: `vi` integer, `vf` float, `vx` non-finite float
 //! (`"NaN"`, `"inf"`, `"-inf"`), `vb` bool, `vs` text, `vj` JSON.
 //! Unknown keys are ignored, so newer writers stay readable.
+//!
+//! Reading ([`parse_lines`], [`RecordReader`]) treats a file as untrusted
+//! input (a crashed process, someone else's pushed ref, a damaged disk):
+//! every line is checked against the limits and the rules of [`read`]
+//! (contexts declared before use, ids that fit the file), and a line that
+//! breaks one is reported ([`LineError`]) and skipped, the rest kept.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::check::ReplayCheck;
 use crate::value::{nonfinite_name, Value};
+
+pub mod read;
+
+pub use read::{
+    parse_lines, Contexts, LineError, Parsed, RecordReader, LOOP_TIMING_PREFIX, MAX_DEPTH, MAX_LINE_BYTES,
+    MAX_LOOP_NAME_BYTES, MAX_NAME_BYTES,
+};
 
 /// Version of the record-file format written by this crate.
 pub const FORMAT_VERSION: u32 = 1;
@@ -489,227 +500,6 @@ pub fn push_str(b: &mut Vec<u8>, s: &str) {
     }
     b.extend_from_slice(&bytes[start..]);
     b.push(b'"');
-}
-
-/// A line of a record file that could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    /// 1-based line number in the file.
-    pub line: u64,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-/// Everything read from a span of a record file.
-#[derive(Debug, Default, Clone)]
-pub struct Parsed {
-    /// The header, when the span contains it.
-    pub header: Option<(RunMeta, Source)>,
-    /// Loop iterations, in file order.
-    pub loops: Vec<LoopCtx>,
-    /// Value records, in file order.
-    pub records: Vec<Record>,
-    /// Checkpoints, in file order.
-    pub checkpoints: Vec<CheckpointMeta>,
-    /// The `end` line, when present.
-    pub end: Option<RunEnd>,
-    /// Divergence checks (`check` lines of replay files), in file order.
-    pub checks: Vec<ReplayCheck>,
-    /// Lines that could not be read (the others are kept).
-    pub errors: Vec<LineError>,
-    /// Bytes consumed: only whole lines (ending in `\n`) are read.
-    pub consumed: usize,
-    /// Number of whole lines consumed.
-    pub lines: u64,
-}
-
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(borrow)]
-    k: Cow<'a, str>,
-    c: Option<u32>,
-    p: Option<u32>,
-    #[serde(borrow)]
-    n: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    l: Option<Cow<'a, str>>,
-    it: Option<u64>,
-    val: Option<String>,
-    vi: Option<i64>,
-    vf: Option<f64>,
-    #[serde(borrow)]
-    vx: Option<Cow<'a, str>>,
-    vb: Option<bool>,
-    #[serde(borrow)]
-    vs: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    vj: Option<&'a RawValue>,
-    digest: Option<String>,
-    bytes: Option<u64>,
-    fmt: Option<String>,
-}
-
-/// A JSON value that is present, `null` included (plain `Option` would read
-/// `"vj":null` as absent).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&'de RawValue>::deserialize(d).map(Some)
-}
-
-impl Line<'_> {
-    fn value(&self) -> Result<Value, String> {
-        let mut found = None;
-        let mut count = 0;
-        if let Some(i) = self.vi {
-            found = Some(Value::Int(i));
-            count += 1;
-        }
-        if let Some(f) = self.vf {
-            found = Some(Value::Float(f));
-            count += 1;
-        }
-        if let Some(x) = &self.vx {
-            let f = match x.as_ref() {
-                "NaN" => f64::NAN,
-                "inf" => f64::INFINITY,
-                "-inf" => f64::NEG_INFINITY,
-                other => return Err(format!("`vx` must be \"NaN\", \"inf\" or \"-inf\", found {other:?}")),
-            };
-            found = Some(Value::Float(f));
-            count += 1;
-        }
-        if let Some(b) = self.vb {
-            found = Some(Value::Bool(b));
-            count += 1;
-        }
-        if let Some(s) = &self.vs {
-            found = Some(Value::Text(s.as_ref().into()));
-            count += 1;
-        }
-        if let Some(j) = self.vj {
-            found = Some(Value::Json(j.get().into()));
-            count += 1;
-        }
-        match (count, found) {
-            (1, Some(v)) => Ok(v),
-            (0, _) => Err("record has no value (one of vi, vf, vx, vb, vs, vj)".into()),
-            _ => Err("record has more than one value key".into()),
-        }
-    }
-}
-
-/// Interns names so a file's many records share one allocation per name.
-#[derive(Default)]
-struct Interner(std::collections::HashMap<String, Arc<str>>);
-
-impl Interner {
-    fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.0.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = s.into();
-        self.0.insert(s.to_owned(), a.clone());
-        a
-    }
-}
-
-/// Reads the whole lines of `bytes`, a span of a record file whose first line
-/// is line number `first_line`. A trailing partial line is left unconsumed.
-/// Lines that cannot be read are reported in [`Parsed::errors`]; the others
-/// are kept.
-pub fn parse_lines(bytes: &[u8], first_line: u64) -> Parsed {
-    let mut out = Parsed::default();
-    let mut names = Interner::default();
-    let mut pos = 0usize;
-    let mut line_no = first_line;
-    while pos < bytes.len() {
-        let Some(nl) = bytes[pos..].iter().position(|&c| c == b'\n') else {
-            break;
-        };
-        let raw = &bytes[pos..pos + nl];
-        pos += nl + 1;
-        let this = line_no;
-        line_no += 1;
-        out.lines += 1;
-        if raw.iter().all(|c| c.is_ascii_whitespace()) {
-            continue;
-        }
-        if let Err(message) = parse_one(raw, this, &mut out, &mut names) {
-            out.errors.push(LineError { line: this, message });
-        }
-    }
-    out.consumed = pos;
-    out
-}
-
-fn parse_one(raw: &[u8], line: u64, out: &mut Parsed, names: &mut Interner) -> Result<(), String> {
-    let l: Line<'_> = serde_json::from_slice(raw).map_err(|e| format!("not a record: {e}"))?;
-    let mut need_name = |l: &Line<'_>| -> Result<Arc<str>, String> {
-        match &l.n {
-            Some(n) => Ok(names.get(n)),
-            None => Err(format!("`{}` record without a name (`n`)", l.k)),
-        }
-    };
-    match l.k.as_ref() {
-        "iter" => {
-            let ctx = l.c.ok_or("`iter` record without a context id (`c`)")?;
-            let name = l.l.as_deref().ok_or("`iter` record without a loop name (`l`)")?;
-            let iteration = l.it.ok_or("`iter` record without an iteration (`it`)")?;
-            let name = names.get(name);
-            out.loops.push(LoopCtx { ctx, parent: l.p, name, iteration, value: l.val });
-        }
-        "log" | "arg" | "time" | "out" => {
-            let kind = match l.k.as_ref() {
-                "log" => RecordKind::Log,
-                "arg" => RecordKind::Arg,
-                "time" => RecordKind::Timing,
-                _ => RecordKind::Output,
-            };
-            let value = l.value()?;
-            let name = need_name(&l)?;
-            out.records.push(Record { line, ctx: l.c, kind, name, value });
-        }
-        "ckpt" => {
-            let name = need_name(&l)?.to_string();
-            let digest = l.digest.ok_or("`ckpt` record without a digest")?;
-            if digest.len() != 64 || !digest.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("`ckpt` digest {digest:?} is not a BLAKE3 hex digest"));
-            }
-            out.checkpoints.push(CheckpointMeta {
-                line,
-                ctx: l.c,
-                name,
-                digest,
-                bytes: l.bytes.unwrap_or(0),
-                format: l.fmt.unwrap_or_default(),
-            });
-        }
-        "run" => {
-            let h: HeaderLine = serde_json::from_slice(raw).map_err(|e| format!("bad run header: {e}"))?;
-            if h.format > FORMAT_VERSION {
-                return Err(format!(
-                    "record format {} is newer than this flor understands ({FORMAT_VERSION}); upgrade flor",
-                    h.format
-                ));
-            }
-            if crate::time::micros_from_iso(&h.meta.tstamp).is_none() {
-                return Err(format!("run header has a malformed tstamp {:?}", h.meta.tstamp));
-            }
-            if out.header.is_some() {
-                return Err("a second run header in one file".into());
-            }
-            out.header = Some((h.meta, h.source));
-        }
-        "check" => {
-            let c: CheckLine = serde_json::from_slice(raw).map_err(|e| format!("bad check record: {e}"))?;
-            out.checks.push(ReplayCheck { line, ..c.check });
-        }
-        "end" => {
-            let e: EndLine = serde_json::from_slice(raw).map_err(|e| format!("bad end record: {e}"))?;
-            out.end = Some(e.end);
-        }
-        other => return Err(format!("unknown record kind {other:?}")),
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@
 //!   as long as the answers are identical.
 //! * **Optional capabilities** (defaulted): [`Store::query`] (raw SQL over
 //!   the views `runs`, `logs`, `loops`, ...) answers
-//!   [`StoreError::Unsupported`] unless the backend has an SQL engine;
+//!   [`StoreError::Unsupported`] unless the backend has an SQL engine, and
+//!   [`Store::query_within`] runs it under a time limit (unlimited by
+//!   default);
 //!   [`Store::begin_group`] / [`Store::end_group`] (several ingestion steps
 //!   made durable together) default to every step being durable on its own.
 //!
@@ -53,6 +55,18 @@ pub enum StoreError {
     NotReadOnly {
         /// The offending SQL.
         sql: String,
+    },
+    /// A user query ran past its time limit and was stopped.
+    #[error(
+        "the query ran longer than its time limit ({} s) and was stopped; raise the limit with \
+         `flor query --timeout SECS` or `query_timeout = SECS` in .flor/config.toml (0: no limit)",
+        limit.as_secs_f64()
+    )]
+    TimedOut {
+        /// Backend name.
+        backend: &'static str,
+        /// The limit it ran into.
+        limit: std::time::Duration,
     },
     /// The database file is unreadable or from an incompatible version.
     #[error("the query database {path} cannot be used: {message}. Run `flor rebuild` to recreate it from the run records in git")]
@@ -350,6 +364,16 @@ pub trait Store: Send {
     fn query(&self, sql: &str) -> StoreResult<Table> {
         let _ = sql;
         Err(StoreError::sql_unsupported(self.backend()))
+    }
+
+    /// Optional capability: [`Store::query`] stopped after `limit` (`None`:
+    /// no limit) with [`StoreError::TimedOut`], the store usable again
+    /// afterwards. The default runs [`Store::query`] with no limit (a
+    /// backend without an SQL engine answers at once); the built-in engines
+    /// interrupt the query.
+    fn query_within(&self, sql: &str, limit: Option<std::time::Duration>) -> StoreResult<Table> {
+        let _ = limit;
+        self.query(sql)
     }
 
     /// Deletes every run and record (the schema stays).

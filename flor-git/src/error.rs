@@ -171,6 +171,20 @@ pub enum Error {
         path: String,
     },
 
+    /// Folders nested deeper than flor reads ([`crate::MAX_TREE_DEPTH`]).
+    #[error(
+        "`{path}` in commit `{rev}` nests folders more than {max} deep; flor does not read so deep \
+         (the commit was not made by flor)"
+    )]
+    TooDeep {
+        /// The revision read.
+        rev: String,
+        /// The folder where the limit was reached.
+        path: String,
+        /// The limit.
+        max: usize,
+    },
+
     /// A path to write into a tree is malformed or clashes with the tree.
     #[error("cannot use `{path}` as a path inside a git tree: {reason}")]
     InvalidPath {

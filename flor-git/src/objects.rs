@@ -308,21 +308,31 @@ fn walk_dir(root: &Path, rev: &str, dir: &str, contents: bool) -> Result<Vec<(St
     };
     let prefix = if dir.is_empty() || dir == "." { String::new() } else { format!("{dir}/") };
     let mut out = Vec::new();
-    collect_blobs(&repo, &start, &prefix, rev, contents, &mut out)?;
+    collect_blobs(&repo, &start, &prefix, rev, contents, MAX_TREE_DEPTH, &mut out)?;
     out.sort();
     Ok(out)
 }
 
+/// How many folders deep [`read_dir_at`] and [`list_dir_at`] descend: a
+/// commit from elsewhere (a pushed ref) may nest trees without end, and
+/// each level is a frame of recursion.
+pub const MAX_TREE_DEPTH: usize = 256;
+
 /// Appends every blob under `tree` to `out`, paths prefixed with `prefix`
-/// (with the blob's bytes when `contents`).
+/// (with the blob's bytes when `contents`), descending at most `levels`
+/// more folders.
 fn collect_blobs(
     repo: &Repository,
     tree: &Tree<'_>,
     prefix: &str,
     rev: &str,
     contents: bool,
+    levels: usize,
     out: &mut Vec<(String, Option<Vec<u8>>)>,
 ) -> Result<()> {
+    if levels == 0 {
+        return Err(Error::TooDeep { rev: rev.to_string(), path: prefix.to_string(), max: MAX_TREE_DEPTH });
+    }
     for entry in tree.iter() {
         let path = format!("{prefix}{}", String::from_utf8_lossy(entry.name_bytes()));
         match entry.kind() {
@@ -333,7 +343,7 @@ fn collect_blobs(
             Some(ObjectType::Blob) => out.push((path, None)),
             Some(ObjectType::Tree) => {
                 let sub = repo.find_tree(entry.id()).ctx(|| format!("could not read folder `{path}` of `{rev}`"))?;
-                collect_blobs(repo, &sub, &format!("{path}/"), rev, contents, out)?;
+                collect_blobs(repo, &sub, &format!("{path}/"), rev, contents, levels - 1, out)?;
             }
             _ => {}
         }

@@ -883,3 +883,28 @@ fn unique_snapshots_from_many_threads_each_claim_their_own_name() {
     names.sort();
     assert_eq!(names, (0..12).map(|i| format!("refs/flor/runs/n{i:04}")).collect::<Vec<_>>());
 }
+
+/// A commit from elsewhere may nest folders without end: reading it stops
+/// at `MAX_TREE_DEPTH` with an error instead of recursing on.
+#[test]
+fn read_dir_at_stops_at_the_depth_limit() {
+    let (dir, repo) = init();
+    let blob = repo.blob(b"x").unwrap();
+    let mut tree = {
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("leaf.jsonl", blob, 0o100644).unwrap();
+        b.write().unwrap()
+    };
+    for _ in 0..flor_git::MAX_TREE_DEPTH + 5 {
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("d", tree, 0o040000).unwrap();
+        tree = b.write().unwrap();
+    }
+    let sig = Signature::now("Test User", "test@example.com").unwrap();
+    let commit = repo.commit(None, &sig, &sig, "deep", &repo.find_tree(tree).unwrap(), &[]).unwrap().to_string();
+    match read_dir_at(dir.path(), &commit, "") {
+        Err(e @ flor_git::Error::TooDeep { .. }) => assert!(e.to_string().contains("more than 256 deep"), "{e}"),
+        other => panic!("expected TooDeep, got {other:?}"),
+    }
+    assert!(matches!(list_dir_at(dir.path(), &commit, "d/d"), Err(flor_git::Error::TooDeep { .. })));
+}

@@ -198,6 +198,13 @@ impl State {
         // Deferred steps name cached names by position: none is pending
         // here (`state()` applied them).
         let text: Box<str> = name.to_cow()?.as_ref().into();
+        if text.len() > flor_core::record::MAX_NAME_BYTES {
+            return Err(FlorError::new_err(format!(
+                "flor.log: a name of {} bytes is longer than record files allow ({} bytes)",
+                text.len(),
+                flor_core::record::MAX_NAME_BYTES
+            )));
+        }
         if self.names.len() >= NAME_CACHE {
             // Dropping a `str` runs no Python code.
             self.names.remove(0);

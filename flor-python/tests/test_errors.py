@@ -100,3 +100,34 @@ def test_unknown_name_in_dataframe_is_a_clear_error(repo):
     err, n = p.stdout.splitlines()
     assert err.startswith("ERR ") and "never_logged" in err and "loss" in err
     assert n == "3"
+
+
+def test_names_and_nesting_beyond_the_record_limits_are_clear_errors(repo):
+    """What record files refuse to read, flordb refuses to write: a name
+    over 4 KiB, a loop name over its limit, loops nested more than 64 deep."""
+    src = """
+    import flordb as flor
+
+    def attempt(what, f):
+        try:
+            f()
+        except Exception as e:
+            print(what, type(e).__name__, e)
+
+    attempt("log", lambda: flor.log("x" * 5000, 1))
+    attempt("loop", lambda: list(flor.loop("l" * 5000, range(1))))
+
+    def nest(depth):
+        for _ in flor.loop(f"l{depth}", range(1)):
+            if depth < 70:
+                nest(depth + 1)
+
+    attempt("nest", lambda: nest(1))
+    flor.log("ok", 1)
+    """
+    p = run_script(repo, src)
+    lines = {line.split(" ")[0]: line for line in p.stdout.splitlines() if " " in line}
+    assert "FlorError" in lines["log"] and "longer than record files allow (4096 bytes)" in lines["log"]
+    assert "FlorError" in lines["loop"] and "loop name" in lines["loop"]
+    assert "FlorError" in lines["nest"] and "would nest 65 deep" in lines["nest"]
+    assert query(repo, "SELECT value FROM logs WHERE value_name = 'ok'") == [{"value": 1}]

@@ -166,6 +166,10 @@ pub enum Error {
     /// The recording engine or object store.
     #[error(transparent)]
     Core(#[from] flor_core::Error),
+
+    /// A run's records cannot be planned.
+    #[error(transparent)]
+    Plan(#[from] crate::segments::PlanError),
 }
 
 /// Result alias for this crate.

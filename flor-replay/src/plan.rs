@@ -327,7 +327,10 @@ fn plan_one(
     if v.failure.is_some() {
         return Err(format!("version {} cannot take the statements", short(&commit)));
     }
-    let forward = Forward::read(root, m).map_err(|e| format!("its records cannot be read: {e}"))?;
+    let forward = Forward::read(root, m).map_err(|e| match e {
+        crate::Error::Plan(e) => e.to_string(),
+        e => format!("its records cannot be read: {e}"),
+    })?;
     let outer = forward.profile.outer_loop.as_deref();
     let levels: Vec<Level> = v.statements.iter().filter_map(|s| Some(level_of(s.scope.as_ref()?, outer))).collect();
     let plan = plan_run(&forward.profile, &levels, max_segments, cost).map_err(|e| e.to_string())?;

@@ -127,6 +127,24 @@ pub enum PlanError {
     /// The statements sit in a loop but the run never entered one.
     #[error("the run recorded no loop iterations, so statements inside loops have nothing to replay")]
     NoIterations,
+    /// The outer loop's iteration indexes (set explicitly with
+    /// `flor.iteration(name, index)`) run far beyond its iterations: a
+    /// plan covers iterations `0..=max_index`, and memory and time are
+    /// bounded by the run's records, not by an index written in them.
+    #[error(
+        "the outer loop `{name}` has {iterations} iterations with indexes up to {max_index}, too sparse \
+         to plan (a plan covers iterations 0 to the largest index; at most {limit} for this run)"
+    )]
+    SparseIterations {
+        /// The outer loop.
+        name: String,
+        /// Its iterations.
+        iterations: usize,
+        /// Their largest index.
+        max_index: u64,
+        /// The largest index planned for this run.
+        limit: u64,
+    },
 }
 
 /// The replay of one run.

@@ -223,7 +223,11 @@ impl Executor for Canned {
     }
 }
 
-const RECORD: &[u8] = b"{\"k\":\"log\",\"c\":0,\"n\":\"grad\",\"vf\":1.5}\n";
+/// A segment's output: a replay file's header, then one value.
+const RECORD: &[u8] = b"{\"k\":\"run\",\"format\":1,\"source\":\"replay\",\"projid\":\"p\",\
+\"tstamp\":\"2026-01-01T00:00:00.000001\",\"filename\":\"train.sh\",\"argv\":[\"train.sh\"],\
+\"interpreter\":\"sh\",\"host\":\"h\",\"pid\":1,\"status\":\"finished\"}\n\
+{\"k\":\"log\",\"c\":0,\"n\":\"grad\",\"vf\":1.5}\n";
 
 #[test]
 fn execute_attaches_a_run_once_all_its_segments_are_in_and_keeps_failed_runs_out() {

@@ -44,7 +44,7 @@
 
 use flor_core::check::ReplayCheck;
 use flor_core::layout::replay_line_base;
-use flor_core::record::{parse_lines, LineEncoder, Parsed};
+use flor_core::record::{parse_lines, LineEncoder, Parsed, RecordReader};
 use flor_core::store::{FileProgress, IngestBatch, LoopSpan, RunKey, Store, StoreError, StoreResult, ValueFilter};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source, Table, Value};
 
@@ -115,6 +115,7 @@ macro_rules! conformance_tests {
             runs_view_status,
             views_after_group,
             diverged_flag,
+            query_time_limit,
         ]}
     };
     (@tests $make:expr, [$($check:ident),* $(,)?]) => {
@@ -611,8 +612,11 @@ pub fn incremental_ingestion(make: &mut MakeStore<'_>) {
     assert_eq!(ok(spans.file_progress(file), "file_progress"), None);
     let mut h = None;
     let mut done = FileProgress::default();
+    // One reader for the whole file: later spans use contexts declared in
+    // earlier ones.
+    let mut reader = RecordReader::new();
     for cut in cut_points {
-        let p = parse_lines(&bytes[done.offset as usize..cut], done.lines + 1);
+        let p = reader.read(&bytes[done.offset as usize..cut]);
         done = FileProgress { offset: done.offset + p.consumed as u64, lines: done.lines + p.lines };
         ingest_span(&mut *spans, &mut h, &p, done);
         assert_eq!(ok(spans.file_progress(file), "file_progress"), Some(done));
@@ -1458,6 +1462,39 @@ pub fn query_errors(make: &mut MakeStore<'_>) {
         }
     }
     assert!(matches!(store.query("SELECT 1; SELECT 2"), Err(StoreError::Query { .. })));
+    assert_eq!(ok(store.runs(), "runs").len(), 1);
+}
+
+/// A user query that runs past its time limit is stopped with
+/// `TimedOut`, and the store answers the next queries (with or without a
+/// limit) as before. (A store that forwards `query` to another must
+/// forward `query_within` too: the trait's default has no limit.)
+pub fn query_time_limit(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    run_a().ingest(&mut *store);
+    let limit = std::time::Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    // Endless, then long but finite (8e9 rows: seconds to minutes; a store
+    // that ignored the limit fails here instead of hanging).
+    let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c";
+    let long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) \
+                SELECT sum(a.x * b.x + d.x) AS n FROM c a, c b, c d";
+    match store.query_within(long, Some(limit)) {
+        Err(StoreError::TimedOut { limit: l, .. }) => assert_eq!(l, limit),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    match store.query_within(endless, Some(limit)) {
+        Err(StoreError::TimedOut { limit: l, .. }) => assert_eq!(l, limit),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(20), "stopped after {took:?}");
+    let count = "SELECT count(*) AS n FROM logs";
+    let want = ok(store.query(count), "query after a time-out");
+    assert_eq!(want.rows(), vec![vec![i(8)]]);
+    let within = ok(store.query_within(count, Some(std::time::Duration::from_secs(60))), "query_within");
+    assert_eq!(within.rows(), want.rows());
+    assert_eq!(ok(store.query_within(count, None), "query_within, no limit").rows(), want.rows());
     assert_eq!(ok(store.runs(), "runs").len(), 1);
 }
 

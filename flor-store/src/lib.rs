@@ -42,6 +42,7 @@ mod bigvec;
 mod checks;
 mod filter;
 mod kind;
+mod limit;
 mod readonly;
 mod rows;
 mod spans;
@@ -68,7 +69,7 @@ pub fn write_parquet(table: &flor_core::Table, path: &std::path::Path) -> Result
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use filter::filter_rows;
+pub use filter::{filter_rows, filter_rows_within, MAX_PREDICATE_BYTES, MAX_PREDICATE_DEPTH};
 pub use kind::{StoreKind, UnknownStoreKind};
 pub use sqlite::{schema_version_of, SqliteStore, SCHEMA_VERSION, SPLIT_SCAN_MIN_RECORDS};
 

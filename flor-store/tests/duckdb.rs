@@ -88,6 +88,10 @@ impl Store for Grouped {
         self.close();
         self.store.borrow().query(sql)
     }
+    fn query_within(&self, sql: &str, limit: Option<std::time::Duration>) -> StoreResult<Table> {
+        self.close();
+        self.store.borrow().query_within(sql, limit)
+    }
     fn clear(&mut self) -> StoreResult<()> {
         self.close();
         self.store.get_mut().clear()

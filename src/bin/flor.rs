@@ -72,6 +72,9 @@ enum Command {
     Query {
         /// The SQL text (one statement).
         sql: String,
+        /// Stop the query after SECS seconds (0: no limit; default: `query_timeout` in .flor/config.toml, else 60).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
     },
     /// List the names of logged values and args.
     Names,
@@ -261,6 +264,9 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         };
         return replay(&mut project, &opts, *yes, *dry_run);
     }
+    if let Command::Query { timeout: Some(secs), .. } = &cli.command {
+        project.set_query_limit((*secs > 0).then(|| std::time::Duration::from_secs(*secs)));
+    }
     let table = match command_table(&project, &cli.command) {
         // Damage the sync did not touch: the database is a cache, rebuild it
         // from git and answer from the new one.
@@ -304,7 +310,7 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
                 project.dataframe(&names)?
             }
         }
-        Command::Query { sql } => project.query(sql)?,
+        Command::Query { sql, .. } => project.query(sql)?,
         Command::Names => {
             let mut t = Table::with_columns(["name", "kind", "count"]);
             for n in project.names()? {

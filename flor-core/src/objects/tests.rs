@@ -480,3 +480,85 @@ fn an_os_durable_store_writes_the_same_objects() {
     assert_eq!(stored(&plain), stored(&synced));
     assert_eq!(tmp_files(&synced), 0);
 }
+
+/// A read with the size a record gives stops as soon as the stored bytes
+/// run past it: a small file that decompresses to far more than recorded
+/// (a damaged or hostile object) costs no more than the record's size.
+#[test]
+fn a_read_of_known_size_stops_at_that_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::open(dir.path()).unwrap();
+    let id = store.put(b"small state").unwrap();
+    assert_eq!(store.get_sized(&id.digest, id.bytes).unwrap(), b"small state");
+    // The object's file replaced by 256 MiB of zeros, compressed to a few KiB.
+    let path = store.path_of(&id.digest).unwrap();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        enc.write_all(&zeros).unwrap();
+    }
+    fs::write(&path, enc.finish().unwrap()).unwrap();
+    assert!(fs::metadata(&path).unwrap().len() < 1 << 20);
+    let mut seen = 0usize;
+    let e = store
+        .get_with_size(&id.digest, id.bytes, |r| {
+            let mut buf = [0u8; 4096];
+            loop {
+                match r.read(&mut buf)? {
+                    0 => return Ok(()),
+                    n => seen += n,
+                }
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongSize { expected: 11, .. }), "{e}");
+    assert!(e.to_string().contains("more than 11 bytes"), "{e}");
+    assert!(seen <= 11, "stopped at the recorded size, read {seen}");
+    // Shorter than recorded.
+    let other = store.put(b"four").unwrap();
+    let e = store.get_sized(&other.digest, 10).unwrap_err();
+    assert!(e.to_string().contains("it holds 4 bytes"), "{e}");
+}
+
+/// A chunked object whose chunk is a chunked object claiming another
+/// length is refused when that chunk is opened, before its bytes are read;
+/// so is a manifest that disagrees with the size a record gives.
+#[test]
+fn nested_manifests_must_agree_on_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::open(dir.path()).unwrap();
+    let a = store.put(&[1u8; 100]).unwrap();
+    let b = store.put(&[2u8; 50]).unwrap();
+    let whole: Vec<u8> = [vec![1u8; 100], vec![2u8; 50]].concat();
+    let digest = blake3::hash(&whole).to_hex().to_string();
+    let inner = Manifest {
+        format: "test".into(),
+        bytes: 150,
+        digest: digest.clone(),
+        chunks: vec![
+            ChunkRef { digest: a.digest.clone(), bytes: 100 },
+            ChunkRef { digest: b.digest.clone(), bytes: 50 },
+        ],
+    };
+    let path = store.path_of(&digest).unwrap();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, inner.encode()).unwrap();
+    assert_eq!(store.get_sized(&digest, 150).unwrap(), whole);
+    assert!(matches!(store.get_sized(&digest, 149), Err(Error::WrongSize { .. })));
+
+    // An outer object naming it as a 10-byte chunk, twice.
+    let outer_bytes = 20u64;
+    let outer_digest = blake3::hash(b"whatever the outer object is").to_hex().to_string();
+    let outer = Manifest {
+        format: "test".into(),
+        bytes: outer_bytes,
+        digest: outer_digest.clone(),
+        chunks: vec![ChunkRef { digest: digest.clone(), bytes: 10 }, ChunkRef { digest, bytes: 10 }],
+    };
+    let path = store.path_of(&outer_digest).unwrap();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, outer.encode()).unwrap();
+    let e = store.get(&outer_digest).unwrap_err();
+    assert!(matches!(e, Error::CorruptChunk { index: 0, .. }), "{e}");
+    assert!(e.to_string().contains("manifest says 150 bytes"), "{e}");
+}

@@ -1380,7 +1380,11 @@ impl Store for DuckStore {
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
-        self.run_query(sql)
+        self.run_query(sql, None)
+    }
+
+    fn query_within(&self, sql: &str, limit: Option<std::time::Duration>) -> StoreResult<Table> {
+        self.run_query(sql, limit)
     }
 
     fn clear(&mut self) -> StoreResult<()> {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use duckdb::arrow::array::{Array, ArrayRef, AsArray};
 use duckdb::arrow::datatypes::{
@@ -19,6 +20,7 @@ use flor_core::table::{Column, ColumnData, Dict, Nullable, Table};
 use flor_core::value::Value;
 
 use super::{fail, string_at, DuckStore, BACKEND};
+use crate::limit::Watchdog;
 use crate::readonly;
 
 /// Statements DuckDB has beyond SQLite's that change the database, the
@@ -55,8 +57,9 @@ const DUCKDB_INFO_PRAGMAS: &[&str] =
 
 impl DuckStore {
     /// Runs one user query: the lexical pre-check plus DuckDB's own writing
-    /// verbs, then the query inside a transaction that is rolled back.
-    pub(super) fn run_query(&self, sql: &str) -> StoreResult<Table> {
+    /// verbs, then the query inside a transaction that is rolled back,
+    /// interrupted after `limit` ([`StoreError::TimedOut`]).
+    pub(super) fn run_query(&self, sql: &str, limit: Option<Duration>) -> StoreResult<Table> {
         if self.group.is_some() {
             return Err(self.in_group("run a query"));
         }
@@ -80,8 +83,20 @@ impl DuckStore {
         }
         // Every user query runs in a transaction that is rolled back.
         self.conn.execute_batch("BEGIN TRANSACTION").map_err(|e| self.fail("run a query", e))?;
+        let handle = self.conn.interrupt_handle();
+        let watchdog = Watchdog::start(limit, move || handle.interrupt());
         let result = self.query_in_tx(sql);
+        // Stopped before the rollback: no interrupt can reach it.
+        let fired = watchdog.stop();
         let rollback = self.conn.execute_batch("ROLLBACK");
+        if fired {
+            // An interrupt that came as the query ended may fail the
+            // rollback: once more.
+            if rollback.is_err() {
+                self.conn.execute_batch("ROLLBACK").map_err(|e| self.fail("end a query", e))?;
+            }
+            return Err(StoreError::TimedOut { backend: BACKEND, limit: limit.unwrap_or_default() });
+        }
         let table = result?;
         rollback.map_err(|e| self.fail("end a query", e))?;
         Ok(table)

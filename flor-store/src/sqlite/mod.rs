@@ -24,6 +24,7 @@ use rusqlite::hooks::AuthContext;
 use rusqlite::types::{Null, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::limit::Deadline;
 use crate::rows::{
     ctx_of, damaged, decode_checkpoint, raw_run, unusable, RawCheckpoint, RawRun, CHECKPOINTS_SQL, RUNS_SQL,
 };
@@ -109,6 +110,8 @@ pub struct SqliteStore {
     data_version: Option<i64>,
     /// While set, the authorizer admits only reads (see [`SqliteStore::query`]).
     restricted: Arc<AtomicBool>,
+    /// A user query's time limit, checked by the progress handler.
+    deadline: Deadline,
     /// Name scans over at least this many records use two threads.
     split_scan_min: i64,
 }
@@ -210,12 +213,14 @@ impl SqliteStore {
         let flag = Arc::clone(&restricted);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(&flag, ctx)))
             .map_err(|e| fail(l, "install the query authorizer", e))?;
+        let deadline = Deadline::install(&mut conn).map_err(|e| fail(l, "install the query time limit", e))?;
         Ok(SqliteStore {
             conn,
             label,
             names: HashMap::new(),
             data_version: None,
             restricted,
+            deadline,
             split_scan_min: SPLIT_SCAN_MIN_RECORDS,
         })
     }
@@ -638,7 +643,11 @@ impl Store for SqliteStore {
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
-        self.run_query(sql)
+        self.run_query(sql, None)
+    }
+
+    fn query_within(&self, sql: &str, limit: Option<Duration>) -> StoreResult<Table> {
+        self.run_query(sql, limit)
     }
 
     fn clear(&mut self) -> StoreResult<()> {

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flor_core::store::{StoreError, StoreResult};
 use flor_core::table::{Column, ColumnData, Dict, Nullable, Table};
@@ -19,8 +20,9 @@ use crate::readonly;
 
 impl SqliteStore {
     /// Runs one user query: the lexical pre-check, then compiled and run
-    /// under the read-only authorizer, refused unless `stmt.readonly()`.
-    pub(super) fn run_query(&self, sql: &str) -> StoreResult<Table> {
+    /// under the read-only authorizer, refused unless `stmt.readonly()`,
+    /// and stopped after `limit` ([`StoreError::TimedOut`]).
+    pub(super) fn run_query(&self, sql: &str, limit: Option<Duration>) -> StoreResult<Table> {
         let shape = readonly::shape(sql);
         if shape.empty {
             return Err(StoreError::Query { backend: BACKEND, message: "the query is empty".into() });
@@ -35,6 +37,17 @@ impl SqliteStore {
             });
         }
         let _guard = Restrict::new(&self.restricted);
+        let armed = self.deadline.arm(limit);
+        match self.run_restricted(sql) {
+            Err(_) if armed.passed() => {
+                Err(StoreError::TimedOut { backend: BACKEND, limit: limit.unwrap_or_default() })
+            }
+            answer => answer,
+        }
+    }
+
+    /// Compiles and runs a checked user query (see [`SqliteStore::run_query`]).
+    fn run_restricted(&self, sql: &str) -> StoreResult<Table> {
         let mut st = self.conn.prepare(sql).map_err(|e| self.query_error(sql, e))?;
         if !st.readonly() {
             return Err(StoreError::NotReadOnly { sql: sql.to_owned() });
