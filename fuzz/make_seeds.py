@@ -21,10 +21,13 @@ SEEDS = ROOT / "fuzz" / "seeds"
 
 
 def fresh(target):
+    """The seed folder of `target` (inputs kept from fuzzing, named
+    `found-*`, stay)."""
     folder = SEEDS / target
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():
-        old.unlink()
+        if not old.name.startswith("found-"):
+            old.unlink()
     return folder
 
 

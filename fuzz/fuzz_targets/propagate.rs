@@ -50,10 +50,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(p.source, old, "nothing placed, nothing changed");
         return;
     }
-    // Insertion only: the old lines are, in order, a subsequence of the output.
-    let mut rest = out.iter();
+    // Insertion only: the old lines are, in order, a subsequence of the
+    // output (a last line without one may gain a line ending: `\r\n` when the
+    // file uses it).
+    let mut rest = out.iter().map(|l| l.strip_suffix('\r').unwrap_or(l));
     for line in old.split('\n') {
-        assert!(rest.any(|l| *l == line), "old line {line:?} lost or reordered in:\n{}", p.source);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        assert!(rest.any(|l| l == line), "old line {line:?} lost or reordered in:\n{}", p.source);
     }
     assert!(out.len() > old.split('\n').count(), "placed but nothing inserted");
     if let Err(e) = python().log_statements(&p.source, &[]) {
