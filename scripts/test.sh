@@ -22,6 +22,8 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --locked --features "$duckdb_features" -- -D warnings
+# The fuzz targets (their own workspace; scripts/fuzz.sh builds them).
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
 # The Python front first: the replay tests in tests/ run real Python scripts
 # through it (FLOR_TEST_PYTHON).
