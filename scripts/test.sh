@@ -2,8 +2,9 @@
 # Runs every check and test of the workspace: formatting, clippy, the Rust
 # unit/integration/end-to-end/doc tests (without and with the DuckDB store),
 # then the Python front (the flordb
-# module built with maturin into a virtualenv, tested with pytest). The same
-# command runs locally and in CI (.ci/run).
+# module built with maturin into a virtualenv, tested with pytest), then a
+# bounded fuzzing pass (scripts/fuzz.sh). The same command runs locally and
+# in CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Builds and the virtualenv are cached outside the checkout so fresh clones
@@ -18,8 +19,11 @@ export DUCKDB_LIB_DIR
 duckdb_features=flor/duckdb,flor-store/duckdb
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --locked --features "$duckdb_features" -- -D warnings
+# The fuzz targets (their own workspace; scripts/fuzz.sh builds them).
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
 # The Python front first: the replay tests in tests/ run real Python scripts
 # through it (FLOR_TEST_PYTHON).
@@ -39,3 +43,7 @@ FLOR_TEST_PYTHON="$venv/bin/python" cargo test -p flor -p flor-store --locked --
 # checks the recovered values).
 cargo run --quiet --locked --example custom_store > /dev/null
 cargo run --quiet --locked --example custom_propagator > /dev/null
+# Coverage-guided fuzzing of the untrusted inputs (record files, Python
+# sources, user SQL, the config file), FLOR_FUZZ_SECONDS per target; its
+# instrumented build is cached apart from the one above.
+bash scripts/fuzz.sh "${FLOR_FUZZ_SECONDS:-60}"

@@ -396,3 +396,62 @@ fn builder_takes_any_store_and_says_when_there_is_none() {
     let e = flor::Error::NoDatabase { reason: NoDatabaseReason::Released }.to_string();
     assert!(e.contains("released") && e.contains("reacquire_store"), "{e}");
 }
+
+/// Record files that broke the parser or ingestion: the inputs `fuzz/`
+/// found (target `records`) or that a report named, one file each in
+/// tests/fuzz/records/. Each is checked as the fuzz target checks it, with a
+/// time limit per file (a hang fails instead of stalling the suite).
+#[test]
+#[ignore = "needs t14-records"]
+fn record_files_found_by_fuzzing_parse_and_ingest() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/records");
+    let mut files: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty(), "no inputs in {}", folder.display());
+    for path in files {
+        let data = std::fs::read(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(|| parse_and_ingest(&data));
+            let _ = tx.send(outcome);
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("{}: parsing and ingesting took over 30 s", path.display()),
+        }
+    }
+}
+
+/// What the parser reads re-encodes to itself; the file, as a live run's
+/// record file, syncs without error, every readable record ingested, and
+/// the store answers the pivot afterwards.
+fn parse_and_ingest(data: &[u8]) {
+    use flor::core::record::{parse_lines, LineEncoder};
+    let p = parse_lines(data, 1);
+    let mut e = LineEncoder::new();
+    if let Some((meta, source)) = &p.header {
+        e.header(meta, *source);
+    }
+    for l in &p.loops {
+        e.iter(l.ctx, l.parent, &l.name, l.iteration, l.value.as_deref());
+    }
+    for r in &p.records {
+        e.record(r.kind, r.ctx, &r.name, &r.value);
+    }
+    let again = parse_lines(&e.buf, 1);
+    assert!(again.errors.is_empty(), "what the parser read does not re-encode: {:?}", again.errors);
+    assert_eq!(again.loops, p.loops);
+
+    let dir = repo();
+    let mut project = Project::open(dir.path()).unwrap();
+    let file = project.runs_dir().join("2026-01-02T03-04-05.000006.jsonl");
+    std::fs::write(&file, data).unwrap();
+    let lock = std::fs::File::open(&file).unwrap();
+    lock.lock().unwrap(); // a live run's file, as its recording process holds it
+    let report = project.sync().expect("a record file's content never fails a sync");
+    let runs = project.runs().unwrap();
+    assert_eq!(runs.len(), usize::from(p.header.is_some()));
+    assert_eq!(report.records, p.records.len() as u64, "every readable record is ingested");
+    project.dataframe(&[]).unwrap();
+}

@@ -1,0 +1,1 @@
+CREATE TABLE precious (x); INSERT INTO precious VALUES (1);

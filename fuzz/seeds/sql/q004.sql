@@ -1,0 +1,1 @@
+DROP VIEW loops; DROP TABLE flor_loops; DROP TABLE flor_seq;  CREATE TABLE flor_loops (run INTEGER NOT NULL, ctx INTEGER NOT NULL, parent INTEGER,  loop_id INTEGER NOT NULL, iteration INTEGER NOT NULL, value TEXT, PRIMARY KEY (run, ctx)) WITHOUT ROWID;  INSERT INTO flor_loops VALUES (1, 0, NULL, 1, 0, NULL);  PRAGMA user_version = 1;

@@ -1,0 +1,1 @@
+SELECT first_ctx, count, parent, first_iteration FROM flor_loops ORDER BY first_ctx

@@ -1,0 +1,1 @@
+SELECT count(*), count(DISTINCT ctx_id), min(ctx_id), max(ctx_id), sum(loop_iteration = ctx_id)  FROM loops

@@ -1,0 +1,1 @@
+SELECT (SELECT count(*) FROM flor_seq), value FROM flor_meta WHERE key = 'max_span'

@@ -1,0 +1,1 @@
+SELECT * FROM loops WHERE loop_name = 'epoch'

@@ -1,0 +1,1 @@
+SELECT * FROM loops WHERE parent_ctx_id = 0

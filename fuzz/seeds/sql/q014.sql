@@ -1,0 +1,1 @@
+SELECT * FROM loops WHERE loop_iteration = 3 AND loop_name = 'step'

@@ -1,0 +1,1 @@
+EXPLAIN QUERY PLAN SELECT g.value, l.loop_iteration FROM logs g JOIN loops l ON l.tstamp = g.tstamp AND l.ctx_id = g.ctx_id

@@ -1,0 +1,1 @@
+SELECT column1 AS i, column2 AS f, column3 AS t, column4 AS mixed, column5 AS nulls FROM (VALUES  (NULL, 1.5, 'a', 1, NULL), (2, NULL, 'b', 'x', NULL), (3, 2.5, 'a', 2.5, NULL), (4, 0.0, NULL, NULL, NULL))

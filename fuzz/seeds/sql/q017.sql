@@ -1,0 +1,1 @@
+SELECT x'00ff' AS b UNION ALL SELECT 'z'

@@ -1,0 +1,1 @@
+EXPLAIN DELETE FROM flor_records

@@ -1,0 +1,1 @@
+SELECT x'00ff10' AS b

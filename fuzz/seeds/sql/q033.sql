@@ -1,0 +1,1 @@
+SELECT value, value_type FROM logs

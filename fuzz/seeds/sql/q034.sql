@@ -1,0 +1,1 @@
+SELECT loop_value FROM loops WHERE loop_name = 'split' ORDER BY ctx_id

@@ -1,0 +1,1 @@
+SELECT value, value_type FROM logs WHERE value_name = 'config'

@@ -1,0 +1,1 @@
+SELECT name, COUNT(*) AS n FROM timings GROUP BY name ORDER BY name

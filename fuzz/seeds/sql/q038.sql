@@ -1,0 +1,1 @@
+SELECT COUNT(*) AS n FROM logs WHERE value_name = 'loss'

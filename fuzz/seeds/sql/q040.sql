@@ -1,0 +1,1 @@
+SELECT * FROM logs ORDER BY tstamp, ctx_id, value_name

@@ -1,0 +1,1 @@
+SELECT * FROM loops ORDER BY tstamp, ctx_id

@@ -1,0 +1,1 @@
+update-ref

@@ -1,0 +1,1 @@
+SELECT * FROM logs ORDER BY tstamp, source, ctx_id, value_name

@@ -1,0 +1,1 @@
+SELECT tstamp, name, count(*) AS n FROM timings GROUP BY tstamp, name ORDER BY tstamp, name

@@ -1,0 +1,1 @@
+SELECT * FROM checkpoints ORDER BY tstamp, ctx_id, name

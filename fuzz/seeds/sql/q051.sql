@@ -1,0 +1,1 @@
+SELECT list_value(1, 2) AS l

@@ -1,0 +1,2 @@
+/* hi */ -- there
+  INSERT INTO t VALUES (1)

@@ -1,0 +1,1 @@
+SELECT ';' AS "a;b", [c;d] FROM t

@@ -1,0 +1,1 @@
+SELECT tstamp, avg(value.f) FROM logs WHERE value_name = 'loss' GROUP BY tstamp
