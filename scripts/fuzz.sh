@@ -15,7 +15,9 @@
 #
 # The build and the corpora grown by earlier runs are cached outside the
 # checkout, in $FLOR_FUZZ_CACHE (default ~/.cache/flor/fuzz): the
-# instrumented build never mixes with the normal one.
+# instrumented build never mixes with the normal one. A corpus past
+# FUZZ_CORPUS_MAX inputs (default 4000) is first minimized to the inputs
+# that add coverage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -67,6 +69,14 @@ for t in "${targets[@]}"; do
     sql) opts+=(-max_len=1024 -dict="$root/fuzz/dicts/sql.dict") ;;
     config) opts+=(-max_len=512 -dict="$root/fuzz/dicts/config.dict") ;;
   esac
+  # Each run starts by executing the corpus it grew so far: past
+  # FUZZ_CORPUS_MAX inputs, keep only those that add coverage.
+  if [ "$(find "$corpus" -type f | wc -l)" -gt "${FUZZ_CORPUS_MAX:-4000}" ]; then
+    rm -rf "$corpus.min" && mkdir -p "$corpus.min"
+    "$bin" -merge=1 -timeout="$timeout_s" -rss_limit_mb="$rss_mb" "$corpus.min" "$corpus" 2> "$log.merge" \
+      && rm -rf "$corpus" && mv "$corpus.min" "$corpus"
+    echo "fuzz: $t: corpus minimized to $(find "$corpus" -type f | wc -l) inputs"
+  fi
   echo "fuzz: $t for $secs s"
   if ! "$bin" "${opts[@]}" "$corpus" "$root/fuzz/seeds/$t" 2> "$log"; then
     failed+=("$t")
@@ -75,8 +85,8 @@ for t in "${targets[@]}"; do
   fi
   # Coverage (edges reached of those instrumented) and speed.
   edges=$(sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline 8-bit counters).*/\1/p' "$log" | head -n 1)
-  done_line=$(grep -E '#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)
-  echo "fuzz: $t: ${done_line:-no summary} (of ${edges:-?} edges)"
+  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -n 1 | cut -d ' ' -f 1-9 || true)
+  echo "fuzz: $t: ${last:-no coverage line} (of ${edges:-?} edges)"
   grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' "$log" \
     | sed "s/^/fuzz: $t: /" || true
 done
