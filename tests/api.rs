@@ -402,7 +402,6 @@ fn builder_takes_any_store_and_says_when_there_is_none() {
 /// tests/fuzz/records/. Each is checked as the fuzz target checks it, with a
 /// time limit per file (a hang fails instead of stalling the suite).
 #[test]
-#[ignore = "needs t14-records"]
 fn record_files_found_by_fuzzing_parse_and_ingest() {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/records");
     let mut files: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().path()).collect();
@@ -440,17 +439,29 @@ fn parse_and_ingest(data: &[u8]) {
         e.record(r.kind, r.ctx, &r.name, &r.value);
     }
     let again = parse_lines(&e.buf, 1);
-    assert!(again.errors.is_empty(), "what the parser read does not re-encode: {:?}", again.errors);
-    assert_eq!(again.loops, p.loops);
+    // (A refused line shifts the lines below it, which a context id must
+    // fit: only a file read without errors re-encodes line for line.)
+    if p.errors.is_empty() && p.loops.iter().enumerate().all(|(i, l)| l.ctx as usize == i) {
+        assert!(again.errors.is_empty(), "what the parser read does not re-encode: {:?}", again.errors);
+        assert_eq!(again.loops, p.loops);
+    }
 
     let dir = repo();
     let mut project = Project::open(dir.path()).unwrap();
-    let file = project.runs_dir().join("2026-01-02T03-04-05.000006.jsonl");
+    // Named after the run its header names (a file named for another run is
+    // set aside whole, as the README says).
+    let id = p.header.as_ref().map_or_else(|| "2026-01-02T03-04-05.000006".to_owned(), |(m, _)| m.run_id());
+    let file = project.runs_dir().join(format!("{id}.jsonl"));
     std::fs::write(&file, data).unwrap();
     let lock = std::fs::File::open(&file).unwrap();
     lock.lock().unwrap(); // a live run's file, as its recording process holds it
     let report = project.sync().expect("a record file's content never fails a sync");
     let runs = project.runs().unwrap();
+    if p.header.as_ref().is_some_and(|(_, source)| *source == flor::core::Source::Replay) {
+        // A replay file's header in a run's file: set aside and reported.
+        assert!(runs.is_empty() && !report.problems.is_empty(), "{report:?}");
+        return;
+    }
     assert_eq!(runs.len(), usize::from(p.header.is_some()));
     assert_eq!(report.records, p.records.len() as u64, "every readable record is ingested");
     project.dataframe(&[]).unwrap();

@@ -51,6 +51,7 @@ fn fixture() -> Fixture {
                 loops: &p.loops,
                 records: &p.records,
                 checkpoints: &p.checkpoints,
+                checks: &p.checks,
             })
             .expect("ingest a seed run");
     }
