@@ -385,3 +385,28 @@ fn ingestion_group_refuses_queries_and_is_durable_at_its_end() {
     assert_eq!(store.runs().unwrap().len(), 2);
     assert!(store.dataframe(&["loss"]).unwrap().row_count() > 0);
 }
+
+/// File progress is kept in memory beside the table (a sync asks for it
+/// once per run ref): it follows each step, is read back from the file
+/// after reopening, and forgets the steps of a discarded group.
+#[test]
+fn file_progress_follows_steps_reopening_and_discarded_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.duckdb");
+    let mut store = DuckStore::open(&path).unwrap();
+    ingest_run(&mut store, 0);
+    ingest_run(&mut store, 1);
+    let forward = store.file_progress("1.jsonl").unwrap().expect("the forward file's progress");
+    let replay = Some(FileProgress { offset: 30, lines: 3 });
+    assert_eq!(store.file_progress("1.replay.jsonl").unwrap(), replay);
+    store.begin_group().unwrap();
+    ingest_run(&mut store, 2);
+    assert!(store.file_progress("2.jsonl").unwrap().is_some(), "a group's step is seen inside it");
+    store.end_group(false).unwrap();
+    assert_eq!(store.file_progress("2.jsonl").unwrap(), None, "a discarded group's step");
+    drop(store);
+    let store = DuckStore::open(&path).unwrap();
+    assert_eq!(store.file_progress("1.jsonl").unwrap(), Some(forward));
+    assert_eq!(store.file_progress("1.replay.jsonl").unwrap(), replay);
+    assert_eq!(store.file_progress("2.jsonl").unwrap(), None);
+}
