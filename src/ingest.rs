@@ -315,8 +315,12 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         }
     }
     let total = pending.len();
+    if pending.is_empty() {
+        return Ok(report);
+    }
     // Runs are ingested in groups (one transaction each where the store
-    // groups: DuckDB's transactions cost milliseconds each). An error
+    // groups: a commit per step is most of the cost of a small run in
+    // SQLite, and DuckDB's transactions cost milliseconds each). An error
     // discards the open group; its runs are ingested again next time.
     store.begin_group()?;
     let ingested = (|| -> Result<()> {
@@ -354,9 +358,7 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
             return Err(e);
         }
     }
-    if total > 0 {
-        progress(total, total);
-    }
+    progress(total, total);
     Ok(report)
 }
 

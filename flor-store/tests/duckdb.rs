@@ -5,10 +5,7 @@
 
 use std::sync::Arc;
 
-use flor_core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
-    ValueRow,
-};
+use flor_core::store::{FileProgress, IngestBatch, Store, StoreError};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Table, Value};
 use flor_store::{DuckStore, SqliteStore};
 
@@ -34,78 +31,13 @@ mod conformance_on_disk {
     });
 }
 
-/// A DuckDB store whose consecutive ingestion steps go into one group,
-/// ended only by the reads a group refuses (`query`, `dataframe`, `clear`):
-/// the other reads run inside the group, on its held-back rows.
-struct Grouped {
-    store: std::cell::RefCell<DuckStore>,
-    open: std::cell::Cell<bool>,
-}
-
-impl Grouped {
-    fn close(&self) {
-        if self.open.replace(false) {
-            self.store.borrow_mut().end_group(true).expect("end the group");
-        }
-    }
-}
-
-impl Store for Grouped {
-    fn backend(&self) -> &'static str {
-        "duckdb"
-    }
-    fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
-        if !self.open.replace(true) {
-            self.store.get_mut().begin_group()?;
-        }
-        self.store.get_mut().ingest(batch)
-    }
-    fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
-        self.store.borrow().file_progress(file)
-    }
-    fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {
-        self.store.get_mut().set_status(projid, tstamp, status, ended)
-    }
-    fn runs(&self) -> StoreResult<Vec<RunRow>> {
-        self.store.borrow().runs()
-    }
-    fn names(&self) -> StoreResult<Vec<NameInfo>> {
-        self.store.borrow().names()
-    }
-    fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
-        self.store.borrow().scan_values(filter, visit)
-    }
-    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
-        self.store.borrow().scan_loops(runs, visit)
-    }
-    fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
-        self.store.borrow().checkpoints(run)
-    }
-    fn query(&self, sql: &str) -> StoreResult<Table> {
-        self.close();
-        self.store.borrow().query(sql)
-    }
-    fn clear(&mut self) -> StoreResult<()> {
-        self.close();
-        self.store.get_mut().clear()
-    }
-    fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
-        self.close();
-        self.store.borrow().dataframe(names)
-    }
-}
-
 /// The suites with ingestion steps grouped (held-back rows, reads inside
 /// groups).
 mod conformance_with_ingestion_groups {
+    use flor_store::conformance::GroupedSteps;
     use flor_store::DuckStore;
 
-    use super::Grouped;
-
-    flor_store::conformance_tests!(all, || Box::new(Grouped {
-        store: std::cell::RefCell::new(DuckStore::open_in_memory().unwrap()),
-        open: std::cell::Cell::new(false),
-    }));
+    flor_store::conformance_tests!(all, || Box::new(GroupedSteps::new(DuckStore::open_in_memory().unwrap())));
 }
 
 /// The suites again with every name scan cut into one query per run.
