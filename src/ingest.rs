@@ -318,6 +318,9 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
     if pending.is_empty() {
         return Ok(report);
     }
+    // One open repository for all the refs (opening it costs more than
+    // reading a small run's records).
+    let reader = flor_git::TreeReader::open(root)?;
     // Runs are ingested in groups (one transaction each where the store
     // groups: a commit per step is most of the cost of a small run in
     // SQLite, and DuckDB's transactions cost milliseconds each). An error
@@ -328,7 +331,7 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         let mut group_runs = 0;
         for (done, (refname, sha)) in pending.into_iter().enumerate() {
             progress(done, total);
-            let files = flor_git::read_dir_at(root, &sha, RECORDS_DIR)?;
+            let files = reader.read_dir_at(&sha, RECORDS_DIR)?;
             let own = label_for(refname.strip_prefix(RUNS_REF_PREFIX).unwrap_or(&refname));
             let mut forward: Option<RunMeta> = None;
             for (path, bytes) in &files {

@@ -1,7 +1,7 @@
 //! Adding files to flor commits, reading them back, listing and deleting refs.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Tree};
 
@@ -275,7 +275,37 @@ pub fn list_refs(root: &Path, prefix: &str) -> Result<Vec<(String, String)>> {
 /// a file at `dir` gives [`Error::NotADirectory`]. Submodule entries are left
 /// out; a symlink's bytes are its target.
 pub fn read_dir_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
-    Ok(walk_dir(root, rev, dir, true)?.into_iter().map(|(p, b)| (p, b.unwrap_or_default())).collect())
+    TreeReader::open(root)?.read_dir_at(rev, dir)
+}
+
+/// One open repository for reading the files of many commits: what
+/// [`read_dir_at`] does, without opening the repository for each (opening
+/// reads the config files and probes the folders; ingesting thousands of
+/// run refs did it once per ref). Not `Sync`: one per thread.
+pub struct TreeReader {
+    repo: Repository,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for TreeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeReader").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl TreeReader {
+    /// Opens the repository containing `root` (errors as [`discover`](crate::discover)'s).
+    pub fn open(root: &Path) -> Result<TreeReader> {
+        let repo = open(root)?;
+        let root = workdir(&repo)?;
+        Ok(TreeReader { repo, root })
+    }
+
+    /// [`read_dir_at`] in this repository.
+    pub fn read_dir_at(&self, rev: &str, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let files = walk_dir_in(&self.repo, &self.root, rev, dir, true)?;
+        Ok(files.into_iter().map(|(p, b)| (p, b.unwrap_or_default())).collect())
+    }
 }
 
 /// The paths of the files [`read_dir_at`] would return, without reading
@@ -288,7 +318,18 @@ pub fn list_dir_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
 fn walk_dir(root: &Path, rev: &str, dir: &str, contents: bool) -> Result<Vec<(String, Option<Vec<u8>>)>> {
     let repo = open(root)?;
     let root = workdir(&repo)?;
-    let commit = resolve_commit(&repo, &root, rev)?;
+    walk_dir_in(&repo, &root, rev, dir, contents)
+}
+
+/// [`walk_dir`] in the open `repo` (working tree `root`, for messages).
+fn walk_dir_in(
+    repo: &Repository,
+    root: &Path,
+    rev: &str,
+    dir: &str,
+    contents: bool,
+) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+    let commit = resolve_commit(repo, root, rev)?;
     let tree = commit.tree().ctx(|| format!("could not read the tree of `{rev}` in `{}`", root.display()))?;
     let dir = dir.trim_matches('/');
     let start = if dir.is_empty() || dir == "." {
@@ -308,7 +349,7 @@ fn walk_dir(root: &Path, rev: &str, dir: &str, contents: bool) -> Result<Vec<(St
     };
     let prefix = if dir.is_empty() || dir == "." { String::new() } else { format!("{dir}/") };
     let mut out = Vec::new();
-    collect_blobs(&repo, &start, &prefix, rev, contents, &mut out)?;
+    collect_blobs(repo, &start, &prefix, rev, contents, &mut out)?;
     out.sort();
     Ok(out)
 }

@@ -883,3 +883,39 @@ fn unique_snapshots_from_many_threads_each_claim_their_own_name() {
     names.sort();
     assert_eq!(names, (0..12).map(|i| format!("refs/flor/runs/n{i:04}")).collect::<Vec<_>>());
 }
+
+/// One `TreeReader` reads the files of many commits as `read_dir_at` does,
+/// by sha (an annotated tag's sha is peeled to its commit), by ref or by
+/// revision; a sha of no commit is `RevNotFound`.
+#[test]
+fn tree_reader_reads_many_commits_like_read_dir_at() {
+    let (dir, repo) = init();
+    let root = dir.path();
+    write(root, "train.py", b"code\n");
+    commit_all(&repo, "v1");
+    let mut shas = Vec::new();
+    for i in 0..3 {
+        let refname = format!("refs/flor/runs/r{i}");
+        snapshot_worktree(root, &refname, "snapshot", &opts()).unwrap();
+        let text = format!("{{\"run\":{i}}}\n");
+        shas.push(attach_files(root, &refname, &[(".flor/records/r.jsonl", text.as_bytes())], "records").unwrap());
+    }
+    let reader = flor_git::TreeReader::open(root).unwrap();
+    for (i, sha) in shas.iter().enumerate() {
+        let files = reader.read_dir_at(sha, ".flor/records").unwrap();
+        assert_eq!(files, read_dir_at(root, sha, ".flor/records").unwrap());
+        assert_eq!(files, [(".flor/records/r.jsonl".to_string(), format!("{{\"run\":{i}}}\n").into_bytes())]);
+    }
+    assert_eq!(reader.read_dir_at("refs/flor/runs/r1", ".flor/records").unwrap()[0].1, b"{\"run\":1}\n");
+    assert_eq!(reader.read_dir_at("HEAD", "").unwrap(), [("train.py".to_string(), b"code\n".to_vec())]);
+
+    let sig = Signature::now("Test User", "test@example.com").unwrap();
+    let target = repo.find_object(Oid::from_str(&shas[2]).unwrap(), None).unwrap();
+    let tag = repo.tag("v2", &target, &sig, "a tag", false).unwrap();
+    assert_eq!(reader.read_dir_at(&tag.to_string(), ".flor/records").unwrap()[0].1, b"{\"run\":2}\n");
+
+    let blob = repo.blob(b"not a commit").unwrap().to_string();
+    for rev in [blob.as_str(), "0123456789abcdef0123456789abcdef01234567", "refs/flor/runs/none"] {
+        assert!(matches!(reader.read_dir_at(rev, "").unwrap_err(), Error::RevNotFound { .. }), "{rev}");
+    }
+}
