@@ -197,20 +197,25 @@ fn live(o: &Opts) -> Result<(), String> {
     }
     workload::init_repo(&repo)?;
     let ready = repo.join(".soak-ready");
-    std::fs::create_dir_all(&ready).map_err(|e| format!("create {}: {e}", ready.display()))?;
+    let logs = repo.join(".soak-logs");
+    for d in [&ready, &logs] {
+        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+    }
     let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
     let t0 = Instant::now();
-    let mut children: Vec<Child> = Vec::new();
+    let mut children = Children { all: Vec::new(), logs: logs.clone() };
     for i in 0..runs {
+        let log = std::fs::File::create(logs.join(format!("{i}.stderr"))).map_err(|e| format!("create a log: {e}"))?;
         let child = Command::new(&exe)
             .arg("record-one")
             .args(["--repo", &repo.display().to_string(), "--ready", &ready.display().to_string()])
             .args(["--index", &i.to_string(), "--pace-ms", &pace_ms.to_string()])
             .args(["--epochs", &shape.epochs.to_string(), "--steps", &shape.steps.to_string()])
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("start a live run: {e}"))?;
-        children.push(child);
+        children.all.push(child);
     }
     wait_ready(&ready, runs, &mut children)?;
     println!("live: {runs} runs started and waiting in {:.1} s", t0.elapsed().as_secs_f64());
@@ -218,7 +223,7 @@ fn live(o: &Opts) -> Result<(), String> {
     let seeds: Vec<u64> = (0..runs).collect();
     let mut samples = Samples::default();
     let mut max_running = 0;
-    while children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+    while children.all.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
         let r = flor(&bin, &repo, store, &["--format", "csv", "runs"])?;
         let counts = statuses(&r.stdout);
         let running = counts.get("running").copied().unwrap_or(0);
@@ -236,10 +241,10 @@ fn live(o: &Opts) -> Result<(), String> {
         samples.dataframe.push((d.secs, d.max_rss_kib, f.rows));
     }
     let recording = t0.elapsed().as_secs_f64();
-    for (i, c) in children.iter_mut().enumerate() {
-        let st = c.wait().map_err(|e| format!("wait for live run {i}: {e}"))?;
+    for i in 0..children.all.len() {
+        let st = children.all[i].wait().map_err(|e| format!("wait for live run {i}: {e}"))?;
         if !st.success() {
-            return Err(format!("live run {i} failed: {st}"));
+            return Err(children.failed(i, st));
         }
     }
     let r = flor(&bin, &repo, store, &["--format", "csv", "runs"])?;
@@ -260,18 +265,44 @@ fn live(o: &Opts) -> Result<(), String> {
 
 /// Waits until every live run has started (its `ready.<i>` file), failing
 /// early when one of them exits.
-fn wait_ready(ready: &Path, runs: u64, children: &mut [Child]) -> Result<(), String> {
+fn wait_ready(ready: &Path, runs: u64, children: &mut Children) -> Result<(), String> {
     loop {
         let n = std::fs::read_dir(ready).map(|d| d.count() as u64).unwrap_or(0);
         if n >= runs {
             return Ok(());
         }
-        for (i, c) in children.iter_mut().enumerate() {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Err(format!("live run {i} ended before recording: {st}"));
+        for i in 0..children.all.len() {
+            if let Ok(Some(st)) = children.all[i].try_wait() {
+                return Err(format!("before recording: {}", children.failed(i, st)));
             }
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The live runs' processes (killed if the driver stops early) and the
+/// folder of their stderr logs.
+struct Children {
+    all: Vec<Child>,
+    logs: PathBuf,
+}
+
+impl Children {
+    /// What run `i`, ended with `status`, says on stderr.
+    fn failed(&self, i: usize, status: std::process::ExitStatus) -> String {
+        let log = std::fs::read_to_string(self.logs.join(format!("{i}.stderr"))).unwrap_or_default();
+        format!("live run {i} failed ({status}): {}", log.trim())
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.all {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
     }
 }
 
