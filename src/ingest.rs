@@ -314,9 +314,20 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
         ingest_bytes(store, name, &path.display().to_string(), &bytes, report)?;
         Ok(())
     })?;
+    // One open repository for the refs and their records (opening it costs
+    // more than reading a small run's records).
+    let reader = flor_git::RepoReader::open(root)?;
     let mut pending = Vec::new();
-    for (refname, sha) in flor_git::list_refs(root, RUNS_REF_PREFIX)? {
-        if store.file_progress(&format!("commit:{sha}"))?.is_none() {
+    for (refname, target) in reader.ref_targets(RUNS_REF_PREFIX)? {
+        // A target with a marker is a commit ingested already: no object is
+        // read for it (with thousands of runs, those reads were most of a
+        // query's time).
+        if store.file_progress(&format!("commit:{target}"))?.is_some() {
+            continue;
+        }
+        // A ref that names no commit is left alone.
+        let Some(sha) = reader.commit_of(&target) else { continue };
+        if sha == target || store.file_progress(&format!("commit:{sha}"))?.is_none() {
             pending.push((refname, sha));
         }
     }
@@ -324,9 +335,6 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
     if pending.is_empty() {
         return Ok(report);
     }
-    // One open repository for all the refs (opening it costs more than
-    // reading a small run's records).
-    let reader = flor_git::TreeReader::open(root)?;
     in_groups(store, &mut report, pending.into_iter().enumerate(), |store, report, (done, (refname, sha))| {
         progress(done, total);
         let files = reader.read_dir_at(&sha, RECORDS_DIR)?;
