@@ -12,7 +12,7 @@
 #      answer checked, then every record checked once they finished.
 #
 # Usage: bash scripts/bench_soak.sh [--runs 10000] [--epochs 10] [--steps 100]
-#          [--reps 3] [--live 100] [--live-epochs 10] [--pace-ms 500]
+#          [--reps 3] [--live 100] [--live-epochs 20] [--pace-ms 500]
 #          [--threads 2] [--work DIR] [--no-duckdb] [--no-live]
 # Results: one line per measurement on stdout and in WORK/results.tsv
 # (what, store, wall s, user s, sys s, peak MiB, load average before).
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flor/target}"
 
-runs=10000 epochs=10 steps=100 reps=3 live=100 live_epochs=10 pace_ms=500 threads=2
+runs=10000 epochs=10 steps=100 reps=3 live=100 live_epochs=20 pace_ms=500 threads=2
 work="" duckdb=1 do_live=1
 while [ $# -gt 0 ]; do
   case "$1" in
