@@ -383,63 +383,58 @@ pub(crate) fn finalize_dead_runs(root: &Path, runs_dir: &Path) -> Result<SyncRep
 /// Brings the store up to date with the local record files and the run refs.
 pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress: Progress<'_>) -> Result<SyncReport> {
     let mut report = SyncReport::default();
-    for path in &local_record_files(runs_dir)? {
-        if flor_core::engine::is_record_file_live(path) {
-            let bytes = match fs::read(path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // just published
-                Err(e) => return Err(Error::io("read", path, e)),
-            };
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            ingest_bytes(store, name, &path.display().to_string(), &bytes, None, &mut report)?;
+    let mut live = Vec::new();
+    for path in local_record_files(runs_dir)? {
+        if flor_core::engine::is_record_file_live(&path) {
+            live.push(path);
         } else if path.exists() {
-            if let Err(e) = finalize_dead(root, path, &mut report) {
+            if let Err(e) = finalize_dead(root, &path, &mut report) {
                 report.problems.push(Problem { file: path.display().to_string(), line: None, message: e.to_string() });
             }
         }
     }
+    // What the live runs wrote since the last sync.
+    in_groups(store, &mut report, live, |store, report, path| {
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // just published
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
+        ingest_bytes(store, name, &path.display().to_string(), &bytes, None, report)?;
+        Ok(())
+    })?;
+    // One open repository for the refs and their records (opening it costs
+    // more than reading a small run's records).
+    let reader = flor_git::RepoReader::open(root)?;
     let mut pending = Vec::new();
-    for (refname, sha) in flor_git::list_refs(root, RUNS_REF_PREFIX)? {
-        if store.file_progress(&format!("commit:{sha}"))?.is_none() {
+    for (refname, target) in reader.ref_targets(RUNS_REF_PREFIX)? {
+        // A target with a marker is a commit ingested already: no object is
+        // read for it (with thousands of runs, those reads were most of a
+        // query's time).
+        if store.file_progress(&format!("commit:{target}"))?.is_some() {
+            continue;
+        }
+        // A ref that names no commit is left alone.
+        let Some(sha) = reader.commit_of(&target) else { continue };
+        if sha == target || store.file_progress(&format!("commit:{sha}"))?.is_none() {
             pending.push((refname, sha));
         }
     }
     let total = pending.len();
-    if total > 0 {
-        pause::point(pause::SYNC_BEFORE_REFS);
+    if pending.is_empty() {
+        return Ok(report);
     }
-    // Runs are ingested in groups (one transaction each where the store
-    // groups: DuckDB's transactions cost milliseconds each). An error
-    // discards the open group; its runs are ingested again next time.
-    store.begin_group()?;
-    let ingested = (|| -> Result<()> {
-        let mut group_start = report.records;
-        let mut group_runs = 0;
-        for (done, (refname, sha)) in pending.into_iter().enumerate() {
-            progress(done, total);
-            if let Some(meta) = ingest_commit(root, store, &refname, &sha, &mut report)? {
-                mark_commit(store, &sha, &meta)?;
-            }
-            pause::point(pause::SYNC_AFTER_RUN);
-            group_runs += 1;
-            if group_runs >= GROUP_RUNS || report.records - group_start >= GROUP_RECORDS {
-                store.end_group(true)?;
-                store.begin_group()?;
-                (group_start, group_runs) = (report.records, 0);
-            }
+    pause::point(pause::SYNC_BEFORE_REFS);
+    in_groups(store, &mut report, pending.into_iter().enumerate(), |store, report, (done, (refname, sha))| {
+        progress(done, total);
+        if let Some(meta) = ingest_commit(&reader, store, &refname, &sha, report)? {
+            mark_commit(store, &sha, &meta)?;
         }
+        pause::point(pause::SYNC_AFTER_RUN);
         Ok(())
-    })();
-    match ingested {
-        Ok(()) => store.end_group(true)?,
-        Err(e) => {
-            let _ = store.end_group(false);
-            return Err(e);
-        }
-    }
-    if total > 0 {
-        progress(total, total);
-    }
+    })?;
+    progress(total, total);
     Ok(report)
 }
 
@@ -448,7 +443,7 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
 /// replay files. A file that is not one of this run's is reported and
 /// skipped. Returns the forward file's metadata, when it has one.
 fn ingest_commit(
-    root: &Path,
+    reader: &flor_git::RepoReader,
     store: &mut dyn Store,
     refname: &str,
     sha: &str,
@@ -456,7 +451,7 @@ fn ingest_commit(
 ) -> Result<Option<RunMeta>> {
     // A ref whose records cannot be read (someone else's, damaged) is
     // reported, not a reason to stop syncing the others.
-    let files = match flor_git::read_dir_at(root, sha, RECORDS_DIR) {
+    let files = match reader.read_dir_at(sha, RECORDS_DIR) {
         Ok(files) => files,
         Err(e) => {
             report.problems.push(Problem { file: refname.to_owned(), line: None, message: e.to_string() });
@@ -489,8 +484,49 @@ fn ingest_commit(
     Ok(forward)
 }
 
-/// At most this many runs, and about this many records, per ingestion
-/// group (see [`Store::begin_group`]): bounds what an error discards and how
-/// long a group's transaction stays open.
+/// Ingests each of `items` with `ingest`, in ingestion groups (see
+/// [`Store::begin_group`]; one transaction each where the store groups: a
+/// commit per step costs SQLite WAL frames and checkpoints, DuckDB
+/// milliseconds) of at most [`GROUP_RUNS`] items and about
+/// [`GROUP_RECORDS`] records. An error discards the open group (its steps
+/// are ingested again by the next sync) and is returned.
+fn in_groups<T>(
+    store: &mut dyn Store,
+    report: &mut SyncReport,
+    items: impl IntoIterator<Item = T>,
+    mut ingest: impl FnMut(&mut dyn Store, &mut SyncReport, T) -> Result<()>,
+) -> Result<()> {
+    let mut items = items.into_iter().peekable();
+    if items.peek().is_none() {
+        return Ok(()); // no write transaction for nothing
+    }
+    store.begin_group()?;
+    let ingested = || -> Result<()> {
+        let (mut group_start, mut group_items) = (report.records, 0);
+        for item in items {
+            ingest(&mut *store, &mut *report, item)?;
+            group_items += 1;
+            if group_items >= GROUP_RUNS || report.records - group_start >= GROUP_RECORDS {
+                store.end_group(true)?;
+                store.begin_group()?;
+                (group_start, group_items) = (report.records, 0);
+            }
+        }
+        Ok(())
+    };
+    match ingested() {
+        Ok(()) => Ok(store.end_group(true)?),
+        Err(e) => {
+            let _ = store.end_group(false);
+            Err(e)
+        }
+    }
+}
+
+/// At most this many runs (or live record files), and about this many
+/// records, per ingestion group (see [`Store::begin_group`]): bounds what an
+/// error discards and how long a group's transaction stays open (SQLite:
+/// another process's writer waits for it, up to its busy timeout of 10 s;
+/// about 2^18 records take well under a second).
 const GROUP_RUNS: usize = 64;
-const GROUP_RECORDS: u64 = 1 << 20;
+const GROUP_RECORDS: u64 = 1 << 18;

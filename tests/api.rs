@@ -466,3 +466,48 @@ fn parse_and_ingest(data: &[u8]) {
     assert_eq!(report.records, p.records.len() as u64, "every readable record is ingested");
     project.dataframe(&[]).unwrap();
 }
+
+/// A run ref that names no commit (pushed by someone else, say) is left
+/// alone by every sync; a ref naming a run's commit through an annotated
+/// tag adds no run (its files are another run's: reported once).
+#[test]
+fn run_refs_naming_no_commit_are_left_alone() {
+    let dir = repo();
+    let run = start(dir.path(), &[]);
+    let tstamp = run.tstamp();
+    run.log("x", 1);
+    run.finish().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let blob = git(&["hash-object", "-w", "train.rs"]);
+    git(&["update-ref", "refs/flor/runs/2030-01-01T00-00-00.000000", &blob]);
+    let id = tstamp.replace(':', "-");
+    git(&["tag", "-a", "-m", "a tag", "runtag", &format!("refs/flor/runs/{id}")]);
+    let tag = git(&["rev-parse", "refs/tags/runtag"]);
+    git(&["update-ref", "refs/flor/runs/2030-01-01T00-00-00.000001", &tag]);
+
+    let mut project = Project::open(dir.path()).unwrap();
+    let report = project.sync().unwrap();
+    // The tag's ref is named for another run than the records it holds:
+    // those are reported as not its run's (untrusted input), never ingested
+    // as a second run.
+    assert!(
+        report.problems.iter().all(|p| p.message.contains("not a record file of run 2030-01-01T00-00-00.000001")),
+        "{:?}",
+        report.problems
+    );
+    let runs = project.runs().unwrap();
+    assert_eq!(runs.iter().map(|r| r.meta.tstamp.as_str()).collect::<Vec<_>>(), [tstamp.as_str()]);
+    let again = project.sync().unwrap();
+    assert_eq!((again.files, again.records), (0, 0), "nothing is ingested twice");
+    assert!(again.problems.is_empty(), "a commit already ingested is not read again: {:?}", again.problems);
+    assert_eq!(project.dataframe(&["x"]).unwrap().row_count(), 1);
+}

@@ -39,7 +39,7 @@ pub use error::{Error, Result};
 pub use materialize::materialize;
 pub use objects::{
     attach_files, attach_files_expecting, delete_ref, list_dir_at, list_refs, read_dir_at, read_file_at, ref_tip,
-    MAX_TREE_DEPTH,
+    RepoReader, MAX_TREE_DEPTH,
 };
 pub use repo::{discover, set_fsync, RepoInfo};
 pub use snapshot::{

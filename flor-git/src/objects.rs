@@ -1,7 +1,7 @@
 //! Adding files to flor commits, reading them back, listing and deleting refs.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::{ErrorCode, FileMode, ObjectType, Oid, Repository, Tree};
 
@@ -275,7 +275,71 @@ pub fn list_refs(root: &Path, prefix: &str) -> Result<Vec<(String, String)>> {
 /// a file at `dir` gives [`Error::NotADirectory`]. Submodule entries are left
 /// out; a symlink's bytes are its target.
 pub fn read_dir_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
-    Ok(walk_dir(root, rev, dir, true)?.into_iter().map(|(p, b)| (p, b.unwrap_or_default())).collect())
+    RepoReader::open(root)?.read_dir_at(rev, dir)
+}
+
+/// One open repository for many reads: the refs and the files of many
+/// commits, without opening the repository for each read (opening reads
+/// the config files and probes the folders; ingesting thousands of run
+/// refs did it once per ref). Not `Sync`: one per thread.
+pub struct RepoReader {
+    repo: Repository,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for RepoReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoReader").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl RepoReader {
+    /// Opens the repository containing `root` (errors as [`discover`](crate::discover)'s).
+    pub fn open(root: &Path) -> Result<RepoReader> {
+        let repo = open(root)?;
+        let root = workdir(&repo)?;
+        Ok(RepoReader { repo, root })
+    }
+
+    /// [`read_dir_at`] in this repository.
+    pub fn read_dir_at(&self, rev: &str, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let files = walk_dir_in(&self.repo, &self.root, rev, dir, true)?;
+        Ok(files.into_iter().map(|(p, b)| (p, b.unwrap_or_default())).collect())
+    }
+
+    /// The refs whose names start with `prefix`, sorted by name, as (full
+    /// ref name, sha of the object it names), symbolic refs resolved. Unlike
+    /// [`list_refs`] the objects are not read (one file read per ref
+    /// saved), so a sha may name something other than a commit: see
+    /// [`RepoReader::commit_of`]. Refs whose names are not UTF-8, and
+    /// symbolic refs that name no ref, are left out.
+    pub fn ref_targets(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let context = || format!("could not list the refs of `{}`", self.root.display());
+        let mut out = Vec::new();
+        for reference in self.repo.references().ctx(context)? {
+            let reference = reference.ctx(context)?;
+            let Ok(name) = reference.name() else { continue };
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            let target = match reference.target() {
+                Some(oid) => oid,
+                None => match reference.resolve().ok().and_then(|r| r.target()) {
+                    Some(oid) => oid,
+                    None => continue,
+                },
+            };
+            out.push((name.to_string(), target.to_string()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The sha of the commit `rev` names (annotated tags peeled), `None`
+    /// when it names no commit.
+    pub fn commit_of(&self, rev: &str) -> Option<String> {
+        resolve_commit(&self.repo, &self.root, rev).ok().map(|c| c.id().to_string())
+    }
 }
 
 /// The paths of the files [`read_dir_at`] would return, without reading
@@ -288,7 +352,18 @@ pub fn list_dir_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
 fn walk_dir(root: &Path, rev: &str, dir: &str, contents: bool) -> Result<Vec<(String, Option<Vec<u8>>)>> {
     let repo = open(root)?;
     let root = workdir(&repo)?;
-    let commit = resolve_commit(&repo, &root, rev)?;
+    walk_dir_in(&repo, &root, rev, dir, contents)
+}
+
+/// [`walk_dir`] in the open `repo` (working tree `root`, for messages).
+fn walk_dir_in(
+    repo: &Repository,
+    root: &Path,
+    rev: &str,
+    dir: &str,
+    contents: bool,
+) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+    let commit = resolve_commit(repo, root, rev)?;
     let tree = commit.tree().ctx(|| format!("could not read the tree of `{rev}` in `{}`", root.display()))?;
     let dir = dir.trim_matches('/');
     let start = if dir.is_empty() || dir == "." {
@@ -308,7 +383,7 @@ fn walk_dir(root: &Path, rev: &str, dir: &str, contents: bool) -> Result<Vec<(St
     };
     let prefix = if dir.is_empty() || dir == "." { String::new() } else { format!("{dir}/") };
     let mut out = Vec::new();
-    collect_blobs(&repo, &start, &prefix, rev, contents, MAX_TREE_DEPTH, &mut out)?;
+    collect_blobs(repo, &start, &prefix, rev, contents, MAX_TREE_DEPTH, &mut out)?;
     out.sort();
     Ok(out)
 }

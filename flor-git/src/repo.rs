@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{Commit, ErrorCode, Reference, ReferenceFormat, Repository};
+use git2::{Commit, ErrorCode, Oid, Reference, ReferenceFormat, Repository};
 
 use crate::error::{Error, GitContext, IoContext, Result};
 
@@ -135,7 +135,13 @@ pub(crate) fn check_writable_refname(refname: &str) -> Result<()> {
 /// Resolves a commit-ish (sha, ref name, any revparse spec) to a commit.
 pub(crate) fn resolve_commit<'r>(repo: &'r Repository, root: &Path, rev: &str) -> Result<Commit<'r>> {
     let not_found = |source| Error::RevNotFound { rev: rev.to_string(), root: root.to_path_buf(), source };
-    repo.revparse_single(rev).map_err(not_found)?.peel_to_commit().map_err(not_found)
+    // A full sha (what flor passes most: a ref's target) is looked up
+    // directly, without the rev-parser.
+    let object = match Oid::from_str(rev) {
+        Ok(oid) if rev.len() == 40 => repo.find_object(oid, None),
+        _ => repo.revparse_single(rev),
+    };
+    object.map_err(not_found)?.peel_to_commit().map_err(not_found)
 }
 
 /// Looks up a reference, `None` when it does not exist.

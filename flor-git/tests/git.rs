@@ -908,3 +908,65 @@ fn read_dir_at_stops_at_the_depth_limit() {
     }
     assert!(matches!(list_dir_at(dir.path(), &commit, "d/d"), Err(flor_git::Error::TooDeep { .. })));
 }
+
+/// One `RepoReader` reads the files of many commits as `read_dir_at` does,
+/// by sha (an annotated tag's sha is peeled to its commit), by ref or by
+/// revision; a sha of no commit is `RevNotFound`. It lists refs with their
+/// targets unread, and says which commit a target names.
+#[test]
+fn repo_reader_reads_many_commits_like_read_dir_at() {
+    let (dir, repo) = init();
+    let root = dir.path();
+    write(root, "train.py", b"code\n");
+    commit_all(&repo, "v1");
+    let mut shas = Vec::new();
+    for i in 0..3 {
+        let refname = format!("refs/flor/runs/r{i}");
+        snapshot_worktree(root, &refname, "snapshot", &opts()).unwrap();
+        let text = format!("{{\"run\":{i}}}\n");
+        shas.push(attach_files(root, &refname, &[(".flor/records/r.jsonl", text.as_bytes())], "records").unwrap());
+    }
+    let reader = flor_git::RepoReader::open(root).unwrap();
+    for (i, sha) in shas.iter().enumerate() {
+        let files = reader.read_dir_at(sha, ".flor/records").unwrap();
+        assert_eq!(files, read_dir_at(root, sha, ".flor/records").unwrap());
+        assert_eq!(files, [(".flor/records/r.jsonl".to_string(), format!("{{\"run\":{i}}}\n").into_bytes())]);
+    }
+    assert_eq!(reader.read_dir_at("refs/flor/runs/r1", ".flor/records").unwrap()[0].1, b"{\"run\":1}\n");
+    assert_eq!(reader.read_dir_at("HEAD", "").unwrap(), [("train.py".to_string(), b"code\n".to_vec())]);
+
+    let sig = Signature::now("Test User", "test@example.com").unwrap();
+    let target = repo.find_object(Oid::from_str(&shas[2]).unwrap(), None).unwrap();
+    let tag = repo.tag("v2", &target, &sig, "a tag", false).unwrap();
+    assert_eq!(reader.read_dir_at(&tag.to_string(), ".flor/records").unwrap()[0].1, b"{\"run\":2}\n");
+
+    let blob = repo.blob(b"not a commit").unwrap().to_string();
+    for rev in [blob.as_str(), "0123456789abcdef0123456789abcdef01234567", "refs/flor/runs/none"] {
+        assert!(matches!(reader.read_dir_at(rev, "").unwrap_err(), Error::RevNotFound { .. }), "{rev}");
+        assert_eq!(reader.commit_of(rev), None, "{rev}");
+    }
+
+    // Ref targets without reading the objects: a ref to a blob is listed
+    // (list_refs leaves it out), a symbolic ref is resolved, a tag's sha is
+    // the tag's; commit_of says what each names.
+    repo.reference("refs/flor/runs/blob", Oid::from_str(&blob).unwrap(), false, "test").unwrap();
+    repo.reference_symbolic("refs/flor/runs/sym", "refs/flor/runs/r0", false, "test").unwrap();
+    repo.reference("refs/flor/runs/tagged", tag, false, "test").unwrap();
+    let targets = reader.ref_targets("refs/flor/runs/").unwrap();
+    let name = |n: &str| format!("refs/flor/runs/{n}");
+    assert_eq!(
+        targets,
+        [
+            (name("blob"), blob.clone()),
+            (name("r0"), shas[0].clone()),
+            (name("r1"), shas[1].clone()),
+            (name("r2"), shas[2].clone()),
+            (name("sym"), shas[0].clone()),
+            (name("tagged"), tag.to_string()),
+        ]
+    );
+    assert_eq!(reader.commit_of(&tag.to_string()), Some(shas[2].clone()));
+    assert_eq!(reader.commit_of(&shas[1]), Some(shas[1].clone()));
+    let listed: Vec<String> = list_refs(root, "refs/flor/runs/").unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(listed, [name("r0"), name("r1"), name("r2"), name("sym"), name("tagged")]);
+}

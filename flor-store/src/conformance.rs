@@ -157,6 +157,85 @@ pub fn factory<F: FnMut() -> Box<dyn Store>>(make: F) -> F {
     make
 }
 
+/// A store whose consecutive ingestion steps go into one ingestion group
+/// ([`Store::begin_group`]), ended (committed) only by the reads a group
+/// refuses (`query`, `dataframe`, `clear`): the other reads run inside the
+/// group. Run the suites on it to check a backend's groups:
+/// `conformance_tests!(all, || Box::new(GroupedSteps::new(MyStore::new())))`.
+pub struct GroupedSteps<S> {
+    store: std::cell::RefCell<S>,
+    open: std::cell::Cell<bool>,
+}
+
+impl<S: Store> GroupedSteps<S> {
+    /// Wraps `store` (no group is open yet).
+    pub fn new(store: S) -> GroupedSteps<S> {
+        GroupedSteps { store: std::cell::RefCell::new(store), open: std::cell::Cell::new(false) }
+    }
+
+    fn close(&self) {
+        if self.open.replace(false) {
+            self.store.borrow_mut().end_group(true).expect("end the group");
+        }
+    }
+}
+
+impl<S: Store> Store for GroupedSteps<S> {
+    fn backend(&self) -> &'static str {
+        self.store.borrow().backend()
+    }
+    fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
+        if !self.open.replace(true) {
+            self.store.get_mut().begin_group()?;
+        }
+        self.store.get_mut().ingest(batch)
+    }
+    fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
+        self.store.borrow().file_progress(file)
+    }
+    fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {
+        self.store.get_mut().set_status(projid, tstamp, status, ended)
+    }
+    fn runs(&self) -> StoreResult<Vec<flor_core::store::RunRow>> {
+        self.store.borrow().runs()
+    }
+    fn names(&self) -> StoreResult<Vec<flor_core::store::NameInfo>> {
+        self.store.borrow().names()
+    }
+    fn scan_values(
+        &self,
+        filter: ValueFilter<'_>,
+        visit: &mut dyn FnMut(flor_core::store::ValueRow<'_>),
+    ) -> StoreResult<()> {
+        self.store.borrow().scan_values(filter, visit)
+    }
+    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
+        self.store.borrow().scan_loops(runs, visit)
+    }
+    fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
+        self.store.borrow().checkpoints(run)
+    }
+    fn checks(&self) -> StoreResult<Vec<flor_core::store::CheckRow>> {
+        self.store.borrow().checks()
+    }
+    fn query(&self, sql: &str) -> StoreResult<Table> {
+        self.close();
+        self.store.borrow().query(sql)
+    }
+    fn query_within(&self, sql: &str, limit: Option<std::time::Duration>) -> StoreResult<Table> {
+        self.close();
+        self.store.borrow().query_within(sql, limit)
+    }
+    fn clear(&mut self) -> StoreResult<()> {
+        self.close();
+        self.store.get_mut().clear()
+    }
+    fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
+        self.close();
+        self.store.borrow().dataframe(names)
+    }
+}
+
 /// Runs `checks`, naming each on stderr before it starts.
 fn run(checks: &[(&str, Check)], make: &mut MakeStore<'_>) {
     for (name, check) in checks {

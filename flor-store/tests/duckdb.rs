@@ -5,10 +5,7 @@
 
 use std::sync::Arc;
 
-use flor_core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
-    ValueRow,
-};
+use flor_core::store::{FileProgress, IngestBatch, Store, StoreError};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Table, Value};
 use flor_store::{DuckStore, SqliteStore};
 
@@ -34,85 +31,13 @@ mod conformance_on_disk {
     });
 }
 
-/// A DuckDB store whose consecutive ingestion steps go into one group,
-/// ended only by the reads a group refuses (`query`, `dataframe`, `clear`):
-/// the other reads run inside the group, on its held-back rows.
-struct Grouped {
-    store: std::cell::RefCell<DuckStore>,
-    open: std::cell::Cell<bool>,
-}
-
-impl Grouped {
-    fn close(&self) {
-        if self.open.replace(false) {
-            self.store.borrow_mut().end_group(true).expect("end the group");
-        }
-    }
-}
-
-impl Store for Grouped {
-    fn backend(&self) -> &'static str {
-        "duckdb"
-    }
-    fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
-        if !self.open.replace(true) {
-            self.store.get_mut().begin_group()?;
-        }
-        self.store.get_mut().ingest(batch)
-    }
-    fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
-        self.store.borrow().file_progress(file)
-    }
-    fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {
-        self.store.get_mut().set_status(projid, tstamp, status, ended)
-    }
-    fn runs(&self) -> StoreResult<Vec<RunRow>> {
-        self.store.borrow().runs()
-    }
-    fn names(&self) -> StoreResult<Vec<NameInfo>> {
-        self.store.borrow().names()
-    }
-    fn scan_values(&self, filter: ValueFilter<'_>, visit: &mut dyn FnMut(ValueRow<'_>)) -> StoreResult<()> {
-        self.store.borrow().scan_values(filter, visit)
-    }
-    fn scan_loops(&self, runs: &[RunKey], visit: &mut dyn FnMut(RunKey, &LoopSpan)) -> StoreResult<()> {
-        self.store.borrow().scan_loops(runs, visit)
-    }
-    fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {
-        self.store.borrow().checkpoints(run)
-    }
-    fn checks(&self) -> StoreResult<Vec<flor_core::store::CheckRow>> {
-        self.store.borrow().checks()
-    }
-    fn query(&self, sql: &str) -> StoreResult<Table> {
-        self.close();
-        self.store.borrow().query(sql)
-    }
-    fn query_within(&self, sql: &str, limit: Option<std::time::Duration>) -> StoreResult<Table> {
-        self.close();
-        self.store.borrow().query_within(sql, limit)
-    }
-    fn clear(&mut self) -> StoreResult<()> {
-        self.close();
-        self.store.get_mut().clear()
-    }
-    fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
-        self.close();
-        self.store.borrow().dataframe(names)
-    }
-}
-
 /// The suites with ingestion steps grouped (held-back rows, reads inside
 /// groups).
 mod conformance_with_ingestion_groups {
+    use flor_store::conformance::GroupedSteps;
     use flor_store::DuckStore;
 
-    use super::Grouped;
-
-    flor_store::conformance_tests!(all, || Box::new(Grouped {
-        store: std::cell::RefCell::new(DuckStore::open_in_memory().unwrap()),
-        open: std::cell::Cell::new(false),
-    }));
+    flor_store::conformance_tests!(all, || Box::new(GroupedSteps::new(DuckStore::open_in_memory().unwrap())));
 }
 
 /// The suites again with every name scan cut into one query per run.
@@ -428,4 +353,29 @@ fn a_version_1_database_is_upgraded_in_place() {
     assert!(store.checks().unwrap().is_empty());
     let v = store.query("SELECT value FROM flor_meta WHERE key = 'schema_version'");
     assert!(v.is_err() || v.unwrap().cell(0, 0) == Some(Value::Int(flor_store::DUCKDB_SCHEMA_VERSION)));
+}
+
+/// File progress is kept in memory beside the table (a sync asks for it
+/// once per run ref): it follows each step, is read back from the file
+/// after reopening, and forgets the steps of a discarded group.
+#[test]
+fn file_progress_follows_steps_reopening_and_discarded_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.duckdb");
+    let mut store = DuckStore::open(&path).unwrap();
+    ingest_run(&mut store, 0);
+    ingest_run(&mut store, 1);
+    let forward = store.file_progress("1.jsonl").unwrap().expect("the forward file's progress");
+    let replay = Some(FileProgress { offset: 30, lines: 3 });
+    assert_eq!(store.file_progress("1.replay.jsonl").unwrap(), replay);
+    store.begin_group().unwrap();
+    ingest_run(&mut store, 2);
+    assert!(store.file_progress("2.jsonl").unwrap().is_some(), "a group's step is seen inside it");
+    store.end_group(false).unwrap();
+    assert_eq!(store.file_progress("2.jsonl").unwrap(), None, "a discarded group's step");
+    drop(store);
+    let store = DuckStore::open(&path).unwrap();
+    assert_eq!(store.file_progress("1.jsonl").unwrap(), Some(forward));
+    assert_eq!(store.file_progress("1.replay.jsonl").unwrap(), replay);
+    assert_eq!(store.file_progress("2.jsonl").unwrap(), None);
 }

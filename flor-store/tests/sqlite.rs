@@ -48,6 +48,29 @@ mod conformance_on_disk_with_split_scans {
     });
 }
 
+/// The suites with ingestion steps grouped (one transaction, a savepoint
+/// per step; reads inside groups), in memory and on disk.
+mod conformance_with_ingestion_groups {
+    use flor_store::conformance::GroupedSteps;
+    use flor_store::SqliteStore;
+
+    flor_store::conformance_tests!(all, || Box::new(GroupedSteps::new(SqliteStore::open_in_memory().unwrap())));
+}
+
+mod conformance_on_disk_with_ingestion_groups {
+    use flor_store::conformance::GroupedSteps;
+    use flor_store::SqliteStore;
+
+    flor_store::conformance_tests!(all, {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        move || {
+            n += 1;
+            Box::new(GroupedSteps::new(SqliteStore::open(&dir.path().join(format!("db{n}/flor.db"))).unwrap()))
+        }
+    });
+}
+
 /// `run_all` runs both suites in one test (for callers that want that).
 #[test]
 fn conformance_run_all() {
@@ -529,4 +552,70 @@ fn nan_is_stored_as_null() {
     .unwrap();
     let t = s.query("SELECT value, value_type FROM logs").unwrap();
     assert_eq!(t.rows(), vec![vec![None, Some(Value::Text("float".into()))]]);
+}
+
+/// An ingestion group is one transaction: another connection sees its
+/// steps only at its end; inside it, queries, dataframes, `clear` and a
+/// second group are refused; a failed step is rolled back alone but spoils
+/// the group, which `end_group(true)` then discards whole.
+#[test]
+fn ingestion_group_is_one_transaction_discarded_whole_after_a_failed_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let other = SqliteStore::open(&path).unwrap();
+    store.begin_group().unwrap();
+    ingest_synthetic(&mut store, 0, 2, 3);
+    ingest_synthetic(&mut store, 1, 2, 3);
+    assert_eq!(store.runs().unwrap().len(), 2, "the group's steps are seen inside it");
+    assert_eq!(store.file_progress("run1").unwrap(), Some(FileProgress { offset: 1, lines: 1 }));
+    assert_eq!(other.runs().unwrap().len(), 0, "another connection sees nothing before the end");
+    for (what, e) in [
+        ("query", store.query("SELECT 1").err()),
+        ("dataframe", store.dataframe(&["loss"]).err()),
+        ("second group", store.begin_group().err()),
+        ("clear", store.clear().err()),
+    ] {
+        let e = e.unwrap_or_else(|| panic!("{what} was allowed inside a group"));
+        assert!(e.to_string().contains("while an ingestion group is open"), "{what}: {e}");
+    }
+    store.end_group(true).unwrap();
+    assert_eq!(other.runs().unwrap().len(), 2, "all of it after the end");
+
+    // A trigger refuses one record, so that one step fails.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON flor_records WHEN NEW.value = 'refused' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (m, _, _) = synthetic(3, 0, 0);
+    let refused = [Record { line: 2, ctx: None, kind: RecordKind::Log, name: "note".into(), value: "refused".into() }];
+    let bad = IngestBatch {
+        run: &m,
+        source: Source::Forward,
+        file: "run3",
+        progress: FileProgress { offset: 1, lines: 1 },
+        loops: &[],
+        records: &refused,
+        checkpoints: &[],
+        checks: &[],
+    };
+    store.begin_group().unwrap();
+    ingest_synthetic(&mut store, 2, 2, 3);
+    assert!(store.ingest(&bad).is_err(), "the trigger refuses the step");
+    assert_eq!(store.runs().unwrap().len(), 3, "the failed step alone is rolled back at once");
+    let (m4, loops, records) = synthetic(4, 1, 1);
+    let next = IngestBatch { run: &m4, file: "run4", loops: &loops, records: &records, ..bad };
+    let e = store.ingest(&next).unwrap_err().to_string();
+    assert!(e.contains("after a failed step"), "{e}");
+    let e = store.end_group(true).unwrap_err().to_string();
+    assert!(e.contains("the group was discarded"), "{e}");
+    assert_eq!(store.runs().unwrap().len(), 2, "nothing of the spoilt group stays");
+    assert_eq!(store.file_progress("run2").unwrap(), None);
+    assert_eq!(other.runs().unwrap().len(), 2);
+    // The store goes on.
+    ingest_synthetic(&mut store, 2, 2, 3);
+    assert_eq!(other.runs().unwrap().len(), 3);
 }

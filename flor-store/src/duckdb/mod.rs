@@ -198,10 +198,12 @@ pub struct DuckStore {
     /// Run keys by `(projid, tstamp)`, and the next key (only writer).
     runs_by_key: HashMap<(String, String), i64>,
     next_run: i64,
-    /// Files with stored progress (only writer): a known file's progress
-    /// is one UPDATE, a new one's one INSERT (each DuckDB statement costs
-    /// a fraction of a millisecond even prepared).
-    files: HashSet<Box<str>>,
+    /// Files with stored progress, and that progress (only writer): a
+    /// known file's progress is one UPDATE, a new one's one INSERT (each
+    /// DuckDB statement costs a fraction of a millisecond even prepared),
+    /// and `file_progress` answers without a query (a sync asks once per
+    /// run ref: a scan of `flor_files` each was quadratic in the runs).
+    files: HashMap<Box<str>, FileProgress>,
     /// The open group of ingestion steps (see [`Store::begin_group`]).
     group: Option<Group>,
 }
@@ -213,7 +215,7 @@ struct Group {
     by_id: HashMap<i32, Arc<str>>,
     runs_by_key: HashMap<(String, String), i64>,
     next_run: i64,
-    files: HashSet<Box<str>>,
+    files: HashMap<Box<str>, FileProgress>,
     /// A step (or appending held-back rows) failed: the transaction can
     /// only be rolled back.
     failed: Cell<bool>,
@@ -451,7 +453,7 @@ impl DuckStore {
             scan_slice: SCAN_SLICE_RECORDS,
             runs_by_key: HashMap::new(),
             next_run: 1,
-            files: HashSet::new(),
+            files: HashMap::new(),
             group: None,
         };
         store.load_names()?;
@@ -481,12 +483,17 @@ impl DuckStore {
         for (run, projid, tstamp) in rows {
             self.runs_by_key.insert((projid, tstamp), run);
         }
-        let files: Vec<String> = self
+        let files: Vec<(String, i64, i64)> = self
             .conn
-            .prepare("SELECT file FROM flor_files")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .prepare("SELECT file, done_bytes, done_lines FROM flor_files")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
             .map_err(|e| fail(&self.label, "read file progress", e))?;
-        self.files = files.into_iter().map(String::into_boxed_str).collect();
+        self.files = files
+            .into_iter()
+            .map(|(file, offset, lines)| {
+                (file.into_boxed_str(), FileProgress { offset: offset as u64, lines: lines as u64 })
+            })
+            .collect();
         Ok(())
     }
 
@@ -557,11 +564,11 @@ impl DuckStore {
         step.run_row(RunRowOut::of(run, m, argv, added))?;
         step.checkpoints(b.checkpoints)?;
         step.checks(b.checks)?;
-        let known = self.files.contains(b.file);
+        let known = self.files.contains_key(b.file);
         step.progress(b, known)?;
         // (Consumed whole, so that the caches below can be updated.)
         own.map(|t| t.commit()).transpose().map_err(err("commit an ingestion transaction"))?;
-        self.remember(b, run, existing.is_none(), known, names.new);
+        self.remember(b, run, existing.is_none(), names.new);
         Ok(run)
     }
 
@@ -602,18 +609,14 @@ impl DuckStore {
         BatchNames { records: record_ids, spans, new: new_names }
     }
 
-    /// The caches after a committed step: the file has stored progress, a
+    /// The caches after a committed step: the file's stored progress, a
     /// new run its key, new names their ids.
-    fn remember(
-        &mut self,
-        b: &IngestBatch<'_>,
-        run: i64,
-        new_run: bool,
-        known_file: bool,
-        new_names: Vec<(i32, Box<str>)>,
-    ) {
-        if !known_file {
-            self.files.insert(b.file.into());
+    fn remember(&mut self, b: &IngestBatch<'_>, run: i64, new_run: bool, new_names: Vec<(i32, Box<str>)>) {
+        match self.files.get_mut(b.file) {
+            Some(p) => *p = b.progress,
+            None => {
+                self.files.insert(b.file.into(), b.progress);
+            }
         }
         if new_run {
             self.runs_by_key.insert((b.run.projid.clone(), b.run.tstamp.clone()), run);
@@ -1145,22 +1148,9 @@ impl Store for DuckStore {
     }
 
     fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
-        if !self.files.contains(file) {
-            return Ok(None);
-        }
-        if let Some(g) = &self.group {
-            let p = g.pending.borrow();
-            if let Some(&i) = p.file_at.get(file) {
-                let f = &p.files[i];
-                return Ok(Some(FileProgress { offset: f.2 as u64, lines: f.3 as u64 }));
-            }
-        }
-        self.conn
-            .query_row("SELECT done_bytes, done_lines FROM flor_files WHERE file = ?", [file], |r| {
-                Ok(FileProgress { offset: r.get::<_, i64>(0)? as u64, lines: r.get::<_, i64>(1)? as u64 })
-            })
-            .optional()
-            .map_err(|e| self.fail("read file progress", e))
+        // The cache follows every committed step, a group's too (and is
+        // restored when a group is discarded).
+        Ok(self.files.get(file).copied())
     }
 
     fn set_status(&mut self, projid: &str, tstamp: &str, status: RunStatus, ended: Option<&str>) -> StoreResult<bool> {

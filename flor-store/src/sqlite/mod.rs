@@ -114,6 +114,17 @@ pub struct SqliteStore {
     deadline: Deadline,
     /// Name scans over at least this many records use two threads.
     split_scan_min: i64,
+    /// The open ingestion group (see [`Store::begin_group`]), if any.
+    group: Option<Group>,
+}
+
+/// An open ingestion group: one write transaction (`BEGIN IMMEDIATE`) over
+/// many steps, each step in a savepoint of its own.
+#[derive(Debug, Default)]
+struct Group {
+    /// A step failed (its savepoint was rolled back): the group can only be
+    /// discarded.
+    failed: bool,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -222,6 +233,7 @@ impl SqliteStore {
             restricted,
             deadline,
             split_scan_min: SPLIT_SCAN_MIN_RECORDS,
+            group: None,
         })
     }
 
@@ -229,52 +241,98 @@ impl SqliteStore {
         fail(&self.label, op, e)
     }
 
-    /// Ingests one batch in one transaction: the run's row, its loop spans,
-    /// records, record count, checkpoints and the file's progress.
+    /// Ingests one batch atomically: in a transaction of its own, or in a
+    /// savepoint of the open group's transaction.
     fn ingest_tx(&mut self, b: &IngestBatch<'_>) -> StoreResult<RunKey> {
         let label = self.label.as_str();
         let err = |op: &'static str| move |e: rusqlite::Error| fail(label, op, e);
+        let (names, data_version) = (&mut self.names, &mut self.data_version);
+        if let Some(g) = &self.group {
+            if g.failed {
+                return Err(in_group(label, "ingest after a failed step"));
+            }
+            let sp = self.conn.savepoint().map_err(err("start an ingestion step"))?;
+            let run = store_batch(&sp, label, names, data_version, b)?;
+            sp.commit().map_err(err("end an ingestion step"))?;
+            return Ok(run);
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err("start an ingestion transaction"))?;
-        // Name ids only change when another connection clears the store; any
-        // commit by another connection changes `data_version`.
-        let dv: i64 = tx
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .map_err(err("read the data version"))?;
-        if self.data_version != Some(dv) {
-            self.names.clear();
-            self.data_version = Some(dv);
-        }
-        let names = &mut self.names;
-        let argv = crate::rows::argv_json(BACKEND, b.run)?;
-        let run = upsert_run(&tx, b.run, &argv).map_err(err("store the run"))?;
-        let source = b.source.code();
-
-        if !b.loops.is_empty() {
-            store_loops(&tx, names, run, b.loops).map_err(err("store loop iterations"))?;
-        }
-
-        let added = store_records(&tx, label, names, run, source, b.records)?;
-        if added > 0 {
-            tx.prepare_cached("UPDATE flor_runs SET nrecords = nrecords + ?1 WHERE run = ?2")
-                .and_then(|mut s| s.execute([added, run]))
-                .map_err(err("count records"))?;
-        }
-
-        store_checkpoints(&tx, run, source, b.checkpoints).map_err(err("store checkpoints"))?;
-        checks::store(&tx, label, run, b.checks)?;
-
-        tx.prepare_cached(UPSERT_FILE)
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![b.file, run, b.progress.offset as i64, b.progress.lines as i64])
-            })
-            .map_err(err("store file progress"))?;
+        let run = store_batch(&tx, label, names, data_version, b)?;
         tx.commit().map_err(err("commit an ingestion transaction"))?;
         Ok(run)
     }
+
+    /// Forgets cached name ids (after a rollback: names interned in it are
+    /// gone).
+    fn forget_names(&mut self) {
+        self.names.clear();
+        self.data_version = None;
+    }
+
+    /// Fails when an ingestion group is open (for the reads a group refuses).
+    fn outside_group(&self, op: &str) -> StoreResult<()> {
+        match self.group {
+            Some(_) => Err(in_group(&self.label, op)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error for `op` while an ingestion group is open.
+fn in_group(label: &str, op: &str) -> StoreError {
+    StoreError::Backend {
+        backend: BACKEND,
+        message: format!("{label}: cannot {op} while an ingestion group is open"),
+        source: None,
+    }
+}
+
+/// Stores one batch through `tx` (a transaction or a savepoint): the run's
+/// row, its loop spans, records, record count, checkpoints and the file's
+/// progress.
+fn store_batch(
+    tx: &Connection,
+    label: &str,
+    names: &mut HashMap<Box<str>, i64>,
+    data_version: &mut Option<i64>,
+    b: &IngestBatch<'_>,
+) -> StoreResult<RunKey> {
+    let err = |op: &'static str| move |e: rusqlite::Error| fail(label, op, e);
+    // Name ids only change when another connection clears the store; any
+    // commit by another connection changes `data_version`.
+    let dv: i64 = tx
+        .prepare_cached("PRAGMA data_version")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(err("read the data version"))?;
+    if *data_version != Some(dv) {
+        names.clear();
+        *data_version = Some(dv);
+    }
+    let argv = crate::rows::argv_json(BACKEND, b.run)?;
+    let run = upsert_run(tx, b.run, &argv).map_err(err("store the run"))?;
+    let source = b.source.code();
+
+    if !b.loops.is_empty() {
+        store_loops(tx, names, run, b.loops).map_err(err("store loop iterations"))?;
+    }
+
+    let added = store_records(tx, label, names, run, source, b.records)?;
+    if added > 0 {
+        tx.prepare_cached("UPDATE flor_runs SET nrecords = nrecords + ?1 WHERE run = ?2")
+            .and_then(|mut s| s.execute([added, run]))
+            .map_err(err("count records"))?;
+    }
+
+    store_checkpoints(tx, run, source, b.checkpoints).map_err(err("store checkpoints"))?;
+    checks::store(tx, label, run, b.checks)?;
+
+    tx.prepare_cached(UPSERT_FILE)
+        .and_then(|mut s| s.execute(rusqlite::params![b.file, run, b.progress.offset as i64, b.progress.lines as i64]))
+        .map_err(err("store file progress"))?;
+    Ok(run)
 }
 
 /// Values scanned by the second thread of a split scan.
@@ -304,7 +362,8 @@ impl SqliteStore {
     /// The run key splitting a large name scan in two halves, or `None`
     /// for small scans and in-memory databases.
     fn split_point(&self, ids: &[(i64, &str)]) -> rusqlite::Result<Option<i64>> {
-        if self.label == ":memory:" || ids.is_empty() {
+        // (Inside a group, only this connection sees the group's steps.)
+        if self.label == ":memory:" || ids.is_empty() || self.group.is_some() {
             return Ok(None);
         }
         let (runs, records): (i64, i64) =
@@ -491,11 +550,52 @@ impl Store for SqliteStore {
     fn ingest(&mut self, batch: &IngestBatch<'_>) -> StoreResult<RunKey> {
         let result = self.ingest_tx(batch);
         if result.is_err() {
-            // The transaction rolled back: names interned in it are gone.
-            self.names.clear();
-            self.data_version = None;
+            // The transaction (or the step's savepoint) rolled back: names
+            // interned in it are gone, and an open group is spoilt.
+            self.forget_names();
+            if let Some(g) = &mut self.group {
+                g.failed = true;
+            }
         }
         result
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction for the group: a commit per step
+    /// (and the WAL frames and checkpoints it brings) is most of the cost
+    /// of ingesting a small run.
+    fn begin_group(&mut self) -> StoreResult<()> {
+        self.outside_group("open another ingestion group")?;
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.fail("open an ingestion group", e))?;
+        self.group = Some(Group::default());
+        Ok(())
+    }
+
+    fn end_group(&mut self, commit: bool) -> StoreResult<()> {
+        let Some(g) = self.group.take() else { return Ok(()) };
+        if commit && !g.failed {
+            match self.conn.execute_batch("COMMIT") {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if !self.conn.is_autocommit() {
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                    }
+                    self.forget_names();
+                    return Err(self.fail("commit an ingestion group", e));
+                }
+            }
+        }
+        // SQLite may have rolled the transaction back itself after an error.
+        let rolled = if self.conn.is_autocommit() { Ok(()) } else { self.conn.execute_batch("ROLLBACK") };
+        self.forget_names();
+        rolled.map_err(|e| self.fail("discard an ingestion group", e))?;
+        if commit {
+            return Err(StoreError::Backend {
+                backend: BACKEND,
+                message: format!("{}: a step of the ingestion group failed; the group was discarded", self.label),
+                source: None,
+            });
+        }
+        Ok(())
     }
 
     fn file_progress(&self, file: &str) -> StoreResult<Option<FileProgress>> {
@@ -643,14 +743,22 @@ impl Store for SqliteStore {
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
+        self.outside_group("run a query")?;
         self.run_query(sql, None)
     }
 
     fn query_within(&self, sql: &str, limit: Option<Duration>) -> StoreResult<Table> {
+        self.outside_group("run a query")?;
         self.run_query(sql, limit)
     }
 
+    fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
+        self.outside_group("build a dataframe")?;
+        flor_core::pivot::dataframe(self, names)
+    }
+
     fn clear(&mut self) -> StoreResult<()> {
+        self.outside_group("clear the database")?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
