@@ -10,7 +10,8 @@
 //!   tree ([`snapshot_worktree_unique`] picks the first free of several ref
 //!   names);
 //! - [`attach_files`] adds files (e.g. records) on top of such a commit;
-//! - [`list_refs`], [`read_dir_at`], [`read_file_at`] read them back;
+//! - [`list_refs`], [`read_dir_at`], [`read_file_at`] read them back
+//!   ([`RepoReader`]: many reads through one open repository);
 //! - [`materialize`] exports a commit into a plain folder for replay;
 //! - [`unignored_files`] lists the working tree's files git does not ignore;
 //! - [`delete_ref`] removes a ref;
@@ -23,7 +24,7 @@
 //!
 //! It knows nothing of what the record files contain. Every function takes a
 //! path inside the repository and opens it itself, so callers can use it from
-//! any thread.
+//! any thread; a [`RepoReader`] is opened once by the thread that uses it.
 
 #![warn(missing_docs)]
 
