@@ -46,4 +46,4 @@ cargo run --quiet --locked --example custom_propagator > /dev/null
 # Coverage-guided fuzzing of the untrusted inputs (record files, Python
 # sources, user SQL, the config file), FLOR_FUZZ_SECONDS per target; its
 # instrumented build is cached apart from the one above.
-bash scripts/fuzz.sh "${FLOR_FUZZ_SECONDS:-60}"
+bash scripts/fuzz.sh "${FLOR_FUZZ_SECONDS:-45}"
