@@ -15,9 +15,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value as Json;
+
+mod support;
+use support::{flor, git, ok, python, train};
 
 const VERSIONS: [&str; 5] = [
     include_str!("replay/v1.py"),
@@ -31,67 +34,6 @@ const NEWEST: &str = include_str!("replay/newest.py");
 /// (version index, --kwargs) of the six recorded runs.
 const RUNS: [(usize, &[&str]); 6] =
     [(0, &[]), (0, &["seed=1", "lr=0.2"]), (1, &["seed=2"]), (2, &["epochs=4"]), (3, &["seed=3"]), (4, &[])];
-
-fn python() -> Option<String> {
-    match std::env::var("FLOR_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "FLOR_TEST_PYTHON must name a Python with flordb installed (scripts/test.sh sets it)"
-            );
-            eprintln!("SKIPPED: set FLOR_TEST_PYTHON to a Python with flordb installed (scripts/test.sh does)");
-            None
-        }
-    }
-}
-
-/// Git isolated from the user's configuration.
-fn git_cmd(dir: &Path, home: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .current_dir(dir)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null");
-    c
-}
-
-fn git(dir: &Path, home: &Path, args: &[&str]) -> String {
-    let out = git_cmd(dir, home).args(args).output().expect("git is installed");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn train(py: &str, repo: &Path, home: &Path, kwargs: &[&str]) {
-    let mut c = Command::new(py);
-    c.arg("train.py").current_dir(repo).env("HOME", home).env("GIT_CONFIG_NOSYSTEM", "1");
-    if !kwargs.is_empty() {
-        c.arg("--kwargs").args(kwargs);
-    }
-    ok(c.output().expect("run python"), &format!("train.py {kwargs:?}"));
-}
-
-fn flor(repo: &Path, home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flor"))
-        .args(args)
-        .current_dir(repo)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("run flor")
-}
 
 /// Per run (in tstamp order): `(epoch, step, abs_err, b_sq)` rows.
 type Values = Vec<(i64, i64, f64, f64)>;

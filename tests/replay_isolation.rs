@@ -14,66 +14,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value as Json;
 
-fn python() -> Option<String> {
-    match std::env::var("FLOR_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "FLOR_TEST_PYTHON must name a Python with flordb installed (scripts/test.sh sets it)"
-            );
-            eprintln!("SKIPPED: set FLOR_TEST_PYTHON to a Python with flordb installed (scripts/test.sh does)");
-            None
-        }
-    }
-}
-
-fn git(dir: &Path, home: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git is installed");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn train(py: &str, repo: &Path, home: &Path, kwargs: &[&str]) {
-    let mut c = Command::new(py);
-    c.arg("train.py").current_dir(repo).env("HOME", home).env("GIT_CONFIG_NOSYSTEM", "1");
-    if !kwargs.is_empty() {
-        c.arg("--kwargs").args(kwargs);
-    }
-    ok(c.output().expect("run python"), &format!("train.py {kwargs:?}"));
-}
-
-fn flor(repo: &Path, home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flor"))
-        .args(args)
-        .current_dir(repo)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("run flor")
-}
+mod support;
+use support::{flor, git, ok, python, train};
 
 /// Every file, symlink and folder below `dir` but `.git` and `.flor`, with
 /// its content (files), target (symlinks) or nothing (folders).

@@ -1,0 +1,70 @@
+//! Helpers shared by the end-to-end replay tests (`tests/replay.rs`,
+//! `tests/replay_isolation.rs`): the Python under test, git isolated from
+//! the user's configuration, real `python train.py` and `flor` processes.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The Python with `flordb` (`FLOR_TEST_PYTHON`); `None` skips the test
+/// with a message, except under CI, where it fails.
+pub(crate) fn python() -> Option<String> {
+    match std::env::var("FLOR_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "FLOR_TEST_PYTHON must name a Python with flordb installed (scripts/test.sh sets it)"
+            );
+            eprintln!("SKIPPED: set FLOR_TEST_PYTHON to a Python with flordb installed (scripts/test.sh does)");
+            None
+        }
+    }
+}
+
+/// Git isolated from the user's configuration.
+pub(crate) fn git_cmd(dir: &Path, home: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    c
+}
+
+pub(crate) fn git(dir: &Path, home: &Path, args: &[&str]) -> String {
+    let out = git_cmd(dir, home).args(args).output().expect("git is installed");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn train(py: &str, repo: &Path, home: &Path, kwargs: &[&str]) {
+    let mut c = Command::new(py);
+    c.arg("train.py").current_dir(repo).env("HOME", home).env("GIT_CONFIG_NOSYSTEM", "1");
+    if !kwargs.is_empty() {
+        c.arg("--kwargs").args(kwargs);
+    }
+    ok(c.output().expect("run python"), &format!("train.py {kwargs:?}"));
+}
+
+pub(crate) fn flor(repo: &Path, home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flor"))
+        .args(args)
+        .current_dir(repo)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run flor")
+}
