@@ -2,37 +2,14 @@
 //! git repositories; the `flor` binary queries them.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-fn profile_dir() -> PathBuf {
-    // target/<profile>/deps/e2e-<hash>
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target profile folder").to_owned()
-}
-
-/// The `sgd` example, built (or brought up to date) once per test process:
-/// `cargo test --test e2e` alone does not build examples.
-fn sgd_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", "sgd"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir().file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        if cfg!(feature = "duckdb") {
-            cmd.args(["--features", "duckdb"]);
-        }
-        let st = cmd.status().expect("run cargo build --example sgd");
-        assert!(st.success(), "building the sgd example failed");
-    });
-    profile_dir().join("examples").join(format!("sgd{}", std::env::consts::EXE_SUFFIX))
-}
+mod support;
+use support::sgd_bin;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

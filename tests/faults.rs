@@ -26,30 +26,10 @@ use std::time::{Duration, Instant};
 use flor::core::pause;
 use serde_json::Value as Json;
 
+mod support;
+use support::sgd_bin;
+
 // ------------------------------------------------------------------ helpers
-
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target profile folder").to_owned()
-}
-
-/// The `sgd` example, built once per test process.
-fn sgd_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", "sgd"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir().file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        if cfg!(feature = "duckdb") {
-            cmd.args(["--features", "duckdb"]);
-        }
-        assert!(cmd.status().expect("run cargo build --example sgd").success(), "building the sgd example failed");
-    });
-    profile_dir().join("examples").join(format!("sgd{}", std::env::consts::EXE_SUFFIX))
-}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

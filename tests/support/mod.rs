@@ -1,9 +1,10 @@
-//! Helpers shared by the end-to-end replay tests (`tests/replay.rs`,
-//! `tests/replay_isolation.rs`): the Python under test, git isolated from
-//! the user's configuration, real `python train.py` and `flor` processes.
+//! Helpers shared by the end-to-end tests (`tests/replay.rs`,
+//! `tests/replay_isolation.rs`, `tests/e2e.rs`, `tests/faults.rs`): the
+//! Python under test, git isolated from the user's configuration, real
+//! `python train.py`, `flor` and `sgd` example processes.
 #![allow(dead_code)] // each test file uses its own part
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The Python with `flordb` (`FLOR_TEST_PYTHON`); `None` skips the test
@@ -67,4 +68,30 @@ pub(crate) fn flor(repo: &Path, home: &Path, args: &[&str]) -> Output {
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .output()
         .expect("run flor")
+}
+
+/// The profile folder of the running test executable
+/// (`target/<profile>/deps/<test>-<hash>` → `target/<profile>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target profile folder").to_owned()
+}
+
+/// The `sgd` example, built (or brought up to date) once per test process:
+/// `cargo test --test NAME` alone does not build examples.
+pub(crate) fn sgd_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", "sgd"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir().file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if cfg!(feature = "duckdb") {
+            cmd.args(["--features", "duckdb"]);
+        }
+        assert!(cmd.status().expect("run cargo build --example sgd").success(), "building the sgd example failed");
+    });
+    profile_dir().join("examples").join(format!("sgd{}", std::env::consts::EXE_SUFFIX))
 }
