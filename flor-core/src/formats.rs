@@ -80,6 +80,15 @@ pub enum FormatError {
     /// No format of this name is registered.
     #[error("no checkpoint format named `{0}` is registered")]
     Unknown(String),
+    /// The plugin behind a format failed: it trapped, ran past its deadline
+    /// or memory cap, or answered outside its interface.
+    #[error("{format}: plugin failed: {what}")]
+    Plugin {
+        /// Format name.
+        format: String,
+        /// What happened, naming the plugin.
+        what: String,
+    },
 }
 
 impl FormatError {
@@ -99,7 +108,7 @@ impl FormatError {
             FormatError::Malformed { offset, .. }
             | FormatError::Read { offset, .. }
             | FormatError::InvalidLayout { offset, .. } => Some(*offset),
-            FormatError::Unknown(_) => None,
+            FormatError::Unknown(_) | FormatError::Plugin { .. } => None,
         }
     }
 }
@@ -432,6 +441,19 @@ impl Layout {
     }
 }
 
+/// Which plugin implements a format: recorded in the manifest of every
+/// object the format cut, so a chunked object says what produced it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// The plugin's name (`pytorch`).
+    pub plugin: String,
+    /// The plugin's version (`0.1.0`).
+    pub version: String,
+    /// The BLAKE3 digest of the plugin's WebAssembly component.
+    pub digest: String,
+}
+
 /// A checkpoint format at the byte level: its name, how to recognize its
 /// objects, and where their tensors lie. Nothing here encodes or decodes
 /// state; the host hashes, compresses and reassembles.
@@ -509,6 +531,13 @@ pub trait CheckpointFormat: Send + Sync {
     /// of successive checkpoints are stored once.
     fn chunk_boundaries(&self, src: &dyn ByteSource, layout: &Layout) -> Result<Vec<u64>, FormatError> {
         Ok(layout.boundaries(src.len()))
+    }
+
+    /// The plugin that implements this format, recorded in the manifests
+    /// of the objects it cut; `None` (the default) for a format compiled
+    /// into flor.
+    fn provenance(&self) -> Option<Provenance> {
+        None
     }
 }
 

@@ -410,8 +410,13 @@ impl ObjectStore {
             chunks.push(self.put_range(src, spool, range)?);
         }
         // Chunks first, the manifest last: its rename publishes the object.
-        let manifest =
-            Manifest { format: format.name().to_owned(), bytes: id.bytes, digest: id.digest.clone(), chunks };
+        let manifest = Manifest {
+            format: format.name().to_owned(),
+            bytes: id.bytes,
+            digest: id.digest.clone(),
+            chunks,
+            plugin: format.provenance(),
+        };
         let tmp = self.temp()?;
         fs::write(&tmp.path, manifest.encode()).map_err(|e| Error::io("write", &tmp.path, e))?;
         self.install(tmp, &id.digest)

@@ -473,6 +473,24 @@ pub trait LanguagePropagator: Send + Sync {
 pub struct Registry {
     /// In registration order; searched from the end.
     propagators: Vec<Arc<dyn LanguagePropagator>>,
+    /// Extra source checks (framework plugins), asked after the propagator.
+    checkers: Vec<Arc<dyn SourceChecker>>,
+}
+
+/// Source checks beyond a language propagator's own: what a framework
+/// plugin knows about its framework's idioms (a PRNG key split in the loop
+/// but not checkpointed, nondeterministic kernels switched on).
+/// [`Registry::add_checker`] adds one; [`Registry::lint`] asks every
+/// checker after the file's propagator.
+pub trait SourceChecker: Send + Sync {
+    /// Who checks, for messages (`plugin pytorch 0.1.0`).
+    fn name(&self) -> String;
+
+    /// The findings for a script in `language` (a propagator's
+    /// [`language`](LanguagePropagator::language)); `path` is for messages.
+    /// A checker that cannot answer (a plugin that trapped) says why in
+    /// the error, which names the checker; callers show it and go on.
+    fn check(&self, language: &str, path: &Path, source: &str) -> Result<Vec<Finding>, String>;
 }
 
 impl Registry {
@@ -524,14 +542,45 @@ impl Registry {
         out
     }
 
-    /// The source checks of the script at `path` (the findings of its
-    /// propagator's [`lint`](LanguagePropagator::lint)); empty when no
-    /// propagator handles the file.
+    /// Adds a source checker (a framework plugin's lint), asked by
+    /// [`Registry::lint`] after the file's propagator.
+    pub fn add_checker(&mut self, checker: Arc<dyn SourceChecker>) -> &mut Self {
+        self.checkers.push(checker);
+        self
+    }
+
+    /// The source checkers, in the order they were added.
+    pub fn checkers(&self) -> impl Iterator<Item = &dyn SourceChecker> + '_ {
+        self.checkers.iter().map(|c| &**c)
+    }
+
+    /// The source checks of the script at `path`: the findings of its
+    /// propagator's [`lint`](LanguagePropagator::lint), then each
+    /// [`SourceChecker`]'s for the propagator's language, sorted by line
+    /// and column; empty when no propagator handles the file. A checker
+    /// that fails is skipped; [`Registry::lint_with_failures`] says which.
     pub fn lint(&self, path: &Path, source: &str) -> Result<Vec<Finding>, PropagateError> {
-        match self.for_path(path) {
-            Some(p) => p.lint(source),
-            None => Ok(Vec::new()),
+        self.lint_with_failures(path, source).map(|(findings, _)| findings)
+    }
+
+    /// [`Registry::lint`], plus the checkers that failed, as
+    /// `(checker name, why)`.
+    pub fn lint_with_failures(
+        &self,
+        path: &Path,
+        source: &str,
+    ) -> Result<(Vec<Finding>, Vec<(String, String)>), PropagateError> {
+        let Some(p) = self.for_path(path) else { return Ok((Vec::new(), Vec::new())) };
+        let mut findings = p.lint(source)?;
+        let mut failures = Vec::new();
+        for c in &self.checkers {
+            match c.check(p.language(), path, source) {
+                Ok(f) => findings.extend(f),
+                Err(why) => failures.push((c.name(), why)),
+            }
         }
+        findings.sort_by_key(|f| (f.line, f.column));
+        Ok((findings, failures))
     }
 
     /// Whether no propagator is registered.
@@ -542,7 +591,10 @@ impl Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.propagators.iter().map(|p| (p.language(), p.extensions()))).finish()
+        f.debug_struct("Registry")
+            .field("propagators", &self.propagators.iter().map(|p| (p.language(), p.extensions())).collect::<Vec<_>>())
+            .field("checkers", &self.checkers.iter().map(|c| c.name()).collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -587,12 +639,43 @@ mod tests {
         assert_eq!(r.for_path(Path::new("a.py")).map(|p| p.language()), Some("python"));
         assert!(r.for_path(Path::new("b.pyw")).is_none());
         assert_eq!(r.for_language("mypy").map(|p| p.extensions()), Some(&["py", "pyi"][..]));
-        assert_eq!(format!("{r:?}"), r#"[("mypy", ["py", "pyi"]), ("python", ["py"])]"#);
+        assert_eq!(
+            format!("{r:?}"),
+            r#"Registry { propagators: [("mypy", ["py", "pyi"]), ("python", ["py"])], checkers: [] }"#
+        );
     }
 
     #[test]
     fn startup_probe_defaults_to_none() {
         assert_eq!(Fake("x", &[]).startup_probe(), None);
+    }
+
+    struct Checker(Result<Vec<Finding>, String>);
+
+    impl SourceChecker for Checker {
+        fn name(&self) -> String {
+            "checker".into()
+        }
+        fn check(&self, language: &str, _: &Path, _: &str) -> Result<Vec<Finding>, String> {
+            assert_eq!(language, "x");
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn checkers_join_the_propagators_findings_sorted_and_failures_are_reported() {
+        let mut r = Registry::new().with(Arc::new(Fake("x", &["x"])));
+        r.add_checker(Arc::new(Checker(Ok(vec![
+            Finding::new(9, 1, "fw::late", Severity::Warning, "m"),
+            Finding::new(2, 4, "fw::early", Severity::Note, "m"),
+        ]))));
+        r.add_checker(Arc::new(Checker(Err("trapped".into()))));
+        let (found, failed) = r.lint_with_failures(Path::new("a.x"), "s").unwrap();
+        assert_eq!(found.iter().map(|f| f.code.as_str()).collect::<Vec<_>>(), ["fw::early", "fw::late"]);
+        assert_eq!(failed, [("checker".to_owned(), "trapped".to_owned())]);
+        assert_eq!(r.lint(Path::new("a.x"), "s").unwrap().len(), 2);
+        // No propagator for the file: no checker is asked either.
+        assert_eq!(r.lint(Path::new("a.y"), "s"), Ok(vec![]));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::formats::Provenance;
 
 /// The first line of every manifest file. A monolithic object's file starts
 /// with a zstd frame (`28 b5 2f fd`), never with this.
@@ -28,6 +29,9 @@ pub struct Manifest {
     pub digest: String,
     /// The chunks, in order.
     pub chunks: Vec<ChunkRef>,
+    /// The plugin behind `format`, when it is not compiled into flor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<Provenance>,
 }
 
 /// One chunk of a [`Manifest`].

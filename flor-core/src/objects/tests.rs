@@ -539,6 +539,7 @@ fn nested_manifests_must_agree_on_lengths() {
             ChunkRef { digest: a.digest.clone(), bytes: 100 },
             ChunkRef { digest: b.digest.clone(), bytes: 50 },
         ],
+        plugin: None,
     };
     let path = store.path_of(&digest).unwrap();
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -554,6 +555,7 @@ fn nested_manifests_must_agree_on_lengths() {
         bytes: outer_bytes,
         digest: outer_digest.clone(),
         chunks: vec![ChunkRef { digest: digest.clone(), bytes: 10 }, ChunkRef { digest, bytes: 10 }],
+        plugin: None,
     };
     let path = store.path_of(&outer_digest).unwrap();
     fs::create_dir_all(path.parent().unwrap()).unwrap();
