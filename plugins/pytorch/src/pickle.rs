@@ -1,7 +1,7 @@
 //! A small pickle reader: enough of protocols 2 to 5 (and the protocol 0/1
 //! opcodes they still allow) for what `torch.save` writes — dicts,
 //! `OrderedDict`s, lists, tuples, numbers, strings, persistent storage ids
-//! and `torch._utils._rebuild_*` calls — into a value tree. It never runs
+//! and `torch._utils._rebuild_*` calls (v2 and v3) — into a value tree. It never runs
 //! anything: a call to an unknown global becomes an opaque object.
 //!
 //! Hostile input is bounded: the pickle's length (by the caller), the
@@ -39,6 +39,10 @@ pub struct TensorRef {
     pub shape: Vec<u64>,
     /// Strides, in elements.
     pub stride: Vec<u64>,
+    /// Its dtype's torch name (`float8_e4m3fn`) when the call gave one
+    /// (`_rebuild_tensor_v3`, for dtypes without a typed storage class);
+    /// otherwise the storage type says.
+    pub dtype: Option<String>,
     /// The pickle byte of the call that built it.
     pub at: u64,
 }
@@ -438,7 +442,11 @@ impl Run<'_> {
             ("collections", "OrderedDict" | "defaultdict") | ("builtins" | "__builtin__", "dict") => {
                 Ok(self.new_obj(Obj::Dict(Vec::new())))
             }
-            ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => rebuild_tensor(args, at),
+            ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => rebuild_tensor(args, None, at),
+            ("torch._utils", "_rebuild_tensor_v3") => match args.get(6) {
+                Some(Value::Global(g)) if g.0 == "torch" => rebuild_tensor(args, Some(g.1.clone()), at),
+                _ => Err(Error::malformed(at, "_rebuild_tensor_v3 without a torch dtype as its 7th argument")),
+            },
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
                 Ok(args.first().cloned().unwrap_or(Value::None))
             }
@@ -516,8 +524,9 @@ fn persistent(pid: &Value, at: u64) -> Result<Value> {
     }
 }
 
-/// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`.
-fn rebuild_tensor(args: &[Value], at: u64) -> Result<Value> {
+/// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`
+/// (`_rebuild_tensor_v3`: the same, then the dtype, given as `dtype`).
+fn rebuild_tensor(args: &[Value], dtype: Option<String>, at: u64) -> Result<Value> {
     let [storage, offset, size, stride, ..] = args else {
         return Err(Error::malformed(at, "_rebuild_tensor_v2 with fewer than 4 arguments"));
     };
@@ -537,6 +546,7 @@ fn rebuild_tensor(args: &[Value], at: u64) -> Result<Value> {
         offset: uint(offset, "a storage offset", at)?,
         shape,
         stride,
+        dtype,
         at,
     })))
 }

@@ -63,6 +63,27 @@ fn dtype(kind: &str) -> Option<(&'static str, u64)> {
     })
 }
 
+/// The interface's name and the item size of a torch dtype that
+/// `_rebuild_tensor_v3` names (those without a typed storage class); others
+/// kept as `torch.<name>`, their size as torch defines it.
+fn torch_dtype_name(name: &str) -> (String, u64) {
+    let (known, size) = match name {
+        "float8_e4m3fn" => ("f8_e4m3", 1),
+        "float8_e5m2" => ("f8_e5m2", 1),
+        "uint16" => ("u16", 2),
+        "uint32" => ("u32", 4),
+        "uint64" => ("u64", 8),
+        "complex32" | "chalf" => ("", 4),
+        "bits16" => ("", 2),
+        _ => ("", 1), // float8_*fnuz, bits8, bits1x8, bits2x4, bits4x2
+    };
+    if known.is_empty() {
+        (format!("torch.{name}"), size)
+    } else {
+        (known.to_owned(), size)
+    }
+}
+
 /// A storage entry's bytes.
 struct StorageEntry {
     data: u64,
@@ -193,18 +214,24 @@ fn place(name: &str, t: &TensorRef, storages: &HashMap<String, StorageEntry>) ->
     let entry = storages
         .get(&s.key)
         .ok_or_else(|| Error::malformed(at, format!("tensor `{name}`: no archive entry for storage `{}`", s.key)))?;
-    let (dtype, itemsize) = match dtype(&s.kind) {
-        Some((d, size)) => (d.to_owned(), size),
-        // An unknown storage type: its item size from the entry, its name kept.
-        None if s.numel > 0 && entry.len.is_multiple_of(s.numel) => (format!("torch.{}", s.kind), entry.len / s.numel),
+    let storage_itemsize = match dtype(&s.kind) {
+        Some((_, size)) => size,
+        None if s.kind == "UntypedStorage" => 1,
+        // An unknown storage type: its item size from the entry.
+        None if s.numel > 0 && entry.len.is_multiple_of(s.numel) => entry.len / s.numel,
         None => return Err(Error::malformed(at, format!("tensor `{name}`: unknown storage type `{}`", s.kind))),
     };
-    if s.numel.checked_mul(itemsize) != Some(entry.len) {
+    if s.numel.checked_mul(storage_itemsize) != Some(entry.len) {
         return Err(Error::malformed(
             at,
-            format!("storage `{}`: {} elements of {dtype} but its entry holds {} bytes", s.key, s.numel, entry.len),
+            format!("storage `{}`: {} elements of {} but its entry holds {} bytes", s.key, s.numel, s.kind, entry.len),
         ));
     }
+    let (dtype, itemsize) = match (&t.dtype, dtype(&s.kind)) {
+        (Some(torch_dtype), _) => torch_dtype_name(torch_dtype),
+        (None, Some((d, size))) => (d.to_owned(), size),
+        (None, None) => (format!("torch.{}", s.kind), storage_itemsize),
+    };
     let mut expect = 1u64;
     let mut contiguous = true;
     for (&d, &st) in t.shape.iter().zip(&t.stride).rev() {
@@ -216,18 +243,27 @@ fn place(name: &str, t: &TensorRef, storages: &HashMap<String, StorageEntry>) ->
     if !contiguous {
         return Ok(None);
     }
-    if t.offset.checked_add(numel).is_none_or(|end| end > s.numel) && numel > 0 {
+    let start = t.offset.checked_mul(itemsize);
+    let length = numel.checked_mul(itemsize);
+    let inside = match (start, length) {
+        (Some(a), Some(l)) => a.checked_add(l).is_some_and(|end| end <= entry.len) || l == 0,
+        _ => false,
+    };
+    if !inside {
         return Err(Error::malformed(
             at,
-            format!("tensor `{name}`: {numel} elements from {} run past its storage of {}", t.offset, s.numel),
+            format!(
+                "tensor `{name}`: {numel} elements of {dtype} from element {} run past its {}-byte storage",
+                t.offset, entry.len
+            ),
         ));
     }
     Ok(Some(Tensor {
         name: name.to_owned(),
         dtype,
         shape: t.shape.clone(),
-        offset: entry.data + t.offset.min(s.numel) * itemsize,
-        length: numel * itemsize,
+        offset: entry.data + start.unwrap_or(0).min(entry.len),
+        length: length.unwrap_or(0),
     }))
 }
 

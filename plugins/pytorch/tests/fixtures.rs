@@ -10,7 +10,8 @@ use flor_plugin_pytorch::PyTorch;
 use flor_plugin_sdk::{Plugin, Result, Source, Tensor};
 use serde_json::Value;
 
-const FIXTURES: [&str; 5] = ["mlp_state_dict", "adam_optimizer", "mixed_dtypes", "checkpoint", "plain_tensor"];
+const FIXTURES: [&str; 6] =
+    ["mlp_state_dict", "adam_optimizer", "mixed_dtypes", "checkpoint", "plain_tensor", "new_dtypes"];
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/torch")
