@@ -1,7 +1,9 @@
 //! A plugin built against `flor:plugin@0.9.0`: a copy of the real interface
 //! (`flor-plugins/wit/plugin.wit`) whose package version alone differs, in
-//! `wit/`. Its component imports `flor:plugin/source@0.9.0` and its
-//! `describe` says `0.9.0`: flor must refuse it, naming both versions.
+//! `wit/`. Its module's interface section names package
+//! `flor:plugin@0.9.0`, its component imports `flor:plugin/source@0.9.0`
+//! and its `describe` says `0.9.0`: flor must refuse it, naming both
+//! versions.
 //! The bindings exist on wasm32 only; natively this crate only checks that
 //! its interface copy has not drifted from the real one.
 
@@ -31,7 +33,10 @@ mod guest {
         }
 
         fn layout(format: String) -> Result<TensorLayout, String> {
-            Err(format!("unknown format `{format}`"))
+            // Uses the `source` import, so the component imports
+            // `flor:plugin/source@0.9.0` as a real plugin would.
+            let size = flor::plugin::source::size();
+            Err(format!("unknown format `{format}` ({size} bytes)"))
         }
 
         fn split(_format: String) -> Result<Vec<u64>, String> {

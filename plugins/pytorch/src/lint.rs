@@ -1,5 +1,6 @@
 //! PyTorch idioms that make a hindsight replay wrong, found by scanning
-//! tokens (the SDK's [`python`] scanner: strings and comments never match).
+//! tokens (the SDK's [`flor_plugin_sdk::python`] scanner: strings and
+//! comments never match).
 //!
 //! | code | severity | found |
 //! |------|----------|-------|

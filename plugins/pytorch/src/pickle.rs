@@ -198,6 +198,12 @@ impl Run<'_> {
 
     fn step(&mut self, op: u8, at: u64) -> Result<()> {
         match op {
+            b'N' | 0x88 | 0x89 | b'K' | b'M' | b'J' | 0x8a | 0x8b | b'G' | b'I' | b'L' | b'F' | b'X' | 0x8c | 0x8d
+            | b'B' | b'C' | 0x8e | 0x96 | b'T' | b'U' | b'S' | b'V' => self.literal(op, at)?,
+            b')' | 0x85..=0x87 | b't' | b']' | 0x8f | b'l' | 0x91 | b'}' | b'd' | b'a' | b'e' | 0x90 | b's' | b'u' => {
+                self.container(op, at)?
+            }
+            b'q' | b'r' | 0x94 | b'p' | b'h' | b'j' | b'g' => self.memo_op(op, at)?,
             0x80 => {
                 let v = self.c.u8()?;
                 if v > 5 {
@@ -213,6 +219,55 @@ impl Run<'_> {
                 let top = self.stack.last().cloned().ok_or_else(|| Error::malformed(at, "DUP of an empty stack"))?;
                 self.push(top, at)?;
             }
+            b'c' => {
+                let module = self.line()?.to_owned();
+                let name = self.line()?.to_owned();
+                self.push(Value::Global(Rc::new((module, name))), at)?;
+            }
+            0x93 => {
+                let name = self.pop(at)?;
+                let module = self.pop(at)?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => {
+                        self.push(Value::Global(Rc::new((m.to_string(), n.to_string()))), at)?
+                    }
+                    _ => return Err(Error::malformed(at, "STACK_GLOBAL of values that are not strings")),
+                }
+            }
+            b'Q' => {
+                let pid = self.pop(at)?;
+                let v = persistent(&pid, at)?;
+                self.push(v, at)?;
+            }
+            b'R' => {
+                let args = self.pop(at)?;
+                let func = self.pop(at)?;
+                let v = self.reduce(&func, &args, at)?;
+                self.push(v, at)?;
+            }
+            0x81 | 0x92 => {
+                if op == 0x92 {
+                    self.pop(at)?; // kwargs
+                }
+                self.pop(at)?; // args
+                let cls = self.pop(at)?;
+                let v = self.new_obj(Obj::Other(class_name(&cls)));
+                self.push(v, at)?;
+            }
+            b'b' => {
+                self.pop(at)?; // the state: attributes (`_metadata` of a state_dict), ignored
+                if self.stack.len() <= self.marks.last().copied().unwrap_or(0) {
+                    return Err(Error::malformed(at, "BUILD with nothing to build"));
+                }
+            }
+            _ => return Err(Error::malformed(at, format!("unsupported pickle opcode {op:#04x}"))),
+        }
+        Ok(())
+    }
+
+    /// Numbers, strings and bytes.
+    fn literal(&mut self, op: u8, at: u64) -> Result<()> {
+        match op {
             b'N' => self.push(Value::None, at)?,
             0x88 => self.push(Value::Bool(true), at)?,
             0x89 => self.push(Value::Bool(false), at)?,
@@ -260,6 +315,14 @@ impl Run<'_> {
                 let s: Rc<str> = self.line()?.into();
                 self.push(Value::Str(s), at)?;
             }
+            _ => unreachable_op(op, at)?,
+        }
+        Ok(())
+    }
+
+    /// Tuples, lists and dicts, and the opcodes that fill them.
+    fn container(&mut self, op: u8, at: u64) -> Result<()> {
+        match op {
             b')' => self.push(Value::Tuple(Rc::from(Vec::new())), at)?,
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -308,6 +371,14 @@ impl Run<'_> {
                 let items = self.pop_mark(at)?;
                 self.set_items(pairs(items, at)?, at)?;
             }
+            _ => unreachable_op(op, at)?,
+        }
+        Ok(())
+    }
+
+    /// The memo: PUT and GET in their forms.
+    fn memo_op(&mut self, op: u8, at: u64) -> Result<()> {
+        match op {
             b'q' => {
                 let i = self.c.u8()?;
                 self.put(i.into(), at)?;
@@ -344,48 +415,7 @@ impl Run<'_> {
                     .map_err(|_| Error::malformed(at, "a GET index that is not a number"))?;
                 self.get(i, at)?;
             }
-            b'c' => {
-                let module = self.line()?.to_owned();
-                let name = self.line()?.to_owned();
-                self.push(Value::Global(Rc::new((module, name))), at)?;
-            }
-            0x93 => {
-                let name = self.pop(at)?;
-                let module = self.pop(at)?;
-                match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => {
-                        self.push(Value::Global(Rc::new((m.to_string(), n.to_string()))), at)?
-                    }
-                    _ => return Err(Error::malformed(at, "STACK_GLOBAL of values that are not strings")),
-                }
-            }
-            b'Q' => {
-                let pid = self.pop(at)?;
-                let v = persistent(&pid, at)?;
-                self.push(v, at)?;
-            }
-            b'R' => {
-                let args = self.pop(at)?;
-                let func = self.pop(at)?;
-                let v = self.reduce(&func, &args, at)?;
-                self.push(v, at)?;
-            }
-            0x81 | 0x92 => {
-                if op == 0x92 {
-                    self.pop(at)?; // kwargs
-                }
-                self.pop(at)?; // args
-                let cls = self.pop(at)?;
-                let v = self.new_obj(Obj::Other(class_name(&cls)));
-                self.push(v, at)?;
-            }
-            b'b' => {
-                self.pop(at)?; // the state: attributes (`_metadata` of a state_dict), ignored
-                if self.stack.len() <= self.marks.last().copied().unwrap_or(0) {
-                    return Err(Error::malformed(at, "BUILD with nothing to build"));
-                }
-            }
-            _ => return Err(Error::malformed(at, format!("unsupported pickle opcode {op:#04x}"))),
+            _ => unreachable_op(op, at)?,
         }
         Ok(())
     }
@@ -457,6 +487,11 @@ impl Run<'_> {
             (m, n) => Ok(self.new_obj(Obj::Other(format!("{m}.{n}")))),
         }
     }
+}
+
+/// The dispatch in `step` sends each opcode to the helper that handles it.
+fn unreachable_op(op: u8, at: u64) -> Result<()> {
+    Err(Error::malformed(at, format!("pickle opcode {op:#04x} dispatched to the wrong handler")))
 }
 
 fn class_name(v: &Value) -> String {

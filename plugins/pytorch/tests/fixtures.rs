@@ -79,6 +79,8 @@ fn names_follow_the_saved_objects_keys() {
         ["model.fc.weight", "model.fc.bias", "optimizer.state.0.momentum_buffer", "optimizer.state.1.momentum_buffer"]
     );
     assert_eq!(names("plain_tensor"), ["tensor"]);
+    // Views of one storage: a larger or earlier view wins the shared bytes.
+    assert_eq!(names("views"), ["first8", "tail"]);
     // The transposed view `square_t` is not C-contiguous: not reported.
     assert!(!names("mixed_dtypes").contains(&"square_t".to_owned()));
 }
