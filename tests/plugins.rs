@@ -107,7 +107,10 @@ with flor.checkpointing(w=w):
 ";
     // The script never runs torch: recording only needs flordb, so a stub
     // module stands in for it.
-    std::fs::write(root.join("torch.py"), "class backends:\n    class cudnn:\n        benchmark = False\n").unwrap();
+    let stub = "class backends:\n    class cudnn:\n        benchmark = False\n\n\nclass cuda:\n    \
+                is_available = staticmethod(lambda: False)\n\n\ndef get_rng_state():\n    return 0\n\n\n\
+                def set_rng_state(state):\n    pass\n";
+    std::fs::write(root.join("torch.py"), stub).unwrap();
     std::fs::write(root.join("train.py"), script).unwrap();
     git(root, home.path(), &["add", "-A"]);
     git(root, home.path(), &["commit", "-qm", "v1"]);

@@ -195,10 +195,9 @@ fn an_incompatible_interface_version_is_refused_naming_both() {
 #[test]
 fn files_that_are_not_plugins_are_refused() {
     let cache = cache();
-    for (bytes, want) in [
-        (b"PK\x03\x04 a zip".to_vec(), "not WebAssembly"),
-        (b"\0asm\x01\0\0\0".to_vec(), "no export `describe`"),
-    ] {
+    for (bytes, want) in
+        [(b"PK\x03\x04 a zip".to_vec(), "not WebAssembly"), (b"\0asm\x01\0\0\0".to_vec(), "no export `describe`")]
+    {
         let e = Plugin::load(&bytes, Origin::File("x.wasm".into()), limits(), Some(cache.path())).unwrap_err();
         assert!(matches!(e, Error::Invalid { .. }), "{e}");
         assert!(e.to_string().contains(want), "{e}");
