@@ -5,9 +5,10 @@ that reproduces its values bit for bit.
 Needs jax, flax and optax (``scripts/test.sh`` installs them); without them
 the tests are skipped, except under CI, where they fail. The replay test
 runs the ``flor`` binary (``FLOR_BIN``, else the workspace's debug build,
-built when missing).
+which it brings up to date with cargo).
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -185,17 +186,16 @@ def test_flax_training_state_is_stored_as_flor_pytree_and_restored_bit_for_bit(r
     assert len({json.dumps(e) for e in recorded}) == 4
 
 
+@functools.lru_cache(maxsize=None)
 def _flor_bin():
-    """The flor binary: FLOR_BIN, else the workspace's debug build (built
-    with cargo when missing)."""
+    """The flor binary: FLOR_BIN, else the workspace's debug build, brought
+    up to date with cargo (a no-op after `cargo test --workspace`)."""
     if os.environ.get("FLOR_BIN"):
         return os.environ["FLOR_BIN"]
     root = Path(__file__).resolve().parents[2]
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "flor"], cwd=root, check=True, timeout=3600)
     target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
-    path = target / "debug" / "flor"
-    if not path.exists():
-        subprocess.run(["cargo", "build", "--quiet", "--bin", "flor"], cwd=root, check=True, timeout=3600)
-    return str(path)
+    return str(target / "debug" / "flor")
 
 
 def _flor(repo, *args):
