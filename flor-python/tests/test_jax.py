@@ -22,6 +22,10 @@ if not os.environ.get("CI"):
     for _module in ("jax", "flax", "optax"):
         pytest.importorskip(_module)
 
+# Where cargo and rustup live, read before the tests isolate HOME.
+_RUSTUP_HOME = os.environ.get("RUSTUP_HOME") or os.path.expanduser("~/.rustup")
+_CARGO_HOME = os.environ.get("CARGO_HOME") or os.path.expanduser("~/.cargo")
+
 SLOW = 10 * TIMEOUT  # jax's first compilations take seconds on a loaded 2-core machine
 
 # Written into the test repository: a description of a pytree that tells
@@ -193,7 +197,9 @@ def _flor_bin():
     if os.environ.get("FLOR_BIN"):
         return os.environ["FLOR_BIN"]
     root = Path(__file__).resolve().parents[2]
-    subprocess.run(["cargo", "build", "--quiet", "--bin", "flor"], cwd=root, check=True, timeout=3600)
+    # The tests' HOME is an empty folder: cargo and rustup keep their own.
+    env = dict(os.environ, RUSTUP_HOME=_RUSTUP_HOME, CARGO_HOME=_CARGO_HOME)
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "flor"], cwd=root, env=env, check=True, timeout=3600)
     target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
     return str(target / "debug" / "flor")
 
