@@ -5,9 +5,10 @@ that reproduces its values bit for bit.
 Needs jax, flax and optax (``scripts/test.sh`` installs them); without them
 the tests are skipped, except under CI, where they fail. The replay test
 runs the ``flor`` binary (``FLOR_BIN``, else the workspace's debug build,
-built when missing).
+which it brings up to date with cargo).
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -20,6 +21,10 @@ from conftest import TIMEOUT, dataframe, git, query, run_python, run_script, wri
 if not os.environ.get("CI"):
     for _module in ("jax", "flax", "optax"):
         pytest.importorskip(_module)
+
+# Where cargo and rustup live, read before the tests isolate HOME.
+_RUSTUP_HOME = os.environ.get("RUSTUP_HOME") or os.path.expanduser("~/.rustup")
+_CARGO_HOME = os.environ.get("CARGO_HOME") or os.path.expanduser("~/.cargo")
 
 SLOW = 10 * TIMEOUT  # jax's first compilations take seconds on a loaded 2-core machine
 
@@ -185,17 +190,18 @@ def test_flax_training_state_is_stored_as_flor_pytree_and_restored_bit_for_bit(r
     assert len({json.dumps(e) for e in recorded}) == 4
 
 
+@functools.lru_cache(maxsize=None)
 def _flor_bin():
-    """The flor binary: FLOR_BIN, else the workspace's debug build (built
-    with cargo when missing)."""
+    """The flor binary: FLOR_BIN, else the workspace's debug build, brought
+    up to date with cargo (a no-op after `cargo test --workspace`)."""
     if os.environ.get("FLOR_BIN"):
         return os.environ["FLOR_BIN"]
     root = Path(__file__).resolve().parents[2]
+    # The tests' HOME is an empty folder: cargo and rustup keep their own.
+    env = dict(os.environ, RUSTUP_HOME=_RUSTUP_HOME, CARGO_HOME=_CARGO_HOME)
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "flor"], cwd=root, env=env, check=True, timeout=3600)
     target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
-    path = target / "debug" / "flor"
-    if not path.exists():
-        subprocess.run(["cargo", "build", "--quiet", "--bin", "flor"], cwd=root, check=True, timeout=3600)
-    return str(path)
+    return str(target / "debug" / "flor")
 
 
 def _flor(repo, *args):
@@ -235,3 +241,184 @@ def test_replay_of_a_flax_run_reproduces_its_values_bit_for_bit(repo, tmp_path):
     assert len({(r[0], r[3]) for r in got if r[3] is not None}) == 4  # one per epoch
     flagged = query(repo, "SELECT count(*) AS n FROM logs WHERE diverged = 1")
     assert flagged == [{"n": 0}]
+
+
+ROUND_TRIP = """
+import collections, io, json
+import jax, jax.numpy as jnp, ml_dtypes, numpy as np
+from flax import struct
+from flax.core import FrozenDict
+from flordb import _Stream, _pytree
+from jaxdesc import describe
+
+Pair = collections.namedtuple("Pair", "left right")
+
+@struct.dataclass
+class Train:
+    params: dict
+    step: int
+    name: str = struct.field(pytree_node=False, default="run")
+
+tree = {
+    "z_first": jnp.arange(6, dtype=jnp.bfloat16).reshape(2, 3),
+    "a_second": {"weak": jnp.asarray(1.5), "f16": jnp.ones(3, jnp.float16), "i8": jnp.arange(4, dtype=jnp.int8),
+                 "bool": jnp.asarray([True, False]), "c64": jnp.asarray([1 + 2j], jnp.complex64)},
+    "keys": [jax.random.key(1), jax.random.key(2, impl="rbg"), jax.random.split(jax.random.key(3), 3),
+             jax.random.PRNGKey(4)],
+    "numpy": (np.arange(5, dtype=">i4"), np.ones((0, 3), np.float32), np.float32(2.5), np.int64(-7),
+              np.asarray(7, ml_dtypes.float8_e4m3fn), np.arange(4, dtype=ml_dtypes.int4)),
+    "scalars": Pair(left=[1, -(1 << 70), 0.1, float("nan"), True], right=None),
+    "frozen": FrozenDict({"b": jnp.ones(2), "a": jnp.zeros(2)}),
+    "state": Train(params={"w": jnp.ones((2, 2))}, step=3, name="custom"),
+}
+
+class Buf:
+    def __init__(self):
+        self.b = bytearray()
+    def write(self, d):
+        self.b += d
+        return len(d)
+
+planned = _pytree.plan(tree)
+buf = Buf()
+_pytree.write(planned, _Stream(buf))
+data = bytes(buf.b)
+back = _pytree.load(data)
+head = json.loads(data[16 : 16 + int.from_bytes(data[8:16], "little")])
+out = {
+    "same": describe(back) == describe(tree),
+    "order": list(back) == list(tree) and list(back["a_second"]) == list(tree["a_second"]),
+    "types": [type(back["state"]).__name__, back["state"].name, type(back["frozen"]).__name__,
+              type(back["scalars"]).__name__],
+    "aligned": all(leaf["offset"] % 64 == 0 for leaf in head["leaves"]),
+    "end": head["leaves"][-1]["offset"] + head["leaves"][-1]["length"] == len(data),
+    "dtypes": {leaf["path"]: leaf["dtype"] for leaf in head["leaves"]},
+    "kinds": sorted({leaf["kind"] for leaf in head["leaves"]}),
+    "impls": sorted({leaf.get("impl", "") for leaf in head["leaves"]}),
+    "not_trees": [_pytree.plan(x) is None for x in
+                  ({"a": 1, "b": 2.0}, ["text", np.ones(2)], {"f": print, "w": np.ones(2)}, np.ones(2).tolist(),
+                   {"obj": object(), "w": jnp.ones(2)}, {"s": {1, 2}, "w": jnp.ones(1)})],
+}
+errors = []
+for bad in (data[:100], b"FLORTREE" + (10**9).to_bytes(8, "little"), data.replace(b'"version":1', b'"version":9', 1)):
+    try:
+        _pytree.load(bad)
+    except _pytree.FormatError as e:
+        errors.append(str(e))
+out["errors"] = errors
+print("@@" + json.dumps(out))
+"""
+
+
+def test_every_leaf_kind_round_trips_through_flor_pytree_exactly(repo):
+    _setup(repo)
+    out = json.loads(run_python(repo, ROUND_TRIP).stdout.rsplit("@@", 1)[1])
+    assert out["same"] and out["order"], out
+    assert out["types"] == ["Train", "custom", "FrozenDict", "Pair"]
+    assert out["aligned"] and out["end"]
+    d = out["dtypes"]
+    assert d["z_first"] == "bf16" and d["a_second/weak"] == "f32" and d["a_second/c64"] == "c64"
+    assert d["numpy/0"] == "i32"  # big-endian on disk as little-endian, restored as >i4 (same = True above)
+    assert d["numpy/4"] == "f8_e4m3" and d["numpy/5"] == "int4"  # a type flor has no statistics for: numpy's name
+    assert d["scalars/left/0"] == "i64" and d["scalars/left/1"] == "pyint" and d["scalars/left/4"] == "bool"
+    assert d["keys/1"] == "u32" and d["state/params/w"] == "f32"
+    assert out["kinds"] == ["bool", "float", "int", "jax", "key", "npscalar", "numpy"]
+    assert out["impls"] == ["", "rbg", "threefry2x32"]
+    assert out["not_trees"] == [True] * 6  # no array, a string, a function, no array, an object, a set
+    assert len(out["errors"]) == 3
+    assert "past the end" in out["errors"][1] and "newer flordb" in out["errors"][2]
+
+
+FORMATS = """
+import sys
+import numpy as np
+import flordb as flor
+
+if "--jax" in sys.argv:
+    import jax.numpy as jnp
+plain = {"step": 0, "name": "x"}
+items = [1, 2]
+arr = np.zeros(3)
+with flor.checkpointing(plain=plain, items=items, arr=arr):
+    for epoch in flor.loop("epoch", range(2)):
+        plain["step"] += 1
+        arr += 1
+"""
+
+
+@pytest.mark.parametrize("with_jax", [False, True])
+def test_plain_objects_keep_pickle_and_arrays_take_flor_pytree_only_with_jax(repo, with_jax):
+    run_script(repo, FORMATS, *(["--jax"] if with_jax else []), timeout=SLOW)
+    rows = query(repo, "SELECT DISTINCT name, format FROM checkpoints ORDER BY name")
+    formats = {r["name"]: r["format"] for r in rows}
+    assert formats["plain"] == "pickle" and formats["items"] == "pickle" and formats["__rng__"] == "pickle"
+    assert formats["arr"] == ("flor.pytree" if with_jax else "pickle")
+    restore = """
+    import numpy as np
+    import flordb as flor
+    (t,) = [r["tstamp"] for r in flor.query("SELECT tstamp FROM runs")]
+    arr = np.full(3, -1.0)
+    assert flor.load_checkpoint(t, "arr", into=arr) is arr
+    print(arr.tolist(), flor.load_checkpoint(t, "plain"))
+    """
+    assert run_python(repo, restore, hide_pandas=True).stdout.strip() == "[2.0, 2.0, 2.0] {'step': 2, 'name': 'x'}"
+
+
+TRAIN_STATE = """
+import json
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+import flordb as flor
+from jaxdesc import describe
+
+
+def fresh():
+    model = nn.Dense(3)
+    params = model.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+    return {"train": train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(0.1)),
+            "key": jax.random.key(1)}
+
+
+@jax.jit
+def step(ts, key):
+    x = jax.random.normal(key, (8, 4))
+    grads = jax.grad(lambda p: (ts.apply_fn({"params": p}, x) ** 2).mean())(ts.params)
+    return ts.apply_gradients(grads=grads)
+
+
+box = fresh()  # a TrainState holds optax's functions: not picklable, kept in a dict the loop updates
+with flor.checkpointing(box=box):
+    for epoch in flor.loop("epoch", range(3)):
+        box["key"], sub = jax.random.split(box["key"])
+        box["train"] = step(box["train"], sub)
+        flor.log("w0", float(box["train"].params["kernel"][0, 0]))
+final = describe(box)
+flor.commit()
+
+(t,) = flor.query("SELECT tstamp FROM runs")["tstamp"].tolist()
+try:
+    flor.load_checkpoint(t, "box")
+    refused = None
+except flor.FlorError as e:
+    refused = str(e)
+target = fresh()
+same = flor.load_checkpoint(t, "box", into=target) is target
+print("@@" + json.dumps({"refused": refused, "same": same, "final": final, "restored": describe(target),
+                         "format": flor.query("SELECT DISTINCT format FROM checkpoints WHERE name = 'box'")["format"].tolist()}))
+"""
+
+
+def test_a_flax_train_state_restores_into_an_object_of_its_structure(repo):
+    _setup(repo)
+    out = json.loads(run_script(repo, TRAIN_STATE, timeout=SLOW).stdout.rsplit("@@", 1)[1])
+    assert out["format"] == ["flor.pytree"]
+    assert "into=obj" in out["refused"] and "TrainState" in out["refused"]
+    assert out["same"]
+    # Leaves and dict orders; the static data (optax's functions) is the target's own.
+    assert out["restored"]["leaves"] == out["final"]["leaves"]
+    assert out["restored"]["order"] == out["final"]["order"]
+    assert any(leaf[0] == "['train'].step" and leaf[1] == "ArrayImpl" for leaf in out["final"]["leaves"])

@@ -313,6 +313,11 @@ def _load_bytes(data, fmt):
 
 def _restore(obj, state, fmt):
     """Puts ``state`` into ``obj`` in place, so references stay valid."""
+    if isinstance(state, _pytree.Leaves):  # stored without its structure: take obj's
+        try:
+            state = state.rebuild(obj)
+        except _pytree.FormatError as e:
+            raise FlorError(f"cannot restore a {fmt} checkpoint into a {type(obj).__name__}: {e}") from None
     if fmt.endswith("state_dict"):
         obj.load_state_dict(state)
     elif isinstance(obj, random.Random):  # its state lives in C, not in __dict__
@@ -353,6 +358,12 @@ def load_checkpoint(tstamp, name=None, into=None):
     state = _load_bytes(_flor.object_bytes(_cwd(), c["digest"]), c["format"])
     if name == "__rng__" and into is None:
         return state
+    if into is None and isinstance(state, _pytree.Leaves):
+        raise FlorError(
+            f"checkpoint {name!r} of run {tstamp} was stored without its structure (its static data, such as a "
+            "TrainState's optimizer functions, cannot be pickled): restore it into an object of the same "
+            f"structure, load_checkpoint({str(tstamp)!r}, {name!r}, into=obj)"
+        )
     return _restore(into, state, c["format"]) if into is not None else state
 
 

@@ -47,6 +47,11 @@ Per leaf, in flattening order (its index is its number in the structure):
 
 The structure is the pytree with every leaf replaced by its index (an
 ``int``), pickled: containers and their static data only, never arrays.
+When that static data cannot be pickled (a flax ``TrainState`` holds its
+optimizer's functions), the structure is left out (``"encoding": "none"``,
+length 0) and the checkpoint restores only into an object of the same
+structure (``load_checkpoint(..., into=state)``, and replays, which always
+restore in place).
 Plain dicts keep their insertion order; every other node (lists, tuples,
 namedtuples, ``None``, flax and optax nodes) is taken apart and rebuilt by
 ``jax.tree_util``. Jax arrays come back on the default device.
@@ -127,26 +132,35 @@ def _key_name(k):
 
 
 class _Leaf:
-    """A leaf to write: what it is and how to get its bytes."""
+    """A leaf to write: its header entry (less the offset) and how to get
+    its bytes -- bytes, or a function giving the array, called only when
+    the leaf is written (a device array is copied to the host then, one
+    leaf at a time)."""
 
     __slots__ = ("meta", "value")
 
     def __init__(self, meta, value):
-        self.meta = meta  # the header entry, less offset
-        self.value = value  # a C-contiguous little-endian ndarray, or bytes
+        self.meta = meta
+        self.value = value
+
+    def data(self):
+        return self.value if isinstance(self.value, bytes) else _bytes_view(self.value())
 
 
-def _array_leaf(path, kind, arr, extra):
+def _array_leaf(path, kind, dt, shape, get, extra):
     import numpy as np
 
-    dt = arr.dtype
+    dt = np.dtype(dt)
     if not _dtype_ok(dt):
         return None
     meta = {"path": path, "kind": kind, "dtype": _FLOR_DTYPES.get(dt.name, dt.name), "numpy": _numpy_name(dt)}
-    meta["shape"] = [int(d) for d in arr.shape]
+    meta["shape"] = [int(d) for d in shape]
     meta.update(extra)
-    meta["length"] = int(arr.size) * dt.itemsize
-    return _Leaf(meta, arr)
+    count = 1
+    for d in meta["shape"]:
+        count *= d
+    meta["length"] = count * dt.itemsize
+    return _Leaf(meta, get)
 
 
 def _scalar_leaf(path, x):
@@ -161,6 +175,15 @@ def _scalar_leaf(path, x):
     return _Leaf({"path": path, "kind": "int", "dtype": "pyint", "shape": [], "length": len(data)}, data)
 
 
+def _jax_leaf(path, x, jax, np):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(x))
+        shape = jax.eval_shape(jax.random.key_data, x)  # no computation, no transfer
+        return _array_leaf(path, "key", shape.dtype, shape.shape, lambda: np.asarray(jax.random.key_data(x)), {"impl": impl})
+    extra = {"weak": True} if getattr(x, "weak_type", False) else {}
+    return _array_leaf(path, "jax", x.dtype, x.shape, lambda: np.asarray(x), extra)
+
+
 def _leaf(path, x):
     """The leaf ``x`` at ``path``, or None when it is not one this format keeps."""
     if type(x) in (bool, int, float):
@@ -170,15 +193,11 @@ def _leaf(path, x):
     if np is None:
         return None
     if jax is not None and isinstance(x, jax.Array):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            impl = str(jax.random.key_impl(x))
-            return _array_leaf(path, "key", np.asarray(jax.random.key_data(x)), {"impl": impl})
-        extra = {"weak": True} if getattr(x, "weak_type", False) else {}
-        return _array_leaf(path, "jax", np.asarray(x), extra)
+        return _jax_leaf(path, x, jax, np)
     if type(x) is np.ndarray:
-        return _array_leaf(path, "numpy", x, {})
+        return _array_leaf(path, "numpy", x.dtype, x.shape, lambda: x, {})
     if isinstance(x, np.generic):
-        return _array_leaf(path, "npscalar", np.asarray(x), {})
+        return _array_leaf(path, "npscalar", x.dtype, (), lambda: np.asarray(x), {})
     return None
 
 
@@ -203,23 +222,35 @@ def _walk(x, path, leaves):
     return jtu.tree_unflatten(treedef, [_walk(c, path + (_key_name(k[-1]),), leaves) for k, c in kids])
 
 
-def plan(obj):
-    """``(structure pickle, leaves)`` when ``obj`` is a pytree this format
-    keeps (every leaf an array or a Python scalar, at least one array), else
-    None. Reads no array's bytes."""
-    if "jax" not in sys.modules:
-        return None
+def _skeleton(obj):
+    """``(skeleton, leaves)`` of a pytree this format keeps (every leaf an
+    array or a Python scalar), else None. Reads no array's bytes."""
     leaves = []
     try:
-        skeleton = _walk(obj, (), leaves)
+        return _walk(obj, (), leaves), leaves
     except (_NotATree, TypeError, ValueError, RecursionError):
         return None
+
+
+def plan(obj):
+    """``(structure, leaves)`` when ``obj`` is a pytree this format keeps
+    (every leaf an array or a Python scalar, at least one array), else
+    None. The structure is the skeleton pickled, or None when its static
+    data cannot be pickled (a flax ``TrainState`` holds its optimizer's
+    functions): such a checkpoint restores only into an object of the same
+    structure. Reads no array's bytes."""
+    if "jax" not in sys.modules:
+        return None
+    found = _skeleton(obj)
+    if found is None:
+        return None
+    skeleton, leaves = found
     if not any(leaf.meta["kind"] not in ("int", "float", "bool") for leaf in leaves):
         return None
     try:
         structure = pickle.dumps(skeleton, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # static data pickle cannot take: the whole object goes to pickle
-        return None
+    except Exception:  # functions and other static data pickle cannot take
+        structure = None
     return structure, leaves
 
 
@@ -227,8 +258,8 @@ def _header(structure, leaves, h):
     """The header text when it is ``h`` bytes long (offsets depend on it)."""
     at = 16 + h
     entries = []
-    s = {"offset": at, "length": len(structure), "encoding": "pickle"}
-    at += len(structure)
+    s = {"offset": at, "length": len(structure or b""), "encoding": "pickle" if structure is not None else "none"}
+    at += s["length"]
     for leaf in leaves:
         at = _align(at)
         entries.append(dict(leaf.meta, offset=at))
@@ -258,13 +289,16 @@ def write(planned, w):
             break
         h = need
     w.write(MAGIC + struct.pack("<Q", h) + text + b" " * (h - len(text)))
+    structure = structure or b""
     at = 16 + h + len(structure)
     w.write(structure)
     for leaf in leaves:
         pad = _align(at) - at
         if pad:
             w.write(bytes(pad))
-        data = leaf.value if isinstance(leaf.value, bytes) else _bytes_view(leaf.value)
+        data = leaf.data()
+        if len(data) != leaf.meta["length"]:  # an array changed while it was written
+            raise ValueError(f"leaf {leaf.meta['path']!r} has {len(data)} bytes, not {leaf.meta['length']}")
         w.write(data)
         at += pad + leaf.meta["length"]
 
@@ -374,14 +408,40 @@ def _fill(x, leaves):
     return jtu.tree_unflatten(treedef, [_fill(c, leaves) for c in kids])
 
 
+class Leaves(dict):
+    """A checkpoint stored without its structure (its static data could not
+    be pickled): its leaves by path, in flattening order. ``rebuild``
+    puts them into an object of the same structure."""
+
+    def rebuild(self, target):
+        """A pytree of ``target``'s structure holding these leaves."""
+        found = _skeleton(target)
+        if found is None:
+            raise FormatError(f"a {type(target).__name__} is not a pytree of arrays and scalars")
+        skeleton, leaves = found
+        want = [leaf.meta["path"] for leaf in leaves]
+        if len(set(want)) != len(want) or set(want) != set(self):  # matched by path: dict orders may differ
+            missing = sorted(set(want) - set(self))[:3]
+            extra = sorted(set(self) - set(want))[:3]
+            raise FormatError(
+                f"the checkpoint's leaves do not match the {type(target).__name__}'s "
+                f"(only the object has {missing}, only the checkpoint has {extra})"
+            )
+        return _fill(skeleton, [self[p] for p in want])
+
+
 def load(data):
-    """The pytree a ``flor.pytree`` object holds (``data``: its bytes)."""
+    """The pytree a ``flor.pytree`` object holds (``data``: its bytes); a
+    :class:`Leaves` when it was stored without its structure."""
     data = memoryview(data)
     head = _read_header(data)
     try:
-        off, n = _span(data, head["structure"], "the structure")
-        skeleton = pickle.loads(data[off : off + n])
+        s = head["structure"]
         leaves = [_read_leaf(data, meta) for meta in head["leaves"]]
+        if s.get("encoding") == "none":
+            return Leaves((meta["path"], leaf) for meta, leaf in zip(head["leaves"], leaves))
+        off, n = _span(data, s, "the structure")
+        skeleton = pickle.loads(data[off : off + n])
     except (KeyError, TypeError) as e:
         raise FormatError(f"the header is missing or mistypes a field: {e!r}") from None
     return _fill(skeleton, leaves)

@@ -46,7 +46,7 @@ pub fn sniff(head: &[u8]) -> bool {
     if !starts.is_some_and(|&b| matches!(b, 0xa0..=0xbf | 0xd9..=0xdb)) {
         return false;
     }
-    let mut w = Walker { c: Cursor::new(&head, 0), path: Vec::new(), tensors: Vec::new() };
+    let mut w = Walker { c: Cursor::new(&head, 0), path: Vec::new(), tensors: Vec::new(), strict: true };
     match w.value(0) {
         Ok(()) => w.c.pos() == head.len() as u64,
         Err(e) => matches!(e, Error::Truncated { .. }),
@@ -55,7 +55,7 @@ pub fn sniff(head: &[u8]) -> bool {
 
 /// The layout of a flax MessagePack checkpoint.
 pub fn layout(src: &dyn Source) -> Result<TensorLayout> {
-    let mut w = Walker { c: Cursor::new(src, 0), path: Vec::new(), tensors: Vec::new() };
+    let mut w = Walker { c: Cursor::new(src, 0), path: Vec::new(), tensors: Vec::new(), strict: false };
     w.value(0)?;
     if w.c.pos() != src.size() {
         return Err(Error::malformed(w.c.pos(), "bytes after the MessagePack value"));
@@ -81,6 +81,9 @@ struct Walker<'a> {
     c: Cursor<'a>,
     path: Vec<String>,
     tensors: Vec<Tensor>,
+    /// Sniffing: only keys flax writes (strings of printable UTF-8), so
+    /// another format's bytes that happen to parse are not taken for flax's.
+    strict: bool,
 }
 
 impl Walker<'_> {
@@ -166,6 +169,13 @@ impl Walker<'_> {
     /// A map key as text: a string, an integer, `None`/`True`/`False`.
     fn key(&mut self) -> Result<String> {
         let at = self.c.pos();
+        if self.strict {
+            let Head::Bytes(n) = self.head()? else {
+                return Err(Error::malformed(at, "a map key that is not a string"));
+            };
+            let text = String::from_utf8(self.c.bytes(n, MAX_TEXT)?).ok().filter(|t| !t.chars().any(char::is_control));
+            return text.ok_or_else(|| Error::malformed(at, "a map key that is not printable text"));
+        }
         let b = self.c.u8()?;
         let int = |w: &mut Self, n: usize, signed: bool| -> Result<String> {
             let v = w.c.be_uint(n)?;
@@ -279,5 +289,9 @@ mod tests {
         assert!(!sniff(b"\x80\x05\x95\x10\x00"));
         assert!(!sniff(b"\x93NUMPY\x01\x00"));
         assert!(!sniff(b"FLORTREE"));
+        // safetensors: a u64 header length whose bytes parse as MessagePack for a while.
+        let mut st = 0xa58c_u64.to_le_bytes().to_vec();
+        st.extend(br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#);
+        assert!(!sniff(&st[..st.len().min(64)]));
     }
 }

@@ -53,7 +53,11 @@
 //! restore), `shape`, `offset`, `length`. Bytes are little-endian, C order.
 //! The structure is the pytree with each leaf replaced by its index: a
 //! pickle of containers only, never arrays; only the Python front reads
-//! it. A reader refuses a version it does not know.
+//! it. When the pytree's static data cannot be pickled (a flax
+//! `TrainState` holds its optimizer's functions) the structure is empty
+//! (`"encoding": "none"`) and the Python front restores the leaves into an
+//! object of the same structure. A reader refuses a version it does not
+//! know.
 //!
 //! # Lint (`python`)
 //!

@@ -12,13 +12,11 @@
 
 use flor_plugin_sdk::{dtype::element_count, Error, Result, Source, Tensor};
 
-use crate::source::Cursor;
-
 /// The first six bytes.
 pub const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// The longest header read (numpy's own stay far below).
-const MAX_HEADER: u32 = 1 << 20;
+const MAX_HEADER: u64 = 1 << 20;
 
 /// An `.npy` header: where the elements start and what they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,21 +48,31 @@ impl Header {
 }
 
 /// The header of the `.npy` bytes at `base` (of at most `avail` bytes).
+/// Three small reads: an archive of many arrays costs no more per entry.
 pub fn header(src: &dyn Source, base: u64, avail: u64) -> Result<Header> {
-    let mut c = Cursor::new(src, base);
-    let fixed = c.array::<8>()?;
+    if avail < 10 {
+        return Err(Error::Truncated { offset: base, len: 10, size: base + avail });
+    }
+    let fixed = src.read_exact(base, 10)?;
     if &fixed[..6] != MAGIC {
         return Err(Error::malformed(base, "not a .npy array (no \\x93NUMPY magic)"));
     }
     let (len, at) = match fixed[6] {
-        1 => (c.le_uint(2)?, 10),
-        2 | 3 => (c.le_uint(4)?, 12),
+        1 => (u64::from(u16::from_le_bytes([fixed[8], fixed[9]])), 10),
+        2 | 3 if avail >= 12 => {
+            let more = src.read_exact(base + 10, 2)?;
+            (u64::from(u32::from_le_bytes([fixed[8], fixed[9], more[0], more[1]])), 12)
+        }
+        2 | 3 => return Err(Error::Truncated { offset: base + 10, len: 2, size: base + avail }),
         v => return Err(Error::malformed(base + 6, format!("unknown .npy version {v}.{}", fixed[7]))),
     };
+    if len > MAX_HEADER {
+        return Err(Error::limit(base + 8, format!("a {len}-byte .npy header"), MAX_HEADER));
+    }
     if at + len > avail {
         return Err(Error::Truncated { offset: base + at, len, size: base + avail });
     }
-    let text = c.bytes(len, MAX_HEADER)?;
+    let text = src.read_exact(base + at, len)?;
     let (descr, shape) = Parser { text: &text, pos: 0, base: base + at }.dict()?;
     Ok(Header { descr, shape, data_offset: at + len })
 }

@@ -9,7 +9,7 @@ use flor_plugin_sdk::{Error, Result, Source, Tensor, TensorLayout};
 
 use crate::layout::finish;
 use crate::npy;
-use crate::source::Cursor;
+use crate::source::{Cursor, Prefetched};
 
 const LOCAL: u32 = 0x0403_4b50;
 const CENTRAL: u32 = 0x0201_4b50;
@@ -136,7 +136,15 @@ fn zip64(extra: &[u8], uncompressed: bool, e: &mut Entry, at: u64) -> Result<()>
     Err(Error::malformed(at, format!("entry `{}` needs a zip64 extra field it does not have", e.name)))
 }
 
-/// The tensor of a STORED `.npy` entry, if it is one.
+/// How much of an entry's start is read at once: its local header, name,
+/// numpy's zip64 extra and `.npy` header (128 bytes) fit.
+const ENTRY_HEAD: u64 = 512;
+/// How much is read ahead for the next entries' heads (small arrays lie
+/// close together: one read serves many).
+const AHEAD: u64 = 64 << 10;
+
+/// The tensor of a STORED `.npy` entry, if it is one (`src` should hold
+/// the entry's head, `e.local..e.local + ENTRY_HEAD`).
 fn tensor(src: &dyn Source, e: &Entry) -> Result<Option<Tensor>> {
     let local = src.read_exact(e.local, 30)?;
     if le32(&local) != LOCAL {
@@ -159,9 +167,13 @@ pub fn layout(src: &dyn Source) -> Result<TensorLayout> {
     let (dir_at, entries) = directory(src)?;
     let mut c = Cursor::new(src, dir_at);
     let mut tensors = Vec::new();
+    let mut ahead: Option<Prefetched<'_>> = None;
     for _ in 0..entries {
         let e = entry(&mut c)?;
-        tensors.extend(tensor(src, &e)?);
+        if !ahead.as_ref().is_some_and(|a| a.covers(e.local, ENTRY_HEAD)) {
+            ahead = Some(Prefetched::new(src, e.local, AHEAD)?);
+        }
+        tensors.extend(tensor(ahead.as_ref().map_or(src, |a| a as &dyn Source), &e)?);
     }
     finish(tensors, src.size())
 }

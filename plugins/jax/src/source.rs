@@ -97,6 +97,49 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A [`Source`] that answers reads inside `data` (the source's bytes at
+/// `base`, read once) without asking the host: a zip entry's local header
+/// and its `.npy` header come from one read.
+pub struct Prefetched<'a> {
+    src: &'a dyn Source,
+    base: u64,
+    data: Vec<u8>,
+}
+
+impl<'a> Prefetched<'a> {
+    /// Up to `len` bytes of `src` at `base`, read now.
+    pub fn new(src: &'a dyn Source, base: u64, len: u64) -> Result<Prefetched<'a>> {
+        Ok(Prefetched { src, base, data: src.read_upto(base, len)? })
+    }
+
+    /// Whether it holds the `len` bytes at `offset` (or those up to the
+    /// end of the source).
+    pub fn covers(&self, offset: u64, len: u64) -> bool {
+        let end = offset.saturating_add(len).min(self.src.size());
+        offset >= self.base && end <= self.base + self.data.len() as u64
+    }
+}
+
+impl Source for Prefetched<'_> {
+    fn size(&self) -> u64 {
+        self.src.size()
+    }
+
+    fn read_chunk(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let inside = offset
+            .checked_sub(self.base)
+            .and_then(|at| usize::try_from(at).ok())
+            .and_then(|at| self.data.get(at..at.checked_add(buf.len())?));
+        match inside {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => self.src.read_chunk(offset, buf),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +156,18 @@ mod tests {
         assert!(matches!(c.u8(), Err(Error::Truncated { .. })));
         assert!(matches!(c.bytes(100, 10), Err(Error::Limit { .. })));
         assert!(c.skip(3).is_err() && c.seek(200_001).is_err());
+    }
+
+    #[test]
+    fn prefetched_reads_inside_and_outside_its_bytes_alike() {
+        let data: Vec<u8> = (0..=255).collect();
+        let p = Prefetched::new(&data, 100, 20).unwrap();
+        assert_eq!(p.read_exact(105, 10).unwrap(), data[105..115]);
+        assert_eq!(p.read_exact(115, 10).unwrap(), data[115..125]); // partly outside: from the source
+        assert_eq!(p.read_exact(10, 4).unwrap(), data[10..14]);
+        assert!(p.read_exact(250, 10).is_err());
+        assert!(p.covers(100, 20) && p.covers(110, 5) && !p.covers(110, 20) && !p.covers(90, 5));
+        let tail = Prefetched::new(&data, 250, 64).unwrap();
+        assert!(tail.covers(250, 64)); // up to the end
     }
 }

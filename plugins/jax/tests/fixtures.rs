@@ -155,3 +155,28 @@ fn lint_cases_find_what_their_marks_say() {
         assert!(Jax::lint("rust", "x.rs", &text).is_empty());
     }
 }
+
+#[test]
+fn lint_takes_any_text_without_panicking() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut texts: Vec<String> = Vec::new();
+    for dir in ["tests/fixtures/jax/lint", "tests/replay", "examples/python", "examples"] {
+        for e in fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "py") {
+                texts.push(fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    texts.extend(
+        ["(a)[0] = 1", "((a, b), [c]) = f()", "for in x:", "with a as (b, c), d as e: pass", "x = (", "from import"]
+            .map(String::from),
+    );
+    for text in &texts {
+        let _ = Jax::lint("python", "x.py", text);
+        // Every prefix, cut at character boundaries: unfinished code too.
+        for (i, _) in text.char_indices().step_by(7) {
+            let _ = Jax::lint("python", "x.py", &text[..i]);
+        }
+    }
+}

@@ -17,10 +17,6 @@ fn finding(s: &Stmt, code: &str, message: String, hint: String) -> Finding {
     Finding { line, column, code: code.to_owned(), severity: Severity::Warning, message, hint }
 }
 
-fn quoted(names: &[String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
-}
-
 const KEY_HINT: &str = "keep the key in a container passed to flor.checkpointing and update the container: \
     `state = {\"key\": key, ...}`, `flor.checkpointing(state=state)`, then `state[\"key\"], sub = \
     jax.random.split(state[\"key\"])`; or derive each iteration's key from the loop position: \
@@ -47,6 +43,9 @@ impl Script {
                 let message = if arg.len() == 1 {
                     if !bound.contains(&root) || c.roots.contains(&root) || !self.carried(l, &root) {
                         continue;
+                    }
+                    if self.made_by_key_call(l, &root) {
+                        continue; // flor's own flor::uncheckpointed-generator reports it
                     }
                     if c.captured.contains(&root) {
                         format!(
@@ -86,6 +85,24 @@ impl Script {
         out
     }
 
+    /// Whether the setup (before loop `l`) makes `name` alone from a
+    /// `jax.random.key(...)` or `jax.random.PRNGKey(...)` call: the key flor's
+    /// own check, `flor::uncheckpointed-generator`, follows.
+    fn made_by_key_call(&self, l: &Loop, name: &str) -> bool {
+        self.stmts[..l.header].iter().any(|s| {
+            let t = targets(s);
+            let Some(v) = t.value else { return false };
+            let value = &s.toks[v..];
+            let first = self.calls(value).into_iter().next();
+            t.bound == [name]
+                && t.mutated.is_empty()
+                && first.is_some_and(|c| {
+                    matches!(c.name.as_str(), "jax.random.key" | "jax.random.PRNGKey")
+                        && value[..c.at].iter().all(|x| x.kind == Kind::Name || x.is("."))
+                })
+        })
+    }
+
     /// Names the setup (before loop `l`) makes as flax/optax state, with
     /// the call that made each: `.init(...)`, `.create(...)`, and names
     /// taken out of those (`params = variables["params"]`).
@@ -101,10 +118,10 @@ impl Script {
                     && !c.name.starts_with("flordb")
             });
             let via = match made {
-                Some(c) => Some(format!("`{}(...)`", c.name.trim_start_matches("….").replace("….", ""))),
+                Some(c) => Some(format!("made by `{}(...)`", c.written)),
                 None => match value {
                     [n, next, ..] if n.kind == Kind::Name && (next.is("[") || next.is(".")) => {
-                        out.get(&n.text).map(|_| format!("`{}`", n.text))
+                        out.get(&n.text).map(|_| format!("taken from `{}`", n.text))
                     }
                     _ => None,
                 },
@@ -157,28 +174,35 @@ impl Script {
             let free: Vec<String> =
                 names.iter().chain(&containers).filter(|n| !captured.contains(*n)).cloned().collect();
             seen.extend(names.iter().chain(&containers).cloned());
+            let described = |names: &[String]| -> String {
+                let items: Vec<String> = names
+                    .iter()
+                    .map(|n| state.get(n).map_or_else(|| format!("`{n}`"), |via| format!("`{n}` ({via})")))
+                    .collect();
+                let verb = if names.len() == 1 { "is" } else { "are" };
+                format!("{} {verb}", items.join(", "))
+            };
+            let pronoun = |names: &[String]| if names.len() == 1 { "it" } else { "them" };
             if !captured.is_empty() {
                 let message = format!(
-                    "{} (flax/optax training state) are copied into a container passed to flor.checkpointing at \
-                     line {}, but {} rebinds the names, not the container's entries: every checkpoint keeps the \
-                     state from before the loop, so a replay trains from it and its values differ from the \
-                     recorded run's",
-                    quoted(&captured),
+                    "{} flax/optax training state copied into a container passed to flor.checkpointing at line \
+                     {}, but {} rebinds the name, not the container's entry: every checkpoint keeps the state \
+                     from before the loop, so a replay trains from it and its values differ from the recorded \
+                     run's",
+                    described(&captured),
                     c.line,
                     l.describe
                 );
                 out.push(finding(s, TRAIN_STATE, message, state_hint(&captured)));
             }
             if !free.is_empty() {
-                let made: Vec<String> =
-                    free.iter().filter_map(|n| state.get(n).map(|via| format!("`{n}` from {via}"))).collect();
-                let origin = if made.is_empty() { String::new() } else { format!(" ({})", made.join(", ")) };
                 let message = format!(
-                    "{}{origin}: flax/optax training state that {} updates and carries to the next iteration, \
-                     but no flor.checkpointing holds it: a replay that starts from a checkpoint trains from the \
-                     setup's state, so its values differ from the recorded run's",
-                    quoted(&free),
-                    l.describe
+                    "{} flax/optax training state that {} updates and carries to the next iteration, but no \
+                     flor.checkpointing holds {}: a replay that starts from a checkpoint trains from the setup's \
+                     state, so its values differ from the recorded run's",
+                    described(&free),
+                    l.describe,
+                    pronoun(&free)
                 );
                 out.push(finding(s, TRAIN_STATE, message, state_hint(&free)));
             }

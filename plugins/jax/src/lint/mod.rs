@@ -20,8 +20,11 @@
 //!   `update` — that a flor loop updates and carries, outside every
 //!   checkpointed container.
 //!
-//! Names passed directly to `flor.checkpointing` and rebound in the loop
-//! are flor's own `flor::rebound-checkpoint`, not repeated here. Scripts
+//! Not repeated here, being flor's own checks: names passed directly to
+//! `flor.checkpointing` and rebound in the loop (`flor::rebound-checkpoint`),
+//! and a key the setup makes alone with `jax.random.key(...)` or
+//! `jax.random.PRNGKey(...)` that the loop splits and rebinds by name
+//! (`flor::uncheckpointed-generator`). Scripts
 //! that checkpoint nothing are not checked (their replays run from the
 //! start). Like flor's own checks, these prefer missing a case to flagging
 //! correct code: they follow names within the file only.
@@ -64,6 +67,8 @@ pub fn check(language: &str, _path: &str, text: &str) -> Vec<Finding> {
 struct Call {
     /// `jax.random.split`, `state.apply_gradients`, `….init` (after a call).
     name: String,
+    /// The callee as written (`jr.split`, `init`).
+    written: String,
     /// Index of the callee's last name token.
     at: usize,
     /// Each argument's token range, and its keyword if it has one.
@@ -147,13 +152,10 @@ impl Script {
             while start >= 2 && toks[start - 1].is(".") && toks[start - 2].kind == Kind::Name {
                 start -= 2;
             }
-            let mut dotted: String = toks[start..=i].iter().map(|t| t.text.as_str()).collect();
-            if start >= 1 && toks[start - 1].is(".") {
-                dotted = format!("….{dotted}");
-            } else {
-                dotted = self.resolve(&dotted);
-            }
-            out.push(Call { name: dotted, at: i, args: arguments(toks, i + 1) });
+            let written: String = toks[start..=i].iter().map(|t| t.text.as_str()).collect();
+            let name =
+                if start >= 1 && toks[start - 1].is(".") { format!("….{written}") } else { self.resolve(&written) };
+            out.push(Call { name, written, at: i, args: arguments(toks, i + 1) });
         }
         out
     }
@@ -474,7 +476,7 @@ fn add_targets(mut toks: &[Tok], t: &mut Targets) {
                 [n, next, ..] if n.kind == Kind::Name && (next.is("[") || next.is(".")) => {
                     t.mutated.push(n.text.clone())
                 }
-                [open, ..] if open.is("(") || open.is("[") => add_targets(one, t),
+                [open, ..] if (open.is("(") || open.is("[")) && closes_at_end(one) => add_targets(one, t),
                 _ => {}
             }
             start = k + 1;
