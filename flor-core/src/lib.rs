@@ -40,6 +40,7 @@ pub mod layout;
 pub mod objects;
 pub mod pause;
 pub mod pivot;
+pub mod stats;
 pub mod propagate;
 pub mod record;
 pub mod store;
