@@ -63,10 +63,12 @@ use crate::formats::{
 };
 
 mod manifest;
+mod pack;
 #[cfg(test)]
 mod tests;
 
 pub use manifest::{ChunkRef, Manifest};
+pub use pack::{PackOutcome, Spool, StoredFile};
 
 /// zstd level: fast, still a good ratio on float arrays.
 const LEVEL: i32 = 3;
@@ -405,10 +407,7 @@ impl ObjectStore {
             debug_assert_eq!(digest, id.digest);
             return self.install(tmp, &id.digest);
         }
-        let mut chunks = Vec::with_capacity(plan.len());
-        for range in plan {
-            chunks.push(self.put_range(src, spool, range)?);
-        }
+        let chunks = self.put_chunks(src, spool, &plan)?.into_iter().map(|(c, _)| c).collect();
         // Chunks first, the manifest last: its rename publishes the object.
         let manifest = Manifest {
             format: format.name().to_owned(),
@@ -420,27 +419,6 @@ impl ObjectStore {
         let tmp = self.temp()?;
         fs::write(&tmp.path, manifest.encode()).map_err(|e| Error::io("write", &tmp.path, e))?;
         self.install(tmp, &id.digest)
-    }
-
-    /// Stores `range` of a spooled object as a chunk (hashed first, so a
-    /// chunk stored already is not compressed again).
-    fn put_range(&self, src: &FileSource, spool: &Path, range: Range<u64>) -> Result<ChunkRef> {
-        let bytes = range.end - range.start;
-        let mut hasher = blake3::Hasher::new();
-        copy_range(src, range.clone(), |b| {
-            hasher.update(b);
-            Ok(())
-        })
-        .map_err(|e| match e {
-            CopyError::Read(e) | CopyError::Write(e) => Error::io("read", spool, e),
-        })?;
-        let digest = hasher.finalize().to_hex().to_string();
-        if !self.contains(&digest) {
-            let tmp = self.temp()?;
-            self.compress_range(src, spool, range, &tmp)?;
-            self.install(tmp, &digest)?;
-        }
-        Ok(ChunkRef { digest, bytes })
     }
 
     /// Compresses `range` of `src` into the file `tmp`; returns its digest.
