@@ -11,6 +11,10 @@ pub enum Error {
     /// Recording engine or object store.
     #[error(transparent)]
     Core(#[from] flor_core::Error),
+    /// A framework plugin (loading, sandboxed calls).
+    #[cfg(feature = "plugins")]
+    #[error(transparent)]
+    Plugin(#[from] flor_plugins::Error),
     /// Git (repository discovery, snapshots, run refs).
     #[error(transparent)]
     Git(#[from] flor_git::Error),

@@ -12,6 +12,8 @@ mod config;
 mod error;
 pub mod ingest;
 pub mod lint;
+#[cfg(feature = "plugins")]
+pub mod plugins;
 mod project;
 pub mod replay;
 mod run;

@@ -102,13 +102,24 @@ pub fn render(script: &str, findings: &[Finding], at_run_start: bool) -> String 
 /// propagator of `registry` for its file type; `Ok(None)` when none
 /// handles it.
 pub fn lint_file(path: &Path, registry: &Registry) -> Result<Option<Vec<Finding>>> {
+    Ok(lint_file_with_failures(path, registry)?.map(|(findings, _)| findings))
+}
+
+/// [`lint_file`], plus the source checkers (framework plugins) that failed
+/// on the script, as `(checker, why)`: their findings are missing, the
+/// others' are there.
+pub fn lint_file_with_failures(path: &Path, registry: &Registry) -> Result<Option<CheckedFile>> {
     if registry.for_path(path).is_none() {
         return Ok(None);
     }
     let source = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    let findings = registry.lint(path, &source).map_err(|e| Error::Lint { path: path.to_owned(), source: e })?;
-    Ok(Some(findings))
+    let checked =
+        registry.lint_with_failures(path, &source).map_err(|e| Error::Lint { path: path.to_owned(), source: e })?;
+    Ok(Some(checked))
 }
+
+/// A script's findings and the checkers that failed on it (`(checker, why)`).
+pub type CheckedFile = (Vec<Finding>, Vec<(String, String)>);
 
 #[cfg(test)]
 mod tests {

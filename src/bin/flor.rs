@@ -168,6 +168,47 @@ enum Command {
         #[arg(value_name = "SCRIPT", required = true)]
         scripts: Vec<PathBuf>,
     },
+    /// Framework plugins: list, inspect and install them.
+    ///
+    /// A plugin teaches flor one ML framework (its checkpoint formats, its
+    /// source idioms) as a sandboxed WebAssembly component. flor loads the
+    /// plugins built into it (pytorch, jax), then the per-user folder's
+    /// (`$FLOR_PLUGIN_DIR`, default `~/.local/share/flor/plugins`), then
+    /// the project's `.flor/plugins/`; a later plugin replaces an earlier
+    /// one of the same name.
+    #[command(
+        after_help = "Examples:\n  flor plugins list\n  flor plugins inspect pytorch\n  flor plugins install target/wasm32-unknown-unknown/release/my_plugin.wasm"
+    )]
+    Plugins {
+        #[command(subcommand)]
+        action: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginsCommand {
+    /// List the plugins flor loads here, and plugin files that failed to load.
+    List,
+    /// Show a plugin: formats, languages, origin, digest, interface, limits.
+    Inspect {
+        /// A loaded plugin's name, or the path of a plugin file (`.wasm`).
+        #[arg(value_name = "NAME|PATH")]
+        plugin: String,
+    },
+    /// Check a plugin file and install it into the project's `.flor/plugins/`.
+    ///
+    /// The file is loaded first (interface version, imports, exports,
+    /// `describe`); a plugin that fails is not installed. It is copied as
+    /// `<name>.wasm`, replacing an installed plugin of the same name.
+    Install {
+        /// The plugin: a component, or a core module built with flor-plugin-sdk
+        /// for wasm32-unknown-unknown.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Install into the per-user folder instead (every project of this user).
+        #[arg(long)]
+        user: bool,
+    },
 }
 
 /// Exit status when the command worked but some records could not be read.
@@ -197,6 +238,13 @@ fn main() -> ExitCode {
         let scripts: Vec<PathBuf> =
             scripts.iter().map(|s| cli.dir.as_deref().unwrap_or(Path::new("")).join(s)).collect();
         return lint(&scripts, cli.format, cli.output.as_deref());
+    }
+    if let Command::Plugins { action } = &cli.command {
+        let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        return plugins_command(action, &start, cli.format, cli.output.as_deref()).unwrap_or_else(|e| {
+            eprintln!("flor: error: {e}");
+            ExitCode::FAILURE
+        });
     }
     match run(cli) {
         Ok(code) => code,
@@ -258,7 +306,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             force: *force,
             script: script.clone(),
-            propagators: None,
+            propagators: Some(replay_propagators(project.root())),
             no_check: no_check.clone(),
             strict: *strict,
         };
@@ -318,9 +366,11 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
             }
             t
         }
-        Command::Rebuild | Command::Propagate { .. } | Command::Replay { .. } | Command::Lint { .. } => {
-            Table::default()
-        }
+        Command::Rebuild
+        | Command::Propagate { .. }
+        | Command::Replay { .. }
+        | Command::Lint { .. }
+        | Command::Plugins { .. } => Table::default(),
         Command::Store => {
             let mut t = Table::with_columns(["store", "path"]);
             // The command line always opens a built-in engine.
@@ -516,14 +566,32 @@ fn propagate(
 /// `flor lint`: no repository involved. Scripts that cannot be checked are
 /// reported and the others checked; the exit status is a failure then.
 fn lint(scripts: &[PathBuf], format: Format, output: Option<&Path>) -> ExitCode {
-    let registry = flor_propagate::registry();
+    // The plugins of the first script's project (or of the current folder's).
+    let start = scripts.first().and_then(|p| p.parent()).filter(|p| !p.as_os_str().is_empty());
+    let registry = match flor::plugins::load(start.unwrap_or(Path::new(".")), &flor::plugins::Options::default()) {
+        Ok(plugins) => {
+            report_plugin_failures(&plugins);
+            flor::plugins::propagators(&plugins)
+        }
+        Err(e) => {
+            eprintln!("flor: warning: framework plugins not loaded, so their checks are missing: {e}");
+            flor_propagate::registry()
+        }
+    };
     let mut text = String::new();
     let mut table = Table::with_columns(["script", "line", "column", "severity", "code", "message", "hint"]);
     let (mut warnings, mut failed) = (0, 0);
     for path in scripts {
         let shown = path.display().to_string();
-        let findings = match flor::lint::lint_file(path, &registry) {
-            Ok(Some(f)) => f,
+        let findings = match flor::lint::lint_file_with_failures(path, &registry) {
+            Ok(Some((f, failures))) => {
+                for (checker, why) in failures {
+                    eprintln!(
+                        "flor: warning: {shown}: {checker} could not check it, so its findings are missing: {why}"
+                    );
+                }
+                f
+            }
             Ok(None) => {
                 let supported: Vec<String> = registry.extensions().iter().map(|e| format!(".{e}")).collect();
                 eprintln!("flor: error: no source checks for `{shown}` (supported: {})", supported.join(", "));
@@ -575,6 +643,172 @@ fn lint(scripts: &[PathBuf], format: Format, output: Option<&Path>) -> ExitCode 
         ExitCode::from(EXIT_LINT_WARNINGS)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The propagators replay plans with: flor's, with the plugins' source
+/// checks (a plugin set that fails to load is a warning; replay goes on
+/// without their findings).
+fn replay_propagators(root: &Path) -> flor_core::propagate::Registry {
+    match flor::plugins::load(root, &flor::plugins::Options::default()) {
+        Ok(plugins) => {
+            report_plugin_failures(&plugins);
+            flor::plugins::propagators(&plugins)
+        }
+        Err(e) => {
+            eprintln!("flor: warning: framework plugins not loaded, so the plan lacks their checks: {e}");
+            flor_propagate::registry()
+        }
+    }
+}
+
+fn report_plugin_failures(plugins: &flor::plugins::Plugins) {
+    for f in plugins.failures() {
+        eprintln!("flor: warning: plugin file {} not loaded: {}", f.path.display(), f.error);
+    }
+}
+
+/// `flor plugins list | inspect | install`.
+fn plugins_command(
+    action: &PluginsCommand,
+    start: &Path,
+    format: Format,
+    output: Option<&Path>,
+) -> Result<ExitCode, String> {
+    use flor::plugins::host;
+    let options = flor::plugins::Options::default();
+    match action {
+        PluginsCommand::List => {
+            let plugins = flor::plugins::load(start, &options).map_err(|e| e.to_string())?;
+            let mut t =
+                Table::with_columns(["name", "version", "interface", "formats", "languages", "origin", "digest"]);
+            for p in plugins.plugins() {
+                let info = p.info();
+                let formats: Vec<&str> = info.formats.iter().map(|f| f.name.as_str()).collect();
+                t.push_row(vec![
+                    Some(Value::from(info.name.clone())),
+                    Some(Value::from(info.version.clone())),
+                    Some(Value::from(info.interface_version.clone())),
+                    Some(Value::from(formats.join(", "))),
+                    Some(Value::from(info.languages.join(", "))),
+                    Some(Value::from(p.origin().to_string())),
+                    Some(Value::from(p.digest()[..16].to_owned())),
+                ]);
+            }
+            emit(&t, format, output)?;
+            for r in plugins.replaced() {
+                eprintln!(
+                    "flor: note: {} {} ({}) is replaced by a later plugin of the same name",
+                    r.name, r.version, r.origin
+                );
+            }
+            report_plugin_failures(&plugins);
+            Ok(if plugins.failures().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PluginsCommand::Inspect { plugin } => {
+            let path = Path::new(plugin);
+            let p: std::sync::Arc<host::Plugin> = if plugin.ends_with(".wasm") || path.is_file() {
+                let cache = options.cache_dir.as_deref();
+                let origin = host::Origin::File(path.to_owned());
+                std::sync::Arc::new(
+                    host::Plugin::load_file(path, origin, options.limits, cache).map_err(|e| e.to_string())?,
+                )
+            } else {
+                let plugins = flor::plugins::load(start, &options).map_err(|e| e.to_string())?;
+                plugins.get(plugin).map_err(|e| e.to_string())?.clone()
+            };
+            write_stdout(inspect_text(&p).as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Install { path, user } => {
+            let dir = if *user {
+                host::user_dir().ok_or("no per-user plugin folder: set FLOR_PLUGIN_DIR or HOME")?
+            } else {
+                let repo =
+                    flor_git::discover(start).map_err(|e| format!("{e} (install with --user outside a repository)"))?;
+                repo.root.join(flor::FLOR_DIR).join(host::PROJECT_DIR)
+            };
+            let (p, previous) = host::install(path, &dir, &options).map_err(|e| e.to_string())?;
+            let info = p.info();
+            let replaced = previous.map(|v| format!(" (replacing version {v})")).unwrap_or_default();
+            eprintln!("flor: installed plugin {} {} into {}{replaced}", info.name, info.version, p.origin());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn inspect_text(p: &flor::plugins::host::Plugin) -> String {
+    let info = p.info();
+    let mut s = format!(
+        "{} {}
+  {}
+",
+        info.name, info.version, info.summary
+    );
+    s.push_str(&format!(
+        "  origin:     {} ({})
+",
+        p.origin(),
+        p.origin().kind()
+    ));
+    s.push_str(&format!(
+        "  digest:     blake3:{} ({} bytes)
+",
+        p.digest(),
+        p.size()
+    ));
+    s.push_str(&format!(
+        "  interface:  {}@{} (this flor speaks {})
+",
+        flor::plugins::host::INTERFACE_PACKAGE,
+        info.interface_version,
+        flor::plugins::host::INTERFACE_VERSION
+    ));
+    let imports = if p.imports().is_empty() { "none".to_owned() } else { p.imports().join(", ") };
+    s.push_str(&format!(
+        "  imports:    {imports}
+"
+    ));
+    let limits = p.limits();
+    s.push_str(&format!(
+        "  limits:     {:?} per call, {} MiB of memory
+",
+        limits.deadline,
+        limits.memory >> 20
+    ));
+    s.push_str(
+        "  formats:
+",
+    );
+    for f in &info.formats {
+        s.push_str(&format!(
+            "    {:<18} {}
+",
+            f.name, f.summary
+        ));
+    }
+    if info.formats.is_empty() {
+        s.push_str(
+            "    (none)
+",
+        );
+    }
+    let langs = if info.languages.is_empty() { "none".to_owned() } else { info.languages.join(", ") };
+    s.push_str(&format!(
+        "  lint:       {langs}
+"
+    ));
+    s
+}
+
+/// Writes a table to FILE or standard output in `format`.
+fn emit(table: &Table, format: Format, output: Option<&Path>) -> Result<(), String> {
+    match (format, output) {
+        (Format::Parquet, Some(path)) => flor::write_parquet(table, path).map_err(|e| e.to_string()),
+        (_, Some(path)) => std::fs::File::create(path)
+            .and_then(|file| write_table(table, format, file, false))
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        (_, None) => print_table(table, format).map_err(|e| e.to_string()),
     }
 }
 
