@@ -45,6 +45,7 @@ pub mod propagate;
 pub mod record;
 pub mod store;
 pub mod table;
+pub mod tensors;
 pub mod time;
 pub mod value;
 

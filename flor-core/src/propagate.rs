@@ -565,6 +565,7 @@ impl Registry {
 
     /// [`Registry::lint`], plus the checkers that failed, as
     /// `(checker name, why)`.
+    #[allow(clippy::type_complexity)]
     pub fn lint_with_failures(
         &self,
         path: &Path,

@@ -113,10 +113,10 @@ fn half_precision_decodes_exactly() {
         (0x3c00, 1.0),
         (0xc000, -2.0),
         (0x7bff, 65504.0),
-        (0x0001, 5.960_464_5e-8),  // smallest subnormal, 2^-24
-        (0x03ff, 6.097_555_2e-5),  // largest subnormal
-        (0x0400, 6.103_515_6e-5),  // smallest normal, 2^-14
-        (0x3555, 0.333_251_95),
+        (0x0001, 1.0 / 16_777_216.0),    // smallest subnormal, 2^-24
+        (0x03ff, 1023.0 / 16_777_216.0), // largest subnormal
+        (0x0400, 1.0 / 16384.0),         // smallest normal, 2^-14
+        (0x3555, 1365.0 / 4096.0),
         (0x8000, -0.0),
         (0x7c00, f32::INFINITY),
     ];
