@@ -349,15 +349,7 @@ fn block_stats(x: &mut [f64]) -> PartialStats {
     // Σ x/n cannot overflow (each term is at most max|x| / n).
     let mean = x.iter().map(|v| v * inv).sum::<f64>();
     let (lo, hi) = x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
-    PartialStats {
-        n: x.len() as u64,
-        mean,
-        m2: deviations(x, mean),
-        sq: SumSq::scaled(x),
-        min: lo,
-        max: hi,
-        nonfinite,
-    }
+    PartialStats { n: x.len() as u64, mean, m2: deviations(x, mean), sq: SumSq::scaled(x), min: lo, max: hi, nonfinite }
 }
 
 /// The squared differences of one block (`a` is overwritten).

@@ -420,16 +420,14 @@ pub fn tensor_stats(src: &(dyn ByteSource + Sync), layout: &Layout) -> Result<Ve
         .into_par_iter()
         .map(|(i, r)| {
             let mut buf = vec![0u8; (r.end - r.start) as usize];
-            src.read_at(r.start, &mut buf).map_err(|e| Error::io("read", format!("byte {} of the object", r.start), e))?;
+            src.read_at(r.start, &mut buf)
+                .map_err(|e| Error::io("read", format!("byte {} of the object", r.start), e))?;
             let dtype = &layout.tensors[i].dtype;
             Ok((i, PartialStats::of(dtype, &buf).unwrap_or_default()))
         })
         .collect::<Result<_>>()?;
-    let mut out: Vec<Option<TensorStats>> = layout
-        .tensors
-        .iter()
-        .map(|t| stats::has_stats(&t.dtype).then(|| PartialStats::EMPTY.finish()))
-        .collect();
+    let mut out: Vec<Option<TensorStats>> =
+        layout.tensors.iter().map(|t| stats::has_stats(&t.dtype).then(|| PartialStats::EMPTY.finish())).collect();
     let mut k = 0;
     while k < parts.len() {
         let i = parts[k].0;

@@ -178,10 +178,7 @@ impl ObjectStore {
         };
         let plan = coalesce(pieces, MIN_CHUNK);
         if plan.len() < 2 {
-            let reason = format!(
-                "it makes a single chunk (pieces under {} KiB are stored together)",
-                MIN_CHUNK >> 10
-            );
+            let reason = format!("it makes a single chunk (pieces under {} KiB are stored together)", MIN_CHUNK >> 10);
             return Ok((PackOutcome::KeptWhole { format: name, reason }, Some(layout)));
         }
         let path = self.path_of(digest)?;
@@ -201,8 +198,7 @@ impl ObjectStore {
         let tmp = self.temp()?;
         fs::write(&tmp.path, encoded).map_err(|e| Error::io("write", &tmp.path, e))?;
         self.replace(tmp, digest)?;
-        let outcome =
-            PackOutcome::Packed { format: name, chunks: plan.len(), new_chunks, stored_before, new_bytes };
+        let outcome = PackOutcome::Packed { format: name, chunks: plan.len(), new_chunks, stored_before, new_bytes };
         Ok((outcome, Some(layout)))
     }
 

@@ -583,9 +583,7 @@ fn packing_a_monolithic_checkpoint_chunks_it_and_reads_back_bit_identical() {
 
     let native = FormatRegistry::native();
     let out = plain.pack(&ida.digest, &native).unwrap();
-    let PackOutcome::Packed { format, chunks, new_chunks, stored_before, new_bytes } = out else {
-        panic!("{out:?}")
-    };
+    let PackOutcome::Packed { format, chunks, new_chunks, stored_before, new_bytes } = out else { panic!("{out:?}") };
     assert_eq!((format.as_str(), chunks, new_chunks, stored_before), ("safetensors", 7, 7, before));
     assert!(new_bytes > before, "incompressible chunks plus a manifest: {new_bytes} vs {before}");
     assert!(plain.is_chunked(&ida.digest).unwrap());
@@ -606,10 +604,7 @@ fn packing_a_monolithic_checkpoint_chunks_it_and_reads_back_bit_identical() {
     assert_eq!(plain.manifest(&idb.digest).unwrap().unwrap().plugin, None);
 
     // Once packed, packing again changes nothing.
-    assert_eq!(
-        plain.pack(&ida.digest, &native).unwrap(),
-        PackOutcome::AlreadyPacked { format: "safetensors".into() }
-    );
+    assert_eq!(plain.pack(&ida.digest, &native).unwrap(), PackOutcome::AlreadyPacked { format: "safetensors".into() });
 }
 
 #[test]

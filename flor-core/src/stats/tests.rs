@@ -100,10 +100,7 @@ fn nan_and_infinity_are_counted_and_left_out() {
 fn empty_tensors_have_counts_only() {
     for dtype in [Dtype::F32, Dtype::I64, Dtype::Bool, Dtype::BF16] {
         let s = tensor_stats(&dtype, &[]).unwrap();
-        assert_eq!(
-            s,
-            TensorStats { elements: 0, l2: 0.0, mean: None, std: None, min: None, max: None, nonfinite: 0 }
-        );
+        assert_eq!(s, TensorStats { elements: 0, l2: 0.0, mean: None, std: None, min: None, max: None, nonfinite: 0 });
     }
 }
 

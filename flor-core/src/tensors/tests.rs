@@ -43,7 +43,10 @@ fn indexing_packs_a_whole_object_and_computes_each_tensors_statistics() {
     assert_eq!(indexed.read_bytes, bytes.len() as u64);
     assert_eq!(store.get(&id.digest).unwrap(), bytes, "packed, bit for bit");
     let index = indexed.index;
-    assert_eq!((index.status.clone(), index.format.as_deref(), index.bytes), (IndexStatus::Indexed, Some("safetensors"), id.bytes));
+    assert_eq!(
+        (index.status.clone(), index.format.as_deref(), index.bytes),
+        (IndexStatus::Indexed, Some("safetensors"), id.bytes)
+    );
     assert_eq!(index.formats_seen, ["safetensors", "npy"]);
     let names: Vec<&str> = index.tensors.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["frozen.weight", "head.weight", "head.scale", "empty", "z"]);
@@ -142,7 +145,11 @@ fn unclaimed_objects_are_not_read_and_redone_when_a_new_format_arrives() {
     assert_eq!(again.index.status, IndexStatus::Indexed);
     assert_eq!(again.index.formats_seen.last().map(String::as_str), Some("mine (mine-plugin 0.2.0)"));
     assert_eq!(again.index.plugin.as_ref().map(|p| p.version.as_str()), Some("0.2.0"));
-    assert_eq!(store.manifest(&id.digest).unwrap().unwrap().plugin, again.index.plugin, "the manifest names the plugin");
+    assert_eq!(
+        store.manifest(&id.digest).unwrap().unwrap().plugin,
+        again.index.plugin,
+        "the manifest names the plugin"
+    );
     assert_eq!(again.index.tensors[0].stats, stats_of(&Dtype::F32, &blob[4..]));
 }
 
