@@ -281,6 +281,7 @@ impl ObjectStore {
         let sync = self.durability.syncs();
         if dest.exists() {
             // Stored already, perhaps by a writer that did not sync it.
+            touch(&dest);
             return if sync { self.sync_installed(&dest, false) } else { Ok(()) };
         }
         let mut new_dir = false;
@@ -436,6 +437,16 @@ impl ObjectStore {
         })?;
         enc.finish().and_then(|mut w| w.flush()).map_err(|e| Error::io("write object", &tmp.path, e))?;
         Ok(hasher.finalize().to_hex().to_string())
+    }
+}
+
+/// Marks a stored file as just used (its modification time: now), so that
+/// garbage collection, which spares recently modified files, does not
+/// delete an object a writer found stored and is about to name in a record.
+/// Best effort: a failure only loses that protection.
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = OpenOptions::new().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -612,7 +623,10 @@ impl ObjectWriter {
             }
             Sink::Spool { file, format } => {
                 let file = file.into_inner().map_err(|e| write_err(e.into_error()))?;
-                if !self.store.contains(&id.digest) {
+                let dest = self.store.path_of(&id.digest)?;
+                if dest.is_file() {
+                    touch(&dest);
+                } else {
                     let src = FileSource::new(file).map_err(|e| Error::io("read", tmp, e))?;
                     self.store.store_spooled(&src, tmp, &*format, &id)?;
                 }

@@ -398,25 +398,41 @@ impl<'a> TensorName<'a> {
     /// The prefix of tensor names.
     pub const PREFIX: &'static str = "tensor:";
 
-    /// Parses `tensor:<checkpoint>.<tensor>:<stat>`; `None` for any other
-    /// name (then it is an ordinary logged name).
+    /// Parses `tensor:<checkpoint>.<tensor>:<stat>` (or
+    /// `tensor:<checkpoint>:<stat>` for the one unnamed tensor of a
+    /// checkpoint, such as a `.npy` array); `None` for any other name (then
+    /// it is an ordinary logged name).
     pub fn parse(name: &'a str) -> Option<TensorName<'a>> {
         let rest = name.strip_prefix(Self::PREFIX)?;
         let (path, stat) = rest.rsplit_once(':')?;
         let stat = TensorStat::ALL.into_iter().find(|s| s.as_str() == stat)?;
-        (path.contains('.') && !path.starts_with('.') && !path.ends_with('.')).then_some(TensorName { path, stat })
+        (!path.is_empty() && !path.starts_with('.') && !path.ends_with('.')).then_some(TensorName { path, stat })
+    }
+
+    /// The path naming a checkpoint's tensor: `<checkpoint>.<tensor>`, or
+    /// the checkpoint's name for an unnamed tensor.
+    pub fn path_of(checkpoint: &str, tensor: &str) -> String {
+        if tensor.is_empty() {
+            checkpoint.to_owned()
+        } else {
+            format!("{checkpoint}.{tensor}")
+        }
     }
 
     /// The ways `path` splits into a checkpoint name and a tensor name (at
-    /// each `.`: checkpoint names may hold dots too).
+    /// each `.`: checkpoint names may hold dots too; the whole path with an
+    /// unnamed tensor last).
     pub fn splits(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let path = self.path;
-        path.match_indices('.').map(move |(i, _)| (&path[..i], &path[i + 1..]))
+        path.match_indices('.').map(move |(i, _)| (&path[..i], &path[i + 1..])).chain(std::iter::once((path, "")))
     }
 
     /// Whether a checkpoint `checkpoint` holding `tensor` is what this name
     /// means.
     pub fn matches(&self, checkpoint: &str, tensor: &str) -> bool {
+        if tensor.is_empty() {
+            return self.path == checkpoint;
+        }
         self.path.len() == checkpoint.len() + 1 + tensor.len()
             && self.path.starts_with(checkpoint)
             && self.path.as_bytes()[checkpoint.len()] == b'.'
@@ -616,9 +632,16 @@ mod tests {
     fn tensor_names_parse_and_match() {
         let t = TensorName::parse("tensor:model.fc1.weight:l2").unwrap();
         assert_eq!((t.path, t.stat), ("model.fc1.weight", TensorStat::L2));
-        assert_eq!(t.splits().collect::<Vec<_>>(), [("model", "fc1.weight"), ("model.fc1", "weight")]);
+        assert_eq!(
+            t.splits().collect::<Vec<_>>(),
+            [("model", "fc1.weight"), ("model.fc1", "weight"), ("model.fc1.weight", "")]
+        );
         assert!(t.matches("model", "fc1.weight") && t.matches("model.fc1", "weight"));
         assert!(!t.matches("model", "fc1") && !t.matches("mode", "l.fc1.weight") && !t.matches("model", "fc1xweight"));
+        // An unnamed tensor (a `.npy` array) by its checkpoint's name.
+        let u = TensorName::parse("tensor:opt:mean").unwrap();
+        assert!(u.matches("opt", "") && !u.matches("opt", "x") && !t.matches("model", ""));
+        assert_eq!((TensorName::path_of("opt", ""), TensorName::path_of("m", "w")), ("opt".into(), "m.w".into()));
         let d = TensorName::parse("tensor:opt.params/Dense_0/kernel:delta_l2").unwrap();
         assert_eq!((d.path, d.stat), ("opt.params/Dense_0/kernel", TensorStat::DeltaL2));
         for not in

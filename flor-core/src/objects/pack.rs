@@ -233,7 +233,10 @@ impl ObjectStore {
         })?;
         let digest = hasher.finalize().to_hex().to_string();
         let mut written = None;
-        if !self.contains(&digest) {
+        let path = self.path_of(&digest)?;
+        if path.is_file() {
+            super::touch(&path);
+        } else {
             let tmp = self.temp()?;
             self.compress_range(src, spool, range, &tmp)?;
             written = Some(fs::metadata(&tmp.path).map_err(|e| Error::io("read", &tmp.path, e))?.len());
@@ -437,6 +440,19 @@ impl ObjectStore {
             }
         }
         Ok(out)
+    }
+
+    /// Object `digest`'s own file as [`ObjectStore::stored_files`] lists
+    /// it; `None` when it is not stored.
+    pub fn stored_file(&self, digest: &str) -> Result<Option<StoredFile>> {
+        let path = self.path_of(digest)?;
+        match fs::metadata(&path) {
+            Ok(m) => {
+                Ok(Some(StoredFile { digest: digest.to_owned(), stored_bytes: m.len(), modified: m.modified().ok() }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
     }
 
     /// The size on disk of object `digest`'s own file (a manifest's, not
