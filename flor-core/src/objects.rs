@@ -404,8 +404,7 @@ impl ObjectStore {
         let plan = coalesce(pieces, MIN_CHUNK);
         if plan.len() < 2 {
             let tmp = self.temp()?;
-            let digest = self.compress_range(src, spool, 0..id.bytes, &tmp)?;
-            debug_assert_eq!(digest, id.digest);
+            self.compress_range(src, spool, 0..id.bytes, &tmp)?;
             return self.install(tmp, &id.digest);
         }
         let chunks = self.put_chunks(src, spool, &plan)?.into_iter().map(|(c, _)| c).collect();
@@ -422,21 +421,28 @@ impl ObjectStore {
         self.install(tmp, &id.digest)
     }
 
-    /// Compresses `range` of `src` into the file `tmp`; returns its digest.
-    fn compress_range(&self, src: &FileSource, spool: &Path, range: Range<u64>, tmp: &TempFile) -> Result<String> {
+    /// Compresses `range` of `src` into the file `tmp` (the caller hashed
+    /// it already).
+    fn compress_range(&self, src: &FileSource, spool: &Path, range: Range<u64>, tmp: &TempFile) -> Result<()> {
         let file = File::create(&tmp.path).map_err(|e| Error::io("create", &tmp.path, e))?;
         let mut enc = encoder(file).map_err(|e| Error::io("create", &tmp.path, e))?;
-        let mut hasher = blake3::Hasher::new();
-        copy_range(src, range, |b| {
-            hasher.update(b);
-            enc.write_all(b)
-        })
-        .map_err(|e| match e {
+        // Knowing the size lets zstd size its window and tables for it.
+        enc.set_pledged_src_size(Some(range.end - range.start)).map_err(|e| Error::io("create", &tmp.path, e))?;
+        copy_range(src, range, |b| enc.write_all(b)).map_err(|e| match e {
             CopyError::Read(e) => Error::io("read", spool, e),
             CopyError::Write(e) => Error::io("write object", &tmp.path, e),
         })?;
         enc.finish().and_then(|mut w| w.flush()).map_err(|e| Error::io("write object", &tmp.path, e))?;
-        Ok(hasher.finalize().to_hex().to_string())
+        Ok(())
+    }
+}
+
+/// Hashes `bytes` into `hasher`, large inputs on several threads.
+fn hash(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    if bytes.len() >= 1 << 17 {
+        hasher.update_rayon(bytes);
+    } else {
+        hasher.update(bytes);
     }
 }
 
@@ -732,7 +738,7 @@ impl ObjectReader {
                     }
                     self.verified = true;
                 }
-                self.hasher.update(&buf[..n]);
+                hash(&mut self.hasher, &buf[..n]);
                 Ok(n)
             }
             Kind::Chunked(c) => loop {
@@ -765,7 +771,7 @@ impl ObjectReader {
                                     format!("longer than the {} bytes the manifest says", chunk.bytes),
                                 ));
                             }
-                            self.hasher.update(&buf[..n]);
+                            hash(&mut self.hasher, &buf[..n]);
                             c.total += n as u64;
                             return Ok(n);
                         }

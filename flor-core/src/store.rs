@@ -644,9 +644,7 @@ mod tests {
         assert_eq!((TensorName::path_of("opt", ""), TensorName::path_of("m", "w")), ("opt".into(), "m.w".into()));
         let d = TensorName::parse("tensor:opt.params/Dense_0/kernel:delta_l2").unwrap();
         assert_eq!((d.path, d.stat), ("opt.params/Dense_0/kernel", TensorStat::DeltaL2));
-        for not in
-            ["loss", "tensor:model.w", "tensor:model.w:median", "tensor:model:l2", "tensor:.w:l2", "tensor:m.:l2"]
-        {
+        for not in ["loss", "tensor:model.w", "tensor:model.w:median", "tensor::l2", "tensor:.w:l2", "tensor:m.:l2"] {
             assert_eq!(TensorName::parse(not), None, "{not}");
         }
         let row = TensorRow { l2: Some(2.0), nonfinite: Some(3), ..TensorRow::default() };

@@ -14,7 +14,7 @@
 //! why.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -140,9 +140,21 @@ impl ObjectStore {
     pub fn spool(&self, digest: &str) -> Result<Spool> {
         let tmp = self.temp()?;
         let file = File::create(&tmp.path).map_err(|e| Error::io("create", &tmp.path, e))?;
-        let mut out = BufWriter::with_capacity(super::COPY_BUF, file);
-        let bytes = self.get_with(digest, |r| io::copy(r, &mut out))?;
-        out.flush().map_err(|e| Error::io("write", &tmp.path, e))?;
+        let mut out = file;
+        // Large reads: the digest is hashed (and the file written) in big
+        // pieces.
+        let bytes = self.get_with(digest, |r| {
+            let mut buf = vec![0u8; super::COPY_BUF];
+            let mut total = 0u64;
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(total);
+                }
+                out.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+        })?;
         drop(out);
         let file = File::open(&tmp.path).map_err(|e| Error::io("open", &tmp.path, e))?;
         let src = FileSource::new(file).map_err(|e| Error::io("read", &tmp.path, e))?;
@@ -221,11 +233,7 @@ impl ObjectStore {
         let bytes = range.end - range.start;
         let mut hasher = blake3::Hasher::new();
         copy_range(src, range.clone(), |b| {
-            if b.len() >= 1 << 17 {
-                hasher.update_rayon(b);
-            } else {
-                hasher.update(b);
-            }
+            super::hash(&mut hasher, b);
             Ok(())
         })
         .map_err(|e| match e {
