@@ -499,3 +499,21 @@ fn rebuild_restores_the_tensors_view_and_a_clone_without_objects_says_so() {
     assert!(listed.iter().all(|c| c["stored"] == "missing"), "{listed:?}");
     assert_eq!(flor(clone.path(), &["checkpoints", "verify"]).status.code(), Some(7));
 }
+
+/// The same with the DuckDB store: the tensors view, tensor names in the
+/// dataframe (the shared pivot), rebuild from the indexes.
+#[cfg(feature = "duckdb")]
+#[test]
+fn the_duckdb_store_keeps_the_same_tensors() {
+    let repo = repo("store = \"duckdb\"\n[checkpoints]\nauto_pack_mb = 0\n");
+    let dir = repo.path();
+    let a = record(dir, 1, 2);
+    flor_ok(dir, &["checkpoints", "pack"]);
+    check_tensors_view(dir, &[(a.clone(), 1, 2)]);
+    let df = flor_json(dir, &["dataframe", "loss", "tensor:model.backbone.weight:delta_l2"]);
+    assert_eq!(df.len(), 2);
+    assert_eq!(df[1]["tensor:model.backbone.weight:delta_l2"].as_f64(), Some(0.0));
+    let (_, err) = flor_ok(dir, &["rebuild"]);
+    assert!(err.contains("tensors of 4 checkpoint(s) restored"), "{err}");
+    check_tensors_view(dir, &[(a, 1, 2)]);
+}
