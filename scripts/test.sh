@@ -30,7 +30,10 @@ cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest numpy pandas tqdm ipython
+# jax, jaxlib, flax and optax (CPU wheels): flor-python/tests/test_jax.py
+# records, restores and replays a real flax/optax run.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest numpy pandas tqdm ipython \
+  jax jaxlib flax optax
 (cd flor-python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --quiet)
 
 # Without DuckDB (the default build, what the demo and the Python module use)...

@@ -119,7 +119,7 @@ pub fn lint_file_with_failures(path: &Path, registry: &Registry) -> Result<Optio
 }
 
 /// A script's findings and the checkers that failed on it (`(checker, why)`).
-pub type CheckedFile = (Vec<Finding>, Vec<(String, String)>);
+pub type CheckedFile = flor_core::propagate::Linted;
 
 #[cfg(test)]
 mod tests {

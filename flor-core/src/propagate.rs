@@ -477,6 +477,10 @@ pub struct Registry {
     checkers: Vec<Arc<dyn SourceChecker>>,
 }
 
+/// A script's findings, and the [`SourceChecker`]s that failed on it as
+/// `(checker name, why)`.
+pub type Linted = (Vec<Finding>, Vec<(String, String)>);
+
 /// Source checks beyond a language propagator's own: what a framework
 /// plugin knows about its framework's idioms (a PRNG key split in the loop
 /// but not checkpointed, nondeterministic kernels switched on).
@@ -565,12 +569,7 @@ impl Registry {
 
     /// [`Registry::lint`], plus the checkers that failed, as
     /// `(checker name, why)`.
-    #[allow(clippy::type_complexity)]
-    pub fn lint_with_failures(
-        &self,
-        path: &Path,
-        source: &str,
-    ) -> Result<(Vec<Finding>, Vec<(String, String)>), PropagateError> {
+    pub fn lint_with_failures(&self, path: &Path, source: &str) -> Result<Linted, PropagateError> {
         let Some(p) = self.for_path(path) else { return Ok((Vec::new(), Vec::new())) };
         let mut findings = p.lint(source)?;
         let mut failures = Vec::new();

@@ -56,6 +56,7 @@ extern crate self as flor_plugin_sdk;
 mod bytes;
 pub mod dtype;
 mod error;
+pub mod python;
 mod source;
 mod types;
 

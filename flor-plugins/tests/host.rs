@@ -195,10 +195,9 @@ fn an_incompatible_interface_version_is_refused_naming_both() {
 #[test]
 fn files_that_are_not_plugins_are_refused() {
     let cache = cache();
-    for (bytes, want) in [
-        (b"PK\x03\x04 a zip".to_vec(), "not WebAssembly"),
-        (b"\0asm\x01\0\0\0".to_vec(), "cannot be made a plugin component"),
-    ] {
+    for (bytes, want) in
+        [(b"PK\x03\x04 a zip".to_vec(), "not WebAssembly"), (b"\0asm\x01\0\0\0".to_vec(), "no export `describe`")]
+    {
         let e = Plugin::load(&bytes, Origin::File("x.wasm".into()), limits(), Some(cache.path())).unwrap_err();
         assert!(matches!(e, Error::Invalid { .. }), "{e}");
         assert!(e.to_string().contains(want), "{e}");
@@ -212,13 +211,13 @@ fn project_and_user_plugins_are_discovered_later_ones_replace_earlier_and_broken
     let flor_dir = tempfile::tempdir().unwrap();
     let project = flor_dir.path().join(flor_plugins::PROJECT_DIR);
     std::fs::create_dir_all(&project).unwrap();
-    std::fs::copy(TEMPLATE, user.path().join("template.wasm")).unwrap();
+    std::fs::copy(TEMPLATE, user.path().join("toy.wasm")).unwrap();
     std::fs::copy(HOSTILE, project.join("hostile.wasm")).unwrap();
     std::fs::copy(TEMPLATE, project.join("template-again.wasm")).unwrap();
     std::fs::write(project.join("broken.wasm"), b"not a plugin").unwrap();
     let plugins = Plugins::discover(Some(flor_dir.path()), &options(cache.path(), Some(user.path()))).unwrap();
     let names: Vec<(&str, &str)> = plugins.plugins().iter().map(|p| (p.name(), p.origin().kind())).collect();
-    assert_eq!(names, [("pytorch", "builtin"), ("jax", "builtin"), ("hostile", "project"), ("template", "project")]);
+    assert_eq!(names, [("pytorch", "builtin"), ("jax", "builtin"), ("hostile", "project"), ("toy", "project")]);
     assert_eq!(plugins.replaced().len(), 1);
     assert_eq!(plugins.replaced()[0].origin.kind(), "user");
     assert_eq!(plugins.failures().len(), 1);

@@ -184,6 +184,10 @@ struct Newest<'r> {
     source: String,
     lines: Vec<usize>,
     propagator: &'r dyn LanguagePropagator,
+    /// Where the source checks come from: the registry's (the propagator's
+    /// and every source checker's, such as framework plugins'), or the
+    /// propagator's alone.
+    checks: Option<&'r Registry>,
 }
 
 /// Builds the plan for `request` over the runs recorded in the repository
@@ -273,7 +277,7 @@ fn newest_statements<'r>(
             let mut lines: Vec<usize> = statements.iter().map(|s| s.line).collect();
             lines.sort_unstable();
             lines.dedup();
-            scripts.insert(f.to_owned(), Newest { source, lines, propagator });
+            scripts.insert(f.to_owned(), Newest { source, lines, propagator, checks: Some(propagators) });
         }
     }
     if scripts.is_empty() {
@@ -419,8 +423,13 @@ fn version_plan(commit: &str, script: &str, newest: &Newest<'_>, old: &[u8]) -> 
                 .collect();
             if failed.is_empty() {
                 v.diff = crate::render::excerpt(old, &p.source);
-                // A source the checks cannot read has no findings to show.
-                v.findings = newest.propagator.lint(&p.source).unwrap_or_default();
+                // A source the checks cannot read has no findings to show;
+                // a source checker that fails is left out.
+                v.findings = match newest.checks {
+                    Some(registry) => registry.lint(Path::new(script), &p.source),
+                    None => newest.propagator.lint(&p.source),
+                }
+                .unwrap_or_default();
                 v.source = Some(p.source);
             } else {
                 v.failure = Some(format!("propagation failed ({})", failed.join("; ")));
@@ -479,7 +488,7 @@ flor.log("final", 2)
                       flor.loop('epoch', range(3)):\n        w = [x + 1 for x in w]\n        flor.log('w0', w[0])\n";
         let old = newest.replace("        flor.log('w0', w[0])\n", "");
         let py = flor_propagate::python();
-        let newest = Newest { source: newest.into(), lines: vec![6], propagator: &py };
+        let newest = Newest { source: newest.into(), lines: vec![6], propagator: &py, checks: None };
         let v = version_plan("0123456789abcdef", "train.py", &newest, old.as_bytes());
         assert!(v.failure.is_none(), "{:?}", v.failure);
         let [f] = &v.findings[..] else { panic!("one finding expected: {:?}", v.findings) };

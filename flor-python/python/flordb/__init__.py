@@ -26,7 +26,7 @@ import random
 import sys
 from contextlib import contextmanager
 
-from . import _flor
+from . import _flor, _pytree
 from ._flor import FlorError
 
 __all__ = [
@@ -186,8 +186,9 @@ def iteration(name, idx=None, value=None):
 @contextmanager
 def checkpointing(**objects):
     """Checkpoints ``objects`` at the end of every outermost iteration
-    (objects with ``state_dict`` through it; others with pickle), with the
-    RNG states of ``random``, numpy and torch."""
+    (objects with ``state_dict`` through it; JAX/flax pytrees of arrays, when
+    jax is imported, as ``flor.pytree``; others with pickle), with the RNG
+    states of ``random``, numpy and torch."""
     added = list(objects.items())
     _checkpoints.extend(added)
     try:
@@ -271,8 +272,13 @@ def _save(name, obj):
                 pickle.dump(obj.state_dict(), w, protocol=pickle.HIGHEST_PROTOCOL)
                 fmt = "pickle.state_dict"
         else:
-            pickle.dump(obj, w, protocol=pickle.HIGHEST_PROTOCOL)
-            fmt = "pickle"
+            planned = _pytree.plan(obj)  # None unless jax is imported and obj is a pytree of arrays
+            if planned is not None:
+                _pytree.write(planned, w)
+                fmt = _pytree.FORMAT
+            else:
+                pickle.dump(obj, w, protocol=pickle.HIGHEST_PROTOCOL)
+                fmt = "pickle"
         digest, size = raw.finish()
     except Exception as e:
         raw.abort()
@@ -297,6 +303,11 @@ def _load_bytes(data, fmt):
         import torch
 
         return torch.load(io.BytesIO(data), weights_only=False)
+    if fmt == _pytree.FORMAT:
+        try:
+            return _pytree.load(data)
+        except _pytree.FormatError as e:
+            raise FlorError(f"cannot read a {fmt} checkpoint: {e}") from None
     return pickle.loads(data)
 
 
