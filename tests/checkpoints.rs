@@ -16,6 +16,8 @@ use flor::core::ObjectStore;
 use flor::{Project, Run};
 use serde_json::Value as Json;
 
+mod support;
+
 fn repo(config: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("flor-ckpt").tempdir().expect("tempdir");
     let ok = Command::new("git").args(["init", "-q"]).current_dir(dir.path()).status().expect("git");
@@ -516,4 +518,153 @@ fn the_duckdb_store_keeps_the_same_tensors() {
     let (_, err) = flor_ok(dir, &["rebuild"]);
     assert!(err.contains("tensors of 4 checkpoint(s) restored"), "{err}");
     check_tensors_view(dir, &[(a, 1, 2)]);
+}
+
+/// Widens one element of `dtype` (the plugins' dtype names), here,
+/// independently of flor-core; `None` for dtypes without statistics.
+fn widen(dtype: &str, b: &[u8]) -> Option<f64> {
+    Some(match dtype {
+        "f64" => f64::from_le_bytes(b.try_into().ok()?),
+        "f32" => f64::from(f32::from_le_bytes(b.try_into().ok()?)),
+        "f16" => f16(u16::from_le_bytes(b.try_into().ok()?)),
+        "bf16" => f64::from(f32::from_bits(u32::from(u16::from_le_bytes(b.try_into().ok()?)) << 16)),
+        "i64" => i64::from_le_bytes(b.try_into().ok()?) as f64,
+        "i32" => f64::from(i32::from_le_bytes(b.try_into().ok()?)),
+        "i16" => f64::from(i16::from_le_bytes(b.try_into().ok()?)),
+        "i8" => f64::from(b[0] as i8),
+        "u8" => f64::from(b[0]),
+        "bool" => f64::from(u8::from(b[0] != 0)),
+        _ => return None,
+    })
+}
+
+/// A PyTorch `torch.save` archive (a fixture the pytorch plugin's tests
+/// use too) is described by the built-in plugin: every tensor of the
+/// fixture's sidecar in the `tensors` view, statistics computed natively
+/// from the plugin's layout, the plugin named by `inspect`.
+#[test]
+fn a_plugin_format_is_described_through_the_plugin() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    let archive = std::fs::read(fixtures.join("mixed_dtypes.pt")).unwrap();
+    let sidecar: Json = serde_json::from_slice(&std::fs::read(fixtures.join("mixed_dtypes.json")).unwrap()).unwrap();
+    let repo = repo(MANUAL);
+    let dir = repo.path();
+    let run = Run::builder().dir(dir).filename("train.rs").argv(["train"]).start().unwrap();
+    for _ in run.loop_over("epoch", 0..1) {
+        run.checkpoint_with("model", &archive, &Raw("torch")).unwrap();
+    }
+    let tstamp = run.tstamp();
+    run.finish().unwrap();
+
+    let (out, _) = flor_ok(dir, &["checkpoints", "pack"]);
+    assert!(out.contains("1 kept whole") && out.contains("single chunk"), "a small archive: {out}");
+    let rows =
+        flor_json(dir, &["query", "SELECT tensor, dtype, shape, bytes, l2, mean, min, max, nonfinite FROM tensors"]);
+    let tensors = sidecar["tensors"].as_array().unwrap();
+    assert_eq!(rows.len(), tensors.len(), "{rows:?}");
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let row = rows.iter().find(|r| r["tensor"] == name).unwrap_or_else(|| panic!("no row for {name}: {rows:?}"));
+        let dtype = t["dtype"].as_str().unwrap();
+        assert_eq!(row["dtype"], dtype, "{name}");
+        assert_eq!(row["shape"].as_str().unwrap(), serde_json::to_string(&t["shape"]).unwrap(), "{name}");
+        let (at, len) = (t["offset"].as_u64().unwrap() as usize, t["length"].as_u64().unwrap() as usize);
+        assert_eq!(row["bytes"].as_u64(), Some(len as u64), "{name}");
+        let size = match dtype {
+            "f64" | "i64" | "c64" => 8,
+            "f32" | "i32" => 4,
+            "f16" | "bf16" | "i16" => 2,
+            "c128" => 16,
+            _ => 1,
+        };
+        let values: Option<Vec<f64>> = archive[at..at + len].chunks(size).map(|b| widen(dtype, b)).collect();
+        let Some(values) = values else {
+            assert!(row["l2"].is_null() && row["nonfinite"].is_null(), "{name}: no statistics for {dtype}");
+            continue;
+        };
+        if values.is_empty() {
+            assert_eq!((row["l2"].as_f64(), row["mean"].is_null()), (Some(0.0), true), "{name}");
+            continue;
+        }
+        let (l2, mean, _, min, max, nonfinite) = plain_stats(&values);
+        assert!(close(row["l2"].as_f64().unwrap(), l2), "{name}: {row}");
+        assert!(close(row["mean"].as_f64().unwrap(), mean), "{name}: {row}");
+        assert_eq!((row["min"].as_f64(), row["max"].as_f64()), (Some(min), Some(max)), "{name}");
+        assert_eq!(row["nonfinite"].as_u64(), Some(nonfinite), "{name}");
+    }
+    let (text, _) = flor_ok(dir, &["checkpoints", "inspect", &tstamp, "model"]);
+    assert!(text.contains("format   torch.zip") && text.contains("plugin   pytorch"), "{text}");
+}
+
+/// `torch.save` archives of three epochs (the fixture writer, no torch): a
+/// frozen 256 KiB f32 tensor and a head that changes.
+fn torch_archives(python: &str, dir: &Path) -> Vec<Vec<u8>> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let script = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+import torchsave as ts
+frozen = ts.ramp("f32", [256, 256], 0.5)
+for epoch in range(3):
+    head = ts.ramp("f32", [64, 256], float(epoch))
+    data, _ = ts.save(ts.state_dict([("backbone.weight", frozen), ("head.weight", head)]))
+    open("%s/epoch%d.pt" % (sys.argv[2], epoch), "wb").write(data)
+"#;
+    let out = Command::new(python).arg("-c").arg(script).arg(&fixtures).arg(dir).output().expect("run python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (0..3).map(|e| std::fs::read(dir.join(format!("epoch{e}.pt"))).unwrap()).collect()
+}
+
+/// Checkpoints in a plugin's format (PyTorch's `torch.save`), which a run
+/// stores whole (runs know only the native formats), are packed by the
+/// built-in plugin: chunks per tensor, the frozen one shared by every
+/// epoch, the plugin recorded in the manifest, bit-identical reads, and
+/// delta_l2 0 for the frozen tensor.
+#[test]
+fn checkpoints_in_a_plugin_format_are_packed_by_the_plugin() {
+    let Some(python) = support::python() else { return };
+    let repo = repo(MANUAL);
+    let dir = repo.path();
+    let scratch = tempfile::tempdir().unwrap();
+    let archives = torch_archives(&python, scratch.path());
+    let run = Run::builder().dir(dir).filename("train.rs").argv(["train"]).start().unwrap();
+    for epoch in run.loop_over("epoch", 0..3usize) {
+        run.checkpoint_with("model", &archives[epoch], &Raw("torch")).unwrap();
+    }
+    let tstamp = run.tstamp();
+    run.finish().unwrap();
+    let listed = flor_json(dir, &["checkpoints", "ls"]);
+    assert!(listed.iter().all(|c| c["stored"] == "whole"), "a run stores them whole: {listed:?}");
+
+    flor_ok(dir, &["checkpoints", "pack"]);
+    let project = Project::open(dir).unwrap();
+    let ckpts = project.checkpoints(&tstamp).unwrap();
+    let manifests: Vec<_> =
+        ckpts.iter().map(|c| project.objects().manifest(&c.digest).unwrap().expect("packed")).collect();
+    for (m, (c, bytes)) in manifests.iter().zip(ckpts.iter().zip(&archives)) {
+        assert_eq!(m.format, "torch.zip");
+        assert_eq!(m.plugin.as_ref().map(|p| p.plugin.as_str()), Some("pytorch"), "the plugin is recorded");
+        assert_eq!(&project.objects().get_sized(&c.digest, c.bytes).unwrap(), bytes, "bit for bit");
+    }
+    let chunk_sets: Vec<std::collections::HashSet<&str>> =
+        manifests.iter().map(|m| m.chunks.iter().map(|c| c.digest.as_str()).collect()).collect();
+    let shared: Vec<&&str> =
+        chunk_sets[0].iter().filter(|d| chunk_sets[1].contains(**d) && chunk_sets[2].contains(**d)).collect();
+    assert!(!shared.is_empty(), "the frozen tensor's chunk is stored once");
+    let df = flor_json(
+        dir,
+        &[
+            "dataframe",
+            "tensor:model.head.weight:l2",
+            "tensor:model.backbone.weight:delta_l2",
+            "tensor:model.head.weight:delta_l2",
+        ],
+    );
+    assert_eq!(df.len(), 3);
+    assert!(df[0]["tensor:model.head.weight:delta_l2"].is_null(), "no earlier checkpoint");
+    for r in &df[1..] {
+        assert_eq!(r["tensor:model.backbone.weight:delta_l2"].as_f64(), Some(0.0), "{r}");
+        // The head moves by 1.0 in each of its 16,384 elements.
+        assert!(close(r["tensor:model.head.weight:delta_l2"].as_f64().unwrap(), 128.0), "{r}");
+    }
 }
