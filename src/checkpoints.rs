@@ -170,7 +170,8 @@ impl PackReport {
 /// How many queued checkpoints one call takes at most.
 const QUEUE_LIMIT: usize = 1 << 20;
 
-/// Tensor rows stored per ingestion group (one transaction).
+/// Checkpoints' tensor rows stored per ingestion group (one transaction;
+/// also at least every second).
 const GROUP_CHECKPOINTS: usize = 256;
 
 impl Project {
@@ -195,15 +196,7 @@ impl Project {
         if queue.is_empty() {
             return Ok(packer.report);
         }
-        store.begin_group()?;
-        let result = packer.run(store, &queue, progress);
-        match result {
-            Ok(()) => store.end_group(true)?,
-            Err(e) => {
-                let _ = store.end_group(false);
-                return Err(e);
-            }
-        }
+        packer.run(store, &queue, progress)?;
         Ok(packer.report)
     }
 
@@ -277,7 +270,11 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
         progress: &mut dyn FnMut(&PackProgress),
     ) -> Result<()> {
         let mut checkpoints: HashMap<RunKey, Vec<CheckpointMeta>> = HashMap::new();
-        let mut in_group = 0;
+        // Rows wait here and go to the store together: no write
+        // transaction stays open while objects are packed (other processes
+        // would wait for it).
+        let mut pending: Vec<(RunKey, u64, Vec<TensorRow>)> = Vec::new();
+        let mut flushed = Instant::now();
         for (done, q) in queue.iter().enumerate() {
             let list = match checkpoints.entry(q.run) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -287,17 +284,15 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
             let prev = list.iter().filter(|p| p.name == c.name && p.line < c.line).max_by_key(|p| p.line);
             match self.rows(q, prev) {
                 Some(rows) => {
-                    store.ingest_tensors(q.run, c.line, &rows)?;
                     self.report.checkpoints += 1;
                     self.report.tensors += rows.len();
-                    in_group += 1;
+                    pending.push((q.run, c.line, rows));
                 }
                 None => self.report.waiting += 1,
             }
-            if in_group >= GROUP_CHECKPOINTS {
-                store.end_group(true)?;
-                store.begin_group()?;
-                in_group = 0;
+            if pending.len() >= GROUP_CHECKPOINTS || flushed.elapsed() >= Duration::from_secs(1) {
+                flush(store, &mut pending)?;
+                flushed = Instant::now();
             }
             progress(&PackProgress {
                 done: done + 1,
@@ -306,7 +301,7 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
                 elapsed: self.started.elapsed(),
             });
         }
-        Ok(())
+        flush(store, &mut pending)
     }
 
     /// The tensor rows of checkpoint `q` (none for an object without
@@ -447,6 +442,24 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
             }
         }
     }
+}
+
+/// Stores the pending checkpoints' tensor rows in one ingestion group.
+fn flush(store: &mut dyn Store, pending: &mut Vec<(RunKey, u64, Vec<TensorRow>)>) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    store.begin_group()?;
+    let stored = pending.iter().try_for_each(|(run, line, rows)| store.ingest_tensors(*run, *line, rows));
+    match stored {
+        Ok(()) => store.end_group(true)?,
+        Err(e) => {
+            let _ = store.end_group(false);
+            return Err(e.into());
+        }
+    }
+    pending.clear();
+    Ok(())
 }
 
 /// Bytes as a short human-readable size (`1.5 MiB`).
