@@ -21,7 +21,9 @@
 //! `flor` command calls this after syncing, with the budget of
 //! `[checkpoints]` in `.flor/config.toml`, so every command does a bounded
 //! part and the rest waits for the next one; `flor checkpoints pack` has no
-//! budget. Checkpoints whose indexes exist already (after `flor rebuild`,
+//! budget. An object is started only when its size fits in what is left,
+//! except the first of a call (so one larger than the whole budget is
+//! packed too, alone); one no format claims costs only its first bytes. Checkpoints whose indexes exist already (after `flor rebuild`,
 //! on a clone that has the objects) cost no budget. A checkpoint whose
 //! object is missing is taken off the queue and reported
 //! ([`PackReport::missing`]); `flor rebuild` or `flor checkpoints pack
@@ -263,6 +265,20 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
         self.budget.is_some_and(|b| self.report.read_bytes >= b.bytes || self.started.elapsed() >= b.time)
     }
 
+    /// Whether work reading `bytes` more may start: within the budget, or
+    /// the first work of this call (so an object larger than the whole
+    /// budget is still packed, one per call). A zero budget starts none.
+    fn room_for(&self, bytes: u64) -> bool {
+        match self.budget {
+            None => true,
+            Some(b) if b.bytes == 0 => false,
+            Some(b) => {
+                (self.report.read_bytes == 0 && self.started.elapsed() < b.time)
+                    || (!self.spent() && self.report.read_bytes.saturating_add(bytes) <= b.bytes)
+            }
+        }
+    }
+
     fn run(
         &mut self,
         store: &mut dyn Store,
@@ -308,7 +324,7 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
     /// tensors or a missing one); `None`: it waits (budget).
     fn rows(&mut self, q: &QueuedCheckpoint, prev: Option<&CheckpointMeta>) -> Option<Vec<TensorRow>> {
         let c = &q.checkpoint;
-        let index = match self.index(&c.digest) {
+        let index = match self.index(&c.digest, c.bytes) {
             Got::Index(ix) => ix,
             Got::Later => return None,
             Got::Missing => {
@@ -326,7 +342,7 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
             return Some(Vec::new());
         }
         let deltas = match prev {
-            Some(p) => self.delta(&index, &p.digest)?,
+            Some(p) => self.delta(&index, p)?,
             None => Vec::new(),
         };
         Some(
@@ -351,8 +367,9 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
         )
     }
 
-    /// The index of object `digest`: loaded, or made within the budget.
-    fn index(&mut self, digest: &str) -> Got {
+    /// The index of object `digest` (`bytes` long): loaded, or made within
+    /// the budget.
+    fn index(&mut self, digest: &str, bytes: u64) -> Got {
         if let Some(got) = self.known.get(digest) {
             return got.clone();
         }
@@ -367,7 +384,9 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
             self.known.insert(digest.to_owned(), Got::Missing);
             return Got::Missing;
         }
-        if self.spent() {
+        // An object no format claims costs its first bytes only; any
+        // other, its size (decompressed, then read for statistics).
+        if self.spent() || (!self.room_for(bytes) && self.claimed(digest)) {
             return Got::Later;
         }
         let formats = self.formats();
@@ -387,6 +406,24 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
         };
         self.known.insert(digest.to_owned(), got.clone());
         got
+    }
+
+    /// Whether `digest` was just indexed (its delta reads the spool at
+    /// hand and only the earlier object's changed tensors: part of the
+    /// same work).
+    fn known_spooled(&self, digest: &str) -> bool {
+        self.spool.as_ref().is_some_and(|s| s.id().digest == digest)
+    }
+
+    /// Whether indexing object `digest` would read all of it: it is
+    /// chunked, or a format claims its first bytes (an unreadable head
+    /// counts as claimed, so it waits like any large object).
+    fn claimed(&mut self, digest: &str) -> bool {
+        if self.objects.is_chunked(digest).unwrap_or(true) {
+            return true;
+        }
+        let formats = self.formats();
+        self.objects.head(digest).map_or(true, |head| formats.sniff(&head).is_some())
     }
 
     /// Counts what indexing an object did.
@@ -415,8 +452,9 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
 
     /// The deltas of `next` against object `prev` (empty: none); `None`:
     /// they wait (budget).
-    fn delta(&mut self, next: &TensorIndex, prev: &str) -> Option<Vec<Option<f64>>> {
-        let prev_index = match self.index(prev) {
+    fn delta(&mut self, next: &TensorIndex, prev: &CheckpointMeta) -> Option<Vec<Option<f64>>> {
+        let (prev, prev_bytes) = (prev.digest.as_str(), prev.bytes);
+        let prev_index = match self.index(prev, prev_bytes) {
             Got::Index(ix) if ix.status == IndexStatus::Indexed => ix,
             Got::Later => return None,
             _ => return Some(Vec::new()),
@@ -424,7 +462,8 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
         if let Some(d) = self.indexes.load_delta(&next.digest, prev) {
             return Some(d.deltas);
         }
-        if self.spent() {
+        // At most both objects' tensors are read.
+        if !self.room_for(next.bytes.saturating_add(prev_bytes)) && !self.known_spooled(&next.digest) {
             return None;
         }
         let spool = self.spool.as_ref().filter(|s| s.id().digest == next.digest);
