@@ -89,8 +89,9 @@ pub struct PackOptions {
     /// At most this much work (`None`: everything queued).
     pub budget: Option<PackBudget>,
     /// Queue every forward checkpoint again first: objects no format
-    /// claimed are sniffed again, missing objects looked for again, every
-    /// checkpoint's tensors stored anew.
+    /// claimed, or that a format failed to describe, are looked at again,
+    /// missing objects looked for again, every checkpoint's tensors stored
+    /// anew.
     pub all: bool,
 }
 
@@ -195,6 +196,7 @@ impl Project {
         }
         let queue = store.tensor_queue(QUEUE_LIMIT)?;
         let mut packer = Packer::new(objects, options.budget, || formats.get());
+        packer.again = options.all;
         if queue.is_empty() {
             return Ok(packer.report);
         }
@@ -234,6 +236,9 @@ struct Packer<F> {
     known: HashMap<String, Got>,
     /// The object indexed last, decompressed (its delta reads it).
     spool: Option<Spool>,
+    /// Look again at objects whose index lists no tensors (a format that
+    /// failed may not fail again).
+    again: bool,
     report: PackReport,
 }
 
@@ -248,6 +253,7 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
             started: Instant::now(),
             known: HashMap::new(),
             spool: None,
+            again: false,
             report: PackReport::default(),
         }
     }
@@ -374,7 +380,7 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
             return got.clone();
         }
         if let Some(ix) = self.indexes.load(digest) {
-            if ix.status == IndexStatus::Indexed || ix.is_current(&self.formats()) {
+            if ix.status == IndexStatus::Indexed || (!self.again && ix.is_current(&self.formats())) {
                 let got = Got::Index(Arc::new(ix));
                 self.known.insert(digest.to_owned(), got.clone());
                 return got;

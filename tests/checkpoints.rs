@@ -405,6 +405,15 @@ fn gc_keeps_what_runs_name_and_deletes_the_rest() {
     flor_ok(dir, &["checkpoints", "inspect", &stray.digest]);
     let index = dir.join(".flor/objects/tensors").join(&stray.digest[..2]).join(format!("{}.json", &stray.digest[2..]));
     assert!(index.is_file());
+    // An object only a record file outside git names (a run not yet
+    // published, a broken file) is kept too.
+    let unpublished = objects.put(b"a run that has not been published names me").unwrap();
+    std::fs::create_dir_all(dir.join(".flor/broken")).unwrap();
+    std::fs::write(
+        dir.join(".flor/broken/x.jsonl"),
+        format!("{{\"k\":\"ckpt\",\"n\":\"state\",\"digest\":\"{}\",\"bytes\":42}}\n", unpublished.digest),
+    )
+    .unwrap();
     let files_before = objects.stored_files().unwrap().len();
 
     // Recent files are kept; a dry run deletes nothing.
@@ -420,6 +429,7 @@ fn gc_keeps_what_runs_name_and_deletes_the_rest() {
     let (out, _) = flor_ok(dir, &["checkpoints", "gc", "--grace", "0"]);
     assert!(out.contains("deleted 3 object and chunk file(s)") && out.contains("1 tensor index file(s)"), "{out}");
     assert!(!objects.contains(&stray.digest) && !objects.contains(&stray_whole.digest));
+    assert!(objects.contains(&unpublished.digest));
     assert!(!index.exists());
     // Everything the run names still reads, chunks shared with the stray
     // object included.
