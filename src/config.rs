@@ -17,6 +17,14 @@
 //! isolation = "auto" # or "overlay" or "copy"
 //! # The most a run's copies may take where replay copies (mebibytes).
 //! copy_limit_mb = 1024
+//!
+//! [checkpoints]
+//! # Each flor command packs checkpoints of finished runs and computes their
+//! # tensor statistics, reading at most this much (mebibytes; 0: never on
+//! # its own, only `flor checkpoints pack`). Default 512.
+//! auto_pack_mb = 512
+//! # ... and working at most this long (seconds). Default 2.
+//! auto_pack_seconds = 2
 //! ```
 //!
 //! The file is optional. A small reader for `key = value` lines, `[table]`
@@ -53,6 +61,8 @@ const KEYS: &[(&str, &str)] = &[
     ("", "lint_on_run"),
     ("replay", "isolation"),
     ("replay", "copy_limit_mb"),
+    ("checkpoints", "auto_pack_mb"),
+    ("checkpoints", "auto_pack_seconds"),
 ];
 
 /// The settings of `.flor/config.toml`.
@@ -77,6 +87,12 @@ pub struct Config {
     /// `[replay] copy_limit_mb`: the most one run's copies may take where
     /// replay copies (`None`: not set, 1024).
     pub replay_copy_limit_mb: Option<u64>,
+    /// `[checkpoints] auto_pack_mb`: how much each command may read packing
+    /// checkpoints on its own (`None`: not set, 512; 0: never).
+    pub auto_pack_mb: Option<u64>,
+    /// `[checkpoints] auto_pack_seconds`: how long each command may spend
+    /// packing checkpoints on its own (`None`: not set, 2).
+    pub auto_pack_seconds: Option<u64>,
 }
 
 impl Config {
@@ -124,12 +140,14 @@ impl Config {
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 table = match name.trim() {
                     "replay" => "replay",
+                    "checkpoints" => "checkpoints",
                     other => {
                         return Err(bad(
                             i + 1,
                             "",
                             format!(
-                                "unknown table [{}]; flor's config has settings at the top and a [replay] table",
+                                "unknown table [{}]; flor's config has settings at the top and the tables \
+                                 [replay] and [checkpoints]",
                                 shorten(other)
                             ),
                         ))
@@ -188,6 +206,19 @@ impl Config {
                 let mb = value.parse::<u64>().ok().filter(|mb| mb.checked_mul(1024 * 1024).is_some());
                 self.replay_copy_limit_mb =
                     Some(mb.ok_or_else(|| format!("expected a whole number of mebibytes, found {}", shorten(value)))?);
+            }
+            ("checkpoints", "auto_pack_mb") => {
+                let mb = value.replace('_', "").parse::<u64>().ok().filter(|mb| mb.checked_mul(1 << 20).is_some());
+                self.auto_pack_mb = Some(mb.ok_or_else(|| {
+                    format!("expected a whole number of mebibytes (0: no packing on its own), found {}", shorten(value))
+                })?);
+            }
+            ("checkpoints", "auto_pack_seconds") => {
+                let secs = value
+                    .replace('_', "")
+                    .parse::<u64>()
+                    .map_err(|_| format!("expected a whole number of seconds such as 2, found {}", shorten(value)))?;
+                self.auto_pack_seconds = Some(secs);
             }
             _ => {
                 let secs: u64 = value.replace('_', "").parse().map_err(|_| {
@@ -318,6 +349,21 @@ mod tests {
         assert_eq!(Config::parse("lint_on_run=true", p).unwrap().lint_on_run, Some(true));
         let e = Config::parse("lint_on_run = \"no\"", p).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("lint_on_run") && e.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn parses_the_checkpoints_table() {
+        let p = Path::new(".flor/config.toml");
+        let c = Config::parse("[checkpoints]\nauto_pack_mb = 0\nauto_pack_seconds = 5\n", p).unwrap();
+        assert_eq!((c.auto_pack_mb, c.auto_pack_seconds), (Some(0), Some(5)));
+        let u = crate::checkpoints::UpkeepSettings::of(&c);
+        assert_eq!(u.budget.bytes, 0, "0: only what is indexed already");
+        let d = crate::checkpoints::UpkeepSettings::of(&Config::default());
+        assert_eq!(d.budget, crate::checkpoints::PackBudget::DEFAULT);
+        let e = Config::parse("[checkpoints]\nauto_pack_mb = lots\n", p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("auto_pack_mb") && e.contains("mebibytes"), "{e}");
+        let e = Config::parse("[checkpoint]\n", p).unwrap_err().to_string();
+        assert!(e.contains("[checkpoints]"), "{e}");
     }
 
     #[test]

@@ -101,6 +101,14 @@ pub enum Error {
         /// Why there is none.
         reason: NoDatabaseReason,
     },
+    /// A digest (or digest prefix) that names no object, or several.
+    #[error("object {prefix}: {why}")]
+    UnknownObject {
+        /// The digest or prefix given.
+        prefix: String,
+        /// Why it names none.
+        why: String,
+    },
     /// A checkpoint that is not there.
     #[error("run {tstamp} has no checkpoint named `{name}`{}", if available.is_empty() { String::new() } else { format!(" (it has: {})", available.join(", ")) })]
     NoCheckpoint {

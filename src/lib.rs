@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoints;
 mod config;
 mod error;
 pub mod ingest;
@@ -18,6 +19,7 @@ mod project;
 pub mod replay;
 mod run;
 
+pub use checkpoints::{PackBudget, PackOptions, PackReport};
 pub use config::{Config, CONFIG_FILE, DEFAULT_QUERY_TIMEOUT, MAX_CONFIG_BYTES};
 pub use error::{Error, Result};
 pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};

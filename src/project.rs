@@ -5,10 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
-use flor_core::store::{NameInfo, RunRow};
+use flor_core::formats::FormatRegistry;
+use flor_core::store::{NameInfo, RunRow, TensorFilter, TensorName};
 use flor_core::{CheckpointMeta, Durability, ObjectStore, Store, StoreError, Table, Value};
 use flor_store::StoreKind;
 
@@ -44,6 +46,37 @@ pub struct Project {
     durability: Durability,
     /// The time limit of user SQL (`None`: none).
     query_limit: Option<Duration>,
+    /// The checkpoint formats packing and tensor statistics use.
+    pub(crate) formats: Arc<Formats>,
+    /// The `[checkpoints]` settings.
+    pub(crate) upkeep: crate::checkpoints::UpkeepSettings,
+}
+
+/// Where a project's checkpoint formats come from: given, or made the
+/// first time they are needed (loading plugins costs time every command
+/// would otherwise pay).
+pub(crate) struct Formats {
+    ready: std::sync::OnceLock<Arc<FormatRegistry>>,
+    make: std::sync::Mutex<Option<MakeFormats>>,
+}
+
+/// Makes a project's formats ([`ProjectBuilder::formats_with`]).
+type MakeFormats = Box<dyn FnOnce() -> Arc<FormatRegistry> + Send>;
+
+impl Formats {
+    fn new(make: MakeFormats) -> Formats {
+        Formats { ready: std::sync::OnceLock::new(), make: std::sync::Mutex::new(Some(make)) }
+    }
+
+    /// The formats (made now if they were not yet).
+    pub(crate) fn get(&self) -> Arc<FormatRegistry> {
+        self.ready
+            .get_or_init(|| {
+                let make = self.make.lock().ok().and_then(|mut m| m.take());
+                make.map_or_else(FormatRegistry::shared_native, |f| f())
+            })
+            .clone()
+    }
 }
 
 impl std::fmt::Debug for Project {
@@ -172,6 +205,16 @@ fn open_kind(flor_dir: &Path, kind: StoreKind, fresh: bool) -> Result<Box<dyn St
     Ok(store)
 }
 
+/// The `<checkpoint>.<tensor>` paths of the stored tensors `filter`
+/// selects, sorted.
+fn stored_tensor_paths(store: &dyn Store, filter: TensorFilter<'_>) -> Result<std::collections::BTreeSet<String>> {
+    let mut paths = std::collections::BTreeSet::new();
+    store.scan_tensors(filter, &mut |v| {
+        paths.insert(TensorName::path_of(v.checkpoint, &v.row.tensor));
+    })?;
+    Ok(paths)
+}
+
 /// Says on stderr that a damaged query database is being rebuilt.
 fn note_rebuild(path: &str, why: &str) {
     eprintln!("flor: note: the query database {path} is damaged ({why}); rebuilding it from the run records in git");
@@ -215,6 +258,7 @@ pub struct ProjectBuilder {
     start: PathBuf,
     choice: StoreChoice,
     fresh: bool,
+    formats: MakeFormats,
 }
 
 impl std::fmt::Debug for ProjectBuilder {
@@ -278,6 +322,25 @@ impl ProjectBuilder {
         self
     }
 
+    /// The checkpoint formats packing and tensor statistics use
+    /// ([`Project::pack_checkpoints`]): by default
+    /// [`FormatRegistry::shared_native`] (safetensors, `.npy`); the `flor`
+    /// command passes the native formats plus its plugins'. Recording is
+    /// not affected: runs store checkpoints with the native formats only,
+    /// and reading needs no format.
+    pub fn formats(mut self, formats: Arc<FormatRegistry>) -> ProjectBuilder {
+        self.formats = Box::new(move || formats);
+        self
+    }
+
+    /// Like [`ProjectBuilder::formats`], made by `make` the first time a
+    /// format is needed (so a command with nothing to pack never loads
+    /// plugins).
+    pub fn formats_with(mut self, make: impl FnOnce() -> Arc<FormatRegistry> + Send + 'static) -> ProjectBuilder {
+        self.formats = Box::new(make);
+        self
+    }
+
     /// Opens the project of the git repository containing the start folder,
     /// creating `.flor/` on first use, with the chosen query database.
     pub fn open(self) -> Result<Project> {
@@ -306,7 +369,19 @@ impl ProjectBuilder {
         let objects =
             ObjectStore::open(&objects_dir).map_err(|e| writable_or(&flor_dir, e.into()))?.with_durability(durability);
         let query_limit = config.query_limit();
-        Ok(Project { root: info.root, projid: info.projid, flor_dir, kind, db, objects, durability, query_limit })
+        let upkeep = crate::checkpoints::UpkeepSettings::of(&config);
+        Ok(Project {
+            root: info.root,
+            projid: info.projid,
+            flor_dir,
+            kind,
+            db,
+            objects,
+            durability,
+            query_limit,
+            formats: Arc::new(Formats::new(self.formats)),
+            upkeep,
+        })
     }
 }
 
@@ -316,7 +391,12 @@ impl Project {
     /// engine by default), whether to start it afresh. See
     /// [`ProjectBuilder`].
     pub fn builder(start: impl AsRef<Path>) -> ProjectBuilder {
-        ProjectBuilder { start: start.as_ref().to_path_buf(), choice: StoreChoice::Configured, fresh: false }
+        ProjectBuilder {
+            start: start.as_ref().to_path_buf(),
+            choice: StoreChoice::Configured,
+            fresh: false,
+            formats: Box::new(FormatRegistry::shared_native),
+        }
     }
 
     /// Opens the project of the git repository containing `start` (any
@@ -395,6 +475,12 @@ impl Project {
     /// The checkpoint object store.
     pub fn objects(&self) -> &ObjectStore {
         &self.objects
+    }
+
+    /// The checkpoint formats packing and tensor statistics use (see
+    /// [`ProjectBuilder::formats`]; made now when they were given lazily).
+    pub fn formats(&self) -> Arc<FormatRegistry> {
+        self.formats.get()
     }
 
     /// What of a run survives a crash: `durability` of
@@ -492,15 +578,38 @@ impl Project {
     }
 
     /// The pivot view (see `flor_core::pivot`). Names no run logged are an
-    /// error that lists the known names.
+    /// error that lists the known names. A name
+    /// `tensor:<checkpoint>.<tensor>:<stat>` is a statistic of a
+    /// checkpoint's tensor (`tensor:model.fc1.weight:l2`; `stat` one of
+    /// `l2`, `mean`, `std`, `min`, `max`, `nonfinite`, `delta_l2`), found at
+    /// each checkpoint's loop position (see [`Project::pack_checkpoints`]).
     pub fn dataframe(&self, names: &[&str]) -> Result<Table> {
         let store = self.store()?;
         if !names.is_empty() {
             let known = store.names()?;
-            let unknown: Vec<String> =
-                names.iter().filter(|n| !known.iter().any(|k| k.name == **n)).map(|n| n.to_string()).collect();
+            let mut unknown: Vec<String> = names
+                .iter()
+                .filter(|n| TensorName::parse(n).is_none() && !known.iter().any(|k| k.name == **n))
+                .map(|n| n.to_string())
+                .collect();
+            let tensor_names: Vec<TensorName<'_>> = names.iter().filter_map(|n| TensorName::parse(n)).collect();
+            let mut known: Vec<String> = known.into_iter().map(|k| k.name).collect();
+            if !tensor_names.is_empty() {
+                let pairs: Vec<(&str, &str)> = tensor_names.iter().flat_map(|t| t.splits()).collect();
+                let found = stored_tensor_paths(store, TensorFilter::Named(&pairs))?;
+                let missing = tensor_names
+                    .iter()
+                    .filter(|t| !found.contains(t.path))
+                    .map(|t| format!("{}{}:{}", TensorName::PREFIX, t.path, t.stat.as_str()));
+                let before = unknown.len();
+                unknown.extend(missing);
+                if unknown.len() > before {
+                    let all = stored_tensor_paths(store, TensorFilter::All)?;
+                    known.extend(all.iter().take(20).map(|p| format!("{}{p}:l2", TensorName::PREFIX)));
+                }
+            }
             if !unknown.is_empty() {
-                return Err(Error::UnknownNames { names: unknown, known: known.into_iter().map(|k| k.name).collect() });
+                return Err(Error::UnknownNames { names: unknown, known });
             }
         }
         Ok(store.dataframe(names)?)

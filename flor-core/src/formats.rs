@@ -566,6 +566,13 @@ pub trait CheckpointFormatExt: CheckpointFormat {
     /// boundaries must increase strictly and lie inside the object (`0` and
     /// the length itself are ignored), else [`FormatError::InvalidLayout`].
     fn chunks(&self, src: &dyn ByteSource) -> Result<Vec<Range<u64>>, FormatError> {
+        Ok(self.layout_and_chunks(src)?.1)
+    }
+
+    /// [`CheckpointFormatExt::chunks`] together with the checked layout it
+    /// was cut by (one call of the format's `layout`, which a plugin pays
+    /// for).
+    fn layout_and_chunks(&self, src: &dyn ByteSource) -> Result<(Layout, Vec<Range<u64>>), FormatError> {
         let layout = self.checked_layout(src)?;
         let len = src.len();
         let mut out = Vec::new();
@@ -587,7 +594,7 @@ pub trait CheckpointFormatExt: CheckpointFormat {
         if len > 0 {
             out.push(start..len);
         }
-        Ok(out)
+        Ok((layout, out))
     }
 }
 

@@ -42,8 +42,10 @@ pub mod pause;
 pub mod pivot;
 pub mod propagate;
 pub mod record;
+pub mod stats;
 pub mod store;
 pub mod table;
+pub mod tensors;
 pub mod time;
 pub mod value;
 

@@ -63,10 +63,12 @@ use crate::formats::{
 };
 
 mod manifest;
+mod pack;
 #[cfg(test)]
 mod tests;
 
 pub use manifest::{ChunkRef, Manifest};
+pub use pack::{PackOutcome, Spool, StoredFile};
 
 /// zstd level: fast, still a good ratio on float arrays.
 const LEVEL: i32 = 3;
@@ -279,6 +281,7 @@ impl ObjectStore {
         let sync = self.durability.syncs();
         if dest.exists() {
             // Stored already, perhaps by a writer that did not sync it.
+            touch(&dest);
             return if sync { self.sync_installed(&dest, false) } else { Ok(()) };
         }
         let mut new_dir = false;
@@ -401,14 +404,10 @@ impl ObjectStore {
         let plan = coalesce(pieces, MIN_CHUNK);
         if plan.len() < 2 {
             let tmp = self.temp()?;
-            let digest = self.compress_range(src, spool, 0..id.bytes, &tmp)?;
-            debug_assert_eq!(digest, id.digest);
+            self.compress_range(src, spool, 0..id.bytes, &tmp)?;
             return self.install(tmp, &id.digest);
         }
-        let mut chunks = Vec::with_capacity(plan.len());
-        for range in plan {
-            chunks.push(self.put_range(src, spool, range)?);
-        }
+        let chunks = self.put_chunks(src, spool, &plan)?.into_iter().map(|(c, _)| c).collect();
         // Chunks first, the manifest last: its rename publishes the object.
         let manifest = Manifest {
             format: format.name().to_owned(),
@@ -422,42 +421,38 @@ impl ObjectStore {
         self.install(tmp, &id.digest)
     }
 
-    /// Stores `range` of a spooled object as a chunk (hashed first, so a
-    /// chunk stored already is not compressed again).
-    fn put_range(&self, src: &FileSource, spool: &Path, range: Range<u64>) -> Result<ChunkRef> {
-        let bytes = range.end - range.start;
-        let mut hasher = blake3::Hasher::new();
-        copy_range(src, range.clone(), |b| {
-            hasher.update(b);
-            Ok(())
-        })
-        .map_err(|e| match e {
-            CopyError::Read(e) | CopyError::Write(e) => Error::io("read", spool, e),
-        })?;
-        let digest = hasher.finalize().to_hex().to_string();
-        if !self.contains(&digest) {
-            let tmp = self.temp()?;
-            self.compress_range(src, spool, range, &tmp)?;
-            self.install(tmp, &digest)?;
-        }
-        Ok(ChunkRef { digest, bytes })
-    }
-
-    /// Compresses `range` of `src` into the file `tmp`; returns its digest.
-    fn compress_range(&self, src: &FileSource, spool: &Path, range: Range<u64>, tmp: &TempFile) -> Result<String> {
+    /// Compresses `range` of `src` into the file `tmp` (the caller hashed
+    /// it already).
+    fn compress_range(&self, src: &FileSource, spool: &Path, range: Range<u64>, tmp: &TempFile) -> Result<()> {
         let file = File::create(&tmp.path).map_err(|e| Error::io("create", &tmp.path, e))?;
         let mut enc = encoder(file).map_err(|e| Error::io("create", &tmp.path, e))?;
-        let mut hasher = blake3::Hasher::new();
-        copy_range(src, range, |b| {
-            hasher.update(b);
-            enc.write_all(b)
-        })
-        .map_err(|e| match e {
+        // Knowing the size lets zstd size its window and tables for it.
+        enc.set_pledged_src_size(Some(range.end - range.start)).map_err(|e| Error::io("create", &tmp.path, e))?;
+        copy_range(src, range, |b| enc.write_all(b)).map_err(|e| match e {
             CopyError::Read(e) => Error::io("read", spool, e),
             CopyError::Write(e) => Error::io("write object", &tmp.path, e),
         })?;
         enc.finish().and_then(|mut w| w.flush()).map_err(|e| Error::io("write object", &tmp.path, e))?;
-        Ok(hasher.finalize().to_hex().to_string())
+        Ok(())
+    }
+}
+
+/// Hashes `bytes` into `hasher`, large inputs on several threads.
+fn hash(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    if bytes.len() >= 1 << 17 {
+        hasher.update_rayon(bytes);
+    } else {
+        hasher.update(bytes);
+    }
+}
+
+/// Marks a stored file as just used (its modification time: now), so that
+/// garbage collection, which spares recently modified files, does not
+/// delete an object a writer found stored and is about to name in a record.
+/// Best effort: a failure only loses that protection.
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = OpenOptions::new().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -634,7 +629,10 @@ impl ObjectWriter {
             }
             Sink::Spool { file, format } => {
                 let file = file.into_inner().map_err(|e| write_err(e.into_error()))?;
-                if !self.store.contains(&id.digest) {
+                let dest = self.store.path_of(&id.digest)?;
+                if dest.is_file() {
+                    touch(&dest);
+                } else {
                     let src = FileSource::new(file).map_err(|e| Error::io("read", tmp, e))?;
                     self.store.store_spooled(&src, tmp, &*format, &id)?;
                 }
@@ -740,7 +738,7 @@ impl ObjectReader {
                     }
                     self.verified = true;
                 }
-                self.hasher.update(&buf[..n]);
+                hash(&mut self.hasher, &buf[..n]);
                 Ok(n)
             }
             Kind::Chunked(c) => loop {
@@ -773,7 +771,7 @@ impl ObjectReader {
                                     format!("longer than the {} bytes the manifest says", chunk.bytes),
                                 ));
                             }
-                            self.hasher.update(&buf[..n]);
+                            hash(&mut self.hasher, &buf[..n]);
                             c.total += n as u64;
                             return Ok(n);
                         }

@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::store::{RunKey, RunRow, Store, StoreResult, ValueFilter};
+use crate::store::{RunKey, RunRow, Store, StoreResult, TensorFilter, TensorName, ValueFilter};
 use crate::table::{Column, ColumnData, Nullable, Table};
 use crate::value::Value;
 
@@ -87,6 +87,47 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
     Ok(Table { columns })
 }
 
+/// The `tensor:` names among `wanted` (with their index) apart from the
+/// others.
+fn split_tensor_names<'a>(wanted: &[&'a str]) -> (Vec<&'a str>, Vec<(u32, TensorName<'a>)>) {
+    let mut plain = Vec::new();
+    let mut tensors = Vec::new();
+    for (i, n) in wanted.iter().enumerate() {
+        match TensorName::parse(n) {
+            Some(t) => tensors.push((i as u32, t)),
+            None => plain.push(*n),
+        }
+    }
+    (plain, tensors)
+}
+
+/// The values of `tensor:` names: each statistic at its checkpoint's
+/// position ([`Store::scan_tensors`]).
+fn tensor_values<S: Store + ?Sized>(
+    store: &S,
+    names: &[(u32, TensorName<'_>)],
+    run_idx: &HashMap<RunKey, u32>,
+    vals: &mut Vec<Val>,
+) -> StoreResult<()> {
+    let pairs: Vec<(&str, &str)> = names.iter().flat_map(|(_, t)| t.splits()).collect();
+    store.scan_tensors(TensorFilter::Named(&pairs), &mut |v| {
+        let Some(&run) = run_idx.get(&v.run) else { return };
+        for (k, t) in names {
+            if !t.matches(v.checkpoint, &v.row.tensor) {
+                continue;
+            }
+            if let Some(value) = t.stat.of(v.row) {
+                vals.push(Val {
+                    key: (u64::from(run) << 32) | u64::from(v.ctx.unwrap_or(NONE)),
+                    name: *k,
+                    order: v.line,
+                    value,
+                });
+            }
+        }
+    })
+}
+
 /// Step 1: the values of the wanted names, sorted by (run, position, name),
 /// the last one per (run, position, name) kept.
 fn collect_values<S: Store + ?Sized>(
@@ -95,9 +136,17 @@ fn collect_values<S: Store + ?Sized>(
     run_idx: &HashMap<RunKey, u32>,
 ) -> StoreResult<Vec<Val>> {
     let mut vals: Vec<Val> = Vec::new();
+    let (plain, tensor_names) = split_tensor_names(wanted);
+    if !tensor_names.is_empty() {
+        tensor_values(store, &tensor_names, run_idx, &mut vals)?;
+    }
     let mut last_run: Option<(RunKey, u32)> = None;
     let mut last_name: Option<(usize, u32)> = None; // (pointer of the &str, index)
-    store.scan_values(ValueFilter::Names(wanted), &mut |row| {
+    let scan = |visit: &mut dyn FnMut(crate::store::ValueRow<'_>)| match plain.len() {
+        0 => Ok(()),
+        _ => store.scan_values(ValueFilter::Names(&plain), visit),
+    };
+    scan(&mut |row| {
         let run = match last_run {
             Some((k, i)) if k == row.run => i,
             _ => match run_idx.get(&row.run) {

@@ -18,7 +18,11 @@
 //!   [`Store::query_within`] runs it under a time limit (unlimited by
 //!   default);
 //!   [`Store::begin_group`] / [`Store::end_group`] (several ingestion steps
-//!   made durable together) default to every step being durable on its own.
+//!   made durable together) default to every step being durable on its own;
+//!   tensor statistics ([`Store::tensor_queue`], [`Store::requeue_tensors`],
+//!   [`Store::ingest_tensors`], [`Store::scan_tensors`]: the `tensors` view
+//!   and the `tensor:` names of the pivot) default to none
+//!   ([`tensors_unsupported`]).
 //!
 //! The conformance suite in `flor-store` (feature `conformance`) pins the
 //! contract down: its *core* checks use only the primitives and the pivot,
@@ -123,6 +127,16 @@ impl StoreError {
                       for SQL, use a store with an SQL engine (`store = \"sqlite\"` or `\"duckdb\"` \
                       in .flor/config.toml)",
         }
+    }
+}
+
+/// The answer of a store without tensor statistics to
+/// [`Store::ingest_tensors`] and [`Store::scan_tensors`].
+pub fn tensors_unsupported(backend: &'static str) -> StoreError {
+    StoreError::Unsupported {
+        backend,
+        what: "tensor statistics (the `tensors` view, `tensor:` names)",
+        instead: "use a store that keeps them (`store = \"sqlite\"` or `\"duckdb\"` in .flor/config.toml)",
     }
 }
 
@@ -279,6 +293,190 @@ impl LoopSpan {
     }
 }
 
+/// One tensor of a checkpoint and its statistics: a row of the `tensors`
+/// view, what [`Store::ingest_tensors`] stores and [`Store::scan_tensors`]
+/// visits. Statistics are `None` where there are none (a dtype without
+/// them, no finite element, no earlier checkpoint to compare with).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TensorRow {
+    /// The tensor's name in its checkpoint (`fc1.weight`).
+    pub tensor: String,
+    /// Its dtype (`f32`, `bf16`, ...).
+    pub dtype: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// L2 norm of its finite elements.
+    pub l2: Option<f64>,
+    /// Mean of its finite elements.
+    pub mean: Option<f64>,
+    /// Population standard deviation of its finite elements.
+    pub std: Option<f64>,
+    /// Smallest finite element.
+    pub min: Option<f64>,
+    /// Largest finite element.
+    pub max: Option<f64>,
+    /// Number of NaN and infinite elements.
+    pub nonfinite: Option<u64>,
+    /// L2 norm of its change since the same tensor in the run's previous
+    /// checkpoint of the same name.
+    pub delta_l2: Option<f64>,
+}
+
+/// The statistics a [`TensorRow`] holds, by the names `tensor:` names of
+/// [`Store::dataframe`] use (`tensor:model.fc1.weight:l2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorStat {
+    /// [`TensorRow::l2`].
+    L2,
+    /// [`TensorRow::mean`].
+    Mean,
+    /// [`TensorRow::std`].
+    Std,
+    /// [`TensorRow::min`].
+    Min,
+    /// [`TensorRow::max`].
+    Max,
+    /// [`TensorRow::nonfinite`].
+    Nonfinite,
+    /// [`TensorRow::delta_l2`].
+    DeltaL2,
+}
+
+impl TensorStat {
+    /// Every statistic, in the order of the `tensors` view's columns.
+    pub const ALL: [TensorStat; 7] = [
+        TensorStat::L2,
+        TensorStat::Mean,
+        TensorStat::Std,
+        TensorStat::Min,
+        TensorStat::Max,
+        TensorStat::Nonfinite,
+        TensorStat::DeltaL2,
+    ];
+
+    /// Its name (`l2`, `delta_l2`, ...): the `tensors` view's column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TensorStat::L2 => "l2",
+            TensorStat::Mean => "mean",
+            TensorStat::Std => "std",
+            TensorStat::Min => "min",
+            TensorStat::Max => "max",
+            TensorStat::Nonfinite => "nonfinite",
+            TensorStat::DeltaL2 => "delta_l2",
+        }
+    }
+
+    /// Its value in `row` (an integer for `nonfinite`).
+    pub fn of(self, row: &TensorRow) -> Option<Value> {
+        match self {
+            TensorStat::L2 => row.l2.map(Value::Float),
+            TensorStat::Mean => row.mean.map(Value::Float),
+            TensorStat::Std => row.std.map(Value::Float),
+            TensorStat::Min => row.min.map(Value::Float),
+            TensorStat::Max => row.max.map(Value::Float),
+            TensorStat::Nonfinite => row.nonfinite.and_then(|n| i64::try_from(n).ok()).map(Value::Int),
+            TensorStat::DeltaL2 => row.delta_l2.map(Value::Float),
+        }
+    }
+}
+
+/// A `tensor:<checkpoint>.<tensor>:<stat>` name of [`Store::dataframe`]:
+/// one statistic of one tensor of a run's checkpoints of one name, found at
+/// each checkpoint's loop position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorName<'a> {
+    /// `<checkpoint>.<tensor>` (`model.fc1.weight`).
+    pub path: &'a str,
+    /// The statistic.
+    pub stat: TensorStat,
+}
+
+impl<'a> TensorName<'a> {
+    /// The prefix of tensor names.
+    pub const PREFIX: &'static str = "tensor:";
+
+    /// Parses `tensor:<checkpoint>.<tensor>:<stat>` (or
+    /// `tensor:<checkpoint>:<stat>` for the one unnamed tensor of a
+    /// checkpoint, such as a `.npy` array); `None` for any other name (then
+    /// it is an ordinary logged name).
+    pub fn parse(name: &'a str) -> Option<TensorName<'a>> {
+        let rest = name.strip_prefix(Self::PREFIX)?;
+        let (path, stat) = rest.rsplit_once(':')?;
+        let stat = TensorStat::ALL.into_iter().find(|s| s.as_str() == stat)?;
+        (!path.is_empty() && !path.starts_with('.') && !path.ends_with('.')).then_some(TensorName { path, stat })
+    }
+
+    /// The path naming a checkpoint's tensor: `<checkpoint>.<tensor>`, or
+    /// the checkpoint's name for an unnamed tensor.
+    pub fn path_of(checkpoint: &str, tensor: &str) -> String {
+        if tensor.is_empty() {
+            checkpoint.to_owned()
+        } else {
+            format!("{checkpoint}.{tensor}")
+        }
+    }
+
+    /// The ways `path` splits into a checkpoint name and a tensor name (at
+    /// each `.`: checkpoint names may hold dots too; the whole path with an
+    /// unnamed tensor last).
+    pub fn splits(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let path = self.path;
+        path.match_indices('.').map(move |(i, _)| (&path[..i], &path[i + 1..])).chain(std::iter::once((path, "")))
+    }
+
+    /// Whether a checkpoint `checkpoint` holding `tensor` is what this name
+    /// means.
+    pub fn matches(&self, checkpoint: &str, tensor: &str) -> bool {
+        if tensor.is_empty() {
+            return self.path == checkpoint;
+        }
+        self.path.len() == checkpoint.len() + 1 + tensor.len()
+            && self.path.starts_with(checkpoint)
+            && self.path.as_bytes()[checkpoint.len()] == b'.'
+            && self.path.ends_with(tensor)
+    }
+}
+
+/// A checkpoint whose tensors are not in the store yet
+/// ([`Store::tensor_queue`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedCheckpoint {
+    /// Its run.
+    pub run: RunKey,
+    /// The run's `tstamp`.
+    pub tstamp: String,
+    /// The checkpoint.
+    pub checkpoint: CheckpointMeta,
+}
+
+/// A tensor visited by [`Store::scan_tensors`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorVisit<'a> {
+    /// Its run.
+    pub run: RunKey,
+    /// The loop context of its checkpoint (the outer iteration it ends).
+    pub ctx: Option<u32>,
+    /// Its checkpoint's line in the run's record file.
+    pub line: u64,
+    /// Its checkpoint's name.
+    pub checkpoint: &'a str,
+    /// The tensor.
+    pub row: &'a TensorRow,
+}
+
+/// Which tensors [`Store::scan_tensors`] visits.
+#[derive(Debug, Clone, Copy)]
+pub enum TensorFilter<'a> {
+    /// All of them.
+    All,
+    /// Those whose `(checkpoint name, tensor name)` is one of these (it
+    /// may visit others too; callers check).
+    Named(&'a [(&'a str, &'a str)]),
+}
+
 /// A name known to the store, for listings and "did you mean" hints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameInfo {
@@ -378,6 +576,40 @@ pub trait Store: Send {
         self.query(sql)
     }
 
+    /// Optional capability (tensor statistics, the `tensors` view): the
+    /// forward checkpoints of runs no longer recording whose tensors were
+    /// not ingested yet ([`Store::ingest_tensors`]), by run and line, at
+    /// most `limit`. A store with the capability queues each forward
+    /// checkpoint it ingests. The default: none (a store without the
+    /// capability).
+    fn tensor_queue(&self, limit: usize) -> StoreResult<Vec<QueuedCheckpoint>> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+
+    /// Optional capability: queues every forward checkpoint again (so that
+    /// each is looked at anew). The default does nothing.
+    fn requeue_tensors(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Optional capability: stores the tensors of the checkpoint at `line`
+    /// of run `run`'s forward record file (replacing any stored for it) and
+    /// takes it off the queue; none: looked at, nothing to show. The
+    /// default answers [`StoreError::Unsupported`].
+    fn ingest_tensors(&mut self, run: RunKey, line: u64, tensors: &[TensorRow]) -> StoreResult<()> {
+        let _ = (run, line, tensors);
+        Err(tensors_unsupported(self.backend()))
+    }
+
+    /// Optional capability: visits the stored tensors that `filter`
+    /// selects, in any order. The default answers
+    /// [`StoreError::Unsupported`].
+    fn scan_tensors(&self, filter: TensorFilter<'_>, visit: &mut dyn FnMut(TensorVisit<'_>)) -> StoreResult<()> {
+        let _ = (filter, visit);
+        Err(tensors_unsupported(self.backend()))
+    }
+
     /// Deletes every run and record (the schema stays).
     fn clear(&mut self) -> StoreResult<()>;
 
@@ -394,6 +626,31 @@ mod tests {
 
     fn l(ctx: u32, parent: Option<u32>, name: &str, iteration: u64) -> LoopCtx {
         LoopCtx { ctx, parent, name: name.into(), iteration, value: None }
+    }
+
+    #[test]
+    fn tensor_names_parse_and_match() {
+        let t = TensorName::parse("tensor:model.fc1.weight:l2").unwrap();
+        assert_eq!((t.path, t.stat), ("model.fc1.weight", TensorStat::L2));
+        assert_eq!(
+            t.splits().collect::<Vec<_>>(),
+            [("model", "fc1.weight"), ("model.fc1", "weight"), ("model.fc1.weight", "")]
+        );
+        assert!(t.matches("model", "fc1.weight") && t.matches("model.fc1", "weight"));
+        assert!(!t.matches("model", "fc1") && !t.matches("mode", "l.fc1.weight") && !t.matches("model", "fc1xweight"));
+        // An unnamed tensor (a `.npy` array) by its checkpoint's name.
+        let u = TensorName::parse("tensor:opt:mean").unwrap();
+        assert!(u.matches("opt", "") && !u.matches("opt", "x") && !t.matches("model", ""));
+        assert_eq!((TensorName::path_of("opt", ""), TensorName::path_of("m", "w")), ("opt".into(), "m.w".into()));
+        let d = TensorName::parse("tensor:opt.params/Dense_0/kernel:delta_l2").unwrap();
+        assert_eq!((d.path, d.stat), ("opt.params/Dense_0/kernel", TensorStat::DeltaL2));
+        for not in ["loss", "tensor:model.w", "tensor:model.w:median", "tensor::l2", "tensor:.w:l2", "tensor:m.:l2"] {
+            assert_eq!(TensorName::parse(not), None, "{not}");
+        }
+        let row = TensorRow { l2: Some(2.0), nonfinite: Some(3), ..TensorRow::default() };
+        assert_eq!(TensorStat::L2.of(&row), Some(Value::Float(2.0)));
+        assert_eq!(TensorStat::Nonfinite.of(&row), Some(Value::Int(3)));
+        assert_eq!(TensorStat::Mean.of(&row), None);
     }
 
     #[test]

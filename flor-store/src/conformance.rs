@@ -15,7 +15,13 @@
 //!   documented in this crate (also after re-ingestion, `clear`,
 //!   `set_status` and groups), the read-only rule and query errors of
 //!   [`Store::query`]. They use only portable SQL, so that every engine can
-//!   pass them; a backend without an SQL engine skips them.
+//!   pass them; a backend without an SQL engine skips them. `tensors_view`
+//!   checks the `tensors` view (both built-in engines keep tensor
+//!   statistics).
+//! * **tensors** ([`TENSOR_CHECKS`]): the optional tensor-statistics
+//!   capability ([`Store::tensor_queue`], [`Store::ingest_tensors`],
+//!   [`Store::scan_tensors`], the `tensor:` names of the pivot), without
+//!   SQL; a backend without the capability skips them.
 //!
 //! [`conformance_tests!`](crate::conformance_tests) expands to one `#[test]`
 //! per check, so a failure names the check (and, through the module it is
@@ -45,7 +51,10 @@
 use flor_core::check::ReplayCheck;
 use flor_core::layout::replay_line_base;
 use flor_core::record::{parse_lines, LineEncoder, Parsed, RecordReader};
-use flor_core::store::{FileProgress, IngestBatch, LoopSpan, RunKey, Store, StoreError, StoreResult, ValueFilter};
+use flor_core::store::{
+    FileProgress, IngestBatch, LoopSpan, QueuedCheckpoint, RunKey, Store, StoreError, StoreResult, TensorFilter,
+    TensorRow, TensorVisit, ValueFilter,
+};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source, Table, Value};
 
 /// A factory of fresh, empty stores.
@@ -116,6 +125,14 @@ macro_rules! conformance_tests {
             views_after_group,
             diverged_flag,
             query_time_limit,
+            tensors_view,
+        ]}
+    };
+    (@tensors $($then:tt)*) => {
+        $crate::conformance_tests! {$($then)* [
+            tensors_queue,
+            tensors_roundtrip,
+            tensors_dataframe,
         ]}
     };
     (@tests $make:expr, [$($check:ident),* $(,)?]) => {
@@ -136,9 +153,13 @@ macro_rules! conformance_tests {
     (sql, $make:expr $(,)?) => {
         $crate::conformance_tests!(@sql @tests $make,);
     };
+    (tensors, $make:expr $(,)?) => {
+        $crate::conformance_tests!(@tensors @tests $make,);
+    };
     (all, $make:expr $(,)?) => {
         $crate::conformance_tests!(@core @tests $make,);
         $crate::conformance_tests!(@sql @tests $make,);
+        $crate::conformance_tests!(@tensors @tests $make,);
     };
 }
 
@@ -149,6 +170,10 @@ pub const CORE_CHECKS: &[(&str, Check)] = crate::conformance_tests!(@core @table
 /// The SQL checks, by name: the views, the read-only rule and query errors
 /// of [`Store::query`], for backends with an SQL engine.
 pub const SQL_CHECKS: &[(&str, Check)] = crate::conformance_tests!(@sql @table);
+
+/// The tensor-statistics checks, by name, for backends with the
+/// capability (no SQL needed).
+pub const TENSOR_CHECKS: &[(&str, Check)] = crate::conformance_tests!(@tensors @table);
 
 /// Returns `make` unchanged: fixes a closure's signature as a store factory
 /// (so `|| Box::new(MyStore::new())` returns a `Box<dyn Store>`). Used by
@@ -234,6 +259,21 @@ impl<S: Store> Store for GroupedSteps<S> {
         self.close();
         self.store.borrow().dataframe(names)
     }
+    fn tensor_queue(&self, limit: usize) -> StoreResult<Vec<QueuedCheckpoint>> {
+        self.store.borrow().tensor_queue(limit)
+    }
+    fn requeue_tensors(&mut self) -> StoreResult<()> {
+        self.store.get_mut().requeue_tensors()
+    }
+    fn ingest_tensors(&mut self, run: RunKey, line: u64, tensors: &[TensorRow]) -> StoreResult<()> {
+        if !self.open.replace(true) {
+            self.store.get_mut().begin_group()?;
+        }
+        self.store.get_mut().ingest_tensors(run, line, tensors)
+    }
+    fn scan_tensors(&self, filter: TensorFilter<'_>, visit: &mut dyn FnMut(TensorVisit<'_>)) -> StoreResult<()> {
+        self.store.borrow().scan_tensors(filter, visit)
+    }
 }
 
 /// Runs `checks`, naming each on stderr before it starts.
@@ -254,10 +294,16 @@ pub fn run_sql(make: &mut MakeStore<'_>) {
     run(SQL_CHECKS, make);
 }
 
-/// Runs every check: the core suite, then the SQL suite.
+/// Runs every tensor-statistics check ([`TENSOR_CHECKS`]).
+pub fn run_tensors(make: &mut MakeStore<'_>) {
+    run(TENSOR_CHECKS, make);
+}
+
+/// Runs every check: the core suite, the SQL suite, then the tensor suite.
 pub fn run_all(make: &mut MakeStore<'_>) {
     run_core(make);
     run_sql(make);
+    run_tensors(make);
 }
 
 // ---------------------------------------------------------------- helpers
@@ -1679,4 +1725,262 @@ pub fn views_after_group(make: &mut MakeStore<'_>) {
     assert_eq!(view_counts(&*grouped), view_counts(&*one), "rows per view ({VIEWS:?})");
     let q = "SELECT tstamp, ctx_id, value_name, value, source FROM logs ORDER BY tstamp, source, ctx_id, value_name";
     assert_tables_equal(&ok(grouped.query(q), q), &ok(one.query(q), q), "logs after a group");
+}
+
+// --------------------------------------------------------- tensor checks
+
+/// A tensor row with distinct, bit-exact statistics (`k` varies them).
+fn tensor_row(name: &str, k: f64, delta: Option<f64>) -> TensorRow {
+    TensorRow {
+        tensor: name.into(),
+        dtype: "f32".into(),
+        shape: vec![3, 4],
+        bytes: 48,
+        l2: Some(1.25 * k),
+        mean: Some(-0.1 * k),
+        std: Some(std::f64::consts::PI * k),
+        min: Some(-1e-300),
+        max: Some(f64::MAX / k),
+        nonfinite: Some(k as u64),
+        delta_l2: delta,
+    }
+}
+
+/// A run (A: finished) checkpointing `model` at the end of two epochs and
+/// `opt` at the end of the first, logging `loss` per step and `acc` per
+/// epoch; its checkpoints' lines.
+fn tensor_run() -> (Run, Vec<u64>) {
+    let mut a = Run::new(T1);
+    a.meta.status = RunStatus::Finished;
+    a.arg("lr", 0.1);
+    let mut lines = Vec::new();
+    for e in 0..2u64 {
+        let ec = a.iter(None, "epoch", e);
+        for s in 0..2u64 {
+            let sc = a.iter(Some(ec), "step", s);
+            a.log(Some(sc), "loss", (e * 10 + s) as f64);
+        }
+        a.log(Some(ec), "acc", 0.5 + e as f64);
+        a.ckpt(Some(ec), "model", if e == 0 { DIGEST_A } else { DIGEST_B }, 100);
+        lines.push(a.line);
+        if e == 0 {
+            a.ckpt(Some(ec), "opt", DIGEST_B, 10);
+            lines.push(a.line);
+        }
+    }
+    (a, lines)
+}
+
+fn queued(store: &dyn Store, limit: usize) -> Vec<(RunKey, String, u64, String)> {
+    ok(store.tensor_queue(limit), "tensor_queue")
+        .into_iter()
+        .map(|q| (q.run, q.tstamp, q.checkpoint.line, q.checkpoint.name))
+        .collect()
+}
+
+fn scanned(store: &dyn Store, filter: TensorFilter<'_>) -> Vec<(RunKey, Option<u32>, u64, String, TensorRow)> {
+    let mut out = Vec::new();
+    ok(
+        store.scan_tensors(filter, &mut |v| {
+            out.push((v.run, v.ctx, v.line, v.checkpoint.to_owned(), v.row.clone()));
+        }),
+        "scan_tensors",
+    );
+    out.sort_by(|a, b| (a.0, a.2, &a.4.tensor).cmp(&(b.0, b.2, &b.4.tensor)));
+    out
+}
+
+fn same_tensor(a: &TensorRow, b: &TensorRow) -> bool {
+    let bits = |x: &Option<f64>| x.map(f64::to_bits);
+    a.tensor == b.tensor
+        && a.dtype == b.dtype
+        && a.shape == b.shape
+        && a.bytes == b.bytes
+        && [a.l2, a.mean, a.std, a.min, a.max, a.delta_l2].iter().map(bits).eq([
+            b.l2, b.mean, b.std, b.min, b.max, b.delta_l2,
+        ]
+        .iter()
+        .map(bits))
+        && a.nonfinite == b.nonfinite
+}
+
+/// The queue of checkpoints waiting for their tensors: forward checkpoints
+/// of runs no longer recording, by run and line, up to a limit; once each
+/// however often they are ingested; off the queue once their tensors are
+/// stored (none is fine); all back on it after `requeue_tensors`; emptied
+/// by `clear`.
+pub fn tensors_queue(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let (a, lines) = tensor_run();
+    let ka = a.ingest(&mut *store);
+    a.ingest(&mut *store);
+    let mut b = Run::new(T2);
+    let eb = b.iter(None, "epoch", 0);
+    b.ckpt(Some(eb), "model", DIGEST_A, 100);
+    let kb = b.ingest(&mut *store);
+    // A replay's checkpoints are never queued.
+    let mut r = Run::replay_of(&a);
+    r.ckpt(Some(0), "model", DIGEST_A, 100);
+    r.ingest_replay(&mut *store);
+
+    let want_a: Vec<_> =
+        lines.iter().zip(["model", "opt", "model"]).map(|(l, n)| (ka, T1.to_owned(), *l, n.to_owned())).collect();
+    assert_eq!(queued(&*store, 100), want_a, "a running run's checkpoints wait; once each");
+    assert_eq!(queued(&*store, 2), want_a[..2], "at most the limit");
+    ok(store.ingest_tensors(ka, lines[0], &[tensor_row("w", 1.0, None)]), "ingest_tensors");
+    ok(store.ingest_tensors(ka, lines[1], &[]), "ingest_tensors (none)");
+    assert_eq!(queued(&*store, 100), want_a[2..], "stored: off the queue");
+
+    assert!(ok(store.set_status(PROJ, T2, RunStatus::Finished, Some("end")), "set_status"));
+    let mut want = want_a[2..].to_vec();
+    want.push((kb, T2.to_owned(), b.checkpoints[0].line, "model".to_owned()));
+    assert_eq!(queued(&*store, 100), want, "finished: its checkpoints come");
+
+    ok(store.requeue_tensors(), "requeue_tensors");
+    let mut all = want_a.clone();
+    all.push(want[1].clone());
+    assert_eq!(queued(&*store, 100), all, "every forward checkpoint again");
+    assert_eq!(scanned(&*store, TensorFilter::All).len(), 1, "stored tensors stay");
+
+    ok(store.clear(), "clear");
+    assert!(queued(&*store, 100).is_empty());
+    assert!(scanned(&*store, TensorFilter::All).is_empty());
+}
+
+/// Tensor rows come back bit for bit with their run, the checkpoint's loop
+/// context, line and name; storing a checkpoint's tensors again replaces
+/// them; a filter selects by checkpoint and tensor name.
+pub fn tensors_roundtrip(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let (a, lines) = tensor_run();
+    let ka = a.ingest(&mut *store);
+    let first = [tensor_row("fc.weight", 1.0, None), tensor_row("fc.bias", 2.0, None)];
+    let opt = [TensorRow { shape: vec![], dtype: "i64".into(), bytes: 8, ..TensorRow::default() }];
+    let second = [tensor_row("fc.weight", 3.0, Some(0.5)), tensor_row("fc.bias", 4.0, Some(0.0))];
+    ok(store.ingest_tensors(ka, lines[0], &[tensor_row("stale", 9.0, None)]), "ingest_tensors");
+    ok(store.ingest_tensors(ka, lines[0], &first), "ingest_tensors again");
+    ok(store.ingest_tensors(ka, lines[1], &opt), "ingest_tensors");
+    ok(store.ingest_tensors(ka, lines[2], &second), "ingest_tensors");
+
+    let got = scanned(&*store, TensorFilter::All);
+    let mut want: Vec<(RunKey, Option<u32>, u64, &str, &TensorRow)> = Vec::new();
+    let ctx = |line: u64| a.checkpoints.iter().find(|c| c.line == line).and_then(|c| c.ctx);
+    for (line, name, rows) in [(lines[0], "model", &first[..]), (lines[1], "opt", &opt), (lines[2], "model", &second)] {
+        for r in rows {
+            want.push((ka, ctx(line), line, name, r));
+        }
+    }
+    want.sort_by(|x, y| (x.2, &x.4.tensor).cmp(&(y.2, &y.4.tensor)));
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((g.0, g.1, g.2, g.3.as_str()), (w.0, w.1, w.2, w.3), "{g:?}");
+        assert!(same_tensor(&g.4, w.4), "{:?} vs {:?}", g.4, w.4);
+    }
+    let only = scanned(&*store, TensorFilter::Named(&[("model", "fc.bias"), ("opt", "nothing")]));
+    assert_eq!(
+        only.iter().map(|g| (g.2, g.4.tensor.as_str())).collect::<Vec<_>>(),
+        [(lines[0], "fc.bias"), (lines[2], "fc.bias")]
+    );
+    assert!(scanned(&*store, TensorFilter::Named(&[])).is_empty());
+}
+
+/// `tensor:<checkpoint>.<tensor>:<stat>` names in the pivot: each
+/// statistic at its checkpoint's loop position (so repeated on the inner
+/// loop's rows like a value logged per epoch), next to ordinary names;
+/// `nonfinite` as an integer; a statistic that is `None` is no value.
+pub fn tensors_dataframe(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let (a, lines) = tensor_run();
+    let ka = a.ingest(&mut *store);
+    run_c().ingest(&mut *store);
+    ok(store.ingest_tensors(ka, lines[0], &[tensor_row("fc.weight", 1.0, None)]), "ingest_tensors");
+    ok(store.ingest_tensors(ka, lines[1], &[tensor_row("fc.weight", 7.0, None)]), "ingest_tensors");
+    ok(store.ingest_tensors(ka, lines[2], &[tensor_row("fc.weight", 2.0, Some(0.25))]), "ingest_tensors");
+
+    let names =
+        ["tensor:model.fc.weight:l2", "acc", "tensor:model.fc.weight:delta_l2", "tensor:model.fc.weight:nonfinite"];
+    let tb = ok(store.dataframe(&names), "dataframe");
+    let mut cols = vec!["projid", "tstamp", "filename", "epoch"];
+    cols.extend(names);
+    let rows = vec![row(&a, vec![i(0), f(1.25), f(0.5), N, i(1)]), row(&a, vec![i(1), f(2.5), f(1.5), f(0.25), i(2)])];
+    assert_table(&tb, &cols, &rows, "tensor statistics per epoch");
+
+    let tb = ok(store.dataframe(&["loss", "tensor:model.fc.weight:mean"]), "dataframe");
+    let rows = vec![
+        row(&a, vec![i(0), i(0), f(0.0), f(-0.1)]),
+        row(&a, vec![i(0), i(1), f(1.0), f(-0.1)]),
+        row(&a, vec![i(1), i(0), f(10.0), f(-0.2)]),
+        row(&a, vec![i(1), i(1), f(11.0), f(-0.2)]),
+    ];
+    assert_table(
+        &tb,
+        &["projid", "tstamp", "filename", "epoch", "step", "loss", "tensor:model.fc.weight:mean"],
+        &rows,
+        "repeated on every step",
+    );
+    let tb = ok(store.dataframe(&["tensor:opt.fc.weight:l2", "tensor:model.nothing:l2"]), "dataframe");
+    let rows = vec![row(&a, vec![i(0), f(8.75), N])];
+    assert_table(
+        &tb,
+        &["projid", "tstamp", "filename", "epoch", "tensor:opt.fc.weight:l2", "tensor:model.nothing:l2"],
+        &rows,
+        "another checkpoint; an unknown tensor",
+    );
+}
+
+/// The `tensors` view: one row per stored tensor with its run's identity,
+/// the checkpoint's context and name, and every statistic (NULL where
+/// there is none).
+pub fn tensors_view(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let (a, lines) = tensor_run();
+    let ka = a.ingest(&mut *store);
+    ok(store.ingest_tensors(ka, lines[0], &[tensor_row("fc.weight", 1.0, None)]), "ingest_tensors");
+    let mut odd = tensor_row("fc.weight", 2.0, Some(0.5));
+    odd.mean = None;
+    ok(store.ingest_tensors(ka, lines[2], &[odd]), "ingest_tensors");
+    let sql = "SELECT projid, tstamp, filename, ctx_id, checkpoint, tensor, dtype, shape, bytes, l2, mean, std, \
+               min, max, nonfinite, delta_l2 FROM tensors ORDER BY ctx_id";
+    let tb = ok(store.query(sql), sql);
+    let cols = [
+        "projid",
+        "tstamp",
+        "filename",
+        "ctx_id",
+        "checkpoint",
+        "tensor",
+        "dtype",
+        "shape",
+        "bytes",
+        "l2",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "nonfinite",
+        "delta_l2",
+    ];
+    let cell = |r: &TensorRow| {
+        vec![
+            t(&r.tensor),
+            t(&r.dtype),
+            t("[3,4]"),
+            i(48),
+            r.l2.and_then(f),
+            r.mean.and_then(f),
+            r.std.and_then(f),
+            r.min.and_then(f),
+            r.max.and_then(f),
+            r.nonfinite.map(|n| Value::Int(n as i64)),
+            r.delta_l2.and_then(f),
+        ]
+    };
+    let ctx = |k: usize| a.checkpoints.iter().find(|c| c.line == lines[k]).and_then(|c| c.ctx).map(i64::from);
+    let mut r0 = vec![ctx(0).and_then(i), t("model")];
+    r0.extend(cell(&tensor_row("fc.weight", 1.0, None)));
+    let mut r1 = vec![ctx(2).and_then(i), t("model")];
+    let mut odd = tensor_row("fc.weight", 2.0, Some(0.5));
+    odd.mean = None;
+    r1.extend(cell(&odd));
+    assert_table(&tb, &cols, &[row(&a, r0), row(&a, r1)], "the tensors view");
 }

@@ -46,6 +46,7 @@ mod limit;
 mod readonly;
 mod rows;
 mod spans;
+mod tensors;
 
 #[cfg(feature = "duckdb")]
 mod duckdb;

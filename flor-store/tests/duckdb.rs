@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use flor_core::store::{FileProgress, IngestBatch, Store, StoreError};
+use flor_core::store::{FileProgress, IngestBatch, Store, StoreError, TensorRow};
 use flor_core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Table, Value};
 use flor_store::{DuckStore, SqliteStore};
 
@@ -163,6 +163,34 @@ fn assert_same(a: &Table, b: &Table, what: &str) {
     }
 }
 
+/// Tensor statistics for every queued checkpoint (two tensors each, one
+/// of them with a delta and a statistic missing).
+fn ingest_tensors(store: &mut dyn Store) {
+    let queue = store.tensor_queue(usize::MAX).unwrap();
+    assert!(!queue.is_empty());
+    for q in queue {
+        let k = q.checkpoint.line as f64;
+        let rows: Vec<TensorRow> = ["fc.weight", "fc.bias"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| TensorRow {
+                tensor: (*name).into(),
+                dtype: "f32".into(),
+                shape: vec![4, i as u64 + 1],
+                bytes: 16 * (i as u64 + 1),
+                l2: Some(k / 3.0),
+                mean: (i == 0).then_some(-k / 7.0),
+                std: Some(k.sqrt()),
+                min: Some(-k),
+                max: Some(k * 1e300),
+                nonfinite: Some(i as u64),
+                delta_l2: (q.checkpoint.ctx != Some(0)).then_some(0.125 * k),
+            })
+            .collect();
+        store.ingest_tensors(q.run, q.checkpoint.line, &rows).unwrap();
+    }
+}
+
 #[test]
 fn same_answers_as_sqlite() {
     let mut lite = SqliteStore::open_in_memory().unwrap();
@@ -172,6 +200,8 @@ fn same_answers_as_sqlite() {
         ingest_run(&mut lite, run);
         ingest_run(&mut duck, run);
     }
+    ingest_tensors(&mut lite);
+    ingest_tensors(&mut duck);
     let name_sets: &[&[&str]] = &[
         &[],
         &["loss"],
@@ -182,6 +212,8 @@ fn same_answers_as_sqlite() {
         &["grad", "loss", "opt", "note", "final", "batch"],
         &["final"],
         &["missing", "lr"],
+        &["tensor:model.fc.weight:l2", "loss", "tensor:model.fc.bias:delta_l2"],
+        &["tensor:model.fc.weight:mean", "tensor:model.fc.bias:nonfinite", "acc"],
     ];
     for names in name_sets {
         let (a, b) = (lite.dataframe(names).unwrap(), duck.dataframe(names).unwrap());
@@ -209,6 +241,9 @@ fn same_answers_as_sqlite() {
         "SELECT count(*) AS n FROM logs WHERE value IS NULL",
         "SELECT 1 AS a, 'x' AS b, NULL AS c, 2.5 AS d",
         "SELECT status, count(*) AS n FROM runs GROUP BY status ORDER BY status",
+        "SELECT * FROM tensors ORDER BY tstamp, ctx_id, tensor",
+        "SELECT checkpoint, tensor, count(*) AS n, max(l2) AS l2, sum(nonfinite) AS nf FROM tensors \
+         GROUP BY checkpoint, tensor ORDER BY tensor",
     ];
     for sql in queries {
         let (a, b) = (lite.query(sql).unwrap(), duck.query(sql).unwrap());
@@ -337,6 +372,7 @@ fn a_version_1_database_is_upgraded_in_place() {
         let conn = flor_store::duckdb_crate::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP VIEW replay_checks; DROP TABLE flor_checks; \
+             DROP VIEW tensors; DROP TABLE flor_tensors; DROP TABLE flor_tensor_queue; \
              CREATE OR REPLACE VIEW logs AS SELECT 1 AS value_name; \
              UPDATE flor_meta SET value = 1 WHERE key = 'schema_version';",
         )
@@ -353,6 +389,36 @@ fn a_version_1_database_is_upgraded_in_place() {
     assert!(store.checks().unwrap().is_empty());
     let v = store.query("SELECT value FROM flor_meta WHERE key = 'schema_version'");
     assert!(v.is_err() || v.unwrap().cell(0, 0) == Some(Value::Int(flor_store::DUCKDB_SCHEMA_VERSION)));
+}
+
+/// A database written before tensor statistics (schema version 2) is
+/// upgraded in place: the tables and the `tensors` view are added and every
+/// stored forward checkpoint waits for its tensors.
+#[test]
+fn a_version_2_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flor.duckdb");
+    {
+        let mut store = DuckStore::open(&path).unwrap();
+        ingest_run(&mut store, 0);
+        ingest_tensors(&mut store);
+    }
+    {
+        let conn = flor_store::duckdb_crate::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP VIEW tensors; DROP TABLE flor_tensors; DROP TABLE flor_tensor_queue; \
+             UPDATE flor_meta SET value = 2 WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let mut store = DuckStore::open(&path).unwrap();
+    assert_eq!(store.query("SELECT count(*) AS n FROM tensors").unwrap().cell(0, 0), Some(Value::Int(0)));
+    assert_eq!(store.tensor_queue(100).unwrap().len(), 3, "the run's three checkpoints");
+    ingest_tensors(&mut store);
+    assert_eq!(store.query("SELECT count(*) AS n FROM tensors").unwrap().cell(0, 0), Some(Value::Int(6)));
+    drop(store);
+    let store = DuckStore::open(&path).unwrap();
+    assert!(store.tensor_queue(100).unwrap().is_empty());
 }
 
 /// File progress is kept in memory beside the table (a sync asks for it

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use flor::{Project, StoreKind, SyncReport, Table, Value};
 
+#[path = "flor/checkpoints.rs"]
+mod checkpoints;
+
 /// Multiversion hindsight logging for machine-learning training.
 ///
 /// Run inside a git repository where training scripts record with flor.
@@ -37,7 +40,7 @@ struct Cli {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     /// Aligned columns for a terminal.
     Table,
     /// RFC 4180 CSV with a header row.
@@ -183,6 +186,25 @@ enum Command {
         #[command(subcommand)]
         action: PluginsCommand,
     },
+    /// Checkpoint objects: pack, list, inspect, verify, garbage-collect.
+    ///
+    /// flor stores each checkpoint as an object named by its BLAKE3
+    /// digest in .flor/objects. An object a checkpoint format describes
+    /// (safetensors, .npy, and the formats of the plugins: PyTorch, JAX,
+    /// ...) is packed into chunks, one per tensor, so tensors that do not
+    /// change between checkpoints are stored once, and its tensors'
+    /// statistics go to the `tensors` view (`flor query`) and to
+    /// `tensor:<checkpoint>.<tensor>:<stat>` names (`flor dataframe`).
+    /// Every flor command packs some of the checkpoints of finished runs
+    /// on its own (`[checkpoints] auto_pack_mb`, `auto_pack_seconds` in
+    /// .flor/config.toml); packed and whole objects read the same.
+    #[command(
+        after_help = "Examples:\n  flor checkpoints pack\n  flor checkpoints ls 2026-03-01T10:00\n  flor checkpoints inspect 2026-03-01T10:00:00.123456 model 4\n  flor checkpoints verify\n  flor checkpoints gc --dry-run"
+    )]
+    Checkpoints {
+        #[command(subcommand)]
+        action: checkpoints::CheckpointsCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,6 +305,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
     let mut project = Project::builder(&start)
         .store_kind(cli.store)
         .fresh_database(matches!(cli.command, Command::Rebuild))
+        .formats_with(checkpoints::formats_of(start.clone()))
         .open()?;
     let mut progress = progress_printer();
     let report = match cli.command {
@@ -299,6 +322,17 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         }
         _ => project.sync_with_progress(&mut progress)?,
     };
+    match &cli.command {
+        Command::Checkpoints { action } => {
+            let code = checkpoints::run(&mut project, action, cli.format, cli.output.as_deref())?;
+            let problems = report_problems(&report);
+            return Ok(if problems == ExitCode::SUCCESS { code } else { problems });
+        }
+        // After a rebuild, every checkpoint whose tensor index is there
+        // comes back at once; a clone without the objects says so.
+        Command::Rebuild => checkpoints::after_rebuild(&mut project),
+        _ => checkpoints::automatically(&mut project),
+    }
     if let Command::Replay { names, where_clause, jobs, yes, dry_run, force, script, strict, no_check } = &cli.command {
         let opts = flor::replay::ReplayOptions {
             names: names.clone(),
@@ -326,24 +360,31 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         other => other?,
     };
     if !table.columns.is_empty() {
-        match &cli.output {
-            Some(path) if cli.format == Format::Parquet => flor::write_parquet(&table, path)?,
-            Some(path) => {
-                let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
-                    action: "create",
-                    path: path.clone(),
-                    source: e,
-                })?;
-                write_table(&table, cli.format, file, false).map_err(|e| flor::Error::Io {
-                    action: "write",
-                    path: path.clone(),
-                    source: e,
-                })?;
-            }
-            None => print_table(&table, cli.format)?,
-        }
+        emit_table(&table, cli.format, cli.output.as_deref())?;
     }
     Ok(report_problems(&report))
+}
+
+/// Writes `table` to `output` (a file; Parquet needs one) or standard
+/// output, in `format`.
+fn emit_table(table: &Table, format: Format, output: Option<&Path>) -> flor::Result<()> {
+    match output {
+        Some(path) if format == Format::Parquet => flor::write_parquet(table, path)?,
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
+                action: "create",
+                path: path.to_owned(),
+                source: e,
+            })?;
+            write_table(table, format, file, false).map_err(|e| flor::Error::Io {
+                action: "write",
+                path: path.to_owned(),
+                source: e,
+            })?;
+        }
+        None => print_table(table, format)?,
+    }
+    Ok(())
 }
 
 /// The answer of a query command (empty for the others).
@@ -370,7 +411,8 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
         | Command::Propagate { .. }
         | Command::Replay { .. }
         | Command::Lint { .. }
-        | Command::Plugins { .. } => Table::default(),
+        | Command::Plugins { .. }
+        | Command::Checkpoints { .. } => Table::default(),
         Command::Store => {
             let mut t = Table::with_columns(["store", "path"]);
             // The command line always opens a built-in engine.
@@ -662,7 +704,7 @@ fn replay_propagators(root: &Path) -> flor_core::propagate::Registry {
     }
 }
 
-fn report_plugin_failures(plugins: &flor::plugins::Plugins) {
+pub(crate) fn report_plugin_failures(plugins: &flor::plugins::Plugins) {
     for f in plugins.failures() {
         eprintln!("flor: warning: plugin file {} not loaded: {}", f.path.display(), f.error);
     }

@@ -564,3 +564,161 @@ fn nested_manifests_must_agree_on_lengths() {
     assert!(matches!(e, Error::CorruptChunk { index: 0, .. }), "{e}");
     assert!(e.to_string().contains("manifest says 150 bytes"), "{e}");
 }
+
+// ---- packing after the fact ----
+
+/// A store that stores everything whole (no formats), in `dir`.
+fn whole_store(dir: &Path) -> ObjectStore {
+    ObjectStore::open(dir).unwrap().with_formats(Arc::new(FormatRegistry::new()))
+}
+
+#[test]
+fn packing_a_monolithic_checkpoint_chunks_it_and_reads_back_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = whole_store(dir.path());
+    let (a, b) = (checkpoint(3), checkpoint(33));
+    let (ida, idb) = (plain.put(&a).unwrap(), plain.put(&b).unwrap());
+    assert!(!plain.is_chunked(&ida.digest).unwrap());
+    let before = plain.stored_size(&ida.digest).unwrap().unwrap();
+
+    let native = FormatRegistry::native();
+    let out = plain.pack(&ida.digest, &native).unwrap();
+    let PackOutcome::Packed { format, chunks, new_chunks, stored_before, new_bytes } = out else { panic!("{out:?}") };
+    assert_eq!((format.as_str(), chunks, new_chunks, stored_before), ("safetensors", 7, 7, before));
+    assert!(new_bytes > before, "incompressible chunks plus a manifest: {new_bytes} vs {before}");
+    assert!(plain.is_chunked(&ida.digest).unwrap());
+    // The same manifest as a chunking write of the same bytes makes.
+    let native_dir = tempfile::tempdir().unwrap();
+    let native_store = ObjectStore::open(native_dir.path()).unwrap();
+    native_store.put(&a).unwrap();
+    assert_eq!(plain.manifest(&ida.digest).unwrap(), native_store.manifest(&ida.digest).unwrap());
+    assert_eq!(plain.get(&ida.digest).unwrap(), a);
+    assert_eq!(plain.get_sized(&ida.digest, ida.bytes).unwrap(), a);
+    assert_eq!(tmp_files(&plain), 0, "the spool is gone");
+
+    // The second checkpoint differs in one tensor: one new chunk.
+    let out = plain.pack(&idb.digest, &native).unwrap();
+    let PackOutcome::Packed { chunks, new_chunks, .. } = out else { panic!("{out:?}") };
+    assert_eq!((chunks, new_chunks), (7, 1));
+    assert_eq!(plain.get(&idb.digest).unwrap(), b);
+    assert_eq!(plain.manifest(&idb.digest).unwrap().unwrap().plugin, None);
+
+    // Once packed, packing again changes nothing.
+    assert_eq!(plain.pack(&ida.digest, &native).unwrap(), PackOutcome::AlreadyPacked { format: "safetensors".into() });
+}
+
+#[test]
+fn packing_leaves_unclaimed_and_undescribable_objects_whole_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = whole_store(dir.path());
+    let native = FormatRegistry::native();
+    let blob = plain.put(&noise(5, 200_000)).unwrap();
+    assert_eq!(plain.pack(&blob.digest, &native).unwrap(), PackOutcome::NotClaimed);
+    let ckpt = checkpoint(3);
+    let truncated = plain.put(&ckpt[..ckpt.len() - 1]).unwrap();
+    let small = plain.put(&safetensors_file(&[("a", "U8", &[3], &[1, 2, 3])], None)).unwrap();
+    for (id, why) in [(&truncated, "malformed"), (&small, "single chunk")] {
+        let file = fs::read(plain.path_of(&id.digest).unwrap()).unwrap();
+        match plain.pack(&id.digest, &native).unwrap() {
+            PackOutcome::KeptWhole { format, reason } => {
+                assert_eq!(format, "safetensors");
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(plain.path_of(&id.digest).unwrap()).unwrap(), file, "untouched");
+    }
+    assert_eq!(tmp_files(&plain), 0);
+    // A missing object is an error, not an outcome.
+    assert!(matches!(plain.pack(&"a".repeat(64), &native), Err(Error::MissingObject { .. })));
+}
+
+#[test]
+fn a_reader_that_opened_the_whole_file_is_unaffected_by_packing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = whole_store(dir.path());
+    let ckpt = checkpoint(3);
+    let id = plain.put(&ckpt).unwrap();
+    let read = plain
+        .get_with(&id.digest, |r| {
+            let mut first = vec![0u8; 1000];
+            r.read_exact(&mut first)?;
+            // Packed while this reader is half-way through the old file.
+            let out = plain.pack(&id.digest, &FormatRegistry::native()).map_err(io::Error::other)?;
+            assert!(matches!(out, PackOutcome::Packed { .. }), "{out:?}");
+            r.read_to_end(&mut first)?;
+            Ok(first)
+        })
+        .unwrap();
+    assert_eq!(read, ckpt);
+    assert!(plain.is_chunked(&id.digest).unwrap());
+    assert_eq!(plain.get(&id.digest).unwrap(), ckpt);
+}
+
+#[test]
+fn packing_in_an_os_durable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = whole_store(dir.path()).with_durability(Durability::Os);
+    let ckpt = checkpoint(9);
+    let id = plain.put(&ckpt).unwrap();
+    assert!(matches!(plain.pack(&id.digest, &FormatRegistry::native()).unwrap(), PackOutcome::Packed { .. }));
+    assert_eq!(plain.get(&id.digest).unwrap(), ckpt);
+}
+
+#[test]
+#[allow(clippy::single_range_in_vec_init)]
+fn ranges_read_from_chunked_and_monolithic_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = whole_store(dir.path());
+    let ckpt = checkpoint(3);
+    let id = plain.put(&ckpt).unwrap();
+    let len = ckpt.len() as u64;
+    // Inside one chunk, across chunks, empty, the last byte; out of order.
+    let ranges = vec![len - 1..len, 10..20, 5000..300_000, 40..40, 300_000..(600 << 10)];
+    let check = |store: &ObjectStore| {
+        let mut seen = vec![None; ranges.len()];
+        let mut last_start = 0;
+        store
+            .read_ranges(&id.digest, &ranges, &mut |i, bytes| {
+                assert!(ranges[i].start >= last_start, "in order of position");
+                last_start = ranges[i].start;
+                seen[i] = Some(bytes.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        for (r, got) in ranges.iter().zip(seen) {
+            assert_eq!(got.as_deref(), Some(&ckpt[r.start as usize..r.end as usize]), "{r:?}");
+        }
+    };
+    check(&plain);
+    plain.pack(&id.digest, &FormatRegistry::native()).unwrap();
+    check(&plain);
+    let e = plain.read_ranges(&id.digest, &[0..len + 1], &mut |_, _| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("past"), "{e}");
+    let e = plain.read_ranges(&id.digest, &[0..10, 5..20], &mut |_, _| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("overlap"), "{e}");
+    // The visitor's own error comes back as it is.
+    let e = plain.read_ranges(&id.digest, &[0..10], &mut |_, _| Err(Error::BadDigest("mine".into()))).unwrap_err();
+    assert!(matches!(e, Error::BadDigest(ref s) if s == "mine"), "{e}");
+}
+
+#[test]
+fn listing_and_removing_stored_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::open(dir.path()).unwrap();
+    let id = store.put(&checkpoint(3)).unwrap();
+    let small = store.put(b"hello").unwrap();
+    fs::create_dir_all(dir.path().join("tensors/ab")).unwrap();
+    fs::write(dir.path().join("tensors/ab/cd.json"), "{}").unwrap();
+    let files = store.stored_files().unwrap();
+    let chunks = store.manifest(&id.digest).unwrap().unwrap().chunks;
+    assert_eq!(files.len(), 2 + chunks.len(), "{files:?}");
+    assert!(files.iter().any(|f| f.digest == small.digest && f.modified.is_some()));
+    let size = store.stored_size(&small.digest).unwrap().unwrap();
+    assert_eq!(store.remove_file(&small.digest).unwrap(), Some(size));
+    assert_eq!(store.remove_file(&small.digest).unwrap(), None);
+    assert!(!store.contains(&small.digest));
+    assert_eq!(store.head(&id.digest).unwrap(), checkpoint(3)[..SNIFF_LEN]);
+    let spool = store.spool(&id.digest).unwrap();
+    assert_eq!(spool.read_range(0..spool.len()).unwrap(), checkpoint(3));
+}

@@ -16,8 +16,8 @@ use duckdb::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, Int8
 use duckdb::{params, Config, Connection, OptionalExt};
 use flor_core::record::{CheckpointMeta, RecordKind, RunStatus, Source};
 use flor_core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
-    ValueRow,
+    FileProgress, IngestBatch, LoopSpan, NameInfo, QueuedCheckpoint, RunKey, RunRow, Store, StoreError, StoreResult,
+    TensorFilter, TensorRow, TensorVisit, ValueFilter, ValueRow,
 };
 use flor_core::table::Table;
 use flor_core::value::{Value, ValueType};
@@ -27,13 +27,16 @@ use crate::spans::{self, Span};
 
 /// The schema version this backend writes and reads (`flor_meta`).
 ///
-/// Version 2 adds replays' divergence checks (`flor_checks`, the `logs`
-/// view's `diverged` column, the `replay_checks` view); a version 1 file is
-/// upgraded in place when opened ([`MIGRATE_1_TO_2`]).
-pub const DUCKDB_SCHEMA_VERSION: i64 = 2;
+/// Version 3 adds checkpoints' tensor statistics (`flor_tensors`, the
+/// queue `flor_tensor_queue`, the `tensors` view); version 2 added replays'
+/// divergence checks (`flor_checks`, the `logs` view's `diverged` column,
+/// the `replay_checks` view). Older files are upgraded in place when
+/// opened ([`MIGRATE_1_TO_2`], [`MIGRATE_2_TO_3`]).
+pub const DUCKDB_SCHEMA_VERSION: i64 = 3;
 
 mod pivot;
 mod query;
+mod tensors;
 
 pub use query::write_parquet;
 
@@ -48,8 +51,17 @@ const SCAN_SLICE_RECORDS: i64 = 1 << 20;
 const MAX_SPAN: i64 = 1 << 12;
 
 /// The tables holding data (emptied by [`Store::clear`]).
-const DATA_TABLES: &[&str] =
-    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_checks", "flor_files"];
+const DATA_TABLES: &[&str] = &[
+    "flor_runs",
+    "flor_names",
+    "flor_loops",
+    "flor_records",
+    "flor_checkpoints",
+    "flor_checks",
+    "flor_tensors",
+    "flor_tensor_queue",
+    "flor_files",
+];
 
 /// The divergence-check table and the views that read it (also what
 /// [`MIGRATE_1_TO_2`] adds to a version 1 file).
@@ -98,6 +110,40 @@ JOIN flor_runs u ON u.run = c.run;
 
 /// Upgrades a version 1 file (no divergence checks) to version 2.
 const MIGRATE_1_TO_2: &str = "UPDATE flor_meta SET value = 2 WHERE key = 'schema_version';";
+
+/// The tensor-statistics tables and view (also what [`MIGRATE_2_TO_3`]
+/// adds to a version 2 file).
+const TENSORS_SCHEMA: &str = r#"
+CREATE TABLE flor_tensors (
+    run       BIGINT NOT NULL,
+    line      BIGINT NOT NULL,
+    idx       BIGINT NOT NULL,
+    tensor    VARCHAR NOT NULL,
+    dtype     VARCHAR NOT NULL,
+    shape     VARCHAR NOT NULL,
+    bytes     BIGINT NOT NULL,
+    l2        DOUBLE,
+    mean      DOUBLE,
+    std       DOUBLE,
+    min       DOUBLE,
+    max       DOUBLE,
+    nonfinite BIGINT,
+    delta_l2  DOUBLE
+);
+CREATE TABLE flor_tensor_queue (run BIGINT NOT NULL, line BIGINT NOT NULL);
+
+CREATE OR REPLACE VIEW tensors AS
+SELECT u.projid, u.tstamp, u.filename, c.ctx AS ctx_id, c.name AS checkpoint, t.tensor, t.dtype, t.shape, t.bytes,
+       t.l2, t.mean, t.std, t.min, t.max, t.nonfinite, t.delta_l2
+FROM flor_tensors t
+JOIN flor_checkpoints c ON c.run = t.run AND c.source = 0 AND c.line = t.line
+JOIN flor_runs u ON u.run = t.run;
+"#;
+
+/// Upgrades a version 2 file to version 3 (after [`TENSORS_SCHEMA`]):
+/// every forward checkpoint stored waits for its tensors.
+const MIGRATE_2_TO_3: &str = "INSERT INTO flor_tensor_queue SELECT run, line FROM flor_checkpoints WHERE source = 0; \
+     UPDATE flor_meta SET value = 3 WHERE key = 'schema_version';";
 
 const SCHEMA: &str = r#"
 CREATE TABLE flor_meta (key VARCHAR NOT NULL, value BIGINT NOT NULL);
@@ -409,7 +455,7 @@ impl DuckStore {
             .map_err(|e| fail(l, "read the schema", e))?;
         if tables.is_empty() {
             conn.execute_batch(&format!(
-                "BEGIN TRANSACTION; {SCHEMA} {CHECKS_SCHEMA} INSERT INTO flor_meta VALUES ('schema_version', {DUCKDB_SCHEMA_VERSION}); COMMIT;"
+                "BEGIN TRANSACTION; {SCHEMA} {CHECKS_SCHEMA} {TENSORS_SCHEMA} INSERT INTO flor_meta VALUES ('schema_version', {DUCKDB_SCHEMA_VERSION}); COMMIT;"
             ))
             .map_err(|e| fail(l, "create the schema", e))?;
         } else {
@@ -422,10 +468,11 @@ impl DuckStore {
                 .map_err(|e| fail(l, "read the schema version", e))?;
             match version {
                 Some(DUCKDB_SCHEMA_VERSION) => {}
-                Some(1) => {
-                    conn.execute_batch(&format!("BEGIN TRANSACTION; {CHECKS_SCHEMA} {MIGRATE_1_TO_2} COMMIT;"))
-                        .map_err(|e| fail(l, "upgrade the schema to version 2", e))?;
-                    tables.push("flor_checks".into());
+                Some(v @ (1 | 2)) => {
+                    let to_2 = if v == 1 { format!("{CHECKS_SCHEMA} {MIGRATE_1_TO_2}") } else { String::new() };
+                    conn.execute_batch(&format!("BEGIN TRANSACTION; {to_2} {TENSORS_SCHEMA} {MIGRATE_2_TO_3} COMMIT;"))
+                        .map_err(|e| fail(l, "upgrade the schema to version 3", e))?;
+                    tables.extend(["flor_checks", "flor_tensors", "flor_tensor_queue"].map(String::from));
                 }
                 Some(v) if v > DUCKDB_SCHEMA_VERSION => {
                     return Err(unusable(
@@ -912,6 +959,10 @@ impl IngestStep<'_> {
             ])
             .map_err(self.err("store checkpoints"))?;
         }
+        if source == Source::Forward.code() as i8 {
+            // Their tensors wait in the queue (see `Store::tensor_queue`).
+            tensors::enqueue(self.tx, self.label, run, self.stored, checkpoints)?;
+        }
         Ok(())
     }
 
@@ -1336,7 +1387,10 @@ impl Store for DuckStore {
         if self.group.is_some() {
             return Err(self.in_group("build a dataframe"));
         }
-        if !names.is_empty() {
+        // `tensor:` names: the shared pivot (the statistics come from
+        // `scan_tensors`).
+        let tensors = names.iter().any(|n| flor_core::store::TensorName::parse(n).is_some());
+        if !names.is_empty() && !tensors {
             if let Some(table) = self.pivot(names)? {
                 return Ok(table);
             }
@@ -1367,6 +1421,24 @@ impl Store for DuckStore {
             .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
             .map_err(|e| self.fail(op, e))?;
         rows.into_iter().map(|(run, line, body)| crate::checks::row(&self.label, run, line, &body)).collect()
+    }
+
+    fn tensor_queue(&self, limit: usize) -> StoreResult<Vec<QueuedCheckpoint>> {
+        self.settle()?;
+        tensors::queue(&self.conn, &self.label, limit)
+    }
+
+    fn requeue_tensors(&mut self) -> StoreResult<()> {
+        self.write_step("queue checkpoints again", tensors::requeue)
+    }
+
+    fn ingest_tensors(&mut self, run: RunKey, line: u64, rows: &[TensorRow]) -> StoreResult<()> {
+        self.write_step("store tensor statistics", |tx, label| tensors::store(tx, label, run, line, rows))
+    }
+
+    fn scan_tensors(&self, filter: TensorFilter<'_>, visit: &mut dyn FnMut(TensorVisit<'_>)) -> StoreResult<()> {
+        self.settle()?;
+        tensors::scan(&self.conn, &self.label, filter, visit)
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
@@ -1405,6 +1477,22 @@ impl DuckStore {
             message: format!("{}: cannot {op} while an ingestion group is open", self.label),
             source: None,
         }
+    }
+
+    /// Runs `write` in a transaction of its own, or in the open group's
+    /// (after its held-back rows; a failure spoils the group).
+    fn write_step(&mut self, op: &str, write: impl FnOnce(&Connection, &str) -> StoreResult<()>) -> StoreResult<()> {
+        if let Some(g) = &self.group {
+            self.settle()?;
+            let result = write(&self.conn, &self.label);
+            if result.is_err() {
+                g.failed.set(true);
+            }
+            return result;
+        }
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.fail(op, e))?;
+        write(&tx, &self.label)?;
+        tx.commit().map_err(|e| fail(&self.label, op, e))
     }
 
     /// Appends the rows an open group holds back, so that reads see them.

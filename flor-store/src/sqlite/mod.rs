@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use flor_core::record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source};
 use flor_core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult, ValueFilter,
-    ValueRow,
+    FileProgress, IngestBatch, LoopSpan, NameInfo, QueuedCheckpoint, RunKey, RunRow, Store, StoreError, StoreResult,
+    TensorFilter, TensorRow, TensorVisit, ValueFilter, ValueRow,
 };
 use flor_core::table::Table;
 use flor_core::value::{Value, ValueType};
@@ -33,6 +33,7 @@ use crate::spans::{self, Span};
 mod checks;
 mod query;
 mod schema;
+mod tensors;
 
 use query::{authorize, hex};
 use schema::{check_layout, layout, SCHEMA};
@@ -44,8 +45,17 @@ const BACKEND: &str = "sqlite";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tables holding data (emptied by [`Store::clear`]).
-const DATA_TABLES: &[&str] =
-    &["flor_runs", "flor_names", "flor_loops", "flor_records", "flor_checkpoints", "flor_checks", "flor_files"];
+const DATA_TABLES: &[&str] = &[
+    "flor_runs",
+    "flor_names",
+    "flor_loops",
+    "flor_records",
+    "flor_checkpoints",
+    "flor_checks",
+    "flor_tensors",
+    "flor_tensor_queue",
+    "flor_files",
+];
 
 /// Every internal table: the data tables and the two helpers of the `loops`
 /// view.
@@ -56,6 +66,8 @@ const INTERNAL_TABLES: &[&str] = &[
     "flor_records",
     "flor_checkpoints",
     "flor_checks",
+    "flor_tensors",
+    "flor_tensor_queue",
     "flor_files",
     "flor_seq",
     "flor_meta",
@@ -263,6 +275,33 @@ impl SqliteStore {
         let run = store_batch(&tx, label, names, data_version, b)?;
         tx.commit().map_err(err("commit an ingestion transaction"))?;
         Ok(run)
+    }
+
+    /// Runs `write` in a transaction of its own, or in a savepoint of the
+    /// open group's transaction (a failure spoils the group).
+    fn write_step(&mut self, op: &str, write: impl FnOnce(&Connection, &str) -> StoreResult<()>) -> StoreResult<()> {
+        let label = self.label.as_str();
+        let result = match &self.group {
+            Some(g) if g.failed => return Err(in_group(label, &format!("{op} after a failed step"))),
+            Some(_) => self.conn.savepoint().map_err(|e| fail(label, op, e)).and_then(|sp| {
+                write(&sp, label)?;
+                sp.commit().map_err(|e| fail(label, op, e))
+            }),
+            None => self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| fail(label, op, e))
+                .and_then(|tx| {
+                    write(&tx, label)?;
+                    tx.commit().map_err(|e| fail(label, op, e))
+                }),
+        };
+        if result.is_err() {
+            if let Some(g) = &mut self.group {
+                g.failed = true;
+            }
+        }
+        result
     }
 
     /// Forgets cached name ids (after a rollback: names interned in it are
@@ -742,6 +781,22 @@ impl Store for SqliteStore {
         checks::list(&self.conn, &self.label)
     }
 
+    fn tensor_queue(&self, limit: usize) -> StoreResult<Vec<QueuedCheckpoint>> {
+        tensors::queue(&self.conn, &self.label, limit)
+    }
+
+    fn requeue_tensors(&mut self) -> StoreResult<()> {
+        self.write_step("queue checkpoints again", tensors::requeue)
+    }
+
+    fn ingest_tensors(&mut self, run: RunKey, line: u64, rows: &[TensorRow]) -> StoreResult<()> {
+        self.write_step("store tensor statistics", |tx, label| tensors::store(tx, label, run, line, rows))
+    }
+
+    fn scan_tensors(&self, filter: TensorFilter<'_>, visit: &mut dyn FnMut(TensorVisit<'_>)) -> StoreResult<()> {
+        tensors::scan(&self.conn, &self.label, filter, visit)
+    }
+
     fn query(&self, sql: &str) -> StoreResult<Table> {
         self.outside_group("run a query")?;
         self.run_query(sql, None)
@@ -919,6 +974,13 @@ fn store_checkpoints(tx: &Connection, run: i64, source: i64, checkpoints: &[Chec
             c.bytes as i64,
             c.format
         ])?;
+    }
+    if source == Source::Forward.code() {
+        // Their tensors wait in the queue (see `Store::tensor_queue`).
+        let mut queue = tx.prepare_cached("INSERT OR IGNORE INTO flor_tensor_queue (run, line) VALUES (?1, ?2)")?;
+        for c in checkpoints {
+            queue.execute(rusqlite::params![run, c.line as i64])?;
+        }
     }
     Ok(())
 }

@@ -11,11 +11,13 @@ use crate::rows::unusable;
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
 ///
-/// Version 3 keeps replays' divergence checks (`flor_checks`, the `logs`
+/// Version 4 keeps checkpoints' tensor statistics (`flor_tensors`, the
+/// queue `flor_tensor_queue`, the `tensors` view); version 3 keeps
+/// replays' divergence checks (`flor_checks`, the `logs`
 /// view's `diverged` column, the `replay_checks` view); version 2 stored
 /// loop contexts as spans of consecutive iterations (`flor_loops`);
 /// version 1 stored one row per context.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The tables and views, created in one transaction on a new file.
 pub(super) const SCHEMA: &str = r#"
@@ -96,6 +98,29 @@ CREATE TABLE flor_checks (
     PRIMARY KEY (run, line)
 ) WITHOUT ROWID;
 CREATE INDEX flor_checks_replay ON flor_checks (run, replay) WHERE differing > 0;
+CREATE TABLE flor_tensors (
+    run       INTEGER NOT NULL,
+    line      INTEGER NOT NULL,
+    idx       INTEGER NOT NULL,
+    tensor    TEXT NOT NULL,
+    dtype     TEXT NOT NULL,
+    shape     TEXT NOT NULL,
+    bytes     INTEGER NOT NULL,
+    l2        REAL,
+    mean      REAL,
+    std       REAL,
+    min       REAL,
+    max       REAL,
+    nonfinite INTEGER,
+    delta_l2  REAL,
+    PRIMARY KEY (run, line, idx)
+) WITHOUT ROWID;
+CREATE INDEX flor_tensors_tensor ON flor_tensors (tensor);
+CREATE TABLE flor_tensor_queue (
+    run  INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    PRIMARY KEY (run, line)
+) WITHOUT ROWID;
 CREATE TABLE flor_files (
     file   TEXT PRIMARY KEY NOT NULL,
     run    INTEGER NOT NULL,
@@ -164,6 +189,13 @@ CREATE VIEW checkpoints AS
 SELECT u.projid, u.tstamp, u.filename, c.ctx AS ctx_id, c.name, c.digest, c.bytes, c.format
 FROM flor_checkpoints c
 JOIN flor_runs u ON u.run = c.run;
+
+CREATE VIEW tensors AS
+SELECT u.projid, u.tstamp, u.filename, c.ctx AS ctx_id, c.name AS checkpoint, t.tensor, t.dtype, t.shape, t.bytes,
+       t.l2, t.mean, t.std, t.min, t.max, t.nonfinite, t.delta_l2
+FROM flor_tensors t
+JOIN flor_checkpoints c ON c.run = t.run AND c.source = 0 AND c.line = t.line
+JOIN flor_runs u ON u.run = t.run;
 "#;
 
 /// Reads `(user_version, number of schema objects)` in one snapshot.
