@@ -40,7 +40,7 @@ fi
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test --workspace --locked
 # ...and with it: the crates that have the feature, DuckDB backend included.
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test -p flor -p flor-store --locked --features "$duckdb_features"
-"$venv/bin/python" -m pytest -q flor-python/tests
+FLOR_BIN="$CARGO_TARGET_DIR/debug/flor" "$venv/bin/python" -m pytest -q flor-python/tests
 # The SDK's extension examples, end to end: a store of the SDK user's own,
 # and a propagator for another language (records, propagates, replays and
 # checks the recovered values).
