@@ -209,7 +209,9 @@ fn skipped_inner_loops_and_parallel_segments_reproduce_forward_values() {
     // A statement in the inner loop, over three workers: three segments,
     // each starting from the checkpoint before it.
     let plan = ok(flor(repo, home, &["replay", "--apply", "abs_err", "--jobs", "3", "--dry-run"]), "plan");
-    assert!(plan.contains("in 3 segments"), "{plan}");
+    // Three segments on an idle machine; the planner joins segments when it
+    // measures a slow interpreter start (a loaded machine), never below two.
+    assert!(plan.contains("in 3 segments") || plan.contains("in 2 segments"), "{plan}");
     ok(flor(repo, home, &["replay", "--apply", "abs_err", "--yes", "--jobs", "3"]), "replay abs_err");
     let want = one_name(s, home, "abs_err");
     assert_eq!(want.len(), 6 * 6);
