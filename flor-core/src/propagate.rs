@@ -20,15 +20,57 @@ use std::sync::Arc;
 use serde::Serialize;
 
 /// What happened to one statement.
+///
+/// Its [`Display`](fmt::Display) is the one-line report flor prints:
+///
+/// ```
+/// use flor_core::propagate::{EditedAnchor, Outcome, Side};
+///
+/// let placed = Outcome::Placed { line: 17, renames: vec![("loss".into(), "err".into())] };
+/// assert_eq!(placed.to_string(), "placed at line 17 (renamed loss -> err)");
+/// let near_edit = Outcome::Approximate {
+///     line: 17,
+///     renames: vec![],
+///     anchor: EditedAnchor {
+///         side: Side::After,
+///         new_line: 14,
+///         new_text: "total += F.nll_loss(out, y, reduction=\"sum\").item()".into(),
+///         old_line: 16,
+///         old_text: "total += F.nll_loss(out, y, size_average=False).data[0]".into(),
+///         similarity: 68,
+///     },
+/// };
+/// assert_eq!(
+///     near_edit.to_string(),
+///     "placed at line 17 after an edited counterpart: `total += F.nll_loss(out, y, size_average=False).data[0]` \
+///      (line 16, 68 % similar to `total += F.nll_loss(out, y, reduction=\"sum\").item()` at line 14 of the newest version)"
+/// );
+/// assert_eq!(near_edit.line(), Some(17));
+/// assert!(near_edit.is_placed() && !near_edit.is_exact());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Inserted at `line` (1-based, in the output), with identifier renames
-    /// applied (`new name -> old name`).
+    /// applied (`new name -> old name`), next to a statement the old
+    /// version has unchanged (up to renames).
     Placed {
         /// Line of the inserted statement in the output.
         line: usize,
         /// Renames applied to the statement.
         renames: Vec<(String, String)>,
+    },
+    /// Inserted at `line` next to a statement that was edited since: the
+    /// neighbour it has in the newest version has no identical counterpart
+    /// in the old one, and the most similar statement stood in for it.
+    /// Right in most cases, but a judgement: `anchor` names both statements
+    /// and how similar they are, so a person can check it.
+    Approximate {
+        /// Line of the inserted statement in the output.
+        line: usize,
+        /// Renames applied to the statement.
+        renames: Vec<(String, String)>,
+        /// The edited statement it was placed next to.
+        anchor: EditedAnchor,
     },
     /// The old version already has this statement; nothing added.
     AlreadyPresent {
@@ -41,6 +83,103 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+}
+
+impl Outcome {
+    /// The statement's line in the output, unless it failed.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Outcome::Placed { line, .. } | Outcome::Approximate { line, .. } | Outcome::AlreadyPresent { line } => {
+                Some(*line)
+            }
+            Outcome::Failed { .. } => None,
+        }
+    }
+
+    /// Whether the statement was inserted ([`Outcome::Placed`] or
+    /// [`Outcome::Approximate`]).
+    pub fn is_placed(&self) -> bool {
+        matches!(self, Outcome::Placed { .. } | Outcome::Approximate { .. })
+    }
+
+    /// Whether the outcome needs no second look: placed next to an
+    /// unchanged statement, or already present.
+    pub fn is_exact(&self) -> bool {
+        matches!(self, Outcome::Placed { .. } | Outcome::AlreadyPresent { .. })
+    }
+
+    /// The renames applied to an inserted statement (empty otherwise).
+    pub fn renames(&self) -> &[(String, String)] {
+        match self {
+            Outcome::Placed { renames, .. } | Outcome::Approximate { renames, .. } => renames,
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Placed { line, .. } | Outcome::Approximate { line, .. } => write!(f, "placed at line {line}")?,
+            Outcome::AlreadyPresent { line } => return write!(f, "already present at line {line}"),
+            Outcome::Failed { reason } => return write!(f, "FAILED: {reason}"),
+        }
+        if let Outcome::Approximate { anchor, .. } = self {
+            write!(f, " {anchor}")?;
+        }
+        let renames = self.renames();
+        if !renames.is_empty() {
+            let list: Vec<String> = renames.iter().map(|(a, b)| format!("{a} -> {b}")).collect();
+            write!(f, " (renamed {})", list.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which side of its anchor a statement went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Right after the anchor (the statement follows it in the newest
+    /// version).
+    After,
+    /// Right before the anchor (the statement precedes it in the newest
+    /// version).
+    Before,
+}
+
+/// The edited statement an [`Outcome::Approximate`] statement was placed
+/// next to: its text in the newest version, its counterpart's in the old
+/// one, and how similar the two are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EditedAnchor {
+    /// Whether the statement went after or before the counterpart.
+    pub side: Side,
+    /// 1-based line of the neighbour in the newest version.
+    pub new_line: usize,
+    /// Its first line, trimmed.
+    pub new_text: String,
+    /// 1-based line of the counterpart in the output.
+    pub old_line: usize,
+    /// Its first line, trimmed.
+    pub old_text: String,
+    /// Similarity of the two, in percent (0-100); how it is computed is the
+    /// propagator's (Python: assignment targets and operator, called names,
+    /// arguments).
+    pub similarity: u8,
+}
+
+impl fmt::Display for EditedAnchor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = match self.side {
+            Side::After => "after",
+            Side::Before => "before",
+        };
+        write!(
+            f,
+            "{side} an edited counterpart: `{}` (line {}, {} % similar to `{}` at line {} of the newest version)",
+            self.old_text, self.old_line, self.similarity, self.new_text, self.new_line
+        )
+    }
 }
 
 /// The result of propagating statements into one old version.

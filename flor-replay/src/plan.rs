@@ -343,10 +343,7 @@ fn plan_one(
 
 /// The line of a statement in the propagated source, unless it failed.
 fn placed_line(outcome: &Outcome) -> Option<usize> {
-    match outcome {
-        Outcome::Placed { line, .. } | Outcome::AlreadyPresent { line } => Some(*line),
-        Outcome::Failed { .. } => None,
-    }
+    outcome.line()
 }
 
 /// The levels shown per version are those of its first run's outer loop.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write;
 
-use flor_core::propagate::{LoopScope, Outcome};
+use flor_core::propagate::LoopScope;
 
 use flor_core::check::ReplayCheck;
 
@@ -125,15 +125,7 @@ impl Plan {
 
 /// One statement's line of the plan.
 fn statement_text(st: &StatementPlan) -> String {
-    let what = match &st.outcome {
-        Outcome::Placed { line, renames } if renames.is_empty() => format!("placed at line {line}"),
-        Outcome::Placed { line, renames } => format!(
-            "placed at line {line} (renamed {})",
-            renames.iter().map(|(a, b)| format!("{a} -> {b}")).collect::<Vec<_>>().join(", ")
-        ),
-        Outcome::AlreadyPresent { line } => format!("already present at line {line}"),
-        Outcome::Failed { reason } => format!("FAILED: {reason}"),
-    };
+    let what = st.outcome.to_string();
     let level = st.level.map(|l| format!("; {}", l.describe())).unwrap_or_default();
     let note = match &st.scope {
         Some(LoopScope::Dynamic { reason }) => format!("\n    (runs anywhere: {reason})"),

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let mut placed = 0;
     for o in &p.outcomes {
         match o {
-            Outcome::Placed { line, .. } => {
+            Outcome::Placed { line, .. } | Outcome::Approximate { line, .. } => {
                 placed += 1;
                 assert!((1..=out.len()).contains(line), "placed at line {line} of {}", out.len());
             }

@@ -573,20 +573,10 @@ fn propagate(
         .map_err(|e| usage(format!("cannot propagate from `{}` to `{}`: {e}", from.display(), to.display())))?;
     let mut failed = 0;
     for (line, outcome) in wanted.iter().zip(&result.outcomes) {
-        match outcome {
-            Outcome::Placed { line: at, renames } if renames.is_empty() => {
-                eprintln!("line {line} -> placed at line {at}")
-            }
-            Outcome::Placed { line: at, renames } => {
-                let r: Vec<String> = renames.iter().map(|(a, b)| format!("{a} -> {b}")).collect();
-                eprintln!("line {line} -> placed at line {at} (renamed {})", r.join(", "))
-            }
-            Outcome::AlreadyPresent { line: at } => eprintln!("line {line} -> already present at line {at}"),
-            Outcome::Failed { reason } => {
-                failed += 1;
-                eprintln!("line {line} -> FAILED: {reason}")
-            }
+        if matches!(outcome, Outcome::Failed { .. }) {
+            failed += 1;
         }
+        eprintln!("line {line} -> {outcome}");
     }
     match out {
         Some(path) => {
