@@ -57,6 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Outcome::Placed { line, renames } => {
                             json!({"outcome": "placed", "line": line, "renames": renames})
                         }
+                        Outcome::Approximate { line, renames, anchor } => json!({
+                            "outcome": "approximate", "line": line, "renames": renames,
+                            "similarity": anchor.similarity, "anchor_old_line": anchor.old_line,
+                            "anchor_old": anchor.old_text, "anchor_new": anchor.new_text,
+                        }),
                         Outcome::AlreadyPresent { line } => json!({"outcome": "already_present", "line": line}),
                         Outcome::Failed { reason } => json!({"outcome": "failed", "reason": reason}),
                     })

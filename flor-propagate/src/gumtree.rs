@@ -34,6 +34,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::similar::{similarity, Kinds, Profile, MIN_SIMILARITY};
 use crate::tree::{FxHashMap, Tree, NONE};
 
 /// Matcher parameters; the defaults are FlorDB's.
@@ -106,11 +107,16 @@ struct Matcher<'a> {
     t2: &'a Tree,
     p: Params,
     m: Mapping,
+    kinds: &'a Kinds,
+    /// Nodes of `t1` in the statements being propagated: new code, matched
+    /// only to an identical old statement, never to an edited one.
+    requested: &'a [bool],
 }
 
-/// Matches `t1` (new) against `t2` (old).
-pub(crate) fn match_trees(t1: &Tree, t2: &Tree, p: Params) -> Mapping {
-    let mut matcher = Matcher { t1, t2, p, m: Mapping::new(t1.len(), t2.len()) };
+/// Matches `t1` (new) against `t2` (old); `requested` marks the nodes of
+/// the statements being propagated.
+pub(crate) fn match_trees(t1: &Tree, t2: &Tree, p: Params, kinds: &Kinds, requested: &[bool]) -> Mapping {
+    let mut matcher = Matcher { t1, t2, p, m: Mapping::new(t1.len(), t2.len()), kinds, requested };
     if t1.len() > 0 && t2.len() > 0 {
         // Twice: candidates that lost in the first pass were never opened;
         // the second pass opens them and decides their descendants with the
@@ -465,15 +471,40 @@ impl Matcher<'_> {
                 }
                 // A child whose kind is unique among all children on both
                 // sides holds the same role (the body of a matched `for`):
-                // it corresponds whatever its content.
+                // it corresponds whatever its content. Not so a statement:
+                // the only `if` of two loop bodies may be unrelated, so
+                // statements are paired by similarity (an edited statement
+                // with its old self).
                 let unique = |x: u32| {
                     let k = t1.node(x).kind;
                     c1.iter().filter(|&&c| t1.node(c).kind == k).count() == 1
                         && c2.iter().filter(|&&c| t2.node(c).kind == k).count() == 1
                 };
-                let pairs = lcs(&g1, &g2, |x, y| {
-                    t1.node(x).kind == t2.node(y).kind && (unique(x) || self.leaf_dice(x, y) >= 0.5)
+                let profiles = |t: &Tree, g: &[u32]| -> Vec<Option<Profile>> {
+                    g.iter()
+                        .map(|&x| {
+                            self.kinds
+                                .is_statement(t.node(x).kind)
+                                .then(|| Profile::of(t, x, self.kinds, &|l| t.node(l).label))
+                        })
+                        .collect()
+                };
+                let (p1, p2) = (profiles(t1, &g1), profiles(t2, &g2));
+                let (i1, i2): (Vec<u32>, Vec<u32>) = ((0..g1.len() as u32).collect(), (0..g2.len() as u32).collect());
+                let pairs = lcs(&i1, &i2, |i, j| {
+                    let (x, y) = (g1[i as usize], g2[j as usize]);
+                    if t1.node(x).kind != t2.node(y).kind {
+                        return false;
+                    }
+                    if self.requested[x as usize] {
+                        return t1.node(x).shape == t2.node(y).shape;
+                    }
+                    match (&p1[i as usize], &p2[j as usize]) {
+                        (Some(a), Some(b)) => similarity(a, b) >= MIN_SIMILARITY,
+                        _ => unique(x) || self.leaf_dice(x, y) >= 0.5,
+                    }
                 });
+                let pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(i, j)| (g1[i as usize], g2[j as usize])).collect();
                 for (x, y) in pairs {
                     self.m.link(x, y);
                     if t1.node(x).size.max(t2.node(y).size) < self.p.max_recovery_size {
@@ -537,7 +568,7 @@ impl Matcher<'_> {
         let c2 = free(&self.m, t2.children(b), false);
         for (x, y) in lcs(&c1, &c2, |x, y| {
             let (nx, ny) = (t1.node(x), t2.node(y));
-            nx.kind == ny.kind && nx.label == ny.label && self.alike(x, y)
+            nx.kind == ny.kind && nx.label == ny.label && !self.requested[x as usize] && self.alike(x, y)
         }) {
             self.m.link(x, y);
             self.recover(x, y);
@@ -547,7 +578,7 @@ impl Matcher<'_> {
         let c2 = free(&self.m, t2.children(b), false);
         for &x in &c1 {
             let kind = t1.node(x).kind;
-            if c1.iter().filter(|&&o| t1.node(o).kind == kind).count() != 1 {
+            if self.requested[x as usize] || c1.iter().filter(|&&o| t1.node(o).kind == kind).count() != 1 {
                 continue;
             }
             let mut same = c2.iter().filter(|&&o| t2.node(o).kind == kind);

@@ -78,12 +78,14 @@ mod gumtree;
 pub mod lint;
 mod place;
 mod python;
+mod similar;
 mod tree;
 
 use std::sync::Arc;
 
 pub use flor_core::propagate::{
-    Finding, LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation, Registry, Severity,
+    EditedAnchor, Finding, LanguagePropagator, LogStatement, LoopScope, Outcome, PropagateError, Propagation, Registry,
+    Severity, Side,
 };
 pub use gumtree::Params;
 pub use tree::{max_nodes, DEFAULT_MAX_NODES, MAX_NODES_ENV};

@@ -10,15 +10,34 @@
 
 use std::collections::{HashMap, HashSet};
 
-use flor_core::propagate::{Outcome, PropagateError, Propagation};
+use flor_core::propagate::{EditedAnchor, Outcome, PropagateError, Propagation, Side};
 
 use crate::gumtree::{match_trees, Mapping, Params};
 use crate::python::{Python, BUILTINS};
+use crate::similar::{header_leaves, similarity, Profile, MIN_SIMILARITY};
 use crate::tree::{Interner, Role, Tree, NONE};
+
+/// Where a statement goes: after or before a statement of the old tree.
+#[derive(Clone, Copy)]
+enum At {
+    After(u32),
+    Before(u32),
+}
+
+/// The edited neighbour of an inserted statement (see [`EditedAnchor`]),
+/// its old line still in the old source's numbering.
+struct Edited {
+    side: Side,
+    new_line: usize,
+    new_text: String,
+    old_line: usize,
+    old_text: String,
+    similarity: f64,
+}
 
 /// One statement's plan before the edit is applied.
 enum Plan {
-    Insert { offset: usize, text: String, renames: Vec<(String, String)> },
+    Insert { offset: usize, text: String, renames: Vec<(String, String)>, edited: Option<Edited> },
     Present { line: usize },
     Fail { reason: String },
 }
@@ -71,7 +90,7 @@ pub(crate) fn propagate(
             requested[x as usize] = true;
         }
     }
-    let m = match_trees(&t1, &t2, params);
+    let m = match_trees(&t1, &t2, params, &py.kinds, &requested);
     let ctx = Ctx { py, t1: &t1, t2: &t2, m: &m, interner: &interner, new_source, old_source, requested: &requested };
     let renames = ctx.vote();
     let old_names: HashSet<u32> = t2.nodes.iter().filter(|n| n.is_identifier).map(|n| n.label).collect();
@@ -93,6 +112,11 @@ impl Ctx<'_> {
     fn text1(&self, i: u32) -> &str {
         let n = self.t1.node(i);
         self.new_source.get(n.start..n.end).unwrap_or("")
+    }
+
+    fn text2(&self, i: u32) -> &str {
+        let n = self.t2.node(i);
+        self.old_source.get(n.start..n.end).unwrap_or("")
     }
 
     fn renamable(&self, t: &Tree, i: u32) -> bool {
@@ -204,44 +228,9 @@ impl Ctx<'_> {
                 return Plan::Present { line: self.line2(y) };
             }
         }
-        let p = self.t1.parent(s);
-        let siblings = self.t1.children(p);
-        let pos = siblings.iter().position(|&c| c == s).unwrap_or(0);
-        let prev = siblings[..pos].iter().rev().find_map(|&x| self.statement_partner(x).map(|y| (x, y)));
-        let next = siblings[pos + 1..].iter().find_map(|&x| self.statement_partner(x).map(|y| (x, y)));
-        enum At {
-            After(u32),
-            Before(u32),
-        }
-        let at = match (prev, next) {
-            (Some((x, y)), next) => match self.m.tie.get(&x) {
-                None => At::After(y),
-                Some(&rival) => match next {
-                    Some((x2, y2)) if !self.m.tie.contains_key(&x2) => At::Before(y2),
-                    _ => {
-                        return Plan::Fail {
-                            reason: format!(
-                                "ambiguous: the statement before it (line {}) matches lines {} and {} of the old version equally well",
-                                self.t1.node(x).row + 1,
-                                self.line2(y),
-                                self.line2(rival)
-                            ),
-                        }
-                    }
-                },
-            },
-            (None, Some((_, y))) => At::Before(y),
-            (None, None) => match self.block_partner(p) {
-                Some(b) if !self.t2.children(b).is_empty() => At::Before(self.t2.children(b)[0]),
-                _ => {
-                    let first_line = self.text1(s).lines().next().unwrap_or("").trim();
-                    return Plan::Fail {
-                        reason: format!(
-                            "no mapped context for `{first_line}`: neither its block nor any statement beside it has a counterpart in the old version"
-                        ),
-                    };
-                }
-            },
+        let (at, edited) = match self.locate(s, renames) {
+            Ok(found) => found,
+            Err(reason) => return Plan::Fail { reason },
         };
         let anchor = match at {
             At::After(y) | At::Before(y) => y,
@@ -250,18 +239,8 @@ impl Ctx<'_> {
         if let Some(&c) = self.t2.children(block).iter().find(|&&c| self.tokens2(c) == tokens) {
             return Plan::Present { line: self.line2(c) };
         }
-        // Names the statement reads must exist in the old version.
-        let locals: HashSet<u32> = self.targets(s).into_iter().collect();
-        for i in self.t1.subtree(s) {
-            if !self.renamable(self.t1, i) || self.is_target(i, s) {
-                continue;
-            }
-            let l = self.t1.node(i).label;
-            let l = renames.get(&l).copied().unwrap_or(l);
-            let name = self.interner.text(l);
-            if !old_names.contains(&l) && !locals.contains(&l) && !defined.contains(&l) && !BUILTINS.contains(&name) {
-                return Plan::Fail { reason: format!("unbound name: `{name}` is not defined in the old version") };
-            }
+        if let Some(reason) = self.unbound(s, renames, old_names, defined) {
+            return Plan::Fail { reason };
         }
         let old = self.old_source;
         let node = self.t2.node(anchor);
@@ -289,7 +268,190 @@ impl Ctx<'_> {
         let (text, applied) = self.render(s, renames, indent);
         let nl = if old.contains("\r\n") { "\r\n" } else { "\n" };
         let text = if lead { format!("{nl}{indent}{text}{nl}") } else { format!("{indent}{text}{nl}") };
-        Plan::Insert { offset, text, renames: applied }
+        let edited = edited.map(|(x, similarity)| Edited {
+            side: match at {
+                At::After(_) => Side::After,
+                At::Before(_) => Side::Before,
+            },
+            new_line: self.t1.node(x).row + 1,
+            new_text: first_line(self.text1(x)),
+            old_line: self.line2(anchor),
+            old_text: first_line(self.text2(anchor)),
+            similarity,
+        });
+        Plan::Insert { offset, text, renames: applied, edited }
+    }
+
+    /// A name the statement reads that the old version never defines (nor
+    /// the statement itself, another propagated statement or Python).
+    fn unbound(
+        &self,
+        s: u32,
+        renames: &HashMap<u32, u32>,
+        old_names: &HashSet<u32>,
+        defined: &HashSet<u32>,
+    ) -> Option<String> {
+        let locals: HashSet<u32> = self.targets(s).into_iter().collect();
+        for i in self.t1.subtree(s) {
+            if !self.renamable(self.t1, i) || self.is_target(i, s) {
+                continue;
+            }
+            let l = self.t1.node(i).label;
+            let l = renames.get(&l).copied().unwrap_or(l);
+            let name = self.interner.text(l);
+            if !old_names.contains(&l) && !locals.contains(&l) && !defined.contains(&l) && !BUILTINS.contains(&name) {
+                return Some(format!("unbound name: `{name}` is not defined in the old version"));
+            }
+        }
+        None
+    }
+
+    /// Where statement `s` goes in the old tree, and, when the neighbour it
+    /// was placed by was edited since, that neighbour and its similarity.
+    ///
+    /// In order: after the counterpart of the statement right before it
+    /// (identical, edited, or found by similarity); before the counterpart
+    /// of the statement right after it; after the nearest earlier statement
+    /// with a counterpart (the ones between are new code); before the
+    /// nearest later one; first in the counterpart of its block.
+    fn locate(&self, s: u32, renames: &HashMap<u32, u32>) -> Result<(At, Option<(u32, f64)>), String> {
+        let p = self.t1.parent(s);
+        let siblings = self.t1.children(p);
+        let pos = siblings.iter().position(|&c| c == s).unwrap_or(0);
+        let context = |x: &&u32| !self.requested[**x as usize] || self.statement_partner(**x).is_some();
+        let before: Vec<u32> = siblings[..pos].iter().rev().filter(context).copied().collect();
+        let after: Vec<u32> = siblings[pos + 1..].iter().filter(context).copied().collect();
+        let prev = before.first().map(|&x| (x, self.counterpart(x, renames)));
+        let next = after.first().map(|&x| (x, self.counterpart(x, renames)));
+        let mut tied = None;
+        if let Some((x, Some((y, sim)))) = prev {
+            match self.m.tie.get(&x) {
+                None => return Ok((At::After(y), sim.map(|v| (x, v)))),
+                Some(&rival) => tied = Some((x, y, rival)),
+            }
+        }
+        if let Some((x, Some((y, sim)))) = next {
+            if !self.m.tie.contains_key(&x) {
+                return Ok((At::Before(y), sim.map(|v| (x, v))));
+            }
+        }
+        if let Some((x, y, rival)) = tied {
+            return Err(format!(
+                "ambiguous: the statement before it (line {}) matches lines {} and {} of the old version equally well",
+                self.t1.node(x).row + 1,
+                self.line2(y),
+                self.line2(rival)
+            ));
+        }
+        if let Some(y) = before.iter().skip(1).find_map(|&x| self.exact_partner(x)) {
+            return Ok((At::After(y), None));
+        }
+        if let Some(y) = after.iter().skip(1).find_map(|&x| self.exact_partner(x)) {
+            return Ok((At::Before(y), None));
+        }
+        match self.block_partner(p) {
+            Some(b) if !self.t2.children(b).is_empty() => Ok((At::Before(self.t2.children(b)[0]), None)),
+            _ => Err(format!(
+                "no mapped context for `{}`: neither its block nor any statement beside it has a counterpart in the old version",
+                first_line(self.text1(s))
+            )),
+        }
+    }
+
+    /// The old counterpart of context statement `x` of the new tree: its
+    /// partner, `None` beside it when identical (up to renames; a compound
+    /// statement by its header), else with their similarity; failing that,
+    /// the most similar old statement found around it ([`Ctx::search`]).
+    #[allow(clippy::type_complexity)]
+    fn counterpart(&self, x: u32, renames: &HashMap<u32, u32>) -> Option<(u32, Option<f64>)> {
+        if let Some(y) = self.statement_partner(x) {
+            if self.requested[x as usize] || self.same_header(x, y, renames) {
+                return Some((y, None));
+            }
+            let sim = similarity(&self.profile1(x, renames), &self.profile2(y));
+            if sim >= MIN_SIMILARITY / 2.0 {
+                return Some((y, Some(sim)));
+            }
+        }
+        self.search(x, renames).map(|(y, sim)| (y, Some(sim)))
+    }
+
+    /// The partner of `x` when it is identical (a compound statement: the
+    /// same header).
+    fn exact_partner(&self, x: u32) -> Option<u32> {
+        let y = self.statement_partner(x)?;
+        (self.requested[x as usize] || self.same_header(x, y, &HashMap::new())).then_some(y)
+    }
+
+    fn same_header(&self, x: u32, y: u32, renames: &HashMap<u32, u32>) -> bool {
+        let k = &self.py.kinds;
+        header_leaves(self.t1, x, k, &|i| self.label1(i, renames))
+            == header_leaves(self.t2, y, k, &|i| self.t2.node(i).label)
+    }
+
+    /// Label of node `i` of the new tree after renames.
+    fn label1(&self, i: u32, renames: &HashMap<u32, u32>) -> u32 {
+        let l = self.t1.node(i).label;
+        if self.renamable(self.t1, i) {
+            renames.get(&l).copied().unwrap_or(l)
+        } else {
+            l
+        }
+    }
+
+    fn profile1(&self, x: u32, renames: &HashMap<u32, u32>) -> Profile {
+        Profile::of(self.t1, x, &self.py.kinds, &|i| self.label1(i, renames))
+    }
+
+    fn profile2(&self, y: u32) -> Profile {
+        Profile::of(self.t2, y, &self.py.kinds, &|i| self.t2.node(i).label)
+    }
+
+    /// The old statement most similar to `x` (of the new tree), which has
+    /// no counterpart, searched in the counterpart of the nearest enclosing
+    /// node that has one, then further out with a higher bar. `None` when
+    /// nothing is similar enough, or two candidates are about as similar
+    /// (ambiguous: better no anchor than a wrong one).
+    fn search(&self, x: u32, renames: &HashMap<u32, u32>) -> Option<(u32, f64)> {
+        let px = self.profile1(x, renames);
+        let mut region = self.t1.parent(x);
+        let mut bar = MIN_SIMILARITY;
+        let mut searched = NONE;
+        while region != NONE {
+            let old = match self.m.partner(region) {
+                Some(b) => Some(b),
+                None if self.py.is_block(self.t1.node(region).kind) => self.block_partner(region),
+                None => None,
+            };
+            if let Some(r) = old.filter(|&r| searched == NONE || (r != searched && self.t2.contains(r, searched))) {
+                let mut best: Vec<(f64, u32)> = Vec::new();
+                for y in self.t2.subtree(r) {
+                    let n = self.t2.node(y);
+                    let in_block = n.parent != NONE && self.py.is_block(self.t2.node(n.parent).kind);
+                    if !self.py.is_statement(n.kind) || !in_block || (searched != NONE && self.t2.contains(searched, y))
+                    {
+                        continue;
+                    }
+                    if self.m.m2[y as usize] != NONE && self.m.m2[y as usize] != x {
+                        continue;
+                    }
+                    let sim = similarity(&px, &self.profile2(y));
+                    if sim >= bar {
+                        best.push((sim, y));
+                    }
+                }
+                best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                match best[..] {
+                    [] => {}
+                    [(sim, y)] => return Some((y, sim)),
+                    [(sim, y), (second, _), ..] => return (sim - second >= 0.05).then_some((y, sim)),
+                }
+                searched = r;
+                bar = MIN_SIMILARITY + 0.1;
+            }
+            region = self.t1.parent(region);
+        }
+        None
     }
 
     /// The statement's text with renames applied and continuation lines
@@ -331,6 +493,11 @@ impl Ctx<'_> {
         }
         (text, applied)
     }
+}
+
+/// The first line of a statement's text, trimmed.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").trim().to_string()
 }
 
 /// The whitespace that starts the line holding byte `at`.
@@ -426,8 +593,24 @@ fn finish(source: String, old: &str, plans: &mut [Plan], lines: &[usize]) -> Pro
         .iter_mut()
         .enumerate()
         .map(|(k, plan)| match plan {
-            Plan::Insert { renames, .. } => {
-                Outcome::Placed { line: lines.get(k).copied().unwrap_or(0), renames: std::mem::take(renames) }
+            Plan::Insert { renames, edited, .. } => {
+                let line = lines.get(k).copied().unwrap_or(0);
+                let renames = std::mem::take(renames);
+                match edited.take() {
+                    None => Outcome::Placed { line, renames },
+                    Some(e) => Outcome::Approximate {
+                        line,
+                        renames,
+                        anchor: EditedAnchor {
+                            side: e.side,
+                            new_line: e.new_line,
+                            new_text: e.new_text,
+                            old_line: in_output(e.old_line),
+                            old_text: e.old_text,
+                            similarity: (e.similarity * 100.0).round().clamp(0.0, 100.0) as u8,
+                        },
+                    },
+                }
             }
             Plan::Present { line } => Outcome::AlreadyPresent { line: in_output(*line) },
             Plan::Fail { reason } => Outcome::Failed { reason: std::mem::take(reason) },

@@ -5,6 +5,7 @@
 use flor_core::propagate::PropagateError;
 use tree_sitter::{InputEdit, Language, Node, Parser, Point};
 
+use crate::similar::Kinds;
 use crate::tree::Grammar;
 
 /// Statement node kinds (children of `module` and `block`).
@@ -94,6 +95,8 @@ pub(crate) struct Python {
     pub language: Language,
     pub grammar: Grammar,
     statement_kinds: Vec<u16>,
+    /// What statement similarity looks at.
+    pub kinds: Kinds,
     pub module_kind: u16,
     pub block_kind: u16,
 }
@@ -109,14 +112,20 @@ impl Python {
             name_field: field("name"),
             keyword_argument_kind: id("keyword_argument"),
             left_field: field("left"),
+            binding_kinds: ["assignment", "augmented_assignment", "for_statement", "for_in_clause"]
+                .iter()
+                .map(|k| id(k))
+                .collect(),
         };
-        Python {
-            statement_kinds: STATEMENTS.iter().map(|k| id(k)).filter(|&k| k != 0).collect(),
-            module_kind: id("module"),
-            block_kind: id("block"),
-            grammar,
-            language,
-        }
+        let statement_kinds: Vec<u16> = STATEMENTS.iter().map(|k| id(k)).filter(|&k| k != 0).collect();
+        let kinds = Kinds {
+            statements: statement_kinds.clone(),
+            block: id("block"),
+            expression_statement: id("expression_statement"),
+            call: id("call"),
+            attribute: id("attribute"),
+        };
+        Python { statement_kinds, kinds, module_kind: id("module"), block_kind: id("block"), grammar, language }
     }
 
     pub(crate) fn is_statement(&self, kind: u16) -> bool {

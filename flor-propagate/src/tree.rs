@@ -149,6 +149,9 @@ pub(crate) struct Grammar {
     pub name_field: Option<u16>,
     pub keyword_argument_kind: u16,
     pub left_field: Option<u16>,
+    /// Kinds whose `left` child is bound (assignments, `for`, comprehension
+    /// `for`), unlike the `left` operand of `a + b`.
+    pub binding_kinds: Vec<u16>,
 }
 
 const PUNCTUATION: &[&str] = &["(", ")", "[", "]", "{", "}", ",", ":", ";", ".", "\"", "'"];
@@ -189,7 +192,8 @@ impl Tree {
                 } else if field.is_some() && field == grammar.name_field && parent_kind == grammar.keyword_argument_kind
                 {
                     Role::KeywordName
-                } else if field.is_some() && field == grammar.left_field {
+                } else if field.is_some() && field == grammar.left_field && grammar.binding_kinds.contains(&parent_kind)
+                {
                     Role::Target
                 } else {
                     Role::Other

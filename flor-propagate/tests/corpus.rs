@@ -26,6 +26,9 @@ struct Expect {
     outcome: String,
     reason: Option<String>,
     renames: Option<Vec<(String, String)>>,
+    /// For `approximate`: text the edited counterpart it was placed by
+    /// must contain.
+    anchor: Option<String>,
 }
 
 struct Case {
@@ -74,6 +77,7 @@ fn parses(source: &str) -> bool {
 fn kind(o: &Outcome) -> &'static str {
     match o {
         Outcome::Placed { .. } => "placed",
+        Outcome::Approximate { .. } => "approximate",
         Outcome::AlreadyPresent { .. } => "already_present",
         Outcome::Failed { .. } => "failed",
     }
@@ -125,7 +129,16 @@ fn check(case: &Case) -> Vec<String> {
                     }
                 }
             }
-            Outcome::Placed { line, renames } => {
+            Outcome::Placed { line, renames } | Outcome::Approximate { line, renames, .. } => {
+                if let (Outcome::Approximate { anchor, .. }, Some(want)) = (got, &want.anchor) {
+                    if !anchor.old_text.contains(want.as_str()) {
+                        problems.push(format!(
+                            "statement {}: placed by `{}`, expected by `{want}`",
+                            k + 1,
+                            anchor.old_text
+                        ));
+                    }
+                }
                 if let Some(r) = &want.renames {
                     if r != renames {
                         problems.push(format!("statement {}: renames {renames:?}, expected {r:?}", k + 1));

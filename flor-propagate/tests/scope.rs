@@ -81,10 +81,12 @@ fn check(st: &Statement, new: &str, old: &str) -> Vec<String> {
         Err(e) => return [problems, vec![format!("propagation: {e}")]].concat(),
     };
     match &p.outcomes[..] {
-        [Outcome::Placed { line: at, .. }] => match py.loop_scope(&p.source, *at) {
-            Ok(got) => problems.extend(st.mismatch(&got).map(|m| format!("old.py + statement, line {at}: {m}"))),
-            Err(e) => problems.push(format!("old.py + statement, line {at}: {e}")),
-        },
+        [Outcome::Placed { line: at, .. } | Outcome::Approximate { line: at, .. }] => {
+            match py.loop_scope(&p.source, *at) {
+                Ok(got) => problems.extend(st.mismatch(&got).map(|m| format!("old.py + statement, line {at}: {m}"))),
+                Err(e) => problems.push(format!("old.py + statement, line {at}: {e}")),
+            }
+        }
         other => problems.push(format!("propagation into old.py: {other:?} (the case needs a placed statement)")),
     }
     problems

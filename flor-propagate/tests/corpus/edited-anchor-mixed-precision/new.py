@@ -1,0 +1,36 @@
+import flordb as flor
+import torch
+import torch.nn as nn
+
+from data import make_loaders
+from models import build_model
+
+train_loader, test_loader = make_loaders(batch_size=64)
+model = build_model().cuda()
+criterion = nn.CrossEntropyLoss()
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+scaler = torch.cuda.amp.GradScaler()
+accum_steps = 4
+
+for epoch in flor.loop("epoch", range(20)):
+    model.train()
+    for i, (images, labels) in enumerate(train_loader):
+        images, labels = images.cuda(), labels.cuda()
+        with torch.cuda.amp.autocast():
+            outputs = model(images)
+            loss = criterion(outputs, labels) / accum_steps
+        scaler.scale(loss).backward()
+        flor.log("loss", loss.item())
+        if (i + 1) % accum_steps == 0:
+            scaler.step(optimizer)
+            flor.log("lr", optimizer.param_groups[0]["lr"])
+            scaler.update()
+            optimizer.zero_grad()
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in test_loader:
+            outputs = model(images.cuda())
+            correct += (outputs.argmax(1) == labels.cuda()).sum().item()
+    flor.log("acc", correct / len(test_loader.dataset))
