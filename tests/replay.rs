@@ -596,3 +596,40 @@ fn the_plan_shows_what_the_source_checks_find_in_each_version() {
         "{stdout}"
     );
 }
+
+/// A statement whose neighbour was edited since the run: the plan says it
+/// was placed next to an edited counterpart, names both statements, and
+/// the replay recovers the values the old code computes there.
+#[test]
+fn a_statement_after_an_edited_line_is_placed_approximately_and_replayed() {
+    let Some(py) = python() else { return };
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let old = "import flordb as flor\n\nw = 0.0\nfor epoch in flor.loop(\"epoch\", range(3)):\n    \
+               grad = 2 * (w - 3.0)\n    w = w - 0.1 * grad\n    flor.log(\"w\", w)\n";
+    let dir = new_repo(home, "flor-replay-edited", Some(old));
+    let repo = dir.path();
+    train(&py, repo, home, &[]);
+    let newest = "import flordb as flor\n\nw = 0.0\nlr = flor.arg(\"lr\", 0.1)\nfor epoch in flor.loop(\"epoch\", \
+                  range(3)):\n    grad = 2.0 * (w - 3.0) * 1.0\n    flor.log(\"grad\", grad)\n    w = w - lr * grad\n    \
+                  flor.log(\"w\", w)\n";
+    fs::write(repo.join("train.py"), newest).unwrap();
+
+    let plan = ok(flor(repo, home, &["replay", "--apply", "grad", "--dry-run"]), "flor replay --dry-run");
+    assert!(
+        plan.contains(
+            "line 7 of the newest version: placed at line 6 after an edited counterpart: `grad = 2 * (w - 3.0)` \
+             (line 5, "
+        ),
+        "{plan}"
+    );
+    assert!(plan.contains("similar to `grad = 2.0 * (w - 3.0) * 1.0` at line 6 of the newest version)"), "{plan}");
+    assert!(plan.contains("1 statement placed next to code edited since"), "{plan}");
+    let out = ok(flor(repo, home, &["replay", "--apply", "grad", "--yes"]), "flor replay");
+    assert!(!out.contains("FAILED") && !out.contains("DIVERGED"), "{out}");
+    let text = ok(flor(repo, home, &["--format", "json", "dataframe", "grad"]), "flor dataframe");
+    let rows: Vec<Json> = serde_json::from_str(&text).expect("dataframe JSON");
+    let grads: Vec<f64> = rows.iter().map(|r| r["grad"].as_f64().expect("grad")).collect();
+    // The old code's gradient: w = 0, 0.6, 1.08.
+    assert_eq!(grads, [-6.0, 2.0 * (0.6 - 3.0), 2.0 * (0.6 + 0.48 - 3.0)], "{text}");
+}

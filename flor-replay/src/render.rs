@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write;
 
-use flor_core::propagate::LoopScope;
+use flor_core::propagate::{LoopScope, Outcome};
 
 use flor_core::check::ReplayCheck;
 
@@ -66,6 +66,20 @@ impl Plan {
         }
         for (t, why) in &self.skipped {
             let _ = writeln!(s, "\nrun {t}: skipped: {why}");
+        }
+        let approximate = self
+            .versions
+            .iter()
+            .flat_map(|v| &v.statements)
+            .filter(|st| matches!(st.outcome, Outcome::Approximate { .. }))
+            .count();
+        if approximate > 0 {
+            let _ = writeln!(
+                s,
+                "\n{approximate} statement{} placed next to code edited since (\"an edited counterpart\" above): \
+                 the most similar old statement stood in for its neighbour; read the diff before replaying",
+                plural(approximate)
+            );
         }
         s.push_str(&self.check_text());
         if let Some(i) = &self.isolation {
