@@ -490,21 +490,24 @@ impl Matcher<'_> {
                         .collect()
                 };
                 let (p1, p2) = (profiles(t1, &g1), profiles(t2, &g2));
-                let (i1, i2): (Vec<u32>, Vec<u32>) = ((0..g1.len() as u32).collect(), (0..g2.len() as u32).collect());
-                let pairs = lcs(&i1, &i2, |i, j| {
-                    let (x, y) = (g1[i as usize], g2[j as usize]);
+                // The alignment with the most similarity in all, not the
+                // most pairs: in a run of near-identical statements (one
+                // `write(...)` per tensor) each pairs with its own old self,
+                // not with its neighbour's.
+                let pairs = align(g1.len(), g2.len(), |i, j| {
+                    let (x, y) = (g1[i], g2[j]);
                     if t1.node(x).kind != t2.node(y).kind {
-                        return false;
+                        return None;
                     }
                     if self.requested[x as usize] {
-                        return t1.node(x).shape == t2.node(y).shape;
+                        return (t1.node(x).shape == t2.node(y).shape).then_some(1.0);
                     }
-                    match (&p1[i as usize], &p2[j as usize]) {
-                        (Some(a), Some(b)) => similarity(a, b) >= MIN_SIMILARITY,
-                        _ => unique(x) || self.leaf_dice(x, y) >= 0.5,
+                    match (&p1[i], &p2[j]) {
+                        (Some(a), Some(b)) => Some(similarity(a, b)).filter(|&s| s >= MIN_SIMILARITY),
+                        _ => (unique(x) || self.leaf_dice(x, y) >= 0.5).then_some(1.0),
                     }
                 });
-                let pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(i, j)| (g1[i as usize], g2[j as usize])).collect();
+                let pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(i, j)| (g1[i], g2[j])).collect();
                 for (x, y) in pairs {
                     self.m.link(x, y);
                     if t1.node(x).size.max(t2.node(y).size) < self.p.max_recovery_size {
@@ -590,6 +593,45 @@ impl Matcher<'_> {
             }
         }
     }
+}
+
+/// The order-keeping pairing of `0..n` with `0..m` with the largest total
+/// weight, where `weight(i, j)` is `None` for pairs that may not be paired
+/// (small inputs: `n * m` cells).
+fn align(n: usize, m: usize, weight: impl Fn(usize, usize) -> Option<f64>) -> Vec<(usize, usize)> {
+    if n == 0 || m == 0 {
+        return Vec::new();
+    }
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    let mut w = vec![None; n * m];
+    for i in 0..n {
+        for j in 0..m {
+            w[i * m + j] = weight(i, j);
+        }
+    }
+    let mut t = vec![0.0f64; (n + 1) * (m + 1)];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            let skip = t[at(i + 1, j)].max(t[at(i, j + 1)]);
+            t[at(i, j)] = match w[i * m + j] {
+                Some(v) => skip.max(t[at(i + 1, j + 1)] + v),
+                None => skip,
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n && j < m {
+        match w[i * m + j] {
+            Some(v) if t[at(i, j)] == t[at(i + 1, j + 1)] + v => {
+                out.push((i, j));
+                i += 1;
+                j += 1;
+            }
+            _ if t[at(i, j)] == t[at(i + 1, j)] => i += 1,
+            _ => j += 1,
+        }
+    }
+    out
 }
 
 /// Longest common subsequence of `a` and `b` under `eq` (small inputs).

@@ -14,7 +14,7 @@ use flor_core::propagate::{EditedAnchor, Outcome, PropagateError, Propagation, S
 
 use crate::gumtree::{match_trees, Mapping, Params};
 use crate::python::{Python, BUILTINS};
-use crate::similar::{header_leaves, similarity, Profile, MIN_SIMILARITY};
+use crate::similar::{header_leaves, similarity, Profile, LOW_SIMILARITY, MIN_SIMILARITY};
 use crate::tree::{Interner, Role, Tree, NONE};
 
 /// Where a statement goes: after or before a statement of the old tree.
@@ -33,6 +33,22 @@ struct Edited {
     old_line: usize,
     old_text: String,
     similarity: f64,
+}
+
+/// What [`Ctx::around`] found.
+struct Around {
+    /// The nearest neighbour before with a counterpart: (new, old, its
+    /// similarity when edited).
+    earlier: Option<(u32, u32, Option<f64>)>,
+    /// The nearest neighbour after with a counterpart.
+    later: Option<(u32, u32, Option<f64>)>,
+    /// The old block.
+    block: u32,
+    /// The edited statement holding the block, when the block was found
+    /// through it.
+    edit: Option<(u32, f64)>,
+    /// The old statements without a counterpart between the two.
+    gap: Vec<u32>,
 }
 
 /// One statement's plan before the edit is applied.
@@ -310,10 +326,14 @@ impl Ctx<'_> {
     /// was placed by was edited since, that neighbour and its similarity.
     ///
     /// In order: after the counterpart of the statement right before it
-    /// (identical, edited, or found by similarity); before the counterpart
-    /// of the statement right after it; after the nearest earlier statement
-    /// with a counterpart (the ones between are new code); before the
-    /// nearest later one; first in the counterpart of its block.
+    /// (identical, edited, or found by similarity around it); before the
+    /// counterpart of the statement right after it; then, between the
+    /// counterparts of the nearest neighbours that have identical ones:
+    /// right there when the old version has nothing in between (the
+    /// neighbours in between are new code), else after (before) the old
+    /// statement in between most like the neighbour before (after) it; else
+    /// it is ambiguous. A statement alone in its block goes first in the
+    /// block's counterpart.
     fn locate(&self, s: u32, renames: &HashMap<u32, u32>) -> Result<(At, Option<(u32, f64)>), String> {
         let p = self.t1.parent(s);
         let siblings = self.t1.children(p);
@@ -330,7 +350,9 @@ impl Ctx<'_> {
                 Some(&rival) => tied = Some((x, y, rival)),
             }
         }
-        if let Some((x, Some((y, sim)))) = next {
+        // Before the statement right after it, when nothing before it has
+        // to be found first (the one before is not new code either).
+        if let (None | Some((_, Some(_))), Some((x, Some((y, sim))))) = (prev, next) {
             if !self.m.tie.contains_key(&x) {
                 return Ok((At::Before(y), sim.map(|v| (x, v))));
             }
@@ -343,19 +365,138 @@ impl Ctx<'_> {
                 self.line2(rival)
             ));
         }
-        if let Some(y) = before.iter().skip(1).find_map(|&x| self.exact_partner(x)) {
-            return Ok((At::After(y), None));
-        }
-        if let Some(y) = after.iter().skip(1).find_map(|&x| self.exact_partner(x)) {
-            return Ok((At::Before(y), None));
-        }
-        match self.block_partner(p) {
-            Some(b) if !self.t2.children(b).is_empty() => Ok((At::Before(self.t2.children(b)[0]), None)),
-            _ => Err(format!(
+        let no_context = || {
+            format!(
                 "no mapped context for `{}`: neither its block nor any statement beside it has a counterpart in the old version",
                 first_line(self.text1(s))
-            )),
+            )
+        };
+        if before.is_empty() && after.is_empty() {
+            return match self.block_counterpart(p, renames, 0) {
+                Some((b, edit)) if !self.t2.children(b).is_empty() => Ok((At::Before(self.t2.children(b)[0]), edit)),
+                _ => Err(no_context()),
+            };
         }
+        let around = self.around(p, &before, &after, renames, 0).ok_or_else(no_context)?;
+        let gap = &around.gap;
+        if gap.is_empty() {
+            // Nothing in between: the neighbours in between are new code.
+            return match (around.earlier, around.later) {
+                (Some((x, y, sim)), _) => Ok((At::After(y), sim.map(|v| (x, v)))),
+                (None, Some((x, y, sim))) => Ok((At::Before(y), sim.map(|v| (x, v)))),
+                (None, None) => match self.t2.children(around.block).first() {
+                    Some(&first) => Ok((At::Before(first), around.edit)),
+                    None => Err(no_context()),
+                },
+            };
+        }
+        // The old version has statements where the unplaced neighbours
+        // stand: the most similar one stands in, however little (the
+        // outcome says how much); a lone one of the same kind stands in
+        // whatever its similarity.
+        for (x, after_it) in before.first().map(|&x| (x, true)).into_iter().chain(after.first().map(|&x| (x, false))) {
+            if let Some((y, sim)) = self.stand_in(x, gap, renames, after_it) {
+                return Ok((if after_it { At::After(y) } else { At::Before(y) }, Some((x, sim))));
+            }
+        }
+        let (first, last) = (gap[0], gap[gap.len() - 1]);
+        let neighbour = before.first().or(after.first()).map_or(0, |&x| self.t1.node(x).row + 1);
+        Err(format!(
+            "ambiguous: the statement beside it (line {neighbour}) has no counterpart in the old version, where lines {}-{} stand in its place and none resembles it",
+            self.line2(first),
+            self.t2.node(last).row + 1 + self.text2(last).matches('\n').count()
+        ))
+    }
+
+    /// The old statement of `gap` most like `x`, when at least
+    /// [`LOW_SIMILARITY`] alike, or the gap's only statement when it is of
+    /// `x`'s kind; on equal similarity the one nearest the side `x` is on.
+    fn stand_in(&self, x: u32, gap: &[u32], renames: &HashMap<u32, u32>, after_it: bool) -> Option<(u32, f64)> {
+        let px = self.profile1(x, renames);
+        let lone = gap.len() == 1 && self.t2.node(gap[0]).kind == self.t1.node(x).kind;
+        gap.iter()
+            .map(|&y| (similarity(&px, &self.profile2(y)), y))
+            .filter(|&(sim, _)| lone || sim >= LOW_SIMILARITY)
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(if after_it { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) }))
+            .map(|(sim, y)| (y, sim))
+    }
+
+    /// The old surroundings of a statement of new block `p` whose context
+    /// neighbours are `before` (nearest first) and `after`: the
+    /// counterparts of the nearest neighbours that have one, and the old
+    /// statements without a counterpart between them (from the block's
+    /// start or to its end where one is missing), in the old block that
+    /// holds them. `None` when no old block is known.
+    fn around(&self, p: u32, before: &[u32], after: &[u32], renames: &HashMap<u32, u32>, depth: u32) -> Option<Around> {
+        let bound = |xs: &[u32]| {
+            xs.iter().find_map(|&x| {
+                let y = self.statement_partner(x)?;
+                let exact = self.requested[x as usize] || self.same_header(x, y, renames);
+                Some((x, y, (!exact).then(|| similarity(&self.profile1(x, renames), &self.profile2(y)))))
+            })
+        };
+        let (earlier, later) = (bound(before), bound(after));
+        let (block, edit) = match (earlier, later) {
+            (Some((_, y, _)), _) | (None, Some((_, y, _))) => (self.t2.parent(y), None),
+            (None, None) => self.block_counterpart(p, renames, depth)?,
+        };
+        let children = self.t2.children(block);
+        let start = earlier.and_then(|(_, y, _)| children.iter().position(|&c| c == y)).map_or(0, |k| k + 1);
+        let end = later.and_then(|(_, y, _)| children.iter().position(|&c| c == y)).unwrap_or(children.len());
+        let gap = children[start..end.max(start)].iter().copied().filter(|&y| self.m.m2[y as usize] == NONE).collect();
+        Some(Around { earlier, later, block, edit, gap })
+    }
+
+    /// The old block that corresponds to new block `p`: its partner, else
+    /// the block at the same place in the old counterpart of the statement
+    /// that holds it, found like a neighbour's: its partner, the most
+    /// similar old statement around it, or the one standing where it
+    /// stands. With the holding statement and its similarity when that was
+    /// edited.
+    #[allow(clippy::type_complexity)]
+    fn block_counterpart(&self, p: u32, renames: &HashMap<u32, u32>, depth: u32) -> Option<(u32, Option<(u32, f64)>)> {
+        if let Some(b) = self.block_partner(p) {
+            return Some((b, None));
+        }
+        if depth >= 8 {
+            return None;
+        }
+        // The path from the statement holding the block down to it.
+        let mut path = Vec::new();
+        let mut c = p;
+        while c != NONE && !(self.py.is_statement(self.t1.node(c).kind) && c != p) {
+            path.push(c);
+            c = self.t1.parent(c);
+        }
+        if c == NONE {
+            return None;
+        }
+        let holder = self.t1.parent(c);
+        if holder == NONE || !self.py.is_block(self.t1.node(holder).kind) {
+            return None;
+        }
+        let (c2, sim) = match self.counterpart(c, renames) {
+            Some(found) => found,
+            None => {
+                let siblings = self.t1.children(holder);
+                let pos = siblings.iter().position(|&x| x == c)?;
+                let context = |x: &&u32| !self.requested[**x as usize];
+                let before: Vec<u32> = siblings[..pos].iter().rev().filter(context).copied().collect();
+                let after: Vec<u32> = siblings[pos + 1..].iter().filter(context).copied().collect();
+                let around = self.around(holder, &before, &after, renames, depth + 1)?;
+                let (y, sim) = self.stand_in(c, &around.gap, renames, true)?;
+                (y, Some(sim))
+            }
+        };
+        let mut y = c2;
+        for &x in path.iter().rev() {
+            let kind = self.t1.node(x).kind;
+            let parent = self.t1.parent(x);
+            let idx =
+                self.t1.children(parent).iter().filter(|&&o| self.t1.node(o).kind == kind).position(|&o| o == x)?;
+            y = self.t2.children(y).iter().copied().filter(|&o| self.t2.node(o).kind == kind).nth(idx)?;
+        }
+        self.py.is_block(self.t2.node(y).kind).then_some((y, sim.map(|v| (c, v))))
     }
 
     /// The old counterpart of context statement `x` of the new tree: its
@@ -368,19 +509,34 @@ impl Ctx<'_> {
             if self.requested[x as usize] || self.same_header(x, y, renames) {
                 return Some((y, None));
             }
-            let sim = similarity(&self.profile1(x, renames), &self.profile2(y));
+            let px = self.profile1(x, renames);
+            let sim = similarity(&px, &self.profile2(y));
+            // The matcher pairs edited statements by their matched parts,
+            // which a run of look-alike statements can shift by one
+            // (`self.layer3 = ...(layers[2])` with the old `self.layer2 =
+            // ...(layers[2])`): a clearly more similar old sibling with
+            // more of its assignment targets, that no other statement has
+            // unchanged, wins.
+            let better = self.t2.children(self.t2.parent(y)).iter().copied().filter(|&o| {
+                let other = self.m.m2[o as usize];
+                o != y
+                    && self.t2.node(o).kind == self.t1.node(x).kind
+                    && (other == NONE || other == x || !self.same_header(other, o, renames))
+            });
+            let py = self.profile2(y);
+            let best = better
+                .map(|o| (self.profile2(o), o))
+                .filter(|(po, _)| px.target_dice(po) > px.target_dice(&py))
+                .map(|(po, o)| (similarity(&px, &po), o))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((s2, o)) = best.filter(|&(s2, _)| s2 >= MIN_SIMILARITY && s2 > sim + 0.05) {
+                return Some((o, Some(s2)));
+            }
             if sim >= MIN_SIMILARITY / 2.0 {
                 return Some((y, Some(sim)));
             }
         }
         self.search(x, renames).map(|(y, sim)| (y, Some(sim)))
-    }
-
-    /// The partner of `x` when it is identical (a compound statement: the
-    /// same header).
-    fn exact_partner(&self, x: u32) -> Option<u32> {
-        let y = self.statement_partner(x)?;
-        (self.requested[x as usize] || self.same_header(x, y, &HashMap::new())).then_some(y)
     }
 
     fn same_header(&self, x: u32, y: u32, renames: &HashMap<u32, u32>) -> bool {

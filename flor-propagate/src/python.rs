@@ -116,6 +116,7 @@ impl Python {
                 .iter()
                 .map(|k| id(k))
                 .collect(),
+            quote_kinds: vec![id("string_start"), id("string_end")],
         };
         let statement_kinds: Vec<u16> = STATEMENTS.iter().map(|k| id(k)).filter(|&k| k != 0).collect();
         let kinds = Kinds {

@@ -19,6 +19,11 @@ use crate::tree::{Role, Tree, NONE};
 /// statement edited.
 pub(crate) const MIN_SIMILARITY: f64 = 0.5;
 
+/// Smallest [`similarity`] for an old statement to stand in for an edited
+/// one when it is the only place left for it (between the counterparts of
+/// its unchanged neighbours); the outcome reports the similarity.
+pub(crate) const LOW_SIMILARITY: f64 = 0.2;
+
 /// The node kinds the comparison looks at.
 #[derive(Clone, Debug)]
 pub(crate) struct Kinds {
@@ -117,6 +122,11 @@ impl Profile {
         p
     }
 
+    /// Dice similarity of the assignment targets of two statements.
+    pub(crate) fn target_dice(&self, other: &Profile) -> f64 {
+        dice(&self.targets, &other.targets)
+    }
+
     /// Whether the statement is made of nothing that can be compared (`pass`).
     fn is_empty(&self) -> bool {
         self.targets.is_empty() && self.header.is_empty() && self.body.is_empty()
@@ -150,9 +160,9 @@ pub(crate) fn dice(a: &[u32], b: &[u32]) -> f64 {
 ///   are never alike.
 /// - An assignment is identified by its targets (`total += ...` is not
 ///   `hits += ...` however alike the right sides): targets weigh 0.4, the
-///   called names 0.3, the other leaves 0.3, and with no target in common
-///   the right sides must be near identical (a renamed variable).
-/// - A call statement by the names it calls and its leaves, half each.
+///   called names 0.3, the other leaves 0.3; with no target in common (a
+///   renamed variable) at most 0.6, for right sides of four leaves or more.
+/// - A call statement by the names it calls (0.3) and its leaves (0.7).
 /// - A compound statement by its header and its body, half each.
 pub(crate) fn similarity(a: &Profile, b: &Profile) -> f64 {
     if a.kind != b.kind || a.compound != b.compound || a.is_empty() || b.is_empty() {
@@ -168,12 +178,18 @@ pub(crate) fn similarity(a: &Profile, b: &Profile) -> f64 {
         let rest = dice(&a.header, &b.header);
         let targets = dice(&a.targets, &b.targets);
         if targets == 0.0 {
-            return if rest >= 0.9 { 0.5 * rest } else { 0.0 };
+            // A renamed target: only when the right sides are substantial
+            // and alike (`x = 0` is not `y = 0`).
+            return if a.header.len().min(b.header.len()) >= 4 {
+                0.6 * (0.5 * calls_dice(a, b) + 0.5 * rest)
+            } else {
+                0.0
+            };
         }
         return 0.4 * targets + 0.3 * calls_dice(a, b) + 0.3 * rest;
     }
     if !a.calls.is_empty() || !b.calls.is_empty() {
-        return 0.5 * calls_dice(a, b) + 0.5 * dice(&a.header, &b.header);
+        return 0.3 * calls_dice(a, b) + 0.7 * dice(&a.header, &b.header);
     }
     dice(&a.header, &b.header)
 }

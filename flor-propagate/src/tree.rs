@@ -152,6 +152,10 @@ pub(crate) struct Grammar {
     /// Kinds whose `left` child is bound (assignments, `for`, comprehension
     /// `for`), unlike the `left` operand of `a + b`.
     pub binding_kinds: Vec<u16>,
+    /// The opening and closing quotes of a string literal: labelled without
+    /// the quote characters (`'a'` and `"a"` are the same string; an
+    /// `f"..."` keeps its `f`).
+    pub quote_kinds: Vec<u16>,
 }
 
 const PUNCTUATION: &[&str] = &["(", ")", "[", "]", "{", "}", ",", ":", ";", ".", "\"", "'"];
@@ -238,7 +242,7 @@ impl Tree {
                     break;
                 }
                 if !cursor.goto_parent() {
-                    return Ok(Self::finish(nodes, ops, source, interner));
+                    return Ok(Self::finish(nodes, ops, source, grammar, interner));
                 }
                 // Leaving a node: pop it when it was kept.
                 let left = cursor.node();
@@ -250,7 +254,13 @@ impl Tree {
         }
     }
 
-    fn finish(mut nodes: Vec<Node>, ops: Vec<Option<String>>, source: &str, interner: &mut Interner) -> Tree {
+    fn finish(
+        mut nodes: Vec<Node>,
+        ops: Vec<Option<String>>,
+        source: &str,
+        grammar: &Grammar,
+        interner: &mut Interner,
+    ) -> Tree {
         let n = nodes.len();
         // Children lists, in order, via counting.
         let mut counts = vec![0u32; n];
@@ -279,7 +289,9 @@ impl Tree {
         for (i, op) in ops.into_iter().enumerate() {
             let node = &nodes[i];
             let label = if node.child_count == 0 {
-                Some(interner.label(source.get(node.start..node.end).unwrap_or("")))
+                let text = source.get(node.start..node.end).unwrap_or("");
+                let text = if grammar.quote_kinds.contains(&node.kind) { text.trim_matches(['"', '\'']) } else { text };
+                Some(interner.label(text))
             } else {
                 op.map(|s| interner.label(&s))
             };
