@@ -38,6 +38,7 @@ use serde::Serialize;
 ///         old_line: 16,
 ///         old_text: "total += F.nll_loss(out, y, size_average=False).data[0]".into(),
 ///         similarity: 68,
+///         rival: None,
 ///     },
 /// };
 /// assert_eq!(
@@ -136,7 +137,7 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Which side of its anchor a statement went.
+/// Where a statement went relative to its anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     /// Right after the anchor (the statement follows it in the newest
@@ -145,6 +146,9 @@ pub enum Side {
     /// Right before the anchor (the statement precedes it in the newest
     /// version).
     Before,
+    /// Inside the anchor: a compound statement (a function, a loop) whose
+    /// counterpart is uncertain.
+    Within,
 }
 
 /// The edited statement an [`Outcome::Approximate`] statement was placed
@@ -166,6 +170,11 @@ pub struct EditedAnchor {
     /// propagator's (Python: assignment targets and operator, called names,
     /// arguments).
     pub similarity: u8,
+    /// Another old statement about as similar, which has no counterpart of
+    /// its own (a new function that replaced two old ones): its line in
+    /// the output and its first line. The statement could as well belong
+    /// there.
+    pub rival: Option<(usize, String)>,
 }
 
 impl fmt::Display for EditedAnchor {
@@ -173,12 +182,17 @@ impl fmt::Display for EditedAnchor {
         let side = match self.side {
             Side::After => "after",
             Side::Before => "before",
+            Side::Within => "within",
         };
         write!(
             f,
-            "{side} an edited counterpart: `{}` (line {}, {} % similar to `{}` at line {} of the newest version)",
+            "{side} an edited counterpart: `{}` (line {}, {} % similar to `{}` at line {} of the newest version",
             self.old_text, self.old_line, self.similarity, self.new_text, self.new_line
-        )
+        )?;
+        if let Some((line, text)) = &self.rival {
+            write!(f, "; `{text}` at line {line} is about as similar")?;
+        }
+        f.write_str(")")
     }
 }
 

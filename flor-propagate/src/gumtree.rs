@@ -427,7 +427,7 @@ impl Matcher<'_> {
                     x.0.total_cmp(&y.0).then(self.position_gap(a, y.1).total_cmp(&self.position_gap(a, x.1)))
                 });
             if let Some((dice, b)) = best {
-                if dice > self.p.min_dice {
+                if dice > self.p.min_dice && self.plausible_statements(a, b) {
                     self.m.link(a, b);
                     if na.size.max(t2.node(b).size) < self.p.max_recovery_size {
                         self.recover(a, b);
@@ -439,6 +439,28 @@ impl Matcher<'_> {
         if self.m.free1(0) && self.m.free2(0) && t1.node(0).kind == t2.node(0).kind && self.dice(0, 0) > 0.0 {
             self.m.link(0, 0);
         }
+    }
+
+    /// Whether `a` and `b` may be matched bottom-up as far as the simple
+    /// statements they are (or are the expression of) go: alike enough by
+    /// [`similarity`]. Dice alone matches `args.dist_bn = ''` with a far
+    /// away `output_dir = ''` through their one common string.
+    fn plausible_statements(&self, a: u32, b: u32) -> bool {
+        let statement = |t: &Tree, x: u32| {
+            let k = t.node(x).kind;
+            if self.kinds.is_statement(k) {
+                return Some(x);
+            }
+            let p = t.parent(x);
+            (p != NONE && t.node(p).kind == self.kinds.expression_statement).then_some(p)
+        };
+        let (Some(sa), Some(sb)) = (statement(self.t1, a), statement(self.t2, b)) else { return true };
+        let pa = Profile::of(self.t1, sa, self.kinds, &|l| self.t1.node(l).label);
+        if pa.is_compound() {
+            return true;
+        }
+        let pb = Profile::of(self.t2, sb, self.kinds, &|l| self.t2.node(l).label);
+        similarity(&pa, &pb) >= MIN_SIMILARITY / 2.0
     }
 
     fn gaps(&mut self) {

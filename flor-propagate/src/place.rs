@@ -33,6 +33,24 @@ struct Edited {
     old_line: usize,
     old_text: String,
     similarity: f64,
+    rival: Option<(usize, String)>,
+}
+
+/// How much less similar than its partner an unmatched old sibling of a
+/// compound statement may be and still make the partner a guess
+/// ([`Ctx::rival`]).
+const RIVAL_MARGIN: f64 = 0.1;
+
+/// Set (to anything) to print, on stderr, the statements around each
+/// carried statement and their counterparts: what placement decided from.
+const DEBUG_ENV: &str = "FLOR_PROPAGATE_DEBUG";
+
+/// A compound statement whose counterpart is a guess ([`Ctx::rival`]).
+struct Rival {
+    new: u32,
+    old: u32,
+    other: u32,
+    similarity: f64,
 }
 
 /// What [`Ctx::around`] found.
@@ -251,6 +269,7 @@ impl Ctx<'_> {
         let anchor = match at {
             At::After(y) | At::Before(y) => y,
         };
+        let rival = self.rival(anchor);
         let block = self.t2.parent(anchor);
         if let Some(&c) = self.t2.children(block).iter().find(|&&c| self.tokens2(c) == tokens) {
             return Plan::Present { line: self.line2(c) };
@@ -284,18 +303,63 @@ impl Ctx<'_> {
         let (text, applied) = self.render(s, renames, indent);
         let nl = if old.contains("\r\n") { "\r\n" } else { "\n" };
         let text = if lead { format!("{nl}{indent}{text}{nl}") } else { format!("{indent}{text}{nl}") };
-        let edited = edited.map(|(x, similarity)| Edited {
-            side: match at {
-                At::After(_) => Side::After,
-                At::Before(_) => Side::Before,
-            },
-            new_line: self.t1.node(x).row + 1,
-            new_text: first_line(self.text1(x)),
-            old_line: self.line2(anchor),
-            old_text: first_line(self.text2(anchor)),
-            similarity,
-        });
+        let edited = match (rival, edited) {
+            (Some(r), _) => Some(Edited {
+                side: Side::Within,
+                new_line: self.t1.node(r.new).row + 1,
+                new_text: first_line(self.text1(r.new)),
+                old_line: self.line2(r.old),
+                old_text: first_line(self.text2(r.old)),
+                similarity: r.similarity,
+                rival: Some((self.line2(r.other), first_line(self.text2(r.other)))),
+            }),
+            (None, Some((x, similarity))) => Some(Edited {
+                side: match at {
+                    At::After(_) => Side::After,
+                    At::Before(_) => Side::Before,
+                },
+                new_line: self.t1.node(x).row + 1,
+                new_text: first_line(self.text1(x)),
+                old_line: self.line2(anchor),
+                old_text: first_line(self.text2(anchor)),
+                similarity,
+                rival: None,
+            }),
+            (None, None) => None,
+        };
         Plan::Insert { offset, text, renames: applied, edited }
+    }
+
+    /// Whether the placement at old statement `y` is a guess: a compound
+    /// statement around `y` (a function, a loop) whose new counterpart
+    /// resembles an old sibling of it about as much, and that sibling has
+    /// no counterpart of its own (one new function that replaced two old
+    /// ones: either could be meant).
+    fn rival(&self, y: u32) -> Option<Rival> {
+        let raw1 = |i: u32| self.t1.node(i).label;
+        let raw2 = |i: u32| self.t2.node(i).label;
+        let mut c2 = self.t2.parent(y);
+        while c2 != NONE {
+            let holder = self.t2.parent(c2);
+            let kind = self.t2.node(c2).kind;
+            let c1 = self.m.m2[c2 as usize];
+            if holder != NONE && c1 != NONE && self.py.is_statement(kind) && self.py.is_block(self.t2.node(holder).kind)
+            {
+                let p1 = Profile::of(self.t1, c1, &self.py.kinds, &raw1);
+                let own = similarity(&p1, &Profile::of(self.t2, c2, &self.py.kinds, &raw2));
+                let rival = self.t2.children(holder).iter().copied().find(|&r| {
+                    r != c2
+                        && self.t2.node(r).kind == kind
+                        && self.m.m2[r as usize] == NONE
+                        && similarity(&p1, &Profile::of(self.t2, r, &self.py.kinds, &raw2)) >= own - RIVAL_MARGIN
+                });
+                if let Some(other) = rival {
+                    return Some(Rival { new: c1, old: c2, other, similarity: own });
+                }
+            }
+            c2 = holder;
+        }
+        None
     }
 
     /// A name the statement reads that the old version never defines (nor
@@ -341,6 +405,9 @@ impl Ctx<'_> {
         let context = |x: &&u32| !self.requested[**x as usize] || self.statement_partner(**x).is_some();
         let before: Vec<u32> = siblings[..pos].iter().rev().filter(context).copied().collect();
         let after: Vec<u32> = siblings[pos + 1..].iter().filter(context).copied().collect();
+        if std::env::var_os(DEBUG_ENV).is_some() {
+            self.debug_block(p);
+        }
         let prev = before.first().map(|&x| (x, self.counterpart(x, renames)));
         let next = after.first().map(|&x| (x, self.counterpart(x, renames)));
         let mut tied = None;
@@ -406,6 +473,20 @@ impl Ctx<'_> {
             self.line2(first),
             self.t2.node(last).row + 1 + self.text2(last).matches('\n').count()
         ))
+    }
+
+    /// For `FLOR_PROPAGATE_DEBUG`: the statements of new block `p` and of
+    /// its counterpart with their partners, on stderr.
+    fn debug_block(&self, p: u32) {
+        for &x in self.t1.children(p) {
+            let y = self.m.partner(x).map(|y| (self.line2(y), first_line(self.text2(y))));
+            eprintln!("flor-propagate: new line {} `{}` -> {y:?}", self.t1.node(x).row + 1, first_line(self.text1(x)));
+        }
+        for &y in self.block_partner(p).map(|b| self.t2.children(b)).unwrap_or(&[]) {
+            let x = self.m.m2[y as usize];
+            let x = (x != NONE).then(|| (self.t1.node(x).row + 1, first_line(self.text1(x))));
+            eprintln!("flor-propagate: old line {} `{}` <- {x:?}", self.line2(y), first_line(self.text2(y)));
+        }
     }
 
     /// The old statement of `gap` most like `x`, when at least
@@ -539,10 +620,34 @@ impl Ctx<'_> {
         self.search(x, renames).map(|(y, sim)| (y, Some(sim)))
     }
 
+    /// Whether the headers of `x` (new) and `y` (old) are the same up to
+    /// renames, each of which the mapping must show somewhere outside `x`
+    /// too: a rename seen only in the pair itself (`has_sklearn = True`
+    /// with `has_apex = True`) says nothing about it being the same statement.
     fn same_header(&self, x: u32, y: u32, renames: &HashMap<u32, u32>) -> bool {
         let k = &self.py.kinds;
-        header_leaves(self.t1, x, k, &|i| self.label1(i, renames))
-            == header_leaves(self.t2, y, k, &|i| self.t2.node(i).label)
+        if header_leaves(self.t1, x, k, &|i| self.label1(i, renames))
+            != header_leaves(self.t2, y, k, &|i| self.t2.node(i).label)
+        {
+            return false;
+        }
+        let used: HashSet<(u32, u32)> = self
+            .t1
+            .subtree(x)
+            .filter(|&i| self.renamable(self.t1, i))
+            .filter_map(|i| {
+                let l = self.t1.node(i).label;
+                renames.get(&l).map(|&to| (l, to))
+            })
+            .collect();
+        used.iter().all(|&(from, to)| {
+            (0..self.t1.len() as u32).any(|a| {
+                !self.t1.contains(x, a)
+                    && self.t1.node(a).label == from
+                    && self.renamable(self.t1, a)
+                    && self.m.partner(a).is_some_and(|b| self.t2.node(b).label == to)
+            })
+        })
     }
 
     /// Label of node `i` of the new tree after renames.
@@ -764,6 +869,7 @@ fn finish(source: String, old: &str, plans: &mut [Plan], lines: &[usize]) -> Pro
                             old_line: in_output(e.old_line),
                             old_text: e.old_text,
                             similarity: (e.similarity * 100.0).round().clamp(0.0, 100.0) as u8,
+                            rival: e.rival.map(|(line, text)| (in_output(line), text)),
                         },
                     },
                 }

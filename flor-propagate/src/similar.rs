@@ -122,6 +122,11 @@ impl Profile {
         p
     }
 
+    /// Whether the statement holds a block (`for`, `if`, `def`, ...).
+    pub(crate) fn is_compound(&self) -> bool {
+        self.compound
+    }
+
     /// Dice similarity of the assignment targets of two statements.
     pub(crate) fn target_dice(&self, other: &Profile) -> f64 {
         dice(&self.targets, &other.targets)
