@@ -93,6 +93,12 @@ impl Mapping {
         self.m2[b as usize] = a;
     }
 
+    /// Undoes the link of `a` and `b` (those two nodes only).
+    fn unlink(&mut self, a: u32, b: u32) {
+        self.m1[a as usize] = NONE;
+        self.m2[b as usize] = NONE;
+    }
+
     fn free1(&self, a: u32) -> bool {
         self.m1[a as usize] == NONE
     }
@@ -471,13 +477,23 @@ impl Matcher<'_> {
             if c1.is_empty() || c2.is_empty() {
                 continue;
             }
-            // Split both child lists at the matched pairs that keep order.
+            // Split both child lists at the matched pairs that keep order,
+            // except statements matched with an edited partner: those are
+            // aligned again with the free ones around them (bottom-up pairs
+            // an edited statement by its matched parts, which a run of
+            // look-alike statements shifts by one).
             let mut gaps: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
             let mut g1 = Vec::new();
             let mut j = 0usize;
             for &x in c1 {
-                match self.m.partner(x).and_then(|y| c2[j..].iter().position(|&c| c == y)) {
-                    Some(k) => {
+                let found = self.m.partner(x).and_then(|y| c2[j..].iter().position(|&c| c == y).map(|k| (y, k)));
+                match found {
+                    Some((y, _))
+                        if self.kinds.is_statement(t1.node(x).kind) && t1.node(x).shape != t2.node(y).shape =>
+                    {
+                        g1.push(x)
+                    }
+                    Some((_, k)) => {
                         gaps.push((std::mem::take(&mut g1), c2[j..j + k].to_vec()));
                         j += k + 1;
                     }
@@ -487,7 +503,10 @@ impl Matcher<'_> {
             }
             gaps.push((g1, c2[j..].to_vec()));
             for (g1, g2) in gaps {
-                let g2: Vec<u32> = g2.into_iter().filter(|&y| self.m.free2(y)).collect();
+                let g2: Vec<u32> =
+                    g2.into_iter().filter(|&y| self.m.free2(y) || g1.contains(&self.m.m2[y as usize])).collect();
+                let g1: Vec<u32> =
+                    g1.into_iter().filter(|&x| self.m.partner(x).is_none_or(|y| g2.contains(&y))).collect();
                 if g1.is_empty() || g2.is_empty() || g1.len() * g2.len() > MAX_AMBIGUOUS_PAIRS {
                     continue;
                 }
@@ -524,13 +543,25 @@ impl Matcher<'_> {
                     if self.requested[x as usize] {
                         return (t1.node(x).shape == t2.node(y).shape).then_some(1.0);
                     }
+                    // The pair the matcher made wins a tie.
+                    let kept = if self.m.partner(x) == Some(y) { 0.01 } else { 0.0 };
                     match (&p1[i], &p2[j]) {
-                        (Some(a), Some(b)) => Some(similarity(a, b)).filter(|&s| s >= MIN_SIMILARITY),
+                        (Some(a), Some(b)) => Some(similarity(a, b) + kept).filter(|&s| s >= MIN_SIMILARITY),
                         _ => (unique(x) || self.leaf_dice(x, y) >= 0.5).then_some(1.0),
                     }
                 });
                 let pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(i, j)| (g1[i], g2[j])).collect();
+                for &x in &g1 {
+                    if let Some(y) = self.m.partner(x) {
+                        if !pairs.contains(&(x, y)) {
+                            self.m.unlink(x, y);
+                        }
+                    }
+                }
                 for (x, y) in pairs {
+                    if self.m.partner(x) == Some(y) {
+                        continue;
+                    }
                     self.m.link(x, y);
                     if t1.node(x).size.max(t2.node(y).size) < self.p.max_recovery_size {
                         self.recover(x, y);

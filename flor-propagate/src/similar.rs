@@ -166,7 +166,7 @@ pub(crate) fn dice(a: &[u32], b: &[u32]) -> f64 {
 /// - An assignment is identified by its targets (`total += ...` is not
 ///   `hits += ...` however alike the right sides): targets weigh 0.4, the
 ///   called names 0.3, the other leaves 0.3; with no target in common (a
-///   renamed variable) at most 0.6, for right sides of four leaves or more.
+///   renamed variable) at most 0.6, for right sides of three leaves or more.
 /// - A call statement by the names it calls (0.3) and its leaves (0.7).
 /// - A compound statement by its header and its body, half each.
 pub(crate) fn similarity(a: &Profile, b: &Profile) -> f64 {
@@ -185,7 +185,7 @@ pub(crate) fn similarity(a: &Profile, b: &Profile) -> f64 {
         if targets == 0.0 {
             // A renamed target: only when the right sides are substantial
             // and alike (`x = 0` is not `y = 0`).
-            return if a.header.len().min(b.header.len()) >= 4 {
+            return if a.header.len().min(b.header.len()) >= 3 {
                 0.6 * (0.5 * calls_dice(a, b) + 0.5 * rest)
             } else {
                 0.0
