@@ -228,3 +228,64 @@ pub(crate) fn header_leaves(t: &Tree, s: u32, kinds: &Kinds, label: &dyn Fn(u32)
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::Python;
+    use crate::tree::{Interner, DEFAULT_MAX_NODES};
+
+    /// Similarity of the first statements of `a` and `b`.
+    fn sim(a: &str, b: &str) -> f64 {
+        let py = Python::new();
+        let mut interner = Interner::default();
+        let mut profile = |src: &str| {
+            let ts = py.parse(src, "input").expect("parses");
+            let t = Tree::build(&ts, src, &py.grammar, &mut interner, DEFAULT_MAX_NODES, "input").expect("builds");
+            let s = t.children(0)[0];
+            Profile::of(&t, s, &py.kinds, &|i| t.node(i).label)
+        };
+        let (pa, pb) = (profile(a), profile(b));
+        similarity(&pa, &pb)
+    }
+
+    #[test]
+    fn an_edited_statement_is_more_like_its_old_self_than_its_neighbours() {
+        let new = "total += F.nll_loss(out, y, reduction='sum').item()";
+        let own = sim(new, "total += F.nll_loss(out, y, size_average=False).data[0]");
+        assert!(own >= MIN_SIMILARITY, "{own}");
+        // Another accumulator with a similar right side is not it.
+        let other = sim(new, "hits += pred.eq(y.view_as(pred)).sum().item()");
+        assert!(other < MIN_SIMILARITY && other < own / 2.0, "{other} vs {own}");
+        // Another operator is not it.
+        assert_eq!(sim(new, "total = F.nll_loss(out, y, size_average=False).data[0]"), 0.0);
+    }
+
+    #[test]
+    fn calls_are_compared_by_what_they_call() {
+        let step = sim("scaler.step(optimizer)", "optimizer.step()");
+        assert!(step >= MIN_SIMILARITY, "{step}");
+        assert!(sim("scaler.step(optimizer)", "optimizer.zero_grad()") < step);
+        assert!(sim("scaler.scale(loss).backward()", "loss.backward()") >= MIN_SIMILARITY);
+        // A call and an assignment are different kinds of statement.
+        assert_eq!(sim("loss.backward()", "loss = criterion(out, y)"), 0.0);
+    }
+
+    #[test]
+    fn quotes_do_not_matter_and_renamed_targets_need_a_substantial_right_side() {
+        assert_eq!(sim("print('epoch done')", "print(\"epoch done\")"), 1.0);
+        assert_eq!(sim("x = 0", "y = 0"), 0.0);
+        let renamed = sim("att = q @ k.transpose(-2, -1) * scale", "scores = q @ k.transpose(-2, -1) * scale");
+        assert!((0.5..=0.6).contains(&renamed), "{renamed}");
+    }
+
+    #[test]
+    fn compound_statements_need_a_like_header_and_a_like_body() {
+        let accumulate = "if (i + 1) % accum == 0:\n    scaler.step(optimizer)\n    scaler.update()\n";
+        let report = "if (i + 1) % 100 == 0:\n    print(epoch, i, loss.item())\n";
+        assert!(sim(accumulate, report) < MIN_SIMILARITY);
+        let loop_new = "for x, y in loader:\n    loss = step(x, y)\n";
+        let loop_old = "for x, y in DataLoader(data):\n    loss = step(x, y)\n";
+        assert!(sim(loop_new, loop_old) >= MIN_SIMILARITY);
+    }
+}

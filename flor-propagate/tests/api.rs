@@ -340,3 +340,31 @@ flor.log("final", acc)
     assert_eq!(scope(8), fixed(&["epoch"], true));
     assert_eq!(scope(9), fixed(&[], true));
 }
+
+/// A log after an edited statement is placed after its old counterpart and
+/// reported as approximate, naming both statements; one inside a function
+/// that replaced two old ones names the other as a rival.
+#[test]
+fn placements_next_to_edited_code_say_so() {
+    use flor_propagate::Side;
+    let new = "for x, y in loader:\n    out = model(x)\n    total += F.nll_loss(out, y, reduction='sum').item()\n    flor.log('t', total)\n    n += 1\n";
+    let old = "for x, y in loader:\n    out = model(x)\n    total += F.nll_loss(out, y, size_average=False).data[0]\n    n += 1\n";
+    let p = python().propagate(new, &[4], old).unwrap();
+    let Outcome::Approximate { line: 4, anchor, .. } = &p.outcomes[0] else { panic!("{:?}", p.outcomes) };
+    assert_eq!((anchor.side, anchor.new_line, anchor.old_line), (Side::After, 3, 3));
+    assert_eq!(anchor.old_text, "total += F.nll_loss(out, y, size_average=False).data[0]");
+    assert!((50..100).contains(&anchor.similarity), "{anchor:?}");
+    assert!(anchor.rival.is_none());
+    assert!(p.outcomes[0].to_string().starts_with("placed at line 4 after an edited counterpart: `total += "));
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/edited-anchor-merged-functions");
+    let new = std::fs::read_to_string(dir.join("new.py")).unwrap();
+    let old = std::fs::read_to_string(dir.join("old.py")).unwrap();
+    let p = python().propagate(&new, &[18], &old).unwrap();
+    let Outcome::Approximate { anchor, .. } = &p.outcomes[0] else { panic!("{:?}", p.outcomes) };
+    assert_eq!(anchor.side, Side::Within);
+    assert_eq!(anchor.new_text, "def write_tensors(tensors, layers, file, dtype):");
+    let (line, text) = anchor.rival.as_ref().expect("a rival");
+    assert_eq!((*line, text.as_str()), (13, "def write_tensors_fp32(tensors, layers, file):"));
+    assert!(p.outcomes[0].to_string().contains("is about as similar"), "{}", p.outcomes[0]);
+}

@@ -1,0 +1,15 @@
+import logging
+
+import flordb as flor
+import torch
+
+LOGGER = logging.getLogger(__name__)
+
+
+def setup(model, opt, device):
+    if opt.sync_bn and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
+        LOGGER.info("Using SyncBatchNorm()")
+        flor.log("sync_bn", 1)
+        model.train()
+    return model
