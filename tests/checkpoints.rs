@@ -554,7 +554,9 @@ fn widen(dtype: &str, b: &[u8]) -> Option<f64> {
 /// from the plugin's layout, the plugin named by `inspect`.
 #[test]
 fn a_plugin_format_is_described_through_the_plugin() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    let fixtures =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+            .join("tests/fixtures/torch");
     let archive = std::fs::read(fixtures.join("mixed_dtypes.pt")).unwrap();
     let sidecar: Json = serde_json::from_slice(&std::fs::read(fixtures.join("mixed_dtypes.json")).unwrap()).unwrap();
     let repo = repo(MANUAL);
@@ -609,7 +611,9 @@ fn a_plugin_format_is_described_through_the_plugin() {
 /// `torch.save` archives of three epochs (the fixture writer, no torch): a
 /// frozen 256 KiB f32 tensor and a head that changes.
 fn torch_archives(python: &str, dir: &Path) -> Vec<Vec<u8>> {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fixtures =
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+            .join("tests/fixtures");
     let script = r#"
 import sys
 sys.path.insert(0, sys.argv[1])

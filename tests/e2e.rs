@@ -27,7 +27,12 @@ fn git(dir: &Path, args: &[&str]) -> String {
 fn new_repo() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("flor-e2e").tempdir().expect("tempdir");
     git(dir.path(), &["init", "-q", "-b", "main"]);
-    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sgd.rs"), dir.path().join("sgd.rs")).unwrap();
+    fs::copy(
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+            .join("examples/sgd.rs"),
+        dir.path().join("sgd.rs"),
+    )
+    .unwrap();
     fs::write(dir.path().join(".gitignore"), "data/\n").unwrap();
     git(dir.path(), &["add", "-A"]);
     git(dir.path(), &["commit", "-qm", "v1"]);
@@ -173,7 +178,12 @@ fn recording_never_touches_the_repository() {
 fn works_in_a_repository_without_commits() {
     let dir = tempfile::tempdir().unwrap();
     git(dir.path(), &["init", "-q"]);
-    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sgd.rs"), dir.path().join("sgd.rs")).unwrap();
+    fs::copy(
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+            .join("examples/sgd.rs"),
+        dir.path().join("sgd.rs"),
+    )
+    .unwrap();
     let status = git(dir.path(), &["status", "--porcelain"]);
     record(dir.path(), &["epochs=1"]);
     assert_eq!(git(dir.path(), &["status", "--porcelain"]), status);

@@ -357,7 +357,10 @@ fn placements_next_to_edited_code_say_so() {
     assert!(anchor.rival.is_none());
     assert!(p.outcomes[0].to_string().starts_with("placed at line 4 after an edited counterpart: `total += "));
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/edited-anchor-merged-functions");
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/corpus/edited-anchor-merged-functions");
     let new = std::fs::read_to_string(dir.join("new.py")).unwrap();
     let old = std::fs::read_to_string(dir.join("old.py")).unwrap();
     let p = python().propagate(&new, &[18], &old).unwrap();

@@ -53,7 +53,9 @@ impl Statement {
 }
 
 fn cases() -> Vec<(String, PathBuf)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("scope");
+    let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("tests")
+        .join("scope");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .expect("tests/scope exists")
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -84,7 +84,8 @@ pub(crate) fn sgd_bin() -> PathBuf {
     BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", "sgd"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd.args(["build", "--quiet", "--example", "sgd"])
+            .current_dir(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()));
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }

@@ -14,7 +14,8 @@ const FIXTURES: [&str; 6] =
     ["mlp_state_dict", "adam_optimizer", "mixed_dtypes", "checkpoint", "plain_tensor", "new_dtypes"];
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/torch")
+    PathBuf::from(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../tests/fixtures/torch")
 }
 
 fn fixture(name: &str) -> (Vec<u8>, Value) {
