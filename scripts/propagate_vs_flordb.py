@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(REPO_ROOT, "flor-propagate", "tests", "corpus")
@@ -157,6 +158,16 @@ def run_ours(corpus, repeat):
     return {r["case"]: r for r in map(json.loads, out.splitlines())}
 
 
+def spec_lines(cases):
+    """{case: {"lines": [...]}} from the specs, for --flordb-only (no `names` resolution)."""
+    lines = {}
+    for c in cases:
+        if "names" in c["spec"] or "lines" not in c["spec"]:
+            sys.exit(f"{c['case']}: --flordb-only needs statement line numbers (`lines`) in spec.json")
+        lines[c["case"]] = {"lines": c["spec"]["lines"]}
+    return lines
+
+
 def run_flordb(python, cases, ours, repeat, timeout):
     log(f"running FlorDB's backprop on {len(cases)} cases ({repeat} run(s) each, {timeout} s at most per case)")
     results = {}
@@ -179,6 +190,20 @@ def run_flordb(python, cases, ours, repeat, timeout):
     return results
 
 
+def flordb_only(args, python, version, cases):
+    start = time.monotonic()
+    theirs = run_flordb(python, cases, spec_lines(cases), args.ref_repeat, args.ref_timeout)
+    wall = time.monotonic() - start
+    right = sum(judge(c, theirs[c["case"]])[0] for c in cases)
+    timeouts = sum(1 for r in theirs.values() if r.get("timeout"))
+    times = [r["median_us"] for r in theirs.values()] or [0.0]
+    print(f"FlorDB {version}: {right}/{len(cases)} correct; median {statistics.median(times) / 1000:.1f} ms per case; "
+          f"{wall:.0f} s wall in all" + (f"; {timeouts} timed out" if timeouts else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"flordb": theirs, "flordb_version": version, "wall_s": wall}, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ref-venv", default=DEFAULT_REF_VENV)
@@ -188,10 +213,17 @@ def main():
     ap.add_argument("--ref-timeout", type=int, default=600, help="seconds FlorDB may take per case (all its runs)")
     ap.add_argument("--json", help="also write the per-case results here")
     ap.add_argument("--corpus", default=CORPUS, help="a folder of cases (default: the propagation corpus)")
+    ap.add_argument("--flordb-only", action="store_true",
+                    help="run FlorDB alone (statement lines from each spec.json's `lines`); print its score and "
+                         "write {\"flordb\": per-case results, \"flordb_version\", \"wall_s\"} to --json "
+                         "(scripts/history_corpus.py run --tool flordb uses this)")
     args = ap.parse_args()
 
     cases = load_cases(args.corpus)
     python, version = ensure_ref_venv(args.ref_venv, args.ref_spec)
+    if args.flordb_only:
+        flordb_only(args, python, version, cases)
+        return
     ours = run_ours(args.corpus, args.repeat)
     theirs = run_flordb(python, cases, ours, args.ref_repeat, args.ref_timeout)
 
