@@ -25,6 +25,9 @@ Subcommands (python3 standard library only; `SUBCOMMAND --help` for options):
                            package) through scripts/propagate_vs_flordb.py
                            --flordb-only, one project at a time, resumable
                            (a project whose result file exists is skipped).
+  sample    link a smaller corpus into an empty folder: whole projects
+            (--full) and an evenly spaced selection of the others' cases,
+            for FlorDB, which takes seconds to minutes a case.
   judge     print the accuracy table per project x anchor kind from one or
             more result files (flor's, FlorDB's side by side), the time per
             case (= per file: one propagation of one statement into one
@@ -814,6 +817,38 @@ def print_side_by_side(by_tool):
     print()
 
 
+def cmd_sample(args):
+    """A smaller corpus of links into the full one, for a slow tool: every
+    case of the --full projects, and of the others an evenly spaced
+    selection (by case name) of --edited and --unchanged cases."""
+    os.makedirs(args.out, exist_ok=True)
+    for project in sorted(os.listdir(args.corpus)):
+        pdir = os.path.join(args.corpus, project)
+        if not os.path.isdir(pdir):
+            continue
+        dest = os.path.join(args.out, project)
+        if os.path.lexists(dest):
+            sys.exit(f"{dest} exists: sample into an empty folder")
+        if project in (args.full or []):
+            os.symlink(pdir, dest)
+            print(f"{project}: every case")
+            continue
+        cases = sorted(c for c in os.listdir(pdir) if os.path.isfile(os.path.join(pdir, c, "spec.json")))
+        kinds = {}
+        for c in cases:
+            with open(os.path.join(pdir, c, "spec.json")) as f:
+                kinds.setdefault(json.load(f).get("anchor"), []).append(c)
+
+        def spaced(xs, n):
+            return [xs[int(i * len(xs) / n)] for i in range(min(n, len(xs)))]
+
+        picked = spaced(kinds.get("edited", []), args.edited) + spaced(kinds.get("unchanged", []), args.unchanged)
+        os.makedirs(dest)
+        for c in picked:
+            os.symlink(os.path.join(pdir, c), os.path.join(dest, c))
+        print(f"{project}: {len(picked)} of {len(cases)} cases")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -838,6 +873,12 @@ def main():
                    help="flordb: folder of per-project raw results, reused when present (default: %(default)s)")
     r.add_argument("--ref-repeat", type=int, default=1, help="flordb: runs per case")
     r.add_argument("--ref-timeout", type=int, default=120, help="flordb: seconds per case at most")
+    sm = sub.add_parser("sample", help="link a smaller corpus (for FlorDB, which takes seconds to minutes a case)")
+    sm.add_argument("--corpus", default=DEFAULT_OUT)
+    sm.add_argument("--out", required=True, help="an empty folder for the sample")
+    sm.add_argument("--edited", type=int, default=16, help="edited-anchor cases per sampled project")
+    sm.add_argument("--unchanged", type=int, default=8, help="unchanged-anchor cases per sampled project")
+    sm.add_argument("--full", nargs="*", help="projects taken whole")
     j = sub.add_parser("judge", help="print the accuracy tables (and --list)")
     j.add_argument("--results", nargs="+", required=True, help="classified JSONL file(s) from `run`")
     j.add_argument("--corpus", default=DEFAULT_OUT, help="for --list: where the cases' spec.json are")
@@ -846,7 +887,7 @@ def main():
     j.add_argument("--bands", action="store_true", help="also: edited anchors by anchor/counterpart similarity")
     j.add_argument("--by-file", action="store_true", help="also: right %% and time per project file")
     args = ap.parse_args()
-    {"generate": cmd_generate, "run": cmd_run, "judge": cmd_judge}[args.cmd](args)
+    {"generate": cmd_generate, "run": cmd_run, "sample": cmd_sample, "judge": cmd_judge}[args.cmd](args)
 
 
 if __name__ == "__main__":
