@@ -503,70 +503,74 @@ impl Matcher<'_> {
             }
             gaps.push((g1, c2[j..].to_vec()));
             for (g1, g2) in gaps {
-                let g2: Vec<u32> =
-                    g2.into_iter().filter(|&y| self.m.free2(y) || g1.contains(&self.m.m2[y as usize])).collect();
-                let g1: Vec<u32> =
-                    g1.into_iter().filter(|&x| self.m.partner(x).is_none_or(|y| g2.contains(&y))).collect();
-                if g1.is_empty() || g2.is_empty() || g1.len() * g2.len() > MAX_AMBIGUOUS_PAIRS {
-                    continue;
+                self.realign(c1, c2, g1, g2);
+            }
+        }
+    }
+
+    /// Aligns the children `g1` (new) and `g2` (old) of one gap between
+    /// identical pairs of two matched containers whose children are `c1`
+    /// and `c2`.
+    fn realign(&mut self, c1: &[u32], c2: &[u32], g1: Vec<u32>, g2: Vec<u32>) {
+        let (t1, t2) = (self.t1, self.t2);
+        let g2: Vec<u32> = g2.into_iter().filter(|&y| self.m.free2(y) || g1.contains(&self.m.m2[y as usize])).collect();
+        let g1: Vec<u32> = g1.into_iter().filter(|&x| self.m.partner(x).is_none_or(|y| g2.contains(&y))).collect();
+        if g1.is_empty() || g2.is_empty() || g1.len() * g2.len() > MAX_AMBIGUOUS_PAIRS {
+            return;
+        }
+        // A child whose kind is unique among all children on both
+        // sides holds the same role (the body of a matched `for`):
+        // it corresponds whatever its content. Not so a statement:
+        // the only `if` of two loop bodies may be unrelated, so
+        // statements are paired by similarity (an edited statement
+        // with its old self).
+        let unique = |x: u32| {
+            let k = t1.node(x).kind;
+            c1.iter().filter(|&&c| t1.node(c).kind == k).count() == 1
+                && c2.iter().filter(|&&c| t2.node(c).kind == k).count() == 1
+        };
+        let profiles = |t: &Tree, g: &[u32]| -> Vec<Option<Profile>> {
+            g.iter()
+                .map(|&x| {
+                    self.kinds.is_statement(t.node(x).kind).then(|| Profile::of(t, x, self.kinds, &|l| t.node(l).label))
+                })
+                .collect()
+        };
+        let (p1, p2) = (profiles(t1, &g1), profiles(t2, &g2));
+        // The alignment with the most similarity in all, not the
+        // most pairs: in a run of near-identical statements (one
+        // `write(...)` per tensor) each pairs with its own old self,
+        // not with its neighbour's.
+        let pairs = align(g1.len(), g2.len(), |i, j| {
+            let (x, y) = (g1[i], g2[j]);
+            if t1.node(x).kind != t2.node(y).kind {
+                return None;
+            }
+            if self.requested[x as usize] {
+                return (t1.node(x).shape == t2.node(y).shape).then_some(1.0);
+            }
+            // The pair the matcher made wins a tie.
+            let kept = if self.m.partner(x) == Some(y) { 0.01 } else { 0.0 };
+            match (&p1[i], &p2[j]) {
+                (Some(a), Some(b)) => Some(similarity(a, b) + kept).filter(|&s| s >= MIN_SIMILARITY),
+                _ => (unique(x) || self.leaf_dice(x, y) >= 0.5).then_some(1.0),
+            }
+        });
+        let pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(i, j)| (g1[i], g2[j])).collect();
+        for &x in &g1 {
+            if let Some(y) = self.m.partner(x) {
+                if !pairs.contains(&(x, y)) {
+                    self.m.unlink(x, y);
                 }
-                // A child whose kind is unique among all children on both
-                // sides holds the same role (the body of a matched `for`):
-                // it corresponds whatever its content. Not so a statement:
-                // the only `if` of two loop bodies may be unrelated, so
-                // statements are paired by similarity (an edited statement
-                // with its old self).
-                let unique = |x: u32| {
-                    let k = t1.node(x).kind;
-                    c1.iter().filter(|&&c| t1.node(c).kind == k).count() == 1
-                        && c2.iter().filter(|&&c| t2.node(c).kind == k).count() == 1
-                };
-                let profiles = |t: &Tree, g: &[u32]| -> Vec<Option<Profile>> {
-                    g.iter()
-                        .map(|&x| {
-                            self.kinds
-                                .is_statement(t.node(x).kind)
-                                .then(|| Profile::of(t, x, self.kinds, &|l| t.node(l).label))
-                        })
-                        .collect()
-                };
-                let (p1, p2) = (profiles(t1, &g1), profiles(t2, &g2));
-                // The alignment with the most similarity in all, not the
-                // most pairs: in a run of near-identical statements (one
-                // `write(...)` per tensor) each pairs with its own old self,
-                // not with its neighbour's.
-                let pairs = align(g1.len(), g2.len(), |i, j| {
-                    let (x, y) = (g1[i], g2[j]);
-                    if t1.node(x).kind != t2.node(y).kind {
-                        return None;
-                    }
-                    if self.requested[x as usize] {
-                        return (t1.node(x).shape == t2.node(y).shape).then_some(1.0);
-                    }
-                    // The pair the matcher made wins a tie.
-                    let kept = if self.m.partner(x) == Some(y) { 0.01 } else { 0.0 };
-                    match (&p1[i], &p2[j]) {
-                        (Some(a), Some(b)) => Some(similarity(a, b) + kept).filter(|&s| s >= MIN_SIMILARITY),
-                        _ => (unique(x) || self.leaf_dice(x, y) >= 0.5).then_some(1.0),
-                    }
-                });
-                let pairs: Vec<(u32, u32)> = pairs.into_iter().map(|(i, j)| (g1[i], g2[j])).collect();
-                for &x in &g1 {
-                    if let Some(y) = self.m.partner(x) {
-                        if !pairs.contains(&(x, y)) {
-                            self.m.unlink(x, y);
-                        }
-                    }
-                }
-                for (x, y) in pairs {
-                    if self.m.partner(x) == Some(y) {
-                        continue;
-                    }
-                    self.m.link(x, y);
-                    if t1.node(x).size.max(t2.node(y).size) < self.p.max_recovery_size {
-                        self.recover(x, y);
-                    }
-                }
+            }
+        }
+        for (x, y) in pairs {
+            if self.m.partner(x) == Some(y) {
+                continue;
+            }
+            self.m.link(x, y);
+            if t1.node(x).size.max(t2.node(y).size) < self.p.max_recovery_size {
+                self.recover(x, y);
             }
         }
     }
