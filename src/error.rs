@@ -62,6 +62,17 @@ pub enum Error {
         /// Names that do exist.
         known: Vec<String>,
     },
+    /// Loops an iteration selection names that no run has.
+    #[error("no run has a loop named {}; loops: {}", names.join(", "), if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
+    UnknownLoops {
+        /// The unknown loop names.
+        names: Vec<String>,
+        /// Loop names that do exist.
+        known: Vec<String>,
+    },
+    /// A malformed iteration selection (`--iter LOOP=SPEC`).
+    #[error(transparent)]
+    BadSelection(#[from] flor_core::select::BadSelection),
     /// A record file that cannot be ingested at all (no header).
     #[error("record file {file}: {message}")]
     BadRecordFile {

@@ -22,6 +22,7 @@ mod run;
 pub use checkpoints::{PackBudget, PackOptions, PackReport};
 pub use config::{Config, CONFIG_FILE, DEFAULT_QUERY_TIMEOUT, MAX_CONFIG_BYTES};
 pub use error::{Error, Result};
+pub use flor_core::select::{IterSelect, IterSpec, PivotFilter, Selection};
 pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};
 pub use flor_store::StoreKind;
 pub use ingest::{Problem, SyncReport};

@@ -2,7 +2,7 @@
 //! `.flor/` folder (query database, checkpoint objects, live record files),
 //! and the operations the CLI and the SDK offer on it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use flor_core::checkpoint::{Bincode, CheckpointSerializer};
 use flor_core::formats::FormatRegistry;
-use flor_core::store::{NameInfo, RunRow, TensorFilter, TensorName};
+use flor_core::select::{PivotFilter, Selection};
+use flor_core::store::{NameInfo, RunKey, RunRow, TensorFilter, TensorName};
 use flor_core::{CheckpointMeta, Durability, ObjectStore, Store, StoreError, Table, Value};
 use flor_store::StoreKind;
 
@@ -584,35 +585,92 @@ impl Project {
     /// `l2`, `mean`, `std`, `min`, `max`, `nonfinite`, `delta_l2`), found at
     /// each checkpoint's loop position (see [`Project::pack_checkpoints`]).
     pub fn dataframe(&self, names: &[&str]) -> Result<Table> {
+        self.dataframe_where(names, &Selection::default())
+    }
+
+    /// [`Project::dataframe`] of the runs and loop iterations `selection`
+    /// picks (see [`flor_core::select`]): its `where` predicate is
+    /// evaluated over the runs' run-level columns first, then the store
+    /// pivots the selected runs only, leaving out the iterations `iters`
+    /// does not keep.
+    pub fn dataframe_where(&self, names: &[&str], selection: &Selection) -> Result<Table> {
+        self.check_names(names)?;
+        let filter = self.resolve(selection)?;
+        Ok(self.store()?.dataframe_filtered(names, &filter)?)
+    }
+
+    /// A selection resolved for the store: the `where` predicate to the
+    /// keys of the runs it selects (over the run-level table, one row per
+    /// run: `projid`, `tstamp`, `filename` and the values recorded outside
+    /// loops), the loops of `iters` checked to exist.
+    pub fn resolve(&self, selection: &Selection) -> Result<PivotFilter> {
         let store = self.store()?;
-        if !names.is_empty() {
-            let known = store.names()?;
-            let mut unknown: Vec<String> = names
-                .iter()
-                .filter(|n| TensorName::parse(n).is_none() && !known.iter().any(|k| k.name == **n))
-                .map(|n| n.to_string())
-                .collect();
-            let tensor_names: Vec<TensorName<'_>> = names.iter().filter_map(|n| TensorName::parse(n)).collect();
-            let mut known: Vec<String> = known.into_iter().map(|k| k.name).collect();
-            if !tensor_names.is_empty() {
-                let pairs: Vec<(&str, &str)> = tensor_names.iter().flat_map(|t| t.splits()).collect();
-                let found = stored_tensor_paths(store, TensorFilter::Named(&pairs))?;
-                let missing = tensor_names
-                    .iter()
-                    .filter(|t| !found.contains(t.path))
-                    .map(|t| format!("{}{}:{}", TensorName::PREFIX, t.path, t.stat.as_str()));
-                let before = unknown.len();
-                unknown.extend(missing);
-                if unknown.len() > before {
-                    let all = stored_tensor_paths(store, TensorFilter::All)?;
-                    known.extend(all.iter().take(20).map(|p| format!("{}{p}:l2", TensorName::PREFIX)));
+        let runs = match &selection.where_clause {
+            None => None,
+            Some(pred) => {
+                let table = store.dataframe(&[])?;
+                let keep = flor_store::filter_rows_within(&table, pred, self.query_limit)?;
+                let all = store.runs()?;
+                let by_tstamp: HashMap<&str, RunKey> = all.iter().map(|r| (r.meta.tstamp.as_str(), r.key)).collect();
+                let tcol = table.column_names().iter().position(|c| *c == "tstamp");
+                let mut keys = Vec::new();
+                for (row, kept) in keep.iter().enumerate() {
+                    if let (true, Some(Value::Text(t))) = (*kept, tcol.and_then(|c| table.cell(row, c))) {
+                        keys.extend(by_tstamp.get(&*t).copied());
+                    }
                 }
+                Some(keys)
             }
+        };
+        if !selection.iters.is_empty() {
+            let keys: Vec<RunKey> = store.runs()?.iter().map(|r| r.key).collect();
+            let mut loops: BTreeSet<String> = BTreeSet::new();
+            store.scan_loops(&keys, &mut |_, span| {
+                if !loops.contains(&*span.name) {
+                    loops.insert(span.name.to_string());
+                }
+            })?;
+            let unknown: Vec<String> =
+                selection.iters.iter().filter(|i| !loops.contains(&i.loop_name)).map(|i| i.loop_name.clone()).collect();
             if !unknown.is_empty() {
-                return Err(Error::UnknownNames { names: unknown, known });
+                return Err(Error::UnknownLoops { names: unknown, known: loops.into_iter().collect() });
             }
         }
-        Ok(store.dataframe(names)?)
+        Ok(PivotFilter { runs, iters: selection.iters.clone() })
+    }
+
+    /// Names no run logged are [`Error::UnknownNames`], listing the known
+    /// ones.
+    fn check_names(&self, names: &[&str]) -> Result<()> {
+        let store = self.store()?;
+        let plain: Vec<&str> = names.iter().copied().filter(|n| TensorName::parse(n).is_none()).collect();
+        let found = store.has_names(&plain)?;
+        let mut unknown: Vec<String> =
+            plain.iter().zip(found).filter(|(_, f)| !f).map(|(n, _)| n.to_string()).collect();
+        let tensor_names: Vec<TensorName<'_>> = names.iter().filter_map(|n| TensorName::parse(n)).collect();
+        let mut tensors_missing = false;
+        if !tensor_names.is_empty() {
+            let pairs: Vec<(&str, &str)> = tensor_names.iter().flat_map(|t| t.splits()).collect();
+            let found = stored_tensor_paths(store, TensorFilter::Named(&pairs))?;
+            let before = unknown.len();
+            unknown.extend(
+                tensor_names
+                    .iter()
+                    .filter(|t| !found.contains(t.path))
+                    .map(|t| format!("{}{}:{}", TensorName::PREFIX, t.path, t.stat.as_str())),
+            );
+            tensors_missing = unknown.len() > before;
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        // Only now every name (counting them reads every record).
+        let mut known: Vec<String> = store.names()?.into_iter().map(|k| k.name).collect();
+        if tensors_missing {
+            let all = stored_tensor_paths(store, TensorFilter::All)?;
+            known.extend(all.iter().take(20).map(|p| format!("{}{p}:l2", TensorName::PREFIX)));
+        }
+        Err(Error::UnknownNames { names: unknown, known })
     }
 
     /// [`Project::dataframe`] with one more column, `diverged`: whether a
@@ -621,7 +679,13 @@ impl Project {
     /// see [`flor_core::check`]). Rows of values the forward run logged, or
     /// a replay recovered without a difference, say `false`.
     pub fn dataframe_diverged(&self, names: &[&str]) -> Result<Table> {
-        let mut table = self.dataframe(names)?;
+        self.dataframe_diverged_where(names, &Selection::default())
+    }
+
+    /// [`Project::dataframe_diverged`] of what `selection` picks (see
+    /// [`Project::dataframe_where`]).
+    pub fn dataframe_diverged_where(&self, names: &[&str], selection: &Selection) -> Result<Table> {
+        let mut table = self.dataframe_where(names, selection)?;
         let store = self.store()?;
         let runs: HashMap<i64, String> = store.runs()?.into_iter().map(|r| (r.key, r.meta.tstamp)).collect();
         // Per run, the names its diverged replays recovered.

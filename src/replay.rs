@@ -10,7 +10,6 @@ use std::io::Write;
 
 use flor_core::propagate::Registry;
 use flor_core::store::ValueFilter;
-use flor_core::Value;
 pub use flor_replay::worker::SPEC_ENV;
 pub use flor_replay::{
     CheckpointRef, CostModel, Level, Plan, RunOutcome, RunPlan, RunProfile, RunReplay, Segment, SegmentSpec,
@@ -85,22 +84,11 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
 }
 
 /// The tstamps of the runs whose run-level columns (args) satisfy the SQL
-/// predicate `pred`.
+/// predicate `pred` (the same selection as `flor dataframe --where`).
 fn selected_by(project: &Project, pred: &str) -> Result<BTreeSet<String>> {
-    let args: Vec<String> = project.names()?.into_iter().filter(|n| n.kind == "arg").map(|n| n.name).collect();
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let table = project.dataframe(&arg_refs)?;
-    let keep = flor_store::filter_rows_within(&table, pred, project.query_limit())?;
-    let tcol = table.column_names().iter().position(|c| *c == "tstamp");
-    let mut ok = BTreeSet::new();
-    for (r, k) in keep.iter().enumerate() {
-        if let (true, Some(c)) = (*k, tcol) {
-            if let Some(Value::Text(t)) = table.cell(r, c) {
-                ok.insert(t.to_string());
-            }
-        }
-    }
-    Ok(ok)
+    let selection = flor_core::select::Selection { where_clause: Some(pred.to_owned()), iters: Vec::new() };
+    let keys = project.resolve(&selection)?.runs.unwrap_or_default();
+    Ok(project.runs()?.into_iter().filter(|r| keys.contains(&r.key)).map(|r| r.meta.tstamp).collect())
 }
 
 /// Runs a plan on local worker processes (`plan.jobs` at once), then

@@ -19,8 +19,9 @@
 //!   WebAssembly plugins will implement too, and the typed
 //!   [`CheckpointSerializer`](checkpoint::CheckpointSerializer) that turns
 //!   Rust state into bytes.
-//! * [`store`], [`pivot`], [`table`]: the storage-backend trait, the shared
-//!   pivot ("dataframe") semantics, and result tables.
+//! * [`store`], [`pivot`], [`table`], [`select`]: the storage-backend trait,
+//!   the shared pivot ("dataframe") semantics, result tables, and selections
+//!   of runs and loop iterations (`--where`, `--iter`).
 //! * [`propagate`]: the language-propagator trait and its registry by file
 //!   type.
 //!
@@ -42,6 +43,7 @@ pub mod pause;
 pub mod pivot;
 pub mod propagate;
 pub mod record;
+pub mod select;
 pub mod stats;
 pub mod store;
 pub mod table;
@@ -55,6 +57,7 @@ pub use error::{Error, Result};
 pub use formats::{CheckpointFormat, FormatRegistry};
 pub use objects::{ChunkRef, Manifest, ObjectId, ObjectStore, ObjectWriter};
 pub use record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunEnd, RunMeta, RunStatus, Source};
+pub use select::{IterSelect, IterSpec, PivotFilter, Selection};
 pub use store::{Store, StoreError, StoreResult};
 pub use table::{Column, Nullable, Table};
 pub use value::{Value, ValueType};

@@ -24,6 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::select::{IterFilter, IterSelect, PivotFilter, SpanRef};
 use crate::store::{RunKey, RunRow, Store, StoreResult, TensorFilter, TensorName, ValueFilter};
 use crate::table::{Column, ColumnData, Nullable, Table};
 use crate::value::Value;
@@ -59,7 +60,16 @@ const EMPTY: Node = Node { parent: NONE, loop_id: NONE, iteration: 0 };
 
 /// Computes the pivot over `store`'s primitives. See the module docs.
 pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Table> {
-    let runs = store.runs()?;
+    dataframe_filtered(store, names, &PivotFilter::default())
+}
+
+/// [`dataframe`] over the runs and loop iterations `filter` selects (see
+/// [`crate::select`]): other runs are left out before any value is read,
+/// values in unselected iterations before the rows are formed; a run that
+/// logged the names only in unselected iterations has no rows.
+pub fn dataframe_filtered<S: Store + ?Sized>(store: &S, names: &[&str], filter: &PivotFilter) -> StoreResult<Table> {
+    let mut runs = store.runs()?;
+    runs.retain(|r| filter.keeps_run(r.key));
     if names.is_empty() {
         return run_level(store, &runs);
     }
@@ -70,8 +80,11 @@ pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Ta
         }
     }
     let run_idx: HashMap<RunKey, u32> = runs.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
-    let vals = collect_values(store, &wanted, &run_idx)?;
+    let mut vals = collect_values(store, &wanted, &run_idx)?;
     let loops = Loops::scan(store, &runs, &run_idx, &vals)?;
+    if !filter.iters.is_empty() {
+        select_iterations(&mut vals, &loops, &filter.iters, runs.len());
+    }
     let rows = Rows::of(&vals, &loops, runs.len());
     let (loop_cols, loop_col_of) = loop_columns(&rows.rows, &loops);
 
@@ -189,6 +202,44 @@ fn collect_values<S: Store + ?Sized>(
     Ok(vals)
 }
 
+/// Drops the values in iterations `iters` leaves out, and every value of
+/// a run whose loop values are all dropped (see [`dataframe_filtered`]).
+fn select_iterations(vals: &mut Vec<Val>, loops: &Loops, iters: &[IterSelect], runs: usize) {
+    let filters: Vec<IterFilter> = loops
+        .spans
+        .iter()
+        .map(|spans| {
+            let refs: Vec<SpanRef<'_>> = spans
+                .iter()
+                .map(|&(first_ctx, count, n)| SpanRef {
+                    first_ctx,
+                    count,
+                    parent: (n.parent != NONE).then_some(n.parent),
+                    name: &loops.names[n.loop_id as usize],
+                    first_iteration: n.iteration,
+                })
+                .collect();
+            IterFilter::new(iters, &refs)
+        })
+        .collect();
+    // Per run: (loop values before, loop values kept).
+    let mut counts = vec![(0u64, 0u64); runs];
+    vals.retain(|v| {
+        if v.ctx() == NONE {
+            return true;
+        }
+        let c = &mut counts[v.run() as usize];
+        c.0 += 1;
+        let keep = filters.get(v.run() as usize).is_none_or(|f| f.keeps(v.ctx()));
+        c.1 += u64::from(keep);
+        keep
+    });
+    vals.retain(|v| {
+        let (before, kept) = counts[v.run() as usize];
+        before == 0 || kept > 0
+    });
+}
+
 /// Step 2: the loop contexts of the runs that logged inside loops: per
 /// run, a table indexed by context id where the ids are dense next to the
 /// values read, else the spans themselves (looked up by binary search), so
@@ -196,6 +247,8 @@ fn collect_values<S: Store + ?Sized>(
 struct Loops {
     names: Vec<Arc<str>>,
     runs: Vec<RunLoops>,
+    /// Per run, its spans `(first_ctx, count, node of the first)`.
+    spans: Vec<Vec<(u32, u32, Node)>>,
 }
 
 /// One run's loop contexts (see [`Loops`]).
@@ -262,8 +315,8 @@ impl Loops {
                 spans[ri as usize].push((span.first_ctx, span.count, node));
             })?;
         }
-        let runs = spans.into_iter().zip(values_of).map(|(s, values)| RunLoops::of(s, values)).collect();
-        Ok(Loops { names, runs })
+        let runs = spans.iter().cloned().zip(values_of).map(|(s, values)| RunLoops::of(s, values)).collect();
+        Ok(Loops { names, runs, spans })
     }
 
     /// The iteration at context `ctx` of run `run`, if any.

@@ -616,7 +616,22 @@ pub trait Store: Send {
     /// The pivot view: one row per run × loop position, one column per name.
     /// See [`crate::pivot`] for the exact semantics.
     fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
-        crate::pivot::dataframe(self, names)
+        self.dataframe_filtered(names, &crate::select::PivotFilter::default())
+    }
+
+    /// [`Store::dataframe`] over the runs and loop iterations `filter`
+    /// selects (see [`crate::select`]): a backend applies it before the
+    /// pivot, reading no records of runs outside `filter.runs`. The default
+    /// is the shared pivot's.
+    fn dataframe_filtered(&self, names: &[&str], filter: &crate::select::PivotFilter) -> StoreResult<Table> {
+        crate::pivot::dataframe_filtered(self, names, filter)
+    }
+
+    /// Whether each of `names` has log or arg records (`names()` answers
+    /// the same, but counts every record).
+    fn has_names(&self, names: &[&str]) -> StoreResult<Vec<bool>> {
+        let known = self.names()?;
+        Ok(names.iter().map(|n| known.iter().any(|k| k.name == *n)).collect())
     }
 }
 

@@ -37,12 +37,12 @@ fn create_parent(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "duckdb")]
 mod bigvec;
 mod checks;
 mod filter;
 mod kind;
 mod limit;
+mod pivot;
 mod readonly;
 mod rows;
 mod spans;

@@ -70,6 +70,15 @@ enum Command {
         /// replay that recomputed a recorded value differently.
         #[arg(long)]
         diverged: bool,
+        /// Only runs whose run-level columns (projid, tstamp, filename, args) satisfy this SQL predicate, e.g. "lr > 0.05".
+        #[arg(long = "where", value_name = "PREDICATE")]
+        where_clause: Option<String>,
+        /// Only these iterations of a loop: LOOP=SPEC, SPEC one of all, last, none, or indices such as 0,3,5-7 (repeatable).
+        #[arg(long = "iter", value_name = "LOOP=SPEC")]
+        iters: Vec<flor::IterSelect>,
+        /// Print on stderr what the selection reads: runs and records selected, before the pivot.
+        #[arg(long)]
+        explain: bool,
     },
     /// Run a read-only SQL query over the views runs, logs, loops, timings, outputs, checkpoints, replay_checks.
     Query {
@@ -387,16 +396,47 @@ fn emit_table(table: &Table, format: Format, output: Option<&Path>) -> flor::Res
     Ok(())
 }
 
+/// `flor dataframe --explain`: what the selection leaves the pivot to read.
+fn explain_selection(project: &Project, selection: &flor::Selection) -> flor::Result<()> {
+    let runs = project.runs()?;
+    let filter = project.resolve(selection)?;
+    let records = |rs: &mut dyn Iterator<Item = &flor::core::store::RunRow>| rs.map(|r| r.records).sum::<u64>();
+    let total = records(&mut runs.iter());
+    let (n, read) = match &filter.runs {
+        None => (runs.len(), total),
+        Some(keys) => (keys.len(), records(&mut runs.iter().filter(|r| keys.contains(&r.key)))),
+    };
+    let mut err = io::stderr().lock();
+    let by = selection.where_clause.as_deref().map_or(String::new(), |w| format!(" (--where {w})"));
+    let _ = writeln!(
+        err,
+        "selection: {n} of {} runs{by}; the pivot reads their records only: at most {read} of {total}",
+        runs.len()
+    );
+    for i in &filter.iters {
+        let _ = writeln!(
+            err,
+            "selection: --iter {i}: records in other iterations of `{}` are dropped as they are read, before the pivot",
+            i.loop_name
+        );
+    }
+    Ok(())
+}
+
 /// The answer of a query command (empty for the others).
 fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
     Ok(match command {
         Command::Runs => runs_table(project)?,
-        Command::Dataframe { names, diverged } => {
+        Command::Dataframe { names, diverged, where_clause, iters, explain } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let selection = flor::Selection { where_clause: where_clause.clone(), iters: iters.clone() };
+            if *explain {
+                explain_selection(project, &selection)?;
+            }
             if *diverged {
-                project.dataframe_diverged(&names)?
+                project.dataframe_diverged_where(&names, &selection)?
             } else {
-                project.dataframe(&names)?
+                project.dataframe_where(&names, &selection)?
             }
         }
         Command::Query { sql, .. } => project.query(sql)?,

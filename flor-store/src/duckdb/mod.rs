@@ -1384,6 +1384,10 @@ impl Store for DuckStore {
     /// The pivot planned in DuckDB (see the `pivot` module); the shared one
     /// where that plan does not apply.
     fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
+        self.dataframe_filtered(names, &flor_core::PivotFilter::default())
+    }
+
+    fn dataframe_filtered(&self, names: &[&str], filter: &flor_core::PivotFilter) -> StoreResult<Table> {
         if self.group.is_some() {
             return Err(self.in_group("build a dataframe"));
         }
@@ -1391,11 +1395,31 @@ impl Store for DuckStore {
         // `scan_tensors`).
         let tensors = names.iter().any(|n| flor_core::store::TensorName::parse(n).is_some());
         if !names.is_empty() && !tensors {
-            if let Some(table) = self.pivot(names)? {
+            if let Some(table) = self.pivot(names, filter)? {
                 return Ok(table);
             }
         }
-        flor_core::pivot::dataframe(self, names)
+        flor_core::pivot::dataframe_filtered(self, names, filter)
+    }
+
+    fn has_names(&self, names: &[&str]) -> StoreResult<Vec<bool>> {
+        // Every name with records is interned (and cached); a name
+        // interned for loops or timings only has no log or arg records.
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            let found = match self.names.get(*n) {
+                None => false,
+                Some(&id) => {
+                    let sql =
+                        "SELECT count(*) FROM (SELECT 1 FROM flor_records WHERE name_id = ? AND kind <= 1 LIMIT 1)";
+                    let c: i64 =
+                        self.conn.query_row(sql, [id], |r| r.get(0)).map_err(|e| self.fail("look names up", e))?;
+                    c > 0
+                }
+            };
+            out.push(found);
+        }
+        Ok(out)
     }
 
     fn checkpoints(&self, run: RunKey) -> StoreResult<Vec<CheckpointMeta>> {

@@ -31,6 +31,7 @@ use crate::rows::{
 use crate::spans::{self, Span};
 
 mod checks;
+mod pivot;
 mod query;
 mod schema;
 mod tensors;
@@ -128,6 +129,8 @@ pub struct SqliteStore {
     split_scan_min: i64,
     /// The open ingestion group (see [`Store::begin_group`]), if any.
     group: Option<Group>,
+    /// Records per slice of the pivot's scans at most.
+    pivot_slice: i64,
 }
 
 /// An open ingestion group: one write transaction (`BEGIN IMMEDIATE`) over
@@ -245,6 +248,7 @@ impl SqliteStore {
             restricted,
             deadline,
             split_scan_min: SPLIT_SCAN_MIN_RECORDS,
+            pivot_slice: pivot::PIVOT_SLICE,
             group: None,
         })
     }
@@ -396,6 +400,13 @@ impl SqliteStore {
     /// between its two reads in one half only, as any two queries may.
     pub fn set_split_scan_threshold(&mut self, records: i64) {
         self.split_scan_min = records;
+    }
+
+    /// The pivot reads at most `records` records per slice of runs (each
+    /// slice one unit of work for a scan thread; default about 262,144).
+    /// Small slices exercise the scan threads in tests.
+    pub fn set_pivot_slice(&mut self, records: i64) {
+        self.pivot_slice = records.max(1);
     }
 
     /// The run key splitting a large name scan in two halves, or `None`
@@ -808,8 +819,32 @@ impl Store for SqliteStore {
     }
 
     fn dataframe(&self, names: &[&str]) -> StoreResult<Table> {
+        self.dataframe_filtered(names, &flor_core::PivotFilter::default())
+    }
+
+    fn dataframe_filtered(&self, names: &[&str], filter: &flor_core::PivotFilter) -> StoreResult<Table> {
         self.outside_group("build a dataframe")?;
-        flor_core::pivot::dataframe(self, names)
+        // `tensor:` names: the shared pivot (the statistics come from
+        // `scan_tensors`).
+        let tensors = names.iter().any(|n| flor_core::store::TensorName::parse(n).is_some());
+        if !names.is_empty() && !tensors {
+            if let Some(table) = self.pivot(names, filter)? {
+                return Ok(table);
+            }
+        }
+        flor_core::pivot::dataframe_filtered(self, names, filter)
+    }
+
+    fn has_names(&self, names: &[&str]) -> StoreResult<Vec<bool>> {
+        let op = "look names up";
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM flor_records r JOIN flor_names n ON r.name_id = n.id \
+                 WHERE n.name = ?1 AND r.kind <= 1)",
+            )
+            .map_err(|e| self.fail(op, e))?;
+        names.iter().map(|n| st.query_row([n], |r| r.get::<_, bool>(0)).map_err(|e| self.fail(op, e))).collect()
     }
 
     fn clear(&mut self) -> StoreResult<()> {
