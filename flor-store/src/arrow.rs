@@ -353,8 +353,8 @@ fn values_array(cells: &[Option<Value>]) -> ArrayRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flor_core::table::Dict;
     use arrow_array::cast::AsArray;
+    use flor_core::table::Dict;
 
     /// The flor value of an Arrow cell, read back through the field's type
     /// and metadata (what a consumer of the batch sees).
@@ -565,7 +565,10 @@ mod tests {
                 values("wide", vec![int(i64::MAX), float(0.25), None]),
                 values("bools", vec![Some(Value::Bool(true)), None, Some(Value::Bool(false))]),
                 values("texts", vec![Some(Value::from("a,\"b\"\n")), Some(Value::from("é")), None]),
-                values("jsons", vec![Some(Value::json("{\"a\": [1, 2]}").unwrap()), None, Some(Value::json("3").unwrap())]),
+                values(
+                    "jsons",
+                    vec![Some(Value::json("{\"a\": [1, 2]}").unwrap()), None, Some(Value::json("3").unwrap())],
+                ),
                 values("mixed", vec![Some(Value::from("x")), int(3), Some(Value::Bool(false))]),
                 values("nulls", vec![None, None, None]),
             ],
@@ -595,9 +598,8 @@ mod tests {
 
     #[test]
     fn batches_slice_without_copying() {
-        let table = Table {
-            columns: vec![Column { name: "i".into(), data: ColumnData::Int((0..25).map(Some).collect()) }],
-        };
+        let table =
+            Table { columns: vec![Column { name: "i".into(), data: ColumnData::Int((0..25).map(Some).collect()) }] };
         let batch = into_record_batch(table).unwrap();
         let pieces: Vec<RecordBatch> = batches(&batch, 10).collect();
         assert_eq!(pieces.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), [10, 10, 5]);
