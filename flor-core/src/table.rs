@@ -110,6 +110,14 @@ impl<T: Copy + Default> Nullable<T> {
         }
     }
 
+    /// The values and the validity words, for handing the cells to another
+    /// columnar format without copying them: `values[i]` is cell `i` when
+    /// bit `i % 64` of word `i / 64` is set (least significant bit first;
+    /// the default value under a NULL). Bits past the last cell are clear.
+    pub fn into_parts(self) -> (Vec<T>, Vec<u64>) {
+        (self.values, self.valid)
+    }
+
     /// The cells in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Option<T>> + '_ {
         (0..self.values.len()).map(|i| self.get(i))

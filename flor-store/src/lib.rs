@@ -6,6 +6,8 @@
 //! * [`SqliteStore`], the SQLite implementation of [`flor_core::Store`],
 //! * `DuckStore`, the DuckDB implementation (cargo feature `duckdb`; see
 //!   "The DuckDB backend" below), and [`write_parquet`],
+//! * [`arrow`], query results as Arrow record batches (the exchange format
+//!   of the Python front and of Parquet and Arrow IPC output),
 //! * [`StoreKind`], the built-in backends by name, and [`StoreKind::open`],
 //!   which opens a project's query database of a kind in its `.flor/`
 //!   folder (a missing engine is [`Error::DuckdbNotBuilt`]), and
@@ -37,6 +39,7 @@ fn create_parent(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+pub mod arrow;
 mod bigvec;
 mod checks;
 mod filter;
