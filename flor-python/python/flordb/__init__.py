@@ -482,27 +482,100 @@ def _coerce(value):
         return ("text", str(value))
 
 
-def _frame(columns, values):
+def _pandas(frame):
+    """A pandas DataFrame of a query result: numeric columns straight from
+    the engine's buffers (no Python object per cell), repeated text (the
+    run columns) as ordered categoricals, other columns as FlorDB gave them.
+    Without pandas: a list of dicts, one per row."""
     try:
+        import numpy as np
         import pandas as pd
     except ImportError:
-        return [dict(zip(columns, row)) for row in zip(*values)] if columns else []
-    return pd.DataFrame({c: v for c, v in zip(columns, values)}, columns=columns)
+        columns = frame.columns
+        return [dict(zip(columns, row)) for row in zip(*frame.values())] if columns else []
+    cols = {}
+    for name, kind, payload in frame.pandas_columns():
+        if kind == "i8":
+            cols[name] = np.frombuffer(payload, dtype="<i8")
+        elif kind == "f8":
+            cols[name] = np.frombuffer(payload, dtype="<f8")
+        elif kind == "b1":
+            cols[name] = np.frombuffer(payload, dtype=np.bool_)
+        elif kind == "cat":
+            codes, categories = payload
+            codes = np.frombuffer(codes, dtype="<i4")
+            cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object), ordered=True)
+        else:
+            cols[name] = payload
+    return pd.DataFrame(cols, columns=list(cols), copy=False)
 
 
-def dataframe(*names, diverged=False):
+def _arrow(frame):
+    try:
+        import pyarrow as pa
+    except ImportError as e:
+        raise FlorError("as_='arrow' needs pyarrow (pip install pyarrow)") from e
+    return pa.RecordBatchReader.from_stream(frame).read_all()
+
+
+def _polars(frame):
+    try:
+        import polars as pl
+    except ImportError as e:
+        raise FlorError("as_='polars' needs polars (pip install polars)") from e
+    return pl.DataFrame(frame)
+
+
+_AS = {"pandas": _pandas, "arrow": _arrow, "pyarrow": _arrow, "polars": _polars}
+
+
+def _convert(frame, as_):
+    if as_ is None or as_ == "pandas":
+        return _pandas(frame)
+    if as_ == "frame":
+        return frame
+    try:
+        return _AS[as_](frame)
+    except KeyError:
+        raise FlorError(f"as_={as_!r}: expected one of 'pandas', 'arrow', 'polars', 'frame'") from None
+
+
+def _iters(iter):
+    if iter is None:
+        return []
+    if isinstance(iter, str):
+        return [iter]
+    if isinstance(iter, dict):
+        return [f"{k}={v}" for k, v in iter.items()]
+    return [str(i) for i in iter]
+
+
+def dataframe(*names, diverged=False, where=None, iter=None, as_="pandas"):
     """The pivot of logged values: one row per run and loop position, one
     column per name (a pandas DataFrame when pandas is installed, else a list
     of dicts). With ``diverged=True``, a boolean ``diverged`` column says
     which rows hold a value recovered by a replay that recomputed a recorded
-    value differently (see ``flor replay``'s divergence check)."""
-    return _frame(*_flor.dataframe(_cwd(), [str(n) for n in names], bool(diverged)))
+    value differently (see ``flor replay``'s divergence check).
+
+    ``where``: a SQL predicate over run-level columns (``projid``,
+    ``tstamp``, ``filename``, args), e.g. ``"lr > 0.05"``; ``iter``: loop
+    iterations to keep, ``{"epoch": "last"}`` or ``"epoch=last"`` (SPEC:
+    ``all``, ``last``, ``none`` or indices such as ``"0,3,5-7"``). Both are
+    applied in the store before the pivot, as ``flor dataframe --where
+    --iter``. ``as_``: ``"pandas"`` (default), ``"arrow"`` (a
+    ``pyarrow.Table``), ``"polars"`` (a ``polars.DataFrame``) or ``"frame"``
+    (the raw result, which any Arrow consumer takes through
+    ``__arrow_c_stream__``)."""
+    frame = _flor.dataframe(
+        _cwd(), [str(n) for n in names], bool(diverged), None if where is None else str(where), _iters(iter)
+    )
+    return _convert(frame, as_)
 
 
-def query(sql):
+def query(sql, as_="pandas"):
     """A read-only SQL query over the views runs, logs, loops, timings,
-    outputs, checkpoints, replay_checks."""
-    return _frame(*_flor.query(_cwd(), str(sql)))
+    outputs, checkpoints, replay_checks (``as_`` as for ``dataframe``)."""
+    return _convert(_flor.query(_cwd(), str(sql)), as_)
 
 
 def _excepthook(kind, value, tb):
