@@ -19,12 +19,16 @@ pub enum Error {
     #[error(transparent)]
     Git(#[from] flor_git::Error),
     /// The query database: opening it (a kind this build lacks is
-    /// [`flor_store::Error::DuckdbNotBuilt`]), Parquet output.
+    /// [`flor_store::Error::DuckdbNotBuilt`]).
     #[error(transparent)]
     Store(#[from] flor_store::Error),
     /// The query database (backend-level).
     #[error(transparent)]
     Query(#[from] flor_core::StoreError),
+    /// Writing a query result (CSV, JSON, Parquet, Arrow IPC) failed.
+    #[cfg(feature = "export")]
+    #[error(transparent)]
+    Export(#[from] crate::export::Error),
     /// A file operation.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

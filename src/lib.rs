@@ -11,6 +11,8 @@
 pub mod checkpoints;
 mod config;
 mod error;
+#[cfg(feature = "export")]
+pub mod export;
 pub mod ingest;
 pub mod lint;
 #[cfg(feature = "plugins")]
@@ -26,7 +28,9 @@ pub use flor_core::select::{IterSelect, IterSpec, PivotFilter, Selection};
 pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};
 pub use flor_store::StoreKind;
 pub use ingest::{Problem, SyncReport};
-pub use project::{write_parquet, NoDatabaseReason, Project, ProjectBuilder, DURABILITY_ENV, FLOR_DIR};
+#[cfg(feature = "export")]
+pub use project::write_parquet;
+pub use project::{NoDatabaseReason, Project, ProjectBuilder, DURABILITY_ENV, FLOR_DIR};
 pub use run::{Loop, Run, RunBuilder, RunSummary};
 
 /// The README's code examples, compiled as doc tests.

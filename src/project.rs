@@ -221,11 +221,16 @@ fn note_rebuild(path: &str, why: &str) {
     eprintln!("flor: note: the query database {path} is damaged ({why}); rebuilding it from the run records in git");
 }
 
-/// Writes `table` as a Parquet file at `path` (through an in-memory DuckDB;
-/// needs the `duckdb` feature, whatever the project's store: else
-/// [`flor_store::Error::DuckdbNotBuilt`]).
-pub fn write_parquet(table: &Table, path: &Path) -> Result<()> {
-    Ok(flor_store::write_parquet(table, path)?)
+/// Writes `table` as a Parquet file at `path` (Snappy-compressed, streamed
+/// batch by batch: [`crate::export`]; every build with the `export`
+/// feature). Consumes the table: its typed columns move into the writer's
+/// Arrow buffers without a copy.
+#[cfg(feature = "export")]
+pub fn write_parquet(table: Table, path: &Path) -> Result<()> {
+    let file =
+        std::fs::File::create(path).map_err(|source| Error::Io { action: "create", path: path.to_owned(), source })?;
+    crate::export::write(table, crate::export::Format::Parquet, file)?;
+    Ok(())
 }
 
 /// Which query database a [`ProjectBuilder`] opens.

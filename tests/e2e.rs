@@ -618,3 +618,110 @@ fn a_bad_store_setting_is_a_clear_error() {
         assert!(!out.status.success() && err.contains("Parquet output needs DuckDB"), "{err}");
     }
 }
+
+/// An Arrow cell as the JSON output writes it (numbers compared as floats,
+/// dictionary cells as their entry, NULL as null).
+fn arrow_cell(array: &dyn arrow_array::Array, row: usize) -> Json {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+    use arrow_schema::DataType;
+    if array.is_null(row) || array.data_type() == &DataType::Null {
+        return Json::Null;
+    }
+    match array.data_type() {
+        DataType::Int64 => Json::from(array.as_primitive::<Int64Type>().value(row) as f64),
+        DataType::Float64 => {
+            let f = array.as_primitive::<Float64Type>().value(row);
+            serde_json::Number::from_f64(f).map_or_else(|| Json::from(format!("{f}")), Json::Number)
+        }
+        DataType::Boolean => Json::from(array.as_boolean().value(row)),
+        DataType::Utf8 => Json::from(array.as_string::<i32>().value(row)),
+        DataType::Dictionary(..) => {
+            let d = array.as_dictionary::<Int32Type>();
+            arrow_cell(d.values().as_ref(), d.keys().value(row) as usize)
+        }
+        other => panic!("unexpected Arrow type {other}"),
+    }
+}
+
+/// JSON output's cell, numbers as floats (Arrow's Int64 and JSON's integers
+/// compare equal).
+fn json_cell(v: &Json) -> Json {
+    match v {
+        Json::Number(n) => Json::from(n.as_f64().unwrap()),
+        other => other.clone(),
+    }
+}
+
+/// Every cell of `batches` against the rows of `--format json`.
+fn same_cells(what: &str, batches: &[arrow_array::RecordBatch], rows: &[Json]) -> (usize, usize) {
+    let mut row = 0;
+    let (mut dicts, mut nulls) = (0, 0);
+    for batch in batches {
+        for r in 0..batch.num_rows() {
+            let object = rows[row].as_object().expect("row object");
+            assert_eq!(object.len(), batch.num_columns(), "{what}: row {row} width");
+            for (c, field) in batch.schema().fields().iter().enumerate() {
+                let got = arrow_cell(batch.column(c).as_ref(), r);
+                nulls += usize::from(got.is_null());
+                assert_eq!(got, json_cell(&object[field.name()]), "{what}: row {row}, column {}", field.name());
+            }
+            row += 1;
+        }
+        dicts +=
+            batch.columns().iter().filter(|c| matches!(c.data_type(), arrow_schema::DataType::Dictionary(..))).count();
+    }
+    assert_eq!(row, rows.len(), "{what}: row count");
+    (dicts, nulls)
+}
+
+#[test]
+fn parquet_and_arrow_output_hold_the_json_cells() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["lr=0.1", "epochs=2", "samples=128", "batch_size=32"]);
+    record(dir, &["lr=0.02", "epochs=3", "samples=64", "batch_size=32"]);
+    let questions: [&[&str]; 3] = [
+        &["dataframe", "lr", "loss"],
+        &["dataframe", "loss", "epoch_loss", "w"],
+        &["query", "SELECT tstamp, value_name, CASE WHEN value > 0.5 THEN value END AS big FROM logs ORDER BY 1, 2"],
+    ];
+    let (mut dicts, mut nulls) = (0, 0);
+    for q in questions {
+        let rows = flor_json(dir, q);
+        assert!(!rows.is_empty(), "{q:?}");
+
+        let file = dir.join("out.parquet");
+        let out = Command::new(env!("CARGO_BIN_EXE_flor"))
+            .args(q)
+            .args(["--format", "parquet", "-o"])
+            .arg(&file)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&file).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        let (d, n) = same_cells(&format!("parquet {q:?}"), &batches, &rows);
+        (dicts, nulls) = (dicts + d, nulls + n);
+
+        // Arrow IPC to a pipe (standard output is not a terminal here).
+        let out = Command::new(env!("CARGO_BIN_EXE_flor"))
+            .args(q)
+            .args(["--format", "arrow"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(out.stdout), None).unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        let (d, n) = same_cells(&format!("arrow {q:?}"), &batches, &rows);
+        (dicts, nulls) = (dicts + d, nulls + n);
+    }
+    assert!(dicts > 0, "dictionary columns come back as dictionaries");
+    assert!(nulls > 0, "NULL cells come back as nulls");
+}

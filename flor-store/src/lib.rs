@@ -5,7 +5,9 @@
 //!
 //! * [`SqliteStore`], the SQLite implementation of [`flor_core::Store`],
 //! * `DuckStore`, the DuckDB implementation (cargo feature `duckdb`; see
-//!   "The DuckDB backend" below), and [`write_parquet`],
+//!   "The DuckDB backend" below; with it, `write_parquet` writes a table
+//!   through DuckDB, which the `flor` crate's own streamed Parquet writer
+//!   has replaced),
 //! * [`arrow`], query results as Arrow record batches (the exchange format
 //!   of the Python front and of Parquet and Arrow IPC output),
 //! * [`StoreKind`], the built-in backends by name, and [`StoreKind::open`],
@@ -61,15 +63,6 @@ pub use crate::duckdb::{write_parquet, DuckStore, DUCKDB_SCHEMA_VERSION};
 pub use ::duckdb as duckdb_crate;
 mod sqlite;
 
-/// Writes `table` as a Parquet file at `path`. This build has no DuckDB (the
-/// `duckdb` feature writes it through an in-memory DuckDB), so this is
-/// always [`Error::DuckdbNotBuilt`].
-#[cfg(not(feature = "duckdb"))]
-pub fn write_parquet(table: &flor_core::Table, path: &std::path::Path) -> Result<()> {
-    let _ = (table, path);
-    Err(Error::DuckdbNotBuilt { what: "Parquet output" })
-}
-
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
@@ -96,11 +89,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Something needs DuckDB (the `duckdb` store, Parquet output) and this
-    /// build lacks the `duckdb` feature.
+    /// Something needs DuckDB (the `duckdb` store) and this build lacks the
+    /// `duckdb` feature.
     #[error("{}", duckdb_not_built_message(what))]
     DuckdbNotBuilt {
-        /// What was asked for (`the duckdb store`, `Parquet output`).
+        /// What was asked for (`the duckdb store`).
         what: &'static str,
     },
 }

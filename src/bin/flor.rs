@@ -22,7 +22,8 @@ struct Cli {
     #[arg(short = 'C', long = "dir", global = true, value_name = "DIR")]
     dir: Option<PathBuf>,
 
-    /// Output format (`parquet` needs `--output` and a build with DuckDB).
+    /// Output format (`parquet` and `arrow` are binary: to `--output FILE`
+    /// or a pipe, never a terminal).
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     format: Format,
 
@@ -47,8 +48,39 @@ pub(crate) enum Format {
     Csv,
     /// A JSON array of row objects.
     Json,
-    /// An Apache Parquet file (with `--output FILE`; written by DuckDB).
+    /// An Apache Parquet file (Snappy-compressed).
     Parquet,
+    /// An Arrow IPC stream (for pyarrow, polars, DuckDB, ...).
+    Arrow,
+}
+
+impl Format {
+    /// The streamed writer's format (`None`: the aligned text table).
+    fn export(self) -> Option<flor::export::Format> {
+        match self {
+            Format::Table => None,
+            Format::Csv => Some(flor::export::Format::Csv),
+            Format::Json => Some(flor::export::Format::Json),
+            Format::Parquet => Some(flor::export::Format::Parquet),
+            Format::Arrow => Some(flor::export::Format::Arrow),
+        }
+    }
+}
+
+/// Refuses binary output (Parquet, Arrow) to a terminal, before any work.
+fn check_binary_output(format: Format, output: Option<&Path>) -> flor::Result<()> {
+    match format.export() {
+        Some(f) if f.is_binary() && output.is_none() && io::stdout().is_terminal() => Err(flor::Error::Config {
+            path: "the command line".into(),
+            line: 0,
+            key: format!("--format {}", f.name()),
+            message: format!(
+                "{} is a binary format and standard output is a terminal: add `--output FILE`, or pipe the output into a program",
+                if f == flor::export::Format::Parquet { "Parquet" } else { "an Arrow IPC stream" }
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn parse_store(s: &str) -> Result<StoreKind, String> {
@@ -303,14 +335,7 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             source: e,
         })?,
     };
-    if cli.format == Format::Parquet && cli.output.is_none() {
-        return Err(flor::Error::Config {
-            path: "the command line".into(),
-            line: 0,
-            key: "--format parquet".into(),
-            message: "Parquet is a binary file format: add `--output FILE`".into(),
-        });
-    }
+    check_binary_output(cli.format, cli.output.as_deref())?;
     let mut project = Project::builder(&start)
         .store_kind(cli.store)
         .fresh_database(matches!(cli.command, Command::Rebuild))
@@ -369,31 +394,48 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         other => other?,
     };
     if !table.columns.is_empty() {
-        emit_table(&table, cli.format, cli.output.as_deref())?;
+        emit_table(table, cli.format, cli.output.as_deref())?;
     }
     Ok(report_problems(&report))
 }
 
-/// Writes `table` to `output` (a file; Parquet needs one) or standard
-/// output, in `format`.
-fn emit_table(table: &Table, format: Format, output: Option<&Path>) -> flor::Result<()> {
-    match output {
-        Some(path) if format == Format::Parquet => flor::write_parquet(table, path)?,
+/// Writes `table` to `output` (a file) or standard output, in `format`:
+/// the aligned table, or streamed by [`flor::export`] (binary formats never
+/// to a terminal). A reader that goes away early (`| head`) is no error.
+fn emit_table(table: Table, format: Format, output: Option<&Path>) -> flor::Result<()> {
+    let Some(export) = format.export() else {
+        return match output {
+            Some(path) => {
+                let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
+                    action: "create",
+                    path: path.to_owned(),
+                    source: e,
+                })?;
+                write_aligned(&table, file, false).map_err(|e| flor::Error::Io {
+                    action: "write",
+                    path: path.to_owned(),
+                    source: e,
+                })
+            }
+            None => print_table(&table),
+        };
+    };
+    check_binary_output(format, output)?;
+    let written = match output {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
                 action: "create",
                 path: path.to_owned(),
                 source: e,
             })?;
-            write_table(table, format, file, false).map_err(|e| flor::Error::Io {
-                action: "write",
-                path: path.to_owned(),
-                source: e,
-            })?;
+            flor::export::write(table, export, file)
         }
-        None => print_table(table, format)?,
+        None => flor::export::write(table, export, io::stdout()),
+    };
+    match written {
+        Err(e) if output.is_none() && e.is_broken_pipe() => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 /// `flor dataframe --explain`: what the selection leaves the pivot to read.
@@ -548,22 +590,18 @@ fn runs_table(project: &Project) -> flor::Result<Table> {
     Ok(t)
 }
 
-/// Writes `table` in a text `format` (`terminal`: clip wide cells).
-fn write_table(table: &Table, format: Format, out: impl Write, terminal: bool) -> io::Result<()> {
+/// Writes `table` as aligned text (`terminal`: clip wide cells).
+fn write_aligned(table: &Table, out: impl Write, terminal: bool) -> io::Result<()> {
     let mut out = io::BufWriter::new(out);
-    match format {
-        Format::Table => table.write_aligned(&mut out, if terminal { 40 } else { usize::MAX }),
-        Format::Csv => table.write_csv(&mut out),
-        Format::Json => table.write_json(&mut out),
-        Format::Parquet => Err(io::Error::other("Parquet goes to a file (`--output FILE`)")),
-    }?;
+    table.write_aligned(&mut out, if terminal { 40 } else { usize::MAX })?;
     out.flush()
 }
 
-fn print_table(table: &Table, format: Format) -> flor::Result<()> {
+/// Writes `table` as aligned text to standard output.
+fn print_table(table: &Table) -> flor::Result<()> {
     let stdout = io::stdout();
     let terminal = stdout.is_terminal();
-    let result = write_table(table, format, stdout.lock(), terminal);
+    let result = write_aligned(table, stdout.lock(), terminal);
     match result {
         Ok(()) => Ok(()),
         // `flor dataframe loss | head` closes the pipe early: not an error.
@@ -699,11 +737,7 @@ fn lint(scripts: &[PathBuf], format: Format, output: Option<&Path>) -> ExitCode 
         (Format::Table, Some(path)) => {
             std::fs::write(path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
-        (Format::Parquet, Some(path)) => flor::write_parquet(&table, path).map_err(|e| e.to_string()),
-        (_, Some(path)) => std::fs::File::create(path)
-            .and_then(|file| write_table(&table, format, file, false))
-            .map_err(|e| format!("cannot write {}: {e}", path.display())),
-        (_, None) => print_table(&table, format).map_err(|e| e.to_string()),
+        (_, output) => emit_table(table, format, output).map_err(|e| e.to_string()),
     };
     if let Err(e) = written {
         eprintln!("flor: error: {e}");
@@ -767,7 +801,7 @@ fn plugins_command(
                     Some(Value::from(p.digest()[..16].to_owned())),
                 ]);
             }
-            emit(&t, format, output)?;
+            emit(t, format, output)?;
             for r in plugins.replaced() {
                 eprintln!(
                     "flor: note: {} {} ({}) is replaced by a later plugin of the same name",
@@ -874,14 +908,8 @@ fn inspect_text(p: &flor::plugins::host::Plugin) -> String {
 }
 
 /// Writes a table to FILE or standard output in `format`.
-fn emit(table: &Table, format: Format, output: Option<&Path>) -> Result<(), String> {
-    match (format, output) {
-        (Format::Parquet, Some(path)) => flor::write_parquet(table, path).map_err(|e| e.to_string()),
-        (_, Some(path)) => std::fs::File::create(path)
-            .and_then(|file| write_table(table, format, file, false))
-            .map_err(|e| format!("cannot write {}: {e}", path.display())),
-        (_, None) => print_table(table, format).map_err(|e| e.to_string()),
-    }
+fn emit(table: Table, format: Format, output: Option<&Path>) -> Result<(), String> {
+    emit_table(table, format, output).map_err(|e| e.to_string())
 }
 
 /// Writes `bytes` to standard output; a closed pipe is not an error.

@@ -199,7 +199,7 @@ pub(crate) fn run(
         CheckpointsCommand::Pack { all } => pack(project, *all),
         CheckpointsCommand::Ls { run } => {
             let table = ls_table(project, run.as_deref())?;
-            emit_table(&table, format, output)?;
+            emit_table(table, format, output)?;
             Ok(ExitCode::SUCCESS)
         }
         CheckpointsCommand::Inspect { target, name, iteration } => {
@@ -213,7 +213,7 @@ pub(crate) fn run(
             }
             let table = tensors_table(&info);
             if format != Format::Table || output.is_some() || table.row_count() > 0 {
-                emit_table(&table, format, output)?;
+                emit_table(table, format, output)?;
             }
             Ok(ExitCode::SUCCESS)
         }
