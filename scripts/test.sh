@@ -32,8 +32,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # jax, jaxlib, flax and optax (CPU wheels): flor-python/tests/test_jax.py
 # records, restores and replays a real flax/optax run.
+# pyarrow and polars: flor-python/tests/test_query_arrow.py checks that they
+# receive the same data as pandas and the plain values.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest numpy pandas tqdm ipython \
-  jax jaxlib flax optax
+  jax jaxlib flax optax pyarrow polars
 (cd flor-python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --quiet)
 
 # Without DuckDB (the default build, what the demo and the Python module use)...

@@ -190,9 +190,7 @@ fn pandas_column(py: Python<'_>, a: &ArrayRef, json: bool) -> PyResult<(&'static
             let f: Vec<f64> = p.iter().map(|v| v.map_or(f64::NAN, |v| v as f64)).collect();
             ("f8", bytes(bytes_of(&f)))
         }
-        DataType::Float64 if a.null_count() == 0 => {
-            ("f8", bytes(bytes_of(a.as_primitive::<Float64Type>().values())))
-        }
+        DataType::Float64 if a.null_count() == 0 => ("f8", bytes(bytes_of(a.as_primitive::<Float64Type>().values()))),
         DataType::Float64 => {
             let f: Vec<f64> = a.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect();
             ("f8", bytes(bytes_of(&f)))

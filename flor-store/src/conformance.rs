@@ -105,6 +105,8 @@ macro_rules! conformance_tests {
             dataframe_replay,
             dataframe_sibling_loops,
             dataframe_without_names,
+            dataframe_selections,
+            dataframe_as_arrow,
             clear_empties,
             set_status,
             checkpoints_roundtrip,
@@ -1065,6 +1067,111 @@ pub fn dataframe_nested_loops(make: &mut MakeStore<'_>) {
 
     let df = ok(store.dataframe(&["lr", "lr"]), "dataframe");
     assert_eq!(df.column_names(), ["projid", "tstamp", "filename", "lr"], "repeated names give one column");
+}
+
+/// Selections applied before the pivot ([`Store::dataframe_filtered`]):
+/// runs by key, loop iterations (`epoch=last`, indices, `none`), both; a
+/// run whose loop values are all left out has no rows, rows outside the
+/// selected loop stay.
+pub fn dataframe_selections(make: &mut MakeStore<'_>) {
+    use flor_core::select::{IterSelect, PivotFilter};
+    let mut store = make();
+    let (a, b, c) = (run_a(), run_b(), run_c());
+    c.ingest(&mut *store);
+    b.ingest(&mut *store);
+    a.ingest(&mut *store);
+    let key_of = |r: &Run| {
+        let runs = ok(store.runs(), "runs");
+        runs.iter().find(|x| x.meta.tstamp == r.meta.tstamp).map(|x| x.key).expect("the run is stored")
+    };
+    let iters = |s: &[&str]| s.iter().map(|x| x.parse::<IterSelect>().expect("a selection")).collect::<Vec<_>>();
+    let cols = ["projid", "tstamp", "filename", "epoch", "step", "loss", "acc", "lr"];
+    let names = ["loss", "acc", "lr"];
+
+    let only_b = PivotFilter { runs: Some(vec![key_of(&b)]), iters: Vec::new() };
+    let df = ok(store.dataframe_filtered(&names, &only_b), "dataframe_filtered");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "loss", "acc", "lr"],
+        &[row(&b, vec![f(5.0), N, f(0.2)])],
+        "runs: b only",
+    );
+
+    let last = PivotFilter { runs: None, iters: iters(&["epoch=last"]) };
+    let df = ok(store.dataframe_filtered(&names, &last), "dataframe_filtered");
+    assert_table(
+        &df,
+        &cols,
+        &[
+            row(&a, vec![i(1), i(0), f(10.0), f(0.75), f(0.1)]),
+            row(&a, vec![i(1), i(1), f(11.0), f(0.75), f(0.1)]),
+            row(&b, vec![N, N, f(5.0), N, f(0.2)]),
+        ],
+        "epoch=last (run b has no loop: its run-level row stays)",
+    );
+
+    let first_step = PivotFilter { runs: Some(vec![key_of(&a)]), iters: iters(&["step=0", "epoch=0-1"]) };
+    let df = ok(store.dataframe_filtered(&names, &first_step), "dataframe_filtered");
+    assert_table(
+        &df,
+        &cols,
+        &[row(&a, vec![i(0), i(0), f(0.0), f(0.5), f(0.1)]), row(&a, vec![i(1), i(0), f(10.0), f(0.75), f(0.1)])],
+        "run a, step=0",
+    );
+
+    let none = PivotFilter { runs: None, iters: iters(&["epoch=none"]) };
+    let df = ok(store.dataframe_filtered(&["loss"], &none), "dataframe_filtered");
+    assert_table(&df, &["projid", "tstamp", "filename", "loss"], &[row(&b, vec![f(5.0)])], "epoch=none: no epoch rows");
+
+    let everything = ok(store.dataframe(&names), "dataframe");
+    let unfiltered = ok(store.dataframe_filtered(&names, &PivotFilter::default()), "dataframe_filtered");
+    assert_eq!(everything, unfiltered, "an empty selection is the whole pivot");
+}
+
+/// A pivot's columns as Arrow ([`crate::arrow::into_record_batch`]): the
+/// same cells, NULLs and NaN included, the run columns dictionary-encoded.
+pub fn dataframe_as_arrow(make: &mut MakeStore<'_>) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+    use arrow_array::Array;
+    let mut store = make();
+    let (a, b, c) = (run_a(), run_b(), run_c());
+    c.ingest(&mut *store);
+    b.ingest(&mut *store);
+    a.ingest(&mut *store);
+    let df = ok(store.dataframe(&["loss", "acc", "lr"]), "dataframe");
+    let batch = crate::arrow::into_record_batch(df.clone()).expect("a pivot converts to Arrow");
+    assert_eq!(batch.num_rows(), df.row_count(), "rows");
+    for (k, col) in df.columns.iter().enumerate() {
+        let array = batch.column(k);
+        assert_eq!(batch.schema().field(k).name(), &col.name, "column {k}");
+        for r in 0..df.row_count() {
+            let want = df.cell(r, k);
+            let got = if array.is_null(r) {
+                None
+            } else {
+                match array.data_type() {
+                    arrow_schema::DataType::Int64 => Some(Value::Int(array.as_primitive::<Int64Type>().value(r))),
+                    arrow_schema::DataType::Float64 => Some(Value::Float(array.as_primitive::<Float64Type>().value(r))),
+                    arrow_schema::DataType::Dictionary(_, _) => {
+                        let d = array.as_dictionary::<Int32Type>();
+                        let key = d.keys().value(r) as usize;
+                        Some(Value::from(d.values().as_string::<i32>().value(key)))
+                    }
+                    other => panic!("column {} has Arrow type {other}", col.name),
+                }
+            };
+            let same = match (&want, &got) {
+                (Some(Value::Float(x)), Some(Value::Float(y))) => x.to_bits() == y.to_bits(),
+                _ => want == got,
+            };
+            assert!(same, "column {} row {r}: {want:?} vs {got:?}", col.name);
+        }
+    }
+    assert!(
+        matches!(batch.schema().field(1).data_type(), arrow_schema::DataType::Dictionary(_, _)),
+        "tstamp is dictionary-encoded"
+    );
 }
 
 /// Replayed values win over forward ones at the same position (whatever
