@@ -614,7 +614,18 @@ impl Project {
             None => None,
             Some(pred) => {
                 let table = store.dataframe(&[])?;
-                let keep = flor_store::filter_rows_within(&table, pred, self.query_limit)?;
+                let keep = flor_store::filter_rows_within(&table, pred, self.query_limit).map_err(|e| match e {
+                    // Name the columns a predicate can use, and where loop
+                    // positions are selected.
+                    StoreError::Query { backend, message } if message.contains("no such column") => StoreError::Query {
+                        backend,
+                        message: format!(
+                            "{message} (the predicate sees the run-level columns: {}; select loop iterations with --iter LOOP=SPEC)",
+                            table.column_names().join(", ")
+                        ),
+                    },
+                    e => e,
+                })?;
                 let all = store.runs()?;
                 let by_tstamp: HashMap<&str, RunKey> = all.iter().map(|r| (r.meta.tstamp.as_str(), r.key)).collect();
                 let tcol = table.column_names().iter().position(|c| *c == "tstamp");
