@@ -31,6 +31,7 @@ use crate::rows::{
 use crate::spans::{self, Span};
 
 mod checks;
+mod packed;
 mod pivot;
 mod query;
 mod schema;
@@ -51,6 +52,7 @@ const DATA_TABLES: &[&str] = &[
     "flor_names",
     "flor_loops",
     "flor_records",
+    "flor_packed",
     "flor_checkpoints",
     "flor_checks",
     "flor_tensors",
@@ -65,6 +67,7 @@ const INTERNAL_TABLES: &[&str] = &[
     "flor_names",
     "flor_loops",
     "flor_records",
+    "flor_packed",
     "flor_checkpoints",
     "flor_checks",
     "flor_tensors",
@@ -955,8 +958,10 @@ fn store_records(
     let mut ins = tx.prepare_cached(INSERT_RECORD).map_err(err("store records"))?;
     ins.raw_bind_parameter(2, run).map_err(err("store records"))?;
     ins.raw_bind_parameter(3, source).map_err(err("store records"))?;
+    let mut ids = Vec::with_capacity(records.len());
     for r in records {
         let id = intern(tx, names, &r.name).map_err(err("intern a value name"))?;
+        ids.push(id);
         let inserted = (|| {
             bind_record(&mut ins, id, r)?;
             ins.raw_execute()
@@ -976,6 +981,7 @@ fn store_records(
             .map_err(err("replace records"))?;
         }
     }
+    packed::store(tx, label, run, source, records, &ids)?;
     Ok(added)
 }
 

@@ -1,14 +1,13 @@
 //! `SqliteStore::dataframe`: the shared pivot (`crate::pivot`) over SQLite
-//! scans. `flor_records` is clustered by `(name_id, run, source, line)`, so
-//! the records of one name in one run are one range of the table, read in
-//! winner-key order; a slice of runs is one such range per name and run
-//! (a run outside the selection is never read). On a database file, the
+//! scans of `flor_packed` (see `packed.rs`): the values of one name in one
+//! run are one key range of packed rows, read in winner-key order; a slice
+//! of runs is one such range per name and run (a run outside the selection
+//! is never read). On a database file, the
 //! slices are read by [`SCAN_THREADS`] read connections on threads of their
 //! own while the calling thread pivots; in memory or inside an ingestion
 //! group, the calling thread reads them itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use flor_core::select::PivotFilter;
 use flor_core::store::{RunRow, StoreError, StoreResult};
@@ -17,7 +16,7 @@ use flor_core::value::ValueType;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::{fail, SqliteStore, BUSY_TIMEOUT};
+use super::{fail, packed, SqliteStore, BUSY_TIMEOUT};
 use crate::pivot::{Form, Rec, Request, Scan, SliceRecs, NONE, PIVOT_SLICE_RECORDS};
 use crate::rows::unusable;
 
@@ -98,9 +97,10 @@ fn read_connection(path: &str) -> StoreResult<Connection> {
 }
 
 /// Reads the records of `runs[start..end]` named in `plan` into `out`:
-/// one key range per run and name; a run's records of several names are
-/// then merged into winner-key order. Sets `mixed` (and fails) at a value
-/// of another type than its name's.
+/// each name's packed rows of each run (`flor_packed`, in key order:
+/// source, then lines); a run's records of several names are then merged
+/// into winner-key order. Sets `mixed` (and fails) at a value of another
+/// type than its name's.
 fn scan_slice(
     conn: &Connection,
     label: &str,
@@ -114,10 +114,7 @@ fn scan_slice(
     out.texts.clear();
     let op = "pivot values";
     let mut st = conn
-        .prepare_cached(
-            "SELECT ctx, source, line, vtype, value FROM flor_records \
-             WHERE name_id = ?1 AND run = ?2 AND kind <= 1",
-        )
+        .prepare_cached("SELECT source, vtypes, recs, texts FROM flor_packed WHERE name_id = ?1 AND run = ?2")
         .map_err(|e| fail(label, op, e))?;
     for (i, run) in runs[start..end].iter().enumerate() {
         let rank = (start + i) as u32;
@@ -126,46 +123,41 @@ fn scan_slice(
             let mut rows = st.query(rusqlite::params![id, run.key]).map_err(|e| fail(label, op, e))?;
             while let Some(r) = rows.next().map_err(|e| fail(label, op, e))? {
                 let row = |i| r.get_ref(i).map_err(|e| fail(label, op, e));
-                let (ValueRef::Integer(source), ValueRef::Integer(line), ValueRef::Integer(vtype)) =
-                    (row(1)?, row(2)?, row(3)?)
+                let (ValueRef::Integer(source), ValueRef::Integer(vtypes), ValueRef::Blob(recs), ValueRef::Blob(texts)) =
+                    (row(0)?, row(1)?, row(2)?, row(3)?)
                 else {
-                    return Err(unusable(label, "a record's source, line or type is not an integer"));
+                    return Err(unusable(label, "a packed row has columns of the wrong type"));
                 };
-                if vtype != t.code() {
+                if vtypes != 1 << t.code() {
                     mixed.store(true, Ordering::Relaxed);
                     return Err(mixed_types(label));
                 }
-                let v = match (t, row(4)?) {
-                    (ValueType::Int | ValueType::Bool, ValueRef::Integer(i)) => i as u64,
-                    (ValueType::Float, ValueRef::Real(f)) => f.to_bits(),
-                    // SQLite stores a NaN as NULL.
-                    (ValueType::Float, ValueRef::Null) => f64::NAN.to_bits(),
-                    (ValueType::Float, ValueRef::Integer(i)) => (i as f64).to_bits(),
-                    (ValueType::Text | ValueType::Json, ValueRef::Text(s)) => {
-                        out.texts.push(Arc::from(String::from_utf8_lossy(s)));
-                        (out.texts.len() - 1) as u64
+                if recs.len() % packed::REC_BYTES != 0 {
+                    return Err(unusable(label, "a packed row's values are cut short"));
+                }
+                let text_base = out.texts.len() as u64;
+                if matches!(t, ValueType::Text | ValueType::Json) {
+                    packed::texts_of(label, texts, &mut out.texts)?;
+                }
+                let ntexts = out.texts.len() as u64 - text_base;
+                for j in 0..recs.len() / packed::REC_BYTES {
+                    let (line, ctx, mut v) = packed::rec_at(recs, j);
+                    if matches!(t, ValueType::Text | ValueType::Json) {
+                        if v >= ntexts {
+                            return Err(unusable(label, "a packed text value is missing"));
+                        }
+                        v += text_base;
                     }
-                    (_, v) => {
-                        let what =
-                            format!("a stored value has type {:?} but the record says {}", v.data_type(), t.as_str());
-                        return Err(unusable(label, &what));
-                    }
-                };
-                let ctx = match row(0)? {
-                    ValueRef::Null => NONE,
-                    ValueRef::Integer(c) => u32::try_from(c)
-                        .ok()
-                        .filter(|&c| c != NONE)
-                        .ok_or_else(|| unusable(label, &format!("a loop context id {c} is out of range")))?,
-                    _ => return Err(unusable(label, "a loop context id is not an integer")),
-                };
-                out.recs.push(Rec { rank, ctx, k, key: (source << 62) | line, v });
+                    let ctx = if ctx == packed::RUN_LEVEL { NONE } else { ctx };
+                    out.recs.push(Rec { rank, ctx, k, key: (source << 62) | line as i64, v });
+                }
             }
         }
-        // Each name's records come in key order; several names' are merged
-        // (a stable sort of sorted runs is a merge).
+        // Each name's rows come in key order and hold lines in order;
+        // several names' records are merged (a stable sort of sorted runs
+        // is a merge), as are rows whose lines interleave.
         let recs = &mut out.recs[first..];
-        if plan.len() > 1 && !recs.is_sorted_by_key(|r| r.key) {
+        if !recs.is_sorted_by_key(|r| r.key) {
             recs.sort_by_key(|r| r.key);
         }
     }

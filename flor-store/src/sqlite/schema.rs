@@ -11,13 +11,14 @@ use crate::rows::unusable;
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
 ///
-/// Version 4 keeps checkpoints' tensor statistics (`flor_tensors`, the
+/// Version 5 packs each batch's log and arg values per name for the pivot
+/// (`flor_packed`); version 4 keeps checkpoints' tensor statistics (`flor_tensors`, the
 /// queue `flor_tensor_queue`, the `tensors` view); version 3 keeps
 /// replays' divergence checks (`flor_checks`, the `logs`
 /// view's `diverged` column, the `replay_checks` view); version 2 stored
 /// loop contexts as spans of consecutive iterations (`flor_loops`);
 /// version 1 stored one row per context.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The tables and views, created in one transaction on a new file.
 pub(super) const SCHEMA: &str = r#"
@@ -71,6 +72,17 @@ CREATE TABLE flor_records (
     PRIMARY KEY (name_id, run, source, line)
 ) WITHOUT ROWID;
 CREATE INDEX flor_records_run_level ON flor_records (run) WHERE ctx IS NULL;
+CREATE TABLE flor_packed (
+    name_id    INTEGER NOT NULL,
+    run        INTEGER NOT NULL,
+    source     INTEGER NOT NULL,
+    first_line INTEGER NOT NULL,
+    last_line  INTEGER NOT NULL,
+    vtypes     INTEGER NOT NULL,
+    recs       BLOB NOT NULL,
+    texts      BLOB NOT NULL,
+    PRIMARY KEY (name_id, run, source, first_line)
+) WITHOUT ROWID;
 CREATE TABLE flor_checkpoints (
     run    INTEGER NOT NULL,
     source INTEGER NOT NULL,
