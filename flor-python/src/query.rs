@@ -217,7 +217,16 @@ fn pandas_column(py: Python<'_>, a: &ArrayRef, json: bool) -> PyResult<(&'static
                 rank[o] = (distinct.len() - 1) as i32;
             }
             let keys = d.keys();
-            let codes: Vec<i32> = if keys.null_count() == 0 {
+            let identity = distinct.len() == texts.len() && rank.iter().enumerate().all(|(i, &r)| r as usize == i);
+            if identity && keys.null_count() == 0 {
+                // Distinct texts already in order (a `tstamp` column: runs
+                // come in tstamp order): the keys are the codes.
+                let cats = PyList::new(py, distinct)?;
+                return Ok(("cat", (bytes(bytes_of(keys.values())), cats).into_pyobject(py)?.into_any().unbind()));
+            }
+            let codes: Vec<i32> = if distinct.len() == 1 && keys.null_count() == 0 {
+                vec![0; keys.len()]
+            } else if keys.null_count() == 0 {
                 keys.values().iter().map(|&k| rank.get(k as usize).copied().unwrap_or(-1)).collect()
             } else {
                 keys.iter().map(|k| k.and_then(|k| rank.get(k as usize).copied()).unwrap_or(-1)).collect()
