@@ -80,12 +80,14 @@ kw = {} if len(sys.argv) < 3 else {"where": sys.argv[2], "iter": {"epoch": "last
 df = flor.dataframe("lr", "loss", as_=sys.argv[1], **kw)
 assert len(df) > 0
 EOF
+  "$flor" -C "$repo" --store sqlite runs > /dev/null # the engine used last: back to SQLite
   for as_ in pandas arrow polars; do
     measure "python flor.dataframe(as_=$as_), sqlite" env -C "$repo" "$py" bench_df.py "$as_"
   done
   measure "python one run's last epoch, sqlite" env -C "$repo" "$py" bench_df.py pandas "tstamp = '$one_run'"
   if [ -n "$duck" ]; then
     printf 'store = "duckdb"\n' > "$repo/.flor/config.toml"
+    "$duck" -C "$repo" runs > /dev/null # switching engines rebuilds: not timed
     measure "python flor.dataframe(as_=pandas), duckdb (via flor)" env -C "$repo" FLOR_BIN="$duck" "$py" bench_df.py pandas
     measure "python flor.dataframe(as_=arrow), duckdb (via flor)" env -C "$repo" FLOR_BIN="$duck" "$py" bench_df.py arrow
     rm -f "$repo/.flor/config.toml"

@@ -303,6 +303,7 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(f)?;
     }
     m.add_class::<query::Frame>()?;
+    m.add_class::<query::Buf>()?;
     // SAFETY: `LOG_DEF` lives for the process and CPython only reads it;
     // `m` is a live module; the result is a new reference or null.
     let log = unsafe {

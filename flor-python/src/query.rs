@@ -144,9 +144,10 @@ impl Frame {
     }
 
     /// The columns for a pandas DataFrame: `(name, kind, payload)` with kind
-    /// `i8`/`f8`/`b1` (payload: the values' bytes; an int column with
+    /// `i8`/`f8`/`b1` (payload: the values, as a [`Buf`] numpy reads in
+    /// place or as bytes; an int column with
     /// NULLs comes as floats with NaN, as pandas makes it), `cat`
-    /// (`(codes as int32 bytes, -1 for NULL, sorted categories)`) or `list`
+    /// (`(int32 codes as a Buf, -1 for NULL; sorted categories)`) or `list`
     /// (Python values). Releases the frame's batches as it goes.
     fn pandas_columns(&mut self, py: Python<'_>) -> PyResult<Vec<(String, &'static str, Py<PyAny>)>> {
         let mut out = Vec::with_capacity(self.schema.fields().len());
@@ -156,8 +157,15 @@ impl Frame {
                 out.push((name, "list", list.into_any()));
                 continue;
             }
-            let array = self.column(i)?;
-            let (kind, payload) = pandas_column(py, &array, self.schema.field(i).metadata().contains_key("flor.type"))?;
+            let json = self.schema.field(i).metadata().contains_key("flor.type");
+            let (kind, payload) = match self.schema.field(i).data_type() {
+                // Numbers straight from each batch (no concatenation first).
+                DataType::Int64 | DataType::Float64 if self.batches.len() > 1 => {
+                    let parts: Vec<&ArrayRef> = self.batches.iter().map(|b| b.column(i)).collect();
+                    numbers(py, &parts)?
+                }
+                _ => pandas_column(py, &self.column(i)?, json)?,
+            };
             out.push((name, kind, payload));
         }
         self.batches.clear();
@@ -180,20 +188,80 @@ impl Frame {
     }
 }
 
-/// One column for pandas (see [`Frame::pandas_columns`]).
+/// A numeric column in parts (batches) for pandas: `i8` bytes when every
+/// part is ints without NULLs, else `f8` (NULL as NaN).
+fn numbers(py: Python<'_>, parts: &[&ArrayRef]) -> PyResult<(&'static str, Py<PyAny>)> {
+    let rows: usize = parts.iter().map(|p| p.len()).sum();
+    let ints = parts.iter().all(|p| p.data_type() == &DataType::Int64 && p.null_count() == 0);
+    let mut out: Vec<u8> = Vec::with_capacity(rows * 8);
+    for p in parts {
+        match p.data_type() {
+            DataType::Int64 if ints => out.extend_from_slice(bytes_of(p.as_primitive::<Int64Type>().values())),
+            DataType::Int64 => {
+                for v in p.as_primitive::<Int64Type>().iter() {
+                    out.extend_from_slice(&v.map_or(f64::NAN, |v| v as f64).to_le_bytes());
+                }
+            }
+            _ if p.null_count() == 0 => out.extend_from_slice(bytes_of(p.as_primitive::<Float64Type>().values())),
+            _ => {
+                for v in p.as_primitive::<Float64Type>().iter() {
+                    out.extend_from_slice(&v.unwrap_or(f64::NAN).to_le_bytes());
+                }
+            }
+        }
+    }
+    let typestr = if ints { "<i8" } else { "<f8" };
+    Ok((if ints { "i8" } else { "f8" }, shared(py, arrow_buffer::Buffer::from_vec(out), typestr, 8)?))
+}
+
+/// Memory numpy reads in place: a buffer of `len` cells of `typestr`
+/// behind numpy's array interface (`numpy.asarray(buf)` makes a read-only
+/// array that keeps the buffer alive). The buffer protocol is not in the
+/// stable ABI of Python 3.9; the array interface is a plain dict.
+#[pyclass(module = "flordb._flor", name = "Buffer", frozen)]
+pub(crate) struct Buf {
+    buffer: arrow_buffer::Buffer,
+    len: usize,
+    typestr: &'static str,
+}
+
+#[pymethods]
+impl Buf {
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("shape", (self.len,))?;
+        d.set_item("typestr", self.typestr)?;
+        d.set_item("data", (self.buffer.as_ptr() as usize, true))?;
+        d.set_item("version", 3)?;
+        Ok(d)
+    }
+}
+
+/// `buffer` (cells of `typestr`, `size` bytes each) as a [`Buf`].
+fn shared(py: Python<'_>, buffer: arrow_buffer::Buffer, typestr: &'static str, size: usize) -> PyResult<Py<PyAny>> {
+    let len = buffer.len() / size;
+    Ok(Py::new(py, Buf { buffer, len, typestr })?.into_any())
+}
+
+/// One column for pandas (see [`Frame::pandas_columns`]): numbers and
+/// codes shared with numpy where they are already in pandas' form.
 fn pandas_column(py: Python<'_>, a: &ArrayRef, json: bool) -> PyResult<(&'static str, Py<PyAny>)> {
     let bytes = |b: &[u8]| PyBytes::new(py, b).into_any().unbind();
+    let floats = |f: Vec<f64>| shared(py, arrow_buffer::Buffer::from_vec(f), "<f8", 8);
     Ok(match a.data_type() {
-        DataType::Int64 if a.null_count() == 0 => ("i8", bytes(bytes_of(a.as_primitive::<Int64Type>().values()))),
+        DataType::Int64 if a.null_count() == 0 => {
+            ("i8", shared(py, a.as_primitive::<Int64Type>().values().inner().clone(), "<i8", 8)?)
+        }
         DataType::Int64 => {
             let p = a.as_primitive::<Int64Type>();
-            let f: Vec<f64> = p.iter().map(|v| v.map_or(f64::NAN, |v| v as f64)).collect();
-            ("f8", bytes(bytes_of(&f)))
+            ("f8", floats(p.iter().map(|v| v.map_or(f64::NAN, |v| v as f64)).collect())?)
         }
-        DataType::Float64 if a.null_count() == 0 => ("f8", bytes(bytes_of(a.as_primitive::<Float64Type>().values()))),
+        DataType::Float64 if a.null_count() == 0 => {
+            ("f8", shared(py, a.as_primitive::<Float64Type>().values().inner().clone(), "<f8", 8)?)
+        }
         DataType::Float64 => {
-            let f: Vec<f64> = a.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-            ("f8", bytes(bytes_of(&f)))
+            ("f8", floats(a.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(f64::NAN)).collect())?)
         }
         DataType::Boolean if a.null_count() == 0 => {
             let b: Vec<u8> = a.as_boolean().values().iter().map(u8::from).collect();
@@ -222,7 +290,8 @@ fn pandas_column(py: Python<'_>, a: &ArrayRef, json: bool) -> PyResult<(&'static
                 // Distinct texts already in order (a `tstamp` column: runs
                 // come in tstamp order): the keys are the codes.
                 let cats = PyList::new(py, distinct)?;
-                return Ok(("cat", (bytes(bytes_of(keys.values())), cats).into_pyobject(py)?.into_any().unbind()));
+                let codes = shared(py, keys.values().inner().clone(), "<i4", 4)?;
+                return Ok(("cat", (codes, cats).into_pyobject(py)?.into_any().unbind()));
             }
             let codes: Vec<i32> = if distinct.len() == 1 && keys.null_count() == 0 {
                 vec![0; keys.len()]
@@ -232,7 +301,8 @@ fn pandas_column(py: Python<'_>, a: &ArrayRef, json: bool) -> PyResult<(&'static
                 keys.iter().map(|k| k.and_then(|k| rank.get(k as usize).copied()).unwrap_or(-1)).collect()
             };
             let cats = PyList::new(py, distinct)?;
-            ("cat", (bytes(bytes_of(&codes)), cats).into_pyobject(py)?.into_any().unbind())
+            let codes = shared(py, arrow_buffer::Buffer::from_vec(codes), "<i4", 4)?;
+            ("cat", (codes, cats).into_pyobject(py)?.into_any().unbind())
         }
         _ => ("list", cells_to_py(py, a, json)?.into_any()),
     })
@@ -373,10 +443,22 @@ fn via_binary(cwd: &str, args: &[String]) -> PyResult<Frame> {
     if !status.success() {
         return Err(FlorError::new_err(format!("{bin} {}: {}", args.join(" "), stderr.trim())));
     }
-    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(stdout), None)
-        .map_err(|e| FlorError::new_err(format!("{bin} answered no Arrow stream: {e}")))?;
-    let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(arrow_err)?;
+    // Decoded in place: the batches' buffers are slices of `stdout`.
+    let no_stream = |e: arrow_schema::ArrowError| FlorError::new_err(format!("{bin} answered no Arrow stream: {e}"));
+    let mut buf = arrow_buffer::Buffer::from_vec(stdout);
+    let mut decoder = arrow_ipc::reader::StreamDecoder::new();
+    let mut batches = Vec::new();
+    while !buf.is_empty() {
+        let before = buf.len();
+        if let Some(b) = decoder.decode(&mut buf).map_err(no_stream)? {
+            batches.push(b);
+        }
+        if buf.len() == before {
+            break;
+        }
+    }
+    decoder.finish().map_err(no_stream)?;
+    let schema = decoder.schema().ok_or_else(|| FlorError::new_err(format!("{bin} answered an empty Arrow stream")))?;
     Ok(Frame::of_stream(schema, batches))
 }
 

@@ -493,17 +493,21 @@ def _pandas(frame):
     except ImportError:
         columns = frame.columns
         return [dict(zip(columns, row)) for row in zip(*frame.values())] if columns else []
+    def array(payload, dtype):
+        # The engine's own memory (numpy's array interface) or bytes.
+        return np.frombuffer(payload, dtype=dtype) if isinstance(payload, bytes) else np.asarray(payload)
+
     cols = {}
     for name, kind, payload in frame.pandas_columns():
         if kind == "i8":
-            cols[name] = np.frombuffer(payload, dtype="<i8")
+            cols[name] = array(payload, "<i8")
         elif kind == "f8":
-            cols[name] = np.frombuffer(payload, dtype="<f8")
+            cols[name] = array(payload, "<f8")
         elif kind == "b1":
-            cols[name] = np.frombuffer(payload, dtype=np.bool_)
+            cols[name] = array(payload, np.bool_)
         elif kind == "cat":
             codes, categories = payload
-            codes = np.frombuffer(codes, dtype="<i4")
+            codes = array(codes, "<i4")
             cols[name] = pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object), ordered=True)
         else:
             cols[name] = payload
