@@ -115,7 +115,7 @@ fn push_ref(dir: &Path, k: usize, files: &[(String, String)]) {
 fn files_of(k: usize) -> Vec<(String, String)> {
     let id = run_id(k);
     let mut files = vec![(format!("{id}.jsonl"), forward(k).join("\n") + "\n")];
-    if k % 3 == 0 {
+    if k.is_multiple_of(3) {
         files.push((format!("{id}.replay-000001-0.jsonl"), replay(k).join("\n") + "\n"));
     }
     if k == 5 {
