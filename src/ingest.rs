@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flor_core::pause;
-use flor_core::record::{parse_lines, Contexts, LineEncoder, RecordReader};
+use flor_core::record::{parse_lines, Contexts, LineEncoder, Parsed, RecordReader};
 use flor_core::store::{FileProgress, IngestBatch};
 use flor_core::{RunEnd, RunMeta, RunStatus, Source, Store};
 
 use crate::error::{Error, Result};
+
+mod ahead;
 
 pub use flor_core::layout::{RECORDS_DIR, RUNS_REF_PREFIX};
 /// Bytes parsed and ingested per transaction.
@@ -108,8 +110,8 @@ fn label_fits(label: &str, run_id: &str, source: Source) -> bool {
 /// of the file's end (status from its `end` line when present), or `None`
 /// when the file has no readable header or its header does not fit its
 /// name.
-pub(crate) fn ingest_bytes(
-    store: &mut dyn Store,
+pub(crate) fn ingest_bytes<S: Sink + ?Sized>(
+    store: &mut S,
     label: &str,
     display: &str,
     bytes: &[u8],
@@ -118,7 +120,7 @@ pub(crate) fn ingest_bytes(
 ) -> Result<Option<RunMeta>> {
     let Some((mut meta, source)) = read_header(label, display, bytes, report) else { return Ok(None) };
     apply_end(&mut meta, last_line_end(bytes));
-    let progress = store.file_progress(label)?.unwrap_or_default();
+    let progress = store.progress_of(label)?.unwrap_or_default();
     let mut offset = progress.offset as usize;
     if offset > bytes.len() {
         report.problems.push(Problem {
@@ -153,17 +155,8 @@ pub(crate) fn ingest_bytes(
             report.problems.push(Problem { file: display.to_owned(), line: Some(e.line), message: e.message.clone() });
         }
         let next = FileProgress { offset: (offset + parsed.consumed) as u64, lines: reader.next_line() - 1 };
-        store.ingest(&IngestBatch {
-            run: &meta,
-            source,
-            file: label,
-            progress: next,
-            loops: &parsed.loops,
-            records: &parsed.records,
-            checkpoints: &parsed.checkpoints,
-            checks: &parsed.checks,
-        })?;
         report.records += parsed.records.len() as u64;
+        store.put(Step { run: &meta, source, file: label, progress: next }, parsed)?;
         offset = next.offset as usize;
     }
     if let (Source::Forward, Some(run)) = (source, run) {
@@ -348,8 +341,20 @@ fn move_to_broken(root: &Path, path: &Path, why: &str, report: &mut SyncReport) 
     Ok(())
 }
 
-/// Progress of a long sync: `(done, total)` record files or run refs.
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+/// Where a sync stands, for a progress display: handed to a [`Progress`]
+/// callback before each run ref is ingested and once at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Run refs ingested so far.
+    pub done: usize,
+    /// Run refs this sync ingests.
+    pub total: usize,
+    /// Value records ingested so far (live record files included).
+    pub records: u64,
+}
+
+/// A progress callback of a sync (see [`SyncProgress`]).
+pub type Progress<'a> = &'a mut dyn FnMut(&SyncProgress);
 
 /// The local record files (runs recording, or whose process died before
 /// publishing), sorted.
@@ -421,40 +426,86 @@ pub(crate) fn sync(root: &Path, runs_dir: &Path, store: &mut dyn Store, progress
             pending.push((refname, sha));
         }
     }
-    let total = pending.len();
     if pending.is_empty() {
         return Ok(report);
     }
     pause::point(pause::SYNC_BEFORE_REFS);
-    in_groups(store, &mut report, pending.into_iter().enumerate(), |store, report, (done, (refname, sha))| {
-        progress(done, total);
-        if let Some(meta) = ingest_commit(&reader, store, &refname, &sha, report)? {
-            mark_commit(store, &sha, &meta)?;
-        }
-        pause::point(pause::SYNC_AFTER_RUN);
-        Ok(())
-    })?;
-    progress(total, total);
+    ahead::ingest_refs(root, &reader, store, &mut report, &pending, progress)?;
     Ok(report)
 }
 
-/// Ingests the record files of commit `sha` of run ref `refname`: the
-/// forward file first (its contexts check the replay files'), then the
-/// replay files. A file that is not one of this run's is reported and
-/// skipped. Returns the forward file's metadata, when it has one.
-fn ingest_commit(
-    reader: &flor_git::RepoReader,
-    store: &mut dyn Store,
+/// Where [`ingest_bytes`] puts what it read: a store, or a recording of
+/// the steps that a writer thread hands to the store later
+/// ([`ahead`]).
+pub(crate) trait Sink {
+    /// How much of record file `label` was ingested (see
+    /// [`Store::file_progress`]).
+    fn progress_of(&mut self, label: &str) -> Result<Option<FileProgress>>;
+    /// Ingests one span of a record file, read into `parsed` (see
+    /// [`Store::ingest`]).
+    fn put(&mut self, step: Step<'_>, parsed: Parsed) -> Result<()>;
+}
+
+/// One span of a record file, for [`Sink::ingest`]: an [`IngestBatch`]
+/// without its rows.
+#[derive(Clone, Copy)]
+pub(crate) struct Step<'a> {
+    run: &'a RunMeta,
+    source: Source,
+    file: &'a str,
+    progress: FileProgress,
+}
+
+impl Step<'_> {
+    /// The batch of this step's rows.
+    fn batch<'a>(&'a self, parsed: &'a Parsed) -> IngestBatch<'a> {
+        IngestBatch {
+            run: self.run,
+            source: self.source,
+            file: self.file,
+            progress: self.progress,
+            loops: &parsed.loops,
+            records: &parsed.records,
+            checkpoints: &parsed.checkpoints,
+            checks: &parsed.checks,
+        }
+    }
+}
+
+impl Sink for dyn Store + '_ {
+    fn progress_of(&mut self, label: &str) -> Result<Option<FileProgress>> {
+        Ok(self.file_progress(label)?)
+    }
+
+    fn put(&mut self, step: Step<'_>, parsed: Parsed) -> Result<()> {
+        self.ingest(&step.batch(&parsed))?;
+        Ok(())
+    }
+}
+
+/// The record files of commit `sha` (`.flor/records/` of its tree), or why
+/// they cannot be read (a ref whose records cannot be read, someone else's
+/// or damaged, is reported, not a reason to stop syncing the others).
+type CommitFiles = std::result::Result<Vec<(String, Vec<u8>)>, String>;
+
+fn read_commit(reader: &flor_git::RepoReader, sha: &str) -> CommitFiles {
+    reader.read_dir_at(sha, RECORDS_DIR).map_err(|e| e.to_string())
+}
+
+/// Ingests the record files of a commit of run ref `refname`: the forward
+/// file first (its contexts check the replay files'), then the replay
+/// files. A file that is not one of this run's is reported and skipped.
+/// Returns the forward file's metadata, when it has one.
+fn ingest_commit<S: Sink + ?Sized>(
+    store: &mut S,
     refname: &str,
-    sha: &str,
+    files: &CommitFiles,
     report: &mut SyncReport,
 ) -> Result<Option<RunMeta>> {
-    // A ref whose records cannot be read (someone else's, damaged) is
-    // reported, not a reason to stop syncing the others.
-    let files = match reader.read_dir_at(sha, RECORDS_DIR) {
+    let files = match files {
         Ok(files) => files,
-        Err(e) => {
-            report.problems.push(Problem { file: refname.to_owned(), line: None, message: e.to_string() });
+        Err(message) => {
+            report.problems.push(Problem { file: refname.to_owned(), line: None, message: message.clone() });
             return Ok(None);
         }
     };
@@ -468,7 +519,7 @@ fn ingest_commit(
         let display = format!("{refname}:{path}");
         forward = ingest_bytes(store, &own, &display, bytes, Some(&mut contexts), report)?;
     }
-    for (path, bytes) in &files {
+    for (path, bytes) in files {
         let name = name_of(path);
         let display = format!("{refname}:{path}");
         if name == own {

@@ -515,11 +515,13 @@ impl Project {
     /// records to git), and ingests runs found in git refs (e.g. fetched
     /// from a teammate) that the database does not have yet.
     pub fn sync(&mut self) -> Result<SyncReport> {
-        self.sync_with_progress(&mut |_, _| {})
+        self.sync_with_progress(&mut |_| {})
     }
 
-    /// [`Project::sync`], calling `progress(done, total)` as run refs are
-    /// ingested (for a progress display on long rebuilds).
+    /// [`Project::sync`], calling `progress` before each run ref is
+    /// ingested and once at the end (runs done of total, values ingested:
+    /// for a progress display on long syncs and rebuilds; see
+    /// [`ingest::SyncProgress`]).
     ///
     /// A built-in engine's database found damaged on the way
     /// ([`StoreError::Damaged`]) is rebuilt from git at once, with a note on
@@ -556,7 +558,7 @@ impl Project {
     /// Drops the query database's content and rebuilds it from the run
     /// records stored in git (plus the files of runs still recording).
     pub fn rebuild(&mut self) -> Result<SyncReport> {
-        self.rebuild_with_progress(&mut |_, _| {})
+        self.rebuild_with_progress(&mut |_| {})
     }
 
     /// [`Project::rebuild`] with a progress callback (see

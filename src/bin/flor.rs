@@ -550,23 +550,35 @@ fn replay(
     Ok(if failed > 0 { ExitCode::from(EXIT_REPLAY_INCOMPLETE) } else { ExitCode::SUCCESS })
 }
 
-/// Shows `ingesting runs from git: done/total` on a terminal's stderr when
-/// there are enough runs to wait for.
-fn progress_printer() -> impl FnMut(usize, usize) {
+/// Shows `ingesting runs from git: done/total (values/s)` on a terminal's
+/// stderr once a sync has taken more than a second, at most ten times a
+/// second; nothing on anything else (tests, pipes, logs).
+fn progress_printer() -> impl FnMut(&flor::ingest::SyncProgress) {
+    use std::time::{Duration, Instant};
     let terminal = io::stderr().is_terminal();
-    let started = std::time::Instant::now();
-    move |done, total| {
-        if !terminal || total < 10 {
+    let (mut started, mut shown) = (None::<Instant>, None::<Instant>);
+    move |p| {
+        let begun = *started.get_or_insert_with(Instant::now);
+        let finished = p.done >= p.total;
+        if !terminal || begun.elapsed() < Duration::from_secs(1) && shown.is_none() {
             return;
         }
-        if done < total && (done % 10 != 0) {
+        if shown.is_none() && finished || !finished && shown.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
             return;
         }
+        shown = Some(Instant::now());
+        let secs = begun.elapsed().as_secs_f64();
         let mut err = io::stderr().lock();
-        let _ =
-            write!(err, "\rflor: ingesting runs from git: {done}/{total} ({:.1} s)", started.elapsed().as_secs_f64());
-        if done == total {
+        let _ = write!(
+            err,
+            "\rflor: ingesting runs from git: {}/{} ({:.1}M values/s, {secs:.1} s) ",
+            p.done,
+            p.total,
+            p.records as f64 / secs / 1e6
+        );
+        if finished {
             let _ = writeln!(err);
+            (started, shown) = (None, None);
         }
     }
 }
