@@ -65,8 +65,11 @@ cli_rows() { # bin, store label, store
 
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) load: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "$base" ]; then
-  "$base" -C "$repo" runs > /dev/null
-  measure "base sqlite csv" "$base" -C "$repo" dataframe lr loss --format csv -o "$out/base.csv"
+  # Its own copy: databases of another schema version are not shared.
+  cp -a "$repo" "$out/base-repo" && rm -f "$out/base-repo/.flor/flor.db"* "$out/base-repo/.flor/flor.duckdb"*
+  "$base" -C "$out/base-repo" --store sqlite runs > /dev/null
+  measure "base sqlite csv" "$base" -C "$out/base-repo" --store sqlite dataframe lr loss --format csv -o "$out/base.csv"
+  rm -rf "$out/base-repo"
 fi
 cli_rows "$flor" "sqlite" sqlite
 if [ -n "$duck" ]; then

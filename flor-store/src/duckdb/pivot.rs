@@ -46,7 +46,8 @@ impl DuckStore {
         let mut req = Request::new(self, names, filter)?;
         // The names with records, and the one type of each.
         let ids: Vec<Option<i32>> = req.wanted.iter().map(|n| self.names.get(*n).copied()).collect();
-        let Some((forms, rows)) = self.pivot_forms(&ids)? else {
+        let selected: Option<Vec<i64>> = filter.runs.as_ref().map(|_| req.runs.iter().map(|r| r.key).collect());
+        let Some((forms, rows)) = self.pivot_forms(&ids, selected.as_deref())? else {
             return Ok(None);
         };
         let plan = ScanPlan::new(&ids, &forms, filter.runs.is_some());
@@ -70,17 +71,24 @@ impl DuckStore {
     /// How the values of each name (by id, `None` where it has no records)
     /// are stored and how many records they are, or `None` when some
     /// name's stored values differ in type.
-    fn pivot_forms(&self, ids: &[Option<i32>]) -> StoreResult<Option<(Vec<Option<Form>>, usize)>> {
+    fn pivot_forms(
+        &self,
+        ids: &[Option<i32>],
+        runs: Option<&[i64]>,
+    ) -> StoreResult<Option<(Vec<Option<Form>>, usize)>> {
         let present: Vec<i32> = ids.iter().flatten().copied().collect();
         let mut forms: Vec<Option<Form>> = vec![None; ids.len()];
         let mut rows = 0usize;
-        if !present.is_empty() {
+        if !present.is_empty() && runs.is_none_or(|r| !r.is_empty()) {
             let marks = vec!["?"; present.len()].join(", ");
+            // Only the selected runs' records (placeholders, bound).
+            let run_marks = runs.map_or(String::new(), |r| format!(" AND run IN ({})", vec!["?"; r.len()].join(", ")));
             let sql = format!(
                 "SELECT name_id, min(vtype), max(vtype), count(*) FROM flor_records \
-                 WHERE kind <= 1 AND name_id IN ({marks}) GROUP BY name_id"
+                 WHERE kind <= 1 AND name_id IN ({marks}){run_marks} GROUP BY name_id"
             );
-            let params: Vec<&dyn duckdb::ToSql> = present.iter().map(|i| i as &dyn duckdb::ToSql).collect();
+            let mut params: Vec<&dyn duckdb::ToSql> = present.iter().map(|i| i as &dyn duckdb::ToSql).collect();
+            params.extend(runs.unwrap_or_default().iter().map(|k| k as &dyn duckdb::ToSql));
             let mut mixed = false;
             self.batches("plan a pivot", &sql, &params, &mut |b| {
                 let id = self.col::<Int32Type>(b, 0)?;
