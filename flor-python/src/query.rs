@@ -61,6 +61,10 @@ pub(crate) struct Frame {
     /// general values (text, bools, mixed types): pandas takes these as
     /// they are, so its frame is the one FlorDB scripts know.
     cells: Vec<Option<Py<PyList>>>,
+    /// Dictionary-encoded text goes to pandas as a categorical (a
+    /// dataframe's run columns); `flor.query` keeps its text columns as
+    /// FlorDB gave them (plain strings).
+    categorical: bool,
 }
 
 impl Frame {
@@ -81,13 +85,13 @@ impl Frame {
             });
         }
         let batch = py.detach(|| flor_store::arrow::into_record_batch(table)).map_err(arrow_err)?;
-        Ok(Frame { schema: batch.schema(), batches: vec![batch], cells })
+        Ok(Frame { schema: batch.schema(), batches: vec![batch], cells, categorical: true })
     }
 
     /// A frame of batches read from an Arrow IPC stream.
     fn of_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> Frame {
         let cells = (0..schema.fields().len()).map(|_| None).collect();
-        Frame { schema, batches, cells }
+        Frame { schema, batches, cells, categorical: true }
     }
 
     /// Column `i` as one array (batches concatenated).
@@ -163,6 +167,9 @@ impl Frame {
                 DataType::Int64 | DataType::Float64 if self.batches.len() > 1 => {
                     let parts: Vec<&ArrayRef> = self.batches.iter().map(|b| b.column(i)).collect();
                     numbers(py, &parts)?
+                }
+                DataType::Dictionary(_, _) if !self.categorical => {
+                    ("list", cells_to_py(py, &self.column(i)?, json)?.into_any())
                 }
                 _ => pandas_column(py, &self.column(i)?, json)?,
             };
@@ -390,11 +397,14 @@ pub(crate) fn dataframe(
 /// `flor.query(sql)`: a [`Frame`].
 #[pyfunction]
 pub(crate) fn query(py: Python<'_>, cwd: String, sql: String) -> PyResult<Frame> {
-    if answered_by_binary(&cwd)? {
-        return py.detach(|| via_binary(&cwd, &["query".into(), sql]));
-    }
-    let table = py.detach(|| open_project(&cwd)?.query(&sql).map_err(err))?;
-    Frame::of_table(py, table)
+    let mut frame = if answered_by_binary(&cwd)? {
+        py.detach(|| via_binary(&cwd, &["query".into(), sql]))?
+    } else {
+        let table = py.detach(|| open_project(&cwd)?.query(&sql).map_err(err))?;
+        Frame::of_table(py, table)?
+    };
+    frame.categorical = false;
+    Ok(frame)
 }
 
 /// The `flor` command that answers for a DuckDB project: `FLOR_BIN`, else

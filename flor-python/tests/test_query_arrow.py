@@ -189,3 +189,28 @@ def test_a_duckdb_project_answers_from_python_as_sqlite_does(repo):
         env=env,
     )
     assert p.returncode != 0 and "FLOR_BIN" in p.stderr and "DuckDB" in p.stderr, p.stderr
+
+
+def test_query_text_stays_plain_text_while_dataframe_run_columns_are_categorical(repo):
+    pytest.importorskip("pandas")
+    record_two_runs(repo)
+    p = run_python(
+        repo,
+        """
+        import json
+        import flordb as flor
+        q = flor.query("SELECT tstamp, value_name, value FROM logs WHERE value_name = 'tag'")
+        df = flor.dataframe("loss")
+        print("@@" + json.dumps({
+            "q": [str(q.tstamp.dtype), str(q.value_name.dtype)],
+            "values": sorted(set(q.value)),
+            "df": str(df.tstamp.dtype),
+            "max": bool(df.tstamp.max() == max(q.tstamp)),
+            "categories": list(df.tstamp.cat.categories) == sorted(set(q.tstamp)),
+        }))
+        """,
+    )
+    got = json.loads(p.stdout.rsplit("@@", 1)[1])
+    assert "category" not in got["q"], got
+    assert got["values"] == ["first", "second"], got
+    assert got["df"] == "category" and got["max"] and got["categories"], got

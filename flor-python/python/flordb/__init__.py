@@ -484,8 +484,9 @@ def _coerce(value):
 
 def _pandas(frame):
     """A pandas DataFrame of a query result: numeric columns straight from
-    the engine's buffers (no Python object per cell), repeated text (the
-    run columns) as ordered categoricals, other columns as FlorDB gave them.
+    the engine's buffers (no Python object per cell), a dataframe's
+    repeated text (the run columns) as ordered categoricals, other columns
+    (and every text column of ``flor.query``) as FlorDB gave them.
     Without pandas: a list of dicts, one per row."""
     try:
         import numpy as np
