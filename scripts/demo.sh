@@ -59,6 +59,10 @@ echo; echo "==> every run of every version has grad_norm now"
 "$flor" query "SELECT r.tstamp, r.argv, COUNT(*) AS grad_norm_values FROM runs r JOIN logs l ON l.tstamp = r.tstamp
                WHERE l.value_name = 'grad_norm' AND l.source = 'replay' GROUP BY r.tstamp ORDER BY r.tstamp"
 
+echo; echo "==> a selection, applied before the pivot: runs with lr > 0.03, their last epoch"
+"$flor" dataframe lr loss grad_norm --where "lr > 0.03" --iter epoch=last | head -n 6
+echo "..."
+
 echo; echo "==> the same engine from Rust: the sgd example records a run"
 "$sgd" --kwargs lr=0.1 epochs=3 > /dev/null
 "$flor" query "SELECT l.tstamp, l.filename, MIN(l.value) AS best_loss FROM logs l
