@@ -5,30 +5,14 @@
 
 use std::fs::{self, File};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use flor::{Project, StoreKind, Table};
 
+mod support;
+use support::git_input as git;
+
 /// Runs in the repository: more than enough for the workers to start.
 const RUNS: usize = 20;
-
-fn git(dir: &Path, args: &[&str], input: Option<&str>) -> String {
-    let mut child = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("git is installed");
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        std::io::Write::write_all(&mut stdin, text.as_bytes()).expect("write to git");
-    }
-    let out = child.wait_with_output().expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn new_repo(store: StoreKind) -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("flor-ingest").tempdir().expect("tempdir");

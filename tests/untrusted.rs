@@ -14,27 +14,11 @@ use serde_json::Value as Json;
 /// Longest any command here may take.
 const DEADLINE: Duration = Duration::from_secs(60);
 
+mod support;
+use support::git_input as git_in;
+
 fn git(dir: &Path, args: &[&str]) -> String {
     git_in(dir, args, None)
-}
-
-fn git_in(dir: &Path, args: &[&str], input: Option<&str>) -> String {
-    let mut child = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("git is installed");
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        std::io::Write::write_all(&mut stdin, text.as_bytes()).expect("write to git");
-    }
-    let out = child.wait_with_output().expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A repository with one commit.

@@ -1,11 +1,12 @@
 //! Helpers shared by the end-to-end tests (`tests/replay.rs`,
-//! `tests/replay_isolation.rs`, `tests/e2e.rs`, `tests/faults.rs`): the
+//! `tests/replay_isolation.rs`, `tests/e2e.rs`, `tests/faults.rs`,
+//! `tests/untrusted.rs`, `tests/ingest.rs`): the
 //! Python under test, git isolated from the user's configuration, real
 //! `python train.py`, `flor` and `sgd` example processes.
 #![allow(dead_code)] // each test file uses its own part
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The Python with `flordb` (`FLOR_TEST_PYTHON`); `None` skips the test
 /// with a message, except under CI, where it fails.
@@ -32,6 +33,27 @@ pub(crate) fn git_cmd(dir: &Path, home: &Path) -> Command {
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null");
     c
+}
+
+/// Git in `dir` with the test identity, `input` on its standard input;
+/// its standard output, trimmed (the test fails if git does).
+pub(crate) fn git_input(dir: &Path, args: &[&str], input: Option<&str>) -> String {
+    let mut child = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git is installed");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::io::Write::write_all(&mut stdin, text.as_bytes()).expect("write to git");
+    }
+    let out = child.wait_with_output().expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 pub(crate) fn git(dir: &Path, home: &Path, args: &[&str]) -> String {
