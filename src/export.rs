@@ -242,18 +242,7 @@ fn display_float(buf: &mut Vec<u8>, f: f64) {
         let s = b.format_finite(f);
         buf.extend_from_slice(s.strip_suffix(".0").unwrap_or(s).as_bytes());
     } else {
-        buf.extend_from_slice(nonfinite_name(f).as_bytes());
-    }
-}
-
-/// The text of a non-finite float (as flor-core writes it).
-fn nonfinite_name(f: f64) -> &'static str {
-    if f.is_nan() {
-        "NaN"
-    } else if f > 0.0 {
-        "inf"
-    } else {
-        "-inf"
+        buf.extend_from_slice(flor_core::value::nonfinite_name(f).as_bytes());
     }
 }
 
@@ -394,7 +383,7 @@ fn json_float(buf: &mut Vec<u8>, f: f64) {
         serde_json::to_writer(&mut *buf, &f).unwrap_or(());
     } else {
         buf.push(b'"');
-        buf.extend_from_slice(nonfinite_name(f).as_bytes());
+        buf.extend_from_slice(flor_core::value::nonfinite_name(f).as_bytes());
         buf.push(b'"');
     }
 }

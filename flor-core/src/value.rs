@@ -133,8 +133,8 @@ impl Value {
     }
 }
 
-/// The text written for a non-finite float.
-pub(crate) fn nonfinite_name(f: f64) -> &'static str {
+/// The text written for a non-finite float (`NaN`, `inf`, `-inf`).
+pub fn nonfinite_name(f: f64) -> &'static str {
     if f.is_nan() {
         "NaN"
     } else if f > 0.0 {

@@ -1018,11 +1018,7 @@ pub fn loop_spans(make: &mut MakeStore<'_>) {
 /// runs without the names absent, loop columns by depth.
 pub fn dataframe_nested_loops(make: &mut MakeStore<'_>) {
     let mut store = make();
-    let (a, b, c) = (run_a(), run_b(), run_c());
-    // Ingestion order differs from tstamp order on purpose.
-    c.ingest(&mut *store);
-    b.ingest(&mut *store);
-    a.ingest(&mut *store);
+    let (a, b, c) = three_runs(&mut *store);
 
     let df = ok(store.dataframe(&["loss", "acc", "lr"]), "dataframe");
     assert_table(
@@ -1069,6 +1065,16 @@ pub fn dataframe_nested_loops(make: &mut MakeStore<'_>) {
     assert_eq!(df.column_names(), ["projid", "tstamp", "filename", "lr"], "repeated names give one column");
 }
 
+/// Runs A, B and C ingested into `store` in the order C, B, A (which
+/// differs from their tstamp order on purpose).
+fn three_runs(store: &mut dyn Store) -> (Run, Run, Run) {
+    let (a, b, c) = (run_a(), run_b(), run_c());
+    c.ingest(store);
+    b.ingest(store);
+    a.ingest(store);
+    (a, b, c)
+}
+
 /// Selections applied before the pivot ([`Store::dataframe_filtered`]):
 /// runs by key, loop iterations (`epoch=last`, indices, `none`), both; a
 /// run whose loop values are all left out has no rows, rows outside the
@@ -1076,10 +1082,7 @@ pub fn dataframe_nested_loops(make: &mut MakeStore<'_>) {
 pub fn dataframe_selections(make: &mut MakeStore<'_>) {
     use flor_core::select::{IterSelect, PivotFilter};
     let mut store = make();
-    let (a, b, c) = (run_a(), run_b(), run_c());
-    c.ingest(&mut *store);
-    b.ingest(&mut *store);
-    a.ingest(&mut *store);
+    let (a, b, _) = three_runs(&mut *store);
     let key_of = |r: &Run| {
         let runs = ok(store.runs(), "runs");
         runs.iter().find(|x| x.meta.tstamp == r.meta.tstamp).map(|x| x.key).expect("the run is stored")
@@ -1135,10 +1138,7 @@ pub fn dataframe_as_arrow(make: &mut MakeStore<'_>) {
     use arrow_array::types::{Float64Type, Int32Type, Int64Type};
     use arrow_array::Array;
     let mut store = make();
-    let (a, b, c) = (run_a(), run_b(), run_c());
-    c.ingest(&mut *store);
-    b.ingest(&mut *store);
-    a.ingest(&mut *store);
+    three_runs(&mut *store);
     let df = ok(store.dataframe(&["loss", "acc", "lr"]), "dataframe");
     let batch = crate::arrow::into_record_batch(df.clone()).expect("a pivot converts to Arrow");
     assert_eq!(batch.num_rows(), df.row_count(), "rows");

@@ -641,6 +641,24 @@ fn finish(runs: &[RunRow], wanted: &[&str], mut b: Builder) -> Table {
     Table { columns }
 }
 
+/// An engine's `dataframe_filtered`: its own pivot (`fast`) where it
+/// applies (names given, none a `tensor:` statistic, whose values come from
+/// `scan_tensors`, and `fast` answers), else the shared pivot.
+pub(crate) fn dataframe_with(
+    store: &dyn Store,
+    names: &[&str],
+    filter: &PivotFilter,
+    fast: impl FnOnce() -> StoreResult<Option<Table>>,
+) -> StoreResult<Table> {
+    let tensors = names.iter().any(|n| flor_core::store::TensorName::parse(n).is_some());
+    if !names.is_empty() && !tensors {
+        if let Some(table) = fast()? {
+            return Ok(table);
+        }
+    }
+    flor_core::pivot::dataframe_filtered(store, names, filter)
+}
+
 /// What a pivot is asked: the selected runs (in `runs()` order), the
 /// requested names (each once) and how each one's values are stored
 /// (`None`: no records), at most `rows` records in all.

@@ -399,6 +399,11 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
     Ok(report_problems(&report))
 }
 
+/// Creates the `--output` file.
+fn create_output(path: &Path) -> flor::Result<std::fs::File> {
+    std::fs::File::create(path).map_err(|e| flor::Error::Io { action: "create", path: path.to_owned(), source: e })
+}
+
 /// Writes `table` to `output` (a file) or standard output, in `format`:
 /// the aligned table, or streamed by [`flor::export`] (binary formats never
 /// to a terminal). A reader that goes away early (`| head`) is no error.
@@ -406,11 +411,7 @@ fn emit_table(table: Table, format: Format, output: Option<&Path>) -> flor::Resu
     let Some(export) = format.export() else {
         return match output {
             Some(path) => {
-                let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
-                    action: "create",
-                    path: path.to_owned(),
-                    source: e,
-                })?;
+                let file = create_output(path)?;
                 write_aligned(&table, file, false).map_err(|e| flor::Error::Io {
                     action: "write",
                     path: path.to_owned(),
@@ -422,14 +423,7 @@ fn emit_table(table: Table, format: Format, output: Option<&Path>) -> flor::Resu
     };
     check_binary_output(format, output)?;
     let written = match output {
-        Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| flor::Error::Io {
-                action: "create",
-                path: path.to_owned(),
-                source: e,
-            })?;
-            flor::export::write(table, export, file)
-        }
+        Some(path) => flor::export::write(table, export, create_output(path)?),
         None => flor::export::write(table, export, io::stdout()),
     };
     match written {

@@ -1391,15 +1391,7 @@ impl Store for DuckStore {
         if self.group.is_some() {
             return Err(self.in_group("build a dataframe"));
         }
-        // `tensor:` names: the shared pivot (the statistics come from
-        // `scan_tensors`).
-        let tensors = names.iter().any(|n| flor_core::store::TensorName::parse(n).is_some());
-        if !names.is_empty() && !tensors {
-            if let Some(table) = self.pivot(names, filter)? {
-                return Ok(table);
-            }
-        }
-        flor_core::pivot::dataframe_filtered(self, names, filter)
+        crate::pivot::dataframe_with(self, names, filter, || self.pivot(names, filter))
     }
 
     fn has_names(&self, names: &[&str]) -> StoreResult<Vec<bool>> {

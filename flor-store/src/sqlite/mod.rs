@@ -827,15 +827,7 @@ impl Store for SqliteStore {
 
     fn dataframe_filtered(&self, names: &[&str], filter: &flor_core::PivotFilter) -> StoreResult<Table> {
         self.outside_group("build a dataframe")?;
-        // `tensor:` names: the shared pivot (the statistics come from
-        // `scan_tensors`).
-        let tensors = names.iter().any(|n| flor_core::store::TensorName::parse(n).is_some());
-        if !names.is_empty() && !tensors {
-            if let Some(table) = self.pivot(names, filter)? {
-                return Ok(table);
-            }
-        }
-        flor_core::pivot::dataframe_filtered(self, names, filter)
+        crate::pivot::dataframe_with(self, names, filter, || self.pivot(names, filter))
     }
 
     fn has_names(&self, names: &[&str]) -> StoreResult<Vec<bool>> {
