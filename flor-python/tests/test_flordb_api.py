@@ -24,11 +24,10 @@ with open(os.environ["FAKE_FLOR_LOG"], "a") as f:
 if sys.argv[1:3] == ["replay", "--help"]:
     print(os.environ.get("FAKE_FLOR_HELP", "Usage: flor replay --apply NAMES"))
     sys.exit(0)
+print(os.environ.get("FAKE_FLOR_PLAN", "Plan: 1 run of train.py"))
 if "--dry-run" in sys.argv:
-    print("Plan: 1 run of train.py")
     print("Dry run: nothing was executed.")
     sys.exit(0)
-print("Plan: 1 run of train.py")
 print("Replayed 1 run.")
 sys.stderr.write(os.environ.get("FAKE_FLOR_ERR", ""))
 sys.exit(int(os.environ.get("FAKE_FLOR_RC", "0")))
@@ -142,6 +141,7 @@ def test_constants_outside_a_repository_fail_only_when_read(tmp_path):
 
 LOGS_GRAD = """\
 import flordb as flor
+lr = flor.arg("lr", 0.1)
 for epoch in flor.loop("epoch", range(2)):
     flor.log("grad", epoch)
     flor.log("acc", 0.5)
@@ -170,6 +170,20 @@ def test_replay_passes_the_selection_to_flor_replay(repo, fake_flor):
         head + ["grad", "--where", "lr > 0", "--iter", "step=none", "--override", "device=cpu", "--dry-run"],
         head + ["grad", "--where", "lr > 0", "--iter", "step=none", "--override", "device=cpu", "--yes"],
     ]
+
+
+def test_replay_returns_the_applied_names_and_those_its_where_mentions(repo, fake_flor, monkeypatch):
+    run_script(repo, LOGS_GRAD)
+    monkeypatch.setenv("FAKE_FLOR_PLAN", "Replay plan for grad")
+    p = run_python(
+        repo,
+        """
+        import flordb as flor
+        df = flor.replay(["@4"], where="lr > 0.05 AND acc > 0.1 AND filename <> 'grad'", yes=True)
+        print(list(df.columns))
+        """,
+    )
+    assert p.stdout.splitlines()[-1] == "['projid', 'tstamp', 'filename', 'epoch', 'grad', 'lr', 'acc']"
 
 
 def test_replay_shows_the_plan_once_and_asks(repo, fake_flor):

@@ -743,8 +743,9 @@ def replay(
     "last"}``, ``["epoch=0,3"]``, ``[("epoch", [0, 3])]``) and
     ``override`` (``{"device": "cpu"}``, ``["device=cpu"]``); shows the
     plan, asks ``[y/N]`` on ``input()`` unless ``yes=True``, relays the
-    replay's progress, and returns ``flor.dataframe(*apply_vars)``
-    (``None`` when the answer is no). Raises FlorError with the command's
+    replay's progress, and returns ``flor.dataframe`` of the applied names
+    and of the logged names ``where`` mentions (``None`` when the answer is
+    no). Raises FlorError with the command's
     message when it fails. FlorDB's spellings work too: the keywords
     ``narrow_iters``, ``where_clause``, ``overrides``, and its positional
     order ``replay(vars, narrow_iters, where_clause, overrides)`` (told
@@ -775,7 +776,25 @@ def replay(
         status, _, errors = _relay(cmd + ["--yes"], skip=plan)
         if status != 0:
             raise _replay_failure(status, errors)
-    return dataframe(*[n for n in names if not n.startswith("@")])
+    return dataframe(*_result_names(names, plan, where))
+
+
+def _result_names(names, plan, where):
+    """The columns of flor.replay's result, as FlorDB gives them: the applied
+    names (`@LINENO` as the name the plan resolved it to), then the logged
+    names the `where` predicate mentions."""
+    header = "Replay plan for "
+    if plan and plan[0].startswith(header):
+        names = [n.strip() for n in plan[0][len(header):].split(",") if n.strip()]
+    names = [n for n in names if not n.startswith("@")]
+    if where:
+        import re
+
+        bare = re.sub(r"'(?:[^']|'')*'", " ", str(where))  # a string literal names nothing
+        mentioned = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", bare)
+        logged = set(query("SELECT DISTINCT value_name FROM logs", as_="frame").values()[0] or [])
+        names += [n for n in dict.fromkeys(mentioned) if n in logged and n not in names]
+    return names
 
 
 _retired_said = set()
