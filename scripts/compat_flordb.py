@@ -199,6 +199,16 @@ CASES = [
         ["stdout", ("dataframe", ["w"])],
     ),
     Case(
+        "query",
+        "flor.query over the logs table, as FlorDB's SQL spells it",
+        {"train.py": TRAIN},
+        [Step("run")],
+        [
+            ("query", "SELECT value_name, value FROM logs WHERE value_name IN ('loss', 'acc') ORDER BY value_name, value"),
+            ("query", "SELECT DISTINCT value_name, value_type FROM logs WHERE value_name = 'loss'"),
+        ],
+    ),
+    Case(
         "notebook",
         "notebook cells, one run per cell that logged",
         {},
@@ -357,6 +367,15 @@ DIFFERENCES = [
         "replay_lacks_iter",
     ),
     Difference(
+        "logs-value-type",
+        "FlorDB's `logs.value_type` is the record's category (1 a log, 2 captured output, 3 a timing).",
+        "flor's `logs.value_type` is the value's type (`int`, `float`, `str`, ...) and `logs.kind` the category "
+        "(`log`, `arg`, `output`, `timing`): a FlorDB query filtering on `value_type = 1` filters on `kind = 'log'` "
+        "here (`flor.VALUE_TYPE_LOG` is 1 in both, for `flor.output_buffer` records).",
+        {"values_of": "value_type"},
+        ("query",),
+    ),
+    Difference(
         "checkpointing-kept",
         "FlorDB 4 retired flor.checkpointing and flor.set_ckpt_interval (they print that they do nothing).",
         "flor keeps them working: a replay restores the checkpoints they take and replays only the iterations "
@@ -423,6 +442,8 @@ for key, (kind, arg) in spec.items():
     try:
         if kind == "dataframe":
             df = flor.dataframe(*arg)
+        elif kind == "query":
+            df = flor.query(arg)
         else:
             df = flor.io(arg) if arg else flor.io()
         rows = [[cell(v) for v in row] for row in df.itertuples(index=False)]
@@ -447,6 +468,7 @@ for cell in json.loads(os.environ["COMPAT_CELLS"]):
 
 
 def key_of(view):
+    """A view's name in reports: `stdout`, `dataframe:a,b`, `io:CHANNEL`, `query:SQL`."""
     return view if isinstance(view, str) else f"{view[0]}:{','.join(view[1]) if isinstance(view[1], list) else view[1]}"
 
 
@@ -632,7 +654,8 @@ def compare_case(case, ref, ours):
             if r != o:
                 problems.append(f"stdout: reference {r}, ours {o}")
         else:
-            problems += [f"{key}: {p}" for p in compare_frames(ref[key], ours[key], diffs, used, view[1])]
+            names = view[1] if view[0] == "dataframe" else []
+            problems += [f"{key}: {p}" for p in compare_frames(ref[key], ours[key], diffs, used, names)]
     return ("same" if not problems else "differs"), problems, used
 
 
