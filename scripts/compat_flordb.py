@@ -62,8 +62,8 @@ TIMEOUT = 120  # seconds per step
 class Step:
     """One thing a user does: `run` a script (`args`), run notebook `cells`,
     `edit` a file (`path`, `text`, left uncommitted), or run `python ARGS`
-    with `stdin`. `compare`: whether its stdout is part of the `stdout`
-    view."""
+    with `stdin` (ours: `flor FLOR` instead, when given). `compare`:
+    whether its stdout is part of the `stdout` view."""
 
     kind: str
     args: list = field(default_factory=list)
@@ -72,6 +72,7 @@ class Step:
     text: str = ""
     stdin: str = ""
     compare: bool = True
+    flor: list = field(default_factory=list)  # ours runs `flor ARGS` instead, when given
 
 
 @dataclass
@@ -246,6 +247,18 @@ CASES = [
         ["stdout", ("dataframe", ["w", "w2"])],
     ),
     Case(
+        "replay_cli",
+        "the same replay through each package's own command: `flor replay --apply w2 --yes` for ours",
+        {"train.py": REPLAY_V1},
+        [
+            Step("run"),
+            Step("edit", path="train.py", text=REPLAY_V2),
+            Step("python", ["-m", "flordb", "replay", "--apply", "w2"], stdin="y\n", compare=False,
+                 flor=["replay", "--apply", "w2", "--yes"]),
+        ],
+        ["stdout", ("dataframe", ["w", "w2"])],
+    ),
+    Case(
         "replay_flor",
         "the script-side spelling: `python train.py --replay_flor --apply w2` replays the latest run",
         {"train.py": REPLAY_V1},
@@ -397,7 +410,7 @@ DIFFERENCES = [
         "flor replays each run in its own copy of its code version, from its checkpoints, several runs at a "
         "time; what is replayed and what it costs is shown before the [y/N] question.",
         {"replay_stdout": True},
-        ("replay", "replay_api", "replay_flor"),
+        ("replay", "replay_cli", "replay_api", "replay_flor"),
     ),
 ]
 
@@ -491,6 +504,8 @@ def run_step(pkg, repo, step):
     elif step.kind == "cells":
         cmd = [pkg.python, "-c", NOTEBOOK]
         env["COMPAT_CELLS"] = json.dumps(step.cells)
+    elif step.flor and pkg.label == "ours":
+        cmd = [env["FLOR_BIN"], *step.flor]
     else:
         cmd = [pkg.python, *step.args]
     p = subprocess.run(cmd, cwd=repo, env=env, input=step.stdin, capture_output=True, text=True, timeout=TIMEOUT)
