@@ -42,6 +42,9 @@ fi
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test --workspace --locked
 # ...and with it: the crates that have the feature, DuckDB backend included.
 FLOR_TEST_PYTHON="$venv/bin/python" cargo test -p flor -p flor-store --locked --features "$duckdb_features"
+# The FlorDB compatibility suite (flor-python/tests/test_compat_flordb.py)
+# compares against flordb 4.0.1 in its own venv, created once (~30 s, pip).
+"$venv/bin/python" scripts/compat_flordb.py --setup
 FLOR_BIN="$CARGO_TARGET_DIR/debug/flor" "$venv/bin/python" -m pytest -q flor-python/tests
 # The SDK's extension examples, end to end: a store of the SDK user's own,
 # and a propagator for another language (records, propagates, replays and

@@ -247,6 +247,23 @@ fn sigkill_keeps_completed_epochs_and_marks_the_run_failed() {
 }
 
 #[test]
+fn flordb_spellings_unpack_and_stat_run_rebuild_and_runs() {
+    let repo = new_repo();
+    let dir = repo.path();
+    record(dir, &["epochs=1"]);
+    let runs = flor_ok(dir, &["runs"]);
+    let stat = flor(dir, &["stat"]);
+    assert!(stat.status.success(), "{}", String::from_utf8_lossy(&stat.stderr));
+    assert_eq!(String::from_utf8_lossy(&stat.stdout), runs);
+    assert!(String::from_utf8_lossy(&stat.stderr).contains("`flor runs` lists the runs"));
+    let before = flor_ok(dir, &["dataframe", "loss"]);
+    let unpack = flor(dir, &["unpack"]);
+    assert!(unpack.status.success(), "{}", String::from_utf8_lossy(&unpack.stderr));
+    assert!(String::from_utf8_lossy(&unpack.stderr).contains("FlorDB's name for `flor rebuild`"));
+    assert_eq!(flor_ok(dir, &["dataframe", "loss"]), before);
+}
+
+#[test]
 fn rebuild_gives_identical_answers() {
     let repo = new_repo();
     let dir = repo.path();

@@ -7,6 +7,7 @@
 mod convert;
 mod log;
 mod loops;
+mod pending;
 mod query;
 mod run;
 mod stdout;
@@ -297,6 +298,7 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(query::checkpoints, m)?,
         wrap_pyfunction!(query::object_bytes, m)?,
         wrap_pyfunction!(run::run_object_bytes, m)?,
+        wrap_pyfunction!(pending::pending, m)?,
         wrap_pyfunction!(steps::_before_fork, m)?,
         wrap_pyfunction!(steps::_after_fork_in_child, m)?,
     ] {

@@ -89,7 +89,8 @@ fn parse_store(s: &str) -> Result<StoreKind, String> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// List the recorded runs, oldest first.
+    /// List the recorded runs, oldest first (`flor stat`, FlorDB's spelling, too).
+    #[command(alias = "stat")]
     Runs,
     /// Pivot logged values: one row per run and loop position, one column per NAME.
     ///
@@ -122,7 +123,8 @@ enum Command {
     },
     /// List the names of logged values and args.
     Names,
-    /// Drop the query database and rebuild it from the run records in git.
+    /// Drop the query database and rebuild it from the run records in git (`flor unpack`, FlorDB's spelling, too).
+    #[command(alias = "unpack")]
     Rebuild,
     /// Carry log statements from the newest version of a script into an old one.
     ///
@@ -306,8 +308,26 @@ const EXIT_REPLAY_INCOMPLETE: u8 = 5;
 /// severity (and no script failed to be checked).
 const EXIT_LINT_WARNINGS: u8 = 6;
 
+/// Points a FlorDB user at flor's name when the command was given by its
+/// FlorDB spelling (`unpack`, `stat`: accepted as aliases).
+fn note_flordb_spelling(command: &Command) {
+    let said = |word: &str| std::env::args().skip(1).any(|a| a == word);
+    match command {
+        Command::Rebuild if said("unpack") => {
+            eprintln!("flor: `flor unpack` is FlorDB's name for `flor rebuild` (the query database, rebuilt from git)")
+        }
+        Command::Runs if said("stat") => {
+            eprintln!(
+                "flor: `flor stat` is FlorDB's name; `flor runs` lists the runs (and `flor store` the query database)"
+            )
+        }
+        _ => {}
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    note_flordb_spelling(&cli.command);
     if let Command::Propagate { from, lines, names, to, out } = &cli.command {
         return propagate(from, lines, names, to, out.as_deref()).unwrap_or_else(|e| {
             eprintln!("flor: error: {e}");

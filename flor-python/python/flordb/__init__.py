@@ -41,6 +41,16 @@ __all__ = [
     "query",
     "load_checkpoint",
     "FlorError",
+    # FlorDB 4's remaining top-level API (see "FlorDB 4's remaining API" below)
+    # (CURRDIR, PROJID, FLORDIR, RUNS_DIR, OBJSTORE_DIR, DB_PATH are module
+    # attributes too, left out of `import *`: they need a git repository.)
+    "replay",
+    "restore",
+    "output_buffer",
+    "SCRIPTNAME",
+    "VALUE_TYPE_LOG",
+    "VALUE_TYPE_IO",
+    "VALUE_TYPE_TIME",
 ]
 
 # flor applies batches of training steps on a worker thread; a forked child
@@ -56,7 +66,11 @@ _ckpt_interval = None
 def _script_path():
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
-    return os.path.realpath(path) if path else None
+    if not path:
+        return None
+    path = os.path.realpath(path)
+    # `python -m flordb ...` is flor's own command line, not a script.
+    return None if os.path.dirname(path) == os.path.dirname(os.path.realpath(__file__)) else path
 
 
 def _cwd():
@@ -583,6 +597,321 @@ def query(sql, as_="pandas"):
     return _convert(_flor.query(_cwd(), str(sql)), as_)
 
 
+# --- FlorDB 4's remaining API ------------------------------------------------
+#
+# What else FlorDB 4's top-level namespace offers a script or a notebook:
+# `replay` (driven by the `flor` command), `restore` (retired, as in FlorDB
+# 4), `output_buffer` (a read-only view of the active run's records not yet
+# committed) and the module constants a script may read (computed on first
+# access, so that importing flordb outside a git repository still works).
+# "Coming from FlorDB" in the README lists where we differ on purpose.
+
+
+def _flor_command():
+    """The `flor` command: FLOR_BIN, else `flor` on the PATH."""
+    import shutil
+
+    named = os.environ.get("FLOR_BIN")
+    if named:
+        return named
+    found = shutil.which("flor")
+    if found is None:
+        raise FlorError(
+            "flor.replay runs the `flor` command, which is not on the PATH: install it "
+            "(cargo install flor) or name it in the FLOR_BIN environment variable"
+        )
+    return found
+
+
+def _spec_text(spec):
+    """An iteration selection as `flor replay --iter` spells it: `all`,
+    `last`, `none` or indices (`3`, `[0, 2]`, FlorDB's IterSpec)."""
+    kind = getattr(spec, "kind", None)
+    if kind is not None:  # FlorDB's IterSpec(kind, indices)
+        return kind if kind in ("all", "last", "none") else ",".join(str(i) for i in spec.indices)
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, int):
+        return str(spec)
+    return ",".join(str(int(i)) for i in spec)
+
+
+def _pairs(given, what):
+    """`{k: v}`, `[(k, v), ...]`, `["k=v", ...]` or `"k=v"` as `k=v` texts."""
+    if given is None:
+        return []
+    if isinstance(given, str):
+        given = [given]
+    elif isinstance(given, dict):
+        given = list(given.items())
+    out = []
+    for item in given:
+        if isinstance(item, str):
+            if "=" not in item:
+                raise FlorError(f"flor.replay: {what} {item!r} is not NAME=VALUE")
+            out.append(item)
+        else:
+            key, value = item
+            out.append(f"{key}={_spec_text(value) if what == 'iter' else value}")
+    return out
+
+
+def _replay_command(names, where, iters, overrides, jobs):
+    cmd = [_flor_command(), "-C", _cwd(), "replay", "--apply", ",".join(names)]
+    if where is not None:
+        cmd += ["--where", str(where)]
+    for text in _pairs(iters, "iter"):
+        cmd += ["--iter", text]
+    for text in _pairs(overrides, "override"):
+        cmd += ["--override", text]
+    if jobs is not None:
+        cmd += ["--jobs", str(int(jobs))]
+    return cmd
+
+
+def _relay(cmd, skip=(), hide=None):
+    """Runs `cmd`, relaying its standard output and error line by line to
+    this process's `sys.stdout`/`sys.stderr` (a notebook shows them in the
+    cell) as they come; the first lines of its output equal to `skip`, and
+    those starting with `hide`, are not shown. Returns (exit status, output
+    lines, error lines)."""
+    import subprocess
+    import threading
+
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+    except OSError as e:
+        raise FlorError(f"cannot run {cmd[0]!r} (the flor command; FLOR_BIN names another): {e}") from None
+    err_lines = []
+
+    def pump_errors():
+        for line in proc.stderr:
+            err_lines.append(line.rstrip("\n"))
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    pump = threading.Thread(target=pump_errors, daemon=True)
+    pump.start()
+    out_lines, skip = [], list(skip)
+    for line in proc.stdout:
+        text = line.rstrip("\n")
+        out_lines.append(text)
+        if skip and skip[0] == text:
+            skip.pop(0)
+            continue
+        skip = []
+        if hide is not None and text.startswith(hide):
+            continue
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    status = proc.wait()
+    pump.join()
+    return status, out_lines, err_lines
+
+
+def _replay_failure(status, err_lines):
+    said = "\n".join(line for line in err_lines if line.strip()) or f"it exited with status {status}"
+    return FlorError(f"flor replay failed:\n{said}")
+
+
+def _apply_names(apply_vars):
+    if isinstance(apply_vars, str):
+        apply_vars = apply_vars.split(",")
+    names = [str(n).strip() for n in apply_vars if str(n).strip()]
+    if not names:
+        raise FlorError("flor.replay: nothing to apply; name the values to fill in, e.g. flor.replay(['grad_norm'])")
+    return names
+
+
+def replay(
+    apply_vars,
+    where=None,
+    iter=None,
+    override=None,
+    *,
+    jobs=None,
+    yes=None,
+    narrow_iters=None,
+    where_clause=None,
+    overrides=None,
+):
+    """Fills in ``apply_vars`` for past runs: runs ``flor replay --apply
+    NAMES`` (the ``flor`` command: FLOR_BIN, else the PATH) with ``where``
+    (a SQL predicate over run-level columns), ``iter`` (``{"epoch":
+    "last"}``, ``["epoch=0,3"]``, ``[("epoch", [0, 3])]``) and
+    ``override`` (``{"device": "cpu"}``, ``["device=cpu"]``); shows the
+    plan, asks ``[y/N]`` on ``input()`` unless ``yes=True``, relays the
+    replay's progress, and returns ``flor.dataframe`` of the applied names
+    and of the logged names ``where`` mentions (``None`` when the answer is
+    no). Raises FlorError with the command's
+    message when it fails. FlorDB's spellings work too: the keywords
+    ``narrow_iters``, ``where_clause``, ``overrides``, and its positional
+    order ``replay(vars, narrow_iters, where_clause, overrides)`` (told
+    apart by the second argument not being a string). Unlike FlorDB's, it
+    never commits or checks out anything in your repository: each run is
+    replayed in its own copy of its code version."""
+    if where is not None and not isinstance(where, str):  # FlorDB's positional order
+        where, iter, override = iter, where, override
+    where = where if where is not None else where_clause
+    iter = iter if iter is not None else narrow_iters
+    override = override if override is not None else overrides
+    if _replay is not None:
+        return None  # a script replayed by `flor replay` does not start replays itself
+    if _flor.active():
+        commit()  # the run in progress is replayable only once committed
+    names = _apply_names(apply_vars)
+    cmd = _replay_command(names, where, iter, override, jobs)
+    status, plan, errors = _relay(cmd + ["--dry-run"], hide="Dry run:")
+    if status != 0:
+        raise _replay_failure(status, errors)
+    plan = [line for line in plan if not line.startswith("Dry run:")]
+    if "Nothing to replay." not in plan:
+        if not yes:
+            answer = input("Continue replay [y/N]? ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("Not replaying.")
+                return None
+        status, _, errors = _relay(cmd + ["--yes"], skip=plan)
+        if status != 0:
+            raise _replay_failure(status, errors)
+    return dataframe(*_result_names(names, plan, where))
+
+
+def _result_names(names, plan, where):
+    """The columns of flor.replay's result, as FlorDB gives them: the applied
+    names (`@LINENO` as the name the plan resolved it to), then the logged
+    names the `where` predicate mentions."""
+    header = "Replay plan for "
+    if plan and plan[0].startswith(header):
+        names = [n.strip() for n in plan[0][len(header):].split(",") if n.strip()]
+    names = [n for n in names if not n.startswith("@")]
+    if where:
+        import re
+
+        bare = re.sub(r"'(?:[^']|'')*'", " ", str(where))  # a string literal names nothing
+        mentioned = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", bare)
+        logged = set(query("SELECT DISTINCT value_name FROM logs", as_="frame").values()[0] or [])
+        names += [n for n in dict.fromkeys(mentioned) if n in logged and n not in names]
+    return names
+
+
+_retired_said = set()
+
+
+def restore(*args, **kwargs):
+    """Retired, as in FlorDB 4: does nothing and says so once per process.
+    A replay restores the objects under ``flor.checkpointing`` itself."""
+    if "restore" not in _retired_said:
+        _retired_said.add("restore")
+        sys.stderr.write(
+            "flor: flor.restore(...) does nothing: a replay restores the objects given to "
+            "flor.checkpointing itself. The call can be removed.\n"
+        )
+
+
+class _Record(tuple):
+    """One record of ``flor.output_buffer``: FlorDB's fields ``projid``,
+    ``tstamp``, ``filename``, ``ctx`` (``None`` at run level, else a list
+    of ``(loop, iteration)`` from the outermost loop in), ``name``,
+    ``value``, ``type`` (VALUE_TYPE_LOG, VALUE_TYPE_IO, VALUE_TYPE_TIME)."""
+
+    __slots__ = ()
+    _fields = ("projid", "tstamp", "filename", "ctx", "name", "value", "type")
+
+    def __getattr__(self, field):
+        try:
+            return self[self._fields.index(field)]
+        except ValueError:
+            raise AttributeError(field) from None
+
+    def __repr__(self):
+        return "Record(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self)) + ")"
+
+
+class _OutputBuffer:
+    """``flor.output_buffer``: the records of the active run not yet
+    committed (FlorDB's list of records not yet written), read back from
+    the run's record file on every use; empty when no run is active (in a
+    notebook, after each cell that logged). Read-only: flor writes records
+    as they are made, so there is nothing to append to or to clear."""
+
+    __slots__ = ()
+
+    def _records(self):
+        return [_Record(r) for r in _flor.pending()]
+
+    def __len__(self):
+        return len(_flor.pending())
+
+    def __bool__(self):
+        return len(self) > 0
+
+    def __iter__(self):
+        return iter(self._records())
+
+    def __getitem__(self, index):
+        return self._records()[index]
+
+    def __repr__(self):
+        return repr(self._records())
+
+
+output_buffer = _OutputBuffer()
+
+# FlorDB's `logs.value_type` codes, as `output_buffer` records carry them.
+VALUE_TYPE_LOG = 1
+VALUE_TYPE_IO = 2
+VALUE_TYPE_TIME = 3
+
+
+def _repo_root():
+    """The git repository holding the script (or the working directory)."""
+    here = _cwd()
+    probe = here
+    while True:
+        if os.path.exists(os.path.join(probe, ".git")):
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            raise FlorError(f"{here} is not inside a git repository (flor keeps its runs in one)")
+        probe = parent
+
+
+def _db_path(flordir):
+    store = "sqlite"
+    try:
+        import tomllib
+
+        with open(os.path.join(flordir, "config.toml"), "rb") as f:
+            store = tomllib.load(f).get("store", "sqlite")
+    except (ImportError, OSError, ValueError):
+        pass
+    return os.path.join(flordir, "flor.duckdb" if store == "duckdb" else "flor.db")
+
+
+_CONSTANTS = {
+    "CURRDIR": lambda: _repo_root(),
+    "PROJID": lambda: os.path.basename(_repo_root()),
+    "FLORDIR": lambda: os.path.join(_repo_root(), ".flor"),
+    # Live (not yet committed) record files; committed runs live in git.
+    "RUNS_DIR": lambda: os.path.join(_repo_root(), ".flor", "runs"),
+    "OBJSTORE_DIR": lambda: os.path.join(_repo_root(), ".flor", "objects"),
+    "DB_PATH": lambda: _db_path(os.path.join(_repo_root(), ".flor")),
+    "SCRIPTNAME": lambda: os.path.basename(sys.argv[0]) if sys.argv else "",
+}
+
+
+def __getattr__(name):
+    """FlorDB's module constants, computed when first read (FlorDB computes
+    them at import, and its import fails outside a git repository)."""
+    make = _CONSTANTS.get(name)
+    if make is None:
+        raise AttributeError(f"module 'flordb' has no attribute {name!r}")
+    return make()
+
+
 def _excepthook(kind, value, tb):
     global _failed
     _failed = True
@@ -612,6 +941,115 @@ _ipython = sys.modules.get("IPython")
 _ip = _ipython.get_ipython() if _ipython is not None and hasattr(_ipython, "get_ipython") else None
 if _ip is not None:
     _ip.events.register("post_run_cell", lambda *_: commit())
+
+# `python train.py --replay_flor --apply NAME [--iter LOOP=SPEC]...
+# [--override KEY=VALUE]...`: FlorDB replays the script's latest run in this
+# process; here `flor replay` does, in its own copy of the run's code version
+# (the command is printed first), and the script ends with its status.
+
+
+def _script_replay_command(argv, script, latest):
+    """The `flor replay` command for FlorDB's script-side replay flags in
+    ``argv``, restricted to the run ``latest`` (its tstamp)."""
+    apply, rest, i = None, [], 0
+    while i < len(argv):
+        tok = argv[i]
+        key, eq, inline = tok.partition("=")
+        if key in ("--apply", "--iter", "--override") and not eq and i + 1 < len(argv):
+            inline, i = argv[i + 1], i + 1
+        if key == "--apply":
+            apply = inline
+        elif key in ("--iter", "--override"):
+            rest += [key, inline]
+        elif key == "--kwargs":
+            raise FlorError(
+                "--kwargs cannot be combined with --replay_flor: a replay uses each run's recorded args "
+                "(use --override KEY=VALUE for environment-shaped ones such as device)"
+            )
+        i += 1
+    cmd = ["flor", "replay", "--script", script]
+    if apply is None:
+        raise FlorError(
+            f"--replay_flor needs --apply NAME[,NAME] (flor replays only the values you name); run "
+            f"`flor replay --script {script} --apply NAME --where \"tstamp = '{latest}'\" --force`"
+        )
+    quoted = "'" + latest.replace("'", "''") + "'"
+    return cmd + ["--apply", apply, "--where", f"tstamp = {quoted}", "--force", "--yes"] + rest
+
+
+def _loop_names(path):
+    """The names of the `flor.loop("NAME", ...)` calls of the script at
+    `path`, in source order."""
+    import ast
+
+    names = []
+    try:
+        with open(path) as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return names
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "loop"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and node.args[0].value not in names
+        ):
+            names.append(node.args[0].value)
+    return names
+
+
+def _last_iteration_defaults(cmd, path):
+    """FlorDB's script-side replay logs only the last iteration of every
+    loop the command line does not select: `--iter NAME=last` for those,
+    when this `flor replay` takes `--iter` (else every iteration, said)."""
+    import subprocess
+
+    given = {cmd[i + 1].split("=", 1)[0] for i, tok in enumerate(cmd[:-1]) if tok == "--iter"}
+    missing = [n for n in _loop_names(path) if n not in given]
+    if not missing:
+        return []
+    try:
+        usage = subprocess.run([cmd[0], "replay", "--help"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        usage = ""
+    if "--iter" not in usage:
+        print("flor: this flor replay has no --iter: every iteration is replayed, not only the last")
+        return []
+    return [arg for n in missing for arg in ("--iter", f"{n}=last")]
+
+
+def _replay_flor(argv):
+    import shlex
+    import subprocess
+
+    path = _script_path()
+    root = _repo_root()
+    script = os.path.relpath(path, root)
+    runs = query("SELECT tstamp, filename FROM runs ORDER BY tstamp", as_="frame")
+    rows = [r for r in zip(*runs.values()) if r[1] == script] if runs.columns else []
+    if not rows:
+        raise FlorError(f"--replay_flor: {script} has no recorded run to replay")
+    cmd = _script_replay_command(argv, script, rows[-1][0])
+    cmd[0] = _flor_command()
+    cmd += _last_iteration_defaults(cmd, path)
+    shown = " ".join(f'"{a}"' if a.startswith("tstamp = ") else shlex.quote(a) for a in ["flor"] + cmd[1:])
+    print(f"flor: --replay_flor replays the latest run of {script} ({rows[-1][0]}) through flor replay:")
+    print("  " + shown, flush=True)
+    return subprocess.call(cmd, cwd=root)
+
+
+if "--replay_flor" in sys.argv[1:] and not os.environ.get(_REPLAY_ENV) and _script_path():
+    try:
+        _status = _replay_flor(sys.argv[1:])
+    except FlorError as _e:
+        sys.stderr.write(f"flor: {_e}\n")
+        _status = 2
+    sys.stdout.flush()
+    os._exit(_status)
 
 # A replay worker (started by `flor replay` with FLOR_REPLAY naming its
 # segment spec) replays from its first line: every entry point -- `loop`,
