@@ -80,4 +80,4 @@ pub use plan::{level_of, plan, Plan, Request, RunReplay, Runs, StatementPlan, Ve
 pub use profile::{profile_of, Forward};
 pub use render::ProgressBars;
 pub use segments::{makespan, plan_run, CostModel, Level, PlanError, RunPlan, RunProfile, Segment, Step};
-pub use spec::{CheckpointRef, CodeRef, ContextSpan, SegmentSpec, SPEC_VERSION};
+pub use spec::{CheckpointRef, CodeRef, ContextSpan, LoadRef, SegmentSpec, SPEC_VERSION};

@@ -174,6 +174,7 @@ impl Plan {
             checkpoints,
             contexts: r.forward.contexts.clone(),
             check: self.check_names(run)?.compared,
+            loads: r.forward.loads.clone(),
         })
     }
 }

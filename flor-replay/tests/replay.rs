@@ -66,6 +66,7 @@ fn spec(commit: &str, index: usize, source: &str) -> Arc<SegmentSpec> {
         checkpoints: BTreeMap::new(),
         contexts: vec![ContextSpan { first_ctx: 0, count: 2, parent: None, name: "epoch".into(), first_iteration: 0 }],
         check: vec![],
+        loads: vec![],
     })
 }
 
