@@ -46,24 +46,33 @@ impl Run {
             };
             (g.objects.clone(), limit)
         };
-        let size = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?.len();
         let (id, kept) = match limit {
-            Some(limit) if size > limit => {
+            // A load: most are files a run already stored (resuming) or
+            // the same data set as last time, so hash first.
+            Some(limit) => {
                 let id = file_digest(path)?;
-                let kept = objects.contains(&id.digest);
-                (id, kept)
+                if objects.contains(&id.digest) {
+                    (id, true)
+                } else if id.bytes <= limit {
+                    (store(&objects, path)?, true)
+                } else {
+                    (id, false)
+                }
             }
-            _ => {
-                let mut file = File::open(path).map_err(|e| Error::io("read", path, e))?;
-                let mut w = objects.writer()?;
-                copy(&mut file, &mut w).map_err(|e| Error::io("read", path, e))?;
-                (w.finish()?, true)
-            }
+            None => (store(&objects, path)?, true),
         };
         let format = if kept { format.to_owned() } else { format!("{format}{NOT_KEPT_SUFFIX}") };
         self.lock().rec.record_kept(kind, name, &format, &id)?;
         Ok(Some(KeptFile { id, kept }))
     }
+}
+
+/// Stores the file at `path` in `objects`.
+fn store(objects: &flor_core::ObjectStore, path: &Path) -> Result<ObjectId> {
+    let mut file = File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let mut w = objects.writer()?;
+    copy(&mut file, &mut w).map_err(|e| Error::io("read", path, e))?;
+    Ok(w.finish()?)
 }
 
 /// The digest and length of the file at `path` (what the object store
