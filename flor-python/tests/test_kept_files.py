@@ -224,3 +224,69 @@ def test_a_changed_setup_load_kept_by_digest_only_is_refused(repo):
     p = run_python(repo, "import flordb as flor; flor.dataframe('s2')", check=False)
     assert "no run logged `s2`" in p.stderr, p.stderr
 
+
+
+def test_a_setup_load_the_run_never_made_is_refused_unless_asked_to_read_the_disk(repo):
+    _setup(repo)
+    # The forward run loads nothing in setup; its replay would (an
+    # environment-dependent resume block), and cannot know what the file
+    # held when the run started.
+    run_python(repo, "import numpy as np; np.save('ckpt.npy', np.ones(3))")
+    script = """
+    import os
+    import numpy as np
+    import flordb as flor
+
+    w = np.zeros(3)
+    if os.environ.get("RESUME"):
+        w = np.load("ckpt.npy")
+    for epoch in flor.loop("epoch", range(2)):
+        flor.log("w", float(w.sum()) + epoch)
+    """
+    run_script(repo, script)
+    newest = script.replace('    flor.log("w"', '    flor.log("w2", float(w.sum()))\n    flor.log("w"')
+    write_script(repo, newest)
+    env = dict(os.environ, RESUME="1")
+    p = _flor(repo, "replay", "--apply", "w2", "--yes", "--jobs", "1", check=False, env=env)
+    text = p.stdout + p.stderr
+    assert p.returncode != 0, text
+    assert "'ckpt.npy'" in text and "did not record" in text and "FLOR_REPLAY_SETUP_LOADS=disk" in text, text
+    # Asked to, the replay reads the file as it is now.
+    env["FLOR_REPLAY_SETUP_LOADS"] = "disk"
+    _flor(repo, "replay", "--apply", "w2", "--yes", "--jobs", "1", env=env)
+    assert [r["w2"] for r in flor_eval(repo, "flor.dataframe('w2')")] == [3.0, 3.0]
+
+
+# Checkpointed objects and a file saved in some iterations only: the file
+# records are no restore points, so the replay restores from the
+# checkpoints and recomputes the recorded values bit for bit.
+TRAIN_CKPT = """
+import numpy as np
+import flordb as flor
+
+state = {"w": np.arange(3, dtype=np.float64)}
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(4)):
+        for step in flor.loop("step", range(3)):
+            state["w"] = state["w"] * 1.25 + step
+        flor.log("w", float(state["w"].sum()))
+        if epoch % 2 == 1:
+            np.savez("snap.npz", w=state["w"])
+"""
+
+
+def test_files_saved_in_some_iterations_leave_the_restore_points_alone(repo):
+    _setup(repo)
+    run_script(repo, TRAIN_CKPT)
+    (t,) = _tstamps(repo)
+    rows = _kept(repo, t)
+    assert [(r["kind"], r["iteration"]) for r in rows if r["kind"] == "file"] == [("file", 1), ("file", 3)]
+    assert [r["iteration"] for r in rows if r["name"] == "state"] == [0, 1, 2, 3]
+    forward = sorted((r["epoch"], r["w"]) for r in flor_eval(repo, "flor.dataframe('w')"))
+    write_script(repo, TRAIN_CKPT.replace('        flor.log("w",', '        flor.log("w_again", float(state["w"].sum()))\n        flor.log("w",'))
+    out = _flor(repo, "replay", "--apply", "w_again", "--yes", "--jobs", "2").stdout
+    assert "FAILED" not in out, out
+    got = sorted((r["epoch"], r["w_again"]) for r in flor_eval(repo, "flor.dataframe('w_again')"))
+    assert got == forward
+    loaded = flor_eval(repo, f"flor.load_checkpoint({t!r}, 'snap.npz')['w'].tolist()")
+    assert loaded == __import__("numpy").load(repo / "snap.npz")["w"].tolist()

@@ -553,6 +553,7 @@ def commit():
     """Ends the current run (records published to git and the query
     database); later logs start a new run."""
     _flor.finish(_failed)
+    _files.run_committed()
 
 
 def _coerce(value):

@@ -31,10 +31,17 @@ _installed = set()  # library names whose functions are wrapped
 _setup_over = False  # a flor loop began: later loads are the script's business
 _load_index = 0  # the next recorded setup load a replay answers
 _UNRECORDED_ENV = "FLOR_REPLAY_SETUP_LOADS"  # "disk": read unrecorded loads from disk
+_pid = os.getpid()  # a forked child (a data-loader worker) keeps nothing
 
 
 def _flordb():
     return sys.modules["flordb"]
+
+
+def run_committed():
+    """Called by ``flor.commit``: a later run has a setup of its own."""
+    global _setup_over
+    _setup_over = False
 
 
 def loop_started():
@@ -98,7 +105,7 @@ def _recording():
     """Whether this process records a forward run that may keep files
     (starting it if a script has not yet called flor)."""
     fl = _flordb()
-    if fl._replay is not None:
+    if fl._replay is not None or os.getpid() != _pid:
         return False
     if not fl._flor.active():
         if fl._script_path() is None:
@@ -181,7 +188,7 @@ def _load(orig, call, path, args, kwargs, drop):
     """A setup load through ``orig`` (the library's own), recorded (forward)
     or answered from the record (replay)."""
     fl = _flordb()
-    if _setup_over or not _is_path(path):
+    if _setup_over or not _is_path(path) or os.getpid() != _pid:
         return orig(path, *args, **kwargs)
     if fl._replay is None:
         result = orig(path, *args, **kwargs)
