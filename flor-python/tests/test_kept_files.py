@@ -8,6 +8,7 @@ the scripts. numpy is real.
 """
 
 import functools
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -213,6 +214,11 @@ def test_a_changed_setup_load_kept_by_digest_only_is_refused(repo):
     assert (load["name"], load["stored"]) == ("data.npy", "missing")
     digest = flor_eval(repo, "flor._flor.file_digest('data.npy')[0]")
     assert load["digest"] == digest
+    # The CLI shows its kind; its object was never stored, which is not damage.
+    listed = json.loads(_flor(repo, "--format", "json", "checkpoints", "ls").stdout)
+    assert [(r["checkpoint"], r["kind"], r["stored"]) for r in listed] == [("load:data.npy", "load", "digest-only")]
+    verify = _flor(repo, "checkpoints", "verify", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     # The file changes; a replay cannot know what it held: refused, saying why.
     run_python(repo, "import numpy as np; np.save('data.npy', np.arange(6.0))")
     write_script(repo, script.replace('    flor.log("s"', '    flor.log("s2", 1)\n    flor.log("s"'))
