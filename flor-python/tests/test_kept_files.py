@@ -13,6 +13,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import flor_eval, git, run_python, run_script, write_script
 
 SLOW = 300
@@ -169,8 +171,11 @@ def test_torch_save_and_setup_load_with_torch_imported_after_flordb(repo):
     assert flor_eval(repo, f"flor.load_checkpoint({second!r}, 'ckpt.pth')") == {"w": [16.0, 32.0]}
 
 
-def test_a_replay_starts_from_the_bytes_the_run_resumed_from(repo):
+@pytest.mark.parametrize("isolation", ["auto", "copy"])
+def test_a_replay_starts_from_the_bytes_the_run_resumed_from(repo, isolation):
     _setup(repo)
+    (repo / ".flor").mkdir(exist_ok=True)
+    (repo / ".flor" / "config.toml").write_text(f'[replay]\nisolation = "{isolation}"\n')
     run_script(repo, TRAIN_NP)
     run_script(repo, TRAIN_NP, "--resume")  # resumes from the first run's ckpt.npy
     run_script(repo, TRAIN_NP, "--resume")  # overwrites ckpt.npy again
@@ -181,6 +186,7 @@ def test_a_replay_starts_from_the_bytes_the_run_resumed_from(repo):
     write_script(repo, NEWEST_NP)
     out = _flor(repo, "replay", "--apply", "w_again", "--yes", "--jobs", "1").stdout
     assert "FAILED" not in out, out
+    assert isolation == "auto" or f"isolation: {isolation}" in out, out
     rows = flor_eval(repo, "flor.dataframe('w', 'w_again')")
     got = sorted((r["tstamp"], r["epoch"], r["w_again"]) for r in rows)
     # Every run's replay, b's included (its ckpt.npy on disk now holds c's
