@@ -330,6 +330,10 @@ impl<F: FnOnce() -> Arc<FormatRegistry>> Packer<F> {
     /// tensors or a missing one); `None`: it waits (budget).
     fn rows(&mut self, q: &QueuedCheckpoint, prev: Option<&CheckpointMeta>) -> Option<Vec<TensorRow>> {
         let c = &q.checkpoint;
+        if !c.kept() {
+            // A setup load recorded by digest only (flor_core::kept): no object, no tensors.
+            return Some(Vec::new());
+        }
         let index = match self.index(&c.digest, c.bytes) {
             Got::Index(ix) => ix,
             Got::Later => return None,

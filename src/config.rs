@@ -27,6 +27,11 @@
 //! auto_pack_mb = 512
 //! # ... and working at most this long (seconds). Default 2.
 //! auto_pack_seconds = 2
+//! # A file a script loads in setup (`torch.load`, `numpy.load` before its
+//! # first loop) is kept with the run when at most this large (mebibytes),
+//! # so a replay starts from the same bytes; above it only its digest is
+//! # kept (a file some flor run saved is always kept). Default 256.
+//! keep_loads_mb = 256
 //! ```
 //!
 //! The file is optional. A small reader for `key = value` lines, `[table]`
@@ -66,7 +71,12 @@ const KEYS: &[(&str, &str)] = &[
     ("replay", "overrides"),
     ("checkpoints", "auto_pack_mb"),
     ("checkpoints", "auto_pack_seconds"),
+    ("checkpoints", "keep_loads_mb"),
 ];
+
+/// The size up to which a setup load is kept when the config sets no
+/// `[checkpoints] keep_loads_mb`, in mebibytes.
+pub const DEFAULT_KEEP_LOADS_MB: u64 = 256;
 
 /// The settings of `.flor/config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,6 +109,9 @@ pub struct Config {
     /// `[checkpoints] auto_pack_seconds`: how long each command may spend
     /// packing checkpoints on its own (`None`: not set, 2).
     pub auto_pack_seconds: Option<u64>,
+    /// `[checkpoints] keep_loads_mb`: the largest setup load kept with the
+    /// run (`None`: not set, [`DEFAULT_KEEP_LOADS_MB`]).
+    pub keep_loads_mb: Option<u64>,
 }
 
 impl Config {
@@ -220,6 +233,12 @@ impl Config {
                     format!("expected a whole number of mebibytes (0: no packing on its own), found {}", shorten(value))
                 })?);
             }
+            ("checkpoints", "keep_loads_mb") => {
+                let mb = value.replace('_', "").parse::<u64>().ok().filter(|mb| mb.checked_mul(1 << 20).is_some());
+                self.keep_loads_mb = Some(mb.ok_or_else(|| {
+                    format!("expected a whole number of mebibytes (0: keep only digests), found {}", shorten(value))
+                })?);
+            }
             ("checkpoints", "auto_pack_seconds") => {
                 let secs = value
                     .replace('_', "")
@@ -254,6 +273,12 @@ impl Config {
             Some(list) => list.clone(),
             None => crate::replay::DEFAULT_OVERRIDES.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    /// The largest setup load kept with a run, in bytes
+    /// (`keep_loads_mb`, else [`DEFAULT_KEEP_LOADS_MB`]).
+    pub fn keep_loads_bytes(&self) -> u64 {
+        self.keep_loads_mb.unwrap_or(DEFAULT_KEEP_LOADS_MB) << 20
     }
 
     /// The replay isolation settings (defaults for what is not set).
@@ -432,5 +457,21 @@ mod tests {
         let e = Config::parse("[replay]\ncopy_limit_mb = \"big\"\n", p).unwrap_err().to_string();
         assert!(e.contains("copy_limit_mb") && e.contains("mebibytes"), "{e}");
         assert!(Config::parse("[replay]\ncopy_limit_mb = 99999999999999999\n", p).is_err());
+    }
+}
+
+#[cfg(test)]
+mod keep_loads_tests {
+    use super::*;
+
+    #[test]
+    fn keep_loads_mb_defaults_parses_and_refuses_other_values() {
+        let p = Path::new(".flor/config.toml");
+        assert_eq!(Config::default().keep_loads_bytes(), DEFAULT_KEEP_LOADS_MB << 20);
+        let c = Config::parse("[checkpoints]\nkeep_loads_mb = 0\n", p).unwrap();
+        assert_eq!(c.keep_loads_bytes(), 0);
+        assert_eq!(Config::parse("[checkpoints]\nkeep_loads_mb = 1_024", p).unwrap().keep_loads_bytes(), 1 << 30);
+        let e = Config::parse("[checkpoints]\nkeep_loads_mb = \"big\"", p).unwrap_err().to_string();
+        assert!(e.contains("keep_loads_mb") && e.contains("mebibytes"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ pub mod replay;
 mod run;
 
 pub use checkpoints::{PackBudget, PackOptions, PackReport};
-pub use config::{Config, CONFIG_FILE, DEFAULT_QUERY_TIMEOUT, MAX_CONFIG_BYTES};
+pub use config::{Config, CONFIG_FILE, DEFAULT_KEEP_LOADS_MB, DEFAULT_QUERY_TIMEOUT, MAX_CONFIG_BYTES};
 pub use error::{Error, Result};
 pub use flor_core::select::{IterSelect, IterSpec, PivotFilter, Selection};
 pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};
@@ -31,7 +31,7 @@ pub use ingest::{Problem, SyncReport};
 #[cfg(feature = "export")]
 pub use project::write_parquet;
 pub use project::{NoDatabaseReason, Project, ProjectBuilder, DURABILITY_ENV, FLOR_DIR};
-pub use run::{Loop, Run, RunBuilder, RunSummary};
+pub use run::{file_digest, KeptFile, Loop, Run, RunBuilder, RunSummary};
 
 /// The README's code examples, compiled as doc tests.
 #[doc = include_str!("../README.md")]

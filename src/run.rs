@@ -31,6 +31,9 @@ use crate::error::{Error, Result};
 use crate::ingest::{self, ref_for, SyncReport};
 use crate::project::{check_writable, Project};
 
+mod kept;
+pub use kept::{file_digest, KeptFile};
+
 /// Options for starting a run; see [`Run::builder`].
 #[derive(Debug, Clone, Default)]
 pub struct RunBuilder {

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crate::args::{ArgValue, Kwargs};
 use crate::durability::{sync_dir, Durability};
 use crate::error::{Error, Result};
+use crate::kept::StoredKind;
 use crate::objects::{ObjectId, ObjectStore};
 use crate::record::{
     LineEncoder, RecordKind, RunEnd, RunMeta, RunStatus, Source, LOOP_TIMING_PREFIX, MAX_DEPTH, MAX_LOOP_NAME_BYTES,
@@ -519,6 +520,7 @@ impl Recorder {
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<ObjectId> {
         self.check_open()?;
+        reserved_check(name)?;
         let Some(objects) = &self.objects else {
             return Err(Error::Checkpoint { name: name.into(), message: "this run has no object store".into() });
         };
@@ -537,11 +539,34 @@ impl Recorder {
     /// current outer iteration.
     pub fn record_checkpoint(&mut self, name: &str, format: &str, id: &ObjectId) -> Result<()> {
         self.check_open()?;
+        reserved_check(name)?;
         let ctx = self.outer_ctx();
         if self.replay.is_none() {
             self.enc.checkpoint(ctx, name, &id.digest, id.bytes, format);
         }
         self.last_ckpt = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Records a file the script saved or loaded in setup (`kind`, see
+    /// [`crate::kept`]) at project path `path`, its bytes stored as `id`
+    /// (a digest-only load: `format` ends with
+    /// [`NOT_KEPT_SUFFIX`](crate::kept::NOT_KEPT_SUFFIX)), attached to the
+    /// current outer iteration. Not a restore point: the checkpoint
+    /// interval does not count it. A replay keeps nothing.
+    pub fn record_kept(&mut self, kind: StoredKind, path: &str, format: &str, id: &ObjectId) -> Result<()> {
+        self.check_open()?;
+        let name = kind.name(path);
+        if kind == StoredKind::Object || name.len() > MAX_NAME_BYTES {
+            return Err(Error::Checkpoint {
+                name,
+                message: format!("not a kept file's name (a file or load path of at most {MAX_NAME_BYTES} bytes)"),
+            });
+        }
+        if self.replay.is_none() {
+            let ctx = self.outer_ctx();
+            self.enc.checkpoint(ctx, &name, &id.digest, id.bytes, format);
+        }
         Ok(())
     }
 
@@ -681,6 +706,17 @@ impl Drop for Recorder {
     }
 }
 
+/// Refuses a checkpoint name that would read as a kept file or load.
+fn reserved_check(name: &str) -> Result<()> {
+    if StoredKind::reserved(name) {
+        return Err(Error::Checkpoint {
+            name: name.into(),
+            message: "names starting with `file:` or `load:` are kept files' (choose another name)".into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +735,33 @@ mod tests {
             status: RunStatus::Running,
             ended: None,
         }
+    }
+
+    /// Kept files and loads are recorded at their outer iteration (a
+    /// setup load at run level), read back with their kind, and do not
+    /// count as checkpoints for the interval; object names that would read
+    /// as files are refused.
+    #[test]
+    fn kept_files_are_recorded_apart_from_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let objects = ObjectStore::open(dir.path().join("objects")).unwrap();
+        let id = objects.put(b"weights").unwrap();
+        let mut r = Recorder::create(&path, meta(), Kwargs::default(), Some(objects)).unwrap();
+        r.set_checkpoint_interval(Some(Duration::from_secs(3600)));
+        r.record_kept(StoredKind::Load, "ckpt.pth", "torch.load", &id).unwrap();
+        r.loop_begin("epoch").unwrap();
+        r.iteration_begin(None).unwrap();
+        r.record_kept(StoredKind::File, "ckpt.pth", "torch.save", &id).unwrap();
+        assert!(r.checkpoint_due(), "a saved file is not a checkpoint");
+        assert!(r.record_checkpoint("file:x", "pickle", &id).is_err());
+        assert!(r.record_kept(StoredKind::Object, "model", "pickle", &id).is_err());
+        r.iteration_end().unwrap();
+        r.loop_end().unwrap();
+        r.finish(RunStatus::Finished).unwrap();
+        let p = parse_lines(&std::fs::read(&path).unwrap(), 1);
+        let got: Vec<(StoredKind, Option<u32>)> = p.checkpoints.iter().map(|c| (c.kind(), c.ctx)).collect();
+        assert_eq!(got, vec![(StoredKind::Load, None), (StoredKind::File, Some(0))]);
     }
 
     #[test]

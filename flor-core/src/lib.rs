@@ -37,6 +37,7 @@ pub mod durability;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod kept;
 pub mod layout;
 pub mod objects;
 pub mod pause;

@@ -299,6 +299,9 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(query::object_bytes, m)?,
         wrap_pyfunction!(run::run_object_bytes, m)?,
         wrap_pyfunction!(pending::pending, m)?,
+        wrap_pyfunction!(run::keep_file, m)?,
+        wrap_pyfunction!(run::file_digest, m)?,
+        wrap_pyfunction!(query::checkpoint_entries, m)?,
         wrap_pyfunction!(steps::_before_fork, m)?,
         wrap_pyfunction!(steps::_after_fork_in_child, m)?,
     ] {

@@ -498,3 +498,29 @@ pub(crate) fn object_bytes(py: Python<'_>, cwd: String, digest: String) -> PyRes
     })?;
     Ok(PyBytes::new(py, &bytes).unbind())
 }
+
+/// A run's checkpoints and kept files, in record order (`flor.checkpoints`):
+/// list of dicts (tstamp, name, kind, path, loop, iteration, format,
+/// digest, bytes, stored).
+#[pyfunction]
+pub(crate) fn checkpoint_entries(py: Python<'_>, cwd: String, tstamp: String) -> PyResult<Py<PyList>> {
+    use flor_core::kept::{StoredKind, NOT_KEPT_SUFFIX};
+    let list = py.detach(|| open_project(&cwd)?.checkpoint_entries(Some(&tstamp)).map_err(err))?;
+    let out = PyList::empty(py);
+    for c in list {
+        let d = PyDict::new(py);
+        let (kind, path) = StoredKind::of_name(&c.name);
+        d.set_item("tstamp", &c.tstamp)?;
+        d.set_item("name", &c.name)?;
+        d.set_item("kind", kind.as_str())?;
+        d.set_item("path", (kind != StoredKind::Object).then_some(path))?;
+        d.set_item("loop", c.iteration.as_ref().map(|(l, _)| l.clone()))?;
+        d.set_item("iteration", c.iteration.as_ref().map(|(_, i)| *i))?;
+        d.set_item("format", c.format.strip_suffix(NOT_KEPT_SUFFIX).unwrap_or(&c.format))?;
+        d.set_item("digest", &c.digest)?;
+        d.set_item("bytes", c.bytes)?;
+        d.set_item("stored", c.stored.as_str())?;
+        out.append(d)?;
+    }
+    Ok(out.unbind())
+}

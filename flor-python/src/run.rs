@@ -235,3 +235,33 @@ impl Writer {
         self.inner = None;
     }
 }
+
+/// Keeps the file at `path` that the script saved (`kind` `"file"`) or
+/// loaded in setup (`"load"`) with the active run, under project path
+/// `name`, written or read by `format` (`flor::Run::keep_file`). Returns
+/// `(digest, bytes, kept)`; `None` in a replay (which keeps nothing).
+#[pyfunction]
+pub(crate) fn keep_file(
+    py: Python<'_>,
+    kind: &str,
+    path: String,
+    name: String,
+    format: String,
+) -> PyResult<Option<(String, u64, bool)>> {
+    let kind = match kind {
+        "file" => flor_core::kept::StoredKind::File,
+        "load" => flor_core::kept::StoredKind::Load,
+        other => return Err(FlorError::new_err(format!("keep_file: unknown kind {other:?} (file or load)"))),
+    };
+    let run = state().run()?.clone();
+    let kept = py.detach(|| run.keep_file(kind, Path::new(&path), &name, &format)).map_err(err)?;
+    Ok(kept.map(|k| (k.id.digest, k.id.bytes, k.kept)))
+}
+
+/// The BLAKE3 digest and length of the file at `path` (the object store's
+/// name for its bytes).
+#[pyfunction]
+pub(crate) fn file_digest(py: Python<'_>, path: String) -> PyResult<(String, u64)> {
+    let id = py.detach(|| flor::file_digest(Path::new(&path))).map_err(err)?;
+    Ok((id.digest, id.bytes))
+}

@@ -82,4 +82,4 @@ pub use render::ProgressBars;
 pub use segments::{
     makespan, plan_run, plan_run_selected, CostModel, Level, PlanError, RunPlan, RunProfile, Segment, Step,
 };
-pub use spec::{CheckpointRef, CodeRef, ContextSpan, SegmentSpec, SPEC_VERSION};
+pub use spec::{CheckpointRef, CodeRef, ContextSpan, LoadRef, SegmentSpec, SPEC_VERSION};

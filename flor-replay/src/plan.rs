@@ -189,6 +189,7 @@ impl Plan {
             check: self.check_names(run)?.compared,
             iters: self.iters.iter().map(IterSelect::to_string).collect(),
             overrides: self.overrides.clone(),
+            loads: r.forward.loads.clone(),
         })
     }
 }

@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
+use flor_core::kept::{StoredKind, NOT_KEPT_SUFFIX};
 use flor_core::layout::{records_path, ref_for};
 use flor_core::record::{parse_lines, Parsed, RecordKind};
 use flor_core::{RunMeta, Value};
 
 use crate::error::Result;
 use crate::segments::{PlanError, RunProfile};
-use crate::spec::{CheckpointRef, ContextSpan};
+use crate::spec::{CheckpointRef, ContextSpan, LoadRef};
 
 /// A forward run, as replay sees it.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +26,8 @@ pub struct Forward {
     pub contexts: Vec<ContextSpan>,
     /// The names it logged (`log` records), which a replay can check.
     pub logged: BTreeSet<String>,
+    /// The files it loaded in setup, in order.
+    pub loads: Vec<LoadRef>,
 }
 
 impl Forward {
@@ -40,8 +43,34 @@ impl Forward {
     pub fn of(parsed: &Parsed) -> Result<Forward, PlanError> {
         let (profile, checkpoints) = profile_of(parsed)?;
         let logged = parsed.records.iter().filter(|r| r.kind == RecordKind::Log).map(|r| r.name.to_string()).collect();
-        Ok(Forward { profile, checkpoints, contexts: ContextSpan::compress(&parsed.loops), logged })
+        Ok(Forward {
+            profile,
+            checkpoints,
+            contexts: ContextSpan::compress(&parsed.loops),
+            logged,
+            loads: loads_of(parsed),
+        })
     }
+}
+
+/// The files a forward run loaded in setup (run-level `load:` records), in
+/// the order it loaded them.
+fn loads_of(parsed: &Parsed) -> Vec<LoadRef> {
+    parsed
+        .checkpoints
+        .iter()
+        .filter(|c| c.ctx.is_none())
+        .filter_map(|c| match StoredKind::of_name(&c.name) {
+            (StoredKind::Load, path) => Some(LoadRef {
+                path: path.to_owned(),
+                digest: c.digest.clone(),
+                bytes: c.bytes,
+                format: c.format.strip_suffix(NOT_KEPT_SUFFIX).unwrap_or(&c.format).to_owned(),
+                kept: c.kept(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// How far beyond the record file's line count the outer loop's largest
@@ -101,7 +130,8 @@ pub fn profile_of(parsed: &Parsed) -> Result<(RunProfile, BTreeMap<u64, Vec<Chec
 /// within an iteration wins).
 fn complete_checkpoints(parsed: &Parsed, outer_index: &HashMap<u32, u64>) -> BTreeMap<u64, Vec<CheckpointRef>> {
     let mut ckpts: BTreeMap<u64, BTreeMap<String, CheckpointRef>> = BTreeMap::new();
-    for c in &parsed.checkpoints {
+    // Kept files and setup loads are not restore points (flor_core::kept).
+    for c in parsed.checkpoints.iter().filter(|c| c.kind() == StoredKind::Object) {
         if let Some(&i) = c.ctx.and_then(|ctx| outer_index.get(&ctx)) {
             ckpts.entry(i).or_default().insert(
                 c.name.clone(),
@@ -139,6 +169,34 @@ mod tests {
     fn a_resumed_run_plans_from_iteration_zero() {
         let f = Forward::of(&forward(&[5000, 5001])).unwrap();
         assert_eq!(f.profile.iteration_secs.len(), 5002);
+    }
+
+    /// Files saved inside the loop and setup loads are `ckpt` lines too,
+    /// but not restore points: an iteration that saved a file and has no
+    /// checkpointed object is not one, and one that has every object still
+    /// is although only some iterations saved files. Setup loads come out
+    /// in order, a digest-only one marked as not kept.
+    #[test]
+    fn kept_files_and_loads_are_not_restore_points() {
+        let d = |c: char| c.to_string().repeat(64);
+        let mut e = LineEncoder::new();
+        e.checkpoint(None, "load:ckpt.pth", &d('a'), 10, "torch.load");
+        e.checkpoint(None, "load:/data/big.npy", &d('b'), 99, "numpy.load+digest-only");
+        for ctx in 0..3u32 {
+            e.iter(ctx, None, "epoch", u64::from(ctx), None);
+            if ctx < 2 {
+                e.checkpoint(Some(ctx), "model", &d('c'), 5, "pickle");
+            }
+            if ctx > 0 {
+                e.checkpoint(Some(ctx), "file:ckpt.pth", &d('d'), 7, "torch.save");
+            }
+        }
+        let f = Forward::of(&RecordReader::new().read(&e.buf)).unwrap();
+        assert_eq!(f.checkpoints.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert!(f.checkpoints.values().flatten().all(|c| c.name == "model"));
+        assert_eq!(f.profile.checkpoints.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        let loads: Vec<(&str, bool, &str)> = f.loads.iter().map(|l| (&*l.path, l.kept, &*l.format)).collect();
+        assert_eq!(loads, vec![("ckpt.pth", true, "torch.load"), ("/data/big.npy", false, "numpy.load")]);
     }
 
     /// An explicit index far beyond the records (`flor.iteration("epoch",

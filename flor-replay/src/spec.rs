@@ -22,7 +22,8 @@
 //!                "record_setup": true, "teardown": false, "final_restore": null, "estimate_secs": 1.2 },
 //!   "checkpoints": { "0": [{ "name": "model", "digest": "<blake3>", "format": "pickle", "bytes": 1024 }] },
 //!   "contexts": [{ "first_ctx": 0, "count": 1, "parent": null, "name": "epoch", "first_iteration": 0 }],
-//!   "check": ["loss"]
+//!   "check": ["loss"],
+//!   "loads": [{ "path": "ckpt.pth", "digest": "<blake3>", "bytes": 2048, "format": "torch.load", "kept": true }]
 //! }
 //! ```
 
@@ -52,6 +53,25 @@ pub struct CheckpointRef {
     pub format: String,
     /// Size in bytes.
     pub bytes: u64,
+}
+
+/// A file the forward run loaded in setup, before its first loop (see
+/// [`flor_core::kept`]): a replay answers the same load, in the same
+/// order, with the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRef {
+    /// The path the script loaded (project-relative, `/`-separated; absolute
+    /// when outside the project).
+    pub path: String,
+    /// BLAKE3 digest of the bytes it loaded.
+    pub digest: String,
+    /// Their length.
+    pub bytes: u64,
+    /// The loading call (`torch.load`, `numpy.load`).
+    pub format: String,
+    /// Whether the bytes are in the object store (else only the digest is
+    /// known: a replay reads the file on disk when it still has them).
+    pub kept: bool,
 }
 
 /// The code a segment runs: a snapshot commit, the script inside it, and
@@ -134,6 +154,9 @@ pub struct SegmentSpec {
     /// returns in this replay instead of the recorded value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub overrides: BTreeMap<String, String>,
+    /// The files the forward run loaded in setup, in order.
+    #[serde(default)]
+    pub loads: Vec<LoadRef>,
 }
 
 impl SegmentSpec {
@@ -254,6 +277,7 @@ mod tests {
             check: vec![],
             iters: vec![],
             overrides: BTreeMap::new(),
+            loads: vec![],
         };
         let map = spec.context_map();
         let want = ContextMap::new(loops.iter().cloned());

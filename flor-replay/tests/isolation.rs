@@ -85,6 +85,7 @@ fn spec(commit: &str, source: String) -> Arc<SegmentSpec> {
         check: vec![],
         iters: vec![],
         overrides: BTreeMap::new(),
+        loads: vec![],
     })
 }
 

@@ -68,6 +68,7 @@ fn spec(commit: &str, index: usize, source: &str) -> Arc<SegmentSpec> {
         check: vec![],
         iters: vec![],
         overrides: BTreeMap::new(),
+        loads: vec![],
     })
 }
 

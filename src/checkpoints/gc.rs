@@ -7,7 +7,8 @@
 //! recording, or not yet published) and `.flor/broken/`. Every line that
 //! mentions a `"digest"` is read leniently: a checkpoint line the record
 //! reader would refuse still keeps its object, and a line that is not JSON
-//! keeps any digest it holds. Chunks are kept by following the manifests of
+//! keeps any digest it holds; a setup load recorded by digest only
+//! ([`flor_core::kept`]) names no object. Chunks are kept by following the manifests of
 //! everything kept, recursively.
 
 use std::collections::{HashMap, HashSet};
@@ -15,6 +16,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use flor_core::kept::NOT_KEPT_SUFFIX;
 use flor_core::layout::{RECORDS_DIR, RUNS_REF_PREFIX};
 use flor_core::objects::ObjectStore;
 use flor_core::tensors::TensorIndexes;
@@ -298,6 +300,10 @@ fn scan_records(bytes: &[u8], origin: &str, out: &mut HashMap<String, Vec<String
         }
         let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
         let digest = parsed.as_ref().and_then(|v| v.get("digest")).and_then(|d| d.as_str());
+        let fmt = parsed.as_ref().and_then(|v| v.get("fmt")).and_then(|f| f.as_str());
+        if digest.is_some() && fmt.is_some_and(|f| f.ends_with(NOT_KEPT_SUFFIX)) {
+            continue; // a setup load recorded by digest only: its bytes were never stored
+        }
         match digest {
             Some(d) if is_digest(d) => {
                 let name = parsed.as_ref().and_then(|v| v.get("n")).and_then(|n| n.as_str()).unwrap_or("?");
@@ -360,5 +366,21 @@ mod tests {
         assert_eq!(names, [&a, &b]);
         assert_eq!(out[&a], ["run r, checkpoint `model`"]);
         assert_eq!(out[&b], ["run r (an unreadable line)"]);
+    }
+
+    /// A setup load kept by digest only never had its bytes stored:
+    /// `flor objects verify` must not call it missing. A kept one names
+    /// its object like any checkpoint.
+    #[test]
+    fn digest_only_loads_name_no_object() {
+        let a = "a".repeat(64);
+        let d = "d".repeat(64);
+        let text = format!(
+            "{{\"k\":\"ckpt\",\"n\":\"load:big.npy\",\"digest\":\"{d}\",\"bytes\":3,\"fmt\":\"numpy.load+digest-only\"}}\n\
+             {{\"k\":\"ckpt\",\"n\":\"load:ckpt.pth\",\"digest\":\"{a}\",\"bytes\":3,\"fmt\":\"torch.load\"}}\n"
+        );
+        let mut out = HashMap::new();
+        scan_records(text.as_bytes(), "run r", &mut out);
+        assert_eq!(out.keys().collect::<Vec<_>>(), [&a]);
     }
 }

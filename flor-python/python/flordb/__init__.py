@@ -26,7 +26,7 @@ import random
 import sys
 from contextlib import contextmanager
 
-from . import _flor, _pytree
+from . import _files, _flor, _pytree
 from ._flor import FlorError
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "dataframe",
     "query",
     "load_checkpoint",
+    "checkpoints",
     "FlorError",
     # FlorDB 4's remaining top-level API (see "FlorDB 4's remaining API" below)
     # (CURRDIR, PROJID, FLORDIR, RUNS_DIR, OBJSTORE_DIR, DB_PATH are module
@@ -162,6 +163,7 @@ def loop(name, iterable):
     every outermost iteration the objects under ``flor.checkpointing`` are
     checkpointed and the records are written to disk. The outermost loop
     shows a progress bar on a terminal when tqdm is installed."""
+    _files.loop_started()
     if _replay is not None:
         if _flor.depth() == 0 and name == _replay.get("outer_loop"):
             return _replay_outer(name, iterable)
@@ -184,6 +186,7 @@ def _outer_iteration_end():
 def iteration(name, idx=None, value=None):
     """One iteration of loop ``name`` with an explicit index, for loops
     flor cannot wrap: ``with flor.iteration("epoch", i, None): ...``."""
+    _files.loop_started()
     text = None if value is None else str(value)
     index = None if idx is None else int(idx)
     if _replay is not None and _flor.active() and _flor.depth() == 0:
@@ -355,19 +358,34 @@ def _restore(obj, state, fmt):
     return obj
 
 
-def load_checkpoint(tstamp, name=None, into=None):
+def load_checkpoint(tstamp, name=None, into=None, *, map_location="cpu", weights_only=True):
     """The last checkpoint of run ``tstamp``: object ``name`` (restored in
-    place into ``into`` when given), or a dict of all its objects."""
+    place into ``into`` when given), or a dict of all its objects. ``name``
+    may also be the path of a file the run saved (``torch.save``,
+    ``numpy.save``) or loaded in setup: its kept bytes are loaded again
+    (the last save of that path), with ``map_location`` and ``weights_only``
+    for torch (numpy: ``allow_pickle = not weights_only``). A run with no
+    checkpointed objects and one saved file gives that file for no name."""
     cps = _flor.checkpoints(_cwd(), str(tstamp))
-    if not cps:
-        raise FlorError(f"run {tstamp} has no checkpoints")
-    last = {}
+    last, files = {}, {}
     for c in cps:
-        last[c["name"]] = c
+        kind, path = _kept_kind(c["name"])
+        if kind == "object":
+            last[c["name"]] = c
+        else:
+            files.setdefault(path, {})[kind] = c
+    if name is None and not last and len(files) == 1:
+        name = next(iter(files))
+    if name is not None and name not in last and str(name) in files:
+        return _load_file(tstamp, str(name), files[str(name)], map_location, weights_only)
+    if not last:
+        have = f" (it has kept files: {', '.join(sorted(files))}; name one)" if files else ""
+        raise FlorError(f"run {tstamp} has no checkpoints{have}")
     if name is None:
         return {n: _load_bytes(_flor.object_bytes(_cwd(), c["digest"]), c["format"]) for n, c in last.items()}
     if name not in last:
-        raise FlorError(f"run {tstamp} has no checkpoint named {name!r} (it has: {', '.join(sorted(last))})")
+        more = f"; files: {', '.join(sorted(files))}" if files else ""
+        raise FlorError(f"run {tstamp} has no checkpoint named {name!r} (it has: {', '.join(sorted(last))}{more})")
     c = last[name]
     state = _load_bytes(_flor.object_bytes(_cwd(), c["digest"]), c["format"])
     if name == "__rng__" and into is None:
@@ -379,6 +397,75 @@ def load_checkpoint(tstamp, name=None, into=None):
             f"structure, load_checkpoint({str(tstamp)!r}, {name!r}, into=obj)"
         )
     return _restore(into, state, c["format"]) if into is not None else state
+
+
+# --- Kept files (see _files): flor.checkpoints and loading them -------------
+
+_KEPT_PREFIXES = (("file:", "file"), ("load:", "load"))  # flor_core::kept
+_NOT_KEPT = "+digest-only"
+
+
+def _kept_kind(name):
+    """(kind, path) of a checkpoint record's name: ``object`` and the name,
+    or ``file``/``load`` and the path."""
+    for prefix, kind in _KEPT_PREFIXES:
+        if name.startswith(prefix):
+            return kind, name[len(prefix):]
+    return "object", name
+
+
+def _load_file(tstamp, path, by_kind, map_location, weights_only):
+    """Loads the kept bytes of ``path`` (its last save, else its setup load)."""
+    import io
+
+    c = by_kind.get("file") or by_kind["load"]
+    fmt = c["format"]
+    if fmt.endswith(_NOT_KEPT):
+        raise FlorError(
+            f"run {tstamp} loaded {path!r} in setup but kept only its digest (it was larger than "
+            "[checkpoints] keep_loads_mb)"
+        )
+    data = io.BytesIO(_flor.object_bytes(_cwd(), c["digest"]))
+    if fmt.startswith("torch."):
+        import torch
+
+        return torch.load(data, map_location=map_location, weights_only=weights_only)
+    if fmt.startswith("numpy."):
+        import numpy as np
+
+        return np.load(data, allow_pickle=not weights_only)
+    raise FlorError(f"run {tstamp}: kept file {path!r} has format {fmt!r}, which flor cannot load")
+
+
+def checkpoints(tstamp):
+    """What run ``tstamp`` keeps, one row each, in the order it happened: the
+    checkpointed objects (kind ``object``), the files it saved (``file``)
+    and the files it loaded in setup (``load``); columns name (the object's
+    name or the file's project path), kind, loop, iteration, format,
+    digest, bytes, path (files), stored (``whole``, ``packed``, or
+    ``missing``: a setup load kept by digest only). A pandas DataFrame
+    (without pandas: a list of dicts)."""
+    rows = []
+    for e in _flor.checkpoint_entries(_cwd(), str(tstamp)):
+        rows.append(
+            {
+                "name": e["path"] if e["path"] is not None else e["name"],
+                "kind": e["kind"],
+                "loop": e["loop"],
+                "iteration": e["iteration"],
+                "format": e["format"],
+                "digest": e["digest"],
+                "bytes": e["bytes"],
+                "path": e["path"],
+                "stored": e["stored"],
+            }
+        )
+    columns = ["name", "kind", "loop", "iteration", "format", "digest", "bytes", "path", "stored"]
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --- Hindsight replay (driven by `flor replay`) ------------------------------
@@ -480,6 +567,7 @@ def commit():
     """Ends the current run (records published to git and the query
     database); later logs start a new run."""
     _flor.finish(_failed)
+    _files.run_committed()
 
 
 def _coerce(value):
@@ -1050,6 +1138,11 @@ if "--replay_flor" in sys.argv[1:] and not os.environ.get(_REPLAY_ENV) and _scri
         _status = 2
     sys.stdout.flush()
     os._exit(_status)
+
+
+# torch.save / numpy.save and setup loads (see _files): wrapped now when
+# imported, else when the script imports them.
+_files.install()
 
 # A replay worker (started by `flor replay` with FLOR_REPLAY naming its
 # segment spec) replays from its first line: every entry point -- `loop`,

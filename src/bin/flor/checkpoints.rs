@@ -12,6 +12,7 @@ use flor::checkpoints::{
     human_bytes, GcOptions, ObjectInfo, PackOptions, PackProgress, PackReport, StoredAs, VerifyProblem,
 };
 use flor::core::formats::FormatRegistry;
+use flor::core::kept::{StoredKind, NOT_KEPT_SUFFIX};
 use flor::core::tensors::IndexStatus;
 use flor::{Project, Table, Value};
 
@@ -282,6 +283,7 @@ fn ls_table(project: &Project, run: Option<&str>) -> flor::Result<Table> {
     let mut t = Table::with_columns([
         "tstamp",
         "checkpoint",
+        "kind",
         "loop",
         "iteration",
         "format",
@@ -294,7 +296,11 @@ fn ls_table(project: &Project, run: Option<&str>) -> flor::Result<Table> {
     ]);
     let mut missing = 0;
     for c in entries {
-        missing += usize::from(c.stored == StoredAs::Missing);
+        // A setup load kept by digest only never had an object (flor_core::kept).
+        let kept = !c.format.ends_with(NOT_KEPT_SUFFIX);
+        missing += usize::from(kept && c.stored == StoredAs::Missing);
+        let kind = StoredKind::of_name(&c.name).0.as_str();
+        let stored = if kept { c.stored.as_str() } else { "digest-only" };
         let packed_as = match &c.stored {
             StoredAs::Chunked { format, chunks, .. } => Some(Value::from(format!("{format} ({chunks} chunks)"))),
             _ => None,
@@ -302,12 +308,13 @@ fn ls_table(project: &Project, run: Option<&str>) -> flor::Result<Table> {
         t.push_row(vec![
             Some(Value::from(c.tstamp)),
             Some(Value::from(c.name)),
+            Some(Value::from(kind)),
             c.iteration.as_ref().map(|(l, _)| Value::from(l.clone())),
             c.iteration.map(|(_, i)| Value::from(i)),
             Some(Value::from(c.format)),
             Some(Value::from(c.bytes)),
             c.stored.stored_bytes().map(Value::from),
-            Some(Value::from(c.stored.as_str())),
+            Some(Value::from(stored)),
             packed_as,
             c.tensors.map(|n| Value::from(n as u64)),
             Some(Value::from(c.digest)),
