@@ -230,8 +230,11 @@ enum Command {
     #[command(after_help = "Examples:\n  flor capture --preview\n  flor capture --preview --limit 10 --format csv")]
     Capture {
         /// Show what would be extracted, and from which line; write nothing.
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "extract")]
         preview: bool,
+        /// Add the values to the metric table (FlorDB's `--extract`): not in this build; says so and what to use.
+        #[arg(long, conflicts_with = "preview")]
+        extract: bool,
         /// Show at most N values (the first N).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
@@ -339,6 +342,14 @@ const EXIT_LINT_WARNINGS: u8 = 6;
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     old_spellings(&mut cli);
+    if let Command::Capture { extract: true, .. } = &cli.command {
+        eprintln!(
+            "flor: error: `flor capture --extract` (adding extracted values to the metric table) is not in this build; \
+             `flor capture --preview` shows every value it would add and the line it came from (`--format csv|json` to keep them), \
+             and `flor.log(NAME, value)` in the script records a metric directly"
+        );
+        return ExitCode::FAILURE;
+    }
     if let Command::Propagate { from, lines, names, to, out } = &cli.command {
         return propagate(from, lines, names, to, out.as_deref()).unwrap_or_else(|e| {
             eprintln!("flor: error: {e}");
