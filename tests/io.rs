@@ -129,7 +129,7 @@ fn flor_io_filters_limits_and_formats() {
 
     let rows = flor_json(dir.path(), &["io", "--where", "lr < 0.15", "--channel", "stdout"]);
     assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| r["tstamp"] == Json::from(tstamps[0].as_str())));
+    assert!(rows.iter().all(|r| r["tstamp"] == tstamps[0].as_str()));
 
     let (table, _) = flor_ok(dir.path(), &["io", "--channel", "io::stdout"]);
     let header = table.lines().next().unwrap_or("");
