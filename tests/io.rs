@@ -192,3 +192,18 @@ fn flordb_command_names_point_to_ours() {
     assert!(help.contains(" io ") && help.contains(" capture "), "{help}");
     assert!(!help.contains("unpack"), "old names stay out of the help");
 }
+
+/// The same answers from DuckDB as from SQLite (`flor io`, `flor capture
+/// --preview`), the engine picked with `--store`.
+#[cfg(feature = "duckdb")]
+#[test]
+fn duckdb_answers_like_sqlite() {
+    let dir = repo();
+    record_two(dir.path());
+    for args in [&["io"][..], &["io", "--channel", "io::log", "--iter", "epoch=last"], &["capture", "--preview"]] {
+        let sqlite = flor_json(dir.path(), &[&["--store", "sqlite"], args].concat());
+        let duckdb = flor_json(dir.path(), &[&["--store", "duckdb"], args].concat());
+        assert!(!sqlite.is_empty(), "{args:?}");
+        assert_eq!(duckdb, sqlite, "{args:?}");
+    }
+}
