@@ -171,6 +171,7 @@ fn capture_preview_shows_values_and_their_lines_and_writes_nothing() {
     assert!(err.contains("indexed by epoch") && err.contains("nothing was written"), "{err}");
     assert_eq!(flor_json(dir.path(), &["capture", "--preview", "--limit", "1"]).len(), 1);
     assert_eq!(flor_ok(dir.path(), &["names"]).0, before, "a preview adds no names");
+    assert_eq!(flor_json(dir.path(), &["capture"]), flor_json(dir.path(), &["io"]), "no flag: the lines");
     let out = flor(dir.path(), &["capture", "--extract"]);
     assert!(!out.status.success(), "--extract is refused, not half done");
     assert!(String::from_utf8_lossy(&out.stderr).contains("flor capture --preview"));

@@ -221,7 +221,8 @@ enum Command {
     /// Find `name: value` / `name=value` metrics in captured lines (see `flor io`).
     ///
     /// --preview shows every value --extract would add, with the line it
-    /// was read from, and writes nothing. The rules are conservative: a
+    /// was read from, and writes nothing; without a flag, the captured
+    /// lines themselves (as `flor io`). The rules are conservative: a
     /// name then `:` or `=` then a number; nothing from URLs, times,
     /// dates, versions, units or percentages (`acc: 90%`); a leading
     /// `epoch 3 |`, `Epoch 1/10` or `step: 12` (epoch, step, iteration,
@@ -230,7 +231,7 @@ enum Command {
     #[command(after_help = "Examples:\n  flor capture --preview\n  flor capture --preview --limit 10 --format csv")]
     Capture {
         /// Show what would be extracted, and from which line; write nothing.
-        #[arg(long, required_unless_present = "extract")]
+        #[arg(long)]
         preview: bool,
         /// Add the values to the metric table (FlorDB's `--extract`): not in this build; says so and what to use.
         #[arg(long, conflicts_with = "preview")]
@@ -546,7 +547,8 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
             let selection = flor::Selection { where_clause: where_clause.clone(), iters: iters.clone() };
             first_rows(project.io(channel.as_deref(), &selection)?, *limit)
         }
-        Command::Capture { limit, .. } => capture_preview(project, *limit)?,
+        Command::Capture { preview: true, limit, .. } => capture_preview(project, *limit)?,
+        Command::Capture { limit, .. } => first_rows(project.io(None, &flor::Selection::default())?, *limit),
         Command::Rebuild
         | Command::Unpack
         | Command::Stat
