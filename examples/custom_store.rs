@@ -19,7 +19,9 @@
 //! * **Optional capabilities** keep their defaults here: `query` (raw SQL)
 //!   answers `StoreError::Unsupported`, which `flor query` and
 //!   `Project::query` show as a clear message; `begin_group` / `end_group`
-//!   (several steps made durable together) do nothing.
+//!   (several steps made durable together) do nothing. One is implemented:
+//!   `scan_outputs` (captured print/logging lines, what `flor io` reads),
+//!   a short pass over the `output` records.
 //!
 //! Check a backend with the conformance suite: with `flor-store` as a
 //! dev-dependency with the feature `conformance`,
@@ -43,10 +45,10 @@ use std::process::Command;
 use flor::core::check::ReplayCheck;
 use flor::core::layout::replay_of_line;
 use flor::core::store::{
-    CheckRow, FileProgress, IngestBatch, LoopSpan, NameInfo, RunKey, RunRow, Store, StoreError, StoreResult,
-    ValueFilter, ValueRow,
+    CheckRow, FileProgress, IngestBatch, LoopSpan, NameInfo, OutputFilter, OutputRow, RunKey, RunRow, Store,
+    StoreError, StoreResult, ValueFilter, ValueRow,
 };
-use flor::core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source};
+use flor::core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Value};
 use flor::{Project, Run};
 
 /// Where a record or checkpoint sits in its run: forward file before
@@ -230,6 +232,31 @@ impl Store for MemoryStore {
             let iterations: Vec<LoopCtx> = run.loops.values().cloned().collect();
             for span in LoopSpan::compress(&iterations) {
                 visit(*key, &span);
+            }
+        }
+        Ok(())
+    }
+
+    /// Captured output (an optional capability, what `flor io` reads):
+    /// the `output` records of the selected runs and channels.
+    fn scan_outputs(&self, filter: OutputFilter<'_>, visit: &mut dyn FnMut(OutputRow<'_>)) -> StoreResult<()> {
+        for (&key, run) in self.runs.iter().filter(|(k, _)| filter.keeps_run(**k)) {
+            for (pos, r) in &run.records {
+                if r.kind != RecordKind::Output || !filter.keeps_channel(&r.name) {
+                    continue;
+                }
+                let text = match &r.value {
+                    Value::Text(t) => t.to_string(),
+                    other => other.to_string(),
+                };
+                visit(OutputRow {
+                    run: key,
+                    ctx: r.ctx,
+                    source: pos.source(),
+                    line: pos.line,
+                    channel: &r.name,
+                    text: &text,
+                });
             }
         }
         Ok(())

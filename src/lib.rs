@@ -13,7 +13,9 @@ mod config;
 mod error;
 #[cfg(feature = "export")]
 pub mod export;
+pub mod extract;
 pub mod ingest;
+mod io;
 pub mod lint;
 #[cfg(feature = "plugins")]
 pub mod plugins;

@@ -19,6 +19,8 @@
 //!   default);
 //!   [`Store::begin_group`] / [`Store::end_group`] (several ingestion steps
 //!   made durable together) default to every step being durable on its own;
+//!   captured output ([`Store::scan_outputs`]: what `flor io` reads)
+//!   defaults to unsupported;
 //!   tensor statistics ([`Store::tensor_queue`], [`Store::requeue_tensors`],
 //!   [`Store::ingest_tensors`], [`Store::scan_tensors`]: the `tensors` view
 //!   and the `tensor:` names of the pivot) default to none
@@ -477,6 +479,53 @@ pub enum TensorFilter<'a> {
     Named(&'a [(&'a str, &'a str)]),
 }
 
+/// A captured output line visited by [`Store::scan_outputs`]: an
+/// [`crate::RecordKind::Output`] record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputRow<'a> {
+    /// Its run.
+    pub run: RunKey,
+    /// Loop context where it was written, `None` at run level.
+    pub ctx: Option<u32>,
+    /// Forward or replay.
+    pub source: Source,
+    /// Line in its record file (orders the lines of one run and source).
+    pub line: u64,
+    /// The channel (the record's name: `io::stdout`, `io::log::warning`, ...).
+    pub channel: &'a str,
+    /// The captured text (one line, no trailing newline).
+    pub text: &'a str,
+}
+
+/// Which captured lines [`Store::scan_outputs`] visits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutputFilter<'a> {
+    /// Only these runs (`None`: all).
+    pub runs: Option<&'a [RunKey]>,
+    /// Only this channel, matched by [`OutputFilter::keeps_channel`]
+    /// (`None`: all).
+    pub channel: Option<&'a str>,
+}
+
+impl OutputFilter<'_> {
+    /// Whether run `run` is selected.
+    pub fn keeps_run(&self, run: RunKey) -> bool {
+        self.runs.is_none_or(|r| r.contains(&run))
+    }
+
+    /// Whether a line of channel `name` is selected: the filter's channel
+    /// `c` matches `name` when it is `name` or a `::`-separated prefix of it
+    /// (`io::log` matches `io::log::error`, not `io::logger`); a `c` not
+    /// starting with `io::` also matches as if it did (`stdout` matches
+    /// `io::stdout`, `log` every `io::log::<level>`).
+    pub fn keeps_channel(&self, name: &str) -> bool {
+        let Some(c) = self.channel else { return true };
+        let c = c.trim_end_matches(':');
+        let under = |name: &str| name == c || name.strip_prefix(c).is_some_and(|rest| rest.starts_with("::"));
+        under(name) || (!c.starts_with("io::") && name.strip_prefix("io::").is_some_and(under))
+    }
+}
+
 /// A name known to the store, for listings and "did you mean" hints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameInfo {
@@ -610,6 +659,19 @@ pub trait Store: Send {
         Err(tensors_unsupported(self.backend()))
     }
 
+    /// Optional capability: visits the captured output lines
+    /// ([`crate::RecordKind::Output`] records) `filter` selects, in any
+    /// order (callers sort by run and line). The default answers
+    /// [`StoreError::Unsupported`]; both built-in engines have it.
+    fn scan_outputs(&self, filter: OutputFilter<'_>, visit: &mut dyn FnMut(OutputRow<'_>)) -> StoreResult<()> {
+        let _ = (filter, visit);
+        Err(StoreError::Unsupported {
+            backend: self.backend(),
+            what: "reading captured output",
+            instead: "use a store that keeps it (`store = \"sqlite\"` or `\"duckdb\"` in .flor/config.toml)",
+        })
+    }
+
     /// Deletes every run and record (the schema stays).
     fn clear(&mut self) -> StoreResult<()>;
 
@@ -666,6 +728,22 @@ mod tests {
         assert_eq!(TensorStat::L2.of(&row), Some(Value::Float(2.0)));
         assert_eq!(TensorStat::Nonfinite.of(&row), Some(Value::Int(3)));
         assert_eq!(TensorStat::Mean.of(&row), None);
+    }
+
+    #[test]
+    fn output_channels_match_exactly_or_by_prefix() {
+        let keeps = |c: &str, name: &str| OutputFilter { runs: None, channel: Some(c) }.keeps_channel(name);
+        assert!(OutputFilter::default().keeps_channel("anything"));
+        assert!(keeps("io::stdout", "io::stdout") && !keeps("io::stdout", "io::stderr"));
+        assert!(keeps("io::log", "io::log::error") && keeps("io::log::", "io::log::info"));
+        assert!(keeps("io::log::error", "io::log::error") && !keeps("io::log::error", "io::log::warning"));
+        assert!(!keeps("io::log", "io::logger") && !keeps("io::std", "io::stdout"));
+        // Shorthands without `io::`.
+        assert!(keeps("stdout", "io::stdout") && keeps("stdout", "stdout") && keeps("log", "io::log::debug"));
+        assert!(!keeps("stdout", "io::stderr") && !keeps("io", "stdout"));
+        let runs = [3];
+        let f = OutputFilter { runs: Some(&runs), channel: None };
+        assert!(f.keeps_run(3) && !f.keeps_run(4));
     }
 
     #[test]

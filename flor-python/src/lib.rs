@@ -295,6 +295,7 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(convert::py_float_repr, m)?,
         wrap_pyfunction!(query::dataframe, m)?,
         wrap_pyfunction!(query::query, m)?,
+        wrap_pyfunction!(query::io, m)?,
         wrap_pyfunction!(query::checkpoints, m)?,
         wrap_pyfunction!(query::object_bytes, m)?,
         wrap_pyfunction!(run::run_object_bytes, m)?,

@@ -394,6 +394,35 @@ pub(crate) fn dataframe(
     Frame::of_table(py, table)
 }
 
+/// `flor.io(channel)`: the captured lines as a [`Frame`]
+/// ([`flor::Project::io`]).
+#[pyfunction]
+#[pyo3(signature = (cwd, channel = None, where_clause = None, iters = Vec::new()))]
+pub(crate) fn io(
+    py: Python<'_>,
+    cwd: String,
+    channel: Option<String>,
+    where_clause: Option<String>,
+    iters: Vec<String>,
+) -> PyResult<Frame> {
+    let sel = selection(where_clause, &iters)?;
+    if answered_by_binary(&cwd)? {
+        let mut args: Vec<String> = vec!["io".into()];
+        if let Some(c) = &channel {
+            args.extend(["--channel".into(), c.clone()]);
+        }
+        if let Some(w) = &sel.where_clause {
+            args.extend(["--where".into(), w.clone()]);
+        }
+        for i in &sel.iters {
+            args.extend(["--iter".into(), i.to_string()]);
+        }
+        return py.detach(|| via_binary(&cwd, &args));
+    }
+    let table = py.detach(|| open_project(&cwd)?.io(channel.as_deref(), &sel).map_err(err))?;
+    Frame::of_table(py, table)
+}
+
 /// `flor.query(sql)`: a [`Frame`].
 #[pyfunction]
 pub(crate) fn query(py: Python<'_>, cwd: String, sql: String) -> PyResult<Frame> {

@@ -113,6 +113,7 @@ macro_rules! conformance_tests {
             names_listing,
             ingestion_groups,
             checks_roundtrip,
+            outputs_roundtrip,
         ]}
     };
     (@sql $($then:tt)*) => {
@@ -166,7 +167,8 @@ macro_rules! conformance_tests {
 }
 
 /// The core checks, by name: the primitives and the pivot, never
-/// [`Store::query`]. Every backend must pass them.
+/// [`Store::query`]. Every backend must pass them (`outputs_roundtrip`
+/// returns at once on a store without [`Store::scan_outputs`]).
 pub const CORE_CHECKS: &[(&str, Check)] = crate::conformance_tests!(@core @table);
 
 /// The SQL checks, by name: the views, the read-only rule and query errors
@@ -275,6 +277,13 @@ impl<S: Store> Store for GroupedSteps<S> {
     }
     fn scan_tensors(&self, filter: TensorFilter<'_>, visit: &mut dyn FnMut(TensorVisit<'_>)) -> StoreResult<()> {
         self.store.borrow().scan_tensors(filter, visit)
+    }
+    fn scan_outputs(
+        &self,
+        filter: flor_core::store::OutputFilter<'_>,
+        visit: &mut dyn FnMut(flor_core::store::OutputRow<'_>),
+    ) -> StoreResult<()> {
+        self.store.borrow().scan_outputs(filter, visit)
     }
 }
 
@@ -1063,6 +1072,87 @@ pub fn dataframe_nested_loops(make: &mut MakeStore<'_>) {
 
     let df = ok(store.dataframe(&["lr", "lr"]), "dataframe");
     assert_eq!(df.column_names(), ["projid", "tstamp", "filename", "lr"], "repeated names give one column");
+}
+
+/// A captured line as [`Store::scan_outputs`] visits it: `(run, ctx,
+/// line, channel, text)`.
+type OutLine = (RunKey, Option<u32>, u64, String, String);
+
+/// The lines `filter` selects, sorted by run and line.
+fn scanned_outputs(store: &dyn Store, filter: flor_core::store::OutputFilter<'_>) -> StoreResult<Vec<OutLine>> {
+    let mut got = Vec::new();
+    store.scan_outputs(filter, &mut |o| {
+        assert_eq!(o.source, Source::Forward, "captured output is forward");
+        got.push((o.run, o.ctx, o.line, o.channel.to_owned(), o.text.to_owned()));
+    })?;
+    got.sort_by_key(|o| (o.0, o.2));
+    Ok(got)
+}
+
+/// Captured output ([`Store::scan_outputs`], an optional capability: a
+/// store without it answers [`StoreError::Unsupported`] and the check
+/// ends): every output record once (also after re-ingestion), with its
+/// context, line, channel and text exactly (empty, long, non-ASCII, with
+/// tabs); channels selected exactly or by `::` prefix; runs selected by
+/// key; output records are neither values nor names; `clear` removes them.
+pub fn outputs_roundtrip(make: &mut MakeStore<'_>) {
+    use flor_core::store::OutputFilter;
+    let mut store = make();
+    let mut a = Run::new(T1);
+    a.arg("lr", 0.1);
+    let long = "x".repeat(5000);
+    let mut want: Vec<(Option<u32>, u64, &str, String)> = Vec::new();
+    want.push((None, a.rec(RecordKind::Output, None, "io::stdout", "starting"), "io::stdout", "starting".into()));
+    for e in 0..2u64 {
+        let ctx = a.iter(None, "epoch", e);
+        let text = format!("epoch {e} | loss: 0.{e}5\tnaïve ✓");
+        want.push((Some(ctx), a.rec(RecordKind::Output, Some(ctx), "io::stdout", text.as_str()), "io::stdout", text));
+        a.log(Some(ctx), "loss", e as f64);
+        want.push((
+            Some(ctx),
+            a.rec(RecordKind::Output, Some(ctx), "io::log::warning", ""),
+            "io::log::warning",
+            "".into(),
+        ));
+    }
+    want.push((None, a.rec(RecordKind::Output, None, "io::log::error", long.as_str()), "io::log::error", long.clone()));
+    want.push((None, a.rec(RecordKind::Output, None, "io::stderr", "done"), "io::stderr", "done".into()));
+    let mut b = Run::new(T2);
+    let b_line = b.rec(RecordKind::Output, None, "io::stdout", "other run");
+    let ka = a.ingest(&mut *store);
+    let kb = b.ingest(&mut *store);
+    a.ingest(&mut *store); // idempotent
+
+    let all = match scanned_outputs(&*store, OutputFilter::default()) {
+        Err(StoreError::Unsupported { .. }) => return,
+        r => ok(r, "scan_outputs"),
+    };
+    let mut expected: Vec<OutLine> =
+        want.iter().map(|(ctx, line, ch, text)| (ka, *ctx, *line, ch.to_string(), text.clone())).collect();
+    expected.push((kb, None, b_line, "io::stdout".into(), "other run".into()));
+    expected.sort_by_key(|o| (o.0, o.2));
+    assert_eq!(all, expected, "every captured line once, exactly");
+
+    let channel = |c: &'static str| {
+        let got = ok(scanned_outputs(&*store, OutputFilter { runs: None, channel: Some(c) }), "scan_outputs");
+        got.into_iter().map(|o| o.3).collect::<Vec<_>>()
+    };
+    assert_eq!(channel("io::log"), ["io::log::warning", "io::log::warning", "io::log::error"], "io::log: every level");
+    assert_eq!(channel("io::log::error"), ["io::log::error"], "one level");
+    assert_eq!(channel("io::stdout").len(), 4, "stdout of both runs");
+    assert_eq!(channel("stderr"), ["io::stderr"], "`stderr` is short for io::stderr");
+    assert!(channel("io::std").is_empty() && channel("loss").is_empty(), "no partial names, no values");
+
+    let only_b = [kb];
+    let got = ok(scanned_outputs(&*store, OutputFilter { runs: Some(&only_b), channel: None }), "scan_outputs");
+    assert_eq!(got, vec![(kb, None, b_line, "io::stdout".into(), "other run".into())], "runs: b only");
+
+    let names: Vec<String> = ok(store.names(), "names").into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["loss", "lr"], "captured channels are not value names");
+    assert_eq!(count_values(&*store, ValueFilter::RunLevel), 1, "outputs are not run-level values");
+
+    ok(store.clear(), "clear");
+    assert!(ok(scanned_outputs(&*store, OutputFilter::default()), "scan_outputs").is_empty(), "clear removes them");
 }
 
 /// Runs A, B and C ingested into `store` in the order C, B, A (which

@@ -214,6 +214,51 @@ enum Command {
         #[arg(long = "no-check", value_name = "NAME", value_delimiter = ',')]
         no_check: Vec<String>,
     },
+    /// Show captured print and logging lines, with the loop position each was written at.
+    ///
+    /// One row per line: projid, tstamp, filename, one column per loop
+    /// (the iteration index), channel (`io::stdout`, `io::stderr`,
+    /// `io::log::<level>`), line. Runs oldest first, lines in the order
+    /// they were written.
+    #[command(
+        after_help = "Examples:\n  flor io\n  flor io --channel io::log          # every logging level\n  flor io --channel stderr --limit 20\n  flor io --where \"lr > 0.05\" --format csv"
+    )]
+    Io {
+        /// Only this channel: exact or a `::` prefix (`io::log` is every level); `stdout` means `io::stdout`.
+        #[arg(long, value_name = "CHANNEL")]
+        channel: Option<String>,
+        /// Only runs whose run-level columns (projid, tstamp, filename, args) satisfy this SQL predicate, e.g. "lr > 0.05".
+        #[arg(long = "where", value_name = "PREDICATE")]
+        where_clause: Option<String>,
+        /// Only these iterations of a loop: LOOP=SPEC (as `flor dataframe --iter`; lines outside the loop stay).
+        #[arg(long = "iter", value_name = "LOOP=SPEC")]
+        iters: Vec<flor::IterSelect>,
+        /// Show at most N lines (the first N).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Find `name: value` / `name=value` metrics in captured lines (see `flor io`).
+    ///
+    /// --preview shows every value --extract would add, with the line it
+    /// was read from, and writes nothing; without a flag, the captured
+    /// lines themselves (as `flor io`). The rules are conservative: a
+    /// name then `:` or `=` then a number; nothing from URLs, times,
+    /// dates, versions, units or percentages (`acc: 90%`); a leading
+    /// `epoch 3 |`, `Epoch 1/10` or `step: 12` (epoch, step, iteration,
+    /// iter, batch) is the line's loop index, not a value; at most 8 values
+    /// a line.
+    #[command(after_help = "Examples:\n  flor capture --preview\n  flor capture --preview --limit 10 --format csv")]
+    Capture {
+        /// Show what would be extracted, and from which line; write nothing.
+        #[arg(long)]
+        preview: bool,
+        /// Add the values to the metric table (FlorDB's `--extract`): not in this build; says so and what to use.
+        #[arg(long, conflicts_with = "preview")]
+        extract: bool,
+        /// Show at most N values (the first N).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Show which engine holds the query database, and where.
     Store,
     /// Check scripts for code that replay cannot reproduce as written.
@@ -328,6 +373,14 @@ fn note_flordb_spelling(command: &Command) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     note_flordb_spelling(&cli.command);
+    if let Command::Capture { extract: true, .. } = &cli.command {
+        eprintln!(
+            "flor: error: `flor capture --extract` (adding extracted values to the metric table) is not in this build; \
+             `flor capture --preview` shows every value it would add and the line it came from (`--format csv|json` to keep them), \
+             and `flor.log(NAME, value)` in the script records a metric directly"
+        );
+        return ExitCode::FAILURE;
+    }
     if let Command::Propagate { from, lines, names, to, out } = &cli.command {
         return propagate(from, lines, names, to, out.as_deref()).unwrap_or_else(|e| {
             eprintln!("flor: error: {e}");
@@ -539,6 +592,12 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
             }
             t
         }
+        Command::Io { channel, where_clause, iters, limit } => {
+            let selection = flor::Selection { where_clause: where_clause.clone(), iters: iters.clone() };
+            first_rows(project.io(channel.as_deref(), &selection)?, *limit)
+        }
+        Command::Capture { preview: true, limit, .. } => capture_preview(project, *limit)?,
+        Command::Capture { limit, .. } => first_rows(project.io(None, &flor::Selection::default())?, *limit),
         Command::Rebuild
         | Command::Propagate { .. }
         | Command::Replay { .. }
@@ -588,6 +647,43 @@ fn replay_names(
             Ok((names, rest.first().cloned().or_else(|| where_clause.clone())))
         }
     }
+}
+
+/// The first `limit` rows of `table` (all without a limit).
+fn first_rows(table: Table, limit: Option<usize>) -> Table {
+    match limit {
+        Some(n) if n < table.row_count() => {
+            let mut t = Table::with_columns(table.column_names());
+            for row in table.rows().into_iter().take(n) {
+                t.push_row(row);
+            }
+            t
+        }
+        _ => table,
+    }
+}
+
+/// `flor capture --preview`: the values extraction would add (a table on
+/// stdout) and a summary on stderr.
+fn capture_preview(project: &Project, limit: Option<usize>) -> flor::Result<Table> {
+    let found = project.extractions()?;
+    let mut err = io::stderr().lock();
+    if found.values.row_count() == 0 {
+        let _ =
+            writeln!(err, "flor: nothing extractable from {} captured line(s); no values would be added", found.lines);
+        return Ok(Table::default());
+    }
+    let _ = writeln!(
+        err,
+        "flor: would extract {} value(s) of {} metric(s) from {} captured line(s): {}{}",
+        found.values.row_count(),
+        found.names.len(),
+        found.lines,
+        found.names.join(", "),
+        if found.indexes.is_empty() { String::new() } else { format!("; indexed by {}", found.indexes.join(", ")) }
+    );
+    let _ = writeln!(err, "flor: preview only: nothing was written");
+    Ok(first_rows(found.values, limit))
 }
 
 fn replay(

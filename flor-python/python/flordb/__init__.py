@@ -39,6 +39,7 @@ __all__ = [
     "commit",
     "dataframe",
     "query",
+    "io",
     "load_checkpoint",
     "checkpoints",
     "FlorError",
@@ -998,6 +999,26 @@ def __getattr__(name):
     if make is None:
         raise AttributeError(f"module 'flordb' has no attribute {name!r}")
     return make()
+
+
+def io(channel=None, *, where=None, iter=None, as_="pandas"):
+    """Captured ``print`` and ``logging`` lines: one row per line with
+    ``projid``, ``tstamp``, ``filename``, the loop columns of the position
+    where it was written (iteration indices, as in ``dataframe``), then
+    ``channel`` and ``line``; runs oldest first, lines in the order written.
+
+    ``channel``: ``"io::stdout"``, ``"io::stderr"``, ``"io::log"`` (every
+    logging level) or one level such as ``"io::log::error"``; a name without
+    ``io::`` means the one with it (``"stdout"``). ``where`` and ``iter``
+    select runs and loop iterations as for ``dataframe``; ``as_`` as for
+    ``dataframe``. The ``flor io`` command shows the same."""
+    frame = _flor.io(
+        _cwd(),
+        None if channel is None else str(channel),
+        None if where is None else str(where),
+        _iters(iter),
+    )
+    return _convert(frame, as_)
 
 
 def _excepthook(kind, value, tb):

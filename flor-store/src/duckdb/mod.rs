@@ -16,8 +16,8 @@ use duckdb::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, Int8
 use duckdb::{params, Config, Connection, OptionalExt};
 use flor_core::record::{CheckpointMeta, RecordKind, RunStatus, Source};
 use flor_core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, QueuedCheckpoint, RunKey, RunRow, Store, StoreError, StoreResult,
-    TensorFilter, TensorRow, TensorVisit, ValueFilter, ValueRow,
+    FileProgress, IngestBatch, LoopSpan, NameInfo, OutputFilter, OutputRow, QueuedCheckpoint, RunKey, RunRow, Store,
+    StoreError, StoreResult, TensorFilter, TensorRow, TensorVisit, ValueFilter, ValueRow,
 };
 use flor_core::table::Table;
 use flor_core::value::{Value, ValueType};
@@ -34,6 +34,7 @@ use crate::spans::{self, Span};
 /// opened ([`MIGRATE_1_TO_2`], [`MIGRATE_2_TO_3`]).
 pub const DUCKDB_SCHEMA_VERSION: i64 = 3;
 
+mod outputs;
 mod pivot;
 mod query;
 mod tensors;
@@ -1437,6 +1438,11 @@ impl Store for DuckStore {
             .and_then(|rows| rows.collect::<duckdb::Result<Vec<_>>>())
             .map_err(|e| self.fail(op, e))?;
         rows.into_iter().map(|(run, line, body)| crate::checks::row(&self.label, run, line, &body)).collect()
+    }
+
+    fn scan_outputs(&self, filter: OutputFilter<'_>, visit: &mut dyn FnMut(OutputRow<'_>)) -> StoreResult<()> {
+        self.settle()?;
+        outputs::scan(&self.conn, &self.label, filter, visit)
     }
 
     fn tensor_queue(&self, limit: usize) -> StoreResult<Vec<QueuedCheckpoint>> {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use flor_core::record::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source};
 use flor_core::store::{
-    FileProgress, IngestBatch, LoopSpan, NameInfo, QueuedCheckpoint, RunKey, RunRow, Store, StoreError, StoreResult,
-    TensorFilter, TensorRow, TensorVisit, ValueFilter, ValueRow,
+    FileProgress, IngestBatch, LoopSpan, NameInfo, OutputFilter, OutputRow, QueuedCheckpoint, RunKey, RunRow, Store,
+    StoreError, StoreResult, TensorFilter, TensorRow, TensorVisit, ValueFilter, ValueRow,
 };
 use flor_core::table::Table;
 use flor_core::value::{Value, ValueType};
@@ -31,6 +31,7 @@ use crate::rows::{
 use crate::spans::{self, Span};
 
 mod checks;
+mod outputs;
 mod packed;
 mod pivot;
 mod query;
@@ -809,6 +810,10 @@ impl Store for SqliteStore {
 
     fn scan_tensors(&self, filter: TensorFilter<'_>, visit: &mut dyn FnMut(TensorVisit<'_>)) -> StoreResult<()> {
         tensors::scan(&self.conn, &self.label, filter, visit)
+    }
+
+    fn scan_outputs(&self, filter: OutputFilter<'_>, visit: &mut dyn FnMut(OutputRow<'_>)) -> StoreResult<()> {
+        outputs::scan(&self.conn, &self.label, filter, visit)
     }
 
     fn query(&self, sql: &str) -> StoreResult<Table> {
