@@ -1113,21 +1113,9 @@ def _loop_names(path):
 
 def _last_iteration_defaults(cmd, path):
     """FlorDB's script-side replay logs only the last iteration of every
-    loop the command line does not select: `--iter NAME=last` for those,
-    when this `flor replay` takes `--iter` (else every iteration, said)."""
-    import subprocess
-
+    loop the command line does not select: `--iter NAME=last` for those."""
     given = {cmd[i + 1].split("=", 1)[0] for i, tok in enumerate(cmd[:-1]) if tok == "--iter"}
     missing = [n for n in _loop_names(path) if n not in given]
-    if not missing:
-        return []
-    try:
-        usage = subprocess.run([cmd[0], "replay", "--help"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        usage = ""
-    if "--iter" not in usage:
-        print("flor: this flor replay has no --iter: every iteration is replayed, not only the last")
-        return []
     return [arg for n in missing for arg in ("--iter", f"{n}=last")]
 
 
