@@ -22,7 +22,9 @@ pub mod replay;
 mod run;
 
 pub use checkpoints::{PackBudget, PackOptions, PackReport};
-pub use config::{Config, CONFIG_FILE, DEFAULT_QUERY_TIMEOUT, MAX_CONFIG_BYTES};
+pub use config::{
+    capture_config, CaptureConfig, Config, CONFIG_FILE, DEFAULT_QUERY_TIMEOUT, MAX_CAPTURE_LINE, MAX_CONFIG_BYTES,
+};
 pub use error::{Error, Result};
 pub use flor_core::select::{IterSelect, IterSpec, PivotFilter, Selection};
 pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};

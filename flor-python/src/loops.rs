@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use crate::convert::item_text;
 use crate::run::ensure_run;
 use crate::stdout::flush_pending;
-use crate::steps::{fast, quick_item, submit, Step, MAX_STEPS};
+use crate::steps::{fast, quick_item, submit, Step};
 use crate::{err, state};
 
 /// `flor.loop(name, iterable)` in Rust: each step is one call into the
@@ -213,7 +213,7 @@ impl LoopIter {
                 }
                 if f.on {
                     f.steps.push(Step::Next { layer: layer as u32, item: item_now });
-                    let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
+                    let batch = f.full().then(|| f.take());
                     drop(f);
                     if let Some(batch) = batch {
                         if let Err(e) = submit(py, batch) {

@@ -63,6 +63,8 @@ fn install(run: Run) {
     st.prefix_stale = true;
     st.bars = 0;
     st.recording = true;
+    st.last_output.clear();
+    crate::steps::fast().cap.new_run();
 }
 
 /// Starts replaying the segment described by the spec file at `spec`
@@ -178,6 +180,8 @@ pub(crate) fn record_checkpoint(name: &str, format: &str, digest: String, bytes:
 #[pyfunction]
 #[pyo3(signature = (failed=false))]
 pub(crate) fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
+    // An unfinished line of output is the run's last.
+    crate::capture::drain(py);
     let printed = stop_batching(py);
     let run = {
         let mut st = state();
