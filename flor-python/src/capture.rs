@@ -35,7 +35,7 @@ use flor_core::Recorder;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::steps::{fast, submit, Stream, Taken};
+use crate::steps::{fast, submit, Step, Stream, Taken};
 use crate::{FlorError, State};
 
 /// The channel of lines written to `sys.stdout`.
@@ -75,6 +75,14 @@ pub(crate) struct Capture {
     declined: bool,
     /// The unfinished line of `sys.stdout` and of `sys.stderr`.
     partial: [String; 2],
+    /// Lines written while no run is active are held, not recorded (they
+    /// start no run): the script read flor's records or ended a run.
+    hold: bool,
+    /// The held lines ([`Step::Output`]s into `held_text`), recorded when
+    /// a run starts.
+    held: Vec<Step>,
+    /// Their text.
+    held_text: String,
 }
 
 impl Capture {
@@ -89,6 +97,9 @@ impl Capture {
             noticed: false,
             declined: false,
             partial: [String::new(), String::new()],
+            hold: false,
+            held: Vec::new(),
+            held_text: String::new(),
         }
     }
 
@@ -102,12 +113,25 @@ impl Capture {
     pub(crate) fn disable_in_child(&mut self) {
         self.hooked = false;
     }
+}
 
-    /// A new run starts: its counters from zero.
+impl crate::steps::Fast {
+    /// A new run starts: capture's counters from zero, and the held lines
+    /// are its first.
     pub(crate) fn new_run(&mut self) {
-        self.count = 0;
-        self.noticed = false;
-        self.declined = false;
+        let cap = &mut self.cap;
+        cap.noticed = false;
+        cap.declined = false;
+        cap.count = cap.held.len() as u64;
+        let base = self.text.len();
+        self.text.push_str(&cap.held_text);
+        cap.held_text.clear();
+        for step in cap.held.drain(..) {
+            if let Step::Output { stream, name_len, start, len } = step {
+                let Ok(start) = u32::try_from(start as usize + base) else { continue };
+                self.steps.push(Step::Output { stream, name_len, start, len });
+            }
+        }
     }
 }
 
@@ -173,6 +197,9 @@ impl State {
         last.text.clear();
         last.text.push_str(line);
         rec.output(name, line);
+        if self.output_only {
+            self.kept_output.push((name.to_owned(), line.to_owned()));
+        }
     }
 }
 
@@ -203,6 +230,7 @@ impl crate::steps::Fast {
     /// appended to the steps.
     fn line(&mut self, stream: Stream, name: &str, raw: &str, after: &mut After) {
         let Some(line) = clean(raw) else { return };
+        let held = !self.live;
         let cap = &mut self.cap;
         if cap.count >= cap.max_records {
             if !cap.noticed {
@@ -220,20 +248,21 @@ impl crate::steps::Fast {
         } else {
             (line, false)
         };
-        let start = self.text.len();
-        self.text.push_str(name);
-        self.text.push_str(kept);
+        let (steps, text) = if held { (&mut cap.held, &mut cap.held_text) } else { (&mut self.steps, &mut self.text) };
+        let start = text.len();
+        text.push_str(name);
+        text.push_str(kept);
         if cut {
-            self.text.push_str(TRUNCATED);
+            text.push_str(TRUNCATED);
         }
         let (Ok(start), Ok(len), Ok(name_len)) =
-            (u32::try_from(start), u32::try_from(self.text.len() - start), u16::try_from(name.len()))
+            (u32::try_from(start), u32::try_from(text.len() - start), u16::try_from(name.len()))
         else {
-            self.text.truncate(start);
+            text.truncate(start);
             return;
         };
-        self.steps.push(crate::steps::Step::Output { stream, name_len, start, len });
-        if self.full() && after.batch.is_none() {
+        steps.push(Step::Output { stream, name_len, start, len });
+        if !held && self.full() && after.batch.is_none() {
             after.batch = Some(self.take());
         }
     }
@@ -306,7 +335,7 @@ fn absorb_str(py: Python<'_>, stream: Stream, text: &str) {
     if !f.cap.on() {
         return;
     }
-    if !f.live {
+    if !f.live && !f.cap.hold {
         let slot = usize::from(stream == Stream::Stderr);
         if f.cap.declined || !has_line(&f.cap.partial[slot], text) {
             if !f.cap.declined {
@@ -357,9 +386,62 @@ fn begin_run(py: Python<'_>) {
         .and_then(|m| m.getattr("_capture_begin")?.call0())
         .and_then(|r| r.is_truthy())
         .unwrap_or(false);
-    if !started {
+    if started {
+        crate::state().output_only = true;
+    } else {
         fast().cap.declined = true;
     }
+}
+
+/// Holds `kept` (channel, text) again: the lines of a run discarded by
+/// [`capture_release`], recorded in the next run if one starts.
+pub(crate) fn hold_again(kept: Vec<(String, String)>) {
+    let mut f = fast();
+    f.cap.hold = true;
+    let cap = &mut f.cap;
+    for (name, line) in kept {
+        let stream = match name.as_str() {
+            STDOUT => Stream::Stdout,
+            STDERR => Stream::Stderr,
+            _ => Stream::Named,
+        };
+        let name = if stream == Stream::Named { name.as_str() } else { "" };
+        let start = cap.held_text.len();
+        cap.held_text.push_str(name);
+        cap.held_text.push_str(&line);
+        let (Ok(start), Ok(len), Ok(name_len)) =
+            (u32::try_from(start), u32::try_from(cap.held_text.len() - start), u16::try_from(name.len()))
+        else {
+            cap.held_text.truncate(start);
+            continue;
+        };
+        cap.held.push(Step::Output { stream, name_len, start, len });
+    }
+}
+
+/// From now on, lines written while no run is active are held instead of
+/// starting one (the script read flor's records, or ended a run).
+#[pyfunction]
+pub(crate) fn capture_hold() {
+    fast().cap.hold = true;
+}
+
+/// The script reads flor's records: a run that captured output started and
+/// that has recorded nothing else ends here, discarded (it would show in
+/// what the script reads), its lines held for a run that starts later.
+/// Returns whether it did.
+#[pyfunction]
+pub(crate) fn capture_release(py: Python<'_>) -> PyResult<bool> {
+    capture_hold();
+    let only = {
+        let st = crate::state();
+        st.run.is_some() && st.output_only
+    };
+    if !only {
+        return Ok(false);
+    }
+    crate::run::end_run(py, false, true)?;
+    Ok(true)
 }
 
 /// Records the unfinished lines as lines (the run is ending).
@@ -546,7 +628,7 @@ pub(crate) fn capture_log(py: Python<'_>, level: &str, lines: Vec<String>) {
     if !f.cap.on() {
         return;
     }
-    if !f.live {
+    if !f.live && !f.cap.hold {
         if f.cap.declined || lines.iter().all(|l| l.trim().is_empty()) {
             return;
         }

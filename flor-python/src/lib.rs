@@ -102,6 +102,11 @@ struct State {
     /// The last captured line recorded in this run (channel, loop context,
     /// text): a repeat at the same place is not recorded again.
     last_output: capture::LastOutput,
+    /// The run was started by a captured line and has recorded nothing but
+    /// output since (see [`capture::release`]).
+    output_only: bool,
+    /// The lines recorded while `output_only` (channel, text).
+    kept_output: Vec<(String, String)>,
 }
 
 /// The process's one [`State`] (see the locking rules above).
@@ -121,6 +126,8 @@ static STATE: Mutex<State> = Mutex::new(State {
     defer: false,
     step_error: None,
     last_output: capture::LastOutput::new(),
+    output_only: false,
+    kept_output: Vec::new(),
 });
 
 /// Names remembered by [`State::names`].
@@ -281,6 +288,8 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(stdout::_stdout_write, m)?,
         wrap_pyfunction!(capture::capture_hook, m)?,
         wrap_pyfunction!(capture::capture_on, m)?,
+        wrap_pyfunction!(capture::capture_hold, m)?,
+        wrap_pyfunction!(capture::capture_release, m)?,
         wrap_pyfunction!(capture::capture_off, m)?,
         wrap_pyfunction!(capture::capture_own_write, m)?,
         wrap_pyfunction!(capture::capture_text, m)?,

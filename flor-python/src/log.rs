@@ -72,6 +72,7 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
         return Ok(value.clone());
     }
     st.step_result()?;
+    st.output_only = false;
     let i = st.name_index(name)?;
     let s = &mut *st;
     s.refresh_prefix();

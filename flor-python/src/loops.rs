@@ -84,6 +84,7 @@ impl LoopIter {
         ensure_run(py)?;
         let mut st = state();
         let generation = st.generation;
+        st.output_only = false;
         let run = st.run()?;
         run.loop_begin(&self.name).map_err(err)?;
         let outer = run.depth() == 1;
@@ -262,6 +263,7 @@ pub(crate) fn iteration_enter(
 ) -> PyResult<(u64, bool, usize)> {
     ensure_run(py)?;
     let mut st = state();
+    st.output_only = false;
     let run = st.run()?;
     run.loop_begin(name).map_err(err)?;
     let outer = run.depth() == 1;

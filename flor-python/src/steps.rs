@@ -390,6 +390,7 @@ impl State {
                     self.set_layer(layer as usize, index, shown);
                 }
                 Step::Log { name, print, value } => {
+                    self.output_only = false;
                     if print {
                         self.refresh_prefix();
                     }

@@ -343,3 +343,19 @@ def test_on_a_terminal_the_bar_and_log_lines_are_not_output(repo):
     tty = b"".join(chunks).decode(errors="replace")
     assert "epoch: 100%" in tty and "epoch: 2, loss: 1.0" in tty, tty
     assert outputs(repo) == [("io::stdout", f"epoch={e}", f"user line {e}") for e in range(3)]
+
+
+def test_a_script_that_only_reads_and_prints_leaves_no_run(repo):
+    run_script(repo, 'import flordb as flor\nflor.log("loss", 0.5)\nprint("trained")\n')
+    assert len(runs(repo)) == 1
+    # Reads and prints: the printed lines start a run that is dropped at exit.
+    p = run_script(repo, 'import flordb as flor\nprint(flor.dataframe("loss").to_dict("records"))\n')
+    assert "0.5" in p.stdout
+    assert len(runs(repo)) == 1
+    # Prints after ending its run: no second run.
+    run_script(repo, 'import flordb as flor\nflor.log("loss", 0.25)\nflor.commit()\nprint("done")\n')
+    assert len(runs(repo)) == 2
+    # Reads, then records: a run like any other, its output kept.
+    run_script(repo, 'import flordb as flor\nflor.query("SELECT * FROM runs")\nprint("next")\nflor.log("loss", 0.1)\n')
+    assert len(runs(repo)) == 3
+    assert [t for _, _, t in outputs(repo)] == ["trained", "next"]

@@ -348,6 +348,7 @@ def _restore(obj, state, fmt):
 def load_checkpoint(tstamp, name=None, into=None):
     """The last checkpoint of run ``tstamp``: object ``name`` (restored in
     place into ``into`` when given), or a dict of all its objects."""
+    _note_read()
     cps = _flor.checkpoints(_cwd(), str(tstamp))
     if not cps:
         raise FlorError(f"run {tstamp} has no checkpoints")
@@ -469,7 +470,11 @@ def _replay_outer(name, iterable):
 def commit():
     """Ends the current run (records published to git and the query
     database); later logs start a new run."""
-    _flor.finish(_failed)
+    if _flor.active():
+        _flor.finish(_failed)
+        # Output printed from now on starts no run (see "Automatic capture
+        # of output" below).
+        _flor.capture_hold()
 
 
 def _coerce(value):
@@ -575,6 +580,7 @@ def dataframe(*names, diverged=False, where=None, iter=None, as_="pandas"):
     ``pyarrow.Table``), ``"polars"`` (a ``polars.DataFrame``) or ``"frame"``
     (the raw result, which any Arrow consumer takes through
     ``__arrow_c_stream__``)."""
+    _note_read()
     frame = _flor.dataframe(
         _cwd(), [str(n) for n in names], bool(diverged), None if where is None else str(where), _iters(iter)
     )
@@ -584,7 +590,15 @@ def dataframe(*names, diverged=False, where=None, iter=None, as_="pandas"):
 def query(sql, as_="pandas"):
     """A read-only SQL query over the views runs, logs, loops, timings,
     outputs, checkpoints, replay_checks (``as_`` as for ``dataframe``)."""
+    _note_read()
     return _convert(_flor.query(_cwd(), str(sql)), as_)
+
+
+def _note_read():
+    """The script reads flor's records: a run started only by captured output
+    is not a run (see "Automatic capture of output" below)."""
+    if _flor.capture_settings()[0]:
+        _flor.capture_release()
 
 
 def _excepthook(kind, value, tb):
