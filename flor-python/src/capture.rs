@@ -324,10 +324,20 @@ pub(crate) fn absorb(py: Python<'_>, stream: Stream, text: &Bound<'_, PyAny>) {
     if MUTED.get() {
         return;
     }
+    // `print`'s line end is CPython's one-character string "\n" (a
+    // singleton): no conversion for it.
+    let newline = NEWLINE.get_or_init(py, || PyString::new(py, "\n").unbind());
+    if text.is(newline.bind(py)) {
+        absorb_str(py, stream, "\n");
+        return;
+    }
     let Ok(text) = text.cast::<PyString>() else { return };
     let Ok(text) = text.to_cow() else { return };
     absorb_str(py, stream, &text);
 }
+
+/// The string `"\n"` (see [`absorb`]).
+static NEWLINE: pyo3::sync::PyOnceLock<Py<PyString>> = pyo3::sync::PyOnceLock::new();
 
 /// [`absorb`] of text.
 fn absorb_str(py: Python<'_>, stream: Stream, text: &str) {
