@@ -198,7 +198,7 @@ impl State {
         last.text.push_str(line);
         rec.output(name, line);
         if self.output_only {
-            self.kept_output.push((name.to_owned(), line.to_owned()));
+            self.kept_output.push(name, line);
         }
     }
 }
@@ -332,8 +332,39 @@ pub(crate) fn absorb(py: Python<'_>, stream: Stream, text: &Bound<'_, PyAny>) {
         return;
     }
     let Ok(text) = text.cast::<PyString>() else { return };
-    let Ok(text) = text.to_cow() else { return };
-    absorb_str(py, stream, &text);
+    #[cfg(not(windows))]
+    {
+        let mut len: pyo3::ffi::Py_ssize_t = 0;
+        // SAFETY: `text` is a live `str`; the result is null (with an
+        // exception set) or points to its UTF-8 bytes, `len` of them, which
+        // live as long as the object.
+        let data = unsafe { PyUnicode_AsUTF8AndSize(text.as_ptr(), &mut len) };
+        match usize::try_from(len) {
+            Ok(len) if !data.is_null() => {
+                // SAFETY: see above: `len` valid UTF-8 bytes at `data`.
+                let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+                if let Ok(s) = std::str::from_utf8(bytes) {
+                    absorb_str(py, stream, s);
+                }
+            }
+            _ => drop(PyErr::take(py)), // a lone surrogate: not captured
+        }
+    }
+    #[cfg(windows)]
+    if let Ok(text) = text.to_cow() {
+        absorb_str(py, stream, &text);
+    }
+}
+
+#[cfg(not(windows))]
+extern "C" {
+    /// CPython's UTF-8 view of a `str`, cached in the object (no copy for
+    /// ASCII text). Part of the stable ABI from 3.10 and exported by every
+    /// CPython 3 (the module's abi3-py39 declarations leave it out): the
+    /// loader resolves it against the running interpreter, except on
+    /// Windows, where the module links `python3.dll` (there `to_cow`).
+    fn PyUnicode_AsUTF8AndSize(unicode: *mut pyo3::ffi::PyObject, size: *mut pyo3::ffi::Py_ssize_t)
+        -> *const std::ffi::c_char;
 }
 
 /// The string `"\n"` (see [`absorb`]).
@@ -403,22 +434,65 @@ fn begin_run(py: Python<'_>) {
     }
 }
 
-/// Holds `kept` (channel, text) again: the lines of a run discarded by
+/// The lines a run recorded while it held nothing but captured output
+/// (channel and text of each, in one buffer).
+#[derive(Default)]
+pub(crate) struct Kept {
+    /// Channel and line, one after the other, for every line.
+    text: String,
+    /// Where each line's channel and line end in `text`.
+    ends: Vec<(u32, u32)>,
+}
+
+impl Kept {
+    /// None.
+    pub(crate) const fn new() -> Kept {
+        Kept { text: String::new(), ends: Vec::new() }
+    }
+
+    /// Keeps one line.
+    fn push(&mut self, name: &str, line: &str) {
+        self.text.push_str(name);
+        let Ok(name_end) = u32::try_from(self.text.len()) else { return };
+        self.text.push_str(line);
+        let Ok(end) = u32::try_from(self.text.len()) else { return };
+        self.ends.push((name_end, end));
+    }
+
+    /// Forgets every line.
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// The lines, (channel, text).
+    fn lines(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0usize;
+        self.ends.iter().filter_map(move |&(n, e)| {
+            let (n, e) = (n as usize, e as usize);
+            let out = self.text.get(start..n).zip(self.text.get(n..e));
+            start = e;
+            out
+        })
+    }
+}
+
+/// Holds `kept` again: the lines of a run discarded by
 /// [`capture_release`], recorded in the next run if one starts.
-pub(crate) fn hold_again(kept: Vec<(String, String)>) {
+pub(crate) fn hold_again(kept: Kept) {
     let mut f = fast();
     f.cap.hold = true;
     let cap = &mut f.cap;
-    for (name, line) in kept {
-        let stream = match name.as_str() {
+    for (name, line) in kept.lines() {
+        let stream = match name {
             STDOUT => Stream::Stdout,
             STDERR => Stream::Stderr,
             _ => Stream::Named,
         };
-        let name = if stream == Stream::Named { name.as_str() } else { "" };
+        let name = if stream == Stream::Named { name } else { "" };
         let start = cap.held_text.len();
         cap.held_text.push_str(name);
-        cap.held_text.push_str(&line);
+        cap.held_text.push_str(line);
         let (Ok(start), Ok(len), Ok(name_len)) =
             (u32::try_from(start), u32::try_from(cap.held_text.len() - start), u16::try_from(name.len()))
         else {

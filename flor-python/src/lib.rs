@@ -106,7 +106,7 @@ struct State {
     /// output since (see [`capture::release`]).
     output_only: bool,
     /// The lines recorded while `output_only` (channel, text).
-    kept_output: Vec<(String, String)>,
+    kept_output: capture::Kept,
 }
 
 /// The process's one [`State`] (see the locking rules above).
@@ -127,7 +127,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     step_error: None,
     last_output: capture::LastOutput::new(),
     output_only: false,
-    kept_output: Vec::new(),
+    kept_output: capture::Kept::new(),
 });
 
 /// Names remembered by [`State::names`].
