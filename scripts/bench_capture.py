@@ -73,6 +73,47 @@ t1 = time.perf_counter()
 sys.stderr.write(f"@@LOOP {t1 - t0!r}\\n")
 """
 
+# Paired blocks in one process (robust to a shared machine's drifting
+# speed): blocks of S steps alternate, ABBA, between the standard streams
+# unhooked (plain Python printing: what a script without flor does) and
+# hooked with capture on, every line recorded.
+PAIRED_PY = """\
+import os, sys, time
+import flordb as flor
+from flordb import _flor
+N = int(os.environ["BENCH_STEPS"])
+K = int(os.environ["BENCH_WORK"])
+B = int(os.environ["BENCH_BLOCKS"])
+flor.set_capture(max_records=N + 10)
+print("start")  # starts the run
+
+def work(i):
+    s = 0
+    for k in range(K):
+        s += (k ^ i) & 7
+    return s
+
+def block(n, base):
+    t0 = time.perf_counter()
+    for i in range(base, base + n):
+        s = work(i)
+        print(f"step {i} loss {s / 7:.4f}")
+    return time.perf_counter() - t0
+
+S = N // (2 * B)
+plain, captured = [], []
+for b in range(2 * B):
+    cap = b % 4 in (1, 2)  # plain, cap, cap, plain, ...
+    if not cap:
+        _flor.capture_off()
+    t = block(S, b * S)
+    (captured if cap else plain).append(t)
+    if not cap:
+        _flor.capture_hook(sys.stdout, 0)
+        _flor.capture_hook(sys.stderr, 1)
+sys.stderr.write(f"@@PAIRED {plain!r} {captured!r} {S}\\n")
+"""
+
 CALIBRATE_PY = """\
 import sys, time
 K = int(sys.argv[1])
@@ -171,6 +212,21 @@ def main():
             for name in (["ours-all", "ours-off"] if r % 2 == 0 else ["ours-off", "ours-all"]):
                 _, mode, env, _ = VARIANTS[name]
                 micro[name].append(run(a.ours, repos[name], mode, a.micro_steps, 0, env)[0])
+        paired = []
+        for r in range(a.rounds):
+            env = dict(os.environ, BENCH_STEPS=str(a.steps), BENCH_WORK=str(work), BENCH_BLOCKS="20")
+            env.pop("PYTHONUNBUFFERED", None)
+            with open(os.path.join(repos["ours"], "paired.py"), "w") as f:
+                f.write(PAIRED_PY)
+            with open(os.path.join(repos["ours"], "stdout.txt"), "w") as out:
+                p = subprocess.run([a.ours, "paired.py"], cwd=repos["ours"], stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+            if p.returncode != 0:
+                raise SystemExit(f"paired run failed:\n{p.stderr}")
+            plain_s, cap_s, size = p.stderr.rsplit("@@PAIRED ", 1)[1].rsplit("] ", 1)[0].split("] [") + [None]
+            plain_t = [float(x) for x in plain_s.strip("[").split(",")]
+            cap_t = [float(x) for x in cap_s.strip("[]").split(",")]
+            size = a.steps // 40
+            paired.append((plain_t, cap_t, size))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -201,6 +257,20 @@ def main():
         f"captured line (median of {a.rounds} paired runs; off: {statistics.median(micro['ours-off']) / a.micro_steps * 1e9:.0f} "
         f"ns per print, all lines recorded: {statistics.median(micro['ours-all']) / a.micro_steps * 1e9:.0f} ns)"
     )
+    ratios, costs = [], []
+    for plain_t, cap_t, size in paired:
+        for i in range(0, len(plain_t) - 1, 2):  # each ABBA group: 2 plain, 2 captured blocks
+            p2, c2 = plain_t[i] + plain_t[i + 1], cap_t[i] + cap_t[i + 1]
+            ratios.append(c2 / p2)
+            costs.append((c2 - p2) / (2 * size) * 1e9)
+    if ratios:
+        result["paired"] = {"ratio": statistics.median(ratios), "ns_per_line": statistics.median(costs), "groups": len(ratios)}
+        q = statistics.quantiles(ratios, n=4)
+        print(
+            f"Paired blocks in one process ({len(ratios)} ABBA groups of 4 x {a.steps // 40:,} steps): captured / plain "
+            f"= {statistics.median(ratios):.4f} (quartiles {q[0]:.4f}-{q[2]:.4f}), {statistics.median(costs):.0f} ns "
+            f"added per captured line"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -363,8 +363,10 @@ extern "C" {
     /// CPython 3 (the module's abi3-py39 declarations leave it out): the
     /// loader resolves it against the running interpreter, except on
     /// Windows, where the module links `python3.dll` (there `to_cow`).
-    fn PyUnicode_AsUTF8AndSize(unicode: *mut pyo3::ffi::PyObject, size: *mut pyo3::ffi::Py_ssize_t)
-        -> *const std::ffi::c_char;
+    fn PyUnicode_AsUTF8AndSize(
+        unicode: *mut pyo3::ffi::PyObject,
+        size: *mut pyo3::ffi::Py_ssize_t,
+    ) -> *const std::ffi::c_char;
 }
 
 /// The string `"\n"` (see [`absorb`]).
