@@ -94,14 +94,15 @@ def work(i):
     return s
 
 def block(n, base):
-    t0 = time.perf_counter()
+    c0, t0 = time.thread_time(), time.perf_counter()
     for i in range(base, base + n):
         s = work(i)
         print(f"step {i} loss {s / 7:.4f}")
-    return time.perf_counter() - t0
+    wall.append(time.perf_counter() - t0)
+    return time.thread_time() - c0  # the training thread's own CPU time
 
 S = N // (2 * B)
-plain, captured = [], []
+plain, captured, wall = [], [], []
 for b in range(2 * B):
     cap = b % 4 in (1, 2)  # plain, cap, cap, plain, ...
     if not cap:
@@ -112,6 +113,7 @@ for b in range(2 * B):
         _flor.capture_hook(sys.stdout, 0)
         _flor.capture_hook(sys.stderr, 1)
 sys.stderr.write(f"@@PAIRED {plain!r} {captured!r} {S}\\n")
+sys.stderr.write(f"@@WALL {wall!r}\\n")
 """
 
 CALIBRATE_PY = """\
@@ -182,6 +184,28 @@ VARIANTS = {
 }
 
 
+def report_paired(paired, steps, what):
+    """Prints (and returns) the paired blocks' figures: the training
+    thread's CPU time and the wall time, captured / plain per ABBA group."""
+    out = {}
+    for label, pi, ci in (("training-thread CPU time", 0, 1), ("wall time", 3, 4)):
+        ratios, costs = [], []
+        for run in paired:
+            plain_t, cap_t, size = run[pi], run[ci], run[2]
+            for i in range(0, len(plain_t) - 1, 2):  # each ABBA group: 2 plain, 2 captured blocks
+                p2, c2 = plain_t[i] + plain_t[i + 1], cap_t[i] + cap_t[i + 1]
+                ratios.append(c2 / p2)
+                costs.append((c2 - p2) / (2 * size) * 1e9)
+        q = statistics.quantiles(ratios, n=4)
+        out[label] = {"ratio": statistics.median(ratios), "q1": q[0], "q3": q[2], "ns_per_line": statistics.median(costs)}
+        print(
+            f"Paired blocks, {what}, {label} ({len(ratios)} ABBA groups of 4 x {steps // 40:,} steps): captured / plain = "
+            f"{statistics.median(ratios):.4f} (quartiles {q[0]:.4f}-{q[2]:.4f}), {statistics.median(costs):.0f} ns "
+            f"added per captured line"
+        )
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ours", default=DEFAULT_OURS)
@@ -191,6 +215,7 @@ def main():
     ap.add_argument("--work-us", type=float, default=40.0)
     ap.add_argument("--micro-steps", type=int, default=200_000)
     ap.add_argument("--json")
+    ap.add_argument("--paired-only", action="store_true", help="only the paired in-process blocks")
     a = ap.parse_args()
     pythons = {"ours": a.ours, "ref": a.ref}
     variants = {k: v for k, v in VARIANTS.items() if os.path.exists(pythons[v[0]])}
@@ -200,7 +225,7 @@ def main():
         repos = {name: git_repo(root, name) for name in variants}
         times = {name: [] for name in variants}
         names = list(variants)
-        for r in range(a.rounds):
+        for r in range(0 if a.paired_only else a.rounds):
             order = names[r % len(names):] + names[: r % len(names)]
             for name in order:
                 key, mode, env, _ = variants[name]
@@ -208,13 +233,13 @@ def main():
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
         # Per-line cost on the training thread: prints back to back.
         micro = {"ours-all": [], "ours-off": []}
-        for r in range(a.rounds):
+        for r in range(0 if a.paired_only else a.rounds):
             for name in (["ours-all", "ours-off"] if r % 2 == 0 else ["ours-off", "ours-all"]):
                 _, mode, env, _ = VARIANTS[name]
                 micro[name].append(run(a.ours, repos[name], mode, a.micro_steps, 0, env)[0])
-        paired = []
-        for r in range(a.rounds):
-            env = dict(os.environ, BENCH_STEPS=str(a.steps), BENCH_WORK=str(work), BENCH_BLOCKS="20")
+        paired, paired_micro = [], []
+        for r, (k, steps) in enumerate([(work, a.steps)] * a.rounds + [(0, a.micro_steps * 2)] * a.rounds):
+            env = dict(os.environ, BENCH_STEPS=str(steps), BENCH_WORK=str(k), BENCH_BLOCKS="20")
             env.pop("PYTHONUNBUFFERED", None)
             with open(os.path.join(repos["ours"], "paired.py"), "w") as f:
                 f.write(PAIRED_PY)
@@ -222,11 +247,17 @@ def main():
                 p = subprocess.run([a.ours, "paired.py"], cwd=repos["ours"], stdout=out, stderr=subprocess.PIPE, text=True, env=env)
             if p.returncode != 0:
                 raise SystemExit(f"paired run failed:\n{p.stderr}")
-            plain_s, cap_s, size = p.stderr.rsplit("@@PAIRED ", 1)[1].rsplit("] ", 1)[0].split("] [") + [None]
+            plain_s, cap_s = p.stderr.split("@@PAIRED ", 1)[1].split("\n", 1)[0].rsplit("] ", 1)[0].split("] [")
             plain_t = [float(x) for x in plain_s.strip("[").split(",")]
             cap_t = [float(x) for x in cap_s.strip("[]").split(",")]
-            size = a.steps // 40
-            paired.append((plain_t, cap_t, size))
+            walls = [float(x) for x in p.stderr.split("@@WALL ", 1)[1].split("\n", 1)[0].strip("[]").split(",")]
+            # walls are in block order: plain, cap, cap, plain, ...
+            wp = [w for b, w in enumerate(walls) if b % 4 not in (1, 2)]
+            wc = [w for b, w in enumerate(walls) if b % 4 in (1, 2)]
+            (paired if k else paired_micro).append((plain_t, cap_t, steps // 40, wp, wc))
+        if a.paired_only:
+            report_paired(paired, a.steps, "~%g us of work per step" % a.work_us)
+            return report_paired(paired_micro, a.micro_steps * 2, "no work: prints back to back")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -257,20 +288,8 @@ def main():
         f"captured line (median of {a.rounds} paired runs; off: {statistics.median(micro['ours-off']) / a.micro_steps * 1e9:.0f} "
         f"ns per print, all lines recorded: {statistics.median(micro['ours-all']) / a.micro_steps * 1e9:.0f} ns)"
     )
-    ratios, costs = [], []
-    for plain_t, cap_t, size in paired:
-        for i in range(0, len(plain_t) - 1, 2):  # each ABBA group: 2 plain, 2 captured blocks
-            p2, c2 = plain_t[i] + plain_t[i + 1], cap_t[i] + cap_t[i + 1]
-            ratios.append(c2 / p2)
-            costs.append((c2 - p2) / (2 * size) * 1e9)
-    if ratios:
-        result["paired"] = {"ratio": statistics.median(ratios), "ns_per_line": statistics.median(costs), "groups": len(ratios)}
-        q = statistics.quantiles(ratios, n=4)
-        print(
-            f"Paired blocks in one process ({len(ratios)} ABBA groups of 4 x {a.steps // 40:,} steps): captured / plain "
-            f"= {statistics.median(ratios):.4f} (quartiles {q[0]:.4f}-{q[2]:.4f}), {statistics.median(costs):.0f} ns "
-            f"added per captured line"
-        )
+    result["paired"] = report_paired(paired, a.steps, "~%g us of work per step" % a.work_us)
+    result["paired_no_work"] = report_paired(paired_micro, a.micro_steps * 2, "no work: prints back to back")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=2)
