@@ -23,15 +23,26 @@ alone (perf_counter around it, inside the script: import and the commit at
 exit excluded) and the whole process (start to exit, as the driver sees it).
 The per-line cost is (loop time - baseline loop time) / N.
 
-A second measurement isolates the per-line cost on the training thread:
-the same loop with no work (N prints back to back), ours-all against
-ours-off, in one process each, alternating.
+A second measurement: the same loop with no work (prints back to back),
+ours-all against ours-off, one process each, alternating.
+
+A third, robust to a shared machine whose speed drifts by tens of percent
+from one process to the next: paired blocks in one process (PAIRED_PY).
+Blocks of N/40 steps alternate in ABBA order between the standard streams
+unhooked (plain Python printing, as without flor) and hooked with every line
+recorded; each ABBA group gives captured / plain, and the added cost per
+line, both on the training thread's own CPU time (`time.thread_time`: what
+capture costs the thread that prints, whatever the worker thread and other
+processes do) and on wall time; medians over all groups, with quartiles.
+It runs once with the ~40 us of work per step and once with no work
+(2 x micro-steps prints back to back, where the per-line cost is not lost
+in the work's noise).
 
 Each variant runs in its own temporary git repository (one commit). Uses
 only the standard library.
 
 Usage: python3 scripts/bench_capture.py [--ours PY] [--ref PY] [--steps N]
-       [--rounds R] [--json FILE]
+       [--rounds R] [--json FILE] [--paired-only]
 """
 
 import argparse
