@@ -32,6 +32,14 @@
 //! # so a replay starts from the same bytes; above it only its digest is
 //! # kept (a file some flor run saved is always kept). Default 256.
 //! keep_loads_mb = 256
+//!
+//! [capture]
+//! # Record what a script prints and logs (`flordb`'s automatic capture).
+//! enabled = true      # default: true
+//! # Characters kept of a captured line (1 to 1048576). Default 4096.
+//! max_line = 4096
+//! # Captured lines kept per run. Default 10000.
+//! max_records = 10000
 //! ```
 //!
 //! The file is optional. A small reader for `key = value` lines, `[table]`
@@ -72,11 +80,18 @@ const KEYS: &[(&str, &str)] = &[
     ("checkpoints", "auto_pack_mb"),
     ("checkpoints", "auto_pack_seconds"),
     ("checkpoints", "keep_loads_mb"),
+    ("capture", "enabled"),
+    ("capture", "max_line"),
+    ("capture", "max_records"),
 ];
 
 /// The size up to which a setup load is kept when the config sets no
 /// `[checkpoints] keep_loads_mb`, in mebibytes.
 pub const DEFAULT_KEEP_LOADS_MB: u64 = 256;
+
+/// The largest `[capture] max_line` (characters; a record line holds at
+/// most 64 MiB).
+pub const MAX_CAPTURE_LINE: u64 = 1 << 20;
 
 /// The settings of `.flor/config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,6 +127,32 @@ pub struct Config {
     /// `[checkpoints] keep_loads_mb`: the largest setup load kept with the
     /// run (`None`: not set, [`DEFAULT_KEEP_LOADS_MB`]).
     pub keep_loads_mb: Option<u64>,
+    /// `[capture]`: automatic capture of a script's output.
+    pub capture: CaptureConfig,
+}
+
+/// `[capture]` of `.flor/config.toml`: automatic capture of what a
+/// `flordb` script prints and logs (each `None` when not set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// `enabled`: whether output is captured (default: yes).
+    pub enabled: Option<bool>,
+    /// `max_line`: characters kept of a captured line (default 4096).
+    pub max_line: Option<u64>,
+    /// `max_records`: captured lines kept per run (default 10000).
+    pub max_records: Option<u64>,
+}
+
+/// The `[capture]` settings of the project containing `start` (the
+/// defaults outside a git repository). Reads only the config file: no
+/// `.flor/` folder is created.
+pub fn capture_config(start: &Path) -> Result<CaptureConfig> {
+    let root = match flor_git::discover(start) {
+        Ok(info) => info.root,
+        Err(flor_git::Error::NotARepository { .. }) => return Ok(CaptureConfig::default()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Config::load(&root.join(crate::FLOR_DIR).join(CONFIG_FILE))?.capture)
 }
 
 impl Config {
@@ -160,13 +201,14 @@ impl Config {
                 table = match name.trim() {
                     "replay" => "replay",
                     "checkpoints" => "checkpoints",
+                    "capture" => "capture",
                     other => {
                         return Err(bad(
                             i + 1,
                             "",
                             format!(
                                 "unknown table [{}]; flor's config has settings at the top and the tables \
-                                 [replay] and [checkpoints]",
+                                 [replay], [checkpoints] and [capture]",
                                 shorten(other)
                             ),
                         ))
@@ -213,12 +255,22 @@ impl Config {
                 let d = quoted("os")?.parse();
                 self.durability = Some(d.map_err(|e: flor_core::durability::UnknownDurability| e.to_string())?);
             }
-            ("", "lint_on_run") => {
-                self.lint_on_run = Some(match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(format!("expected true or false, found {}", shorten(value))),
-                });
+            ("", "lint_on_run") => self.lint_on_run = Some(boolean(value)?),
+            ("capture", "enabled") => self.capture.enabled = Some(boolean(value)?),
+            ("capture", "max_line") => {
+                let n = value.replace('_', "").parse::<u64>().ok().filter(|n| (1..=MAX_CAPTURE_LINE).contains(n));
+                self.capture.max_line = Some(n.ok_or_else(|| {
+                    format!(
+                        "expected a whole number of characters from 1 to {MAX_CAPTURE_LINE}, found {}",
+                        shorten(value)
+                    )
+                })?);
+            }
+            ("capture", "max_records") => {
+                let n = value.replace('_', "").parse::<u64>().map_err(|_| {
+                    format!("expected a whole number of lines per run such as 10000, found {}", shorten(value))
+                })?;
+                self.capture.max_records = Some(n);
             }
             ("replay", "isolation") => self.replay_isolation = Some(quoted("auto")?.parse()?),
             ("replay", "copy_limit_mb") => {
@@ -308,6 +360,15 @@ fn string_list(value: &str) -> std::result::Result<Vec<String>, String> {
         out.push(name.to_owned());
     }
     Ok(out)
+}
+
+/// A `true`/`false` value.
+fn boolean(value: &str) -> std::result::Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, found {}", shorten(value))),
+    }
 }
 
 /// `s` for an error message: at most 60 characters.
@@ -437,6 +498,44 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("auto_pack_mb") && e.contains("mebibytes"), "{e}");
         let e = Config::parse("[checkpoint]\n", p).unwrap_err().to_string();
         assert!(e.contains("[checkpoints]"), "{e}");
+    }
+
+    #[test]
+    fn parses_the_capture_table() {
+        let p = Path::new("/repo/.flor/config.toml");
+        assert_eq!(Config::parse("", p).unwrap().capture, CaptureConfig::default());
+        let c = Config::parse("[capture]\nenabled = false\nmax_line = 200\nmax_records = 1_000_000\n", p).unwrap();
+        assert_eq!(
+            c.capture,
+            CaptureConfig { enabled: Some(false), max_line: Some(200), max_records: Some(1_000_000) }
+        );
+        let e = Config::parse("[capture]\nenabled = 0\n", p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("enabled") && e.contains("true or false"), "{e}");
+        for bad in ["max_line = 0", "max_line = -5", "max_line = 2000000", "max_line = \"80\""] {
+            let e = Config::parse(&format!("[capture]\n{bad}\n"), p).unwrap_err().to_string();
+            assert!(e.contains("max_line") && e.contains("from 1 to 1048576"), "{bad}: {e}");
+        }
+        let e = Config::parse("[capture]\nmax_records = lots\n", p).unwrap_err().to_string();
+        assert!(e.contains("/repo/.flor/config.toml") && e.contains("max_records"), "{e}");
+        let e = Config::parse("[capture]\nmax_lines = 5\n", p).unwrap_err().to_string();
+        assert!(e.contains("unknown setting") && e.contains("`max_line`"), "{e}");
+        // `enabled` belongs to [capture], not the top.
+        assert!(Config::parse("enabled = true", p).is_err());
+    }
+
+    #[test]
+    fn capture_config_reads_the_projects_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(capture_config(dir.path()).unwrap(), CaptureConfig::default(), "outside a repository");
+        let init = std::process::Command::new("git").args(["init", "-q"]).current_dir(dir.path()).status().unwrap();
+        assert!(init.success());
+        let sub = dir.path().join("src");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert_eq!(capture_config(&sub).unwrap(), CaptureConfig::default());
+        assert!(!dir.path().join(crate::FLOR_DIR).exists(), "reading creates nothing");
+        std::fs::create_dir_all(dir.path().join(crate::FLOR_DIR)).unwrap();
+        std::fs::write(dir.path().join(crate::FLOR_DIR).join(CONFIG_FILE), "[capture]\nmax_records = 3\n").unwrap();
+        assert_eq!(capture_config(&sub).unwrap().max_records, Some(3));
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub mod replay;
 mod run;
 
 pub use checkpoints::{PackBudget, PackOptions, PackReport};
-pub use config::{Config, CONFIG_FILE, DEFAULT_KEEP_LOADS_MB, DEFAULT_QUERY_TIMEOUT, MAX_CONFIG_BYTES};
+pub use config::{
+    capture_config, CaptureConfig, Config, CONFIG_FILE, DEFAULT_KEEP_LOADS_MB, DEFAULT_QUERY_TIMEOUT, MAX_CAPTURE_LINE,
+    MAX_CONFIG_BYTES,
+};
 pub use error::{Error, Result};
 pub use flor_core::select::{IterSelect, IterSpec, PivotFilter, Selection};
 pub use flor_core::{self as core, Durability, RunMeta, RunStatus, Table, Value};

@@ -4,6 +4,7 @@
 //! FlorDB's API on top. One implementation of the recording semantics is
 //! shared with the Rust API.
 
+mod capture;
 mod convert;
 mod log;
 mod loops;
@@ -99,6 +100,14 @@ struct State {
     /// The first error of applying deferred steps, reported by the next
     /// call that reads the run ([`State::step_result`]).
     step_error: Option<String>,
+    /// The last captured line recorded in this run (channel, loop context,
+    /// text): a repeat at the same place is not recorded again.
+    last_output: capture::LastOutput,
+    /// The run was started by a captured line and has recorded nothing but
+    /// output since (see [`capture::release`]).
+    output_only: bool,
+    /// The lines recorded while `output_only` (channel, text).
+    kept_output: capture::Kept,
 }
 
 /// The process's one [`State`] (see the locking rules above).
@@ -117,6 +126,9 @@ static STATE: Mutex<State> = Mutex::new(State {
     batch: None,
     defer: false,
     step_error: None,
+    last_output: capture::LastOutput::new(),
+    output_only: false,
+    kept_output: capture::Kept::new(),
 });
 
 /// Names remembered by [`State::names`].
@@ -137,7 +149,7 @@ fn state() -> StateGuard {
         if f.steps.is_empty() {
             None
         } else {
-            Some(std::mem::take(&mut f.steps))
+            Some(f.take())
         }
     };
     wait_idle();
@@ -272,8 +284,21 @@ fn _flor(m: &Bound<'_, PyModule>) -> PyResult<()> {
     stdout::init(py)?;
     m.add_class::<loops::LoopIter>()?;
     m.add_class::<run::Writer>()?;
+    m.add_class::<capture::Hook>()?;
     for f in [
         wrap_pyfunction!(stdout::_stdout_write, m)?,
+        wrap_pyfunction!(capture::capture_hook, m)?,
+        wrap_pyfunction!(capture::capture_on, m)?,
+        wrap_pyfunction!(capture::capture_hold, m)?,
+        wrap_pyfunction!(capture::capture_release, m)?,
+        wrap_pyfunction!(capture::capture_off, m)?,
+        wrap_pyfunction!(capture::capture_own_write, m)?,
+        wrap_pyfunction!(capture::capture_text, m)?,
+        wrap_pyfunction!(capture::capture_log, m)?,
+        wrap_pyfunction!(capture::capture_mute, m)?,
+        wrap_pyfunction!(capture::capture_set, m)?,
+        wrap_pyfunction!(capture::capture_settings, m)?,
+        wrap_pyfunction!(capture::capture_config, m)?,
         wrap_pyfunction!(stdout::_stdout_flush, m)?,
         wrap_pyfunction!(loops::loop_iter, m)?,
         wrap_pyfunction!(loops::iteration_enter, m)?,

@@ -11,7 +11,7 @@ use pyo3::types::PyString;
 use crate::convert::{push_py_float_from_ryu, push_value_text, to_logged};
 use crate::run::ensure_run;
 use crate::stdout::{emit, hand_over, Sink, BATCH_BYTES};
-use crate::steps::{fast, quick_num, submit, Step, MAX_STEPS};
+use crate::steps::{fast, quick_num, submit, Step};
 use crate::{no_run, state};
 
 /// Records `v` under `name` and, with `line`, appends how it prints there
@@ -52,7 +52,7 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
             let slot = f.names.iter().position(|&k| k == name.as_ptr() as usize);
             if let (Some(slot), Some(print)) = (slot, f.print_now(py)) {
                 f.steps.push(Step::Log { name: slot as u32, print, value: num });
-                let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
+                let batch = f.full().then(|| f.take());
                 drop(f);
                 if let Some(batch) = batch {
                     submit(py, batch)?;
@@ -72,6 +72,7 @@ fn log<'py>(py: Python<'py>, name: &Bound<'py, PyString>, value: &Bound<'py, PyA
         return Ok(value.clone());
     }
     st.step_result()?;
+    st.output_only = false;
     let i = st.name_index(name)?;
     let s = &mut *st;
     s.refresh_prefix();

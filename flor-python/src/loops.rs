@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use crate::convert::item_text;
 use crate::run::ensure_run;
 use crate::stdout::flush_pending;
-use crate::steps::{fast, quick_item, submit, Step, MAX_STEPS};
+use crate::steps::{fast, quick_item, submit, Step};
 use crate::{err, state};
 
 /// `flor.loop(name, iterable)` in Rust: each step is one call into the
@@ -84,6 +84,7 @@ impl LoopIter {
         ensure_run(py)?;
         let mut st = state();
         let generation = st.generation;
+        st.output_only = false;
         let run = st.run()?;
         run.loop_begin(&self.name).map_err(err)?;
         let outer = run.depth() == 1;
@@ -213,7 +214,7 @@ impl LoopIter {
                 }
                 if f.on {
                     f.steps.push(Step::Next { layer: layer as u32, item: item_now });
-                    let batch = (f.steps.len() >= MAX_STEPS).then(|| f.take());
+                    let batch = f.full().then(|| f.take());
                     drop(f);
                     if let Some(batch) = batch {
                         if let Err(e) = submit(py, batch) {
@@ -262,6 +263,7 @@ pub(crate) fn iteration_enter(
 ) -> PyResult<(u64, bool, usize)> {
     ensure_run(py)?;
     let mut st = state();
+    st.output_only = false;
     let run = st.run()?;
     run.loop_begin(name).map_err(err)?;
     let outer = run.depth() == 1;

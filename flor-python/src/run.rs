@@ -63,6 +63,10 @@ fn install(run: Run) {
     st.prefix_stale = true;
     st.bars = 0;
     st.recording = true;
+    st.last_output.clear();
+    st.output_only = false;
+    st.kept_output.clear();
+    crate::steps::fast().new_run();
 }
 
 /// Starts replaying the segment described by the spec file at `spec`
@@ -130,7 +134,10 @@ pub(crate) fn run_object_bytes(py: Python<'_>, digest: String) -> PyResult<Py<py
 #[pyfunction]
 pub(crate) fn arg(py: Python<'_>, name: &str, default: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     let d = to_value(py, default)?;
-    let v = state().run()?.arg_value(name, d).map_err(err)?;
+    let mut st = state();
+    st.output_only = false;
+    let v = st.run()?.arg_value(name, d).map_err(err)?;
+    drop(st);
     to_py(py, &v)
 }
 
@@ -170,7 +177,9 @@ pub(crate) fn object_writer() -> PyResult<Writer> {
 #[pyfunction]
 pub(crate) fn record_checkpoint(name: &str, format: &str, digest: String, bytes: u64) -> PyResult<()> {
     let id = flor_core::ObjectId { digest, bytes };
-    state().run()?.record_checkpoint(name, format, &id).map_err(err)
+    let mut st = state();
+    st.output_only = false;
+    st.run()?.record_checkpoint(name, format, &id).map_err(err)
 }
 
 /// Ends the active run (`failed=True`: as failed) and publishes its
@@ -178,6 +187,15 @@ pub(crate) fn record_checkpoint(name: &str, format: &str, digest: String, bytes:
 #[pyfunction]
 #[pyo3(signature = (failed=false))]
 pub(crate) fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
+    // An unfinished line of output is the run's last.
+    crate::capture::drain(py);
+    end_run(py, failed, false)
+}
+
+/// Ends the active run: [`finish`]'s work, or (`discard_output_only`) a run
+/// that recorded nothing but captured output is discarded instead, its
+/// lines given back to capture to hold (see [`crate::capture::release`]).
+pub(crate) fn end_run(py: Python<'_>, failed: bool, discard_output_only: bool) -> PyResult<()> {
     let printed = stop_batching(py);
     let run = {
         let mut st = state();
@@ -187,12 +205,22 @@ pub(crate) fn finish(py: Python<'_>, failed: bool) -> PyResult<()> {
         st.prefix_stale = true;
         st.bars = 0;
         st.recording = true;
-        (st.run.take(), drained)
+        let discard = discard_output_only && st.output_only;
+        st.output_only = false;
+        let kept = std::mem::take(&mut st.kept_output);
+        if discard {
+            crate::capture::hold_again(kept);
+        }
+        (st.run.take(), drained, discard)
     };
     // Deferred steps were handed over by `stop_batching` (or just above).
-    let (run, drained) = run;
+    let (run, drained, discard) = run;
     let printed = printed.and(drained);
     let Some(run) = run else { return printed };
+    if discard {
+        py.detach(|| run.discard()).map_err(err)?;
+        return printed;
+    }
     let result = py.detach(|| if failed { run.fail() } else { run.finish() });
     let summary = result.map_err(err)?;
     printed?;

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 
-use crate::steps::PENDING_LEN;
+use crate::steps::{Stream, PENDING_LEN};
 use crate::{state, FlorError, State};
 
 /// Batching of the printed lines. A `print` per log costs a Python-level
@@ -29,6 +29,10 @@ pub(crate) struct Batch {
     write: Py<PyAny>,
     /// Its own bound `flush`.
     flush: Py<PyAny>,
+    /// The capture hook that was the stream's `write` (see
+    /// [`crate::capture`]): writes through the batch are captured, and the
+    /// hook is set back when batching stops.
+    hook: Option<Py<PyAny>>,
 }
 
 /// Pending bytes that trigger a hand-over.
@@ -103,7 +107,7 @@ impl State {
 }
 
 /// Calls `write(text)`.
-fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+pub(crate) fn call_write(py: Python<'_>, write: &Py<PyAny>, text: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     // `PyObject_CallFunctionObjArgs` passes the argument on the stack
     // (vectorcall) instead of building a tuple, and is in the stable ABI.
     // SAFETY: both pointers are live references held here; the list of
@@ -134,7 +138,7 @@ pub(crate) fn flush_pending(py: Python<'_>) -> PyResult<()> {
 /// Writes a block of pending lines, then gives its buffer back (keeping its
 /// capacity: no regrowth per block).
 pub(crate) fn hand_over(py: Python<'_>, mut text: String, write: &Py<PyAny>) -> PyResult<()> {
-    let written = call_write(py, write, &PyString::new(py, &text));
+    let written = call_write(py, write, PyString::new(py, &text).as_any());
     text.clear();
     let mut st = state();
     if st.pending.is_empty() && st.pending.capacity() < text.capacity() {
@@ -153,17 +157,23 @@ fn start_batching(py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<bool> {
     if !out.get_type().is(&textio) || out.call_method0("isatty")?.is_truthy()? {
         return Ok(false);
     }
-    let write = out.getattr("write")?;
+    // A stream capture has hooked: its own `write`, not the hook's (flor's
+    // lines are not captured).
+    let hook = crate::capture::hook_of(py, out).map(|(_, f)| f);
+    let write = match crate::capture::own_write(py, out) {
+        Some(w) => w.into_bound(py),
+        None => out.getattr("write")?,
+    };
     let flush = out.getattr("flush")?;
     let module = py.import("flordb._flor")?;
     if out.setattr("write", module.getattr("_stdout_write")?).is_err() {
         return Ok(false);
     }
     if out.setattr("flush", module.getattr("_stdout_flush")?).is_err() {
-        let _ = out.delattr("write");
+        let _ = restore_write(out, hook.as_ref());
         return Ok(false);
     }
-    state().batch = Some(Batch { stream: out.clone().unbind(), write: write.unbind(), flush: flush.unbind() });
+    state().batch = Some(Batch { stream: out.clone().unbind(), write: write.unbind(), flush: flush.unbind(), hook });
     Ok(true)
 }
 
@@ -174,28 +184,42 @@ pub(crate) fn stop_batching(py: Python<'_>) -> PyResult<()> {
     let batch = state().batch.take();
     if let Some(b) = batch {
         let stream = b.stream.bind(py);
-        let _ = stream.delattr("write");
+        let _ = restore_write(stream, b.hook.as_ref());
         let _ = stream.delattr("flush");
     }
     flushed
 }
 
+/// Gives `stream` back the `write` it had before batching: capture's
+/// `hook`, else its own.
+fn restore_write(stream: &Bound<'_, PyAny>, hook: Option<&Py<PyAny>>) -> PyResult<()> {
+    match hook {
+        Some(h) => stream.setattr("write", h),
+        None => stream.delattr("write"),
+    }
+}
+
 /// The batched stream's `write`: hands flor's pending lines over first.
 #[pyfunction]
 pub(crate) fn _stdout_write(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-    let (pending, write) = {
+    let (pending, write, captured) = {
         let mut st = state();
         st.step_result()?;
         let Some(b) = &st.batch else {
             return Err(FlorError::new_err("flor's stdout wrapper called without a batched stream"));
         };
         let write = b.write.clone_ref(py);
-        (std::mem::take(&mut st.pending), write)
+        let captured = b.hook.is_some();
+        (std::mem::take(&mut st.pending), write, captured)
     };
     if !pending.is_empty() {
         hand_over(py, pending, &write)?;
     }
-    Ok(write.bind(py).call1((text,))?.unbind())
+    let written = call_write(py, &write, text)?;
+    if captured {
+        crate::capture::absorb(py, Stream::Stdout, text);
+    }
+    Ok(written)
 }
 
 /// The batched stream's `flush`: hands flor's pending lines over first.
@@ -211,9 +235,11 @@ pub(crate) fn _stdout_flush(py: Python<'_>) -> PyResult<Py<PyAny>> {
 
 /// Prints `line` (with its newline) where FlorDB would.
 pub(crate) fn emit(py: Python<'_>, sink: Sink, line: Bound<'_, PyString>) -> PyResult<()> {
+    // flor's own line: recorded as a value, not captured as output.
+    let _mute = crate::capture::Mute::new();
     match sink {
         Sink::Write(write) => {
-            call_write(py, &write, &line)?;
+            call_write(py, &write, line.as_any())?;
         }
         Sink::Batched | Sink::Nowhere => {}
         Sink::Bar => {

@@ -10,6 +10,7 @@ use flor_core::Recorder;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 
+use crate::capture::{Capture, STDERR, STDOUT};
 use crate::convert::push_py_float;
 use crate::log::record_value;
 use crate::stdout::{current_stdout_ptr, flush_pending, BATCH_BYTES};
@@ -46,6 +47,19 @@ pub(crate) enum Step {
         /// The iteration's item.
         item: Item,
     },
+    /// A captured line of output ([`crate::capture`]): its channel and text
+    /// are in [`Taken::text`] at `start` (`name_len` bytes of channel name
+    /// first when `stream` is [`Stream::Named`]), `len` bytes in all.
+    Output {
+        /// Which channel.
+        stream: Stream,
+        /// Bytes of channel name before the line (named channels only).
+        name_len: u16,
+        /// Where the channel name (or the line) starts in the batch's text.
+        start: u32,
+        /// Bytes of name and line.
+        len: u32,
+    },
     /// `log(names[name].1, value)`; `print`: its line goes to `pending`.
     Log {
         /// The name's slot in [`State::names`].
@@ -55,6 +69,17 @@ pub(crate) enum Step {
         /// The logged number.
         value: Num,
     },
+}
+
+/// The channel of a captured line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// `io::stdout`.
+    Stdout,
+    /// `io::stderr`.
+    Stderr,
+    /// Named in the batch's text (`io::log::<level>`).
+    Named,
 }
 
 /// A logged number.
@@ -95,6 +120,10 @@ impl Item {
 
 /// Deferred steps per batch (24 bytes each).
 pub(crate) const MAX_STEPS: usize = 256;
+
+/// Bytes of captured text per batch (at most; a batch is sent on when it
+/// holds more).
+pub(crate) const MAX_TEXT: usize = 1 << 16;
 
 /// An `int` (fitting `i64`) or `float`, not a subclass: the values a step may
 /// defer. Runs no Python code except on an `int` too large (its error).
@@ -141,11 +170,33 @@ pub(crate) struct Fast {
     batched: usize,
     /// Steps not yet sent to the worker.
     pub(crate) steps: Vec<Step>,
+    /// The text of the [`Step::Output`]s in `steps`.
+    pub(crate) text: String,
+    /// A forward run is active (captured lines are recorded).
+    pub(crate) live: bool,
+    /// Automatic capture of output (see [`crate::capture`]).
+    pub(crate) cap: Capture,
+}
+
+/// A batch of steps taken from [`Fast`], with the text of its outputs.
+pub(crate) struct Taken {
+    /// The steps, in order.
+    pub(crate) steps: Vec<Step>,
+    /// The text the [`Step::Output`]s point into.
+    pub(crate) text: String,
 }
 
 /// The hot calls' state (see [`Fast`]).
-static FAST: Mutex<Fast> =
-    Mutex::new(Fast { on: false, generation: 0, names: Vec::new(), batched: 0, steps: Vec::new() });
+static FAST: Mutex<Fast> = Mutex::new(Fast {
+    on: false,
+    generation: 0,
+    names: Vec::new(),
+    batched: 0,
+    steps: Vec::new(),
+    text: String::new(),
+    live: false,
+    cap: Capture::new(),
+});
 
 /// Locks [`FAST`] (a poisoned lock is used as is: every section leaves it
 /// consistent).
@@ -155,8 +206,16 @@ pub(crate) fn fast() -> MutexGuard<'static, Fast> {
 
 impl Fast {
     /// The steps so far, leaving room for a whole batch.
-    pub(crate) fn take(&mut self) -> Vec<Step> {
-        std::mem::replace(&mut self.steps, Vec::with_capacity(MAX_STEPS))
+    pub(crate) fn take(&mut self) -> Taken {
+        Taken {
+            steps: std::mem::replace(&mut self.steps, Vec::with_capacity(MAX_STEPS)),
+            text: std::mem::take(&mut self.text),
+        }
+    }
+
+    /// Whether the steps so far make a whole batch.
+    pub(crate) fn full(&self) -> bool {
+        self.steps.len() >= MAX_STEPS || self.text.len() >= MAX_TEXT
     }
 
     /// Whether a line printed now goes to the batched stream (`Some(true)`),
@@ -178,7 +237,7 @@ static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
 /// Signalled when `OUTSTANDING` drops.
 static IDLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
 /// The worker's queue (started on the first batch).
-static WORKER: Mutex<Option<mpsc::Sender<Vec<Step>>>> = Mutex::new(None);
+static WORKER: Mutex<Option<mpsc::Sender<Taken>>> = Mutex::new(None);
 /// `State::pending.len()` as of the last batch applied.
 pub(crate) static PENDING_LEN: AtomicUsize = AtomicUsize::new(0);
 
@@ -200,7 +259,7 @@ const STEP_THREAD_ENV: &str = "FLOR_STEP_THREAD";
 
 /// Sends a batch to the worker (starting it if needed); gives the batch
 /// back when there is no worker (one CPU, or it could not start).
-fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
+fn send_to_worker(steps: Taken) -> Option<Taken> {
     static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let parallel = || {
         std::env::var_os(STEP_THREAD_ENV).is_none_or(|v| v != "0")
@@ -211,7 +270,7 @@ fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
     }
     let mut worker = WORKER.lock().unwrap_or_else(|p| p.into_inner());
     if worker.is_none() {
-        let (tx, rx) = mpsc::channel::<Vec<Step>>();
+        let (tx, rx) = mpsc::channel::<Taken>();
         if std::thread::Builder::new().name("flor-steps".into()).spawn(move || worker_loop(rx)).is_err() {
             return Some(steps);
         }
@@ -232,7 +291,7 @@ fn send_to_worker(steps: Vec<Step>) -> Option<Vec<Step>> {
 /// The `flor-steps` thread: applies each batch under `STATE` (a panic
 /// becomes the run's step error), then counts it applied and wakes
 /// [`wait_idle`].
-fn worker_loop(rx: mpsc::Receiver<Vec<Step>>) {
+fn worker_loop(rx: mpsc::Receiver<Taken>) {
     for steps in rx {
         {
             let mut st = raw_state();
@@ -250,7 +309,7 @@ fn worker_loop(rx: mpsc::Receiver<Vec<Step>>) {
 
 /// Sends a full batch of steps on, first handing the pending lines over
 /// when the worker is idle and they fill a block.
-pub(crate) fn submit(py: Python<'_>, steps: Vec<Step>) -> PyResult<()> {
+pub(crate) fn submit(py: Python<'_>, steps: Taken) -> PyResult<()> {
     if OUTSTANDING.load(Ordering::SeqCst) == 0 && PENDING_LEN.load(Ordering::Relaxed) >= BATCH_BYTES {
         flush_pending(py)?;
     }
@@ -273,6 +332,9 @@ pub(crate) fn _before_fork() {
 /// worker when it needs one.
 #[pyfunction]
 pub(crate) fn _after_fork_in_child() {
+    // A forked child (a data-loader worker) records nothing of its output:
+    // its parent's run is not its own.
+    fast().cap.disable_in_child();
     *WORKER.lock().unwrap_or_else(|p| p.into_inner()) = None;
     OUTSTANDING.store(0, Ordering::SeqCst);
 }
@@ -280,7 +342,7 @@ pub(crate) fn _after_fork_in_child() {
 impl State {
     /// Hands deferred steps (see [`Step`]) to the engine and their printed
     /// lines to `pending`, in order. An error is kept for [`State::step_result`].
-    pub(crate) fn apply_steps(&mut self, steps: &[Step]) {
+    pub(crate) fn apply_steps(&mut self, steps: &Taken) {
         if let Some(run) = self.run.clone() {
             if let Err(e) = run.with_recorder(|rec| self.apply(rec, steps)) {
                 self.step_error.get_or_insert_with(|| flor::Error::from(e).to_string());
@@ -293,6 +355,7 @@ impl State {
     pub(crate) fn publish(&self) {
         let mut f = fast();
         f.on = self.defer && self.recording && self.bars == 0 && self.run.is_some();
+        f.live = self.defer && self.run.is_some();
         f.generation = self.generation;
         f.batched = self.batch.as_ref().map_or(0, |b| b.stream.as_ptr() as usize);
         let same = f.names.len() == self.names.len()
@@ -305,10 +368,20 @@ impl State {
 
     /// [`State::apply_steps`] with the run's recorder: each step's records,
     /// and its printed line appended to `pending`.
-    fn apply(&mut self, rec: &mut Recorder, steps: &[Step]) -> flor_core::Result<()> {
+    fn apply(&mut self, rec: &mut Recorder, steps: &Taken) -> flor_core::Result<()> {
         let mut text = String::new();
-        for step in steps {
+        for step in &steps.steps {
             match *step {
+                Step::Output { stream, name_len, start, len } => {
+                    let (start, len, name_len) = (start as usize, len as usize, usize::from(name_len));
+                    let Some(all) = steps.text.get(start..start + len) else { continue };
+                    let (name, line) = match stream {
+                        Stream::Stdout => (STDOUT, all),
+                        Stream::Stderr => (STDERR, all),
+                        Stream::Named => all.split_at_checked(name_len).unwrap_or(("", all)),
+                    };
+                    self.record_output(rec, name, line);
+                }
                 Step::Next { layer, item } => {
                     text.clear();
                     let shown = item.write(&mut text).then_some(text.as_str());
@@ -317,6 +390,7 @@ impl State {
                     self.set_layer(layer as usize, index, shown);
                 }
                 Step::Log { name, print, value } => {
+                    self.output_only = false;
                     if print {
                         self.refresh_prefix();
                     }

@@ -20,6 +20,7 @@ and files untouched), and the run is committed at interpreter exit (or by
 
 import atexit
 import json
+import operator
 import os
 import pickle
 import random
@@ -42,6 +43,7 @@ __all__ = [
     "io",
     "load_checkpoint",
     "checkpoints",
+    "set_capture",
     "FlorError",
     # FlorDB 4's remaining top-level API (see "FlorDB 4's remaining API" below)
     # (CURRDIR, PROJID, FLORDIR, RUNS_DIR, OBJSTORE_DIR, DB_PATH are module
@@ -96,6 +98,7 @@ def _get():
         _flor.start(argv, filename, sys.executable, _cwd())
         if _ckpt_interval is not None:
             _flor.set_checkpoint_interval(_ckpt_interval)
+        _capture_configure()
         _show_source_checks()
 
 
@@ -109,8 +112,9 @@ def _show_source_checks():
     except Exception:  # a check that cannot run must not stop training
         return
     if text:
-        sys.stderr.write(text)
-        sys.stderr.flush()
+        with _muted():  # flor's own message, not the script's output
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
 
 def _kwargs_names():
@@ -174,7 +178,7 @@ def loop(name, iterable):
     if _flor.depth() == 0 and sys.stdout.isatty():
         bar = _tqdm()
         if bar is not None:
-            return _flor.loop_iter(name, bar(iterable, desc=name), True)
+            return _flor.loop_iter(name, bar(iterable, desc=name, file=_raw_stderr()), True)
     return _flor.loop_iter(name, iterable)
 
 
@@ -367,6 +371,7 @@ def load_checkpoint(tstamp, name=None, into=None, *, map_location="cpu", weights
     (the last save of that path), with ``map_location`` and ``weights_only``
     for torch (numpy: ``allow_pickle = not weights_only``). A run with no
     checkpointed objects and one saved file gives that file for no name."""
+    _note_read()
     cps = _flor.checkpoints(_cwd(), str(tstamp))
     last, files = {}, {}
     for c in cps:
@@ -567,7 +572,11 @@ def _replay_outer(name, iterable):
 def commit():
     """Ends the current run (records published to git and the query
     database); later logs start a new run."""
-    _flor.finish(_failed)
+    if _flor.active():
+        _flor.finish(_failed)
+        # Output printed from now on starts no run (see "Automatic capture
+        # of output" below).
+        _flor.capture_hold()
     _files.run_committed()
 
 
@@ -674,6 +683,7 @@ def dataframe(*names, diverged=False, where=None, iter=None, as_="pandas"):
     ``pyarrow.Table``), ``"polars"`` (a ``polars.DataFrame``) or ``"frame"``
     (the raw result, which any Arrow consumer takes through
     ``__arrow_c_stream__``)."""
+    _note_read()
     frame = _flor.dataframe(
         _cwd(), [str(n) for n in names], bool(diverged), None if where is None else str(where), _iters(iter)
     )
@@ -683,6 +693,7 @@ def dataframe(*names, diverged=False, where=None, iter=None, as_="pandas"):
 def query(sql, as_="pandas"):
     """A read-only SQL query over the views runs, logs, loops, timings,
     outputs, checkpoints, replay_checks (``as_`` as for ``dataframe``)."""
+    _note_read()
     return _convert(_flor.query(_cwd(), str(sql)), as_)
 
 
@@ -1021,6 +1032,13 @@ def io(channel=None, *, where=None, iter=None, as_="pandas"):
     return _convert(frame, as_)
 
 
+def _note_read():
+    """The script reads flor's records: a run started only by captured output
+    is not a run (see "Automatic capture of output" below)."""
+    if _flor.capture_settings()[0]:
+        _flor.capture_release()
+
+
 def _excepthook(kind, value, tb):
     global _failed
     _failed = True
@@ -1042,7 +1060,18 @@ def _exit(status=None):
 
 _previous_exit = sys.exit
 sys.exit = _exit
-atexit.register(commit)
+
+
+def _commit_at_exit():
+    """The run ends with the interpreter; output printed after that (by
+    other exit handlers) belongs to no run."""
+    try:
+        commit()
+    finally:
+        _flor.capture_off()
+
+
+atexit.register(_commit_at_exit)
 
 # IPython / Jupyter: commit after each cell that logged. A running IPython
 # has already imported its module; a script does not pay for importing it.
@@ -1164,3 +1193,183 @@ if os.environ.get(_REPLAY_ENV):
     _start_replay(os.environ[_REPLAY_ENV])
     for _var in (_REPLAY_ENV, "FLOR_REPLAY_OUTPUT", "FLOR_REPLAY_OBJECTS", _PROGRESS_ENV):
         os.environ.pop(_var, None)
+
+
+# --- Automatic capture of output ----------------------------------------------
+#
+# A script that imports flordb is a recorded run whose printed and logged
+# lines are kept (Output records named io::stdout, io::stderr,
+# io::log::<level>, one per line, at the loop position where each was
+# written). The per-write work is in Rust (flor-python/src/capture.rs): the
+# `write` attribute of the sys.stdout and sys.stderr objects is set to a hook
+# that writes first, then captures; the streams stay the objects they were.
+# The first captured line starts the run when nothing else has. Not captured:
+# an IPython session (it swaps streams per cell; flor.log is the interactive
+# path), `python -c` and the bare REPL (an ad-hoc query is not a run), a
+# replay worker (a replay records only the applied names), FLOR_CAPTURE=0.
+
+_CAPTURE_ENV = "FLOR_CAPTURE"
+_capture_user = {}  # settings given to flor.set_capture (they win over .flor/config.toml)
+_capture_configured = False
+_capture_proxies = []  # (name, proxy, stream) where a stream refused the hook
+_logging_handle = None  # logging.Logger.handle before capture wrapped it
+
+
+@contextmanager
+def _muted():
+    """flor's own writes on this thread: shown, not captured."""
+    prev = _flor.capture_mute(True)
+    try:
+        yield
+    finally:
+        _flor.capture_mute(prev)
+
+
+def set_capture(enabled=None, *, max_line=None, max_records=None, extract=None):
+    """Tunes automatic capture of printed and logged output.
+
+    ``enabled``: record output at all (``FLOR_CAPTURE=0`` in the environment
+    turns capture off for the process, whatever this says);
+    ``max_line``: characters kept of a line (longer ones are cut, with a
+    marker); ``max_records``: lines kept per run (a notice on stderr says
+    when the limit is reached). Settings not given keep their value, from
+    ``[capture]`` in ``.flor/config.toml`` or the defaults (on, 4096, 10000).
+    ``extract`` is accepted for FlorDB scripts and does nothing: metrics are
+    extracted from recorded output with ``flor capture --extract``."""
+    line = None if max_line is None else operator.index(max_line)
+    records = None if max_records is None else operator.index(max_records)
+    _flor.capture_set(None if enabled is None else bool(enabled), line, records)
+    for key, value in (("enabled", enabled), ("max_line", line), ("max_records", records)):
+        if value is not None:
+            _capture_user[key] = value
+    if extract is not None:
+        with _muted():
+            sys.stderr.write(
+                "flor: set_capture(extract=...) has no effect: metrics are extracted from output already "
+                "recorded, with `flor capture --extract` (`flor capture --preview` shows what it would add)\n"
+            )
+
+
+def _capture_configure():
+    """Applies ``[capture]`` of .flor/config.toml (once per process; what
+    ``flor.set_capture`` set wins)."""
+    global _capture_configured
+    if _capture_configured or not _flor.capture_settings()[0]:
+        return
+    _capture_configured = True
+    enabled, max_line, max_records = _flor.capture_config(_cwd())
+    _flor.capture_set(
+        None if "enabled" in _capture_user else enabled,
+        None if "max_line" in _capture_user else max_line,
+        None if "max_records" in _capture_user else max_records,
+    )
+
+
+def _capture_begin():
+    """Called by the capture hook for a line written while no run is active:
+    starts the run (unless capture is off); whether one is active now. Never
+    raises: a line of output must not fail."""
+    try:
+        _capture_configure()
+        if not _flor.capture_settings()[1]:
+            return False
+        _get()
+        return _flor.active()
+    except Exception as e:  # reported once: the hook stops trying for this run
+        sys.stderr.write(f"flor: this script's output is shown but not recorded: {e}\n")
+        return False
+
+
+class _CaptureProxy:
+    """Stands in for a standard stream that refuses a ``write`` attribute:
+    writes to it, then captures."""
+
+    def __init__(self, stream, which):
+        self._flor_stream = stream
+        self._flor_which = which
+
+    def write(self, text):
+        n = self._flor_stream.write(text)
+        try:
+            _flor.capture_text(self._flor_which, text)
+        except Exception:
+            pass  # capture never breaks the user's output
+        return n
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name):
+        return getattr(self._flor_stream, name)
+
+
+class _RawStream:
+    """A hooked stream whose writes are not captured (flor's progress bar)."""
+
+    def __init__(self, stream, write):
+        self._stream = stream
+        self.write = write
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _raw_stderr():
+    stream = sys.stderr
+    if isinstance(stream, _CaptureProxy):
+        return stream._flor_stream
+    write = _flor.capture_own_write(stream) if stream is not None else None
+    return stream if write is None else _RawStream(stream, write)
+
+
+def _capture_handle(logger, record):
+    """``logging.Logger.handle``, wrapped: the record is captured once, from
+    here (with its level and logger name), and the streams are muted while
+    its handlers run (a StreamHandler's line is the same record)."""
+    if _flor.capture_mute(True):  # muted already (flor's own dispatch)
+        return _logging_handle(logger, record)
+    try:
+        try:
+            message = str(record.getMessage())
+            if record.name and record.name != "root":
+                message = f"{record.name}: {message}"
+            _flor.capture_log(str(record.levelname), message.splitlines())
+        except Exception:
+            pass  # the handlers report a bad record; capture stays out of the way
+        return _logging_handle(logger, record)
+    finally:
+        _flor.capture_mute(False)
+
+
+def _capture_wanted():
+    if _ip is not None or _replay is not None:
+        return False
+    if not sys.argv or sys.argv[0] in ("", "-c", "-"):
+        return False
+    return os.environ.get(_CAPTURE_ENV, "").strip().lower() not in ("0", "false", "no")
+
+
+def _capture_install():
+    global _logging_handle
+    import logging
+
+    for name, which in (("stdout", 0), ("stderr", 1)):
+        stream = getattr(sys, name, None)
+        if stream is None:
+            continue
+        try:
+            hooked = _flor.capture_hook(stream, which)
+        except Exception:
+            hooked = False
+        if not hooked:
+            proxy = _CaptureProxy(stream, which)
+            setattr(sys, name, proxy)
+            _capture_proxies.append((name, proxy, stream))
+            _flor.capture_on()
+    _logging_handle = logging.Logger.handle
+    logging.Logger.handle = _capture_handle
+
+
+if _capture_wanted():
+    _capture_install()
