@@ -1029,7 +1029,14 @@ def io(channel=None, *, where=None, iter=None, as_="pandas"):
         None if where is None else str(where),
         _iters(iter),
     )
-    return _convert(frame, as_)
+    out = _convert(frame, as_)
+    if as_ in (None, "pandas") and hasattr(out, "columns"):
+        # Loop columns hold iteration indices; a line outside a loop has
+        # none: pandas' nullable integers keep them integers (as FlorDB's).
+        for col in out.columns[3:-2]:
+            if out[col].dtype.kind == "f":
+                out[col] = out[col].astype("Int64")
+    return out
 
 
 def _note_read():
