@@ -17,6 +17,8 @@
 //! isolation = "auto" # or "overlay" or "copy"
 //! # The most a run's copies may take where replay copies (mebibytes).
 //! copy_limit_mb = 1024
+//! # The args `flor replay --override KEY=VALUE` may change (default: device).
+//! overrides = ["device", "num_workers"]
 //!
 //! [checkpoints]
 //! # Each flor command packs checkpoints of finished runs and computes their
@@ -61,6 +63,7 @@ const KEYS: &[(&str, &str)] = &[
     ("", "lint_on_run"),
     ("replay", "isolation"),
     ("replay", "copy_limit_mb"),
+    ("replay", "overrides"),
     ("checkpoints", "auto_pack_mb"),
     ("checkpoints", "auto_pack_seconds"),
 ];
@@ -87,6 +90,9 @@ pub struct Config {
     /// `[replay] copy_limit_mb`: the most one run's copies may take where
     /// replay copies (`None`: not set, 1024).
     pub replay_copy_limit_mb: Option<u64>,
+    /// `[replay] overrides`: the args `flor replay --override` may change
+    /// (`None`: not set, [`crate::replay::DEFAULT_OVERRIDES`]).
+    pub replay_overrides: Option<Vec<String>>,
     /// `[checkpoints] auto_pack_mb`: how much each command may read packing
     /// checkpoints on its own (`None`: not set, 512; 0: never).
     pub auto_pack_mb: Option<u64>,
@@ -207,6 +213,7 @@ impl Config {
                 self.replay_copy_limit_mb =
                     Some(mb.ok_or_else(|| format!("expected a whole number of mebibytes, found {}", shorten(value)))?);
             }
+            ("replay", "overrides") => self.replay_overrides = Some(string_list(value)?),
             ("checkpoints", "auto_pack_mb") => {
                 let mb = value.replace('_', "").parse::<u64>().ok().filter(|mb| mb.checked_mul(1 << 20).is_some());
                 self.auto_pack_mb = Some(mb.ok_or_else(|| {
@@ -240,6 +247,15 @@ impl Config {
         }
     }
 
+    /// The args `flor replay --override` may change: `[replay] overrides`,
+    /// else [`crate::replay::DEFAULT_OVERRIDES`].
+    pub fn replay_overrides(&self) -> Vec<String> {
+        match &self.replay_overrides {
+            Some(list) => list.clone(),
+            None => crate::replay::DEFAULT_OVERRIDES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     /// The replay isolation settings (defaults for what is not set).
     pub fn isolation(&self) -> IsolationSettings {
         let default = IsolationSettings::default();
@@ -248,6 +264,25 @@ impl Config {
             copy_limit_bytes: self.replay_copy_limit_mb.map_or(default.copy_limit_bytes, |mb| mb * 1024 * 1024),
         }
     }
+}
+
+/// A list of quoted strings, `["a", "b"]` (possibly empty), each a plain
+/// name (letters, digits, `_`, `-`, `.`).
+fn string_list(value: &str) -> std::result::Result<Vec<String>, String> {
+    let expected = || format!("expected a list of quoted names such as [\"device\"], found {}", shorten(value));
+    let inner = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')).ok_or_else(expected)?;
+    let mut out = Vec::new();
+    for item in inner.split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let name = item.strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or_else(expected)?;
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err(format!("{} is not an arg name", shorten(name)));
+        }
+        out.push(name.to_owned());
+    }
+    Ok(out)
 }
 
 /// `s` for an error message: at most 60 characters.
@@ -286,6 +321,19 @@ mod tests {
         assert_eq!(Config::default().query_limit(), Some(DEFAULT_QUERY_TIMEOUT));
         assert_eq!(Config::parse("query_timeout = 0", p).unwrap().query_limit(), None);
         assert_eq!(Config::parse("query_timeout = 1_200", p).unwrap().query_limit(), Some(Duration::from_secs(1200)));
+    }
+
+    #[test]
+    fn replay_overrides_are_a_list_of_names_defaulting_to_device() {
+        let p = Path::new(".flor/config.toml");
+        assert_eq!(Config::default().replay_overrides(), ["device"]);
+        let c = Config::parse("[replay]\noverrides = [\"device\", \"num_workers\"]  # env-shaped\n", p).unwrap();
+        assert_eq!(c.replay_overrides(), ["device", "num_workers"]);
+        assert!(Config::parse("[replay]\noverrides = []", p).unwrap().replay_overrides().is_empty());
+        for bad in ["overrides = device", "overrides = [device]", "overrides = [\"a b\"]", "overrides = \"device\""] {
+            let e = Config::parse(&format!("[replay]\n{bad}"), p).unwrap_err().to_string();
+            assert!(e.contains("line 2") && e.contains("overrides"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -74,6 +74,14 @@ pub enum Error {
         /// Loop names that do exist.
         known: Vec<String>,
     },
+    /// `flor replay --override KEY=VALUE` for a key replay may not override.
+    #[error("--override {key}=...: {reason}")]
+    OverrideRefused {
+        /// The key.
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A malformed iteration selection (`--iter LOOP=SPEC`).
     #[error(transparent)]
     BadSelection(#[from] flor_core::select::BadSelection),

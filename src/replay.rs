@@ -5,11 +5,12 @@
 //! first) — runs the plan on a [`LocalExecutor`] with the database released
 //! meanwhile, and ingests the values the replay attached to the runs' refs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 
 use flor_core::propagate::Registry;
-use flor_core::store::ValueFilter;
+use flor_core::select::IterSelect;
+use flor_core::store::{RunKey, ValueFilter};
 pub use flor_replay::worker::SPEC_ENV;
 pub use flor_replay::{
     CheckpointRef, CostModel, Level, Plan, RunOutcome, RunPlan, RunProfile, RunReplay, Segment, SegmentSpec,
@@ -18,7 +19,7 @@ pub use flor_replay::{
 use flor_replay::{LocalExecutor, LocalOptions, Observer, ProgressBars, Request, Runs};
 
 use crate::config::{Config, CONFIG_FILE};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::project::Project;
 
 /// What `flor replay` was asked.
@@ -45,7 +46,20 @@ pub struct ReplayOptions {
     /// A divergence fails the run's replay (`--strict`) instead of flagging
     /// its values.
     pub strict: bool,
+    /// Which iterations record (`--iter LOOP=SPEC`): the outer loop's
+    /// selection decides which iterations execute (and the plan's cost), a
+    /// nested loop's which of its iterations record.
+    pub iters: Vec<IterSelect>,
+    /// `--override KEY=VALUE`: what `flor.arg(KEY, ...)` returns in the
+    /// replay instead of the recorded value, for the keys of the allowed
+    /// list (`[replay] overrides` in `.flor/config.toml`, default
+    /// [`DEFAULT_OVERRIDES`]); any other key is refused.
+    pub overrides: BTreeMap<String, String>,
 }
+
+/// The args `flor replay --override` may change when the config names
+/// none: environment-shaped ones that do not change what is computed.
+pub const DEFAULT_OVERRIDES: &[&str] = &["device"];
 
 /// Builds the plan (nothing runs, nothing is written): syncs the query
 /// database, then asks [`flor_replay::plan`] with the isolation settings
@@ -56,7 +70,14 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     }
     project.sync()?;
     let rows = project.runs()?;
-    let names: Vec<&str> = opts.names.iter().map(String::as_str).collect();
+    let propagators = opts.propagators.clone().unwrap_or_else(flor_propagate::registry);
+    let metas: Vec<_> = rows.iter().map(|r| r.meta.clone()).collect();
+    // `--apply @LINE`: the names the statements at that line log.
+    let resolved =
+        flor_replay::resolve_names(project.root(), &propagators, opts.script.as_deref(), &metas, &opts.names)?;
+    let config = Config::load(&project.flor_dir().join(CONFIG_FILE))?;
+    check_overrides(project, &config, &opts.overrides)?;
+    let names: Vec<&str> = resolved.iter().map(String::as_str).collect();
     let tstamps: HashMap<_, _> = rows.iter().map(|r| (r.key, r.meta.tstamp.clone())).collect();
     let mut logged: HashMap<String, BTreeSet<String>> = HashMap::new();
     project.store()?.scan_values(ValueFilter::Names(&names), &mut |row| {
@@ -69,18 +90,52 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         None => None,
     };
     let runs = Runs { runs: rows.into_iter().map(|r| r.meta).collect(), logged, only };
-    let isolation = Config::load(&project.flor_dir().join(CONFIG_FILE))?.isolation();
+    let isolation = config.isolation();
     let request = Request {
-        names: opts.names.clone(),
+        names: resolved.clone(),
         jobs: opts.jobs,
         force: opts.force,
         script: opts.script.clone(),
         no_check: opts.no_check.clone(),
         strict: opts.strict,
         isolation,
+        iters: opts.iters.clone(),
+        overrides: opts.overrides.clone(),
     };
-    let propagators = opts.propagators.clone().unwrap_or_else(flor_propagate::registry);
     Ok(flor_replay::plan(project.root(), &propagators, &request, &runs, cost)?)
+}
+
+/// Refuses an override whose key is not in the allowed list: a recorded
+/// hyper-parameter changes what the replay computes (replay reproduces a
+/// run; record a new one instead), anything else is not known to be safe.
+fn check_overrides(project: &Project, config: &Config, overrides: &BTreeMap<String, String>) -> Result<()> {
+    let allowed = config.replay_overrides();
+    let list = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+    for key in overrides.keys() {
+        if allowed.iter().any(|a| a == key) {
+            continue;
+        }
+        let names = [key.as_str()];
+        let mut recorded_in: Option<RunKey> = None;
+        project.store()?.scan_values(ValueFilter::Names(&names), &mut |row| {
+            if row.ctx.is_none() && recorded_in.is_none() {
+                recorded_in = Some(row.run);
+            }
+        })?;
+        let reason = match recorded_in {
+            Some(_) => format!(
+                "`{key}` is a recorded hyper-parameter (flor.arg) of the runs, and a replay reproduces a run as it \
+                 was recorded; record a new run with --kwargs {key}=... instead. Only environment-shaped args may be \
+                 overridden: {list} (the `[replay] overrides` list in .flor/config.toml)"
+            ),
+            None => format!(
+                "`{key}` is not in the list of args replay may override ({list}); add it to `overrides` under \
+                 [replay] in .flor/config.toml if changing it cannot change the values computed"
+            ),
+        };
+        return Err(Error::OverrideRefused { key: key.clone(), reason });
+    }
+    Ok(())
 }
 
 /// The tstamps of the runs whose run-level columns (args) satisfy the SQL

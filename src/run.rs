@@ -224,7 +224,8 @@ impl Run {
     /// do, the executor's [`Binding`](flor_replay::worker::Binding) in the
     /// environment says where to write and where the checkpoints are.
     /// `argv` is this process's command line: its `--kwargs` must be the
-    /// recorded ones (a replay reproduces the run; overrides are refused).
+    /// recorded ones (a replay reproduces the run; the only overrides are
+    /// the spec's, `flor replay --override`).
     pub fn start_replay(spec_path: &Path, argv: &[String]) -> Result<Run> {
         let spec = flor_replay::SegmentSpec::read(spec_path)?;
         let binding = flor_replay::worker::Binding::from_env()?;
@@ -238,15 +239,22 @@ impl Run {
             .into());
         }
         let objects = flor_core::ObjectStore::open(&binding.objects)?;
-        let recorder = Recorder::create_replay(
+        // `--override KEY=VALUE`: what `arg(KEY, ...)` returns instead.
+        let mut kwargs = recorded;
+        for (k, v) in &spec.overrides {
+            kwargs.set(k.clone(), v.clone());
+        }
+        let iters = spec.iter_filter(spec_path)?;
+        let mut recorder = Recorder::create_replay(
             &binding.output,
             spec.run.clone(),
-            recorded,
+            kwargs,
             Some(objects.clone()),
             spec.context_map(),
             spec.names.clone(),
             spec.check.clone(),
         )?;
+        recorder.set_replay_iters(iters);
         let inner = Inner { rec: recorder, project: None, objects, deferred: None, early: SyncReport::default() };
         Ok(Run { inner: Arc::new(Mutex::new(inner)) })
     }

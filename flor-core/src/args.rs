@@ -66,6 +66,13 @@ impl Kwargs {
         })
     }
 
+    /// Sets `name` to the text `value`, replacing what the command line gave
+    /// (a replay's `--override KEY=VALUE`): `resolve` coerces it like any
+    /// command-line value.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.values.insert(name.into(), value.into());
+    }
+
     /// Names given on the command line that no `arg` asked for (likely typos).
     pub fn unused(&self) -> Vec<&str> {
         self.values.keys().filter(|k| !self.used.contains(*k)).map(String::as_str).collect()

@@ -90,6 +90,9 @@ struct Replay {
     check: HashSet<Box<str>>,
     /// Values logged at positions the forward run never reached (not recorded).
     unmatched: u64,
+    /// The iterations whose values are recorded (`flor replay --iter`);
+    /// `None`: all of them.
+    iters: Option<crate::select::IterFilter>,
 }
 
 /// Context id given to an iteration the forward run does not have.
@@ -172,7 +175,13 @@ impl Recorder {
     ) -> Result<Recorder> {
         let names = names.into_iter().map(String::into_boxed_str).collect();
         let check = check.into_iter().map(String::into_boxed_str).collect();
-        Recorder::create_with(path, meta, kwargs, objects, Some(Replay { contexts, names, check, unmatched: 0 }))
+        Recorder::create_with(
+            path,
+            meta,
+            kwargs,
+            objects,
+            Some(Replay { contexts, names, check, unmatched: 0, iters: None }),
+        )
     }
 
     fn create_with(
@@ -320,6 +329,11 @@ impl Recorder {
             if ctx == Some(UNMATCHED) {
                 r.unmatched += 1;
                 return None;
+            }
+            if let (Some(c), Some(f)) = (ctx, &r.iters) {
+                if !f.keeps(c) {
+                    return None;
+                }
             }
         }
         Some(ctx)
@@ -535,6 +549,15 @@ impl Recorder {
     fn timing(&mut self, ctx: Option<u32>, name: &str, secs: f64) {
         if self.replay.is_none() {
             self.enc.record(RecordKind::Timing, ctx, name, &Value::Float(secs));
+        }
+    }
+
+    /// Records a replay's values only in the iterations `filter` keeps
+    /// (over the forward run's context ids: `flor replay --iter`); no
+    /// effect on a forward recorder.
+    pub fn set_replay_iters(&mut self, filter: crate::select::IterFilter) {
+        if let Some(r) = &mut self.replay {
+            r.iters = (!filter.keeps_all()).then_some(filter);
         }
     }
 

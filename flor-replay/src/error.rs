@@ -37,6 +37,46 @@ pub enum Error {
         name: String,
     },
 
+    /// `--apply @LINE` names a line with no log statement.
+    #[error(
+        "--apply @{line}: line {line} of {} is not a flor.log statement (its log statements are at {})",
+        if scripts.is_empty() { "the recorded scripts".to_owned() } else { scripts.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ") },
+        if scripts.iter().all(|(_, l)| l.is_empty()) { "no line".to_owned() } else {
+            scripts.iter().map(|(s, l)| format!("{s}: lines {}", l.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; ")
+        }
+    )]
+    NoStatementAtLine {
+        /// The line asked for.
+        line: usize,
+        /// The scripts looked in, with the lines of their log statements.
+        scripts: Vec<(String, Vec<usize>)>,
+    },
+
+    /// `--apply @LINE` names log statements in several scripts.
+    #[error("--apply @{line} is a log statement in several scripts ({}): name one with --script", found.iter().map(|(s, n)| format!("{s} logs \"{n}\"")).collect::<Vec<_>>().join(", "))]
+    AmbiguousLine {
+        /// The line asked for.
+        line: usize,
+        /// The scripts and the names logged at that line.
+        found: Vec<(String, String)>,
+    },
+
+    /// `--apply @X` where X is not a line number.
+    #[error("--apply {given}: expected a log statement's name or @LINE with a line number, such as @42")]
+    BadLine {
+        /// What was given.
+        given: String,
+    },
+
+    /// `--iter` names a loop none of the replayed runs has.
+    #[error("--iter {}: no replayed run has a loop named {} (their loops: {})", loops.join(", "), loops.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(" or "), if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
+    UnknownLoops {
+        /// The loops asked for that no run has.
+        loops: Vec<String>,
+        /// The loops the runs have.
+        known: Vec<String>,
+    },
+
     /// The script named explicitly does not parse in the working tree.
     #[error("{script} in the working tree: {source}")]
     Unparsable {

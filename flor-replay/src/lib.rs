@@ -76,8 +76,10 @@ pub use execute::{attach_replay, execute, Observer, RunOutcome, Summary};
 pub use executor::{Event, Executor, Finished, SegmentTask, TaskId, TaskProgress};
 pub use isolate::{Isolation, IsolationMode, IsolationSettings, DEFAULT_COPY_LIMIT_MB};
 pub use local::{remove_published, LocalExecutor, LocalOptions};
-pub use plan::{level_of, plan, Plan, Request, RunReplay, Runs, StatementPlan, VersionPlan};
+pub use plan::{level_of, plan, resolve_names, Plan, Request, RunReplay, Runs, StatementPlan, VersionPlan};
 pub use profile::{profile_of, Forward};
 pub use render::ProgressBars;
-pub use segments::{makespan, plan_run, CostModel, Level, PlanError, RunPlan, RunProfile, Segment, Step};
+pub use segments::{
+    makespan, plan_run, plan_run_selected, CostModel, Level, PlanError, RunPlan, RunProfile, Segment, Step,
+};
 pub use spec::{CheckpointRef, CodeRef, ContextSpan, SegmentSpec, SPEC_VERSION};

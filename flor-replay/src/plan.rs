@@ -10,13 +10,14 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use flor_core::propagate::{Finding, LanguagePropagator, LoopScope, Outcome, Registry};
+use flor_core::select::IterSelect;
 use flor_core::{RunMeta, RunStatus};
 
 use crate::check::CheckNames;
 use crate::error::{Error, Result};
 use crate::isolate::{Isolation, IsolationSettings};
 use crate::profile::Forward;
-use crate::segments::{makespan, plan_run, CostModel, Level, RunPlan};
+use crate::segments::{makespan, plan_run_selected, CostModel, Level, RunPlan};
 use crate::spec::{CheckpointRef, CodeRef, SegmentSpec, SPEC_VERSION};
 
 /// What the user asked to replay.
@@ -40,6 +41,14 @@ pub struct Request {
     /// How the replay may keep the old scripts' writes out of the user's
     /// files ([`Isolation::decide`]).
     pub isolation: IsolationSettings,
+    /// Which iterations record (`--iter LOOP=SPEC`; the last one given for
+    /// a loop wins): the outer loop's selection decides which iterations
+    /// execute, a nested loop's which of its iterations record.
+    pub iters: Vec<IterSelect>,
+    /// `--override KEY=VALUE`: the values `flor.arg(KEY, ...)` returns in
+    /// the replay instead of the recorded ones. The caller checks them
+    /// against the allowed list (`[replay] overrides`).
+    pub overrides: BTreeMap<String, String>,
 }
 
 /// What the caller knows of the recorded runs (from its query database):
@@ -128,6 +137,10 @@ pub struct Plan {
     /// How the old scripts' writes are kept out of the user's files
     /// (`None` when there is nothing to replay).
     pub isolation: Option<Isolation>,
+    /// The iteration selection ([`Request::iters`]).
+    pub iters: Vec<IterSelect>,
+    /// The overridden args ([`Request::overrides`]).
+    pub overrides: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -174,6 +187,8 @@ impl Plan {
             checkpoints,
             contexts: r.forward.contexts.clone(),
             check: self.check_names(run)?.compared,
+            iters: self.iters.iter().map(IterSelect::to_string).collect(),
+            overrides: self.overrides.clone(),
         })
     }
 }
@@ -219,12 +234,14 @@ pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs,
     let mut skipped = Vec::new();
     let per_run_segments = jobs.div_ceil(selected.len().max(1)).max(1);
     for m in selected {
-        match plan_one(root, m, &scripts, &mut versions, &mut version_of, per_run_segments, &cost) {
+        let how = HowToPlan { max_segments: per_run_segments, cost: &cost, iters: &request.iters };
+        match plan_one(root, m, &scripts, &mut versions, &mut version_of, &how) {
             Ok(r) => out_runs.push(r),
             Err(why) => skipped.push((m.tstamp.clone(), why)),
         }
     }
     show_levels(&mut versions, &out_runs);
+    check_loops(&request.iters, &out_runs)?;
     let isolation = if out_runs.is_empty() {
         None
     } else {
@@ -242,7 +259,86 @@ pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs,
         strict: request.strict,
         jobs,
         isolation,
+        iters: request.iters.clone(),
+        overrides: request.overrides.clone(),
     })
+}
+
+/// Every loop `--iter` names is a loop of some planned run.
+fn check_loops(iters: &[IterSelect], runs: &[RunReplay]) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let known: BTreeSet<&str> = runs.iter().flat_map(|r| r.forward.contexts.iter().map(|c| c.name.as_str())).collect();
+    let unknown: Vec<String> =
+        iters.iter().filter(|i| !known.contains(i.loop_name.as_str())).map(|i| i.loop_name.clone()).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::UnknownLoops { loops: unknown, known: known.into_iter().map(String::from).collect() })
+}
+
+/// The outer iterations of a run with `n` of them that `iters` selects
+/// (`None`: no selection names the outer loop `outer`).
+fn outer_selection(iters: &[IterSelect], outer: Option<&str>, n: u64) -> Option<BTreeSet<u64>> {
+    let outer = outer?;
+    let select = iters.iter().rev().find(|i| i.loop_name == outer)?;
+    let last = n.saturating_sub(1);
+    Some((0..n).filter(|&i| select.spec.keeps(i, last)).collect())
+}
+
+/// Resolves `@LINE` entries of `names` (`flor replay --apply @42`): the
+/// names logged by the log statements at that line of the working-tree
+/// version of the recorded scripts (`script` only, when given). Other
+/// entries are kept as they are; duplicates are dropped.
+pub fn resolve_names(
+    root: &Path,
+    propagators: &Registry,
+    script: Option<&str>,
+    runs: &[RunMeta],
+    names: &[String],
+) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let recorded: BTreeSet<&str> =
+        runs.iter().map(|r| r.filename.as_str()).filter(|f| script.is_none_or(|s| s == *f)).collect();
+    for n in names {
+        let Some(digits) = n.strip_prefix('@') else {
+            if !out.contains(n) {
+                out.push(n.clone());
+            }
+            continue;
+        };
+        let line: usize = digits.trim().parse().map_err(|_| Error::BadLine { given: n.clone() })?;
+        let mut looked = Vec::new();
+        let mut found: Vec<(String, String)> = Vec::new();
+        for f in &recorded {
+            let Some(propagator) = propagators.for_path(Path::new(f)) else { continue };
+            let Ok(source) = std::fs::read_to_string(root.join(f)) else { continue };
+            let Ok(statements) = propagator.log_statements(&source, &[]) else { continue };
+            looked.push((
+                f.to_string(),
+                statements.iter().map(|s| s.line).collect::<BTreeSet<_>>().into_iter().collect(),
+            ));
+            for s in statements.into_iter().filter(|s| s.line == line) {
+                if !found.iter().any(|(_, n)| *n == s.name) {
+                    found.push((f.to_string(), s.name));
+                }
+            }
+        }
+        let scripts: BTreeSet<&str> = found.iter().map(|(s, _)| s.as_str()).collect();
+        if found.is_empty() {
+            return Err(Error::NoStatementAtLine { line, scripts: looked });
+        }
+        if scripts.len() > 1 {
+            return Err(Error::AmbiguousLine { line, found });
+        }
+        for (_, name) in found {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The recorded scripts whose working-tree version logs one of the names.
@@ -302,6 +398,14 @@ fn select_runs<'r>(request: &Request, runs: &'r Runs, scripts: &BTreeMap<String,
         .collect()
 }
 
+/// How each run is planned: into at most `max_segments` segments, with
+/// this cost model, recording the iterations `iters` selects.
+struct HowToPlan<'a> {
+    max_segments: usize,
+    cost: &'a CostModel,
+    iters: &'a [IterSelect],
+}
+
 /// Plans one run: its code version (shared with the runs of the same
 /// script bytes), its forward records, its segments. `Err`: why it is
 /// skipped.
@@ -311,8 +415,7 @@ fn plan_one(
     scripts: &BTreeMap<String, Newest<'_>>,
     versions: &mut Vec<VersionPlan>,
     version_of: &mut HashMap<(Vec<u8>, String), usize>,
-    max_segments: usize,
-    cost: &CostModel,
+    how: &HowToPlan<'_>,
 ) -> std::result::Result<RunReplay, String> {
     let commit = m.commit.clone().ok_or("the run has no code snapshot")?;
     let old = flor_git::read_file_at(root, &commit, &m.filename)
@@ -337,7 +440,9 @@ fn plan_one(
     })?;
     let outer = forward.profile.outer_loop.as_deref();
     let levels: Vec<Level> = v.statements.iter().filter_map(|s| Some(level_of(s.scope.as_ref()?, outer))).collect();
-    let plan = plan_run(&forward.profile, &levels, max_segments, cost).map_err(|e| e.to_string())?;
+    let selected = outer_selection(how.iters, outer, forward.profile.iterations());
+    let plan = plan_run_selected(&forward.profile, &levels, how.max_segments, how.cost, selected.as_ref())
+        .map_err(|e| e.to_string())?;
     Ok(RunReplay { meta: m.clone(), version: vi, plan, forward })
 }
 
@@ -501,6 +606,8 @@ flor.log("final", 2)
             no_check: vec![],
             strict: false,
             isolation: None,
+            iters: vec![],
+            overrides: BTreeMap::new(),
         };
         let text = plan.render();
         assert!(

@@ -22,6 +22,19 @@ impl Plan {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "Replay plan for {}", self.names.join(", "));
+        if !self.iters.is_empty() {
+            let sel: Vec<String> = self.iters.iter().map(|i| i.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "  iterations: --iter {} (values are recorded in those iterations only)",
+                sel.join(" --iter ")
+            );
+        }
+        if !self.overrides.is_empty() {
+            let o: Vec<String> = self.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ =
+                writeln!(s, "  overrides: {} (flor.arg returns these instead of the recorded values)", o.join(", "));
+        }
         for (i, v) in self.versions.iter().enumerate() {
             let runs: Vec<&RunReplay> = self.runs.iter().filter(|r| r.version == i).collect();
             let _ = writeln!(
@@ -49,10 +62,16 @@ impl Plan {
             }
             for r in runs {
                 let steps: usize = r.plan.segments.iter().map(|s| s.steps.len()).sum();
+                let recording: usize = r.plan.segments.iter().flat_map(|s| &s.steps).filter(|s| s.record).count();
                 let segs = r.plan.segments.len();
+                let selected = if self.iters.is_empty() || recording == steps {
+                    String::new()
+                } else {
+                    format!(" ({recording} recording)")
+                };
                 let _ = writeln!(
                     s,
-                    "  run {} ({}): {} outer iteration{} to execute in {} segment{}; estimated {:.2} s (the original run took {:.2} s)",
+                    "  run {} ({}): {} outer iteration{}{selected} to execute in {} segment{}; estimated {:.2} s (the original run took {:.2} s)",
                     r.meta.tstamp,
                     kwargs_text(&r.meta.argv),
                     steps,

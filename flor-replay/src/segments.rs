@@ -124,6 +124,12 @@ impl CostModel {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
+    /// `--iter` keeps none of the outer loop's iterations of this run.
+    #[error("the --iter selection keeps none of its {iterations} outer iterations")]
+    NothingSelected {
+        /// The run's outer iterations.
+        iterations: u64,
+    },
     /// The statements sit in a loop but the run never entered one.
     #[error("the run recorded no loop iterations, so statements inside loops have nothing to replay")]
     NoIterations,
@@ -170,14 +176,35 @@ pub fn plan_run(
     max_segments: usize,
     cost: &CostModel,
 ) -> Result<RunPlan, PlanError> {
+    plan_run_selected(profile, levels, max_segments, cost, None)
+}
+
+/// [`plan_run`] recording only the outer iterations in `selected`
+/// (`flor replay --iter OUTER=SPEC`, resolved for this run; `None`: all):
+/// an iteration runs when it is selected or when a later selected one
+/// needs the state it leaves (no checkpoint in between); the others are
+/// skipped by restoring the checkpoint before the next one that runs.
+pub fn plan_run_selected(
+    profile: &RunProfile,
+    levels: &[Level],
+    max_segments: usize,
+    cost: &CostModel,
+    selected: Option<&BTreeSet<u64>>,
+) -> Result<RunPlan, PlanError> {
     let teardown = levels.contains(&Level::Teardown);
     let level = levels.iter().copied().max().unwrap_or(Level::Setup);
     let forward_secs =
         profile.setup_secs + profile.iteration_secs.iter().fold(0.0, |a, b| a + b) + profile.teardown_secs;
-    let segments = match level {
-        Level::Setup | Level::Teardown => vec![setup_segment(profile, teardown, cost)],
-        Level::Outer | Level::Inner => loop_segments(profile, level, teardown, max_segments, cost)?,
-    };
+    let in_loops = matches!(level, Level::Outer | Level::Inner);
+    let nothing_selected = selected.is_some_and(|s| !s.iter().any(|&i| i < profile.iterations()));
+    let segments =
+        if !in_loops || (nothing_selected && levels.iter().any(|l| matches!(l, Level::Setup | Level::Teardown))) {
+            vec![setup_segment(profile, teardown, cost)]
+        } else if nothing_selected {
+            return Err(PlanError::NothingSelected { iterations: profile.iterations() });
+        } else {
+            loop_segments(profile, level, teardown, max_segments, cost, selected)?
+        };
     let estimate_secs = segments.iter().map(|s| s.estimate_secs).fold(0.0, |a, b| a + b);
     Ok(RunPlan { level, teardown, segments, estimate_secs, forward_secs })
 }
@@ -233,27 +260,60 @@ fn setup_segment(profile: &RunProfile, teardown: bool, cost: &CostModel) -> Segm
     seg
 }
 
-/// The segments of a replay whose statements sit inside the loops: every
-/// outer iteration executes (nested loops skipped by restore at
-/// [`Level::Outer`]), cut after checkpointed iterations into at most
-/// `max_segments` pieces of balanced estimated cost.
+/// The outer iterations a replay executes, in order, each with whether it
+/// records: all of them without a selection; with one, each selected
+/// iteration and the ones before it back to the nearest checkpoint (they
+/// rebuild its state), plus, for a teardown, the ones after the last
+/// checkpoint (none when the last iteration has one: it is restored).
+fn needed_iterations(profile: &RunProfile, teardown: bool, selected: Option<&BTreeSet<u64>>) -> BTreeMap<u64, bool> {
+    let n = profile.iterations();
+    let Some(selected) = selected else {
+        return (0..n).map(|i| (i, true)).collect();
+    };
+    let has_ckpt = |i: u64| profile.checkpoints.contains_key(&i);
+    // The first iteration that must run to reach iteration `i`'s start.
+    let start = |i: u64| (0..i).rev().find(|&j| has_ckpt(j)).map_or(0, |j| j + 1);
+    let mut needed = BTreeMap::new();
+    for &i in selected.iter().filter(|&&i| i < n) {
+        for m in start(i)..=i {
+            needed.insert(m, selected.contains(&m));
+        }
+    }
+    let last_needed = needed.keys().next_back().copied();
+    if teardown && n > 0 && last_needed != Some(n - 1) && !has_ckpt(n - 1) {
+        for m in start(n).max(last_needed.map_or(0, |l| l + 1))..n {
+            needed.insert(m, selected.contains(&m));
+        }
+    }
+    needed
+}
+
+/// The segments of a replay whose statements sit inside the loops: the
+/// needed outer iterations ([`needed_iterations`]; nested loops skipped by
+/// restore at [`Level::Outer`]), cut where a checkpoint allows into at most
+/// `max_segments` pieces of balanced estimated cost. A segment may jump
+/// over iterations it does not need, restoring the checkpoint before the
+/// next one.
 fn loop_segments(
     profile: &RunProfile,
     level: Level,
     teardown: bool,
     max_segments: usize,
     cost: &CostModel,
+    selected: Option<&BTreeSet<u64>>,
 ) -> Result<Vec<Segment>, PlanError> {
     let n = profile.iterations();
-    let full = |i: u64| full_secs(profile, i);
-    let nested = |i: u64| nested_secs(profile, i);
-    let has_ckpt = |i: u64| profile.checkpoints.contains_key(&i);
-    let mut segments = Vec::new();
     if n == 0 {
         return Err(PlanError::NoIterations);
     }
-    // Segment boundaries: iterations whose predecessor has a checkpoint.
-    let starts: Vec<u64> = (1..n).filter(|&i| has_ckpt(i - 1)).collect();
+    let full = |i: u64| full_secs(profile, i);
+    let nested = |i: u64| nested_secs(profile, i);
+    let has_ckpt = |i: u64| profile.checkpoints.contains_key(&i);
+    let needed: Vec<(u64, bool)> = needed_iterations(profile, teardown, selected).into_iter().collect();
+    let m = needed.len();
+    // Where a segment may start: at a position whose iteration can be
+    // reached by restoring the checkpoint before it.
+    let starts: Vec<usize> = (1..m).filter(|&p| has_ckpt(needed[p].0 - 1)).collect();
     let step_cost = |i: u64| {
         if level == Level::Outer && has_ckpt(i) {
             (full(i) - nested(i)).max(0.0) + cost.restore(profile, i)
@@ -263,13 +323,13 @@ fn loop_segments(
     };
     // Cut where the running cost is closest to equal shares (a tiny
     // weight per iteration balances by count when times are ~0).
-    let weight = |i: u64| step_cost(i) + 1e-9;
-    let mut prefix = vec![0.0; n as usize + 1];
-    for i in 0..n as usize {
-        prefix[i + 1] = prefix[i] + weight(i as u64);
+    let weight = |p: usize| step_cost(needed[p].0) + 1e-9;
+    let mut prefix = vec![0.0; m + 1];
+    for p in 0..m {
+        prefix[p + 1] = prefix[p] + weight(p);
     }
-    let total = prefix[n as usize];
-    let wanted = max_segments.clamp(1, n as usize);
+    let total = prefix[m];
+    let wanted = max_segments.clamp(1, m.max(1));
     let mut cuts = BTreeSet::new();
     let mut prev = 0;
     for j in 1..wanted {
@@ -278,38 +338,43 @@ fn loop_segments(
             .iter()
             .copied()
             .filter(|&s| s > prev)
-            .min_by(|&a, &b| (prefix[a as usize] - target).abs().total_cmp(&(prefix[b as usize] - target).abs()));
+            .min_by(|&a, &b| (prefix[a] - target).abs().total_cmp(&(prefix[b] - target).abs()));
         if let Some(s) = best {
             cuts.insert(s);
             prev = s;
         }
     }
-    let mut bounds: Vec<u64> = std::iter::once(0).chain(cuts.iter().copied()).collect();
-    bounds.push(n);
+    let mut bounds: Vec<usize> = std::iter::once(0).chain(cuts.iter().copied()).collect();
+    bounds.push(m);
+    let last_runs_to_end = needed.last().is_some_and(|&(i, _)| i == n - 1);
+    let mut segments = Vec::new();
     for (k, w) in bounds.windows(2).enumerate() {
         let (a, b) = (w[0], w[1]);
         let mut seg = Segment {
             index: k,
             steps: Vec::new(),
             record_setup: k == 0,
-            teardown: teardown && b == n,
+            teardown: teardown && b == m,
             final_restore: None,
             estimate_secs: cost.process_secs + profile.setup_secs,
         };
-        for i in a..b {
-            let restore = if i == a && a > 0 { Some(a - 1) } else { None };
+        for p in a..b {
+            let (i, record) = needed[p];
+            // The first step of a segment, or one after a jump, starts from
+            // the checkpoint before it.
+            let jumped = if p == a { i > 0 } else { needed[p - 1].0 + 1 != i };
+            let restore = jumped.then(|| i - 1);
             if let Some(r) = restore {
                 seg.estimate_secs += cost.restore(profile, r);
             }
-            seg.steps.push(Step {
-                iteration: i,
-                restore,
-                record: true,
-                skip_nested: level == Level::Outer && has_ckpt(i),
-            });
+            seg.steps.push(Step { iteration: i, restore, record, skip_nested: level == Level::Outer && has_ckpt(i) });
             seg.estimate_secs += step_cost(i);
         }
         if seg.teardown {
+            if !last_runs_to_end {
+                seg.final_restore = Some(n - 1);
+                seg.estimate_secs += cost.restore(profile, n - 1);
+            }
             seg.estimate_secs += profile.teardown_secs;
         }
         segments.push(seg);
@@ -420,6 +485,76 @@ mod tests {
     #[test]
     fn loops_without_iterations_are_an_error() {
         assert_eq!(plan_run(&profile(0, &[]), &[Level::Inner], 1, &no_cost()), Err(PlanError::NoIterations));
+    }
+
+    fn sel(its: &[u64]) -> BTreeSet<u64> {
+        its.iter().copied().collect()
+    }
+
+    fn steps(plan: &RunPlan) -> Vec<Vec<(u64, Option<u64>, bool)>> {
+        plan.segments.iter().map(|s| s.steps.iter().map(|s| (s.iteration, s.restore, s.record)).collect()).collect()
+    }
+
+    #[test]
+    fn a_selection_with_checkpoints_everywhere_runs_only_the_selected_iterations() {
+        let p = profile(10, &(0..10).collect::<Vec<_>>());
+        let plan = plan_run_selected(&p, &[Level::Inner], 1, &no_cost(), Some(&sel(&[9]))).unwrap();
+        assert_eq!(steps(&plan), vec![vec![(9, Some(8), true)]]);
+        // The estimate follows: one iteration instead of ten (plus setup).
+        assert!((plan.estimate_secs - 1.5).abs() < 1e-9, "{}", plan.estimate_secs);
+        // Non-consecutive selections jump inside one segment, restoring before each jump.
+        let plan = plan_run_selected(&p, &[Level::Inner], 1, &no_cost(), Some(&sel(&[0, 3, 4, 7]))).unwrap();
+        assert_eq!(steps(&plan), vec![vec![(0, None, true), (3, Some(2), true), (4, None, true), (7, Some(6), true)]]);
+        // ... or split across workers at any restorable start.
+        let plan = plan_run_selected(&p, &[Level::Inner], 2, &no_cost(), Some(&sel(&[0, 3, 4, 7]))).unwrap();
+        assert_eq!(
+            steps(&plan),
+            vec![vec![(0, None, true), (3, Some(2), true)], vec![(4, Some(3), true), (7, Some(6), true)]]
+        );
+    }
+
+    #[test]
+    fn a_selection_without_checkpoints_runs_the_iterations_before_it_silently() {
+        let p = profile(6, &[1]);
+        let plan = plan_run_selected(&p, &[Level::Outer], 3, &no_cost(), Some(&sel(&[4]))).unwrap();
+        // From the checkpoint after iteration 1: 2 and 3 rebuild the state, 4 records.
+        assert_eq!(steps(&plan), vec![vec![(2, Some(1), false), (3, None, false), (4, None, true)]]);
+        // Without any checkpoint, from the start.
+        let p = profile(4, &[]);
+        let plan = plan_run_selected(&p, &[Level::Inner], 2, &no_cost(), Some(&sel(&[2]))).unwrap();
+        assert_eq!(steps(&plan), vec![vec![(0, None, false), (1, None, false), (2, None, true)]]);
+    }
+
+    #[test]
+    fn a_selection_keeps_the_teardown_right() {
+        // The last iteration has a checkpoint: restored before the teardown.
+        let p = profile(5, &[0, 1, 2, 3, 4]);
+        let plan = plan_run_selected(&p, &[Level::Inner, Level::Teardown], 1, &no_cost(), Some(&sel(&[1]))).unwrap();
+        assert_eq!(steps(&plan), vec![vec![(1, Some(0), true)]]);
+        assert!(plan.segments[0].teardown);
+        assert_eq!(plan.segments[0].final_restore, Some(4));
+        // It has none: the iterations after the last checkpoint run silently.
+        let p = profile(5, &[1]);
+        let plan = plan_run_selected(&p, &[Level::Inner, Level::Teardown], 1, &no_cost(), Some(&sel(&[0]))).unwrap();
+        assert_eq!(steps(&plan), vec![vec![(0, None, true), (2, Some(1), false), (3, None, false), (4, None, false)]]);
+        assert_eq!(plan.segments[0].final_restore, None);
+    }
+
+    #[test]
+    fn a_selection_of_nothing_is_refused_unless_setup_or_teardown_record() {
+        let p = profile(3, &[0, 1, 2]);
+        let none = sel(&[]);
+        assert_eq!(
+            plan_run_selected(&p, &[Level::Inner], 1, &no_cost(), Some(&none)),
+            Err(PlanError::NothingSelected { iterations: 3 })
+        );
+        // Indices past the run's iterations select nothing either.
+        assert!(plan_run_selected(&p, &[Level::Inner], 1, &no_cost(), Some(&sel(&[7]))).is_err());
+        let plan = plan_run_selected(&p, &[Level::Setup, Level::Inner], 1, &no_cost(), Some(&none)).unwrap();
+        assert!(plan.segments[0].steps.is_empty() && plan.segments[0].record_setup);
+        // Without a selection, the same as plan_run.
+        let all = plan_run_selected(&p, &[Level::Inner], 2, &no_cost(), None).unwrap();
+        assert_eq!(all, plan_run(&p, &[Level::Inner], 2, &no_cost()).unwrap());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use flor_core::select::{IterFilter, IterSelect, SpanRef};
 use flor_core::store::LoopSpan;
 use flor_core::{ContextMap, LoopCtx, RunMeta};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,15 @@ pub struct SegmentSpec {
     /// detection, [`crate::check`]).
     #[serde(default)]
     pub check: Vec<String>,
+    /// `flor replay --iter` selections (`LOOP=SPEC`): the worker records
+    /// values only in the forward run's iterations they keep
+    /// ([`SegmentSpec::iter_filter`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iters: Vec<String>,
+    /// `flor replay --override KEY=VALUE`: what `flor.arg(KEY, ...)`
+    /// returns in this replay instead of the recorded value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, String>,
 }
 
 impl SegmentSpec {
@@ -157,6 +167,29 @@ impl SegmentSpec {
     /// Writes the spec to `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
         std::fs::write(path, self.to_json()).map_err(|e| Error::io("write", path, e))
+    }
+
+    /// Which of the forward run's iterations record values under
+    /// [`SegmentSpec::iters`] (a filter keeping everything without).
+    pub fn iter_filter(&self, path: &Path) -> Result<IterFilter> {
+        let iters = self
+            .iters
+            .iter()
+            .map(|s| s.parse::<IterSelect>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::BadSpec { path: path.to_owned(), message: e.to_string() })?;
+        let spans: Vec<SpanRef<'_>> = self
+            .contexts
+            .iter()
+            .map(|c| SpanRef {
+                first_ctx: c.first_ctx,
+                count: c.count,
+                parent: c.parent,
+                name: &c.name,
+                first_iteration: c.first_iteration,
+            })
+            .collect();
+        Ok(IterFilter::new(&iters, &spans))
     }
 
     /// Where the forward run's iterations are, for a replay recorder.
@@ -219,6 +252,8 @@ mod tests {
             checkpoints: BTreeMap::new(),
             contexts: spans,
             check: vec![],
+            iters: vec![],
+            overrides: BTreeMap::new(),
         };
         let map = spec.context_map();
         let want = ContextMap::new(loops.iter().cloned());

@@ -83,6 +83,8 @@ fn spec(commit: &str, source: String) -> Arc<SegmentSpec> {
         checkpoints: BTreeMap::new(),
         contexts: vec![ContextSpan { first_ctx: 0, count: 1, parent: None, name: "epoch".into(), first_iteration: 0 }],
         check: vec![],
+        iters: vec![],
+        overrides: BTreeMap::new(),
     })
 }
 

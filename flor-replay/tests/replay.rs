@@ -66,6 +66,8 @@ fn spec(commit: &str, index: usize, source: &str) -> Arc<SegmentSpec> {
         checkpoints: BTreeMap::new(),
         contexts: vec![ContextSpan { first_ctx: 0, count: 2, parent: None, name: "epoch".into(), first_iteration: 0 }],
         check: vec![],
+        iters: vec![],
+        overrides: BTreeMap::new(),
     })
 }
 
@@ -274,6 +276,8 @@ fn execute_attaches_a_run_once_all_its_segments_are_in_and_keeps_failed_runs_out
         no_check: vec![],
         strict: false,
         isolation: None,
+        iters: vec![],
+        overrides: BTreeMap::new(),
     };
     let id = |run, segment| TaskId { run, segment };
     let mut ex = Canned {
@@ -339,6 +343,8 @@ fn the_plan_says_why_a_statement_replays_every_iteration() {
         no_check: vec![],
         strict: false,
         isolation: None,
+        iters: vec![],
+        overrides: BTreeMap::new(),
     };
     let text = plan.render();
     assert!(text.contains("line 7 of the newest version: placed at line 6; inside a nested loop"), "{text}");

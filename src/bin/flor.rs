@@ -164,12 +164,29 @@ enum Command {
     /// Interrupted replays resume: the same command does only what is missing.
     /// Exit status 5 when some run could not be replayed.
     #[command(
-        after_help = "Examples:\n  flor replay --apply grad_norm --dry-run\n  flor replay --apply grad_norm,acc --where 'lr > 0.01 AND epochs >= 5' --jobs 4 --yes"
+        after_help = "Examples:\n  flor replay --apply grad_norm --dry-run\n  flor replay --apply grad_norm,acc --where 'lr > 0.01 AND epochs >= 5' --jobs 4 --yes\n  flor replay --apply @42 --iter epoch=last --override device=cpu"
     )]
     Replay {
-        /// Names whose `flor.log` statements to replay (comma-separated).
-        #[arg(long = "apply", value_name = "NAME[,NAME...]", value_delimiter = ',', required = true)]
+        /// Names whose `flor.log` statements to replay (comma-separated),
+        /// or `@LINE`: the statement at that line of the newest script.
+        #[arg(long = "apply", value_name = "NAME|@LINE[,...]", value_delimiter = ',')]
         names: Vec<String>,
+        /// FlorDB's older spelling, `flor replay NAMES [WHERE]`: the same
+        /// as `--apply NAMES --where WHERE`.
+        #[arg(value_name = "NAMES", num_args = 0..=2, hide = true)]
+        positional: Vec<String>,
+        /// Record values only in these iterations of loop LOOP (SPEC: all,
+        /// last, none, or indices such as 0,3,5-7); repeatable. The outer
+        /// loop's selection decides which iterations execute (and the
+        /// estimate): `--iter epoch=last` replays each run's last epoch only.
+        #[arg(long = "iter", value_name = "LOOP=SPEC")]
+        iters: Vec<flor::IterSelect>,
+        /// Replace the recorded value of an environment-shaped arg in the
+        /// replay (`flor.arg(KEY, ...)` returns VALUE), e.g. device=cpu to
+        /// replay a GPU run on a CPU machine; repeatable. Allowed keys:
+        /// `[replay] overrides` in .flor/config.toml (default: device).
+        #[arg(long = "override", value_name = "KEY=VALUE", value_parser = parse_override)]
+        overrides: Vec<(String, String)>,
         /// A SQL predicate over the run-level columns of `flor dataframe` (tstamp, filename, args).
         #[arg(long = "where", value_name = "PREDICATE")]
         where_clause: Option<String>,
@@ -387,10 +404,29 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         Command::Rebuild => checkpoints::after_rebuild(&mut project),
         _ => checkpoints::automatically(&mut project),
     }
-    if let Command::Replay { names, where_clause, jobs, yes, dry_run, force, script, strict, no_check } = &cli.command {
+    if let Command::Replay {
+        names,
+        positional,
+        iters,
+        overrides,
+        where_clause,
+        jobs,
+        yes,
+        dry_run,
+        force,
+        script,
+        strict,
+        no_check,
+    } = &cli.command
+    {
+        let (names, where_clause) = replay_names(names, positional, where_clause).unwrap_or_else(|message| {
+            <Cli as clap::CommandFactory>::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit()
+        });
         let opts = flor::replay::ReplayOptions {
-            names: names.clone(),
-            where_clause: where_clause.clone(),
+            names,
+            where_clause,
+            iters: iters.clone(),
+            overrides: overrides.iter().cloned().collect(),
             jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             force: *force,
             script: script.clone(),
@@ -519,6 +555,39 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
             t
         }
     })
+}
+
+/// `--override KEY=VALUE`.
+fn parse_override(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, such as device=cpu; got {s:?}")),
+    }
+}
+
+/// The names and predicate of `flor replay`: `--apply`/`--where`, or
+/// FlorDB's older positional `NAMES [WHERE]` (not both).
+fn replay_names(
+    names: &[String],
+    positional: &[String],
+    where_clause: &Option<String>,
+) -> Result<(Vec<String>, Option<String>), String> {
+    let usage = |message: String| message;
+    match (names.is_empty(), positional) {
+        (false, []) => Ok((names.to_vec(), where_clause.clone())),
+        (false, _) => Err(usage(format!(
+            "flor replay: --apply was given, so the positional {:?} is not accepted; pass a filter as --where",
+            positional.join(" ")
+        ))),
+        (true, []) => Err(usage("flor replay: nothing to apply; name the statements, e.g. --apply loss,acc".into())),
+        (true, [vars, rest @ ..]) => {
+            if !rest.is_empty() && where_clause.is_some() {
+                return Err(usage("flor replay: the predicate is given twice (positional and --where)".into()));
+            }
+            let names = vars.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            Ok((names, rest.first().cloned().or_else(|| where_clause.clone())))
+        }
+    }
 }
 
 fn replay(
