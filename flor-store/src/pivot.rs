@@ -58,8 +58,10 @@ pub(crate) const PIVOT_SLICE_RECORDS: i64 = 1 << 18;
 /// The longest parent chain followed (a cycle in corrupt data).
 const MAX_DEPTH: usize = 10_000;
 
-/// A loop span of one run.
+/// A loop span of one run. Packed to 4-byte alignment: 28 bytes, not 32
+/// (a run recorded from Python has a span per iteration, each valued).
 #[derive(Clone, Copy)]
+#[repr(C, packed(4))]
 pub(crate) struct Node {
     pub(crate) first_ctx: u32,
     pub(crate) count: u32,
