@@ -300,14 +300,9 @@ class Difference:
     reason: str
     rule: dict
     cases: tuple = ("*",)
-    while_: str = ""  # a CONDITIONS key: the entry holds only while it is true
 
     def applies(self, case):
-        return ("*" in self.cases or case in self.cases) and (not self.while_ or CONDITIONS[self.while_])
-
-
-# Conditions some entries hold under (set by `main` from the flor command).
-CONDITIONS = {"replay_lacks_iter": False}
+        return "*" in self.cases or case in self.cases
 
 
 DIFFERENCES = [
@@ -359,25 +354,6 @@ DIFFERENCES = [
         "flor names them `interactive`: the same name in every front end.",
         {"values_of": "filename"},
         ("notebook", "replay_api"),
-    ),
-    Difference(
-        "loop-value-column",
-        "Not yet matched: FlorDB's dataframe shows the value a loop iterated over (`flor.loop('e', ['a', 'b'])`, "
-        "`flor.iteration('epoch', i, value)`) as a column `<loop>_value`.",
-        "flor records it (the `loop_value` column of `flor.query('SELECT * FROM loops')`) but its pivot does not "
-        "show it yet.",
-        {"ref_column_suffix": "_value"},
-        ("iteration", "loop_values"),
-    ),
-    Difference(
-        "replay-flor-iterations",
-        "Not yet matched while `flor replay` has no `--iter`: `--replay_flor` without `--iter` replays every "
-        "iteration, FlorDB only the last one of each loop.",
-        "the translation adds `--iter LOOP=last` for the loops not named once `flor replay --iter` exists; "
-        "this entry then goes stale and is to be removed.",
-        {"ours_extra_rows": True},
-        ("replay_flor",),
-        "replay_lacks_iter",
     ),
     Difference(
         "logs-value-type",
@@ -597,13 +573,6 @@ def normal_frame(frame, diffs, side, used, names):
                 r.pop(i)
             if d.rule.get("merge_rows"):
                 rows = merge_rows(cols, rows, names)
-        suffix = d.rule.get(f"{side}_column_suffix")
-        for c in [c for c in cols if suffix and c.endswith(suffix) and c[: -len(suffix)] in cols]:
-            i = cols.index(c)
-            used.add(d.id)
-            cols.pop(i)
-            for r in rows:
-                r.pop(i)
         col = d.rule.get("values_of")
         if col in cols:
             i = cols.index(col)
@@ -632,13 +601,6 @@ def compare_frames(ref, ours, diffs, used, names):
     if rcols != ocols:
         return [f"columns: reference {rcols}, ours {ocols}"]
     text_ok = next((d.id for d in diffs if d.rule.get("text_values")), None)
-    extra_ok = next((d.id for d in diffs if d.rule.get("ours_extra_rows")), None)
-    if extra_ok and len(orows) > len(rrows):
-        # Only ours' rows that match a reference row by position (non-value columns).
-        at = [i for i, c in enumerate(ocols) if c not in names]
-        want = {json.dumps([r[i][0] for i in at]) for r in rrows}
-        orows = [o for o in orows if json.dumps([o[i][0] for i in at]) in want]
-        used.add(extra_ok)
     for r, o in zip(sorted(rrows, key=str), sorted(orows, key=str)):
         for col, (rv, rt), (ov, ot) in zip(rcols, r, o):
             if rv != ov:
@@ -715,8 +677,6 @@ def main():
         return 0
     t0 = time.perf_counter()
     ref, ours, setup = packages(a)
-    usage = subprocess.run([a.flor_bin, "replay", "--help"], capture_output=True, text=True, env=ours.env).stdout
-    CONDITIONS["replay_lacks_iter"] = "--iter" not in usage
     if a.setup:
         print(f"{ref.python}: flordb {setup['ref_version']} ({'created' if setup['venv_created'] else 'reused'}, "
               f"{setup['venv_setup_s']} s)")
@@ -745,15 +705,8 @@ def main():
             print(f"repositories kept in {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    # An entry is stale when every case it names ran, it held, and none needed it.
-    stale = [
-        d.id
-        for d in DIFFERENCES
-        if ran
-        and d.id not in used_all
-        and ("*" in d.cases or set(d.cases) <= ran)
-        and (not d.while_ or CONDITIONS[d.while_])
-    ]
+    # An entry is stale when every case it names ran and none needed it.
+    stale = [d.id for d in DIFFERENCES if ran and d.id not in used_all and ("*" in d.cases or set(d.cases) <= ran)]
     if a.case:
         stale = []  # a partial run cannot tell
     for res in results:

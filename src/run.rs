@@ -316,7 +316,8 @@ impl Run {
     }
 
     /// Like [`Run::loop_over`], also recording each item's text (its
-    /// `Display`) as the iteration's value (`loop_value` in SQL).
+    /// `Display`) as the iteration's value (`loop_value` in SQL; the pivot's
+    /// `<name>_value` column when the texts are not the indices).
     pub fn loop_with_values<I>(&self, name: &str, iter: I) -> Loop<I::IntoIter>
     where
         I: IntoIterator,

@@ -57,8 +57,12 @@ fn loops_values_checkpoints_roundtrip() {
     let mut project = Project::open(dir.path()).unwrap();
     project.sync().unwrap();
     let df = project.dataframe(&["acc", "final"]).unwrap();
-    assert_eq!(df.column_names(), vec!["projid", "tstamp", "filename", "epoch", "split", "acc", "final"]);
+    assert_eq!(
+        df.column_names(),
+        vec!["projid", "tstamp", "filename", "epoch", "split", "split_value", "acc", "final"]
+    );
     assert_eq!(df.row_count(), 6);
+    assert_eq!(df.column("split_value").unwrap().get(1), Some(Value::from("valid")), "the loop's values");
     assert_eq!(df.column("final").unwrap().get(5), Some(Value::Bool(true)));
     let values = project.query("SELECT loop_value FROM loops WHERE loop_name = 'split' ORDER BY ctx_id").unwrap();
     assert_eq!(values.cell(1, 0), Some(Value::from("valid")));

@@ -17,6 +17,15 @@
 //!   run level has one row.
 //! * Loop columns are ordered by depth, then by first appearance; rows by
 //!   `tstamp`, then execution order.
+//! * A loop whose iterations carry a value (`flor.loop` over a list,
+//!   `flor.iteration(name, i, value)`) has a column `<loop>_value` right
+//!   after its index column, holding the value's recorded text (NULL on
+//!   rows whose iteration has none, e.g. a run that recorded no values),
+//!   when some row of the result has a value that is not the text of its
+//!   iteration index: a loop over `range(n)` gets none (FlorDB's rule,
+//!   except that a row without a value is no difference). The column is
+//!   left out when its name is already a column (a loop or a requested
+//!   name); `SELECT * FROM loops` still has every value.
 //!
 //! With no names: one row per run with all of its run-level values, columns
 //! ordered by first appearance in the record file.
@@ -54,9 +63,11 @@ struct Node {
     parent: u32,
     loop_id: u32,
     iteration: u64,
+    /// The iteration's value: an index into [`Loops::texts`] (`NONE`: none).
+    value: u32,
 }
 
-const EMPTY: Node = Node { parent: NONE, loop_id: NONE, iteration: 0 };
+const EMPTY: Node = Node { parent: NONE, loop_id: NONE, iteration: 0, value: NONE };
 
 /// Computes the pivot over `store`'s primitives. See the module docs.
 pub fn dataframe<S: Store + ?Sized>(store: &S, names: &[&str]) -> StoreResult<Table> {
@@ -89,9 +100,27 @@ pub fn dataframe_filtered<S: Store + ?Sized>(store: &S, names: &[&str], filter: 
     let (loop_cols, loop_col_of) = loop_columns(&rows.rows, &loops);
 
     let mut columns = head_columns(&runs, &rows.rows);
-    let loop_values = loop_cells(&rows.rows, &loops, &loop_col_of, loop_cols.len());
-    for (id, values) in loop_cols.iter().zip(loop_values) {
-        columns.push(Column { name: loops.names[*id as usize].to_string(), data: ColumnData::Int(values.into()) });
+    let (loop_values, value_ids) = loop_cells(&rows.rows, &loops, &loop_cols, &loop_col_of);
+    let col_names: Vec<&str> = loop_cols.iter().map(|&id| &*loops.names[id as usize]).collect();
+    let taken = |n: &str| col_names.contains(&n) || wanted.contains(&n);
+    for ((id, values), ids) in loop_cols.iter().zip(loop_values).zip(value_ids) {
+        let name = &loops.names[*id as usize];
+        let value_col = ids.and_then(|ids| {
+            let column = value_column_name(name, &taken)?;
+            let differs = ids.iter().zip(&values).any(|(&t, it)| match (t, it) {
+                (NONE, _) | (_, None) => false,
+                (t, Some(it)) => !is_index_text(&loops.texts[t as usize], *it as u64),
+            });
+            differs.then(|| {
+                let mut cells = ValueColumn::default();
+                for &t in &ids {
+                    cells.push(loops.texts.get(t as usize).map(|t| &**t), 1);
+                }
+                Column { name: column, data: cells.finish() }
+            })
+        });
+        columns.push(Column { name: name.to_string(), data: ColumnData::Int(values.into()) });
+        columns.extend(value_col);
     }
     for (k, name) in wanted.iter().enumerate() {
         let data = name_cells(k as u32, &vals, &rows, &loops);
@@ -246,6 +275,10 @@ fn select_iterations(vals: &mut Vec<Val>, loops: &Loops, iters: &[IterSelect], r
 /// memory follows what the store holds, never the size of an id.
 struct Loops {
     names: Vec<Arc<str>>,
+    /// The iterations' value texts, one per valued span.
+    texts: Vec<Arc<str>>,
+    /// Per loop id: whether any of its spans has a value.
+    valued: Vec<bool>,
     runs: Vec<RunLoops>,
     /// Per run, its spans `(first_ctx, count, node of the first)`.
     spans: Vec<Vec<(u32, u32, Node)>>,
@@ -294,6 +327,8 @@ impl Loops {
             }
         }
         let mut names: Vec<Arc<str>> = Vec::new();
+        let mut texts: Vec<Arc<str>> = Vec::new();
+        let mut valued: Vec<bool> = Vec::new();
         let mut loop_ids: HashMap<Arc<str>, u32> = HashMap::new();
         let mut spans: Vec<Vec<(u32, u32, Node)>> = vec![Vec::new(); runs.len()];
         if !loop_runs.is_empty() {
@@ -306,17 +341,27 @@ impl Loops {
                     Some(&id) => id,
                     None => {
                         names.push(span.name.clone());
+                        valued.push(false);
                         let id = (names.len() - 1) as u32;
                         loop_ids.insert(span.name.clone(), id);
                         id
                     }
                 };
-                let node = Node { parent: span.parent.unwrap_or(NONE), loop_id: id, iteration: span.first_iteration };
+                let value = match &span.value {
+                    Some(t) => {
+                        valued[id as usize] = true;
+                        texts.push(t.as_str().into());
+                        (texts.len() - 1) as u32
+                    }
+                    None => NONE,
+                };
+                let node =
+                    Node { parent: span.parent.unwrap_or(NONE), loop_id: id, iteration: span.first_iteration, value };
                 spans[ri as usize].push((span.first_ctx, span.count, node));
             })?;
         }
         let runs = spans.iter().cloned().zip(values_of).map(|(s, values)| RunLoops::of(s, values)).collect();
-        Ok(Loops { names, runs, spans })
+        Ok(Loops { names, texts, valued, runs, spans })
     }
 
     /// The iteration at context `ctx` of run `run`, if any.
@@ -499,18 +544,91 @@ fn loop_columns(rows: &[(u32, u32)], loops: &Loops) -> (Vec<u32>, Vec<usize>) {
     (loop_cols, loop_col_of)
 }
 
+/// Per loop column: its cells and, for a loop with values, each row's
+/// value (an index into [`Loops::texts`], `NONE` where none).
+type LoopCells = (Vec<Vec<Option<i64>>>, Vec<Option<Vec<u32>>>);
+
 /// Step 5a: the loop columns' cells (the iteration index of each row's
-/// enclosing iteration of that loop).
-fn loop_cells(rows: &[(u32, u32)], loops: &Loops, loop_col_of: &[usize], ncols: usize) -> Vec<Vec<Option<i64>>> {
-    let mut loop_values: Vec<Vec<Option<i64>>> = vec![vec![None; rows.len()]; ncols];
+/// enclosing iteration of that loop) and their values.
+fn loop_cells(rows: &[(u32, u32)], loops: &Loops, loop_cols: &[u32], loop_col_of: &[usize]) -> LoopCells {
+    let mut loop_values: Vec<Vec<Option<i64>>> = vec![vec![None; rows.len()]; loop_cols.len()];
+    let mut value_ids: Vec<Option<Vec<u32>>> =
+        loop_cols.iter().map(|&id| loops.valued[id as usize].then(|| vec![NONE; rows.len()])).collect();
     let mut chain: Vec<Node> = Vec::new();
     for (r, &(run, ctx)) in rows.iter().enumerate() {
         collect_chain(loops, run, ctx, &mut chain);
+        // Innermost first: of two same-named loops, the outermost wins.
         for n in &chain {
-            loop_values[loop_col_of[n.loop_id as usize]][r] = Some(n.iteration as i64);
+            let col = loop_col_of[n.loop_id as usize];
+            loop_values[col][r] = Some(n.iteration as i64);
+            if let Some(ids) = &mut value_ids[col] {
+                ids[r] = n.value;
+            }
         }
     }
-    loop_values
+    (loop_values, value_ids)
+}
+
+/// Whether `text` is the decimal text of iteration index `iteration` (the
+/// value a loop over `range(n)` records): such a value says nothing its
+/// loop column does not.
+pub fn is_index_text(text: &str, iteration: u64) -> bool {
+    let digits = text.as_bytes();
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1)
+        && text.parse::<u64>() == Ok(iteration)
+}
+
+/// The name of loop `loop_name`'s value column, `<loop>_value`, unless
+/// `taken` says a column of the pivot already has it.
+pub fn value_column_name(loop_name: &str, taken: &dyn Fn(&str) -> bool) -> Option<String> {
+    let name = format!("{loop_name}_value");
+    (!taken(&name)).then_some(name)
+}
+
+/// A `<loop>_value` column being built: text in a dictionary of the
+/// distinct values in order of first appearance. Shared by the store
+/// backends that pivot on their own, so their columns are the same.
+#[derive(Default)]
+pub struct ValueColumn {
+    dict: Vec<Value>,
+    code_of: HashMap<Arc<str>, u32>,
+    codes: Vec<u32>,
+}
+
+impl ValueColumn {
+    /// Appends `n` cells holding `text` (`None`: NULL).
+    pub fn push(&mut self, text: Option<&str>, n: usize) {
+        let code = match text {
+            None => crate::table::Dict::NULL,
+            Some(t) => match self.code_of.get(t) {
+                Some(&c) => c,
+                None => {
+                    let t: Arc<str> = t.into();
+                    let c = self.dict.len() as u32;
+                    self.dict.push(Value::Text(Arc::clone(&t)));
+                    self.code_of.insert(t, c);
+                    c
+                }
+            },
+        };
+        self.codes.extend(std::iter::repeat_n(code, n));
+    }
+
+    /// Appends `n` cells holding the text of iteration index `index`
+    /// (`None`: NULL).
+    pub fn push_index(&mut self, index: Option<i64>, n: usize) {
+        match index {
+            Some(i) => self.push(Some(itoa::Buffer::new().format(i)), n),
+            None => self.push(None, n),
+        }
+    }
+
+    /// The column.
+    pub fn finish(self) -> ColumnData {
+        ColumnData::Dict { dict: self.dict, codes: Arc::new(self.codes) }
+    }
 }
 
 /// Step 5b: the cells of name `k`: per row the value at its position, else

@@ -107,6 +107,7 @@ macro_rules! conformance_tests {
             dataframe_without_names,
             dataframe_selections,
             dataframe_as_arrow,
+            dataframe_loop_values,
             clear_empties,
             set_status,
             checkpoints_roundtrip,
@@ -1262,6 +1263,111 @@ pub fn dataframe_as_arrow(make: &mut MakeStore<'_>) {
         matches!(batch.schema().field(1).data_type(), arrow_schema::DataType::Dictionary(_, _)),
         "tstamp is dictionary-encoded"
     );
+}
+
+/// Runs for [`dataframe_loop_values`]: V iterates `opt` over named values
+/// (each with an `epoch` loop whose values are its indices, as `range()`
+/// records them) logging `score` per opt and `loss` per epoch; W has the
+/// same loops without values (a run that recorded none); X a `round` loop
+/// whose values are not its indices (`flor.iteration("round", i, i * 10)`).
+fn valued_runs() -> (Run, Run, Run) {
+    let mut v = Run::new(T1);
+    for (k, opt) in ["sgd", "adam"].into_iter().enumerate() {
+        let oc = v.iter_value(None, "opt", k as u64, Some(opt));
+        for e in 0..2u64 {
+            let ec = v.iter_value(Some(oc), "epoch", e, Some(&e.to_string()));
+            v.log(Some(ec), "loss", (k * 10) as f64 + e as f64);
+        }
+        v.log(Some(oc), "score", k as i64);
+    }
+    let mut w = Run::new(T2);
+    let oc = w.iter(None, "opt", 0);
+    let ec = w.iter(Some(oc), "epoch", 0);
+    w.log(Some(ec), "loss", 7.0);
+    w.log(Some(oc), "score", 5);
+    let mut x = Run::new(T3);
+    for r in 0..3u64 {
+        let rc = x.iter_value(None, "round", r, Some(&(r * 10).to_string()));
+        x.log(Some(rc), "x", (r * r) as i64);
+    }
+    (v, w, x)
+}
+
+/// Loop values in the pivot: a loop whose iterations carry values that are
+/// not their indices gets a `<loop>_value` column of text right after its
+/// index column (NULL where an iteration has none, as in a run that
+/// recorded no values); a loop whose values are its indices (`range()`)
+/// gets none; a requested name takes precedence over the column's name;
+/// selections keep the values of the rows they keep; Arrow carries the
+/// column as dictionary-encoded text.
+pub fn dataframe_loop_values(make: &mut MakeStore<'_>) {
+    use flor_core::select::{IterSelect, PivotFilter};
+    let mut store = make();
+    let (v, w, x) = valued_runs();
+    x.ingest(&mut *store);
+    w.ingest(&mut *store);
+    v.ingest(&mut *store);
+
+    let cols = ["projid", "tstamp", "filename", "opt", "opt_value", "epoch", "loss"];
+    let whole = [
+        row(&v, vec![i(0), t("sgd"), i(0), f(0.0)]),
+        row(&v, vec![i(0), t("sgd"), i(1), f(1.0)]),
+        row(&v, vec![i(1), t("adam"), i(0), f(10.0)]),
+        row(&v, vec![i(1), t("adam"), i(1), f(11.0)]),
+        row(&w, vec![i(0), N, i(0), f(7.0)]),
+    ];
+    let df = ok(store.dataframe(&["loss"]), "dataframe");
+    assert_table(&df, &cols, &whole, "dataframe(loss): opt_value, no epoch_value (its values are its indices)");
+
+    let df = ok(store.dataframe(&["score"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "opt", "opt_value", "score"],
+        &[row(&v, vec![i(0), t("sgd"), i(0)]), row(&v, vec![i(1), t("adam"), i(1)]), row(&w, vec![i(0), N, i(5)])],
+        "dataframe(score)",
+    );
+
+    let df = ok(store.dataframe(&["x"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "round", "round_value", "x"],
+        &[row(&x, vec![i(0), t("0"), i(0)]), row(&x, vec![i(1), t("10"), i(1)]), row(&x, vec![i(2), t("20"), i(4)])],
+        "dataframe(x): a value equal to its index on some rows only is still shown",
+    );
+
+    let df = ok(store.dataframe(&["score", "opt_value"]), "dataframe");
+    assert_eq!(
+        df.column_names(),
+        ["projid", "tstamp", "filename", "opt", "score", "opt_value"],
+        "a requested name wins over a loop's value column"
+    );
+
+    let iters = |s: &[&str]| s.iter().map(|x| x.parse::<IterSelect>().expect("a selection")).collect::<Vec<_>>();
+    let adam = PivotFilter { runs: None, iters: iters(&["opt=1"]) };
+    let df = ok(store.dataframe_filtered(&["loss"], &adam), "dataframe_filtered");
+    assert_table(&df, &cols, &whole[2..4], "opt=1: the kept rows' values");
+    let last = PivotFilter { runs: None, iters: iters(&["epoch=last"]) };
+    let df = ok(store.dataframe_filtered(&["loss"], &last), "dataframe_filtered");
+    assert_table(&df, &cols, &[whole[1].clone(), whole[3].clone(), whole[4].clone()], "epoch=last");
+    let first = PivotFilter { runs: None, iters: iters(&["round=0"]) };
+    let df = ok(store.dataframe_filtered(&["x"], &first), "dataframe_filtered");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "round", "x"],
+        &[row(&x, vec![i(0), i(0)])],
+        "round=0: no row's value differs from its index, so no column",
+    );
+
+    let df = ok(store.dataframe(&["loss"]), "dataframe");
+    let batch = crate::arrow::into_record_batch(df).expect("a pivot converts to Arrow");
+    let field = batch.schema().field(4).clone();
+    assert_eq!(field.name(), "opt_value", "Arrow column");
+    assert!(
+        matches!(field.data_type(), arrow_schema::DataType::Dictionary(_, v) if **v == arrow_schema::DataType::Utf8),
+        "opt_value is dictionary-encoded text, not {}",
+        field.data_type()
+    );
+    assert_eq!(batch.column(4).null_count(), 1, "run W's row has no value");
 }
 
 /// Replayed values win over forward ones at the same position (whatever

@@ -18,6 +18,15 @@
 //!   (`ColumnData::Int`, `Float`, `Dict` codes). Work that depends on a
 //!   row's loop span (its ancestors, loop columns, inherited values) is
 //!   done once per group of rows sharing the span.
+//! * Loop values (`<loop>_value` columns) cost nothing for loops without
+//!   any, nor for values that are their iteration index's text (what a
+//!   `range()` loop records: marked [`INDEX`] when the spans are read, the
+//!   text rebuilt from the loop column if the column is shown). Other
+//!   values: a valued iteration is a span of its own, so a group of rows
+//!   in one records a stretch `(first row, rows, text)` (a group without a
+//!   value in a loop that has some, a stretch without text) and whether
+//!   the text differs from the index; the column is made at the end, when
+//!   one did.
 //! * A selection ([`PivotFilter`]) is applied before: only the selected
 //!   runs are scanned, and records in loop iterations it leaves out are
 //!   dropped before a run's positions are formed ([`IterFilter`]).
@@ -39,6 +48,9 @@ use crate::rows::unusable;
 
 pub(crate) const NONE: u32 = u32::MAX;
 
+/// [`Node::value`] of an iteration whose value is its index's text.
+const INDEX: u32 = u32::MAX - 1;
+
 /// Records per scan query at most: DuckDB materializes a query's result
 /// before it is read, beside the table being built.
 pub(crate) const PIVOT_SLICE_RECORDS: i64 = 1 << 18;
@@ -46,14 +58,20 @@ pub(crate) const PIVOT_SLICE_RECORDS: i64 = 1 << 18;
 /// The longest parent chain followed (a cycle in corrupt data).
 const MAX_DEPTH: usize = 10_000;
 
-/// A loop span of one run.
+/// A loop span of one run. Packed to 4-byte alignment: 28 bytes, not 32
+/// (a run recorded from Python has a span per iteration, each valued).
 #[derive(Clone, Copy)]
+#[repr(C, packed(4))]
 pub(crate) struct Node {
     pub(crate) first_ctx: u32,
     pub(crate) count: u32,
     pub(crate) parent: u32,
     pub(crate) loop_id: u32,
     pub(crate) first_iteration: u64,
+    /// The iteration's value: an index into [`Builder::texts`] (`NONE`:
+    /// none, [`INDEX`]: the iteration index's text; a valued span has one
+    /// iteration).
+    pub(crate) value: u32,
 }
 
 /// A run's loop spans, sorted by first context.
@@ -194,6 +212,18 @@ struct Builder {
     loop_values: Vec<Nullable<i64>>,
     /// Per loop id: (smallest depth, order of first appearance).
     loop_rank: Vec<Option<(usize, usize)>>,
+    /// The loop spans' value texts, one per span whose value is not its
+    /// index.
+    texts: Vec<Arc<str>>,
+    /// Per loop id: whether any of its spans has a value.
+    has_values: Vec<bool>,
+    /// Per loop id with values: its rows whose value is not the index's,
+    /// as stretches `(first row, rows, text)` in row order (text `NONE`:
+    /// no value).
+    stretches: Vec<Vec<(usize, usize, u32)>>,
+    /// Per loop id: whether a row's value is not its iteration index's
+    /// text (the `<loop>_value` column is shown).
+    differs: Vec<bool>,
     seen: usize,
     /// Per requested name: its column, and whether any cell has a value.
     names: Vec<Cells>,
@@ -207,9 +237,9 @@ struct Builder {
     ancestors: Vec<u32>,
     /// a group's loop chain, innermost first;
     chain: Vec<Node>,
-    /// a group's loop columns and their value (`None`: the row's own
-    /// iteration).
-    assigned: Vec<(u32, Option<u64>)>,
+    /// a group's loop columns, their iteration (`None`: the row's own)
+    /// and value (`NONE`: none);
+    assigned: Vec<(u32, Option<u64>, u32)>,
     /// Per run (index in the request's runs): its iteration filter, when
     /// the selection has one.
     filters: Vec<Option<IterFilter>>,
@@ -228,6 +258,10 @@ impl Builder {
             loop_ids: HashMap::new(),
             loop_values: Vec::new(),
             loop_rank: Vec::new(),
+            texts: Vec::new(),
+            has_values: Vec::new(),
+            stretches: Vec::new(),
+            differs: Vec::new(),
             seen: 0,
             names: forms
                 .iter()
@@ -254,6 +288,9 @@ impl Builder {
         self.loop_ids.insert(Arc::clone(name), id);
         self.loop_values.push(Nullable::from_values(bigvec::with_capacity(self.rows)));
         self.loop_rank.push(None);
+        self.has_values.push(false);
+        self.stretches.push(Vec::new());
+        self.differs.push(false);
         id
     }
 
@@ -461,12 +498,16 @@ impl Builder {
         self.assigned.clear();
         for (d, n) in chain.iter().enumerate() {
             let v = if d == 0 { None } else { Some(n.first_iteration) };
-            match self.assigned.iter_mut().find(|(l, _)| *l == n.loop_id) {
-                Some(a) => a.1 = v,
-                None => self.assigned.push((n.loop_id, v)),
+            match self.assigned.iter_mut().find(|(l, _, _)| *l == n.loop_id) {
+                Some(a) => *a = (n.loop_id, v, n.value),
+                None => self.assigned.push((n.loop_id, v, n.value)),
             }
         }
-        for &(l, v) in &self.assigned {
+        for a in 0..self.assigned.len() {
+            let (l, v, value) = self.assigned[a];
+            if value != INDEX && self.has_values[l as usize] {
+                self.value_rows(r0, group, l, v, value, chain[0]);
+            }
             let col = &mut self.loop_values[l as usize];
             col.pad_to(r0);
             match v {
@@ -480,6 +521,30 @@ impl Builder {
                 }
             }
         }
+    }
+
+    /// Notes that the group's rows (the first at row `r0`) have `value`
+    /// (a text or `NONE`) in loop `l`, at iteration `it` (`None`: each
+    /// row's own, in span `own`), and whether it differs from the index.
+    #[cold]
+    fn value_rows(&mut self, r0: usize, group: &[u32], l: u32, it: Option<u64>, value: u32, own: Node) {
+        let l = l as usize;
+        let stretches = &mut self.stretches[l];
+        match stretches.last_mut() {
+            Some(last) if last.0 + last.1 == r0 && last.2 == value => last.1 += group.len(),
+            _ => stretches.push((r0, group.len(), value)),
+        }
+        if value == NONE || self.differs[l] {
+            return;
+        }
+        let text = &self.texts[value as usize];
+        self.differs[l] = match it {
+            Some(it) => !flor_core::pivot::is_index_text(text, it),
+            None => group.iter().any(|&p| {
+                let ctx = self.pos.ctxs[p as usize];
+                !flor_core::pivot::is_index_text(text, own.first_iteration + u64::from(ctx - own.first_ctx))
+            }),
+        };
     }
 
     /// Fills the value columns of the group's rows (`parent`: the context
@@ -629,16 +694,55 @@ fn finish(runs: &[RunRow], wanted: &[&str], mut b: Builder) -> Table {
     let mut loop_cols: Vec<u32> =
         (0..b.loop_names.len() as u32).filter(|&i| b.loop_rank[i as usize].is_some()).collect();
     loop_cols.sort_by_key(|&i| b.loop_rank[i as usize]);
-    for id in loop_cols {
-        let mut v = std::mem::take(&mut b.loop_values[id as usize]);
+    let col_names: Vec<&str> = loop_cols.iter().map(|&id| &*b.loop_names[id as usize]).collect();
+    let taken = |name: &str| col_names.contains(&name) || wanted.contains(&name);
+    for &id in &loop_cols {
+        let id = id as usize;
+        let mut v = std::mem::take(&mut b.loop_values[id]);
         v.pad_to(n);
-        columns.push(Column { name: b.loop_names[id as usize].to_string(), data: ColumnData::Int(v) });
+        let values = match b.differs[id] {
+            true => flor_core::pivot::value_column_name(&b.loop_names[id], &taken)
+                .map(|name| Column { name, data: value_cells(&b.stretches[id], &b.texts, &v, n) }),
+            false => None,
+        };
+        columns.push(Column { name: b.loop_names[id].to_string(), data: ColumnData::Int(v) });
+        columns.extend(values);
     }
     for (k, (name, cells)) in wanted.iter().zip(b.names).enumerate() {
         let data = if b.found[k] { cells.into_data() } else { ColumnData::Values(vec![None; n]) };
         columns.push(Column { name: (*name).to_owned(), data });
     }
     Table { columns }
+}
+
+/// A loop's `<loop>_value` column of `n` rows: its `stretches`' texts
+/// (NULL for a stretch without), elsewhere the text of the row's
+/// iteration `index` (the value recorded there), NULL where it has none.
+fn value_cells(stretches: &[(usize, usize, u32)], texts: &[Arc<str>], index: &Nullable<i64>, n: usize) -> ColumnData {
+    let mut col = flor_core::pivot::ValueColumn::default();
+    let mut at = 0;
+    for &(r0, len, value) in stretches {
+        index_cells(&mut col, index, at, r0);
+        col.push(texts.get(value as usize).map(|t| &**t), len);
+        at = r0 + len;
+    }
+    index_cells(&mut col, index, at, n);
+    col.finish()
+}
+
+/// Rows `from..to` of a value column that hold their iteration index's
+/// text, a stretch of equal indices at a time.
+fn index_cells(col: &mut flor_core::pivot::ValueColumn, index: &Nullable<i64>, from: usize, to: usize) {
+    let mut r = from;
+    while r < to {
+        let i = index.get(r);
+        let mut end = r + 1;
+        while end < to && index.get(end) == i {
+            end += 1;
+        }
+        col.push_index(i, end - r);
+        r = end;
+    }
 }
 
 /// An engine's `dataframe_filtered`: its own pivot (`fast`) where it
@@ -786,12 +890,22 @@ fn pivot_spans(
         if s.first_ctx.checked_add(s.count).is_none() && loop_err.is_none() {
             loop_err = Some(unusable(store.backend(), "a loop span is out of range"));
         }
+        let value = match &s.value {
+            None => NONE,
+            Some(t) if s.count == 1 && flor_core::pivot::is_index_text(t, s.first_iteration) => INDEX,
+            Some(t) => {
+                b.texts.push(t.as_str().into());
+                (b.texts.len() - 1) as u32
+            }
+        };
+        b.has_values[loop_id as usize] |= value != NONE;
         spans[i].0.push(Node {
             first_ctx: s.first_ctx,
             count: s.count,
             parent: s.parent.unwrap_or(NONE),
             loop_id,
             first_iteration: s.first_iteration,
+            value,
         });
     })?;
     if let Some(e) = loop_err {
@@ -911,11 +1025,19 @@ mod tests {
             let names = ["epoch", "step", "batch", "eval"];
             let name: Arc<str> = names[(depth as usize + self.rng.below(2) as usize) % names.len()].into();
             let first = self.rng.below(3);
+            // Values: none, the indices (as `range()` records them), some
+            // other text, some indices.
+            let mode = self.rng.below(4);
             for it in first..first + 1 + self.rng.below(4) {
                 let ctx = self.ctx;
                 self.ctx += 1;
                 self.line += 1;
-                let value = (self.rng.below(6) == 0).then(|| format!("v{it}"));
+                let value = match mode {
+                    0 => None,
+                    1 => Some(it.to_string()),
+                    2 => (self.rng.below(3) == 0).then(|| format!("v{it}")),
+                    _ => (self.rng.below(2) == 0).then(|| it.to_string()),
+                };
                 self.loops.push(LoopCtx { ctx, parent, name: name.clone(), iteration: it, value });
                 self.logs(Some(ctx), 30);
                 if depth < 3 && self.rng.below(3) > 0 {
@@ -1044,10 +1166,15 @@ mod tests {
 
     /// Compares `fast` (an engine's own pivot, `None`: it falls back) with
     /// the shared pivot on `store` for every name set and selection;
-    /// returns how many non-empty answers the engine's pivot gave.
-    fn compare<S: Store>(store: &S, seed: u64, fast: &dyn Fn(&[&str], &PivotFilter) -> Option<Table>) -> usize {
+    /// returns how many non-empty answers the engine's pivot gave, and how
+    /// many of them had a `<loop>_value` column.
+    fn compare<S: Store>(
+        store: &S,
+        seed: u64,
+        fast: &dyn Fn(&[&str], &PivotFilter) -> Option<Table>,
+    ) -> (usize, usize) {
         let mut rng = Rng(seed ^ 0x5eed);
-        let mut answered = 0;
+        let (mut answered, mut valued) = (0, 0);
         for f in filters(store, &mut rng) {
             for names in SETS {
                 let what = format!("seed {seed} {names:?} {f:?}");
@@ -1059,26 +1186,30 @@ mod tests {
                 let Some(plan) = fast(names, &f) else { panic!("{what}: no plan") };
                 assert_identical(&plan, &shared, &what);
                 answered += usize::from(plan.row_count() > 0);
+                valued += usize::from(plan.column_names().iter().any(|c| c.ends_with("_value")));
             }
         }
-        answered
+        (answered, valued)
     }
 
     #[test]
     fn sqlite_matches_the_shared_pivot() {
-        let (mut memory, mut file) = (0, 0);
+        let (mut memory, mut file, mut valued) = (0, 0, 0);
         for seed in 0..30u64 {
             let mut store = SqliteStore::open_in_memory().unwrap();
             populate(&mut store, seed);
-            memory += compare(&store, seed, &|n, f| store.pivot(n, f).unwrap());
+            let (answered, with_values) = compare(&store, seed, &|n, f| store.pivot(n, f).unwrap());
+            memory += answered;
+            valued += with_values;
             // A file: slices of a few records read by several threads.
             let dir = tempfile::tempdir().unwrap();
             let mut store = SqliteStore::open(&dir.path().join("f.db")).unwrap();
             store.set_pivot_slice(1 + (seed as i64 % 4) * 20);
             populate(&mut store, seed);
-            file += compare(&store, seed, &|n, f| store.pivot(n, f).unwrap());
+            file += compare(&store, seed, &|n, f| store.pivot(n, f).unwrap()).0;
         }
         assert!(memory > 300 && file > 300, "{memory} {file}");
+        assert!(valued > 50 && valued < memory, "answers with loop values: {valued} of {memory}");
     }
 
     #[cfg(feature = "duckdb")]
@@ -1089,7 +1220,7 @@ mod tests {
             let mut store = crate::DuckStore::open_in_memory().unwrap();
             store.set_scan_slice(1 + (seed as i64 % 4) * 20);
             populate(&mut store, seed);
-            planned += compare(&store, seed, &|n, f| store.pivot(n, f).unwrap());
+            planned += compare(&store, seed, &|n, f| store.pivot(n, f).unwrap()).0;
         }
         assert!(planned > 120, "{planned}");
     }

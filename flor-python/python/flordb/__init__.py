@@ -717,7 +717,8 @@ def _flor_command():
     found = shutil.which("flor")
     if found is None:
         raise FlorError(
-            "flor.replay runs the `flor` command, which is not on the PATH: install it "
+            "this needs the `flor` command (flor.replay, python -m flordb, --replay_flor), which is not on the "
+            "PATH: install it "
             "(cargo install flor) or name it in the FLOR_BIN environment variable"
         )
     return found
