@@ -147,3 +147,29 @@ def dataframe(repo, *names):
     """``flor.dataframe(*names)`` in a separate process, as a list of row dicts."""
     return flor_eval(repo, f"flor.dataframe(*{list(names)!r})")
 
+
+def run_on_tty(repo, name="train.py"):
+    """Runs script ``name`` with stdout and stderr on a pseudo-terminal of
+    100 columns; returns what the terminal received (the script must
+    succeed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    p = subprocess.Popen([PYTHON, name], cwd=repo, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait(timeout=TIMEOUT) == 0
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, TIMEOUT, query, run_python, run_script, write_script
+from conftest import PYTHON, TIMEOUT, run_on_tty, query, run_python, run_script, write_script
 
 
 def outputs(repo):
@@ -320,27 +320,7 @@ def test_on_a_terminal_the_bar_and_log_lines_are_not_output(repo):
             flor.log("loss", e / 2)
         """,
     )
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    p = subprocess.Popen([PYTHON, "train.py"], cwd=repo, stdout=slave, stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert p.wait(timeout=TIMEOUT) == 0
-    os.close(master)
-    tty = b"".join(chunks).decode(errors="replace")
+    tty = run_on_tty(repo)
     assert "epoch: 100%" in tty and "epoch: 2, loss: 1.0" in tty, tty
     assert outputs(repo) == [("io::stdout", f"epoch={e}", f"user line {e}") for e in range(3)]
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, TIMEOUT, dataframe, query, run_script, write_script
+from conftest import PYTHON, TIMEOUT, run_on_tty, dataframe, query, run_script, write_script
 
 
 def test_break_and_exceptions_leave_the_loop_cleanly(repo):
@@ -112,27 +112,7 @@ def test_progress_bar_on_a_terminal(repo):
         flor.log("loss", e / 2)
     """
     write_script(repo, script)
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
-    p = subprocess.Popen([PYTHON, "train.py"], cwd=repo, stdout=slave, stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert p.wait(timeout=TIMEOUT) == 0
-    os.close(master)
-    tty = b"".join(chunks).decode(errors="replace")
+    tty = run_on_tty(repo)
     assert "epoch: 100%" in tty and "3/3" in tty, tty
     for e in range(3):
         assert f"epoch: {e}, loss: {e / 2}" in tty
