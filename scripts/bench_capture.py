@@ -57,7 +57,7 @@ import textwrap
 import time
 
 HOME = os.path.expanduser("~")
-DEFAULT_OURS = os.path.join(HOME, ".cache", "flor", "venv-capture", "bin", "python")
+DEFAULT_OURS = os.path.join(HOME, ".cache", "flor", "venv", "bin", "python")
 DEFAULT_REF = os.path.join(HOME, ".cache", "flor", "flordb-ref-venv", "bin", "python")
 
 TRAIN_PY = """\
