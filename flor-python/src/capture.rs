@@ -30,12 +30,13 @@
 //! logger name) and the streams are muted while its handlers run.
 
 use std::cell::Cell;
+use std::sync::MutexGuard;
 
 use flor_core::Recorder;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::steps::{fast, submit, Step, Stream, Taken};
+use crate::steps::{fast, submit, Fast, Step, Stream, Taken};
 use crate::{FlorError, State};
 
 /// The channel of lines written to `sys.stdout`.
@@ -372,6 +373,16 @@ extern "C" {
 /// The string `"\n"` (see [`absorb`]).
 static NEWLINE: pyo3::sync::PyOnceLock<Py<PyString>> = pyo3::sync::PyOnceLock::new();
 
+/// Starts the run a first captured line belongs to ([`begin_run`], the
+/// state's lock released meanwhile); the state again when the run is live
+/// and captures (`None`: the line is not kept).
+fn start_run(py: Python<'_>, f: MutexGuard<'static, Fast>) -> Option<MutexGuard<'static, Fast>> {
+    drop(f);
+    begin_run(py);
+    let f = fast();
+    (f.live && f.cap.on()).then_some(f)
+}
+
 /// [`absorb`] of text.
 fn absorb_str(py: Python<'_>, stream: Stream, text: &str) {
     let mut f = fast();
@@ -388,12 +399,8 @@ fn absorb_str(py: Python<'_>, stream: Stream, text: &str) {
             }
             return;
         }
-        drop(f);
-        begin_run(py);
-        f = fast();
-        if !f.live || !f.cap.on() {
-            return;
-        }
+        let Some(started) = start_run(py, f) else { return };
+        f = started;
     }
     let mut after = After::default();
     f.split(stream, text, &mut after);
@@ -718,12 +725,8 @@ pub(crate) fn capture_log(py: Python<'_>, level: &str, lines: Vec<String>) {
         if f.cap.declined || lines.iter().all(|l| l.trim().is_empty()) {
             return;
         }
-        drop(f);
-        begin_run(py);
-        f = fast();
-        if !f.live || !f.cap.on() {
-            return;
-        }
+        let Some(started) = start_run(py, f) else { return };
+        f = started;
     }
     let mut after = After::default();
     for line in &lines {
