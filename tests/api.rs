@@ -7,13 +7,8 @@ use std::process::Command;
 use flor::{NoDatabaseReason, Project, Run, RunStatus, StoreKind, Value};
 use serde::{Deserialize, Serialize};
 
-fn repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ok = Command::new("git").args(["init", "-q"]).current_dir(dir.path()).status().expect("git");
-    assert!(ok.success());
-    std::fs::write(dir.path().join("train.rs"), "fn main() {}\n").unwrap();
-    dir
-}
+mod support;
+use support::rust_repo as repo;
 
 fn start(dir: &Path, kwargs: &[&str]) -> Run {
     let mut argv = vec!["train".to_owned()];

@@ -9,13 +9,8 @@ use std::process::{Command, Output};
 use flor::{Project, Run, Selection, Value};
 use serde_json::Value as Json;
 
-fn repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ok = Command::new("git").args(["init", "-q"]).current_dir(dir.path()).status().expect("git");
-    assert!(ok.success());
-    std::fs::write(dir.path().join("train.rs"), "fn main() {}\n").unwrap();
-    dir
-}
+mod support;
+use support::rust_repo as repo;
 
 fn start(dir: &Path, lr: &str) -> Run {
     let argv = ["train".to_owned(), "--kwargs".into(), format!("lr={lr}")];

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests (`tests/replay.rs`,
 //! `tests/replay_isolation.rs`, `tests/e2e.rs`, `tests/faults.rs`,
-//! `tests/untrusted.rs`, `tests/ingest.rs`): the
+//! `tests/untrusted.rs`, `tests/ingest.rs`, `tests/api.rs`, `tests/io.rs`): the
 //! Python under test, git isolated from the user's configuration, real
 //! `python train.py`, `flor` and `sgd` example processes.
 #![allow(dead_code)] // each test file uses its own part
@@ -117,4 +117,14 @@ pub(crate) fn sgd_bin() -> PathBuf {
         assert!(cmd.status().expect("run cargo build --example sgd").success(), "building the sgd example failed");
     });
     profile_dir().join("examples").join(format!("sgd{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A fresh git repository holding a `train.rs`, for runs recorded through
+/// the Rust API.
+pub(crate) fn rust_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = Command::new("git").args(["init", "-q"]).current_dir(dir.path()).status().expect("git");
+    assert!(ok.success());
+    std::fs::write(dir.path().join("train.rs"), "fn main() {}\n").unwrap();
+    dir
 }
