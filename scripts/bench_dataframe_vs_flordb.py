@@ -279,12 +279,7 @@ def main():
             "total_s": total,
             "markdown": md,
         }
-        with open(a.json, "w") as fh:
-            json.dump(out, fh, indent=2)
-        log(f"JSON written to {a.json}")
-    if not a.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    log(f"done in {total:.0f} s")
+    bvf.finish(a, out if a.json else None, root, total)
 
 
 def table(fig, impls, a, n, command, total):

@@ -508,6 +508,13 @@ def main():
             "measure_s": time.perf_counter() - t_measure,
             "markdown": md,
         }
+    finish(a, out if a.json else None, root, total)
+
+
+def finish(a, out, root, total):
+    """Writes `out` to `a.json` (when given), removes the scratch folder
+    `root` unless `a.keep`, and says how long the whole took."""
+    if out is not None:
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=2)
         log(f"JSON written to {a.json}")
