@@ -29,6 +29,22 @@ pub fn records_path(run_id: &str) -> String {
     format!("{RECORDS_DIR}/{}", label_for(run_id))
 }
 
+/// The name of run `run_id`'s extraction file: the values `flor capture
+/// --extract` read out of its captured output ([`crate::record::Source::Extract`]).
+/// One per run; a new extraction replaces it.
+///
+/// ```
+/// assert_eq!(flor_core::layout::extract_label("R"), "R.extract.jsonl");
+/// ```
+pub fn extract_label(run_id: &str) -> String {
+    format!("{run_id}.extract.jsonl")
+}
+
+/// The path, inside the run's commit, of its extraction file.
+pub fn extract_path(run_id: &str) -> String {
+    format!("{RECORDS_DIR}/{}", extract_label(run_id))
+}
+
 /// The name of the `k`-th segment file of the `n`-th replay of run `run_id`
 /// (`n` counts the run's replays from 1, so names sort chronologically).
 ///

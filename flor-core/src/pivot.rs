@@ -41,7 +41,7 @@ use crate::value::Value;
 const NONE: u32 = u32::MAX;
 
 /// One value: `(run << 32 | ctx)` as key so sorting groups by run, then
-/// position; `order` is `source << 63 | line` so the last record wins.
+/// position; `order` is `rank << 62 | line` ([`crate::record::Source::rank`]) so the last record wins.
 struct Val {
     key: u64,
     name: u32,
@@ -212,7 +212,7 @@ fn collect_values<S: Store + ?Sized>(
         vals.push(Val {
             key: (u64::from(run) << 32) | u64::from(row.ctx.unwrap_or(NONE)),
             name,
-            order: (u64::from(row.source == crate::record::Source::Replay) << 63) | row.line,
+            order: (u64::from(row.source.rank()) << 62) | row.line,
             value: row.value,
         });
     })?;
@@ -739,7 +739,7 @@ fn run_level<S: Store + ?Sized>(store: &S, runs: &[RunRow]) -> StoreResult<Table
         let next = cols.len();
         let entry = cols.entry(row.name.to_owned()).or_insert((row.line, next));
         entry.0 = entry.0.min(row.line);
-        let order = (row.source as u8, row.line);
+        let order = (row.source.rank(), row.line);
         let slot = cells[ri].entry(entry.1).or_insert((order, row.value.clone()));
         if order >= slot.0 {
             *slot = (order, row.value);

@@ -82,7 +82,8 @@ impl fmt::Display for RunStatus {
     }
 }
 
-/// Where a record comes from: the original run, or a hindsight replay of it.
+/// Where a record comes from: the original run, a hindsight replay of it,
+/// or a reading of its captured output (`flor capture --extract`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
@@ -91,14 +92,21 @@ pub enum Source {
     Forward,
     /// Recovered later by replaying the run.
     Replay,
+    /// Read out of the run's captured output (`name: value` in a printed
+    /// line). Ranks below both: a logged or replayed value at the same
+    /// position and name wins ([`Source::rank`]).
+    Extract,
 }
 
 impl Source {
-    /// A small stable integer code, the same in every store.
+    /// A small stable integer code, the same in every store. Extracted
+    /// values are `-1`, so stores that order a position's values by
+    /// `(source, line)` and keep the last rank them first.
     pub fn code(self) -> i64 {
         match self {
             Source::Forward => 0,
             Source::Replay => 1,
+            Source::Extract => -1,
         }
     }
 
@@ -107,7 +115,18 @@ impl Source {
         match code {
             0 => Some(Source::Forward),
             1 => Some(Source::Replay),
+            -1 => Some(Source::Extract),
             _ => None,
+        }
+    }
+
+    /// Which of several values at one position and name a table shows: the
+    /// highest rank (then the latest line). Extracted 0, forward 1, replay 2.
+    pub fn rank(self) -> u8 {
+        match self {
+            Source::Extract => 0,
+            Source::Forward => 1,
+            Source::Replay => 2,
         }
     }
 
@@ -116,6 +135,7 @@ impl Source {
         match self {
             Source::Forward => "forward",
             Source::Replay => "replay",
+            Source::Extract => "extract",
         }
     }
 }

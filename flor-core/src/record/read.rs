@@ -17,6 +17,9 @@
 //!   file, and so must an `iter` line's parent (`p`). A replay record file
 //!   declares none: its `iter` lines are refused and its contexts must be
 //!   iterations of its run's forward file ([`RecordReader::with_forward`]).
+//!   An extraction file (`flor capture --extract`) may use its forward
+//!   file's contexts and declare iterations of its own (the positions
+//!   a printed `epoch 3 |` names), numbered on from the forward file's.
 //! * **Ids fit the file.** The writer ([`crate::Recorder`]) numbers a run's
 //!   iterations 0, 1, 2, ... in execution order and writes each `iter` line
 //!   as its iteration begins, so ids increase strictly down the file and
@@ -138,8 +141,9 @@ impl Contexts {
         self.count == 0
     }
 
-    /// The smallest id the next declaration may take.
-    fn next_id(&self) -> u64 {
+    /// The smallest id the next declaration may take (one more than the
+    /// largest declared; an extraction file numbers its own from here).
+    pub fn next_id(&self) -> u64 {
         self.depth.len() as u64
     }
 
@@ -197,8 +201,11 @@ impl Contexts {
 #[derive(Debug, Clone)]
 pub struct RecordReader {
     contexts: Contexts,
-    /// For a replay file: its run's forward contexts.
+    /// For a replay or extraction file: its run's forward contexts.
     forward: Option<Arc<Contexts>>,
+    /// For an extraction file: the forward file's next context id, where
+    /// the file's own declarations start.
+    extends: u64,
     /// From the header; forward until one is read.
     source: Source,
     /// Whether line 1 was a header.
@@ -219,6 +226,7 @@ impl RecordReader {
         RecordReader {
             contexts: Contexts::default(),
             forward: None,
+            extends: 0,
             source: Source::Forward,
             header: false,
             next_line: 1,
@@ -226,7 +234,7 @@ impl RecordReader {
         }
     }
 
-    /// Checks the contexts of a replay file's lines against `forward`, the
+    /// Checks the contexts of a replay or extraction file's lines against `forward`, the
     /// contexts of its run's forward record file. Without it, a replay
     /// file's contexts are not checked (there is nothing to check them
     /// against); ingestion always gives it.
@@ -352,7 +360,7 @@ impl RecordReader {
         let lc = LoopCtx { ctx, parent: l.p, name: names.get(name), iteration, value: l.val };
         // Lines above this one, the header excepted: at most that many
         // contexts were declared before it.
-        let room = line.saturating_sub(1 + u64::from(self.header));
+        let room = line.saturating_sub(1 + u64::from(self.header)) + self.extends;
         self.contexts.declare(&lc, room)?;
         out.loops.push(lc);
         Ok(())
@@ -411,6 +419,10 @@ impl RecordReader {
         }
         self.header = true;
         self.source = h.source;
+        if let (Source::Extract, Some(forward)) = (h.source, &self.forward) {
+            self.contexts = Contexts::clone(forward);
+            self.extends = forward.next_id();
+        }
         out.header = Some((h.meta, h.source));
         Ok(())
     }
@@ -419,8 +431,10 @@ impl RecordReader {
     fn check_ctx(&self, c: Option<u32>) -> Result<(), String> {
         let Some(c) = c else { return Ok(()) };
         match (self.source, &self.forward) {
-            (Source::Forward, _) if self.contexts.contains(c) => Ok(()),
-            (Source::Forward, _) => Err(format!("context {c} is not declared by an earlier `iter` line")),
+            (Source::Forward | Source::Extract, _) if self.contexts.contains(c) => Ok(()),
+            (Source::Forward | Source::Extract, _) => {
+                Err(format!("context {c} is not declared by an earlier `iter` line"))
+            }
             (Source::Replay, Some(f)) if f.contains(c) => Ok(()),
             (Source::Replay, Some(_)) => {
                 Err(format!("context {c} is not a loop iteration of the run's forward record file"))

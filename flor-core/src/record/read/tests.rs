@@ -213,6 +213,49 @@ fn a_replay_file_uses_the_forward_runs_contexts() {
     assert_eq!(parse_lines(&replay, 1).records.len(), 3);
 }
 
+/// An extraction file uses its forward file's contexts and declares
+/// iterations of its own, numbered on from the forward file's.
+#[test]
+fn an_extraction_file_extends_the_forward_runs_contexts() {
+    let mut e = LineEncoder::new();
+    e.header(&meta(), Source::Forward);
+    e.iter(0, None, "epoch", 0, None);
+    e.iter(1, Some(0), "step", 0, None);
+    let mut fwd = RecordReader::new();
+    assert!(fwd.read(&e.buf).errors.is_empty());
+    let forward = Arc::new(fwd.into_contexts());
+
+    let extract = file(
+        Source::Extract,
+        &[
+            r#"{"k":"log","c":1,"n":"loss","vf":0.5}"#,
+            r#"{"k":"iter","c":2,"p":0,"l":"batch","it":3}"#,
+            r#"{"k":"log","c":2,"n":"acc","vf":0.9}"#,
+            r#"{"k":"iter","c":1,"l":"epoch","it":1}"#,
+            r#"{"k":"iter","c":9,"l":"epoch","it":1}"#,
+            r#"{"k":"log","c":7,"n":"acc","vf":0.9}"#,
+        ],
+    );
+    let mut r = RecordReader::new().with_forward(Arc::clone(&forward));
+    let p = r.read(&extract);
+    assert_eq!(p.header.as_ref().map(|h| h.1), Some(Source::Extract));
+    assert_eq!(p.loops.iter().map(|l| (l.ctx, l.parent)).collect::<Vec<_>>(), vec![(2, Some(0))]);
+    assert_eq!(
+        p.records.iter().map(|r| (r.ctx, r.name.as_ref())).collect::<Vec<_>>(),
+        vec![(Some(1), "loss"), (Some(2), "acc")]
+    );
+    let e = errors(&p);
+    assert_eq!(e.iter().map(|e| e.0).collect::<Vec<_>>(), vec![5, 6, 7]);
+    assert!(e[0].1.contains("declared twice"), "{}", e[0].1);
+    assert!(e[1].1.contains("does not fit the file"), "{}", e[1].1);
+    assert!(e[2].1.contains("not declared"), "{}", e[2].1);
+    // `skip` learns the same, so a later span may use context 2.
+    let mut again = RecordReader::new().with_forward(forward);
+    again.skip(&extract);
+    let more = again.read(b"{\"k\":\"log\",\"c\":2,\"n\":\"acc\",\"vf\":1.0}\n");
+    assert!(more.errors.is_empty(), "{:?}", more.errors);
+}
+
 /// `skip` over a span read earlier learns exactly what `read` declared, so
 /// reading the rest gives the same answer as reading the file at once.
 #[test]
