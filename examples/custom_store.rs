@@ -51,26 +51,27 @@ use flor::core::store::{
 use flor::core::{CheckpointMeta, LoopCtx, Record, RecordKind, RunMeta, RunStatus, Source, Value};
 use flor::{Project, Run};
 
-/// Where a record or checkpoint sits in its run: forward file before
-/// replay files, then the line. A line holds one record, so keying by
+/// Where a record or checkpoint sits in its run: extraction file before
+/// forward file before replay files, then the line. A line holds one record, so keying by
 /// position makes re-ingesting a span replace what it stored (ingestion
 /// must be idempotent: a crash between a batch and its progress is retried).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Pos {
-    replay: bool,
+    /// [`Source::rank`]: extracted, forward, replay.
+    rank: u8,
     line: u64,
 }
 
 impl Pos {
     fn new(source: Source, line: u64) -> Pos {
-        Pos { replay: source == Source::Replay, line }
+        Pos { rank: source.rank(), line }
     }
 
     fn source(self) -> Source {
-        if self.replay {
-            Source::Replay
-        } else {
-            Source::Forward
+        match self.rank {
+            0 => Source::Extract,
+            1 => Source::Forward,
+            _ => Source::Replay,
         }
     }
 }

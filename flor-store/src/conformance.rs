@@ -103,6 +103,7 @@ macro_rules! conformance_tests {
             loop_spans,
             dataframe_nested_loops,
             dataframe_replay,
+            dataframe_extracted,
             dataframe_sibling_loops,
             dataframe_without_names,
             dataframe_selections,
@@ -128,6 +129,7 @@ macro_rules! conformance_tests {
             runs_view_status,
             views_after_group,
             diverged_flag,
+            extracted_source,
             query_time_limit,
             tensors_view,
         ]}
@@ -1417,6 +1419,60 @@ pub fn dataframe_replay(make: &mut MakeStore<'_>) {
     );
 }
 
+/// Run A's extraction file (`flor capture --extract`): `loss` where the
+/// forward run logged one (ctx 1), `val` at epoch 0 (ctx 0) and at an
+/// iteration of its own (`epoch 5`, printed outside the loop, declared
+/// after the forward contexts), and a run-level `final`.
+fn extraction_of(a: &Run) -> Run {
+    let mut e = Run { next_ctx: a.next_ctx, ..Run::with_meta(a.meta.clone()) };
+    let printed = e.iter(None, "epoch", 5);
+    e.log(Some(1), "loss", 7.0);
+    e.log(Some(0), "val", 0.5);
+    e.log(Some(printed), "val", 0.75);
+    e.log(None, "final", 9.0);
+    e
+}
+
+/// Extracted values are columns like logged ones, at their positions and
+/// at the iterations their file declares, and rank below both forward and
+/// replayed values at the same position and name ([`Source::rank`]).
+pub fn dataframe_extracted(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let a = run_a();
+    a.ingest(&mut *store);
+    let e = extraction_of(&a);
+    ok(store.ingest(&e.batch(Source::Extract, "A.extract")), "ingest an extraction");
+    let df = ok(store.dataframe(&["loss", "val"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "step", "loss", "val"],
+        &[
+            row(&a, vec![i(0), i(0), f(0.0), f(0.5)]),
+            row(&a, vec![i(0), i(1), f(1.5), f(0.5)]),
+            row(&a, vec![i(1), i(0), f(10.0), None]),
+            row(&a, vec![i(1), i(1), f(11.0), None]),
+            row(&a, vec![i(5), None, None, f(0.75)]),
+        ],
+        "a logged loss wins over the extracted one; val at epoch 0 and at the printed epoch 5",
+    );
+    let df = ok(store.dataframe(&["final"]), "dataframe");
+    assert_table(&df, &["projid", "tstamp", "filename", "final"], &[row(&a, vec![f(9.0)])], "run-level extraction");
+    // A replay of `val` at epoch 0 wins over the extracted value.
+    let mut r = Run::replay_of(&a);
+    r.log(Some(0), "val", 0.25);
+    r.ingest_replay(&mut *store);
+    let df = ok(store.dataframe(&["val"]), "dataframe");
+    assert_table(
+        &df,
+        &["projid", "tstamp", "filename", "epoch", "val"],
+        &[row(&a, vec![i(0), f(0.25)]), row(&a, vec![i(5), f(0.75)])],
+        "a replayed val wins over the extracted one",
+    );
+    // Ingesting the extraction again changes nothing.
+    ok(store.ingest(&e.batch(Source::Extract, "A.extract")), "ingest an extraction again");
+    assert_eq!(ok(store.dataframe(&["val"]), "dataframe").row_count(), 2, "no duplicates");
+}
+
 /// Sibling loops (`train` and `eval` inside `epoch`) give separate rows, with
 /// NULL in the other loop's columns.
 pub fn dataframe_sibling_loops(make: &mut MakeStore<'_>) {
@@ -1974,6 +2030,34 @@ pub fn diverged_flag(make: &mut MakeStore<'_>) {
         &[vec![t(T1), i(1), i(3), i(0)], vec![t(T1), i(2), i(3), i(2)]],
         "replay_checks",
     );
+}
+
+/// The `logs` view names extracted values' source `extract`, and never
+/// flags them diverged.
+pub fn extracted_source(make: &mut MakeStore<'_>) {
+    let mut store = make();
+    let a = run_a();
+    a.ingest(&mut *store);
+    ok(store.ingest(&extraction_of(&a).batch(Source::Extract, "A.extract")), "ingest an extraction");
+    let tb = ok(
+        store.query(
+            "SELECT value_name, source, diverged, count(*) AS n FROM logs WHERE source <> 'forward' \
+             GROUP BY value_name, source, diverged ORDER BY value_name",
+        ),
+        "query",
+    );
+    assert_table(
+        &tb,
+        &["value_name", "source", "diverged", "n"],
+        &[
+            vec![t("final"), t("extract"), i(0), i(1)],
+            vec![t("loss"), t("extract"), i(0), i(1)],
+            vec![t("val"), t("extract"), i(0), i(2)],
+        ],
+        "logs.source",
+    );
+    let tb = ok(store.query("SELECT loop_name, loop_iteration FROM loops WHERE loop_iteration = 5"), "query");
+    assert_table(&tb, &["loop_name", "loop_iteration"], &[vec![t("epoch"), i(5)]], "the declared iteration");
 }
 
 /// Ingesting the same span twice adds no row to any view.

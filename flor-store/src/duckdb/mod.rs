@@ -27,12 +27,13 @@ use crate::spans::{self, Span};
 
 /// The schema version this backend writes and reads (`flor_meta`).
 ///
-/// Version 3 adds checkpoints' tensor statistics (`flor_tensors`, the
+/// Version 4 names extracted values' source (`extract`, code -1) in the
+/// `logs` view ([`MIGRATE_3_TO_4`]); version 3 adds checkpoints' tensor statistics (`flor_tensors`, the
 /// queue `flor_tensor_queue`, the `tensors` view); version 2 added replays'
 /// divergence checks (`flor_checks`, the `logs` view's `diverged` column,
 /// the `replay_checks` view). Older files are upgraded in place when
-/// opened ([`MIGRATE_1_TO_2`], [`MIGRATE_2_TO_3`]).
-pub const DUCKDB_SCHEMA_VERSION: i64 = 3;
+/// opened ([`MIGRATE_1_TO_2`], [`MIGRATE_2_TO_3`], [`MIGRATE_3_TO_4`]).
+pub const DUCKDB_SCHEMA_VERSION: i64 = 4;
 
 mod outputs;
 mod pivot;
@@ -91,8 +92,8 @@ SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name,
        CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
            AS value_type,
        CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
-       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source,
-       CASE WHEN r.source = 0 THEN 0
+       CASE r.source WHEN 0 THEN 'forward' WHEN 1 THEN 'replay' ELSE 'extract' END AS source,
+       CASE WHEN r.source <> 1 THEN 0
             WHEN EXISTS (SELECT 1 FROM flor_checks c
                          WHERE c.run = r.run AND c.replay = (r.line >> 42) AND c.differing > 0) THEN 1
             ELSE 0 END AS diverged
@@ -145,6 +146,16 @@ JOIN flor_runs u ON u.run = t.run;
 /// every forward checkpoint stored waits for its tensors.
 const MIGRATE_2_TO_3: &str = "INSERT INTO flor_tensor_queue SELECT run, line FROM flor_checkpoints WHERE source = 0; \
      UPDATE flor_meta SET value = 3 WHERE key = 'schema_version';";
+
+/// Upgrades a version 3 file to version 4: the `logs` view again (from
+/// [`CHECKS_SCHEMA`]), now naming extracted values' source.
+const MIGRATE_3_TO_4: &str = "UPDATE flor_meta SET value = 4 WHERE key = 'schema_version';";
+
+/// The `logs` and `replay_checks` views of [`CHECKS_SCHEMA`] (both
+/// `CREATE OR REPLACE`), for [`MIGRATE_3_TO_4`].
+fn views() -> &'static str {
+    CHECKS_SCHEMA.find("CREATE OR REPLACE VIEW logs").map_or("", |at| &CHECKS_SCHEMA[at..])
+}
 
 const SCHEMA: &str = r#"
 CREATE TABLE flor_meta (key VARCHAR NOT NULL, value BIGINT NOT NULL);
@@ -471,9 +482,17 @@ impl DuckStore {
                 Some(DUCKDB_SCHEMA_VERSION) => {}
                 Some(v @ (1 | 2)) => {
                     let to_2 = if v == 1 { format!("{CHECKS_SCHEMA} {MIGRATE_1_TO_2}") } else { String::new() };
-                    conn.execute_batch(&format!("BEGIN TRANSACTION; {to_2} {TENSORS_SCHEMA} {MIGRATE_2_TO_3} COMMIT;"))
-                        .map_err(|e| fail(l, "upgrade the schema to version 3", e))?;
+                    let views = views();
+                    conn.execute_batch(&format!(
+                        "BEGIN TRANSACTION; {to_2} {TENSORS_SCHEMA} {MIGRATE_2_TO_3} {views} {MIGRATE_3_TO_4} COMMIT;"
+                    ))
+                    .map_err(|e| fail(l, "upgrade the schema to version 4", e))?;
                     tables.extend(["flor_checks", "flor_tensors", "flor_tensor_queue"].map(String::from));
+                }
+                Some(3) => {
+                    let views = views();
+                    conn.execute_batch(&format!("BEGIN TRANSACTION; {views} {MIGRATE_3_TO_4} COMMIT;"))
+                        .map_err(|e| fail(l, "upgrade the schema to version 4", e))?;
                 }
                 Some(v) if v > DUCKDB_SCHEMA_VERSION => {
                     return Err(unusable(

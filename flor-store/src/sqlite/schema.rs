@@ -11,14 +11,15 @@ use crate::rows::unusable;
 
 /// The schema version this crate writes and reads (`PRAGMA user_version`).
 ///
-/// Version 5 packs each batch's log and arg values per name for the pivot
+/// Version 6 names extracted values' source (`extract`, code -1) in the
+/// `logs` view; version 5 packs each batch's log and arg values per name for the pivot
 /// (`flor_packed`); version 4 keeps checkpoints' tensor statistics (`flor_tensors`, the
 /// queue `flor_tensor_queue`, the `tensors` view); version 3 keeps
 /// replays' divergence checks (`flor_checks`, the `logs`
 /// view's `diverged` column, the `replay_checks` view); version 2 stored
 /// loop contexts as spans of consecutive iterations (`flor_loops`);
 /// version 1 stored one row per context.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The tables and views, created in one transaction on a new file.
 pub(super) const SCHEMA: &str = r#"
@@ -149,8 +150,8 @@ SELECT u.projid, u.tstamp, u.filename, r.ctx AS ctx_id, n.name AS value_name, r.
        CASE r.vtype WHEN 0 THEN 'int' WHEN 1 THEN 'float' WHEN 2 THEN 'bool' WHEN 3 THEN 'text' WHEN 4 THEN 'json' END
            AS value_type,
        CASE r.kind WHEN 0 THEN 'log' ELSE 'arg' END AS kind,
-       CASE r.source WHEN 0 THEN 'forward' ELSE 'replay' END AS source,
-       CASE WHEN r.source = 0 THEN 0 ELSE EXISTS (
+       CASE r.source WHEN 0 THEN 'forward' WHEN 1 THEN 'replay' ELSE 'extract' END AS source,
+       CASE WHEN r.source <> 1 THEN 0 ELSE EXISTS (
            SELECT 1 FROM flor_checks c WHERE c.run = r.run AND c.replay = (r.line >> 42) AND c.differing > 0
        ) END AS diverged
 FROM flor_records r
