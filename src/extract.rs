@@ -21,6 +21,9 @@
 
 use flor_core::{Table, Value};
 
+mod apply;
+pub use apply::ExtractReport;
+
 /// Words read as a loop index rather than a measure (fixed on purpose: an
 /// open rule would read `Loading 5 files` as a loop named `Loading`).
 pub const STEP_NAMES: [&str; 5] = ["epoch", "step", "iteration", "iter", "batch"];

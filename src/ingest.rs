@@ -92,10 +92,11 @@ impl<'a> ForwardContexts<'a> {
 }
 
 /// Whether `label` can hold `source` records of run `run_id`: its forward
-/// file's label, or one of its replay files'.
+/// file's label, one of its replay files', or its extraction file's.
 fn label_fits(label: &str, run_id: &str, source: Source) -> bool {
     match source {
         Source::Forward => label == label_for(run_id),
+        Source::Extract => label == flor_core::layout::extract_label(run_id),
         Source::Replay => {
             label.strip_prefix(run_id).is_some_and(|rest| rest.starts_with(".replay-"))
                 && replay_number(label).is_some()
@@ -139,7 +140,7 @@ pub(crate) fn ingest_bytes<S: Sink + ?Sized>(
     }
     let mut reader = RecordReader::new().with_line_keys(replay_line_base(label));
     let mut run = run;
-    if source == Source::Replay {
+    if matches!(source, Source::Replay | Source::Extract) {
         reader = reader.with_forward(run.as_deref_mut().map(ForwardContexts::get).unwrap_or_default());
     }
     // What the lines ingested before declared (quick: only the lines that
@@ -493,7 +494,7 @@ fn read_commit(reader: &flor_git::RepoReader, sha: &str) -> CommitFiles {
 }
 
 /// Ingests the record files of a commit of run ref `refname`: the forward
-/// file first (its contexts check the replay files'), then the replay
+/// file first (its contexts check the others'), then the replay and extraction
 /// files. A file that is not one of this run's is reported and skipped.
 /// Returns the forward file's metadata, when it has one.
 fn ingest_commit<S: Sink + ?Sized>(
@@ -525,7 +526,7 @@ fn ingest_commit<S: Sink + ?Sized>(
         if name == own {
             continue;
         }
-        if !label_fits(&name, run_id, Source::Replay) {
+        if !label_fits(&name, run_id, Source::Replay) && !label_fits(&name, run_id, Source::Extract) {
             let message = format!("not a record file of run {run_id} (whose ref holds it); skipped");
             report.problems.push(Problem { file: display, line: None, message });
             continue;

@@ -81,6 +81,11 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     let tstamps: HashMap<_, _> = rows.iter().map(|r| (r.key, r.meta.tstamp.clone())).collect();
     let mut logged: HashMap<String, BTreeSet<String>> = HashMap::new();
     project.store()?.scan_values(ValueFilter::Names(&names), &mut |row| {
+        // A value read out of printed text does not make the statement's
+        // value known: the replay computes it.
+        if row.source == flor_core::Source::Extract {
+            return;
+        }
         if let Some(t) = tstamps.get(&row.run) {
             logged.entry(t.clone()).or_default().insert(row.name.to_owned());
         }
@@ -118,7 +123,7 @@ fn check_overrides(project: &Project, config: &Config, overrides: &BTreeMap<Stri
         let names = [key.as_str()];
         let mut recorded_in: Option<RunKey> = None;
         project.store()?.scan_values(ValueFilter::Names(&names), &mut |row| {
-            if row.ctx.is_none() && recorded_in.is_none() {
+            if row.ctx.is_none() && recorded_in.is_none() && row.source != flor_core::Source::Extract {
                 recorded_in = Some(row.run);
             }
         })?;

@@ -247,12 +247,17 @@ enum Command {
     /// `epoch 3 |`, `Epoch 1/10` or `step: 12` (epoch, step, iteration,
     /// iter, batch) is the line's loop index, not a value; at most 8 values
     /// a line.
-    #[command(after_help = "Examples:\n  flor capture --preview\n  flor capture --preview --limit 10 --format csv")]
+    #[command(
+        after_help = "Examples:\n  flor capture --preview\n  flor capture --preview --limit 10 --format csv\n  flor capture --extract && flor dataframe loss"
+    )]
     Capture {
         /// Show what would be extracted, and from which line; write nothing.
         #[arg(long)]
         preview: bool,
-        /// Add the values to the metric table (FlorDB's `--extract`): not in this build; says so and what to use.
+        /// Add the values to the metric table: written per run to its ref (a
+        /// rebuild or a clone keeps them), shown by `dataframe` beside logged
+        /// values (a `flor.log` of the same name and position wins); running it
+        /// again replaces the earlier extraction.
         #[arg(long, conflicts_with = "preview")]
         extract: bool,
         /// Show at most N values (the first N).
@@ -373,14 +378,6 @@ fn note_flordb_spelling(command: &Command) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     note_flordb_spelling(&cli.command);
-    if let Command::Capture { extract: true, .. } = &cli.command {
-        eprintln!(
-            "flor: error: `flor capture --extract` (adding extracted values to the metric table) is not in this build; \
-             `flor capture --preview` shows every value it would add and the line it came from (`--format csv|json` to keep them), \
-             and `flor.log(NAME, value)` in the script records a metric directly"
-        );
-        return ExitCode::FAILURE;
-    }
     if let Command::Propagate { from, lines, names, to, out } = &cli.command {
         return propagate(from, lines, names, to, out.as_deref()).unwrap_or_else(|e| {
             eprintln!("flor: error: {e}");
@@ -488,6 +485,14 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             strict: *strict,
         };
         return replay(&mut project, &opts, *yes, *dry_run);
+    }
+    if let Command::Capture { extract: true, .. } = &cli.command {
+        let extracted = project.extract()?;
+        capture_extract_summary(&extracted);
+        let mut problems = report.clone();
+        problems.problems.extend(extracted.sync.problems.iter().cloned());
+        problems.notes.extend(extracted.sync.notes.iter().cloned());
+        return Ok(report_problems(&problems));
     }
     if let Command::Query { timeout: Some(secs), .. } = &cli.command {
         project.set_query_limit((*secs > 0).then(|| std::time::Duration::from_secs(*secs)));
@@ -684,6 +689,46 @@ fn capture_preview(project: &Project, limit: Option<usize>) -> flor::Result<Tabl
     );
     let _ = writeln!(err, "flor: preview only: nothing was written");
     Ok(first_rows(found.values, limit))
+}
+
+/// What `flor capture --extract` did, on standard error.
+fn capture_extract_summary(r: &flor::extract::ExtractReport) {
+    let mut err = io::stderr().lock();
+    if r.runs == 0 && r.written == 0 {
+        let _ = writeln!(err, "flor: nothing extractable in the runs' captured output; nothing was written");
+    } else {
+        let _ = writeln!(
+            err,
+            "flor: extracted {} value(s) of {} metric(s) from the captured output of {} run(s): {}{}",
+            r.values,
+            r.names.len(),
+            r.runs,
+            r.names.join(", "),
+            if r.iterations > 0 {
+                format!("; {} loop iteration(s) from printed indexes", r.iterations)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            err,
+            "flor: {} run(s) written to their refs, {} already up to date{}",
+            r.written,
+            r.unchanged,
+            if r.rebuilt { "; an earlier extraction changed, so the query database was rebuilt from git" } else { "" }
+        );
+        if !r.names.is_empty() {
+            let _ = writeln!(err, "flor: see them with `flor dataframe {}`", r.names.join(" "));
+        }
+    }
+    if !r.running.is_empty() {
+        let _ = writeln!(
+            err,
+            "flor: {} run(s) still recording were left out ({}); run `flor capture --extract` again when they end",
+            r.running.len(),
+            r.running.join(", ")
+        );
+    }
 }
 
 fn replay(
