@@ -145,6 +145,16 @@ for epoch in flor.loop("epoch", range(2)):
 print("done")
 """
 
+PRINTED = """\
+import flordb as flor
+
+lr = 0.01
+print(f"starting: lr={lr}")
+for epoch in range(3):
+    print(f"epoch {epoch} | loss: {1.0 / (epoch + 1):.4f} acc={0.5 + epoch / 10}")
+print("final accuracy: 0.93")
+"""
+
 REPLAY_V1 = """\
 import flordb as flor
 
@@ -233,6 +243,18 @@ CASES = [
         {"train.py": OUTPUT},
         [Step("run")],
         ["stdout", ("io", "io::stdout"), ("io", "io::log::warning")],
+        needs=("io",),
+    ),
+    Case(
+        "extract",
+        "metrics printed by a script with no flor.loop, read into the metric table by `flor capture --extract`",
+        {"train.py": PRINTED},
+        [
+            Step("run"),
+            Step("python", ["-m", "flordb", "capture", "--extract"], compare=False,
+                 flor=["capture", "--extract"]),
+        ],
+        ["stdout", ("dataframe", ["loss", "acc"]), ("dataframe", ["lr", "accuracy"])],
         needs=("io",),
     ),
     Case(
