@@ -18,7 +18,8 @@
 //!    spec and where it writes.
 //! 3. **Execution** ([`execute()`]): per run a replay lock, every segment
 //!    submitted to an [`Executor`] ([`LocalExecutor`]: processes on this
-//!    machine, resuming what an interrupted replay finished), each run's
+//!    machine, resuming what an interrupted replay finished; [`RayExecutor`]:
+//!    tasks on a Ray cluster, through the driver `flordb` ships), each run's
 //!    record files attached to its ref as soon as all its segments are in
 //!    ([`attach_replay`]), and a [`Summary`] against the estimates. An old
 //!    script reads the project as it is now and writes only into the
@@ -66,6 +67,7 @@ mod local;
 mod overlay;
 mod plan;
 mod profile;
+mod ray;
 mod render;
 mod segments;
 mod spec;
@@ -78,6 +80,7 @@ pub use isolate::{Isolation, IsolationMode, IsolationSettings, DEFAULT_COPY_LIMI
 pub use local::{remove_published, LocalExecutor, LocalOptions};
 pub use plan::{level_of, plan, resolve_names, Plan, Request, RunReplay, Runs, StatementPlan, VersionPlan};
 pub use profile::{profile_of, Forward};
+pub use ray::{ClusterInfo, RayExecutor, RayOptions};
 pub use render::ProgressBars;
 pub use segments::{
     makespan, plan_run, plan_run_selected, CostModel, Level, PlanError, RunPlan, RunProfile, Segment, Step,

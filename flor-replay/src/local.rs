@@ -436,7 +436,7 @@ fn read_progress(path: &Path) -> usize {
 
 /// A short tag for the statements applied to a version: segment files of a
 /// different request never mix.
-fn tag(names: &[String], source: &str) -> String {
+pub(crate) fn tag(names: &[String], source: &str) -> String {
     // FNV-1a over the names and the propagated source.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in names.join(",").bytes().chain([0u8]).chain(source.bytes()) {

@@ -141,6 +141,10 @@ pub struct Plan {
     pub iters: Vec<IterSelect>,
     /// The overridden args ([`Request::overrides`]).
     pub overrides: BTreeMap<String, String>,
+    /// Where the segments run, when not on this machine (the caller sets
+    /// it: [`crate::RayExecutor`]'s cluster); shown instead of the
+    /// isolation, which is this machine's.
+    pub executor: Option<String>,
 }
 
 impl Plan {
@@ -262,6 +266,7 @@ pub fn plan(root: &Path, propagators: &Registry, request: &Request, runs: &Runs,
         isolation,
         iters: request.iters.clone(),
         overrides: request.overrides.clone(),
+        executor: None,
     })
 }
 
@@ -609,6 +614,7 @@ flor.log("final", 2)
             isolation: None,
             iters: vec![],
             overrides: BTreeMap::new(),
+            executor: None,
         };
         let text = plan.render();
         assert!(

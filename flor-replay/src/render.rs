@@ -101,8 +101,14 @@ impl Plan {
             );
         }
         s.push_str(&self.check_text());
-        if let Some(i) = &self.isolation {
-            let _ = writeln!(s, "\nisolation: {}", i.describe());
+        match (&self.executor, &self.isolation) {
+            (Some(e), _) => {
+                let _ = writeln!(s, "\nexecutor: {e}");
+            }
+            (None, Some(i)) => {
+                let _ = writeln!(s, "\nisolation: {}", i.describe());
+            }
+            (None, None) => {}
         }
         let _ = writeln!(
             s,

@@ -279,6 +279,7 @@ fn execute_attaches_a_run_once_all_its_segments_are_in_and_keeps_failed_runs_out
         isolation: None,
         iters: vec![],
         overrides: BTreeMap::new(),
+        executor: None,
     };
     let id = |run, segment| TaskId { run, segment };
     let mut ex = Canned {
@@ -346,6 +347,7 @@ fn the_plan_says_why_a_statement_replays_every_iteration() {
         isolation: None,
         iters: vec![],
         overrides: BTreeMap::new(),
+        executor: None,
     };
     let text = plan.render();
     assert!(text.contains("line 7 of the newest version: placed at line 6; inside a nested loop"), "{text}");
