@@ -77,6 +77,10 @@ const KEYS: &[(&str, &str)] = &[
     ("replay", "isolation"),
     ("replay", "copy_limit_mb"),
     ("replay", "overrides"),
+    ("replay", "executor"),
+    ("replay", "ray_address"),
+    ("replay", "ray_python"),
+    ("replay", "ray_driver_python"),
     ("checkpoints", "auto_pack_mb"),
     ("checkpoints", "auto_pack_seconds"),
     ("checkpoints", "keep_loads_mb"),
@@ -92,6 +96,28 @@ pub const DEFAULT_KEEP_LOADS_MB: u64 = 256;
 /// The largest `[capture] max_line` (characters; a record line holds at
 /// most 64 MiB).
 pub const MAX_CAPTURE_LINE: u64 = 1 << 20;
+
+/// Where `flor replay` runs segments (`--executor`, `[replay] executor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Processes on this machine.
+    #[default]
+    Local,
+    /// Tasks on a Ray cluster ([`flor_replay::RayExecutor`]).
+    Ray,
+}
+
+impl std::str::FromStr for ExecutorKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "local" => Ok(ExecutorKind::Local),
+            "ray" => Ok(ExecutorKind::Ray),
+            other => Err(format!("unknown executor {}: expected \"local\" or \"ray\"", shorten(other))),
+        }
+    }
+}
 
 /// The settings of `.flor/config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,6 +144,19 @@ pub struct Config {
     /// `[replay] overrides`: the args `flor replay --override` may change
     /// (`None`: not set, [`crate::replay::DEFAULT_OVERRIDES`]).
     pub replay_overrides: Option<Vec<String>>,
+    /// `[replay] executor`: where segments run, `local` (the default) or
+    /// `ray` (`--executor` overrides it).
+    pub replay_executor: Option<ExecutorKind>,
+    /// `[replay] ray_address`: the Ray cluster, as `ray.init` takes it
+    /// (`--address` overrides it; `None`: `auto`).
+    pub ray_address: Option<String>,
+    /// `[replay] ray_python`: the interpreter segments run with on the
+    /// cluster's nodes (`None`: the Python each node runs Ray with).
+    pub ray_python: Option<String>,
+    /// `[replay] ray_driver_python`: the Python (with `ray` and `flordb`)
+    /// that runs flor's Ray driver on this machine (`None`: the interpreter
+    /// the runs were recorded with).
+    pub ray_driver_python: Option<String>,
     /// `[checkpoints] auto_pack_mb`: how much each command may read packing
     /// checkpoints on its own (`None`: not set, 512; 0: never).
     pub auto_pack_mb: Option<u64>,
@@ -279,6 +318,12 @@ impl Config {
                     Some(mb.ok_or_else(|| format!("expected a whole number of mebibytes, found {}", shorten(value)))?);
             }
             ("replay", "overrides") => self.replay_overrides = Some(string_list(value)?),
+            ("replay", "executor") => self.replay_executor = Some(quoted("ray")?.parse()?),
+            ("replay", "ray_address") => self.ray_address = Some(quoted("127.0.0.1:6379")?.to_owned()),
+            ("replay", "ray_python") => self.ray_python = Some(quoted("/opt/venv/bin/python")?.to_owned()),
+            ("replay", "ray_driver_python") => {
+                self.ray_driver_python = Some(quoted("/opt/venv/bin/python")?.to_owned());
+            }
             ("checkpoints", "auto_pack_mb") => {
                 let mb = value.replace('_', "").parse::<u64>().ok().filter(|mb| mb.checked_mul(1 << 20).is_some());
                 self.auto_pack_mb = Some(mb.ok_or_else(|| {

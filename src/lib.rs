@@ -25,8 +25,8 @@ mod run;
 
 pub use checkpoints::{PackBudget, PackOptions, PackReport};
 pub use config::{
-    capture_config, CaptureConfig, Config, CONFIG_FILE, DEFAULT_KEEP_LOADS_MB, DEFAULT_QUERY_TIMEOUT, MAX_CAPTURE_LINE,
-    MAX_CONFIG_BYTES,
+    capture_config, CaptureConfig, Config, ExecutorKind, CONFIG_FILE, DEFAULT_KEEP_LOADS_MB, DEFAULT_QUERY_TIMEOUT,
+    MAX_CAPTURE_LINE, MAX_CONFIG_BYTES,
 };
 pub use error::{Error, Result};
 pub use flor_core::select::{IterSelect, IterSpec, PivotFilter, Selection};

@@ -2,8 +2,10 @@
 //! [`flor_replay`] plans and executes; this module hands it what only the
 //! project knows — the recorded runs, the names each already logged and the
 //! runs a `--where` predicate selects (from the query database, synced
-//! first) — runs the plan on a [`LocalExecutor`] with the database released
-//! meanwhile, and ingests the values the replay attached to the runs' refs.
+//! first) — runs the plan on a [`LocalExecutor`] (or, with
+//! [`ExecutorKind::Ray`], a [`RayExecutor`] on a Ray cluster) with the
+//! database released meanwhile, and ingests the values the replay attached
+//! to the runs' refs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -16,9 +18,11 @@ pub use flor_replay::{
     CheckpointRef, CostModel, Level, Plan, RunOutcome, RunPlan, RunProfile, RunReplay, Segment, SegmentSpec,
     StatementPlan, Step, Summary, TaskProgress, VersionPlan,
 };
-use flor_replay::{LocalExecutor, LocalOptions, Observer, ProgressBars, Request, Runs};
+use flor_replay::{
+    Executor, LocalExecutor, LocalOptions, Observer, ProgressBars, RayExecutor, RayOptions, Request, Runs,
+};
 
-use crate::config::{Config, CONFIG_FILE};
+use crate::config::{Config, ExecutorKind, CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::project::Project;
 
@@ -55,6 +59,12 @@ pub struct ReplayOptions {
     /// list (`[replay] overrides` in `.flor/config.toml`, default
     /// [`DEFAULT_OVERRIDES`]); any other key is refused.
     pub overrides: BTreeMap<String, String>,
+    /// Where segments run (`--executor`; `None`: `[replay] executor` in
+    /// `.flor/config.toml`, else this machine).
+    pub executor: Option<ExecutorKind>,
+    /// The Ray cluster (`--address`; `None`: `[replay] ray_address`, else
+    /// `auto`).
+    pub ray_address: Option<String>,
 }
 
 /// The args `flor replay --override` may change when the config names
@@ -96,9 +106,17 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     };
     let runs = Runs { runs: rows.into_iter().map(|r| r.meta).collect(), logged, only };
     let isolation = config.isolation();
+    // On a cluster, the estimate counts its CPUs (one segment each).
+    let cluster = match ray_options(project, opts, &config, &runs.runs)? {
+        Some(ray) => {
+            let info = RayExecutor::connect(ray.clone())?.cluster().clone();
+            Some((ray, info))
+        }
+        None => None,
+    };
     let request = Request {
         names: resolved.clone(),
-        jobs: opts.jobs,
+        jobs: cluster.as_ref().map_or(opts.jobs, |(_, info)| info.cpus),
         force: opts.force,
         script: opts.script.clone(),
         no_check: opts.no_check.clone(),
@@ -107,7 +125,64 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         iters: opts.iters.clone(),
         overrides: opts.overrides.clone(),
     };
-    Ok(flor_replay::plan(project.root(), &propagators, &request, &runs, cost)?)
+    let mut plan = flor_replay::plan(project.root(), &propagators, &request, &runs, cost)?;
+    if let Some((ray, info)) = cluster {
+        let python = if ray.worker_python.is_empty() {
+            "the Python each Ray node runs".to_owned()
+        } else {
+            ray.worker_python.clone()
+        };
+        plan.executor = Some(format!(
+            "Ray cluster at {} ({} CPU{} on {} node{}, Ray {}); segments run with {python} on the nodes, \
+             checked for flordb and the scripts' imports before anything runs; driver: {} (flordb {})",
+            ray.address,
+            info.cpus,
+            if info.cpus == 1 { "" } else { "s" },
+            info.nodes,
+            if info.nodes == 1 { "" } else { "s" },
+            info.ray,
+            ray.driver_python,
+            info.flordb
+        ));
+    }
+    Ok(plan)
+}
+
+/// Where Ray replays, when `opts` or the config chose the Ray executor:
+/// the driver runs with `[replay] ray_driver_python`, else
+/// `FLOR_RAY_DRIVER_PYTHON`, else the newest run's interpreter.
+fn ray_options(
+    project: &Project,
+    opts: &ReplayOptions,
+    config: &Config,
+    runs: &[flor_core::RunMeta],
+) -> Result<Option<RayOptions>> {
+    if opts.executor.or(config.replay_executor).unwrap_or_default() != ExecutorKind::Ray {
+        return Ok(None);
+    }
+    let driver_python = config
+        .ray_driver_python
+        .clone()
+        .or_else(|| std::env::var("FLOR_RAY_DRIVER_PYTHON").ok().filter(|p| !p.is_empty()))
+        .or_else(|| runs.iter().rev().map(|r| r.interpreter.clone()).find(|i| !i.is_empty()))
+        .ok_or_else(|| {
+            Error::from(flor_replay::Error::Executor {
+                executor: "ray",
+                message: "no Python to run the Ray driver with: set `ray_driver_python` under [replay] in \
+                          .flor/config.toml (a Python with `ray` and `flordb`)"
+                    .into(),
+            })
+        })?;
+    let flor_dir = project.flor_dir();
+    Ok(Some(RayOptions {
+        root: project.root().to_owned(),
+        work_dir: flor_dir.join("replay"),
+        objects: flor_dir.join("objects"),
+        address: opts.ray_address.clone().or_else(|| config.ray_address.clone()).unwrap_or_else(|| "auto".into()),
+        driver_python,
+        worker_python: config.ray_python.clone().unwrap_or_default(),
+        retries: 2,
+    }))
 }
 
 /// Refuses an override whose key is not in the allowed list: a recorded
@@ -151,25 +226,56 @@ fn selected_by(project: &Project, pred: &str) -> Result<BTreeSet<String>> {
     Ok(project.runs()?.into_iter().filter(|r| keys.contains(&r.key)).map(|r| r.meta.tstamp).collect())
 }
 
-/// Runs a plan on local worker processes (`plan.jobs` at once), then
+/// Runs a plan on local worker processes (`plan.jobs` at once), or on the
+/// Ray cluster `.flor/config.toml` names when it was planned there, then
 /// ingests what it attached. `progress` receives one line per event; with
 /// `bars`, a progress bar per worker is redrawn on stderr (a terminal).
 pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dyn FnMut(&str)) -> Result<Summary> {
+    execute_with(project, &ReplayOptions::default(), plan, bars, progress)
+}
+
+/// [`execute`] where `opts` (what [`plan`] was given) may choose the
+/// executor: a plan made for a Ray cluster (its [`Plan::executor`]) runs
+/// there, after checking that the nodes have `flordb` and the modules the
+/// scripts import.
+pub fn execute_with(
+    project: &mut Project,
+    opts: &ReplayOptions,
+    plan: &Plan,
+    bars: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Summary> {
     let root = project.root().to_owned();
     let flor_dir = project.flor_dir().to_owned();
     // Work folders a killed `flor replay` left after attaching its records.
     flor_replay::remove_published(&root, &flor_dir.join("replay"))?;
     // Workers open the project too: a DuckDB database is released meanwhile.
     project.release_store();
-    let mut executor = LocalExecutor::new(LocalOptions {
-        root: root.clone(),
-        work_dir: flor_dir.join("replay"),
-        objects: flor_dir.join("objects"),
-        jobs: plan.jobs,
-        isolation: plan.isolation.clone(),
-    });
+    let config = Config::load(&flor_dir.join(CONFIG_FILE))?;
+    let metas: Vec<flor_core::RunMeta> = plan.runs.iter().map(|r| r.meta.clone()).collect();
+    let ray = match plan.executor {
+        Some(_) => {
+            ray_options(project, &ReplayOptions { executor: Some(ExecutorKind::Ray), ..opts.clone() }, &config, &metas)?
+        }
+        None => None,
+    };
+    let mut executor: Box<dyn Executor> = match ray {
+        Some(ray) => {
+            let mut ray = RayExecutor::connect(ray)?;
+            let (sources, local) = scripts_of(&root, plan)?;
+            ray.check_imports(&sources, &local)?;
+            Box::new(ray)
+        }
+        None => Box::new(LocalExecutor::new(LocalOptions {
+            root: root.clone(),
+            work_dir: flor_dir.join("replay"),
+            objects: flor_dir.join("objects"),
+            jobs: plan.jobs,
+            isolation: plan.isolation.clone(),
+        })),
+    };
     let mut observer = Terminal { plan, progress, bars: bars.then(ProgressBars::new), last: Vec::new() };
-    let summary = flor_replay::execute(&root, &flor_dir.join("locks"), plan, &mut executor, &mut observer);
+    let summary = flor_replay::execute(&root, &flor_dir.join("locks"), plan, &mut *executor, &mut observer);
     observer.erase();
     drop(executor);
     project.reacquire_store()?;
@@ -179,6 +285,31 @@ pub fn execute(project: &mut Project, plan: &Plan, bars: bool, progress: &mut dy
         progress(&format!("warning: {p}"));
     }
     Ok(summary)
+}
+
+/// The propagated scripts of `plan`'s versions, and the top-level module
+/// names their code versions hold (`name.py` files and folders beside each
+/// script and at the top): imports of those are the code's own.
+fn scripts_of(root: &std::path::Path, plan: &Plan) -> Result<(Vec<String>, Vec<String>)> {
+    let mut sources = Vec::new();
+    let mut local = BTreeSet::new();
+    for v in &plan.versions {
+        let Some(source) = &v.source else { continue };
+        sources.push(source.clone());
+        let dir = v.script.rsplit_once('/').map_or("", |(d, _)| d);
+        for d in BTreeSet::from([dir, ""]) {
+            let listed = match flor_git::list_dir_at(root, &v.commit, d) {
+                Ok(l) => l,
+                Err(_) => continue, // a folder the commit lacks
+            };
+            for path in listed {
+                let rest = path.strip_prefix(d).unwrap_or(&path).trim_start_matches('/');
+                let first = rest.split('/').next().unwrap_or(rest);
+                local.insert(first.strip_suffix(".py").unwrap_or(first).to_owned());
+            }
+        }
+    }
+    Ok((sources, local.into_iter().collect()))
 }
 
 /// Progress lines for the caller, and optionally bars on stderr below them.

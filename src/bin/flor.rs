@@ -213,6 +213,15 @@ enum Command {
         /// repeat, such as times); repeatable or comma-separated.
         #[arg(long = "no-check", value_name = "NAME", value_delimiter = ',')]
         no_check: Vec<String>,
+        /// Where segments run: `local` (processes here, the default) or
+        /// `ray` (tasks on a Ray cluster; default from `[replay] executor`
+        /// in .flor/config.toml).
+        #[arg(long, value_name = "local|ray", value_parser = parse_executor)]
+        executor: Option<flor::ExecutorKind>,
+        /// The Ray cluster, as `ray.init` takes it (HOST:PORT; default
+        /// `[replay] ray_address`, else `auto`).
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
     },
     /// Show captured print and logging lines, with the loop position each was written at.
     ///
@@ -467,6 +476,8 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
         script,
         strict,
         no_check,
+        executor,
+        address,
     } = &cli.command
     {
         let (names, where_clause) = replay_names(names, positional, where_clause).unwrap_or_else(|message| {
@@ -483,6 +494,8 @@ fn run(cli: Cli) -> flor::Result<ExitCode> {
             propagators: Some(replay_propagators(project.root())),
             no_check: no_check.clone(),
             strict: *strict,
+            executor: *executor,
+            ray_address: address.clone(),
         };
         return replay(&mut project, &opts, *yes, *dry_run);
     }
@@ -619,6 +632,11 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
             t
         }
     })
+}
+
+/// `--executor local|ray`.
+fn parse_executor(s: &str) -> Result<flor::ExecutorKind, String> {
+    s.parse()
 }
 
 /// `--override KEY=VALUE`.
@@ -768,7 +786,7 @@ fn replay(
         }
     }
     let bars = io::stderr().is_terminal();
-    let summary = flor::replay::execute(project, &plan, bars, &mut |line| eprintln!("flor: {line}"))?;
+    let summary = flor::replay::execute_with(project, opts, &plan, bars, &mut |line| eprintln!("flor: {line}"))?;
     print!("{}", summary.render(&plan));
     let failed = summary.runs.iter().filter(|r| r.failure.is_some()).count() + plan.skipped.len();
     Ok(if failed > 0 { ExitCode::from(EXIT_REPLAY_INCOMPLETE) } else { ExitCode::SUCCESS })
