@@ -109,7 +109,10 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
     // On a cluster, the estimate counts its CPUs (one segment each).
     let cluster = match ray_options(project, opts, &config, &runs.runs)? {
         Some(ray) => {
-            let info = RayExecutor::connect(ray.clone())?.cluster().clone();
+            let executor = RayExecutor::connect(ray.clone())?;
+            let info = executor.cluster().clone();
+            // Kept for `execute_with`, which would otherwise connect again.
+            *connected() = Some((ray.address.clone(), ray.driver_python.clone(), executor));
             Some((ray, info))
         }
         None => None,
@@ -146,6 +149,13 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         ));
     }
     Ok(plan)
+}
+
+/// The Ray driver [`plan`] connected (address, driver Python, executor),
+/// until [`execute_with`] takes it.
+fn connected() -> std::sync::MutexGuard<'static, Option<(String, String, RayExecutor)>> {
+    static CONNECTED: std::sync::Mutex<Option<(String, String, RayExecutor)>> = std::sync::Mutex::new(None);
+    CONNECTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where Ray replays, when `opts` or the config chose the Ray executor:
@@ -261,7 +271,11 @@ pub fn execute_with(
     };
     let mut executor: Box<dyn Executor> = match ray {
         Some(ray) => {
-            let mut ray = RayExecutor::connect(ray)?;
+            let kept = connected().take().filter(|(a, p, _)| *a == ray.address && *p == ray.driver_python);
+            let mut ray = match kept {
+                Some((_, _, executor)) => executor,
+                None => RayExecutor::connect(ray)?,
+            };
             let (sources, local) = scripts_of(&root, plan)?;
             ray.check_imports(&sources, &local)?;
             Box::new(ray)

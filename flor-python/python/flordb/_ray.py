@@ -266,8 +266,12 @@ class Driver:
     def submit(self, req):
         code = req["code"]
         if code not in self.code_refs:
-            self.code_refs[code] = self.ray.put(_tar(code))
-        objects = self.ray.put(_tar(req["objects"]))
+            archive = _tar(code)
+            print(f"code {code}: {len(archive)} bytes shipped once", file=sys.stderr, flush=True)
+            self.code_refs[code] = self.ray.put(archive)
+        archive = _tar(req["objects"])
+        print(f"segment {req['key']}: {len(archive)} bytes of checkpoint objects", file=sys.stderr, flush=True)
+        objects = self.ray.put(archive)
         with open(req["spec"], "rb") as f:
             spec = f.read()
         run = json.loads(spec)
