@@ -34,8 +34,9 @@ fi
 # records, restores and replays a real flax/optax run.
 # pyarrow and polars: flor-python/tests/test_query_arrow.py checks that they
 # receive the same data as pandas and the plain values.
+# ray (pinned): tests/replay_ray.rs replays on a real two-node local cluster.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin pytest numpy pandas tqdm ipython \
-  jax jaxlib flax optax pyarrow polars
+  jax jaxlib flax optax pyarrow polars "ray==2.60.0"
 (cd flor-python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" maturin develop --quiet)
 
 # Without DuckDB (the default build, what the demo and the Python module use)...
