@@ -6,7 +6,8 @@
 //! shared with the orchestrator would fail there; the acceptance scenario
 //! runs all its segments on that node and must give exactly what the
 //! local executor gives. Then: a segment whose worker dies once is retried,
-//! its values exact and not duplicated; an unreachable cluster and a node
+//! its values exact and not duplicated; a `flor replay` killed after
+//! attaching one run resumes with the rest; an unreachable cluster and a node
 //! Python without `flordb` are refused before anything runs. The cluster
 //! is stopped at the end whatever happens (`ray stop --force`: this stops
 //! every Ray process of the machine).
@@ -141,6 +142,45 @@ fn twin(repo: &Path, name: &str) -> PathBuf {
     to
 }
 
+/// Runs `flor ARGS` with `FLOR_TEST_PAUSE=point` and kills it (SIGKILL)
+/// once it says it paused there.
+fn kill_when_paused(repo: &Path, home: &Path, args: &[&str], point: &str) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flor"))
+        .args(args)
+        .current_dir(repo)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("FLOR_TEST_PAUSE", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run flor");
+    let err = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wanted = format!("flor: paused at {point}");
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(std::time::Duration::from_secs(180)) {
+            Ok(line) if line == wanted => break,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("flor {args:?} never paused at {point}:\n{}", seen.join("\n"));
+            }
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
 fn dataframe(repo: &Path, home: &Path, names: &[&str]) -> Vec<Json> {
     let mut args = vec!["--format", "json", "dataframe"];
     args.extend(names);
@@ -196,7 +236,7 @@ fn replay_on_a_ray_cluster_matches_the_local_executor_and_survives_a_dying_worke
         "        flor.log(\"w\", state[\"w\"])\n",
         "        flor.log(\"w\", state[\"w\"])\n        flor.log(\"w2\", state[\"w\"] ** 2)\n",
     );
-    fs::write(repo.join("train.py"), newest).unwrap();
+    fs::write(repo.join("train.py"), &newest).unwrap();
     let local = twin(&repo, "faults-local");
     let apply = ["replay", "--apply", "w2", "--yes", "--executor", "ray", "--address", address];
     let out = flor_env(&repo, home, &apply, &[("FLOR_RAY_TEST_FAIL_ONCE", "1")]);
@@ -220,6 +260,25 @@ fn replay_on_a_ray_cluster_matches_the_local_executor_and_survives_a_dying_worke
         "count",
     );
     assert_eq!(n.trim(), "n\n8", "2 runs × 4 epochs, nothing recorded twice");
+
+    // `flor replay` killed once a run is attached: run again, it does only
+    // the other run, and no value is there twice.
+    let half = "        flor.log(\"w2\", state[\"w\"] ** 2)\n        flor.log(\"half\", state[\"w\"] / 2)\n";
+    fs::write(repo.join("train.py"), newest.replace("        flor.log(\"w2\", state[\"w\"] ** 2)\n", half)).unwrap();
+    let apply = ["replay", "--apply", "half", "--yes", "--executor", "ray", "--address", address];
+    kill_when_paused(&repo, home, &apply, "replay-after-attach");
+    let text = ok(flor_env(&repo, home, &apply, &[]), "flor replay after a kill");
+    assert_eq!(text.matches("values recovered").count(), 1, "only the run left:\n{text}");
+    let n = ok(
+        flor_env(
+            &repo,
+            home,
+            &["--format", "csv", "query", "SELECT count(*) AS n FROM logs WHERE value_name = 'half'"],
+            &[],
+        ),
+        "count",
+    );
+    assert_eq!(n.trim(), "n\n8", "every value of both runs, once");
 
     // Refused before anything runs: an unreachable cluster...
     fs::write(
