@@ -363,13 +363,10 @@ impl RayExecutor {
         remove_tree(&objects).map_err(|e| Error::io("remove", &objects, e))?;
         let from = ObjectStore::open(&self.opts.objects)?;
         let to = ObjectStore::open(&objects)?;
-        let digests = task
-            .spec
-            .checkpoints
-            .values()
-            .flatten()
-            .map(|c| c.digest.as_str())
-            .chain(task.spec.loads.iter().filter(|l| l.kept).map(|l| l.digest.as_str()));
+        // Setup loads kept by digest only travel when some run stored the
+        // same bytes; otherwise the node's worker says it cannot answer.
+        let loads = task.spec.loads.iter().filter(|l| l.kept || from.contains(&l.digest)).map(|l| l.digest.as_str());
+        let digests = task.spec.checkpoints.values().flatten().map(|c| c.digest.as_str()).chain(loads);
         for digest in digests.collect::<HashSet<_>>() {
             if to.contains(digest) {
                 continue;
