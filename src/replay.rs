@@ -129,6 +129,7 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         overrides: opts.overrides.clone(),
     };
     let mut plan = flor_replay::plan(project.root(), &propagators, &request, &runs, cost)?;
+    skip_unanswerable_loads(project, &mut plan, cluster.is_some());
     if let Some((ray, info)) = cluster {
         let python = if ray.worker_python.is_empty() {
             "the Python each Ray node runs".to_owned()
@@ -149,6 +150,67 @@ pub fn plan(project: &mut Project, opts: &ReplayOptions, cost: &CostModel) -> Re
         ));
     }
     Ok(plan)
+}
+
+/// Moves to [`Plan::skipped`] the runs whose replay would refuse at its
+/// first setup load (see [`unanswerable_load`]), so the plan says so
+/// before anything runs; the estimates are summed again without them.
+fn skip_unanswerable_loads(project: &Project, plan: &mut Plan, remote: bool) {
+    if std::env::var("FLOR_REPLAY_SETUP_LOADS").is_ok_and(|v| v == "disk") {
+        return;
+    }
+    let objects = project.objects();
+    let before = plan.runs.len();
+    let mut kept = Vec::with_capacity(before);
+    for r in std::mem::take(&mut plan.runs) {
+        match unanswerable_load(project.root(), objects, &r.forward.loads, remote) {
+            Some(why) => plan.skipped.push((r.meta.tstamp.clone(), why)),
+            None => kept.push(r),
+        }
+    }
+    plan.runs = kept;
+    if plan.runs.len() != before {
+        let durations: Vec<f64> =
+            plan.runs.iter().flat_map(|r| r.plan.segments.iter().map(|s| s.estimate_secs)).collect();
+        plan.total_secs = durations.iter().sum();
+        plan.makespan_secs = flor_replay::makespan(&durations, plan.jobs);
+    }
+}
+
+/// Why a replay could not answer one of `loads` (what the forward run
+/// loaded in setup) with the bytes the forward run read: they are not in
+/// the object store (not kept: over `keep_loads_mb`) and the file is
+/// missing or changed — or, on a cluster (`remote`), the nodes cannot read
+/// this machine's file at all.
+fn unanswerable_load(
+    root: &std::path::Path,
+    objects: &flor_core::objects::ObjectStore,
+    loads: &[flor_replay::LoadRef],
+    remote: bool,
+) -> Option<String> {
+    for l in loads {
+        if objects.contains(&l.digest) {
+            continue;
+        }
+        let what = format!("its setup load of {} ({} bytes) was not kept", l.path, l.bytes);
+        if remote {
+            return Some(format!(
+                "{what} (over [checkpoints] keep_loads_mb), and the cluster's nodes cannot read this machine's copy; \
+                 replay it with the local executor"
+            ));
+        }
+        let path = root.join(&l.path);
+        let now = match crate::run::file_digest(&path) {
+            Ok(id) if id.digest == l.digest => continue,
+            Ok(id) => format!("now has other contents ({} bytes)", id.bytes),
+            Err(_) => "is missing".to_owned(),
+        };
+        return Some(format!(
+            "{what} (over [checkpoints] keep_loads_mb) and the file {now}: put back the file it loaded, or set \
+             FLOR_REPLAY_SETUP_LOADS=disk to replay from the file as it is"
+        ));
+    }
+    None
 }
 
 /// The Ray driver [`plan`] connected (address, driver Python, executor),

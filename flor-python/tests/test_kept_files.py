@@ -225,13 +225,15 @@ def test_a_changed_setup_load_kept_by_digest_only_is_refused(repo):
     assert [(r["checkpoint"], r["kind"], r["stored"]) for r in listed] == [("load:data.npy", "load", "digest-only")]
     verify = _flor(repo, "checkpoints", "verify", check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    # The file changes; a replay cannot know what it held: refused, saying why.
+    # The file changes; a replay cannot know what it held: the plan skips
+    # the run, saying why, before anything runs (the dry run too).
     run_python(repo, "import numpy as np; np.save('data.npy', np.arange(6.0))")
     write_script(repo, script.replace('    flor.log("s"', '    flor.log("s2", 1)\n    flor.log("s"'))
-    p = _flor(repo, "replay", "--apply", "s2", "--yes", "--jobs", "1", check=False)
-    text = p.stdout + p.stderr
-    assert p.returncode != 0, text
-    assert "data.npy" in text and "keep_loads_mb" in text, text
+    for args in (("--dry-run",), ("--yes", "--jobs", "1")):
+        p = _flor(repo, "replay", "--apply", "s2", *args, check=False)
+        text = p.stdout + p.stderr
+        assert "data.npy" in text and "keep_loads_mb" in text and "other contents" in text, text
+        assert "Nothing to replay" in text, text
     print(text)
     p = run_python(repo, "import flordb as flor; flor.dataframe('s2')", check=False)
     assert "no run logged `s2`" in p.stderr, p.stderr

@@ -164,11 +164,16 @@ def _recorded_load(name, call):
 
 def _replayed_bytes(load, on_disk, name):
     """The bytes a recorded setup load read: from the object store when
-    kept, else the file on disk when it still has the same digest (None:
-    read it as usual), else a refusal."""
+    kept (or stored by another run), else the file on disk when it still
+    has the same digest (None: read it as usual), else a refusal."""
     fl = _flordb()
     if load["kept"]:
         return fl._flor.run_object_bytes(load["digest"])
+    try:
+        # Not kept with this run, but another run may have stored the bytes.
+        return fl._flor.run_object_bytes(load["digest"])
+    except fl.FlorError:
+        pass
     try:
         digest, size = fl._flor.file_digest(on_disk)
     except fl.FlorError:
