@@ -1,0 +1,395 @@
+//! `/api/curves`: logged values per run along a loop, downsampled on the
+//! server so that a thousand runs of ten thousand steps stay a small
+//! answer.
+//!
+//! x is an integer position: `x=global` (the default) counts the
+//! iterations of the value's own loop across the run (step 0, 1, ... over
+//! every epoch), `x=LOOP` is the iteration index of the enclosing loop
+//! named LOOP. Every series of a name shares one x grid (what the chart
+//! draws): the exact positions when there are at most `budget` of them,
+//! else `budget / 2` equal buckets, each holding the smallest and the
+//! largest value of the series in it, in the order they were logged
+//! (min/max per bucket: spikes survive).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use flor::core::store::{LoopSpan, RunKey, RunRow, ValueFilter};
+use flor::core::Source;
+use serde_json::json;
+
+use super::api::{ApiError, ApiResult, Body, Params};
+use super::versions::version_labels;
+use super::Shared;
+
+/// The parameters `/api/curves` takes.
+pub(crate) const PARAMS: &[&str] = &["name", "x", "run", "width", "max_points"];
+
+/// At most this many names per request.
+const MAX_NAMES: usize = 16;
+
+/// At most this many answers are kept.
+const CACHE_ENTRIES: usize = 32;
+
+/// A value on the way to a series: its position, its value, whether a
+/// replay recovered it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Point {
+    pub(crate) x: u64,
+    pub(crate) y: f32,
+    pub(crate) replay: bool,
+}
+
+/// One run's loop iterations, for placing its values.
+pub(crate) struct RunLoops {
+    /// Sorted by `first_ctx`.
+    spans: Vec<LoopSpan>,
+    /// Per span: the iterations of the same loop in earlier spans.
+    before: Vec<u64>,
+}
+
+impl RunLoops {
+    /// Indexes `spans` (any order).
+    pub(crate) fn new(mut spans: Vec<LoopSpan>) -> RunLoops {
+        spans.sort_by_key(|s| s.first_ctx);
+        let mut seen: HashMap<Arc<str>, u64> = HashMap::new();
+        let before = spans
+            .iter()
+            .map(|s| {
+                let n = seen.entry(s.name.clone()).or_default();
+                let b = *n;
+                *n += u64::from(s.count);
+                b
+            })
+            .collect();
+        RunLoops { spans, before }
+    }
+
+    fn span_of(&self, ctx: u32) -> Option<usize> {
+        let i = self.spans.partition_point(|s| s.first_ctx <= ctx).checked_sub(1)?;
+        let s = &self.spans[i];
+        (u64::from(ctx) < u64::from(s.first_ctx) + u64::from(s.count)).then_some(i)
+    }
+
+    /// The position of context `ctx` along `x` (`None`: global).
+    pub(crate) fn position(&self, ctx: u32, x: Option<&str>) -> Option<u64> {
+        let i = self.span_of(ctx)?;
+        let s = &self.spans[i];
+        let Some(name) = x else {
+            return Some(self.before[i] + u64::from(ctx - s.first_ctx));
+        };
+        let (mut i, mut ctx) = (i, ctx);
+        // Up the enclosing loops (a bounded walk: parents come first).
+        for _ in 0..=self.spans.len() {
+            let s = &self.spans[i];
+            if &*s.name == name {
+                return Some(s.first_iteration + u64::from(ctx - s.first_ctx));
+            }
+            ctx = s.parent?;
+            i = self.span_of(ctx)?;
+        }
+        None
+    }
+}
+
+/// A name's series on a shared grid.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Grid {
+    /// The x positions.
+    pub(crate) x: Vec<f64>,
+    /// Per series, a value (or none) per position.
+    pub(crate) y: Vec<Vec<Option<f32>>>,
+    /// Per series, the positions holding a replayed value.
+    pub(crate) replay: Vec<Vec<usize>>,
+    /// Whether values were bucketed.
+    pub(crate) downsampled: bool,
+}
+
+/// Puts `series` (each sorted by x) on one grid of at most about `budget`
+/// positions (see the module docs).
+pub(crate) fn grid(series: &[Vec<Point>], budget: usize) -> Grid {
+    let budget = budget.max(4);
+    let lo = series.iter().filter_map(|s| s.first()).map(|p| p.x).min();
+    let hi = series.iter().filter_map(|s| s.last()).map(|p| p.x).max();
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Grid {
+            x: Vec::new(),
+            y: vec![Vec::new(); series.len()],
+            replay: vec![Vec::new(); series.len()],
+            downsampled: false,
+        };
+    };
+    let span = hi - lo + 1;
+    if span <= budget as u64 {
+        let n = span as usize;
+        let mut ys = Vec::with_capacity(series.len());
+        let mut replays = Vec::with_capacity(series.len());
+        for s in series {
+            let (mut sum, mut count) = (vec![0f64; n], vec![0u32; n]);
+            let mut replay = vec![false; n];
+            for p in s {
+                let i = (p.x - lo) as usize;
+                sum[i] += f64::from(p.y);
+                count[i] += 1;
+                replay[i] |= p.replay;
+            }
+            ys.push(sum.iter().zip(&count).map(|(s, c)| (*c > 0).then(|| (s / f64::from(*c)) as f32)).collect());
+            replays.push((0..n).filter(|i| replay[*i]).collect());
+        }
+        let x = (0..n).map(|i| (lo + i as u64) as f64).collect();
+        return Grid { x, y: ys, replay: replays, downsampled: false };
+    }
+    let buckets = (budget / 2) as u64;
+    let width = span as f64 / buckets as f64;
+    let bucket_of = |x: u64| (((x - lo) as f64 / width) as u64).min(buckets - 1) as usize;
+    let nb = buckets as usize;
+    let x = (0..nb)
+        .flat_map(|b| {
+            let start = lo as f64 + b as f64 * width;
+            [start + width * 0.25, start + width * 0.75]
+        })
+        .collect();
+    let mut ys = Vec::with_capacity(series.len());
+    let mut replays = Vec::with_capacity(series.len());
+    for s in series {
+        let mut y = vec![None; 2 * nb];
+        let mut replay = Vec::new();
+        let mut i = 0;
+        while i < s.len() {
+            let b = bucket_of(s[i].x);
+            let mut j = i;
+            let (mut min, mut max) = ((i, s[i].y), (i, s[i].y));
+            let mut any_replay = false;
+            while j < s.len() && bucket_of(s[j].x) == b {
+                let p = s[j];
+                if p.y < min.1 || min.1.is_nan() {
+                    min = (j, p.y);
+                }
+                if p.y > max.1 || max.1.is_nan() {
+                    max = (j, p.y);
+                }
+                any_replay |= p.replay;
+                j += 1;
+            }
+            let (first, second) = if min.0 <= max.0 { (min.1, max.1) } else { (max.1, min.1) };
+            y[2 * b] = Some(first);
+            y[2 * b + 1] = Some(second);
+            if any_replay {
+                replay.extend([2 * b, 2 * b + 1]);
+            }
+            i = j;
+        }
+        ys.push(y);
+        replays.push(replay);
+    }
+    Grid { x, y: ys, replay: replays, downsampled: true }
+}
+
+/// `y` as the f64 with the shortest decimal form that reads back as `y`
+/// (the answer stays short: `0.1`, not `0.10000000149011612`).
+fn short(y: f32) -> f64 {
+    y.to_string().parse().unwrap_or(f64::from(y))
+}
+
+/// The selected runs: all, or those `run=` names.
+fn selected_runs<'a>(rows: &'a [RunRow], wanted: &[String]) -> ApiResult<Vec<&'a RunRow>> {
+    if wanted.is_empty() {
+        return Ok(rows.iter().collect());
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for t in wanted {
+        match rows.iter().find(|r| &r.meta.tstamp == t) {
+            Some(r) => out.push(r),
+            None => return Err(ApiError::param("run", format!("no run started at {t:?} (see /api/runs)"))),
+        }
+    }
+    Ok(out)
+}
+
+/// A key that changes whenever the runs' records do.
+fn data_version(rows: &[RunRow]) -> String {
+    let records: u64 = rows.iter().map(|r| r.records).sum();
+    let running = rows.iter().filter(|r| r.meta.status.as_str() == "running").count();
+    format!("{}:{records}:{running}", rows.len())
+}
+
+/// `/api/curves`.
+pub(crate) fn curves(shared: &Shared, params: &Params) -> ApiResult<Body> {
+    let names = params.list("name");
+    if names.is_empty() {
+        return Err(ApiError::param("name", "required: the logged names to draw (name=loss&name=acc, see /api/names)"));
+    }
+    if names.len() > MAX_NAMES {
+        return Err(ApiError::param("name", format!("at most {MAX_NAMES} names at once, got {}", names.len())));
+    }
+    let x = params.one("x")?.filter(|x| x != "global");
+    let width = params.number("width", 1000, 4..=100_000)?;
+    let max_points = params.number("max_points", 200_000, 1_000..=10_000_000)?;
+    let wanted = params.list("run");
+    let project = shared.open()?;
+    let rows = project.runs()?;
+    let key = format!("{names:?}|{x:?}|{width}|{max_points}|{wanted:?}|{}", data_version(&rows));
+    if let Some(hit) = shared.curve_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(Body::Bytes(hit.clone()));
+    }
+    let store = project.store()?;
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let found = store.has_names(&name_refs)?;
+    let unknown: Vec<String> = names.iter().zip(&found).filter(|(_, f)| !**f).map(|(n, _)| n.clone()).collect();
+    if !unknown.is_empty() {
+        let known = store.names()?.into_iter().map(|n| n.name).collect();
+        return Err(flor::Error::UnknownNames { names: unknown, known }.into());
+    }
+    let runs = selected_runs(&rows, &wanted)?;
+    let keys: Vec<RunKey> = runs.iter().map(|r| r.key).collect();
+    let mut spans: HashMap<RunKey, Vec<LoopSpan>> = HashMap::new();
+    store.scan_loops(&keys, &mut |run, span| spans.entry(run).or_default().push(span.clone()))?;
+    if let Some(x) = &x {
+        let loops: BTreeSet<&str> = spans.values().flatten().map(|s| &*s.name).collect();
+        if !loops.contains(x.as_str()) {
+            let known: Vec<&str> = loops.into_iter().collect();
+            return Err(ApiError::param(
+                "x",
+                format!("no selected run has a loop named {x:?}; use global or one of: {}", known.join(", ")),
+            ));
+        }
+    }
+    let loops: HashMap<RunKey, RunLoops> = spans.into_iter().map(|(k, v)| (k, RunLoops::new(v))).collect();
+    let slot: HashMap<RunKey, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let name_slot: HashMap<&str, usize> = name_refs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    // points[name][run]
+    let mut points: Vec<Vec<Vec<Point>>> = vec![vec![Vec::new(); keys.len()]; names.len()];
+    store.scan_values(ValueFilter::Names(&name_refs), &mut |row| {
+        let (Some(ctx), Some(&r), Some(&n)) = (row.ctx, slot.get(&row.run), name_slot.get(row.name)) else { return };
+        let (Some(y), Some(l)) = (row.value.as_f64(), loops.get(&row.run)) else { return };
+        if let Some(px) = l.position(ctx, x.as_deref()) {
+            points[n][r].push(Point { x: px, y: y as f32, replay: row.source == Source::Replay });
+        }
+    })?;
+    let labels = version_labels(shared, project.root(), &rows);
+    let budget = (max_points / runs.len().max(1)).clamp(4, width);
+    let mut charts = Vec::with_capacity(names.len());
+    for (name, mut per_run) in names.iter().zip(points) {
+        for s in &mut per_run {
+            s.sort_by_key(|p| p.x); // stable: logging order within a position
+        }
+        let g = grid(&per_run, budget);
+        let series: Vec<_> = runs
+            .iter()
+            .zip(g.y.iter().zip(&g.replay))
+            .zip(&per_run)
+            .filter(|(_, raw)| !raw.is_empty())
+            .map(|((r, (y, replay)), raw)| {
+                let v = labels.get(&r.key);
+                let replayed = if replay.is_empty() {
+                    "none"
+                } else if raw.iter().all(|p| p.replay) {
+                    "all"
+                } else {
+                    "some"
+                };
+                json!({
+                    "run": r.meta.tstamp,
+                    "script": r.meta.filename,
+                    "version": v.map(|v| v.label.clone()),
+                    "version_index": v.map(|v| v.index),
+                    "points": raw.len(),
+                    "y": y.iter().map(|v| v.map(short)).collect::<Vec<_>>(),
+                    "replay": replay,
+                    "replayed": replayed,
+                })
+            })
+            .collect();
+        charts.push(json!({
+            "name": name,
+            "x_label": x.as_deref().unwrap_or("global step"),
+            "x": g.x,
+            "downsampled": g.downsampled,
+            "series": series,
+        }));
+    }
+    let bytes = Arc::new(json!({ "charts": charts }).to_string().into_bytes());
+    let mut cache = shared.curve_cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, bytes.clone());
+    Ok(Body::Bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(first_ctx: u32, count: u32, parent: Option<u32>, name: &str, first_iteration: u64) -> LoopSpan {
+        LoopSpan { first_ctx, count, parent, name: name.into(), first_iteration, value: None }
+    }
+
+    /// Two epochs (ctx 0 and 4) of three steps each (ctx 1-3, 5-7).
+    fn nested() -> RunLoops {
+        RunLoops::new(vec![
+            span(0, 1, None, "epoch", 0),
+            span(1, 3, Some(0), "step", 0),
+            span(4, 1, None, "epoch", 1),
+            span(5, 3, Some(4), "step", 0),
+        ])
+    }
+
+    #[test]
+    fn global_steps_count_across_epochs() {
+        let l = nested();
+        let xs: Vec<_> = [1, 2, 3, 5, 6, 7].iter().map(|c| l.position(*c, None)).collect();
+        assert_eq!(xs, [0, 1, 2, 3, 4, 5].map(Some));
+        assert_eq!(l.position(4, None), Some(1), "an epoch-level value: the epoch count");
+        assert_eq!(l.position(9, None), None, "an unknown context");
+    }
+
+    #[test]
+    fn a_named_loop_gives_the_enclosing_iteration() {
+        let l = nested();
+        assert_eq!(l.position(6, Some("epoch")), Some(1));
+        assert_eq!(l.position(6, Some("step")), Some(1));
+        assert_eq!(l.position(4, Some("step")), None, "an epoch value has no step");
+    }
+
+    fn pts(ys: &[(u64, f32, bool)]) -> Vec<Point> {
+        ys.iter().map(|&(x, y, replay)| Point { x, y, replay }).collect()
+    }
+
+    #[test]
+    fn small_series_keep_every_position() {
+        let a = pts(&[(0, 1.0, false), (1, 2.0, false), (2, 3.0, true)]);
+        let b = pts(&[(1, 5.0, false)]);
+        let g = grid(&[a, b], 100);
+        assert!(!g.downsampled);
+        assert_eq!(g.x, [0.0, 1.0, 2.0]);
+        assert_eq!(g.y[0], [Some(1.0), Some(2.0), Some(3.0)]);
+        assert_eq!(g.y[1], [None, Some(5.0), None]);
+        assert_eq!(g.replay[0], [2]);
+        assert!(g.replay[1].is_empty());
+    }
+
+    #[test]
+    fn buckets_keep_min_and_max_in_logging_order() {
+        // 10,000 steps into 50 buckets: a spike at step 4,321 survives.
+        let mut s: Vec<Point> = (0..10_000).map(|i| Point { x: i, y: 1.0, replay: false }).collect();
+        s[4321].y = 99.0;
+        s[7000].y = -5.0;
+        let g = grid(&[s], 100);
+        assert!(g.downsampled);
+        assert_eq!(g.x.len(), 100);
+        let ys: Vec<f32> = g.y[0].iter().map(|v| v.expect("every bucket has values")).collect();
+        assert_eq!(ys.iter().cloned().fold(f32::MIN, f32::max), 99.0);
+        assert_eq!(ys.iter().cloned().fold(f32::MAX, f32::min), -5.0);
+        let b = (4321 * 50 / 10_000) as usize;
+        assert_eq!((ys[2 * b], ys[2 * b + 1]), (1.0, 99.0), "the smaller came first");
+    }
+
+    #[test]
+    fn buckets_mark_replayed_values() {
+        let s: Vec<Point> = (0..1000).map(|i| Point { x: i, y: i as f32, replay: i >= 500 }).collect();
+        let g = grid(&[s], 20);
+        assert!(g.downsampled);
+        assert_eq!(g.replay[0], (10..20).collect::<Vec<_>>());
+    }
+}
