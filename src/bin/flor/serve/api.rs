@@ -272,10 +272,11 @@ pub(crate) fn replayed_names(project: &Project) -> flor::Result<HashMap<RunKey, 
     Ok(out)
 }
 
+/// A JSON object's fields.
+pub(crate) type JsonMap = Map<String, serde_json::Value>;
+
 /// Per run key, its run-level values: args (`flor.arg`) and the others.
-pub(crate) fn run_level(
-    project: &Project,
-) -> flor::Result<HashMap<RunKey, (Map<String, serde_json::Value>, Map<String, serde_json::Value>)>> {
+pub(crate) fn run_level(project: &Project) -> flor::Result<HashMap<RunKey, (JsonMap, JsonMap)>> {
     let kinds: HashMap<String, String> = project.names()?.into_iter().map(|n| (n.name, n.kind)).collect();
     let mut out: HashMap<RunKey, (Map<_, _>, Map<_, _>)> = HashMap::new();
     project.store()?.scan_values(ValueFilter::RunLevel, &mut |row| {

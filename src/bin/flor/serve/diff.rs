@@ -43,12 +43,12 @@ fn ops(old: &[&str], new: &[&str]) -> Vec<Op> {
             if i < a.len() && j < b.len() && a[i] == b[j] {
                 out.push(Op::Same(head + i, head + j));
                 (i, j) = (i + 1, j + 1);
-            } else if j < b.len() && (i == a.len() || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j]) {
-                out.push(Op::Added(head + j));
-                j += 1;
-            } else {
+            } else if i < a.len() && (j == b.len() || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1]) {
                 out.push(Op::Removed(head + i));
                 i += 1;
+            } else {
+                out.push(Op::Added(head + j));
+                j += 1;
             }
         }
     }
