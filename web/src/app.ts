@@ -128,8 +128,7 @@ function renderRuns(): void {
   document.getElementById("run-count")!.textContent = `${rows.length} of ${state.runs.length} runs shown, ${state.selected.size} selected`;
 }
 
-async function loadRuns(): Promise<void> {
-  const answer = await api<{ runs: RunRow[] }>("/api/runs");
+function showRuns(answer: { runs: RunRow[] }): void {
   const first = state.runs.length === 0;
   state.runs = answer.runs;
   if (first) answer.runs.forEach((r) => state.selected.add(r.tstamp));
@@ -137,8 +136,7 @@ async function loadRuns(): Promise<void> {
   performance.mark("flor:runs-rendered");
 }
 
-async function loadNames(): Promise<void> {
-  const answer = await api<NamesAnswer>("/api/names");
+function showNames(answer: NamesAnswer): void {
   const names = document.getElementById("names") as HTMLSelectElement;
   const replayed = new Set(state.runs.flatMap((r) => r.replayed));
   const logs = answer.names.filter((n) => n.kind === "log");
@@ -321,10 +319,15 @@ function wire(): void {
 async function main(): Promise<void> {
   wire();
   try {
-    const project = await api<{ projid: string; root: string; store: string | null; runs: number }>("/api/project");
+    // The three answers the first curves need, asked at once.
+    const [project, runs, names] = await Promise.all([
+      api<{ projid: string; root: string; store: string | null; runs: number }>("/api/project"),
+      api<{ runs: RunRow[] }>("/api/runs"),
+      api<NamesAnswer>("/api/names"),
+    ]);
     document.getElementById("project")!.textContent = `${project.projid} · ${project.root} · ${project.store ?? "custom"} store`;
-    await loadRuns();
-    await loadNames();
+    showRuns(runs);
+    showNames(names);
     await loadCurves();
     await renderVersions(document.getElementById("versions")!);
     setupReplay(state.runs);

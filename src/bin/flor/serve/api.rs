@@ -252,7 +252,7 @@ fn names(shared: &Shared, _: &Params) -> ApiResult<Body> {
     let project = shared.open()?;
     let store = project.store()?;
     let names: Vec<_> =
-        project.names()?.into_iter().map(|n| json!({ "name": n.name, "kind": n.kind, "count": n.count })).collect();
+        shared.names(&project)?.iter().map(|n| json!({ "name": n.name, "kind": n.kind, "count": n.count })).collect();
     let keys: Vec<RunKey> = store.runs()?.iter().map(|r| r.key).collect();
     let mut loops = BTreeSet::new();
     store.scan_loops(&keys, &mut |_, span| {
@@ -276,12 +276,13 @@ pub(crate) fn replayed_names(project: &Project) -> flor::Result<HashMap<RunKey, 
 pub(crate) type JsonMap = Map<String, serde_json::Value>;
 
 /// Per run key, its run-level values: args (`flor.arg`) and the others.
-pub(crate) fn run_level(project: &Project) -> flor::Result<HashMap<RunKey, (JsonMap, JsonMap)>> {
-    let kinds: HashMap<String, String> = project.names()?.into_iter().map(|n| (n.name, n.kind)).collect();
+pub(crate) fn run_level(shared: &Shared, project: &Project) -> flor::Result<HashMap<RunKey, (JsonMap, JsonMap)>> {
+    let names = shared.names(project)?;
+    let kinds: HashMap<&str, &str> = names.iter().map(|n| (n.name.as_str(), n.kind.as_str())).collect();
     let mut out: HashMap<RunKey, (Map<_, _>, Map<_, _>)> = HashMap::new();
     project.store()?.scan_values(ValueFilter::RunLevel, &mut |row| {
         let entry = out.entry(row.run).or_default();
-        let side = if kinds.get(row.name).is_some_and(|k| k == "arg") { &mut entry.0 } else { &mut entry.1 };
+        let side = if kinds.get(row.name).is_some_and(|k| *k == "arg") { &mut entry.0 } else { &mut entry.1 };
         side.insert(row.name.to_owned(), value_json(&row.value));
     })?;
     Ok(out)
@@ -316,7 +317,7 @@ fn runs(shared: &Shared, params: &Params) -> ApiResult<Body> {
         }
     }
     let replayed = replayed_names(&project)?;
-    let mut level = run_level(&project)?;
+    let mut level = run_level(shared, &project)?;
     let labels = versions::version_labels(shared, project.root(), &rows);
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {

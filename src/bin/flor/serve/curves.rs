@@ -19,8 +19,9 @@ use flor::core::Source;
 use serde_json::json;
 
 use super::api::{ApiError, ApiResult, Body, Params};
-use super::versions::version_labels;
-use super::Shared;
+use super::versions::{version_labels, VersionLabel};
+use super::{data_version, Shared};
+use flor::Project;
 
 /// The parameters `/api/curves` takes.
 pub(crate) const PARAMS: &[&str] = &["name", "x", "run", "width", "max_points"];
@@ -28,14 +29,11 @@ pub(crate) const PARAMS: &[&str] = &["name", "x", "run", "width", "max_points"];
 /// At most this many names per request.
 const MAX_NAMES: usize = 16;
 
-/// At most this many answers are kept.
-const CACHE_ENTRIES: usize = 32;
-
 /// A value on the way to a series: its position, its value, whether a
 /// replay recovered it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Point {
-    pub(crate) x: u64,
+    pub(crate) x: u32,
     pub(crate) y: f32,
     pub(crate) replay: bool,
 }
@@ -107,10 +105,10 @@ pub(crate) struct Grid {
 
 /// Puts `series` (each sorted by x) on one grid of at most about `budget`
 /// positions (see the module docs).
-pub(crate) fn grid(series: &[Vec<Point>], budget: usize) -> Grid {
+pub(crate) fn grid(series: &[&[Point]], budget: usize) -> Grid {
     let budget = budget.max(4);
-    let lo = series.iter().filter_map(|s| s.first()).map(|p| p.x).min();
-    let hi = series.iter().filter_map(|s| s.last()).map(|p| p.x).max();
+    let lo = series.iter().filter_map(|s| s.first()).map(|p| u64::from(p.x)).min();
+    let hi = series.iter().filter_map(|s| s.last()).map(|p| u64::from(p.x)).max();
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Grid {
             x: Vec::new(),
@@ -127,8 +125,8 @@ pub(crate) fn grid(series: &[Vec<Point>], budget: usize) -> Grid {
         for s in series {
             let (mut sum, mut count) = (vec![0f64; n], vec![0u32; n]);
             let mut replay = vec![false; n];
-            for p in s {
-                let i = (p.x - lo) as usize;
+            for p in s.iter() {
+                let i = (u64::from(p.x) - lo) as usize;
                 sum[i] += f64::from(p.y);
                 count[i] += 1;
                 replay[i] |= p.replay;
@@ -141,7 +139,7 @@ pub(crate) fn grid(series: &[Vec<Point>], budget: usize) -> Grid {
     }
     let buckets = (budget / 2) as u64;
     let width = span as f64 / buckets as f64;
-    let bucket_of = |x: u64| (((x - lo) as f64 / width) as u64).min(buckets - 1) as usize;
+    let bucket_of = |x: u32| (((u64::from(x) - lo) as f64 / width) as u64).min(buckets - 1) as usize;
     let nb = buckets as usize;
     let x = (0..nb)
         .flat_map(|b| {
@@ -206,11 +204,173 @@ fn selected_runs<'a>(rows: &'a [RunRow], wanted: &[String]) -> ApiResult<Vec<&'a
     Ok(out)
 }
 
-/// A key that changes whenever the runs' records do.
-fn data_version(rows: &[RunRow]) -> String {
-    let records: u64 = rows.iter().map(|r| r.records).sum();
-    let running = rows.iter().filter(|r| r.meta.status.as_str() == "running").count();
-    format!("{}:{records}:{running}", rows.len())
+/// Every run's values of one name along one x, each run's sorted by x
+/// (logging order within a position).
+pub(crate) type NamePoints = HashMap<RunKey, Vec<Point>>;
+
+/// At most this many points are kept between requests (12 bytes each).
+const MAX_CACHED_POINTS: usize = 20_000_000;
+
+/// The points of names already read, by name, x and data version: reading
+/// a name means reading every record of it (the store scans names, not
+/// runs), so it is done once per change of the records, and any selection
+/// of runs, width or budget is then drawn from memory.
+#[derive(Default)]
+pub(crate) struct PointCache {
+    entries: Vec<(String, Arc<NamePoints>, usize)>,
+}
+
+impl PointCache {
+    fn get(&self, key: &str) -> Option<Arc<NamePoints>> {
+        self.entries.iter().find(|e| e.0 == key).map(|e| e.1.clone())
+    }
+
+    fn put(&mut self, key: String, points: Arc<NamePoints>) {
+        let n: usize = points.values().map(Vec::len).sum();
+        if n > MAX_CACHED_POINTS {
+            return;
+        }
+        self.entries.retain(|e| e.0 != key);
+        while self.entries.iter().map(|e| e.2).sum::<usize>() + n > MAX_CACHED_POINTS {
+            self.entries.remove(0);
+        }
+        self.entries.push((key, points, n));
+    }
+}
+
+/// Reads every run's values of `names` in one scan, placed along `x`.
+fn read_points(
+    store: &dyn flor::core::Store,
+    names: &[&str],
+    x: Option<&str>,
+    loops: &HashMap<RunKey, RunLoops>,
+) -> flor::Result<Vec<NamePoints>> {
+    let mut points: Vec<NamePoints> = vec![HashMap::new(); names.len()];
+    let slot: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    // Values come run by run: look the run up once per run, not per value.
+    let mut current: Option<(RunKey, Option<&RunLoops>)> = None;
+    store.scan_values(ValueFilter::Names(names), &mut |row| {
+        let here = match current {
+            Some((key, here)) if key == row.run => here,
+            _ => {
+                let here = loops.get(&row.run);
+                current = Some((row.run, here));
+                here
+            }
+        };
+        let (Some(ctx), Some(l), Some(y)) = (row.ctx, here, row.value.as_f64()) else { return };
+        let n = if names.len() == 1 {
+            0
+        } else if let Some(&n) = slot.get(row.name) {
+            n
+        } else {
+            return;
+        };
+        if let Some(px) = l.position(ctx, x) {
+            let x = u32::try_from(px).unwrap_or(u32::MAX);
+            points[n].entry(row.run).or_default().push(Point { x, y: y as f32, replay: row.source == Source::Replay });
+        }
+    })?;
+    for per_run in &mut points {
+        for s in per_run.values_mut() {
+            s.sort_by_key(|p| p.x); // stable
+        }
+    }
+    Ok(points)
+}
+
+/// The points of `names` along `x` (read now, or kept from before).
+fn points_of(
+    shared: &Shared,
+    project: &Project,
+    names: &[String],
+    x: Option<&str>,
+    version: &str,
+) -> ApiResult<Vec<Arc<NamePoints>>> {
+    let key = |name: &str| format!("{name}|{x:?}|{version}");
+    // One reader at a time: a second request for the same names waits
+    // and then finds them.
+    let mut cache = shared.point_cache.lock().unwrap_or_else(|p| p.into_inner());
+    let missing: Vec<&str> = names.iter().map(String::as_str).filter(|n| cache.get(&key(n)).is_none()).collect();
+    if !missing.is_empty() {
+        let store = project.store()?;
+        let keys: Vec<RunKey> = store.runs()?.iter().map(|r| r.key).collect();
+        let mut spans: HashMap<RunKey, Vec<LoopSpan>> = HashMap::new();
+        store.scan_loops(&keys, &mut |run, span| spans.entry(run).or_default().push(span.clone()))?;
+        if let Some(x) = x {
+            let loops: BTreeSet<&str> = spans.values().flatten().map(|s| &*s.name).collect();
+            if !loops.contains(x) {
+                let known: Vec<&str> = loops.into_iter().collect();
+                return Err(ApiError::param(
+                    "x",
+                    format!("no run has a loop named {x:?}; use global or one of: {}", known.join(", ")),
+                ));
+            }
+        }
+        let loops: HashMap<RunKey, RunLoops> = spans.into_iter().map(|(k, v)| (k, RunLoops::new(v))).collect();
+        for (name, points) in missing.iter().zip(read_points(store, &missing, x, &loops)?) {
+            cache.put(key(name), Arc::new(points));
+        }
+    }
+    // Kept unless larger than the cache: then read again for this answer.
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        match cache.get(&key(n)) {
+            Some(p) => out.push(p),
+            None => {
+                return Err(ApiError::param(
+                    "name",
+                    format!("{n}: too many values to draw at once (more than {MAX_CACHED_POINTS})"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One chart: the series of `runs` on one grid.
+fn chart_json(
+    name: &str,
+    x: Option<&str>,
+    runs: &[&RunRow],
+    points: &NamePoints,
+    labels: &HashMap<RunKey, VersionLabel>,
+    budget: usize,
+) -> serde_json::Value {
+    let empty = Vec::new();
+    let per_run: Vec<&[Point]> = runs.iter().map(|r| points.get(&r.key).unwrap_or(&empty).as_slice()).collect();
+    let g = grid(&per_run, budget);
+    let series: Vec<_> = runs
+        .iter()
+        .zip(g.y.iter().zip(&g.replay))
+        .zip(&per_run)
+        .filter(|(_, raw)| !raw.is_empty())
+        .map(|((r, (y, replay)), raw)| {
+            let v = labels.get(&r.key);
+            let replayed = match (replay.is_empty(), raw.iter().all(|p| p.replay)) {
+                (true, _) => "none",
+                (false, true) => "all",
+                (false, false) => "some",
+            };
+            json!({
+                "run": r.meta.tstamp,
+                "script": r.meta.filename,
+                "version": v.map(|v| v.label.clone()),
+                "version_index": v.map(|v| v.index),
+                "points": raw.len(),
+                "y": y.iter().map(|v| v.map(short)).collect::<Vec<_>>(),
+                "replay": replay,
+                "replayed": replayed,
+            })
+        })
+        .collect();
+    json!({
+        "name": name,
+        "x_label": x.unwrap_or("global step"),
+        "x": g.x,
+        "downsampled": g.downsampled,
+        "series": series,
+    })
 }
 
 /// `/api/curves`.
@@ -228,92 +388,26 @@ pub(crate) fn curves(shared: &Shared, params: &Params) -> ApiResult<Body> {
     let wanted = params.list("run");
     let project = shared.open()?;
     let rows = project.runs()?;
-    let key = format!("{names:?}|{x:?}|{width}|{max_points}|{wanted:?}|{}", data_version(&rows));
+    let version = data_version(&rows);
+    let key = format!("{names:?}|{x:?}|{width}|{max_points}|{wanted:?}|{version}");
     if let Some(hit) = shared.curve_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return Ok(Body::Bytes(hit.clone()));
+        return Ok(Body::Bytes(hit));
     }
-    let store = project.store()?;
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let found = store.has_names(&name_refs)?;
+    let found = project.store()?.has_names(&name_refs)?;
     let unknown: Vec<String> = names.iter().zip(&found).filter(|(_, f)| !**f).map(|(n, _)| n.clone()).collect();
     if !unknown.is_empty() {
-        let known = store.names()?.into_iter().map(|n| n.name).collect();
+        let known = shared.names(&project)?.iter().map(|n| n.name.clone()).collect();
         return Err(flor::Error::UnknownNames { names: unknown, known }.into());
     }
     let runs = selected_runs(&rows, &wanted)?;
-    let keys: Vec<RunKey> = runs.iter().map(|r| r.key).collect();
-    let mut spans: HashMap<RunKey, Vec<LoopSpan>> = HashMap::new();
-    store.scan_loops(&keys, &mut |run, span| spans.entry(run).or_default().push(span.clone()))?;
-    if let Some(x) = &x {
-        let loops: BTreeSet<&str> = spans.values().flatten().map(|s| &*s.name).collect();
-        if !loops.contains(x.as_str()) {
-            let known: Vec<&str> = loops.into_iter().collect();
-            return Err(ApiError::param(
-                "x",
-                format!("no selected run has a loop named {x:?}; use global or one of: {}", known.join(", ")),
-            ));
-        }
-    }
-    let loops: HashMap<RunKey, RunLoops> = spans.into_iter().map(|(k, v)| (k, RunLoops::new(v))).collect();
-    let slot: HashMap<RunKey, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    let name_slot: HashMap<&str, usize> = name_refs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    // points[name][run]
-    let mut points: Vec<Vec<Vec<Point>>> = vec![vec![Vec::new(); keys.len()]; names.len()];
-    store.scan_values(ValueFilter::Names(&name_refs), &mut |row| {
-        let (Some(ctx), Some(&r), Some(&n)) = (row.ctx, slot.get(&row.run), name_slot.get(row.name)) else { return };
-        let (Some(y), Some(l)) = (row.value.as_f64(), loops.get(&row.run)) else { return };
-        if let Some(px) = l.position(ctx, x.as_deref()) {
-            points[n][r].push(Point { x: px, y: y as f32, replay: row.source == Source::Replay });
-        }
-    })?;
+    let points = points_of(shared, &project, &names, x.as_deref(), &version)?;
     let labels = version_labels(shared, project.root(), &rows);
     let budget = (max_points / runs.len().max(1)).clamp(4, width);
-    let mut charts = Vec::with_capacity(names.len());
-    for (name, mut per_run) in names.iter().zip(points) {
-        for s in &mut per_run {
-            s.sort_by_key(|p| p.x); // stable: logging order within a position
-        }
-        let g = grid(&per_run, budget);
-        let series: Vec<_> = runs
-            .iter()
-            .zip(g.y.iter().zip(&g.replay))
-            .zip(&per_run)
-            .filter(|(_, raw)| !raw.is_empty())
-            .map(|((r, (y, replay)), raw)| {
-                let v = labels.get(&r.key);
-                let replayed = if replay.is_empty() {
-                    "none"
-                } else if raw.iter().all(|p| p.replay) {
-                    "all"
-                } else {
-                    "some"
-                };
-                json!({
-                    "run": r.meta.tstamp,
-                    "script": r.meta.filename,
-                    "version": v.map(|v| v.label.clone()),
-                    "version_index": v.map(|v| v.index),
-                    "points": raw.len(),
-                    "y": y.iter().map(|v| v.map(short)).collect::<Vec<_>>(),
-                    "replay": replay,
-                    "replayed": replayed,
-                })
-            })
-            .collect();
-        charts.push(json!({
-            "name": name,
-            "x_label": x.as_deref().unwrap_or("global step"),
-            "x": g.x,
-            "downsampled": g.downsampled,
-            "series": series,
-        }));
-    }
+    let charts: Vec<_> =
+        names.iter().zip(&points).map(|(n, p)| chart_json(n, x.as_deref(), &runs, p, &labels, budget)).collect();
     let bytes = Arc::new(json!({ "charts": charts }).to_string().into_bytes());
-    let mut cache = shared.curve_cache.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= CACHE_ENTRIES {
-        cache.clear();
-    }
-    cache.insert(key, bytes.clone());
+    shared.curve_cache.lock().unwrap_or_else(|p| p.into_inner()).put(key, bytes.clone());
     Ok(Body::Bytes(bytes))
 }
 
@@ -352,7 +446,7 @@ mod tests {
         assert_eq!(l.position(4, Some("step")), None, "an epoch value has no step");
     }
 
-    fn pts(ys: &[(u64, f32, bool)]) -> Vec<Point> {
+    fn pts(ys: &[(u32, f32, bool)]) -> Vec<Point> {
         ys.iter().map(|&(x, y, replay)| Point { x, y, replay }).collect()
     }
 
@@ -360,7 +454,7 @@ mod tests {
     fn small_series_keep_every_position() {
         let a = pts(&[(0, 1.0, false), (1, 2.0, false), (2, 3.0, true)]);
         let b = pts(&[(1, 5.0, false)]);
-        let g = grid(&[a, b], 100);
+        let g = grid(&[&a, &b], 100);
         assert!(!g.downsampled);
         assert_eq!(g.x, [0.0, 1.0, 2.0]);
         assert_eq!(g.y[0], [Some(1.0), Some(2.0), Some(3.0)]);
@@ -375,7 +469,7 @@ mod tests {
         let mut s: Vec<Point> = (0..10_000).map(|i| Point { x: i, y: 1.0, replay: false }).collect();
         s[4321].y = 99.0;
         s[7000].y = -5.0;
-        let g = grid(&[s], 100);
+        let g = grid(&[&s], 100);
         assert!(g.downsampled);
         assert_eq!(g.x.len(), 100);
         let ys: Vec<f32> = g.y[0].iter().map(|v| v.expect("every bucket has values")).collect();
@@ -388,7 +482,7 @@ mod tests {
     #[test]
     fn buckets_mark_replayed_values() {
         let s: Vec<Point> = (0..1000).map(|i| Point { x: i, y: i as f32, replay: i >= 500 }).collect();
-        let g = grid(&[s], 20);
+        let g = grid(&[&s], 20);
         assert!(g.downsampled);
         assert_eq!(g.replay[0], (10..20).collect::<Vec<_>>());
     }

@@ -19,7 +19,7 @@ mod versions;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -83,6 +83,25 @@ pub(crate) enum ServeError {
     },
 }
 
+/// A project opened for one request (and, for DuckDB, the turn to use it).
+pub(crate) struct Opened<'a> {
+    project: Project,
+    _gate: Option<MutexGuard<'a, ()>>,
+}
+
+impl std::ops::Deref for Opened<'_> {
+    type Target = Project;
+    fn deref(&self) -> &Project {
+        &self.project
+    }
+}
+
+impl std::ops::DerefMut for Opened<'_> {
+    fn deref_mut(&mut self) -> &mut Project {
+        &mut self.project
+    }
+}
+
 /// What every request shares.
 pub(crate) struct Shared {
     /// A folder inside the project.
@@ -93,12 +112,21 @@ pub(crate) struct Shared {
     token: Option<String>,
     /// Host header values accepted without a token (DNS rebinding).
     local_hosts: Vec<String>,
+    /// Whether requests take turns with the store (DuckDB).
+    one_at_a_time: bool,
+    /// The turn.
+    gate: Mutex<()>,
     /// When the query cache was last synced.
     synced: Mutex<Option<Instant>>,
     /// The propagators replay plans use (the plugins' too), loaded once.
     propagators: OnceLock<flor_core::propagate::Registry>,
     /// Answers of `/api/curves`, by request and data version.
-    curve_cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    pub(crate) curve_cache: Mutex<Lru>,
+    /// The points of names read, for any selection of runs.
+    pub(crate) point_cache: Mutex<curves::PointCache>,
+    /// The store's names (counting them reads every record), by data
+    /// version.
+    names_cache: Mutex<Option<(String, Arc<Vec<flor::core::store::NameInfo>>)>>,
     /// Per snapshot commit and script: a digest of the script's text
     /// (commits never change).
     script_digests: Mutex<HashMap<(String, String), Option<String>>>,
@@ -106,20 +134,78 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Opens the project for one request (the store is closed when it is
-    /// dropped), synced at most once per [`SYNC_EVERY`].
-    pub(crate) fn open(&self) -> flor::Result<Project> {
+    /// dropped), synced at most once per [`SYNC_EVERY`]. A DuckDB database
+    /// is opened by one request at a time (DuckDB allows one open instance
+    /// of a file).
+    pub(crate) fn open(&self) -> flor::Result<Opened<'_>> {
+        let gate = self.one_at_a_time.then(|| self.gate.lock().unwrap_or_else(|p| p.into_inner()));
         let mut project = Project::builder(&self.start).store_kind(self.store).open()?;
         let mut last = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= SYNC_EVERY) {
             project.sync()?;
             *last = Some(Instant::now());
         }
-        Ok(project)
+        Ok(Opened { project, _gate: gate })
+    }
+
+    /// The store's names, counted again only when the records changed.
+    pub(crate) fn names(&self, project: &Project) -> flor::Result<Arc<Vec<flor::core::store::NameInfo>>> {
+        let version = data_version(&project.runs()?);
+        if let Some((v, names)) = &*self.names_cache.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *v == version {
+                return Ok(names.clone());
+            }
+        }
+        let names = Arc::new(project.names()?);
+        *self.names_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, names.clone()));
+        Ok(names)
     }
 
     /// The propagators of replay plans: Python, and the plugins'.
     pub(crate) fn propagators(&self, project: &Project) -> flor_core::propagate::Registry {
         self.propagators.get_or_init(|| super::replay_propagators(project.root())).clone()
+    }
+}
+
+/// A key that changes whenever the runs' records do: run count, records,
+/// runs still recording.
+pub(crate) fn data_version(rows: &[flor::core::store::RunRow]) -> String {
+    let records: u64 = rows.iter().map(|r| r.records).sum();
+    let running = rows.iter().filter(|r| r.meta.status.as_str() == "running").count();
+    format!("{}:{records}:{running}", rows.len())
+}
+
+/// A few serialized answers, the least recently used dropped first.
+#[derive(Default)]
+pub(crate) struct Lru {
+    entries: Vec<(String, Arc<Vec<u8>>, u64)>,
+    clock: u64,
+}
+
+impl Lru {
+    /// Answers kept.
+    const CAPACITY: usize = 32;
+
+    /// The answer for `key`, if kept.
+    pub(crate) fn get(&mut self, key: &str) -> Option<Arc<Vec<u8>>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.iter_mut().find(|e| e.0 == key).map(|e| {
+            e.2 = clock;
+            e.1.clone()
+        })
+    }
+
+    /// Keeps `value` for `key`.
+    pub(crate) fn put(&mut self, key: String, value: Arc<Vec<u8>>) {
+        self.clock += 1;
+        if self.entries.len() >= Self::CAPACITY {
+            if let Some(oldest) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.2).map(|(i, _)| i) {
+                self.entries.swap_remove(oldest);
+            }
+        }
+        self.entries.retain(|e| e.0 != key);
+        self.entries.push((key, value, self.clock));
     }
 }
 
@@ -135,6 +221,7 @@ pub(crate) fn serve(start: PathBuf, store: Option<StoreKind>, args: &ServeArgs) 
     // Fail now, not at the first request, when there is no project.
     let project = Project::builder(&start).store_kind(store).open()?;
     let root = project.root().to_owned();
+    let one_at_a_time = project.store_kind() == Some(StoreKind::Duckdb);
     drop(project);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -152,10 +239,14 @@ pub(crate) fn serve(start: PathBuf, store: Option<StoreKind>, args: &ServeArgs) 
             start,
             store,
             local_hosts: local_hosts(bound),
+            one_at_a_time,
+            gate: Mutex::new(()),
             token: token.clone(),
             synced: Mutex::new(None),
             propagators: OnceLock::new(),
-            curve_cache: Mutex::new(HashMap::new()),
+            curve_cache: Mutex::new(Lru::default()),
+            point_cache: Mutex::new(curves::PointCache::default()),
+            names_cache: Mutex::new(None),
             script_digests: Mutex::new(HashMap::new()),
         });
         let url = page_url(bound, token.as_deref());
@@ -310,6 +401,19 @@ mod tests {
         assert_eq!(page_url(addr, Some("a b&c")), "http://0.0.0.0:8080/?token=a%20b%26c");
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(page_url(addr, None), "http://127.0.0.1:9/");
+    }
+
+    #[test]
+    fn the_least_recently_used_answer_goes_first() {
+        let mut lru = Lru::default();
+        for i in 0..Lru::CAPACITY {
+            lru.put(format!("k{i}"), Arc::new(vec![i as u8]));
+        }
+        assert!(lru.get("k0").is_some()); // k1 is now the oldest
+        lru.put("new".into(), Arc::new(vec![]));
+        assert!(lru.get("k1").is_none());
+        assert!(lru.get("k0").is_some() && lru.get("new").is_some() && lru.get("k2").is_some());
+        assert_eq!(lru.entries.len(), Lru::CAPACITY);
     }
 
     #[test]

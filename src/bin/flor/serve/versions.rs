@@ -154,7 +154,7 @@ pub(crate) fn versions(shared: &Shared, params: &Params) -> ApiResult<Body> {
         scripts.retain(|x| x == s);
     }
     let args: HashMap<RunKey, serde_json::Map<String, Json>> =
-        run_level(&project)?.into_iter().map(|(k, (a, _))| (k, a)).collect();
+        run_level(shared, &project)?.into_iter().map(|(k, (a, _))| (k, a)).collect();
     let mut out = Vec::new();
     for script in scripts {
         let runs: Vec<&RunRow> = rows.iter().filter(|r| r.meta.filename == script).collect();
