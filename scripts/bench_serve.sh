@@ -39,3 +39,4 @@ for _ in $(seq 1 200); do
 done
 [ -n "$url" ] || { echo "error: flor serve printed no URL" >&2; exit 1; }
 node web/tests/bench.mjs "$url" "$@"
+echo "server peak resident memory: $(grep VmHWM /proc/$pid/status | awk '{print $2, $3}')" >&2

@@ -138,13 +138,8 @@ function showRuns(answer: { runs: RunRow[] }): void {
 
 function showNames(answer: NamesAnswer): void {
   const names = document.getElementById("names") as HTMLSelectElement;
-  const replayed = new Set(state.runs.flatMap((r) => r.replayed));
   const logs = answer.names.filter((n) => n.kind === "log");
-  const chosen = new Set<string>([...replayed].slice(0, 2));
-  // The loss-like name with the most values (per step rather than per epoch).
-  const lossLike = logs.filter((n) => /loss/i.test(n.name)).sort((a, b) => b.count - a.count);
-  const firstLoss = lossLike[0] ?? logs[0];
-  if (firstLoss && chosen.size < 2) chosen.add(firstLoss.name);
+  const chosen = new Set<string>(answer.default);
   names.replaceChildren(...logs.map((n) => {
     const o = el("option", { value: n.name }, `${n.name} (${n.count})`) as HTMLOptionElement;
     o.selected = chosen.has(n.name);

@@ -23,6 +23,8 @@ export interface RunRow {
 export interface NamesAnswer {
   names: { name: string; kind: string; count: number }[];
   loops: string[];
+  /** The names the page draws first (the server reads them ahead). */
+  default: string[];
 }
 
 export interface Series {

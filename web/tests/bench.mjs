@@ -90,10 +90,15 @@ const timed = async (path) => {
 };
 
 const runs = (await (await fetch(new URL("/api/runs", url))).json()).runs.map((r) => r.tstamp);
+// Right after the server started: the page's first curves (the server is
+// reading them ahead), then a view nothing read yet (x by epoch: every
+// value read again), then the same once more (kept).
 const first = {
   runs: await timed("/api/runs"),
-  curves_cold: await timed("/api/curves?name=loss&width=1400"),
-  curves_cached: await timed("/api/curves?name=loss&width=1400"),
+  default_curves_at_start: await timed("/api/curves?name=loss&width=1400"),
+  curves_cold: await timed("/api/curves?name=loss&x=epoch&width=1400"),
+  curves_kept: await timed("/api/curves?name=loss&x=epoch&width=1400"),
+  curves_kept_other_width: await timed("/api/curves?name=loss&x=epoch&width=700"),
 };
 const browser = await chromium.launch({ executablePath: process.env.FLOR_CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"] });
 const pages = [];

@@ -218,10 +218,21 @@ where
     match done {
         Ok(Ok(Body::Json(value))) => ([(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response(),
         Ok(Ok(Body::Bytes(bytes))) => {
-            ([(header::CONTENT_TYPE, "application/json")], bytes.as_ref().clone()).into_response()
+            // Shared with the cache, not copied.
+            let body = axum::body::Bytes::from_owner(ArcBytes(bytes));
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Ok(Err(e)) => e.into_response(),
         Err(e) => ApiError::Worker(e.to_string()).into_response(),
+    }
+}
+
+/// A cached answer's bytes, as a response body's owner.
+struct ArcBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -260,7 +271,23 @@ fn names(shared: &Shared, _: &Params) -> ApiResult<Body> {
             loops.insert(span.name.to_string());
         }
     })?;
-    Ok(Body::Json(json!({ "names": names, "loops": loops })))
+    let default = default_curves(shared, &project)?;
+    Ok(Body::Json(json!({ "names": names, "loops": loops, "default": default })))
+}
+
+/// The names the page draws first: those replays recovered (two at most),
+/// then the loss-like logged name with the most values (per step rather
+/// than per epoch), else the most logged name.
+pub(crate) fn default_curves(shared: &Shared, project: &Project) -> flor::Result<Vec<String>> {
+    let names = shared.names(project)?;
+    let mut chosen: Vec<String> =
+        replayed_names(project)?.into_values().flatten().collect::<BTreeSet<_>>().into_iter().take(2).collect();
+    let logs = names.iter().filter(|n| n.kind == "log" && !chosen.contains(&n.name));
+    let loss = logs.clone().filter(|n| n.name.to_lowercase().contains("loss")).max_by_key(|n| n.count);
+    if chosen.len() < 2 {
+        chosen.extend(loss.or_else(|| logs.max_by_key(|n| n.count)).map(|n| n.name.clone()));
+    }
+    Ok(chosen)
 }
 
 /// Per run key, the names its replays recovered.

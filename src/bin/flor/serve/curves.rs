@@ -247,12 +247,22 @@ fn read_points(
 ) -> flor::Result<Vec<NamePoints>> {
     let mut points: Vec<NamePoints> = vec![HashMap::new(); names.len()];
     let slot: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    // Values come run by run: look the run up once per run, not per value.
+    // Values come run by run: look the run up once per run, not per value,
+    // and gather its points per name before handing them to the map.
     let mut current: Option<(RunKey, Option<&RunLoops>)> = None;
+    let mut gathered: Vec<Vec<Point>> = vec![Vec::new(); names.len()];
+    let flush = |points: &mut Vec<NamePoints>, gathered: &mut Vec<Vec<Point>>, run: RunKey| {
+        for (n, g) in gathered.iter_mut().enumerate().filter(|(_, g)| !g.is_empty()) {
+            points[n].entry(run).or_default().append(g);
+        }
+    };
     store.scan_values(ValueFilter::Names(names), &mut |row| {
         let here = match current {
             Some((key, here)) if key == row.run => here,
-            _ => {
+            previous => {
+                if let Some((key, _)) = previous {
+                    flush(&mut points, &mut gathered, key);
+                }
                 let here = loops.get(&row.run);
                 current = Some((row.run, here));
                 here
@@ -268,9 +278,12 @@ fn read_points(
         };
         if let Some(px) = l.position(ctx, x) {
             let x = u32::try_from(px).unwrap_or(u32::MAX);
-            points[n].entry(row.run).or_default().push(Point { x, y: y as f32, replay: row.source == Source::Replay });
+            gathered[n].push(Point { x, y: y as f32, replay: row.source == Source::Replay });
         }
     })?;
+    if let Some((key, _)) = current {
+        flush(&mut points, &mut gathered, key);
+    }
     for per_run in &mut points {
         for s in per_run.values_mut() {
             s.sort_by_key(|p| p.x); // stable
@@ -326,6 +339,17 @@ fn points_of(
         }
     }
     Ok(out)
+}
+
+/// Reads the points of the page's first curves ahead of its first
+/// request (run once, in the background, when the server starts).
+pub(crate) fn warm(shared: &Shared) -> ApiResult<()> {
+    let project = shared.open()?;
+    let rows = project.runs()?;
+    version_labels(shared, project.root(), &rows);
+    let names = super::api::default_curves(shared, &project)?;
+    points_of(shared, &project, &names, None, &data_version(&rows))?;
+    Ok(())
 }
 
 /// One chart: the series of `runs` on one grid.

@@ -256,6 +256,12 @@ pub(crate) fn serve(start: PathBuf, store: Option<StoreKind>, args: &ServeArgs) 
         if args.open {
             open_browser(&url);
         }
+        let warming = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = curves::warm(&warming) {
+                eprintln!("flor: note: could not read the first curves ahead: {e}");
+            }
+        });
         axum::serve(listener, router(shared))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
