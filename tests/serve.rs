@@ -336,6 +336,66 @@ fn other_hosts_need_the_token() {
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("evil.example"));
 }
 
+/// Checkpoint bytes as they are (here a `.npy` file).
+struct Raw;
+
+impl flor::core::checkpoint::CheckpointSerializer<Vec<u8>> for Raw {
+    fn format(&self) -> &'static str {
+        "npy"
+    }
+    fn save(&self, state: &Vec<u8>, out: &mut dyn Write) -> Result<(), flor::core::checkpoint::CheckpointError> {
+        out.write_all(state).map_err(|e| flor::core::checkpoint::CheckpointError(e.to_string()))
+    }
+    fn load(&self, state: &mut Vec<u8>, input: &mut dyn Read) -> Result<(), flor::core::checkpoint::CheckpointError> {
+        state.clear();
+        input.read_to_end(state).map(|_| ()).map_err(|e| flor::core::checkpoint::CheckpointError(e.to_string()))
+    }
+}
+
+/// A `.npy` file of float64 `values`.
+fn npy_f64(values: &[f64]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}", values.len()).into_bytes();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header);
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+#[test]
+fn tensor_statistics_draw_along_the_loop_of_their_checkpoints() {
+    let dir = repo();
+    let run = Run::builder().dir(dir.path()).filename("train.rs").argv(["train".to_owned()]).start().expect("start");
+    for epoch in run.loop_over("epoch", 0..3u32) {
+        // mean = epoch + 1.5
+        let weights = npy_f64(&[f64::from(epoch) + 1.0, f64::from(epoch) + 2.0]);
+        run.log("loss", 1.0 / f64::from(epoch + 1));
+        run.checkpoint_with("w", &weights, &Raw).unwrap();
+    }
+    run.finish().unwrap();
+    // Statistics are computed when checkpoints are packed (by any other
+    // flor command; flor serve packs nothing).
+    support::ok(support::flor(dir.path(), dir.path(), &["checkpoints", "pack"]), "flor checkpoints pack");
+    let before = fingerprint(dir.path());
+    let server = serve(dir.path(), &[]);
+    let names = ok(&server, "/api/names");
+    assert_eq!(names["tensors"], serde_json::json!(["w"]));
+    assert!(names["tensor_stats"].as_array().unwrap().contains(&serde_json::json!("delta_l2")));
+    let c = &ok(&server, "/api/curves?name=tensor:w:mean&name=loss&x=epoch")["charts"];
+    assert_eq!(c[0]["name"], "tensor:w:mean");
+    assert_eq!(c[0]["x"], serde_json::json!([0.0, 1.0, 2.0]));
+    assert_eq!(c[0]["series"][0]["y"], serde_json::json!([1.5, 2.5, 3.5]));
+    assert_eq!(c[0]["series"][0]["replayed"], "none");
+    assert_eq!(c[1]["name"], "loss");
+    bad(&server, "/api/curves?name=tensor:nothing:l2", 400, None, "tensor:w:l2");
+    drop(server);
+    assert_unchanged(&before, &fingerprint(dir.path()));
+}
+
 /// `text` with every decimal number (`0.06`) replaced by `#`.
 fn mask_numbers(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

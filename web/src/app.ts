@@ -145,6 +145,13 @@ function showNames(answer: NamesAnswer): void {
     o.selected = chosen.has(n.name);
     return o;
   }));
+  if (answer.tensors.length > 0) {
+    document.getElementById("tensor-pick")!.hidden = false;
+    const tensor = document.getElementById("tensor") as HTMLSelectElement;
+    tensor.append(...answer.tensors.map((t) => el("option", { value: t }, t)));
+    const stat = document.getElementById("tensor-stat") as HTMLSelectElement;
+    stat.replaceChildren(...answer.tensor_stats.map((s) => el("option", { value: s }, s)));
+  }
   const x = document.getElementById("xaxis") as HTMLSelectElement;
   x.replaceChildren(el("option", { value: "global" }, "global step"), ...answer.loops.map((l) => el("option", { value: l }, l)));
 }
@@ -156,7 +163,11 @@ function scheduleCurves(): void {
 }
 
 function selectedNames(): string[] {
-  return [...(document.getElementById("names") as HTMLSelectElement).selectedOptions].map((o) => o.value);
+  const names = [...(document.getElementById("names") as HTMLSelectElement).selectedOptions].map((o) => o.value);
+  const tensor = (document.getElementById("tensor") as HTMLSelectElement).value;
+  const stat = (document.getElementById("tensor-stat") as HTMLSelectElement).value;
+  if (tensor && stat) names.push(`tensor:${tensor}:${stat}`);
+  return names;
 }
 
 async function loadCurves(): Promise<void> {
@@ -305,7 +316,7 @@ function wire(): void {
     renderRuns();
     scheduleCurves();
   });
-  for (const id of ["names", "xaxis"]) document.getElementById(id)!.addEventListener("change", scheduleCurves);
+  for (const id of ["names", "xaxis", "tensor", "tensor-stat"]) document.getElementById(id)!.addEventListener("change", scheduleCurves);
   for (const id of ["logscale", "smoothing"]) document.getElementById(id)!.addEventListener("input", drawCurves);
   let resize: number | undefined;
   window.addEventListener("resize", () => { window.clearTimeout(resize); resize = window.setTimeout(drawCurves, 200); });

@@ -25,6 +25,9 @@ export interface NamesAnswer {
   loops: string[];
   /** The names the page draws first (the server reads them ahead). */
   default: string[];
+  /** `<checkpoint>.<tensor>` paths with statistics (tensor:PATH:STAT). */
+  tensors: string[];
+  tensor_stats: string[];
 }
 
 export interface Series {

@@ -13,7 +13,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use flor::core::store::{RunKey, ValueFilter};
+use flor::core::store::{RunKey, TensorFilter, TensorName, TensorStat, ValueFilter};
 use flor::{Project, Value};
 use serde_json::{json, Map};
 
@@ -189,7 +189,7 @@ async fn index() -> Response {
         "endpoints": {
             "/api/project": "the project: id, root, store engine, run count",
             "/api/runs": "runs, oldest first: status, script, code version, args, start, duration, records, replayed names (script=S: one script)",
-            "/api/names": "logged names (name, kind, count) and loop names",
+            "/api/names": "logged names (name, kind, count), loop names, the names drawn first, tensor paths and statistics (curves of tensor:PATH:STAT)",
             "/api/curves": "name=N (repeatable, required), x=global|LOOP, run=TSTAMP (repeatable), width=W (buckets per series), max_points=P (all series together)",
             "/api/versions": "per script: code versions runs used, the diff between them, the statements of apply=NAMES as carried into each, args diff",
             "/api/plan": "apply=NAMES (required), where=PRED, script=S, iter=LOOP=SPEC (repeatable), force=1: the text of `flor replay --dry-run`",
@@ -272,7 +272,29 @@ fn names(shared: &Shared, _: &Params) -> ApiResult<Body> {
         }
     })?;
     let default = default_curves(shared, &project)?;
-    Ok(Body::Json(json!({ "names": names, "loops": loops, "default": default })))
+    let tensors = tensor_paths(store)?;
+    let stats: Vec<&str> = TensorStat::ALL.iter().map(|s| s.as_str()).collect();
+    Ok(Body::Json(json!({
+        "names": names,
+        "loops": loops,
+        "default": default,
+        "tensors": tensors,
+        "tensor_stats": stats,
+    })))
+}
+
+/// The `<checkpoint>.<tensor>` paths with statistics in the `tensors` view
+/// (none when the store lacks the capability), sorted.
+pub(crate) fn tensor_paths(store: &dyn flor::core::Store) -> flor::Result<Vec<String>> {
+    let mut paths = BTreeSet::new();
+    match store.scan_tensors(TensorFilter::All, &mut |v| {
+        if !paths.contains(&TensorName::path_of(v.checkpoint, &v.row.tensor)) {
+            paths.insert(TensorName::path_of(v.checkpoint, &v.row.tensor));
+        }
+    }) {
+        Ok(()) | Err(flor::core::StoreError::Unsupported { .. }) => Ok(paths.into_iter().collect()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The names the page draws first: those replays recovered (two at most),

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use flor::core::store::{LoopSpan, RunKey, RunRow, ValueFilter};
+use flor::core::store::{LoopSpan, RunKey, RunRow, TensorFilter, TensorName, ValueFilter};
 use flor::core::Source;
 use serde_json::json;
 
@@ -292,6 +292,34 @@ fn read_points(
     Ok(points)
 }
 
+/// Reads every run's values of the tensor statistic `name`
+/// (`tensor:<checkpoint>.<tensor>:<stat>`), each at its checkpoint's loop
+/// position; `None` when no stored tensor is what it names.
+fn read_tensor_points(
+    store: &dyn flor::core::Store,
+    name: &TensorName<'_>,
+    x: Option<&str>,
+    loops: &HashMap<RunKey, RunLoops>,
+) -> flor::Result<Option<NamePoints>> {
+    let splits: Vec<(&str, &str)> = name.splits().collect();
+    let mut points: NamePoints = HashMap::new();
+    let mut seen = false;
+    store.scan_tensors(TensorFilter::Named(&splits), &mut |v| {
+        if !name.matches(v.checkpoint, &v.row.tensor) {
+            return;
+        }
+        seen = true;
+        let (Some(ctx), Some(l)) = (v.ctx, loops.get(&v.run)) else { return };
+        let (Some(y), Some(px)) = (name.stat.of(v.row).and_then(|y| y.as_f64()), l.position(ctx, x)) else { return };
+        let x = u32::try_from(px).unwrap_or(u32::MAX);
+        points.entry(v.run).or_default().push(Point { x, y: y as f32, replay: false });
+    })?;
+    for s in points.values_mut() {
+        s.sort_by_key(|p| p.x);
+    }
+    Ok(seen.then_some(points))
+}
+
 /// The points of `names` along `x` (read now, or kept from before).
 fn points_of(
     shared: &Shared,
@@ -321,8 +349,22 @@ fn points_of(
             }
         }
         let loops: HashMap<RunKey, RunLoops> = spans.into_iter().map(|(k, v)| (k, RunLoops::new(v))).collect();
-        for (name, points) in missing.iter().zip(read_points(store, &missing, x, &loops)?) {
+        let (tensors, plain): (Vec<&str>, Vec<&str>) = missing.iter().partition(|n| TensorName::parse(n).is_some());
+        for (name, points) in plain.iter().zip(read_points(store, &plain, x, &loops)?) {
             cache.put(key(name), Arc::new(points));
+        }
+        for name in tensors {
+            let Some(parsed) = TensorName::parse(name) else { continue };
+            match read_tensor_points(store, &parsed, x, &loops)? {
+                Some(points) => cache.put(key(name), Arc::new(points)),
+                None => {
+                    let known = super::api::tensor_paths(store)?;
+                    let known = known.iter().take(20).map(|p| format!("tensor:{p}:{}", parsed.stat.as_str()));
+                    return Err(
+                        flor::Error::UnknownNames { names: vec![name.to_owned()], known: known.collect() }.into()
+                    );
+                }
+            }
         }
     }
     // Kept unless larger than the cache: then read again for this answer.
@@ -417,9 +459,11 @@ pub(crate) fn curves(shared: &Shared, params: &Params) -> ApiResult<Body> {
     if let Some(hit) = shared.curve_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(Body::Bytes(hit));
     }
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Tensor statistics are checked as they are read.
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).filter(|n| TensorName::parse(n).is_none()).collect();
     let found = project.store()?.has_names(&name_refs)?;
-    let unknown: Vec<String> = names.iter().zip(&found).filter(|(_, f)| !**f).map(|(n, _)| n.clone()).collect();
+    let unknown: Vec<String> =
+        name_refs.iter().zip(&found).filter(|(_, f)| !**f).map(|(n, _)| (*n).to_owned()).collect();
     if !unknown.is_empty() {
         let known = shared.names(&project)?.iter().map(|n| n.name.clone()).collect();
         return Err(flor::Error::UnknownNames { names: unknown, known }.into());
