@@ -322,6 +322,10 @@ fn other_hosts_need_the_token() {
     assert_eq!(get(&server, "/api/runs?token=wrong").status, 401);
     assert_eq!(get(&server, "/api/runs?token=s3cret%26x").status, 200);
     assert_eq!(get(&server, "/?token=s3cret%26x").status, 200);
+    // The page's shell and script carry no data: the browser loads them
+    // before the page passes its token on to the API.
+    assert_eq!(get(&server, "/app.js").status, 200);
+    assert_eq!(get(&server, "/api").status, 401);
     let r = request(&server.addr, "GET", "/api/runs", "anywhere.example", "Authorization: Bearer s3cret&x\r\n");
     assert_eq!(r.status, 200, "a bearer token, any host name");
     drop(server);

@@ -339,7 +339,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// Refuses requests without the token (when there is one) and, on a
+/// Refuses API requests without the token (when there is one) and, on a
 /// loopback server, requests for another host name (a web page elsewhere
 /// rebinding its name to 127.0.0.1). Only GET and HEAD are served.
 async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
@@ -349,9 +349,12 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    // The page's shell and scripts hold no project data; they load before
+    // the page can pass its token on (to the API).
+    let public = matches!(request.uri().path(), "/" | "/app.js" | "/app.css");
     match &shared.token {
         Some(token) => {
-            if !carries_token(&request, token) {
+            if !public && !carries_token(&request, token) {
                 return api::ApiError::Unauthorized.into_response();
             }
         }

@@ -287,10 +287,17 @@ fn segment_state(dir: &Path, k: &str) -> (String, u64, u64, u64) {
 /// `.flor/replay/` (a finished replay removes its own).
 pub(crate) fn replays(shared: &Shared, _: &Params) -> ApiResult<Body> {
     let project = shared.open()?;
-    let base = replay_dir(project.root());
+    Ok(Body::Json(scan_replays(&replay_dir(project.root()))))
+}
+
+/// The replays under `base` (`<run id>/<work tag>/seg-K.*`, as
+/// `flor_replay::LocalExecutor` lays them out): per work folder its
+/// segments' states and progress, the records finished segments hold, and
+/// how many segments are running.
+fn scan_replays(base: &Path) -> Json {
     let mut out = Vec::new();
     let mut busy = 0;
-    let runs = std::fs::read_dir(&base).into_iter().flatten().flatten();
+    let runs = std::fs::read_dir(base).into_iter().flatten().flatten();
     for run in runs.filter(|e| e.path().is_dir()) {
         let run_id = run.file_name().to_string_lossy().into_owned();
         let Some(tstamp) = flor::core::record::tstamp_of_run_id(&run_id) else { continue };
@@ -324,5 +331,38 @@ pub(crate) fn replays(shared: &Shared, _: &Params) -> ApiResult<Body> {
             }));
         }
     }
-    Ok(Body::Json(json!({ "replays": out, "workers_busy": busy })))
+    json!({ "replays": out, "workers_busy": busy })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_work_folders_read_as_progress() {
+        let base = tempfile::tempdir().unwrap();
+        let work = base.path().join("2026-01-02T03-04-05.000006").join("a1b2");
+        std::fs::create_dir_all(work.join("seg-1")).unwrap();
+        std::fs::write(work.join("seg-0.json"), "{}").unwrap();
+        std::fs::write(work.join("seg-0.jsonl"), "{}\n{}\n{}\n").unwrap();
+        std::fs::write(work.join("seg-0.done"), "").unwrap();
+        std::fs::write(work.join("seg-1.json"), "{}").unwrap();
+        std::fs::write(work.join("seg-1.progress"), "3 10").unwrap();
+        std::fs::write(work.join("seg-2.json"), "{}").unwrap();
+        std::fs::create_dir_all(base.path().join("not-a-run")).unwrap();
+        let answer = scan_replays(base.path());
+        assert_eq!(answer["workers_busy"], 1);
+        let r = &answer["replays"][0];
+        assert_eq!(answer["replays"].as_array().unwrap().len(), 1);
+        assert_eq!(r["run"], "2026-01-02T03:04:05.000006");
+        assert_eq!(r["records_recovered"], 3);
+        let states: Vec<(&str, u64, u64)> = r["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["state"].as_str().unwrap(), s["done"].as_u64().unwrap(), s["total"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(states, [("done", 0, 0), ("running", 3, 10), ("queued", 0, 0)]);
+        assert_eq!(scan_replays(&base.path().join("absent")), json!({ "replays": [], "workers_busy": 0 }));
+    }
 }
