@@ -26,7 +26,7 @@ if [ ! -d "$repo" ]; then
 fi
 start=$(date +%s.%N)
 "$flor" -C "$repo" runs > /dev/null
-echo "ingest (first flor runs): $(echo "$(date +%s.%N) - $start" | bc) s" >&2
+echo "ingest (first flor runs): $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s" >&2
 out="$(mktemp)"
 (cd "$repo" && exec "$flor" serve --port 0 > "$out") &
 pid=$!

@@ -169,7 +169,11 @@ fn fingerprint(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             let p = e.path();
             let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
             // The query cache may change; git's own files are checked as refs.
-            if rel == ".git" || rel.starts_with(".flor/flor.db") || rel == ".flor/store" {
+            if rel == ".git"
+                || rel.starts_with(".flor/flor.db")
+                || rel.starts_with(".flor/flor.duckdb")
+                || rel == ".flor/store"
+            {
                 continue;
             }
             if p.is_dir() {
@@ -202,9 +206,21 @@ fn project() -> (tempfile::TempDir, Vec<String>) {
 
 #[test]
 fn every_endpoint_answers_and_nothing_changes() {
+    every_endpoint(&[]);
+}
+
+/// The same on the DuckDB store (requests take turns with its one open
+/// database; none is held between requests).
+#[cfg(feature = "duckdb")]
+#[test]
+fn every_endpoint_answers_on_duckdb() {
+    every_endpoint(&["--store", "duckdb"]);
+}
+
+fn every_endpoint(store: &[&str]) {
     let (dir, t) = project();
     let before = fingerprint(dir.path());
-    let server = serve(dir.path(), &[]);
+    let server = serve(dir.path(), store);
     assert!(server.url.starts_with("http://127.0.0.1:"), "{}", server.url);
 
     let page = get(&server, "/");
