@@ -49,4 +49,4 @@ if [ -z "$url" ]; then
   echo "error: flor serve printed no URL in 10 s" >&2
   exit 1
 fi
-FLOR_CHROMIUM="$chromium" node web/tests/browser.mjs "$url" ${FLOR_SERVE_SCREENSHOT:+"$FLOR_SERVE_SCREENSHOT"}
+FLOR_CHROMIUM="$chromium" FLOR_DEMO_DIR="$work/demo" FLOR_PYTHON="$venv/bin/python" node web/tests/browser.mjs "$url" ${FLOR_SERVE_SCREENSHOT:+"$FLOR_SERVE_SCREENSHOT"}

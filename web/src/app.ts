@@ -129,9 +129,10 @@ function renderRuns(): void {
 }
 
 function showRuns(answer: { runs: RunRow[] }): void {
-  const first = state.runs.length === 0;
+  // New runs are selected as they appear; the user's choice for the others stays.
+  const known = new Set(state.runs.map((r) => r.tstamp));
   state.runs = answer.runs;
-  if (first) answer.runs.forEach((r) => state.selected.add(r.tstamp));
+  answer.runs.filter((r) => !known.has(r.tstamp)).forEach((r) => state.selected.add(r.tstamp));
   renderRuns();
   performance.mark("flor:runs-rendered");
 }
@@ -322,12 +323,33 @@ function wire(): void {
   window.addEventListener("resize", () => { window.clearTimeout(resize); resize = window.setTimeout(drawCurves, 200); });
 }
 
+/** Polls the project; when its records change (a run recording, a replay
+ * attached), the runs, curves and versions are asked again. */
+function followChanges(version: string): void {
+  let known = version;
+  const poll = async () => {
+    try {
+      const p = await api<{ data_version: string }>("/api/project");
+      if (p.data_version !== known) {
+        known = p.data_version;
+        showRuns(await api<{ runs: RunRow[] }>("/api/runs"));
+        await loadCurves();
+        await renderVersions(document.getElementById("versions")!);
+      }
+    } catch {
+      // The next poll tries again.
+    }
+    window.setTimeout(() => void poll(), 5000);
+  };
+  window.setTimeout(() => void poll(), 5000);
+}
+
 async function main(): Promise<void> {
   wire();
   try {
     // The three answers the first curves need, asked at once.
     const [project, runs, names] = await Promise.all([
-      api<{ projid: string; root: string; store: string | null; runs: number }>("/api/project"),
+      api<{ projid: string; root: string; store: string | null; runs: number; data_version: string }>("/api/project"),
       api<{ runs: RunRow[] }>("/api/runs"),
       api<NamesAnswer>("/api/names"),
     ]);
@@ -337,6 +359,7 @@ async function main(): Promise<void> {
     await loadCurves();
     await renderVersions(document.getElementById("versions")!);
     setupReplay(state.runs);
+    followChanges(project.data_version);
     setStatus("");
   } catch (e) {
     setStatus(String(e instanceof Error ? e.message : e), true);

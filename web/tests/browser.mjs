@@ -3,14 +3,16 @@
 // project (web/tests/demo_project.sh): the page loads, the runs table has
 // the demo's runs, the curves draw one series per selected run, replayed
 // values are marked, the versions panel shows the propagated statement, a
-// filter narrows the table, sorting and hovering work; a screenshot of the
-// curves is written for the README.
+// filter narrows the table, sorting and hovering work, a run recorded
+// while the page is open appears (with FLOR_DEMO_DIR and FLOR_PYTHON set);
+// a screenshot of the curves is written for the README.
 //
 // Usage: node web/tests/browser.mjs URL [SCREENSHOT.png]
 // (scripts/test_web.sh starts the server and runs this.)
 
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 
 const [url, screenshot] = process.argv.slice(2);
 if (!url) {
@@ -127,14 +129,25 @@ try {
     assert.match(await page.textContent("#plan"), /^Replay plan for grad_norm/);
   });
 
-  await test("no script errors", async () => {
-    assert.deepEqual(errors, []);
-  });
-
   if (screenshot) {
     await page.locator("#curves-panel").screenshot({ path: screenshot });
     console.log(`screenshot: ${screenshot}`);
   }
+
+  const { FLOR_DEMO_DIR: demo, FLOR_PYTHON: python } = process.env;
+  if (demo && python) {
+    await test("a run recorded while the page is open appears in the table and the curves", async () => {
+      // The newest script (uncommitted) logs grad_norm itself: a forward series.
+      execFileSync(python, ["train.py", "--kwargs", "epochs=2"], { cwd: demo, stdio: "ignore" });
+      await page.waitForFunction(() => document.querySelectorAll("#runs tbody tr").length === 5, null, { timeout: 20000 });
+      await page.waitForSelector('.chart[data-name="grad_norm"][data-series="5"]', { timeout: 20000 });
+      assert.match(await page.textContent("#runs tbody tr:last-child"), /epochs=2/);
+    });
+  }
+
+  await test("no script errors", async () => {
+    assert.deepEqual(errors, []);
+  });
 } finally {
   await browser.close();
 }

@@ -187,7 +187,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 async fn index() -> Response {
     let body = json!({
         "endpoints": {
-            "/api/project": "the project: id, root, store engine, run count",
+            "/api/project": "the project: id, root, store engine, run count, scripts, data_version (changes whenever records do)",
             "/api/runs": "runs, oldest first: status, script, code version, args, start, duration, records, replayed names (script=S: one script)",
             "/api/names": "logged names (name, kind, count), loop names, the names drawn first, tensor paths and statistics (curves of tensor:PATH:STAT)",
             "/api/curves": "name=N (repeatable, required), x=global|LOOP, run=TSTAMP (repeatable), width=W (buckets per series), max_points=P (all series together)",
@@ -255,6 +255,7 @@ fn project(shared: &Shared, _: &Params) -> ApiResult<Body> {
         "store": project.store_kind().map(|k| k.as_str()),
         "runs": runs.len(),
         "scripts": scripts,
+        "data_version": super::data_version(&runs),
     })))
 }
 
