@@ -6,7 +6,7 @@
 //! brings the query cache up to date (at most once per [`SYNC_EVERY`]), and
 //! answers from it; nothing writes a record, a ref or a working-tree file.
 //! Binds 127.0.0.1 by default; any other address needs a token, which every
-//! request then carries (`?token=` or `Authorization: Bearer`).
+//! API request then carries (`?token=` or `Authorization: Bearer`).
 //!
 //! The page (TypeScript, uPlot; `web/`) is built into `web/dist/` and
 //! embedded here, so running it needs no node or npm.
@@ -52,7 +52,7 @@ pub(crate) struct ServeArgs {
     /// Open the page in the default browser (xdg-open / open).
     #[arg(long)]
     open: bool,
-    /// A secret every request must carry (`?token=T`, or the header
+    /// A secret every API request must carry (`?token=T`, or the header
     /// `Authorization: Bearer T`); the printed URL carries it.
     #[arg(long, value_name = "T")]
     token: Option<String>,
@@ -396,7 +396,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The `key=value` pairs of a query string, percent-decoded.
-pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
+fn form_pairs(query: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
 }
 
