@@ -47,6 +47,9 @@ FLOR_TEST_PYTHON="$venv/bin/python" cargo test -p flor -p flor-store --locked --
 # compares against flordb 4.0.1 in its own venv, created once (~30 s, pip).
 "$venv/bin/python" scripts/compat_flordb.py --setup
 FLOR_BIN="$CARGO_TARGET_DIR/debug/flor" "$venv/bin/python" -m pytest -q flor-python/tests
+# `flor serve`'s page in headless Chromium (playwright-core), and its
+# committed bundle checked against its sources (scripts/test_web.sh).
+FLOR_VENV="$venv" bash scripts/test_web.sh
 # The SDK's extension examples, end to end: a store of the SDK user's own,
 # and a propagator for another language (records, propagates, replays and
 # checks the recovered values).

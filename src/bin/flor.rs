@@ -11,6 +11,8 @@ use flor::{Project, StoreKind, SyncReport, Table, Value};
 
 #[path = "flor/checkpoints.rs"]
 mod checkpoints;
+#[path = "flor/serve/mod.rs"]
+mod serve;
 
 /// Multiversion hindsight logging for machine-learning training.
 ///
@@ -324,6 +326,17 @@ enum Command {
         #[command(subcommand)]
         action: checkpoints::CheckpointsCommand,
     },
+    /// Serve a local web page of runs, curves across code versions and replay plans.
+    ///
+    /// Read-only: it writes no record, ref or working-tree file (it keeps
+    /// the query database in sync) and holds no store lock between
+    /// requests, so training runs and other flor commands go on meanwhile.
+    /// Binds 127.0.0.1; any other address needs --token. The page and its
+    /// JSON API (/api) ship inside this binary.
+    #[command(
+        after_help = "Examples:\n  flor serve --open\n  flor serve --port 0\n  flor serve --host 0.0.0.0 --token \"$(openssl rand -hex 16)\""
+    )]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -397,6 +410,16 @@ fn main() -> ExitCode {
         let scripts: Vec<PathBuf> =
             scripts.iter().map(|s| cli.dir.as_deref().unwrap_or(Path::new("")).join(s)).collect();
         return lint(&scripts, cli.format, cli.output.as_deref());
+    }
+    if let Command::Serve(args) = &cli.command {
+        let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+        return match serve::serve(start, cli.store, args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flor: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Command::Plugins { action } = &cli.command {
         let start = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
@@ -621,7 +644,8 @@ fn command_table(project: &Project, command: &Command) -> flor::Result<Table> {
         | Command::Replay { .. }
         | Command::Lint { .. }
         | Command::Plugins { .. }
-        | Command::Checkpoints { .. } => Table::default(),
+        | Command::Checkpoints { .. }
+        | Command::Serve(_) => Table::default(),
         Command::Store => {
             let mut t = Table::with_columns(["store", "path"]);
             // The command line always opens a built-in engine.
