@@ -5,14 +5,14 @@
 //! (`Run::output` writes the records the Python module's capture does).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use flor::core::layout::{extract_path, ref_for};
 use flor::{Project, Run};
 use serde_json::Value as Json;
 
 mod support;
-use support::rust_repo as repo;
+use support::{cli_json as flor_json, cli_ok as flor_ok, rust_repo as repo};
 
 fn start(dir: &Path) -> Run {
     Run::builder().dir(dir).filename("train.rs").argv(["train".to_owned()]).interpreter("rustc").start().expect("start")
@@ -36,26 +36,6 @@ fn record(dir: &Path) -> String {
     run.output("io::stdout", "final accuracy: 0.93");
     run.finish().unwrap();
     tstamp
-}
-
-fn flor(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flor")).args(args).current_dir(repo).output().expect("run flor")
-}
-
-fn flor_ok(repo: &Path, args: &[&str]) -> (String, String) {
-    let out = flor(repo, args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "flor {args:?} failed: {err}");
-    (String::from_utf8(out.stdout).expect("utf-8 output"), err)
-}
-
-fn flor_json(repo: &Path, args: &[&str]) -> Vec<Json> {
-    let mut a = args.to_vec();
-    a.extend(["--format", "json"]);
-    match serde_json::from_str(&flor_ok(repo, &a).0) {
-        Ok(Json::Array(rows)) => rows,
-        other => panic!("not a JSON array: {other:?}"),
-    }
 }
 
 /// `(epoch, step, name)` of each row, the named column's value.

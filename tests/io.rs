@@ -4,13 +4,12 @@
 //! `output` records the Python module's capture does).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use flor::{Project, Run, Selection, Value};
 use serde_json::Value as Json;
 
 mod support;
-use support::rust_repo as repo;
+use support::{cli as flor, cli_json as flor_json, cli_ok as flor_ok, rust_repo as repo};
 
 fn start(dir: &Path, lr: &str) -> Run {
     let argv = ["train".to_owned(), "--kwargs".into(), format!("lr={lr}")];
@@ -41,26 +40,6 @@ fn record_two(dir: &Path) -> Vec<String> {
         run.finish().unwrap();
     }
     tstamps
-}
-
-fn flor(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flor")).args(args).current_dir(repo).output().expect("run flor")
-}
-
-fn flor_ok(repo: &Path, args: &[&str]) -> (String, String) {
-    let out = flor(repo, args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "flor {args:?} failed: {err}");
-    (String::from_utf8(out.stdout).expect("utf-8 output"), err)
-}
-
-fn flor_json(repo: &Path, args: &[&str]) -> Vec<Json> {
-    let mut a = args.to_vec();
-    a.extend(["--format", "json"]);
-    match serde_json::from_str(&flor_ok(repo, &a).0) {
-        Ok(Json::Array(rows)) => rows,
-        other => panic!("not a JSON array: {other:?}"),
-    }
 }
 
 fn text(v: Option<Value>) -> String {

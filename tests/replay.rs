@@ -20,20 +20,7 @@ use std::process::Command;
 use serde_json::Value as Json;
 
 mod support;
-use support::{flor, git, ok, python, train};
-
-const VERSIONS: [&str; 5] = [
-    include_str!("replay/v1.py"),
-    include_str!("replay/v2.py"),
-    include_str!("replay/v3.py"),
-    include_str!("replay/v4.py"),
-    include_str!("replay/v5.py"),
-];
-const NEWEST: &str = include_str!("replay/newest.py");
-
-/// (version index, --kwargs) of the six recorded runs.
-const RUNS: [(usize, &[&str]); 6] =
-    [(0, &[]), (0, &["seed=1", "lr=0.2"]), (1, &["seed=2"]), (2, &["epochs=4"]), (3, &["seed=3"]), (4, &[])];
+use support::{flor, git, ok, python, train, NEWEST, RUNS, VERSIONS};
 
 /// Per run (in tstamp order): `(epoch, step, abs_err, b_sq)` rows.
 type Values = Vec<(i64, i64, f64, f64)>;

@@ -22,18 +22,7 @@ use std::process::{Command, Output};
 use serde_json::Value as Json;
 
 mod support;
-use support::{git, ok, python, train};
-
-const VERSIONS: [&str; 5] = [
-    include_str!("replay/v1.py"),
-    include_str!("replay/v2.py"),
-    include_str!("replay/v3.py"),
-    include_str!("replay/v4.py"),
-    include_str!("replay/v5.py"),
-];
-const NEWEST: &str = include_str!("replay/newest.py");
-const RUNS: [(usize, &[&str]); 6] =
-    [(0, &[]), (0, &["seed=1", "lr=0.2"]), (1, &["seed=2"]), (2, &["epochs=4"]), (3, &["seed=3"]), (4, &[])];
+use support::{git, ok, python, train, NEWEST, RUNS, VERSIONS};
 
 /// A slow script (a pause per epoch, so a worker can die mid-segment).
 const SLOW: &str = r#"import random

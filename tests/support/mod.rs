@@ -128,3 +128,43 @@ pub(crate) fn rust_repo() -> tempfile::TempDir {
     std::fs::write(dir.path().join("train.rs"), "fn main() {}\n").unwrap();
     dir
 }
+
+/// `flor ARGS` in `repo` with the caller's environment (runs recorded
+/// through the Rust API: no Python, no isolated HOME needed).
+pub(crate) fn cli(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flor")).args(args).current_dir(repo).output().expect("run flor")
+}
+
+/// [`cli`] that must succeed: its stdout and stderr.
+pub(crate) fn cli_ok(repo: &Path, args: &[&str]) -> (String, String) {
+    let out = cli(repo, args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "flor {args:?} failed: {err}");
+    (String::from_utf8(out.stdout).expect("utf-8 output"), err)
+}
+
+/// [`cli_ok`] with `--format json`: the rows.
+pub(crate) fn cli_json(repo: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    match serde_json::from_str(&cli_ok(repo, &a).0) {
+        Ok(serde_json::Value::Array(rows)) => rows,
+        other => panic!("not a JSON array: {other:?}"),
+    }
+}
+
+/// The five committed versions of the acceptance scenario's script
+/// (`tests/replay/v*.py`), the newest one with the statements to replay,
+/// and the six runs recorded: (version index, `--kwargs`).
+pub(crate) const VERSIONS: [&str; 5] = [
+    include_str!("../replay/v1.py"),
+    include_str!("../replay/v2.py"),
+    include_str!("../replay/v3.py"),
+    include_str!("../replay/v4.py"),
+    include_str!("../replay/v5.py"),
+];
+/// See [`VERSIONS`].
+pub(crate) const NEWEST: &str = include_str!("../replay/newest.py");
+/// See [`VERSIONS`].
+pub(crate) const RUNS: [(usize, &[&str]); 6] =
+    [(0, &[]), (0, &["seed=1", "lr=0.2"]), (1, &["seed=2"]), (2, &["epochs=4"]), (3, &["seed=3"]), (4, &[])];
