@@ -180,15 +180,21 @@ fn the_header_is_line_one_only_and_the_kind_unescaped() {
     assert!(late.header.is_none() && late.errors[0].message.contains("first line"), "{:?}", late.errors);
 }
 
-#[test]
-fn a_replay_file_uses_the_forward_runs_contexts() {
+/// The contexts of a forward file declaring epoch 0 (context 0) and its
+/// step 0 (context 1).
+fn epoch_and_step() -> Arc<Contexts> {
     let mut e = LineEncoder::new();
     e.header(&meta(), Source::Forward);
     e.iter(0, None, "epoch", 0, None);
     e.iter(1, Some(0), "step", 0, None);
     let mut fwd = RecordReader::new();
     assert!(fwd.read(&e.buf).errors.is_empty());
-    let forward = Arc::new(fwd.into_contexts());
+    Arc::new(fwd.into_contexts())
+}
+
+#[test]
+fn a_replay_file_uses_the_forward_runs_contexts() {
+    let forward = epoch_and_step();
 
     let replay = file(
         Source::Replay,
@@ -217,13 +223,7 @@ fn a_replay_file_uses_the_forward_runs_contexts() {
 /// iterations of its own, numbered on from the forward file's.
 #[test]
 fn an_extraction_file_extends_the_forward_runs_contexts() {
-    let mut e = LineEncoder::new();
-    e.header(&meta(), Source::Forward);
-    e.iter(0, None, "epoch", 0, None);
-    e.iter(1, Some(0), "step", 0, None);
-    let mut fwd = RecordReader::new();
-    assert!(fwd.read(&e.buf).errors.is_empty());
-    let forward = Arc::new(fwd.into_contexts());
+    let forward = epoch_and_step();
 
     let extract = file(
         Source::Extract,
