@@ -157,6 +157,7 @@ def test_replay_passes_the_selection_to_flor_replay(repo, fake_flor):
             kind, indices = "indices", (0, 3)
         flor.replay("grad", [("epoch", IterSpec())], "lr > 0.1", [("device", "cpu")], yes=True)
         flor.replay(["grad"], narrow_iters=[("step", "none")], where_clause="lr > 0", overrides=["device=cpu"], yes=True)
+        flor.replay(["grad"], executor="ray", address="10.0.0.5:6379", yes=True)
         """
     run_python(repo, code)
     root = os.path.realpath(repo)
@@ -169,6 +170,8 @@ def test_replay_passes_the_selection_to_flor_replay(repo, fake_flor):
         head + ["grad", "--where", "lr > 0.1", "--iter", "epoch=0,3", "--override", "device=cpu", "--yes"],
         head + ["grad", "--where", "lr > 0", "--iter", "step=none", "--override", "device=cpu", "--dry-run"],
         head + ["grad", "--where", "lr > 0", "--iter", "step=none", "--override", "device=cpu", "--yes"],
+        head + ["grad", "--executor", "ray", "--address", "10.0.0.5:6379", "--dry-run"],
+        head + ["grad", "--executor", "ray", "--address", "10.0.0.5:6379", "--yes"],
     ]
 
 

@@ -757,7 +757,7 @@ def _pairs(given, what):
     return out
 
 
-def _replay_command(names, where, iters, overrides, jobs):
+def _replay_command(names, where, iters, overrides, jobs, executor=None, address=None):
     cmd = [_flor_command(), "-C", _cwd(), "replay", "--apply", ",".join(names)]
     if where is not None:
         cmd += ["--where", str(where)]
@@ -767,6 +767,10 @@ def _replay_command(names, where, iters, overrides, jobs):
         cmd += ["--override", text]
     if jobs is not None:
         cmd += ["--jobs", str(int(jobs))]
+    if executor is not None:
+        cmd += ["--executor", str(executor)]
+    if address is not None:
+        cmd += ["--address", str(address)]
     return cmd
 
 
@@ -834,6 +838,8 @@ def replay(
     *,
     jobs=None,
     yes=None,
+    executor=None,
+    address=None,
     narrow_iters=None,
     where_clause=None,
     overrides=None,
@@ -843,8 +849,10 @@ def replay(
     (a SQL predicate over run-level columns), ``iter`` (``{"epoch":
     "last"}``, ``["epoch=0,3"]``, ``[("epoch", [0, 3])]``) and
     ``override`` (``{"device": "cpu"}``, ``["device=cpu"]``); shows the
-    plan, asks ``[y/N]`` on ``input()`` unless ``yes=True``, relays the
-    replay's progress, and returns ``flor.dataframe`` of the applied names
+    plan, asks ``[y/N]`` on ``input()`` unless ``yes=True``, runs it
+    (``executor="ray"`` and ``address="HOST:PORT"``: on a Ray cluster, as
+    ``--executor ray --address``; default: ``[replay]`` in
+    .flor/config.toml), relays the replay's progress, and returns ``flor.dataframe`` of the applied names
     and of the logged names ``where`` mentions (``None`` when the answer is
     no). Raises FlorError with the command's
     message when it fails. FlorDB's spellings work too: the keywords
@@ -863,7 +871,7 @@ def replay(
     if _flor.active():
         commit()  # the run in progress is replayable only once committed
     names = _apply_names(apply_vars)
-    cmd = _replay_command(names, where, iter, override, jobs)
+    cmd = _replay_command(names, where, iter, override, jobs, executor, address)
     status, plan, errors = _relay(cmd + ["--dry-run"], hide="Dry run:")
     if status != 0:
         raise _replay_failure(status, errors)
