@@ -17,6 +17,7 @@ use flor::{Project, Run};
 use serde_json::Value as Json;
 
 mod support;
+use support::npy_f64;
 
 fn repo(config: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("flor-ckpt").tempdir().expect("tempdir");
@@ -93,19 +94,6 @@ fn safetensors(tensors: &[Tensor]) -> Vec<u8> {
     for (_, _, _, bytes) in tensors {
         out.extend(bytes);
     }
-    out
-}
-
-fn npy_f64(values: &[f64]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}", values.len()).into_bytes();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header);
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     out
 }
 

@@ -176,6 +176,13 @@ fn dataframe(repo: &Path, home: &Path, names: &[&str]) -> Vec<Json> {
     serde_json::from_str(&ok(flor_env(repo, home, &args, &[]), "flor dataframe")).expect("JSON")
 }
 
+/// How many values named `name` the project holds.
+fn count(repo: &Path, home: &Path, name: &str) -> usize {
+    let sql = format!("SELECT count(*) AS n FROM logs WHERE value_name = '{name}'");
+    let text = ok(flor_env(repo, home, &["--format", "csv", "query", &sql], &[]), "count");
+    text.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("a count")
+}
+
 fn refs(repo: &Path, home: &Path) -> String {
     git(repo, home, &["for-each-ref", "refs/flor"])
 }
@@ -239,16 +246,7 @@ fn replay_on_a_ray_cluster_matches_the_local_executor_and_survives_a_dying_worke
     assert_eq!(text.matches("match the recorded ones bit for bit").count(), 2, "{text}");
     ok(flor_env(&local, home, &["replay", "--apply", "w2", "--yes"], &[]), "local replay");
     assert_eq!(dataframe(&repo, home, &["w", "w2"]), dataframe(&local, home, &["w", "w2"]));
-    let n = ok(
-        flor_env(
-            &repo,
-            home,
-            &["--format", "csv", "query", "SELECT count(*) AS n FROM logs WHERE value_name = 'w2'"],
-            &[],
-        ),
-        "count",
-    );
-    assert_eq!(n.trim(), "n\n8", "2 runs × 4 epochs, nothing recorded twice");
+    assert_eq!(count(&repo, home, "w2"), 8, "2 runs × 4 epochs, nothing recorded twice");
 
     // `flor replay` killed once a run is attached: run again, it does only
     // the other run, and no value is there twice.
@@ -258,16 +256,7 @@ fn replay_on_a_ray_cluster_matches_the_local_executor_and_survives_a_dying_worke
     kill_when_paused(&repo, home, &apply, "replay-after-attach");
     let text = ok(flor_env(&repo, home, &apply, &[]), "flor replay after a kill");
     assert_eq!(text.matches("values recovered").count(), 1, "only the run left:\n{text}");
-    let n = ok(
-        flor_env(
-            &repo,
-            home,
-            &["--format", "csv", "query", "SELECT count(*) AS n FROM logs WHERE value_name = 'half'"],
-            &[],
-        ),
-        "count",
-    );
-    assert_eq!(n.trim(), "n\n8", "every value of both runs, once");
+    assert_eq!(count(&repo, home, "half"), 8, "every value of both runs, once");
 
     // Refused before anything runs: an unreachable cluster...
     fs::write(

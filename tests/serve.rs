@@ -17,7 +17,7 @@ use flor::Run;
 use serde_json::Value as Json;
 
 mod support;
-use support::rust_repo as repo;
+use support::{npy_f64, rust_repo as repo};
 
 /// A `flor serve` process, stopped when dropped.
 struct Server {
@@ -370,20 +370,6 @@ impl flor::core::checkpoint::CheckpointSerializer<Vec<u8>> for Raw {
         state.clear();
         input.read_to_end(state).map(|_| ()).map_err(|e| flor::core::checkpoint::CheckpointError(e.to_string()))
     }
-}
-
-/// A `.npy` file of float64 `values`.
-fn npy_f64(values: &[f64]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}", values.len()).into_bytes();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header);
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    out
 }
 
 #[test]

@@ -168,3 +168,17 @@ pub(crate) const NEWEST: &str = include_str!("../replay/newest.py");
 /// See [`VERSIONS`].
 pub(crate) const RUNS: [(usize, &[&str]); 6] =
     [(0, &[]), (0, &["seed=1", "lr=0.2"]), (1, &["seed=2"]), (2, &["epochs=4"]), (3, &["seed=3"]), (4, &[])];
+
+/// A `.npy` file (version 1) of float64 `values`.
+pub(crate) fn npy_f64(values: &[f64]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}", values.len()).into_bytes();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header);
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
